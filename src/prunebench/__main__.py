@@ -1,0 +1,5 @@
+"""``python -m prunebench``: same as the ``prunebench`` command."""
+
+from prunebench.cli.main import main
+
+raise SystemExit(main())

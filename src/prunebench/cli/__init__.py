@@ -1,0 +1,1 @@
+"""Command-line interface: the only part of prunebench that prints or reads argv."""

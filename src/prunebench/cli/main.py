@@ -1,0 +1,54 @@
+"""Entry point of the ``prunebench`` command: parse argv, dispatch, turn user errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from prunebench._version import __version__
+from prunebench.cli import list_cmd
+from prunebench.cli.common import OneLineParser
+from prunebench.errors import PrunebenchError
+
+#: Subcommand modules; each exposes ``register(subparsers)`` and sets ``handler`` on its parser.
+COMMANDS = (list_cmd,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (exposed for tests and docs)."""
+    parser = OneLineParser(
+        prog="prunebench",
+        description="Prune a transformer encoder, then measure honestly how much faster, smaller and "
+        "less accurate it got.",
+    )
+    parser.add_argument("--version", action="version", version=f"prunebench {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output, tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except (PrunebenchError, ValueError) as exc:
+        if args.verbose:
+            logging.getLogger("prunebench").exception("failed")
+        sys.stderr.write(f"prunebench {args.command}: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("prunebench: interrupted\n")
+        return 130

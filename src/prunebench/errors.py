@@ -1,0 +1,12 @@
+"""Exception types whose message is a complete one-line explanation for the user.
+
+The CLI prints ``str(error)`` of these (and of ``ValueError``) as a single line and exits with code 2.
+"""
+
+
+class PrunebenchError(Exception):
+    """Base class of errors that carry a user-facing, one-line message."""
+
+
+class CheckpointError(PrunebenchError):
+    """A saved model folder is missing, truncated, corrupted or does not match its config."""

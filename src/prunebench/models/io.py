@@ -1,0 +1,126 @@
+"""Save and load encoders as ``model.safetensors`` + ``config.json``; never pickle.
+
+The config holds every per-layer width, so a physically pruned model reloads as the same smaller model.
+Loading checks the file against the config tensor by tensor and reports the first problem in one line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from prunebench._version import __version__
+from prunebench.errors import CheckpointError
+from prunebench.models.config import EncoderConfig
+from prunebench.models.encoder import TransformerEncoder
+
+FORMAT = "prunebench-model"
+SCHEMA_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def save_model(model: TransformerEncoder, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to ``directory`` (created if needed).
+
+    Args:
+        model: the encoder; its current (possibly shrunk) architecture is what gets recorded.
+        directory: target folder.
+        metadata: optional JSON-ready extras stored under ``"metadata"`` (provenance, pruning report, ...).
+
+    Returns:
+        The folder path.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    # Write to temporary names and rename, so a crash never leaves a half-written checkpoint behind.
+    tmp_weights = out / (WEIGHTS_FILE + ".tmp")
+    save_file(tensors, str(tmp_weights), metadata={"format": FORMAT})
+    doc = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "prunebench_version": __version__,
+        "config": model.config.to_dict(),
+        "metadata": metadata or {},
+    }
+    tmp_config = out / (CONFIG_FILE + ".tmp")
+    tmp_config.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    tmp_weights.replace(out / WEIGHTS_FILE)
+    tmp_config.replace(out / CONFIG_FILE)
+    return out
+
+
+def read_config(directory: str | Path) -> tuple[EncoderConfig, dict[str, Any]]:
+    """Read and validate ``config.json`` of a saved model.
+
+    Returns:
+        The architecture and the stored metadata dict.
+
+    Raises:
+        CheckpointError: the folder or file is missing, not JSON, or not a prunebench model.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise CheckpointError(f"no model folder at {folder}")
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a prunebench model: {CONFIG_FILE} is missing")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a prunebench model config (format is not {FORMAT!r})")
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise CheckpointError(
+            f"{path} has schema_version {version!r}; this prunebench reads up to {SCHEMA_VERSION}"
+        )
+    try:
+        config = EncoderConfig.from_dict(doc["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} holds an invalid architecture: {exc}") from None
+    return config, dict(doc.get("metadata") or {})
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu") -> TransformerEncoder:
+    """Rebuild the exact architecture saved in ``directory`` and load its weights.
+
+    Raises:
+        CheckpointError: with a one-line reason (missing file, truncated file, missing or unexpected
+            tensor, or a tensor whose shape differs from the config's).
+    """
+    folder = Path(directory)
+    config, _ = read_config(folder)
+    weights_path = folder / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise CheckpointError(f"{folder} has no {WEIGHTS_FILE}")
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights_path} is corrupted or truncated ({exc})") from None
+    model = TransformerEncoder(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise CheckpointError(f"{weights_path} lacks tensor {missing[0]!r} ({len(missing)} missing in all)")
+    unexpected = sorted(set(tensors) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"{weights_path} has unexpected tensor {unexpected[0]!r} not in its config")
+    for name, ref in expected.items():
+        found = tensors[name]
+        if tuple(found.shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"{weights_path}: tensor {name!r} has shape {tuple(found.shape)}, config expects {tuple(ref.shape)}"
+            )
+        if found.dtype != ref.dtype:
+            raise CheckpointError(f"{weights_path}: tensor {name!r} has dtype {found.dtype}, expected {ref.dtype}")
+    model.load_state_dict(tensors, strict=True)
+    model.eval()
+    return model.to(device)

@@ -217,7 +217,12 @@ def init_weights_(model: nn.Module, generator: torch.Generator) -> None:
 
 
 def build_encoder(config: EncoderConfig, seed: int = 0) -> TransformerEncoder:
-    """Build a freshly initialized encoder; the same ``seed`` always gives the same weights."""
-    model = TransformerEncoder(config)
+    """Build a freshly initialized encoder; the same ``seed`` always gives the same weights.
+
+    nn.Linear's constructor draws its default init from the global RNG; fork_rng restores that state
+    afterwards, so building a model never shifts anyone else's random stream.
+    """
+    with torch.random.fork_rng(devices=[]):
+        model = TransformerEncoder(config)
     init_weights_(model, torch.Generator().manual_seed(seed))
     return model

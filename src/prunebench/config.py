@@ -1,0 +1,203 @@
+"""The configuration of a whole ``prunebench run``: a frozen, validated dataclass with TOML loading.
+
+Precedence: defaults < TOML file (``--config run.toml``) < command-line options. Every field can be set in
+TOML under a ``[run]`` table or at top level; unknown keys and wrongly typed values are one-line errors
+that name the valid keys, raised before any expensive work starts.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from prunebench.models.presets import model_names
+
+#: Pruning methods a run can compare, with the sparsity each gets when none is given.
+DEFAULT_SPARSITY: dict[str, float] = {
+    "magnitude": 0.5,  # unstructured, per-layer |W|
+    "structured": 0.5,  # heads + FFN neurons physically removed
+    "iterative": 0.8,  # gradual magnitude with recovery fine-tuning between steps
+    "wanda": 0.5,  # |W| * ||x||, per output row
+    "nm": 0.5,  # 2:4 semi-structured: the sparsity is fixed by N:M
+}
+RUN_METHODS = tuple(DEFAULT_SPARSITY)
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's results (and so is stored with them).
+
+    Attributes:
+        model: preset name (``small``, ``medium``, ``large``).
+        methods: pruning methods to compare (see :data:`RUN_METHODS`).
+        sparsities: sparsity levels for every method except ``nm``; empty = each method's default.
+        batch_sizes: batch sizes of the benchmark sweep.
+        seq_len: sequence length for benchmarks and the task.
+        threads: torch intra-op threads, pinned for the whole run (None = torch's default, recorded).
+        seed: seed of model init, data order, masking and benchmark inputs.
+        device: ``cpu`` or ``cuda``.
+        quick: a smaller everything (training budget, eval batches, timing budget) for a first look.
+        task: ``mlm`` (built-in, Python stdlib source) or ``csv:PATH`` / ``jsonl:PATH``.
+        train_budget: dense training budget (``"600"`` steps or ``"90s"``); empty = the task's default.
+        finetune_steps: recovery fine-tuning steps after each iterative pruning step.
+        iterative_steps: pruning steps of the iterative method.
+        schedule: sparsity schedule of the iterative method (``one_shot``, ``linear``, ``cubic``).
+        calib_sequences: calibration sequences for Wanda (and Taylor importance).
+        eval_batches: test batches evaluated per variant (0 = the task's default).
+        min_time: minimum seconds of paired timing per benchmark cell (0 = the harness default).
+        pad_fraction: fraction of each benchmark sequence that is padding.
+        save_models: keep every pruned model in the run folder (needed to resume without re-pruning).
+    """
+
+    model: str = "medium"
+    methods: tuple[str, ...] = RUN_METHODS
+    sparsities: tuple[float, ...] = ()
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
+    seq_len: int = 128
+    threads: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    quick: bool = False
+    task: str = "mlm"
+    train_budget: str = ""
+    finetune_steps: int = 20
+    iterative_steps: int = 4
+    schedule: str = "cubic"
+    calib_sequences: int = 32
+    eval_batches: int = 0
+    min_time: float = 0.0
+    pad_fraction: float = 0.0
+    save_models: bool = True
+
+    def __post_init__(self) -> None:
+        if self.model not in model_names() or self.model == "custom":
+            valid = ", ".join(n for n in model_names() if n != "custom")
+            raise ValueError(f"unknown model {self.model!r}; choose from: {valid}")
+        object.__setattr__(self, "methods", tuple(self.methods))
+        object.__setattr__(self, "sparsities", tuple(float(s) for s in self.sparsities))
+        object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
+        if not self.methods:
+            raise ValueError(f"methods is empty; choose from: {', '.join(RUN_METHODS)}")
+        for method in self.methods:
+            if method not in DEFAULT_SPARSITY:
+                raise ValueError(f"unknown method {method!r}; choose from: {', '.join(RUN_METHODS)}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods lists a method twice: {', '.join(self.methods)}")
+        for s in self.sparsities:
+            if not (math.isfinite(s) and 0.0 <= s < 1.0):
+                raise ValueError(f"sparsity {s:g} is outside [0, 1)")
+        if not self.batch_sizes or any(not _is_int(b) or b <= 0 for b in self.batch_sizes):
+            raise ValueError(f"batch_sizes must be positive integers, got {list(self.batch_sizes)}")
+        for name in ("seq_len", "finetune_steps", "iterative_steps", "calib_sequences", "eval_batches", "seed"):
+            value = getattr(self, name)
+            low = 1 if name in ("seq_len", "iterative_steps", "calib_sequences") else 0
+            if not _is_int(value) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.threads is not None and (not _is_int(self.threads) or self.threads <= 0):
+            raise ValueError(f"threads must be a positive integer, got {self.threads!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; choose from: {', '.join(DEVICES)}")
+        if self.schedule not in ("one_shot", "linear", "cubic"):
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from: one_shot, linear, cubic")
+        if not 0.0 <= self.pad_fraction < 1.0:
+            raise ValueError(f"pad_fraction must lie in [0, 1), got {self.pad_fraction}")
+        if self.min_time < 0:
+            raise ValueError(f"min_time must be >= 0, got {self.min_time}")
+
+    def variants(self) -> list[tuple[str, str, float]]:
+        """The (variant name, method, sparsity) triples this run produces, dense excluded, in run order."""
+        out = []
+        for method in self.methods:
+            if method == "nm":
+                out.append(("nm2:4", "nm", 0.5))
+                continue
+            for s in self.sparsities or (DEFAULT_SPARSITY[method],):
+                out.append((f"{method}@{s:g}", method, s))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        data = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Build from a (TOML or JSON) mapping, type-checking every value; unknown keys are errors."""
+        return replace(cls(), **_coerce(data)) if data else cls()
+
+    def merged(self, overrides: dict[str, Any]) -> RunConfig:
+        """A copy with ``overrides`` (already-typed values, None = keep) applied."""
+        return replace(self, **_coerce({k: v for k, v in overrides.items() if v is not None}))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _field_types() -> dict[str, Any]:
+    return {f.name: f.default for f in fields(RunConfig)}
+
+
+def _coerce(data: dict[str, Any]) -> dict[str, Any]:
+    """Check keys and value types against RunConfig's fields (by their defaults' types)."""
+    defaults = _field_types()
+    unknown = sorted(set(data) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown run option(s) {', '.join(unknown)}; valid: {', '.join(sorted(defaults))}")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        default = defaults[key]
+        if isinstance(default, tuple):
+            if isinstance(value, (str, int, float)):
+                value = [value]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"run option {key} must be a list, got {value!r}")
+            value = tuple(value)
+        elif key == "threads":
+            if value is not None and not _is_int(value):
+                raise ValueError(f"run option threads must be an integer, got {value!r}")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"run option {key} must be true or false, got {value!r}")
+        elif isinstance(default, float):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"run option {key} must be a number, got {value!r}")
+            value = float(value)
+        elif isinstance(default, int):
+            if not _is_int(value):
+                raise ValueError(f"run option {key} must be an integer, got {value!r}")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ValueError(f"run option {key} must be a string, got {value!r}")
+        out[key] = value
+    return out
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read run options from a TOML file (keys at top level or under ``[run]``).
+
+    Raises:
+        ValueError: the file is missing or unreadable, or malformed (the message gives line and column).
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read config file {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {file} is not UTF-8 text") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"malformed TOML in {file}: {exc}") from None
+    if "run" in doc:
+        if not isinstance(doc["run"], dict):
+            raise ValueError(f"{file}: [run] must be a table")
+        extra = sorted(set(doc) - {"run"})
+        if extra:
+            raise ValueError(f"{file}: keys outside [run]: {', '.join(extra)}")
+        return dict(doc["run"])
+    return doc

@@ -1,0 +1,38 @@
+"""The results of a run: a crash-safe SQLite store in the run folder, and its JSON/CSV exports.
+
+Records are plain dicts following the data contract (see :mod:`prunebench.results.schema` for every field)::
+
+    with ResultStore(run_dir / "results.sqlite") as store:
+        store.start_run({"run_id": ..., "created": ..., "config": {...}, "environment": {...}})
+        if not store.has_cell("magnitude@0.5", 1, 128, status="ok"):
+            store.put_cell({...})          # committed before it returns
+"""
+
+from prunebench.results.export import CSV_COLUMNS, csv_rows, export_csv, export_json, write_bytes_atomic
+from prunebench.results.schema import SCHEMA_VERSION, STORE_FILENAME
+from prunebench.results.store import (
+    CELL_STATUSES,
+    RUN_STATUSES,
+    VARIANT_STATUSES,
+    ResultStore,
+    load_snapshot,
+    open_run,
+    store_path,
+)
+
+__all__ = [
+    "CELL_STATUSES",
+    "CSV_COLUMNS",
+    "RUN_STATUSES",
+    "SCHEMA_VERSION",
+    "STORE_FILENAME",
+    "VARIANT_STATUSES",
+    "ResultStore",
+    "csv_rows",
+    "export_csv",
+    "export_json",
+    "load_snapshot",
+    "open_run",
+    "store_path",
+    "write_bytes_atomic",
+]

@@ -1,0 +1,291 @@
+"""The crash-safe results store: one SQLite file per run folder, one committed transaction per record.
+
+Durability argument. The file is in WAL mode with ``synchronous=FULL``: each ``put_*`` is its own transaction
+and returns only after its WAL frames are fsync'ed. A ``kill -9`` at any instant therefore loses at most the
+record being written (never one whose ``put_*`` returned), and SQLite's journal guarantees the file is never
+left half-written. ``synchronous=NORMAL`` would already survive a process kill in WAL mode, but could drop the
+last commits on a power cut or kernel crash; a run commits a few hundred rows that each cost seconds of
+measurement, so one fsync per row is free by comparison and we take the stronger guarantee.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from prunebench.errors import PrunebenchError
+from prunebench.results.codec import from_db, to_db, to_json
+from prunebench.results.schema import (
+    CELLS,
+    EVALUATIONS,
+    META_SQL,
+    RUNS,
+    SCHEMA_VERSION,
+    STORE_FILENAME,
+    TABLES,
+    VARIANTS,
+    Table,
+)
+
+logger = logging.getLogger(__name__)
+
+RUN_STATUSES = ("running", "finished", "failed")
+VARIANT_STATUSES = ("ok", "failed")
+CELL_STATUSES = ("ok", "error")
+
+
+def _check_status(table: Table, value: Any, allowed: tuple[str, ...]) -> None:
+    if value is not None and value not in allowed:
+        raise ValueError(f"{table.name}.status must be one of {', '.join(allowed)}; got {value!r}")
+
+
+class ResultStore:
+    """The SQLite results store of one run (``<run_dir>/results.sqlite``).
+
+    Every ``put_*`` is committed in its own transaction before it returns, so a crash loses nothing that was
+    reported as stored. Putting a record whose key exists (same variant name, same cell coordinates) replaces
+    it in place, which is what a resumed run that re-measures a failed cell wants.
+
+    Args:
+        path: the ``.sqlite`` file.
+        create: create the file and tables if missing; with ``False`` a missing or foreign file is an error.
+
+    Raises:
+        PrunebenchError: the file is missing (``create=False``), is not a prunebench store, or was written by a
+            newer schema.
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise PrunebenchError(f"no results store at {self.path}")
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per record.
+            self._conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+        except sqlite3.Error as exc:
+            raise PrunebenchError(f"cannot open results store {self.path}: {exc}") from None
+        try:
+            self._setup(create)
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise PrunebenchError(f"{self.path} is not a readable prunebench results store ({exc})") from None
+        except PrunebenchError:
+            self._conn.close()
+            raise
+
+    def _setup(self, create: bool) -> None:
+        mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            logger.warning("results store %s runs in journal mode %s, not WAL", self.path, mode)
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        has_meta = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        if not has_meta:
+            if not create:
+                raise PrunebenchError(f"{self.path} is not a prunebench results store (no meta table)")
+            self._transaction(
+                [(META_SQL, ())]
+                + [(t.create_sql(), ()) for t in TABLES]
+                + [("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))]
+            )
+        row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row[0]) if row else None
+        if version != SCHEMA_VERSION:
+            raise PrunebenchError(
+                f"{self.path} has results schema version {version}; this prunebench reads version {SCHEMA_VERSION}"
+            )
+
+    # -- plumbing ---------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._conn.close()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Run statements in one immediate transaction; committed (fsync'ed) on return, rolled back on error."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in statements:
+                self._conn.execute(sql, params)
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _upsert(self, table: Table, record: Mapping[str, Any]) -> None:
+        if not isinstance(record, Mapping):
+            raise ValueError(f"a {table.name} record must be a dict, got {type(record).__name__}")
+        missing = [k for k in table.key if record.get(k) is None]
+        if missing:
+            raise ValueError(f"a {table.name} record needs {', '.join(missing)} (key: {', '.join(table.key)})")
+        values = [to_db(table, f, kind, record.get(f)) for f, kind in table.fields]
+        extra = {k: v for k, v in record.items() if k not in table.field_names}
+        cols = [*table.field_names, "extra"]
+        updates = ", ".join(f"{c}=excluded.{c}" for c in cols if c not in table.key)
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+            f"ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET {updates}"
+        )
+        self._transaction([(sql, (*values, to_json(extra)))])
+
+    def _rows(self, table: Table, where: str = "", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        cols = [*table.field_names, "extra"]
+        cur = self._conn.execute(f"SELECT {', '.join(cols)} FROM {table.name} {where} ORDER BY seq", params)
+        out = []
+        for row in cur.fetchall():
+            record = {f: from_db(kind, v) for (f, kind), v in zip(table.fields, row[:-1], strict=True)}
+            record.update(json.loads(row[-1]))
+            out.append(record)
+        return out
+
+    def _exists(self, table: Table, where: str, params: tuple[Any, ...]) -> bool:
+        return self._conn.execute(f"SELECT 1 FROM {table.name} WHERE {where} LIMIT 1", params).fetchone() is not None
+
+    # -- the run ----------------------------------------------------------------------------------------------
+    def start_run(self, run: Mapping[str, Any]) -> dict[str, Any]:
+        """Record the run (or resume it): returns the stored run record.
+
+        A store holds exactly one run. Starting the run it already holds (same ``run_id``) resumes it: the
+        status goes back to ``running`` and the stored config/environment are kept. A different ``run_id`` is
+        refused, so that two runs never mix their rows.
+
+        Raises:
+            PrunebenchError: the store already holds another run.
+        """
+        existing = self.get_run()
+        if existing is not None:
+            if existing["run_id"] != run.get("run_id"):
+                raise PrunebenchError(
+                    f"{self.path} already holds run {existing['run_id']!r}, not {run.get('run_id')!r}"
+                )
+            self.set_run_status("running")
+            return self.get_run() or {}
+        record = {"status": "running", **run}
+        _check_status(RUNS, record.get("status"), RUN_STATUSES)
+        self._upsert(RUNS, record)
+        return self.get_run() or {}
+
+    def get_run(self) -> dict[str, Any] | None:
+        """The run record, or None before :meth:`start_run`."""
+        rows = self._rows(RUNS)
+        return rows[0] if rows else None
+
+    def set_run_status(self, status: str) -> None:
+        """Set the run's status (``running``, ``finished`` or ``failed``)."""
+        _check_status(RUNS, status, RUN_STATUSES)
+        if self.get_run() is None:
+            raise PrunebenchError(f"{self.path} holds no run yet; call start_run first")
+        self._transaction([("UPDATE runs SET status=?", (status,))])
+
+    # -- records ----------------------------------------------------------------------------------------------
+    def put_variant(self, variant: Mapping[str, Any]) -> None:
+        """Store (or replace) one variant record, keyed by ``name``; committed on return."""
+        _check_status(VARIANTS, variant.get("status"), VARIANT_STATUSES)
+        self._upsert(VARIANTS, variant)
+
+    def put_evaluation(self, evaluation: Mapping[str, Any]) -> None:
+        """Store (or replace) one evaluation record, keyed by ``variant``; committed on return."""
+        self._upsert(EVALUATIONS, evaluation)
+
+    def put_cell(self, cell: Mapping[str, Any]) -> None:
+        """Store (or replace) one benchmark cell, keyed by ``(variant, batch_size, seq_len)``; committed on return."""
+        _check_status(CELLS, cell.get("status"), CELL_STATUSES)
+        self._upsert(CELLS, cell)
+
+    def has_variant(self, name: str, status: str | None = None) -> bool:
+        """Whether a variant of that name is stored (with that status, if given)."""
+        if status is None:
+            return self._exists(VARIANTS, "name=?", (name,))
+        return self._exists(VARIANTS, "name=? AND status=?", (name, status))
+
+    def has_evaluation(self, name: str) -> bool:
+        """Whether the variant named ``name`` has a stored evaluation."""
+        return self._exists(EVALUATIONS, "variant=?", (name,))
+
+    def has_cell(self, variant: str, batch_size: int, seq_len: int, status: str | None = None) -> bool:
+        """Whether that benchmark cell is stored (with that status, if given, e.g. ``"ok"`` to retry errors)."""
+        where, params = "variant=? AND batch_size=? AND seq_len=?", (variant, int(batch_size), int(seq_len))
+        if status is not None:
+            where, params = where + " AND status=?", (*params, status)
+        return self._exists(CELLS, where, params)
+
+    def variants(self) -> list[dict[str, Any]]:
+        """All variant records, in the order they were first stored."""
+        return self._rows(VARIANTS)
+
+    def evaluations(self) -> list[dict[str, Any]]:
+        """All evaluation records, in the order they were first stored."""
+        return self._rows(EVALUATIONS)
+
+    def cells(self, variant: str | None = None) -> list[dict[str, Any]]:
+        """All benchmark cells (or those of one variant), in the order they were first stored."""
+        if variant is None:
+            return self._rows(CELLS)
+        return self._rows(CELLS, "WHERE variant=?", (variant,))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything in the store as plain data: ``{schema_version, run, variants, evaluations, cells}``."""
+        # One read transaction, so that a writer in another process cannot slip rows in between the tables.
+        self._conn.execute("BEGIN")
+        try:
+            return {
+                "schema_version": SCHEMA_VERSION,
+                "run": self.get_run(),
+                "variants": self.variants(),
+                "evaluations": self.evaluations(),
+                "cells": self.cells(),
+            }
+        finally:
+            self._conn.execute("COMMIT")
+
+    def export_json(self, path: str | Path) -> Path:
+        """Write ``results.json`` (the whole store; see :func:`prunebench.results.export.export_json`)."""
+        from prunebench.results.export import export_json
+
+        return export_json(self.snapshot(), path)
+
+    def export_csv(self, path: str | Path) -> Path:
+        """Write ``results.csv`` (one row per variant x batch size; see :mod:`prunebench.results.export`)."""
+        from prunebench.results.export import export_csv
+
+        return export_csv(self.snapshot(), path)
+
+
+def store_path(run_dir: str | Path) -> Path:
+    """Where a run folder keeps its store."""
+    return Path(run_dir) / STORE_FILENAME
+
+
+def open_run(run_dir: str | Path) -> ResultStore:
+    """Open the store of an existing run folder (never creates one).
+
+    Raises:
+        PrunebenchError: ``run_dir`` is not a folder, or holds no (readable) results store.
+    """
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise PrunebenchError(f"{folder} is not a run folder (no such directory)")
+    if not store_path(folder).is_file():
+        raise PrunebenchError(f"{folder} is not a run folder (no {STORE_FILENAME} in it)")
+    return ResultStore(store_path(folder), create=False)
+
+
+def load_snapshot(run_dir: str | Path) -> dict[str, Any]:
+    """Everything stored for the run in ``run_dir`` as plain data (see :meth:`ResultStore.snapshot`)."""
+    with open_run(run_dir) as store:
+        snap = store.snapshot()
+    if snap["run"] is None:
+        raise PrunebenchError(f"{Path(run_dir)} holds a results store but no run record")
+    return snap

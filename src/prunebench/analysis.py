@@ -1,0 +1,324 @@
+"""Comparative analysis of one run: speedups against dense, realized vs FLOP-ideal, memory and accuracy deltas,
+crossover batch sizes and the accuracy-vs-latency Pareto front.
+
+Everything here is a pure function of the store's plain rows (see :meth:`prunebench.results.ResultStore.snapshot`)
+so that the report can be rebuilt from the store alone and the functions can be tested on hand-made rows.
+
+A variant is called *faster* than dense at a batch size only when the whole confidence interval of the paired
+speedup lies above 1 (``ci_low > 1``), *slower* only when it lies below 1 (``ci_high < 1``), and *same*
+otherwise: a point estimate of 1.03 with a CI of [0.97, 1.09] is not a speedup.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Name of the dense baseline variant in every run.
+BASELINE = "dense"
+
+#: Verdicts of a cell against dense (see the module docstring).
+VERDICTS = ("faster", "same", "slower", "n/a")
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator``, or None when either is missing or the denominator is not positive."""
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return float(numerator) / float(denominator)
+
+
+def speedup_verdict(ci_low: float | None, ci_high: float | None) -> str:
+    """``faster`` if ``ci_low > 1``, ``slower`` if ``ci_high < 1``, ``same`` otherwise, ``n/a`` without a CI."""
+    if ci_low is None or ci_high is None:
+        return "n/a"
+    if ci_low > 1.0:
+        return "faster"
+    if ci_high < 1.0:
+        return "slower"
+    return "same"
+
+
+@dataclass(frozen=True)
+class CellAnalysis:
+    """One variant at one (batch size, seq len), compared with dense measured in the same interleaved session."""
+
+    variant: str
+    method: str | None
+    batch_size: int
+    seq_len: int
+    status: str
+    error: str | None
+    latency_ms: float | None
+    latency_p90_ms: float | None
+    baseline_latency_ms: float | None
+    speedup: float | None
+    speedup_ci_low: float | None
+    speedup_ci_high: float | None
+    verdict: str
+    flop_ideal_speedup: float | None
+    #: realized speedup / FLOP-ideal speedup: 1.0 means the removed FLOPs turned fully into time saved.
+    realized_over_ideal: float | None
+    throughput_samples_s: float | None
+    throughput_tokens_s: float | None
+    peak_memory_bytes: int | None
+    #: peak memory of this variant / peak memory of dense at the same batch size and seq len.
+    peak_memory_ratio: float | None
+    n_pairs: int | None
+
+
+@dataclass(frozen=True)
+class VariantAnalysis:
+    """One variant's size, accuracy and fidelity figures, with ratios and deltas against dense."""
+
+    name: str
+    method: str | None
+    requested_sparsity: float | None
+    measured_sparsity: float | None
+    materialization: str | None
+    status: str | None
+    error: str | None
+    params: int | None
+    params_ratio: float | None
+    nonzero_params: int | None
+    nonzero_ratio: float | None
+    disk_bytes: int | None
+    disk_ratio: float | None
+    macs: int | None
+    effective_macs: int | None
+    #: dense MACs / this variant's effective MACs: the speedup if time were proportional to FLOPs.
+    flop_ideal_speedup: float | None
+    accuracy: float | None
+    #: accuracy - dense accuracy (a fraction; x100 for percentage points).
+    accuracy_delta: float | None
+    metric_name: str | None
+    agreement: float | None
+    kl: float | None
+    cosine: float | None
+    trivial_accuracy: float | None
+    fidelity_max_abs_diff: float | None
+    fidelity_ok: bool | None
+
+
+@dataclass(frozen=True)
+class Crossover:
+    """A batch size at which a variant starts (or stops) being measurably faster than dense."""
+
+    variant: str
+    seq_len: int
+    #: the first batch size with the new verdict.
+    batch_size: int
+    #: the batch size just before it (the last one with the old verdict).
+    previous_batch_size: int
+    kind: str  # "starts_faster" or "stops_faster"
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    """A variant's (latency, accuracy) at one batch size, and whether no other variant beats it on both."""
+
+    variant: str
+    latency_ms: float
+    accuracy: float
+    on_front: bool
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the report shows about one run."""
+
+    seq_len: int | None
+    batch_sizes: tuple[int, ...]
+    variants: tuple[VariantAnalysis, ...]
+    cells: tuple[CellAnalysis, ...]
+    crossovers: tuple[Crossover, ...]
+    #: batch size -> the Pareto points at that batch size (smallest and largest batch size of the run).
+    pareto: dict[int, tuple[ParetoPoint, ...]] = field(default_factory=dict)
+
+    def cell(self, variant: str, batch_size: int, seq_len: int | None = None) -> CellAnalysis | None:
+        """The cell of ``variant`` at ``batch_size`` (and the run's main seq len unless given)."""
+        want = self.seq_len if seq_len is None else seq_len
+        for c in self.cells:
+            if c.variant == variant and c.batch_size == batch_size and c.seq_len == want:
+                return c
+        return None
+
+    def variant(self, name: str) -> VariantAnalysis | None:
+        """The variant called ``name``, or None."""
+        return next((v for v in self.variants if v.name == name), None)
+
+
+def analyze_variants(
+    variants: Sequence[Mapping[str, Any]], evaluations: Sequence[Mapping[str, Any]]
+) -> list[VariantAnalysis]:
+    """Per-variant figures with ratios and accuracy deltas against the ``dense`` variant (None where absent)."""
+    evals = {e["variant"]: e for e in evaluations}
+    dense = next((v for v in variants if v["name"] == BASELINE), {})
+    dense_acc = evals.get(BASELINE, {}).get("accuracy")
+    out = []
+    for v in variants:
+        ev = evals.get(v["name"], {})
+        fidelity = v.get("fidelity") or {}
+        acc = ev.get("accuracy")
+        ok = fidelity.get("ok")
+        out.append(
+            VariantAnalysis(
+                name=v["name"],
+                method=v.get("method"),
+                requested_sparsity=v.get("requested_sparsity"),
+                measured_sparsity=v.get("measured_sparsity"),
+                materialization=v.get("materialization"),
+                status=v.get("status"),
+                error=v.get("error"),
+                params=v.get("params"),
+                params_ratio=ratio(v.get("params"), dense.get("params")),
+                nonzero_params=v.get("nonzero_params"),
+                nonzero_ratio=ratio(v.get("nonzero_params"), dense.get("nonzero_params")),
+                disk_bytes=v.get("disk_bytes"),
+                disk_ratio=ratio(v.get("disk_bytes"), dense.get("disk_bytes")),
+                macs=v.get("macs"),
+                effective_macs=v.get("effective_macs"),
+                # Against the dense model's MACs (a shrunk variant's own ``macs`` already counts fewer).
+                flop_ideal_speedup=ratio(dense.get("macs") if dense else v.get("macs"), v.get("effective_macs")),
+                accuracy=acc,
+                accuracy_delta=None if acc is None or dense_acc is None else acc - dense_acc,
+                metric_name=ev.get("metric_name"),
+                agreement=ev.get("agreement"),
+                kl=ev.get("kl"),
+                cosine=ev.get("cosine"),
+                trivial_accuracy=ev.get("trivial_accuracy"),
+                fidelity_max_abs_diff=fidelity.get("max_abs_diff"),
+                fidelity_ok=None if ok is None else bool(ok),
+            )
+        )
+    return out
+
+
+def analyze_cells(
+    cells: Sequence[Mapping[str, Any]], variants: Sequence[VariantAnalysis] = ()
+) -> list[CellAnalysis]:
+    """Per-cell comparisons with dense, sorted by variant order, seq len, then batch size."""
+    by_name = {v.name: v for v in variants}
+    order = {v.name: i for i, v in enumerate(variants)}
+    dense_peak = {
+        (c["batch_size"], c["seq_len"]): c.get("peak_memory_bytes")
+        for c in cells
+        if c["variant"] == BASELINE and c.get("status") == "ok"
+    }
+    out = []
+    for c in cells:
+        ok = c.get("status") == "ok"
+        v = by_name.get(c["variant"])
+        ideal = c.get("flop_ideal_speedup")
+        if ideal is None and v is not None:
+            ideal = v.flop_ideal_speedup
+        speedup = c.get("speedup") if ok else None
+        out.append(
+            CellAnalysis(
+                variant=c["variant"],
+                method=v.method if v else None,
+                batch_size=int(c["batch_size"]),
+                seq_len=int(c["seq_len"]),
+                status=c.get("status") or "error",
+                error=c.get("error"),
+                latency_ms=c.get("latency_ms") if ok else None,
+                latency_p90_ms=c.get("latency_p90_ms") if ok else None,
+                baseline_latency_ms=c.get("baseline_latency_ms") if ok else None,
+                speedup=speedup,
+                speedup_ci_low=c.get("speedup_ci_low") if ok else None,
+                speedup_ci_high=c.get("speedup_ci_high") if ok else None,
+                verdict=speedup_verdict(c.get("speedup_ci_low"), c.get("speedup_ci_high")) if ok else "n/a",
+                flop_ideal_speedup=ideal,
+                realized_over_ideal=ratio(speedup, ideal),
+                throughput_samples_s=c.get("throughput_samples_s") if ok else None,
+                throughput_tokens_s=c.get("throughput_tokens_s") if ok else None,
+                peak_memory_bytes=c.get("peak_memory_bytes") if ok else None,
+                peak_memory_ratio=ratio(c.get("peak_memory_bytes"), dense_peak.get((c["batch_size"], c["seq_len"])))
+                if ok
+                else None,
+                n_pairs=c.get("n_pairs"),
+            )
+        )
+    out.sort(key=lambda a: (order.get(a.variant, len(order)), a.variant, a.seq_len, a.batch_size))
+    return out
+
+
+def find_crossovers(cells: Iterable[CellAnalysis]) -> list[Crossover]:
+    """Batch sizes where a variant's verdict turns to, or away from, ``faster``.
+
+    Only measured cells count (errors and cells without a CI are skipped), per variant and seq len in batch-size
+    order. Several crossovers per variant are possible and all are returned; none means the verdict never
+    changed between faster and not-faster over the measured batch sizes.
+    """
+    series: dict[tuple[str, int], list[CellAnalysis]] = {}
+    for c in cells:
+        if c.verdict != "n/a" and c.variant != BASELINE:
+            series.setdefault((c.variant, c.seq_len), []).append(c)
+    out = []
+    for (variant, seq_len), items in series.items():
+        items.sort(key=lambda c: c.batch_size)
+        for prev, cur in itertools.pairwise(items):
+            if (prev.verdict == "faster") != (cur.verdict == "faster"):
+                kind = "starts_faster" if cur.verdict == "faster" else "stops_faster"
+                out.append(
+                    Crossover(variant, seq_len, cur.batch_size, prev.batch_size, kind, prev.verdict, cur.verdict)
+                )
+    return out
+
+
+def pareto_front(points: Iterable[tuple[str, float, float]]) -> list[ParetoPoint]:
+    """Mark each ``(name, latency_ms, accuracy)`` point as on the front (no other point is at least as fast and
+    at least as accurate, and strictly better in one) or not; returned sorted by latency, then name."""
+    pts = list(points)
+    out = []
+    for name, lat, acc in pts:
+        dominated = any(
+            (lat2 <= lat and acc2 >= acc) and (lat2 < lat or acc2 > acc) for _, lat2, acc2 in pts
+        )
+        out.append(ParetoPoint(name, float(lat), float(acc), not dominated))
+    out.sort(key=lambda p: (p.latency_ms, p.variant))
+    return out
+
+
+def pareto_at(
+    variants: Sequence[VariantAnalysis], cells: Sequence[CellAnalysis], batch_size: int, seq_len: int | None
+) -> list[ParetoPoint]:
+    """The accuracy-vs-latency Pareto points at one batch size, over variants that did not fail and have both."""
+    accuracy = {v.name: v.accuracy for v in variants if v.status != "failed" and v.accuracy is not None}
+    points = [
+        (c.variant, c.latency_ms, accuracy[c.variant])
+        for c in cells
+        if c.batch_size == batch_size and c.seq_len == seq_len and c.latency_ms is not None and c.variant in accuracy
+    ]
+    return pareto_front(points)
+
+
+def main_seq_len(run: Mapping[str, Any] | None, cells: Sequence[Mapping[str, Any]]) -> int | None:
+    """The seq len the summary is about: the run config's ``seq_len`` if measured, else the smallest measured."""
+    measured = sorted({int(c["seq_len"]) for c in cells})
+    wanted = ((run or {}).get("config") or {}).get("seq_len")
+    if wanted is not None and int(wanted) in measured:
+        return int(wanted)
+    return measured[0] if measured else None
+
+
+def analyze(snapshot: Mapping[str, Any]) -> Analysis:
+    """The full analysis of a store snapshot (``{run, variants, evaluations, cells}``)."""
+    variants = analyze_variants(snapshot.get("variants", []), snapshot.get("evaluations", []))
+    raw_cells = snapshot.get("cells", [])
+    cells = analyze_cells(raw_cells, variants)
+    seq_len = main_seq_len(snapshot.get("run"), raw_cells)
+    batch_sizes = tuple(sorted({c.batch_size for c in cells if c.seq_len == seq_len}))
+    pareto = {b: tuple(pareto_at(variants, cells, b, seq_len)) for b in sorted({*batch_sizes[:1], *batch_sizes[-1:]})}
+    return Analysis(
+        seq_len=seq_len,
+        batch_sizes=batch_sizes,
+        variants=tuple(variants),
+        cells=tuple(cells),
+        crossovers=tuple(find_crossovers(cells)),
+        pareto=pareto,
+    )

@@ -1,0 +1,250 @@
+"""Architecture knowledge the pruning engine needs, in one place.
+
+The pruning algorithms speak of *prunable Linears*, *heads*, *neurons* and *layers*; this adapter says
+where those live in a :class:`TransformerEncoder` and how to zero or physically remove them. Nothing
+in ``prunebench.pruning`` touches ``model.layers[i].attn`` directly.
+
+Groups of one encoder layer (H heads of width Dh, F neurons, D = d_model):
+    head h   : rows h*Dh:(h+1)*Dh of q/k/v (weights and biases) + the same columns of out_proj
+    neuron j : row j of fc_in (weight and bias) + column j of fc_out
+    layer    : every prunable weight of the layer, plus both output biases (the layer becomes identity)
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from prunebench.models.encoder import EncoderLayer, TransformerEncoder
+
+#: Group kinds the adapter can score, zero and remove.
+GROUP_KINDS = ("heads", "neurons", "layers")
+
+_ATTN = ("q_proj", "k_proj", "v_proj")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in GROUP_KINDS:
+        raise ValueError(f"unknown group kind {kind!r}; choose from: {', '.join(GROUP_KINDS)}")
+
+
+def _new_linear(weight: torch.Tensor, bias: torch.Tensor | None, requires_grad: bool) -> nn.Linear:
+    """An nn.Linear holding copies of ``weight`` [out, in] and ``bias`` [out], with no random init."""
+    out_f, in_f = weight.shape
+    with warnings.catch_warnings():
+        # A fully removed block gives a zero-sized Linear; torch warns that initializing it is a no-op.
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+        lin = nn.Linear(in_f, out_f, bias=bias is not None, device="meta", dtype=weight.dtype)
+    lin.weight = nn.Parameter(weight.detach().clone(), requires_grad=requires_grad)
+    if bias is not None:
+        lin.bias = nn.Parameter(bias.detach().clone(), requires_grad=requires_grad)
+    return lin
+
+
+class EncoderAdapter:
+    """Locates and edits the prunable structure of a :class:`TransformerEncoder`.
+
+    Args:
+        model: the encoder; the adapter holds a reference and edits it in place when asked.
+    """
+
+    def __init__(self, model: TransformerEncoder) -> None:
+        if not isinstance(model, TransformerEncoder):
+            raise ValueError(f"EncoderAdapter needs a TransformerEncoder, got {type(model).__name__}")
+        self.model = model
+
+    # ----------------------------------------------------------------------------------------- lookup
+    @property
+    def n_layers(self) -> int:
+        """Encoder layers currently present."""
+        return len(self.model.layers)
+
+    def layer(self, index: int) -> EncoderLayer:
+        """Encoder layer ``index``."""
+        return self.model.layers[index]
+
+    def group_count(self, kind: str, layer: int | None = None) -> int:
+        """Heads or neurons of ``layer``; for ``"layers"`` the number of layers."""
+        _check_kind(kind)
+        if kind == "layers":
+            return self.n_layers
+        assert layer is not None, "heads and neurons are counted per layer"
+        block = self.layer(layer)
+        return block.attn.n_heads if kind == "heads" else block.ffn.fc_in.out_features
+
+    @staticmethod
+    def layer_prefix(index: int) -> str:
+        """Qualified-name prefix of layer ``index`` (``layers.3.``)."""
+        return f"layers.{index}."
+
+    def layer_linears(self, index: int) -> dict[str, nn.Linear]:
+        """The six prunable Linears of layer ``index`` by qualified name, in a fixed order."""
+        block = self.layer(index)
+        p = self.layer_prefix(index)
+        return {
+            p + "attn.q_proj": block.attn.q_proj,
+            p + "attn.k_proj": block.attn.k_proj,
+            p + "attn.v_proj": block.attn.v_proj,
+            p + "attn.out_proj": block.attn.out_proj,
+            p + "ffn.fc_in": block.ffn.fc_in,
+            p + "ffn.fc_out": block.ffn.fc_out,
+        }
+
+    def prunable_linears(self) -> dict[str, nn.Linear]:
+        """Every prunable Linear (encoder layers only; embeddings and heads excluded), by qualified name."""
+        out: dict[str, nn.Linear] = {}
+        for i in range(self.n_layers):
+            out.update(self.layer_linears(i))
+        return out
+
+    @classmethod
+    def layer_of(cls, name: str) -> int:
+        """Layer index of a qualified module name produced by :meth:`prunable_linears`."""
+        parts = name.split(".")
+        if len(parts) < 2 or parts[0] != "layers" or not parts[1].isdigit():
+            raise ValueError(f"{name!r} is not the name of an encoder-layer module")
+        return int(parts[1])
+
+    @classmethod
+    def rename_layer(cls, name: str, new_index: int) -> str:
+        """``name`` as it reads after its layer moved to position ``new_index`` (layers were removed)."""
+        old = cls.layer_of(name)
+        return cls.layer_prefix(new_index) + name[len(cls.layer_prefix(old)):]
+
+    # ---------------------------------------------------------------------------------- group weights
+    def group_weights(self, kind: str, layer: int) -> list[torch.Tensor]:
+        """Weights of every group of ``kind`` in ``layer``, each laid out as [groups, elements-per-group].
+
+        For ``"layers"`` one row holds the whole layer, so norms over the last dimension are group norms.
+        """
+        _check_kind(kind)
+        block = self.layer(layer)
+        if kind == "heads":
+            H, Dh = block.attn.n_heads, block.attn.head_dim
+            rows = [getattr(block.attn, n).weight.reshape(H, Dh * block.attn.q_proj.in_features) for n in _ATTN]
+            out_w = block.attn.out_proj.weight  # [D, H*Dh]
+            cols = out_w.reshape(out_w.shape[0], H, Dh).transpose(0, 1).reshape(H, -1)  # [H, D*Dh]
+            return [*rows, cols]
+        if kind == "neurons":
+            return [block.ffn.fc_in.weight, block.ffn.fc_out.weight.t()]  # [F, D] each
+        return [lin.weight.reshape(1, -1) for lin in self.layer_linears(layer).values()]
+
+    # ------------------------------------------------------------------------------------------- zero
+    @torch.no_grad()
+    def zero_groups_(self, kind: str, layer: int, groups: Sequence[int]) -> None:
+        """Zero the weights of ``groups`` (head or neuron indices) of ``layer``; the masked reference."""
+        _check_kind(kind)
+        idx = torch.as_tensor(list(groups), dtype=torch.long)
+        if kind == "layers":
+            raise ValueError("use zero_layer_ to zero a whole layer")
+        if idx.numel() == 0:
+            return
+        block = self.layer(layer)
+        if kind == "heads":
+            Dh = block.attn.head_dim
+            rows = (idx[:, None] * Dh + torch.arange(Dh)[None, :]).reshape(-1)  # [len(groups)*Dh]
+            for n in _ATTN:
+                lin = getattr(block.attn, n)
+                lin.weight[rows] = 0.0
+                lin.bias[rows] = 0.0
+            block.attn.out_proj.weight[:, rows] = 0.0
+        else:
+            block.ffn.fc_in.weight[idx] = 0.0
+            block.ffn.fc_in.bias[idx] = 0.0
+            block.ffn.fc_out.weight[:, idx] = 0.0
+
+    @torch.no_grad()
+    def zero_layer_(self, layer: int) -> None:
+        """Make ``layer`` compute the identity: zero its prunable weights and both output biases."""
+        for lin in self.layer_linears(layer).values():
+            lin.weight.zero_()
+        block = self.layer(layer)
+        # With the output projections' weights and biases at zero both residual branches add exactly 0.
+        block.attn.out_proj.bias.zero_()
+        block.ffn.fc_out.bias.zero_()
+
+    # ----------------------------------------------------------------------------------------- shrink
+    def keep_groups_(self, kind: str, layer: int, keep: Sequence[int]) -> None:
+        """Physically keep only ``keep`` (sorted head or neuron indices) of ``layer``; the rest are removed."""
+        _check_kind(kind)
+        if kind == "layers":
+            raise ValueError("use keep_layers_ to remove whole layers")
+        block = self.layer(layer)
+        idx = torch.as_tensor(sorted(keep), dtype=torch.long)
+        if kind == "heads":
+            Dh = block.attn.head_dim
+            rows = (idx[:, None] * Dh + torch.arange(Dh)[None, :]).reshape(-1)  # [len(keep)*Dh]
+            for n in _ATTN:
+                old = getattr(block.attn, n)
+                setattr(block.attn, n, _new_linear(old.weight[rows], old.bias[rows], old.weight.requires_grad))
+            old = block.attn.out_proj
+            # n_heads is derived from q_proj, so the layer's head count and config follow automatically.
+            block.attn.out_proj = _new_linear(old.weight[:, rows], old.bias, old.weight.requires_grad)
+        else:
+            old_in, old_out = block.ffn.fc_in, block.ffn.fc_out
+            block.ffn.fc_in = _new_linear(old_in.weight[idx], old_in.bias[idx], old_in.weight.requires_grad)
+            block.ffn.fc_out = _new_linear(old_out.weight[:, idx], old_out.bias, old_out.weight.requires_grad)
+
+    def keep_layers_(self, keep: Sequence[int]) -> None:
+        """Keep only the layers ``keep`` (in their original order); at least one must remain."""
+        keep = sorted(keep)
+        if not keep:
+            raise ValueError("cannot remove every layer: an encoder needs at least one")
+        self.model.layers = nn.ModuleList(self.model.layers[i] for i in keep)
+
+    # ------------------------------------------------------------------------------------------ gates
+    @contextmanager
+    def gates(self, kind: str) -> Iterator[list[torch.Tensor]]:
+        """Multiply every group's output by a gate of ones that requires grad (Michel et al. 2019 head masks).
+
+        ``dLoss/dgate`` is the first-order (Taylor) importance of the group. Yields one gate tensor per
+        layer ([H], [F] or [1]); the hooks are removed on exit, even after an error.
+        """
+        _check_kind(kind)
+        handles = []
+        gates: list[torch.Tensor] = []
+        try:
+            for i in range(self.n_layers):
+                block = self.layer(i)
+                dtype = block.norm1.weight.dtype
+                device = block.norm1.weight.device
+                g = torch.ones(self.group_count(kind, i) if kind != "layers" else 1, device=device, dtype=dtype)
+                g.requires_grad_(True)
+                gates.append(g)
+                if kind == "heads":
+                    Dh = block.attn.head_dim
+                    handles.append(block.attn.out_proj.register_forward_pre_hook(_head_gate(g, Dh)))
+                elif kind == "neurons":
+                    handles.append(block.ffn.fc_out.register_forward_pre_hook(_neuron_gate(g)))
+                else:
+                    handles.append(block.register_forward_hook(_layer_gate(g)))
+            yield gates
+        finally:
+            for h in handles:
+                h.remove()
+
+
+def _head_gate(g: torch.Tensor, head_dim: int):
+    def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (args[0] * g.repeat_interleave(head_dim),)  # [B, S, H*Dh] * [H*Dh]
+
+    return hook
+
+
+def _neuron_gate(g: torch.Tensor):
+    def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (args[0] * g,)  # [B, S, F] * [F]
+
+    return hook
+
+
+def _layer_gate(g: torch.Tensor):
+    def hook(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        x = args[0]  # [B, S, D] layer input
+        return x + g * (out - x)  # gate scales the layer's whole residual update
+
+    return hook

@@ -1,0 +1,40 @@
+"""The pruning engine: criterion (scores) -> selection (plan) -> materialization (zeros or shrunk).
+
+Typical use::
+
+    spec = PruneSpec(method="structured", sparsity=0.5, granularity="both")
+    report = prune_(model, spec)            # in place; report.to_dict() is JSON
+    p = plan(fresh_model, spec)             # pure; p.to_dict() replays via PrunePlan.from_dict + apply_plan_
+"""
+
+from prunebench.pruning.apply import MATERIALIZATIONS, apply_plan_
+from prunebench.pruning.engine import plan, prune_
+from prunebench.pruning.methods import OnStep
+from prunebench.pruning.plan import PrunePlan
+from prunebench.pruning.report import ModuleRow, PruneReport, check_fidelity
+from prunebench.pruning.schedule import schedule_values, sparsity_at
+from prunebench.pruning.spec import GRANULARITIES, METHODS, SCHEDULES, SCOPES, MethodInfo, PruneSpec
+
+#: The method registry (``prunebench list methods``).
+registry = METHODS
+
+__all__ = [
+    "GRANULARITIES",
+    "MATERIALIZATIONS",
+    "METHODS",
+    "SCHEDULES",
+    "SCOPES",
+    "MethodInfo",
+    "ModuleRow",
+    "OnStep",
+    "PrunePlan",
+    "PruneReport",
+    "PruneSpec",
+    "apply_plan_",
+    "check_fidelity",
+    "plan",
+    "prune_",
+    "registry",
+    "schedule_values",
+    "sparsity_at",
+]

@@ -1,0 +1,99 @@
+"""Calibration batches: validation, and activation statistics gathered with forward hooks.
+
+Hooks are always removed (``finally``), so a model never leaves calibration with hooks attached, even
+when a batch is malformed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from prunebench.models.batch import Batch
+from prunebench.models.encoder import TransformerEncoder
+
+log = logging.getLogger(__name__)
+
+
+def check_calib(calib: Sequence[Batch] | None, *, purpose: str, labelled: bool = False) -> list[Batch]:
+    """Return ``calib`` as a list, or raise a one-line ValueError saying what is missing.
+
+    Args:
+        calib: batches in the shared format (``prunebench.models.batch``).
+        purpose: what needs them, for the message (``"the wanda criterion"``).
+        labelled: every batch must carry ``labels`` (gradient-based criteria).
+    """
+    if calib is None or len(calib) == 0:
+        raise ValueError(f"{purpose} needs calibration data: pass calib=[batch, ...] (a list of batches)")
+    batches = list(calib)
+    for i, batch in enumerate(batches):
+        if not isinstance(batch, dict) or "input_ids" not in batch:
+            raise ValueError(f"calibration batch {i} is not a batch dict with 'input_ids'")
+        if labelled and "labels" not in batch:
+            raise ValueError(f"{purpose} needs labelled calibration batches; batch {i} has no 'labels'")
+    return batches
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """The batch with every tensor on ``device``."""
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter."""
+    return next(model.parameters()).device
+
+
+@contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Run calibration without dropout, then restore the model's train/eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def input_sq_norms(
+    model: TransformerEncoder, linears: dict[str, nn.Linear], calib: Sequence[Batch]
+) -> dict[str, torch.Tensor]:
+    """Sum over calibration tokens of each input feature's square, per Linear: name -> [in_features].
+
+    Padding positions are excluded (weighted by the attention mask): they are not real text, and a
+    padded batch would otherwise bias the statistics toward the pad embedding.
+    """
+    batches = check_calib(calib, purpose="activation statistics")
+    device = model_device(model)
+    sums = {name: torch.zeros(lin.in_features, device=device, dtype=torch.float64) for name, lin in linears.items()}
+    current: dict[str, torch.Tensor | None] = {"mask": None}  # the running batch's mask, read by the hooks
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            x = args[0].detach().to(torch.float64)  # [B, S, in]
+            mask = current["mask"]
+            if mask is not None:
+                x = x * mask[..., None].to(x.dtype)  # [B, S, in], padding rows zeroed
+            sums[name] += x.pow(2).reshape(-1, x.shape[-1]).sum(dim=0)  # [in]
+
+        return hook
+
+    handles = []
+    try:
+        for name, lin in linears.items():
+            handles.append(lin.register_forward_pre_hook(make_hook(name)))
+        with evaluation_mode(model):
+            for batch in batches:
+                b = to_device(batch, device)
+                current["mask"] = b.get("attention_mask")
+                model.encode(b["input_ids"], b.get("attention_mask"))
+    finally:
+        for h in handles:
+            h.remove()
+    log.debug("collected input statistics of %d modules over %d batches", len(linears), len(batches))
+    return {name: s.to(linears[name].weight.dtype) for name, s in sums.items()}

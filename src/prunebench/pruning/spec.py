@@ -1,0 +1,164 @@
+"""What to prune: :class:`PruneSpec`, validated at construction, and the registry of methods."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from prunebench.registry import Registry
+
+SCOPES = ("layer", "global")
+GRANULARITIES = ("heads", "neurons", "both", "layers")
+SCHEDULES = ("one_shot", "linear", "cubic")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """Static description of a pruning method (what ``prunebench list methods`` shows).
+
+    Attributes:
+        description: one line for listings.
+        criteria: criterion names the method accepts; the first is the default.
+        scopes: scopes the method accepts.
+        structured: removes whole groups (heads / neurons / layers) and shrinks the model.
+    """
+
+    description: str
+    criteria: tuple[str, ...]
+    scopes: tuple[str, ...]
+    structured: bool = False
+
+
+METHODS: Registry[MethodInfo] = Registry("pruning method")
+METHODS.add("magnitude", MethodInfo(
+    "unstructured: zero the lowest-scoring weights (|W| by default), per layer or one global threshold",
+    ("l1", "l2", "taylor", "random"), ("layer", "global")))
+METHODS.add("structured", MethodInfo(
+    "remove whole attention heads / FFN neurons / layers; the model physically shrinks",
+    ("l1", "l2", "taylor", "random"), ("layer", "global"), structured=True))
+METHODS.add("iterative", MethodInfo(
+    "gradual: raise sparsity over `steps` by a schedule, calling on_step (fine-tuning) between steps",
+    (), ("layer", "global")))
+METHODS.add("wanda", MethodInfo(
+    "Wanda (Sun et al. 2023): |W| * ||X||_2 from calibration activations, compared per output row",
+    ("wanda",), ("layer",)))
+METHODS.add("nm", MethodInfo(
+    "N:M semi-structured (default 2:4): keep the N best of every M consecutive input weights",
+    ("l1", "l2", "wanda"), ("layer",)))
+
+#: Methods an iterative run may use at each step.
+ITERATIVE_BASES = ("magnitude", "structured", "wanda")
+
+#: Criteria that read calibration batches (and which kind of batch they need).
+CALIB_CRITERIA = ("taylor", "wanda")
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    """One pruning request; invalid combinations fail at construction with a one-line ValueError.
+
+    Attributes:
+        method: registry name (``magnitude``, ``structured``, ``iterative``, ``wanda``, ``nm``).
+        sparsity: target fraction in [0, 1): of prunable weights (unstructured) or of heads / neurons /
+            layers (structured). ``None`` means 0.5, or ``1 - n/m`` for ``nm`` (which fixes it).
+        scope: ``layer`` (every module / layer to the target) or ``global`` (one ranking across them).
+        granularity: structured groups: ``heads``, ``neurons``, ``both`` or ``layers``.
+        criterion: importance score (higher = keep); ``None`` picks the method's default.
+        schedule: iterative schedule: ``one_shot``, ``linear`` or ``cubic`` (Zhu & Gupta 2017).
+        steps: iterative pruning steps (>= 1).
+        base_method: what each iterative step runs (``magnitude``, ``structured`` or ``wanda``).
+        n: kept weights per group for ``nm``.
+        m: group size for ``nm``.
+        round_to: structured: keep per-layer head / neuron counts multiples of this.
+        allow_empty_layers: structured: a layer may lose all its heads (or neurons).
+        seed: seed of the ``random`` criterion.
+    """
+
+    method: str = "magnitude"
+    sparsity: float | None = None
+    scope: str = "layer"
+    granularity: str = "both"
+    criterion: str | None = None
+    schedule: str = "one_shot"
+    steps: int = 1
+    base_method: str = "magnitude"
+    n: int = 2
+    m: int = 4
+    round_to: int = 1
+    allow_empty_layers: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        info = METHODS.get(self.method)  # unknown method -> ValueError listing the valid ones
+        if self.method == "iterative":
+            if self.base_method not in ITERATIVE_BASES:
+                raise ValueError(
+                    f"unknown base method {self.base_method!r} for iterative; choose from: {', '.join(ITERATIVE_BASES)}"
+                )
+            info = METHODS.get(self.base_method)
+        for name, value in (("steps", self.steps), ("n", self.n), ("m", self.m), ("round_to", self.round_to),
+                            ("seed", self.seed)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} integer, "
+                                 f"got {value!r}")
+        if self.n > self.m:
+            raise ValueError(f"N:M needs n <= m, got {self.n}:{self.m}")
+        if self.method == "nm":
+            fixed = 1.0 - self.n / self.m
+            if self.sparsity is not None and not math.isclose(float(self.sparsity), fixed, abs_tol=1e-9):
+                raise ValueError(f"nm with {self.n}:{self.m} has sparsity {fixed:g}; got {self.sparsity!r}")
+            object.__setattr__(self, "sparsity", fixed)
+        elif self.sparsity is None:
+            object.__setattr__(self, "sparsity", 0.5)
+        s = self.sparsity
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= float(s) < 1.0:
+            raise ValueError(f"sparsity must lie in [0, 1), got {s!r}")
+        object.__setattr__(self, "sparsity", float(s))
+        if self.scope not in info.scopes:
+            raise ValueError(f"unknown scope {self.scope!r} for {self.method}; choose from: {', '.join(info.scopes)}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"unknown granularity {self.granularity!r}; choose from: {', '.join(GRANULARITIES)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from: {', '.join(SCHEDULES)}")
+        criterion = info.criteria[0] if self.criterion is None else self.criterion
+        if criterion not in info.criteria:
+            label = f"{self.method}/{self.base_method}" if self.method == "iterative" else self.method
+            raise ValueError(f"unknown criterion {criterion!r} for {label}; choose from: {', '.join(info.criteria)}")
+        object.__setattr__(self, "criterion", criterion)
+        if not isinstance(self.allow_empty_layers, bool):
+            raise ValueError(f"allow_empty_layers must be true or false, got {self.allow_empty_layers!r}")
+
+    @property
+    def effective_method(self) -> str:
+        """The method each step runs (the base method for ``iterative``)."""
+        return self.base_method if self.method == "iterative" else self.method
+
+    @property
+    def structured(self) -> bool:
+        """Whether the result removes whole groups (and is shrunk by default)."""
+        return METHODS.get(self.effective_method).structured
+
+    @property
+    def needs_calib(self) -> bool:
+        """Whether the criterion reads calibration batches."""
+        return self.criterion in CALIB_CRITERIA
+
+    def step_spec(self, sparsity: float) -> PruneSpec:
+        """The one-shot spec an iterative run executes at a step of the given sparsity."""
+        data = self.to_dict()
+        data.update(method=self.base_method, sparsity=sparsity, schedule="one_shot", steps=1)
+        return PruneSpec.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PruneSpec:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown prune spec keys: {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        return cls(**data)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from prunebench.bench.inputs import parse_device
 from prunebench.bench.records import LatencyStats, PairedResult
 from prunebench.bench.stats import bootstrap_median_ci, summarize
 
@@ -98,10 +99,7 @@ def timer_for(device: str | torch.device, clock: Clock = time.perf_counter) -> T
     Raises:
         ValueError: a CUDA device was asked for but CUDA is not available.
     """
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but CUDA is not available on this machine; use --device cpu")
+    if parse_device(device).type == "cuda":
         return CudaEventTimer()
     return WallTimer(clock)
 

@@ -35,8 +35,14 @@ def test_variant_figures_against_dense() -> None:
     variants = [
         {"name": "dense", "params": 100, "nonzero_params": 100, "disk_bytes": 400, "macs": 1000},
         {
-            "name": "structured@0.5", "method": "structured", "params": 50, "nonzero_params": 40, "disk_bytes": 200,
-            "macs": 500, "effective_macs": 400, "fidelity": {"max_abs_diff": 0.5, "ok": False},
+            "name": "structured@0.5",
+            "method": "structured",
+            "params": 50,
+            "nonzero_params": 40,
+            "disk_bytes": 200,
+            "macs": 500,
+            "effective_macs": 400,
+            "fidelity": {"max_abs_diff": 0.5, "ok": False},
         },
     ]
     evals = [{"variant": "dense", "accuracy": 0.9}, {"variant": "structured@0.5", "accuracy": 0.75}]
@@ -57,8 +63,16 @@ def test_variants_without_dense_or_evaluation() -> None:
 
 def _cell(variant: str, b: int, s: float, lo: float, hi: float, **kw: object) -> dict:
     return {
-        "variant": variant, "batch_size": b, "seq_len": 16, "status": "ok", "speedup": s, "speedup_ci_low": lo,
-        "speedup_ci_high": hi, "latency_ms": 10.0 / s, "peak_memory_bytes": 100, **kw,
+        "variant": variant,
+        "batch_size": b,
+        "seq_len": 16,
+        "status": "ok",
+        "speedup": s,
+        "speedup_ci_low": lo,
+        "speedup_ci_high": hi,
+        "latency_ms": 10.0 / s,
+        "peak_memory_bytes": 100,
+        **kw,
     }
 
 

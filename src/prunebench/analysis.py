@@ -198,9 +198,7 @@ def analyze_variants(
     return out
 
 
-def analyze_cells(
-    cells: Sequence[Mapping[str, Any]], variants: Sequence[VariantAnalysis] = ()
-) -> list[CellAnalysis]:
+def analyze_cells(cells: Sequence[Mapping[str, Any]], variants: Sequence[VariantAnalysis] = ()) -> list[CellAnalysis]:
     """Per-cell comparisons with dense, sorted by variant order, seq len, then batch size."""
     by_name = {v.name: v for v in variants}
     order = {v.name: i for i, v in enumerate(variants)}
@@ -276,9 +274,7 @@ def pareto_front(points: Iterable[tuple[str, float, float]]) -> list[ParetoPoint
     pts = list(points)
     out = []
     for name, lat, acc in pts:
-        dominated = any(
-            (lat2 <= lat and acc2 >= acc) and (lat2 < lat or acc2 > acc) for _, lat2, acc2 in pts
-        )
+        dominated = any((lat2 <= lat and acc2 >= acc) and (lat2 < lat or acc2 > acc) for _, lat2, acc2 in pts)
         out.append(ParetoPoint(name, float(lat), float(acc), not dominated))
     out.sort(key=lambda p: (p.latency_ms, p.variant))
     return out

@@ -1,0 +1,34 @@
+"""``prunebench report RUN_DIR``: rebuild a run's report from its results store (nothing is re-run)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from prunebench.cli.common import console
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``report`` subcommand."""
+    p = sub.add_parser(
+        "report",
+        help="rebuild report.html, summary.md, figures and exports of a run from its results store",
+        description="Rebuild the report of a finished (or interrupted) run from RUN_DIR/results.sqlite alone.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run folder (holds results.sqlite)")
+    p.add_argument("--out", type=Path, default=None, help="write the report here instead of RUN_DIR")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Rebuild the report, then print the summary table and where the files are."""
+    # Imported here: matplotlib is only loaded when a report is actually built.
+    from prunebench.report import build_report, summary_rows, summary_table
+    from prunebench.results import load_snapshot
+
+    paths = build_report(args.run_dir, args.out)
+    out = console()
+    out.print(summary_table(summary_rows(load_snapshot(args.run_dir))))
+    out.print(f"report: {paths['report.html']}")
+    out.print(f"summary: {paths['summary.md']}  data: {paths['results.json']}, {paths['results.csv']}")
+    return 0

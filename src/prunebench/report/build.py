@@ -1,0 +1,59 @@
+"""Rebuild every report file of a run from its results store alone (nothing is re-measured).
+
+The output is byte-stable: the same store gives the same bytes, file for file, because every writer here is
+a pure function of the stored rows (no clock, no random ids, deterministic figure files).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prunebench.analysis import analyze
+from prunebench.report.html import render_report
+from prunebench.report.markdown import render_summary_md
+from prunebench.report.plots import FIGURES, write_figures
+from prunebench.results import export_csv, export_json, load_snapshot, write_bytes_atomic
+
+logger = logging.getLogger(__name__)
+
+#: Sub-folder of the output folder that holds the PNG/SVG figures.
+FIGURE_DIR = "figures"
+
+
+def write_report(snapshot: Mapping[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write the report files of one run's snapshot into ``out_dir``.
+
+    Files: ``report.html``, ``summary.md``, ``results.json``, ``results.csv`` and ``figures/<name>.{png,svg}``.
+
+    Returns:
+        ``{relative file name: path}`` for every file written, sorted by name.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    a = analyze(snapshot)
+    figures = write_figures(a, out / FIGURE_DIR)
+    paths: dict[str, Path] = {}
+    for name, files in figures.items():
+        for ext, path in files.items():
+            paths[f"{FIGURE_DIR}/{name}.{ext}"] = path
+    embedded = {name: (files["png"], FIGURES[name][1]) for name, files in figures.items()}
+    paths["report.html"] = write_bytes_atomic(out / "report.html", render_report(snapshot, a, embedded).encode())
+    pngs = [f"{FIGURE_DIR}/{name}.png" for name in figures]
+    paths["summary.md"] = write_bytes_atomic(out / "summary.md", render_summary_md(snapshot, a, pngs).encode())
+    paths["results.json"] = export_json(snapshot, out / "results.json")
+    paths["results.csv"] = export_csv(snapshot, out / "results.csv")
+    logger.info("report of run %s written to %s", (snapshot.get("run") or {}).get("run_id"), out)
+    return dict(sorted(paths.items()))
+
+
+def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Rebuild the report of the run in ``run_dir`` from its ``results.sqlite`` (into ``run_dir`` by default).
+
+    Raises:
+        PrunebenchError: ``run_dir`` is not a run folder or its store cannot be read.
+    """
+    snapshot = load_snapshot(run_dir)
+    return write_report(snapshot, Path(run_dir) if out_dir is None else Path(out_dir))

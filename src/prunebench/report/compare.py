@@ -1,0 +1,303 @@
+"""One report across several runs (e.g. the same config on two machines or two torch versions).
+
+Runs are grouped by their environment fingerprint hash: runs with the same hash were measured on the same
+hardware/software stack and should agree within their CIs; runs with different hashes show what the
+environment changes. Only the stores are read; nothing is re-measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+from matplotlib.figure import Figure
+
+from prunebench.analysis import BASELINE, Analysis, analyze
+from prunebench.report import fmt
+from prunebench.report.html import esc, figure, key_values, page, table
+from prunebench.report.markdown import md_escape, md_table
+from prunebench.report.plots import RC, batch_axis, new_figure, save_figure
+from prunebench.results import load_snapshot, write_bytes_atomic
+
+FIGURE_DIR = "figures"
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """One compared run: its label (``#1 <run_id>``), folder, snapshot, analysis and fingerprint."""
+
+    label: str
+    folder: Path
+    snapshot: dict[str, Any]
+    analysis: Analysis
+    fingerprint: str
+
+    @property
+    def env(self) -> dict[str, Any]:
+        """The run's environment record."""
+        return (self.snapshot["run"] or {}).get("environment") or {}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's config record."""
+        return (self.snapshot["run"] or {}).get("config") or {}
+
+
+def load_runs(run_dirs: Sequence[str | Path]) -> list[RunEntry]:
+    """Load and analyse each run folder; at least two distinct folders are required.
+
+    Raises:
+        ValueError: fewer than two runs, or the same folder twice.
+        PrunebenchError: a folder is not a run folder or its store cannot be read.
+    """
+    folders = [Path(d) for d in run_dirs]
+    if len(folders) < 2:
+        raise ValueError(f"compare needs at least two run folders, got {len(folders)}")
+    resolved = [f.resolve() for f in folders]
+    dupes = sorted({str(f) for f in folders if resolved.count(f.resolve()) > 1})
+    if dupes:
+        raise ValueError(f"the same run folder was given twice: {', '.join(dupes)}")
+    entries = []
+    for i, folder in enumerate(folders, start=1):
+        snap = load_snapshot(folder)
+        run = snap["run"] or {}
+        fp = str((run.get("environment") or {}).get("fingerprint_hash") or "unknown")
+        entries.append(RunEntry(f"#{i} {run.get('run_id', folder.name)}", folder, snap, analyze(snap), fp))
+    return entries
+
+
+def groups(entries: Sequence[RunEntry]) -> dict[str, list[RunEntry]]:
+    """Runs grouped by environment fingerprint hash, in order of first appearance."""
+    out: dict[str, list[RunEntry]] = {}
+    for e in entries:
+        out.setdefault(e.fingerprint, []).append(e)
+    return out
+
+
+def differing(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Keys whose values are not the same in every record (a key missing somewhere counts as differing)."""
+    keys = sorted({k for r in records for k in r})
+    return [k for k in keys if len({repr(r.get(k)) for r in records}) > 1]
+
+
+def _styles(entries: Sequence[RunEntry]) -> dict[str, tuple[Any, str]]:
+    """Colour per fingerprint group, line style per run within its group."""
+    palette = matplotlib.colormaps["tab10"].colors
+    styles, dashes = {}, ("-", "--", ":", "-.")
+    for gi, members in enumerate(groups(entries).values()):
+        for ri, e in enumerate(members):
+            styles[e.label] = (palette[gi % len(palette)], dashes[ri % len(dashes)])
+    return styles
+
+
+def speedup_comparison_figure(entries: Sequence[RunEntry]) -> Figure:
+    """One panel per pruned variant: speedup vs batch size for each run (colour = environment group)."""
+    names = list(dict.fromkeys(v.name for e in entries for v in e.analysis.variants if v.name != BASELINE))
+    cols = min(3, max(1, len(names)))
+    rows = max(1, -(-len(names) // cols))
+    fig = new_figure(width=4.6 * cols, height=3.4 * rows + 0.6)
+    styles = _styles(entries)
+    batches = sorted({b for e in entries for b in e.analysis.batch_sizes}) or [1]
+    with matplotlib.rc_context(RC):
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        for ax, name in zip(axes, names, strict=False):
+            for e in entries:
+                a = e.analysis
+                cells = sorted(
+                    (c for c in a.cells if c.variant == name and c.seq_len == a.seq_len and c.speedup is not None),
+                    key=lambda c: c.batch_size,
+                )
+                if not cells:
+                    continue
+                color, ls = styles[e.label]
+                xs = [c.batch_size for c in cells]
+                ax.plot(xs, [c.speedup for c in cells], color=color, ls=ls, marker="o", ms=4, label=e.label)
+                lo = [c.speedup_ci_low if c.speedup_ci_low is not None else c.speedup for c in cells]
+                hi = [c.speedup_ci_high if c.speedup_ci_high is not None else c.speedup for c in cells]
+                ax.fill_between(xs, lo, hi, color=color, alpha=0.15, lw=0)
+            ax.axhline(1.0, color="black", lw=0.8)
+            batch_axis(ax, batches)
+            ax.set_xlabel("batch size (log scale)")
+            ax.set_ylabel("speedup vs dense (×)")
+            ax.set_title(name)
+        for ax in axes[len(names) :]:
+            ax.set_visible(False)
+        handles, labels = axes[0].get_legend_handles_labels() if names else ([], [])
+        if handles:
+            fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
+        fig.suptitle("Paired speedup vs dense per run (colour = environment fingerprint; band = CI)")
+    return fig
+
+
+def latency_comparison_figure(entries: Sequence[RunEntry]) -> Figure:
+    """The dense baseline's latency vs batch size per run: the raw speed of each environment."""
+    fig = new_figure()
+    styles = _styles(entries)
+    batches = sorted({b for e in entries for b in e.analysis.batch_sizes}) or [1]
+    with matplotlib.rc_context(RC):
+        ax = fig.add_subplot()
+        for e in entries:
+            a = e.analysis
+            cells = sorted(
+                (c for c in a.cells if c.variant == BASELINE and c.seq_len == a.seq_len and c.latency_ms is not None),
+                key=lambda c: c.batch_size,
+            )
+            if cells:
+                color, ls = styles[e.label]
+                ax.plot(
+                    [c.batch_size for c in cells],
+                    [c.latency_ms for c in cells],
+                    color=color,
+                    ls=ls,
+                    marker="o",
+                    label=f"{e.label} ({e.fingerprint})",
+                )
+        batch_axis(ax, batches)
+        ax.set_ylabel("dense latency per batch (ms, median)")
+        ax.set_ylim(bottom=0)
+        ax.set_title("Dense baseline latency per run (lower is faster hardware/software)")
+        ax.legend(loc="upper left")
+    return fig
+
+
+def _speedup_rows(entries: Sequence[RunEntry]) -> list[list[str]]:
+    keys = sorted(
+        {(c.variant, c.batch_size) for e in entries for c in e.analysis.cells if c.seq_len == e.analysis.seq_len}
+    )
+    order = list(dict.fromkeys(v.name for e in entries for v in e.analysis.variants))
+    keys.sort(key=lambda k: (order.index(k[0]) if k[0] in order else len(order), k[1]))
+    rows = []
+    for variant, b in keys:
+        row = [variant, str(b)]
+        for e in entries:
+            c = e.analysis.cell(variant, b)
+            if c is None:
+                row.append(fmt.MISSING)
+            elif c.status != "ok":
+                row.append("FAILED")
+            else:
+                row.append(f"{fmt.speedup_ci(c.speedup, c.speedup_ci_low, c.speedup_ci_high)} {c.verdict}")
+        rows.append(row)
+    return rows
+
+
+def _overview(entries: Sequence[RunEntry]) -> tuple[list[str], list[list[str]]]:
+    headers = ["run", "folder", "fingerprint", "status", "model", "seq len", "torch", "device", "threads"]
+    rows = []
+    for e in entries:
+        run = e.snapshot["run"] or {}
+        device = e.env.get("device_name") or e.env.get("cpu_model") or e.env.get("device")
+        rows.append(
+            [
+                e.label,
+                str(e.folder),
+                e.fingerprint,
+                fmt.plain(run.get("status")),
+                fmt.plain(e.config.get("model")),
+                fmt.plain(e.analysis.seq_len),
+                fmt.plain(e.env.get("torch")),
+                fmt.plain(device),
+                fmt.plain(e.env.get("threads")),
+            ]
+        )
+    return headers, rows
+
+
+def _diff_rows(entries: Sequence[RunEntry], attr: str) -> list[list[str]]:
+    records = [getattr(e, attr) for e in entries]
+    return [[k, *(fmt.plain(r.get(k)) for r in records)] for k in differing(records)]
+
+
+def build_comparison(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``compare.html``, ``compare.md`` and the comparison figures for ``run_dirs`` into ``out_dir``.
+
+    Returns:
+        ``{relative file name: path}`` for every file written, sorted by name.
+    """
+    entries = load_runs(run_dirs)
+    out = Path(out_dir)
+    paths: dict[str, Path] = {}
+    figs = {}
+    for name, build, caption in (
+        ("compare_speedup", speedup_comparison_figure, "Speedup per variant and run, grouped by environment."),
+        ("compare_latency", latency_comparison_figure, "Dense baseline latency per run."),
+    ):
+        files = save_figure(build(entries), out / FIGURE_DIR, name)
+        paths.update({f"{FIGURE_DIR}/{name}.{ext}": p for ext, p in files.items()})
+        figs[name] = (files["png"], caption)
+    labels = [e.label for e in entries]
+    ov_headers, ov_rows = _overview(entries)
+    speed_headers = ["variant", "B", *labels]
+    acc_rows = [
+        [name, *(fmt.pct(v.accuracy) if (v := e.analysis.variant(name)) else fmt.MISSING for e in entries)]
+        for name in dict.fromkeys(v.name for e in entries for v in e.analysis.variants)
+    ]
+    env_diff, cfg_diff = _diff_rows(entries, "env"), _diff_rows(entries, "config")
+    grouped = groups(entries)
+
+    body = [f"<h1>prunebench comparison of {len(entries)} runs</h1>"]
+    body.append(f'<p class="verdict">{esc(_verdict(entries, grouped, env_diff, cfg_diff))}</p>')
+    body += ["<h2>Runs</h2>", table(ov_headers, ov_rows, left=len(ov_headers))]
+    body.append("<h2>Environment groups (by fingerprint hash)</h2><ul>")
+    body += [
+        f"<li><b>{esc(fp)}</b>: {esc(', '.join(e.label for e in members))}</li>" for fp, members in grouped.items()
+    ]
+    body.append("</ul>")
+    body += ["<h2>Speedup vs dense per run</h2>", table(speed_headers, _speedup_rows(entries), left=2)]
+    body += ["<h2>Accuracy per run</h2>", table(["variant", *labels], acc_rows)]
+    body += ["<h2>Figures</h2>", *(figure(png, cap, name) for name, (png, cap) in figs.items())]
+    body += [
+        "<h2>Environment differences</h2>",
+        table(["key", *labels], env_diff, left=len(labels) + 1)
+        if env_diff
+        else "<p>The environments are identical.</p>",
+    ]
+    body += [
+        "<h2>Configuration differences</h2>",
+        table(["key", *labels], cfg_diff, left=len(labels) + 1)
+        if cfg_diff
+        else "<p>The configurations are identical.</p>",
+    ]
+    for e in entries:
+        body += [f"<h3>Environment of {esc(e.label)}</h3>", key_values(e.env)]
+    html_text = page(f"prunebench comparison: {', '.join(labels)}", "\n".join(body))
+    paths["compare.html"] = write_bytes_atomic(out / "compare.html", html_text.encode())
+
+    md = [
+        f"# prunebench comparison of {len(entries)} runs",
+        "",
+        md_escape(_verdict(entries, grouped, env_diff, cfg_diff)),
+        "",
+    ]
+    md += ["## Runs", "", md_table(ov_headers, ov_rows), "", "## Speedup vs dense per run", ""]
+    md += [md_table(speed_headers, _speedup_rows(entries)), "", "## Accuracy per run", ""]
+    md += [md_table(["variant", *labels], acc_rows), ""]
+    if env_diff:
+        md += ["## Environment differences", "", md_table(["key", *labels], env_diff), ""]
+    paths["compare.md"] = write_bytes_atomic(out / "compare.md", "\n".join(md).encode())
+    return dict(sorted(paths.items()))
+
+
+def _verdict(
+    entries: Sequence[RunEntry], grouped: Mapping[str, Sequence[RunEntry]], env_diff: list, cfg_diff: list
+) -> str:
+    parts = [f"{len(entries)} runs in {len(grouped)} environment group(s) (by fingerprint hash)."]
+    if env_diff:
+        parts.append(f"The environments differ in: {', '.join(r[0] for r in env_diff)}.")
+    if cfg_diff:
+        parts.append(
+            f"The configurations differ in: {', '.join(r[0] for r in cfg_diff)}; speedups may not be comparable."
+        )
+    flips = []
+    for row in _speedup_rows(entries):
+        verdicts = {cell.rsplit(" ", 1)[-1] for cell in row[2:] if cell not in (fmt.MISSING, "FAILED")}
+        if "faster" in verdicts and len(verdicts) > 1:
+            flips.append(f"{row[0]} at B={row[1]}")
+    if flips:
+        parts.append(f"Faster than dense in some runs but not in others: {', '.join(flips)}.")
+    else:
+        parts.append("No variant is faster than dense in one run and not in another.")
+    return " ".join(parts)

@@ -1,0 +1,42 @@
+"""``summary.md``: the verdict, problems and summary table as Markdown, for terminals and pull requests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from prunebench.analysis import Analysis
+from prunebench.report.summary import problems, run_problems, summary_cells, summary_headers, summary_rows, verdict
+
+
+def md_escape(text: str) -> str:
+    """Escape what would break a Markdown table cell or start markup (pipes, backslashes, angle brackets)."""
+    out = text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return out.replace("<", "&lt;").replace(">", "&gt;").replace("*", "\\*").replace("_", "\\_")
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table (first column left-aligned, the rest right-aligned)."""
+    lines = ["| " + " | ".join(md_escape(h) for h in headers) + " |"]
+    lines.append("|" + "|".join(":---" if i == 0 else "---:" for i in range(len(headers))) + "|")
+    lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_summary_md(snapshot: Mapping[str, Any], a: Analysis, figure_paths: Sequence[str] = ()) -> str:
+    """The whole ``summary.md``; ``figure_paths`` are PNG paths relative to the file, linked at the end."""
+    run = snapshot.get("run") or {}
+    rows = summary_rows(a)
+    parts = [f"# prunebench summary: {md_escape(str(run.get('run_id', '?')))}", "", md_escape(verdict(a, run)), ""]
+    issues = run_problems(run) + problems(a)
+    if issues:
+        parts += [f"## ⚠ Problems ({len(issues)})", ""] + [f"- **{md_escape(p)}**" for p in issues] + [""]
+    parts += ["## Summary", "", md_table(summary_headers(rows), [summary_cells(r) for r in rows]), ""]
+    parts.append(
+        "Speedup: median paired ratio against dense with its CI; faster only when the whole CI is above 1. "
+        "FLOP-ideal: dense MACs / effective MACs."
+    )
+    if figure_paths:
+        parts += ["", "## Figures", ""] + [f"![{p}]({p})" for p in figure_paths]
+    parts += ["", "Full report: `report.html` (self-contained). Data: `results.json`, `results.csv`.", ""]
+    return "\n".join(parts)

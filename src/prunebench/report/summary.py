@@ -1,0 +1,217 @@
+"""The one-screen summary: one row per variant, the verdict paragraph and the list of problems.
+
+The same rows feed the rich table printed by the CLI, the HTML page and ``summary.md``, so the three never
+disagree. Building a rich ``Table`` is fine in library code; printing it is the CLI's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich.table import Table
+
+from prunebench.analysis import BASELINE, Analysis, CellAnalysis, analyze
+from prunebench.report import fmt
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One variant's headline figures: speed at the smallest and the largest batch size of the run."""
+
+    variant: str
+    method: str | None
+    status: str | None
+    error: str | None
+    measured_sparsity: float | None
+    materialization: str | None
+    params: int | None
+    accuracy: float | None
+    accuracy_delta: float | None
+    small_batch: int | None
+    small: CellAnalysis | None
+    large_batch: int | None
+    large: CellAnalysis | None
+    flop_ideal_speedup: float | None
+    disk_bytes: int | None
+    disk_ratio: float | None
+    fidelity_ok: bool | None
+    #: one-line descriptions of what went wrong for this variant (empty when nothing did).
+    problems: tuple[str, ...]
+
+
+def _as_analysis(source: Any) -> Analysis:
+    if isinstance(source, Analysis):
+        return source
+    if hasattr(source, "snapshot"):  # a ResultStore
+        return analyze(source.snapshot())
+    if isinstance(source, Mapping):
+        return analyze(source)
+    raise ValueError(f"summary_rows takes a ResultStore, a store snapshot dict or an Analysis, not {type(source)}")
+
+
+def _variant_problems(analysis: Analysis, name: str, status: str | None, error: str | None, ok: bool | None):
+    out = []
+    if status == "failed":
+        out.append(f"pruning failed: {error or 'no error message'}")
+    if ok is False:
+        out.append("fidelity check FAILED")
+    bad = [c for c in analysis.cells if c.variant == name and c.status != "ok"]
+    for c in bad:
+        out.append(f"cell B={c.batch_size} seq={c.seq_len} failed: {c.error or 'no error message'}")
+    return tuple(out)
+
+
+def summary_rows(source: Any) -> list[SummaryRow]:
+    """The summary rows of a run, from a :class:`~prunebench.results.ResultStore`, a snapshot or an Analysis."""
+    a = _as_analysis(source)
+    small = a.batch_sizes[0] if a.batch_sizes else None
+    large = a.batch_sizes[-1] if a.batch_sizes else None
+    rows = []
+    for v in a.variants:
+        rows.append(
+            SummaryRow(
+                variant=v.name,
+                method=v.method,
+                status=v.status,
+                error=v.error,
+                measured_sparsity=v.measured_sparsity,
+                materialization=v.materialization,
+                params=v.params,
+                accuracy=v.accuracy,
+                accuracy_delta=v.accuracy_delta,
+                small_batch=small,
+                small=None if small is None else a.cell(v.name, small),
+                large_batch=large,
+                large=None if large is None else a.cell(v.name, large),
+                flop_ideal_speedup=v.flop_ideal_speedup,
+                disk_bytes=v.disk_bytes,
+                disk_ratio=v.disk_ratio,
+                fidelity_ok=v.fidelity_ok,
+                problems=_variant_problems(a, v.name, v.status, v.error, v.fidelity_ok),
+            )
+        )
+    return rows
+
+
+def summary_headers(rows: Sequence[SummaryRow]) -> list[str]:
+    """Column headers for :func:`summary_cells` (they name the two batch sizes)."""
+    small = rows[0].small_batch if rows else None
+    large = rows[0].large_batch if rows else None
+    return [
+        "variant",
+        "sparsity",
+        "materialization",
+        "params",
+        "accuracy",
+        "acc Δ",
+        f"speedup B={fmt.plain(small)} [CI]",
+        f"speedup B={fmt.plain(large)} [CI]",
+        "FLOP-ideal",
+        "disk",
+        "status",
+    ]
+
+
+def _speed(cell: CellAnalysis | None) -> str:
+    if cell is None:
+        return fmt.MISSING
+    if cell.status != "ok":
+        return "FAILED"
+    return fmt.speedup_ci(cell.speedup, cell.speedup_ci_low, cell.speedup_ci_high)
+
+
+def summary_cells(row: SummaryRow) -> list[str]:
+    """The row as display strings, in :func:`summary_headers` order."""
+    disk = fmt.nbytes(row.disk_bytes)
+    if row.disk_ratio is not None and row.variant != BASELINE:
+        disk += f" ({fmt.times(row.disk_ratio)})"
+    return [
+        row.variant,
+        fmt.pct(row.measured_sparsity),
+        fmt.plain(row.materialization),
+        fmt.count(row.params),
+        fmt.pct(row.accuracy),
+        fmt.delta_pp(row.accuracy_delta) if row.variant != BASELINE else "(baseline)",
+        _speed(row.small),
+        _speed(row.large),
+        fmt.times(row.flop_ideal_speedup),
+        disk,
+        "; ".join(row.problems) if row.problems else "ok",
+    ]
+
+
+def summary_table(rows: Sequence[SummaryRow], title: str | None = None) -> Table:
+    """A rich Table of the summary rows; variants with problems are shown in red."""
+    table = Table(title=title or "prunebench summary (speedup = paired median ratio vs dense, CI in brackets)")
+    for i, header in enumerate(summary_headers(rows)):
+        table.add_column(header, justify="left" if i in (0, 2, 10) else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*summary_cells(row), style="bold red" if row.problems else None)
+    return table
+
+
+def problems(analysis: Analysis) -> list[str]:
+    """Every problem of the run as one line each: failed pruning, failed fidelity checks, failed cells."""
+    out = []
+    for row in summary_rows(analysis):
+        out += [f"{row.variant}: {p}" for p in row.problems]
+    return out
+
+
+def run_problems(run: Mapping[str, Any] | None) -> list[str]:
+    """The run-level problem, if any: a run that did not finish shows partial results."""
+    status = (run or {}).get("status")
+    if status == "finished":
+        return []
+    return [f"run status is {status!r}, not 'finished': the results below are partial"]
+
+
+def _faster_at(analysis: Analysis, batch: int) -> list[str]:
+    return [
+        c.variant
+        for c in analysis.cells
+        if c.batch_size == batch and c.seq_len == analysis.seq_len and c.variant != BASELINE and c.verdict == "faster"
+    ]
+
+
+def verdict(analysis: Analysis, run: Mapping[str, Any] | None = None) -> str:
+    """A one-paragraph verdict stating what the numbers say (no judgement the data does not support)."""
+    run = run or {}
+    config, env = run.get("config") or {}, run.get("environment") or {}
+    pruned = [v for v in analysis.variants if v.name != BASELINE]
+    device = env.get("device_name") or env.get("cpu_model") or env.get("device") or "unknown device"
+    parts = [
+        f"Run {run.get('run_id', '?')} (model {config.get('model', '?')}, seq len {fmt.plain(analysis.seq_len)}, "
+        f"batch sizes {fmt.plain(list(analysis.batch_sizes))}, torch {env.get('torch', '?')}, {device}, "
+        f"{env.get('threads', '?')} threads) compared {len(pruned)} pruned variants with the dense baseline."
+    ]
+    if analysis.batch_sizes:
+        for b in sorted({analysis.batch_sizes[0], analysis.batch_sizes[-1]}):
+            faster = _faster_at(analysis, b)
+            parts.append(
+                f"At batch size {b}, {len(faster)} of {len(pruned)} were measurably faster than dense "
+                f"(whole CI above 1)" + (f": {', '.join(faster)}." if faster else ".")
+            )
+        ok_cells = [c for c in analysis.cells if c.speedup is not None and c.variant != BASELINE]
+        if ok_cells:
+            best = max(ok_cells, key=lambda c: (c.speedup or 0.0, -c.batch_size))
+            v = analysis.variant(best.variant)
+            parts.append(
+                f"The largest speedup was {best.variant} at B={best.batch_size}: "
+                f"{fmt.speedup_ci(best.speedup, best.speedup_ci_low, best.speedup_ci_high)} "
+                f"against a FLOP-ideal {fmt.times(best.flop_ideal_speedup)}, "
+                f"at an accuracy change of {fmt.delta_pp(v.accuracy_delta if v else None)}."
+            )
+    for c in analysis.crossovers:
+        verb = "becomes faster than dense" if c.kind == "starts_faster" else "stops being faster than dense"
+        parts.append(f"{c.variant} {verb} at B={c.batch_size} (seq len {c.seq_len}).")
+    scored = [v for v in pruned if v.accuracy_delta is not None]
+    if scored:
+        best_acc = max(scored, key=lambda v: v.accuracy_delta or 0.0)
+        parts.append(f"The smallest accuracy loss was {best_acc.name} ({fmt.delta_pp(best_acc.accuracy_delta)}).")
+    issues = run_problems(run) + problems(analysis)
+    if issues:
+        parts.append(f"{len(issues)} problem(s) need attention, listed below.")
+    return " ".join(parts)

@@ -59,11 +59,12 @@ def git_sha(path: str | Path | None = None) -> str | None:
     return sha if done.returncode == 0 and sha else None
 
 
-def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
+def environment(device: str | torch.device = "cpu", threads: int | None = None) -> dict[str, Any]:
     """What a measurement depends on: versions, library build, CPU, threads, device, OS.
 
     Args:
         device: the device measured on; its name is recorded (the GPU model for CUDA).
+        threads: the thread count the measurement pinned; None records ``torch.get_num_threads()`` now.
 
     Returns:
         A JSON-ready dict (see the keys below); pass it to :func:`fingerprint_hash`.
@@ -86,7 +87,7 @@ def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_usable": _usable_cores(),
-        "threads": torch.get_num_threads(),
+        "threads": threads if threads is not None else torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
         "device": dev.type,
         "device_name": device_name,

@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 
 from prunebench._version import __version__
-from prunebench.cli import compare_cmd, list_cmd, report_cmd
+from prunebench.cli import bench_cmd, compare_cmd, list_cmd, report_cmd
 from prunebench.cli.common import OneLineParser
 from prunebench.errors import PrunebenchError
 
 #: Subcommand modules; each exposes ``register(subparsers)`` and sets ``handler`` on its parser.
-COMMANDS = (list_cmd, report_cmd, compare_cmd)
+COMMANDS = (list_cmd, report_cmd, compare_cmd, bench_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,181 @@
+"""``prunebench bench MODEL [--baseline MODEL]``: paired latency/throughput sweep with memory and FLOPs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from torch import nn
+
+from prunebench.bench.env import environment, fingerprint_hash
+from prunebench.bench.inputs import parse_device
+from prunebench.bench.memory import parameter_report
+from prunebench.bench.records import SCHEMA_VERSION, CellResult
+from prunebench.bench.settings import BENCH_PRESETS, bench_settings
+from prunebench.bench.sweep import sweep
+from prunebench.cli.common import console, int_list, positive_int
+from prunebench.errors import PrunebenchError
+from prunebench.models.encoder import TransformerEncoder
+from prunebench.models.io import load_model
+from prunebench.models.presets import PRESETS, create_model
+
+#: ``kind`` field of the JSON this command writes.
+JSON_KIND = "prunebench-bench"
+
+
+def _seconds(value: str) -> float:
+    """argparse type: a non-negative number of seconds."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {value!r}")
+    return number
+
+
+def _fraction(value: str) -> float:
+    """argparse type: a fraction in [0, 1)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= number < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {value!r}")
+    return number
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` subcommand."""
+    p = sub.add_parser("bench", help="time a model (against a baseline) across batch sizes",
+                       description="Paired, interleaved timing of MODEL against --baseline on identical inputs, "
+                       "with throughput, speedup CI, peak memory and FLOPs. MODEL is a saved model folder or a "
+                       "preset name (randomly initialized).")
+    p.add_argument("model", metavar="MODEL_DIR|PRESET", help="saved model folder or preset (small, medium, large)")
+    p.add_argument("--baseline", metavar="MODEL_DIR|PRESET", help="reference model; omitted: MODEL is timed alone")
+    p.add_argument("--batch-sizes", type=int_list, default=(1, 2, 4, 8, 16), help="e.g. 1,2,4,8,16")
+    p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per sequence (default 128)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads while timing (default: as is)")
+    p.add_argument("--budget", default="default", choices=BENCH_PRESETS.names(),
+                   help="time budget per cell (quick: ~3 s a cell)")
+    p.add_argument("--min-time", type=_seconds, default=None, help="seconds of timing at least, per cell")
+    p.add_argument("--max-time", type=_seconds, default=None, help="seconds of timing at most, per cell")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--pad-fraction", type=_fraction, default=0.0, help="expected fraction of padding tokens")
+    p.add_argument("--include-head", action="store_true", help="time the task head too (default: encoder only)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--seed", type=int, default=0, help="seed of the inputs, the bootstrap and preset weights")
+    p.add_argument("--json", metavar="OUT", type=Path, help="write all records to this JSON file")
+    p.set_defaults(handler=run)
+
+
+def _load(spec: str, device: Any, seed: int) -> tuple[str, nn.Module, Path | None]:
+    """(label, model in eval mode on device, folder or None) for a folder path or a preset name."""
+    path = Path(spec)
+    if path.is_dir():
+        return (path.resolve().name or spec), load_model(path, device).eval(), path
+    if spec in PRESETS:
+        return spec, create_model(spec, seed=seed).eval().to(device), None
+    raise PrunebenchError(f"{spec!r} is neither a model folder nor a preset; presets: {', '.join(PRESETS.names())}")
+
+
+def _mb(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:.1f}"
+
+
+def _table(cells: list[CellResult], baseline: str) -> Table:
+    base_macs = {(c.batch_size, c.seq_len): c.macs for c in cells if c.model == baseline}
+    table = Table(title=f"Latency and throughput (speedup = {baseline} time / model time: median of pairs, 95% CI)")
+    for col in ("model", "batch", "seq", "median ms", "p90 ms", "cv", "samples/s", "tokens/s", "speedup [95% CI]",
+                "pairs", "FLOP-ideal", "GMACs", "peak MB", "status"):
+        table.add_column(col, justify="left" if col in ("model", "status") else "right")
+    for c in cells:
+        lat = c.latency
+        ideal = "-"
+        base = base_macs.get((c.batch_size, c.seq_len))
+        if base and c.macs:
+            ideal = f"{base / c.macs:.2f}x"
+        speed = "-"
+        if c.speedup is not None and c.model != baseline:
+            speed = f"{c.speedup:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]"
+        elif c.model == baseline:
+            speed = "1 (baseline)"
+        table.add_row(
+            c.model, str(c.batch_size), str(c.seq_len),
+            f"{lat.median * 1e3:.2f}" if lat else "-", f"{lat.p90 * 1e3:.2f}" if lat else "-",
+            f"{lat.cv:.2f}" if lat else "-",
+            f"{c.samples_per_s:.1f}" if c.samples_per_s else "-", f"{c.tokens_per_s:.0f}" if c.tokens_per_s else "-",
+            speed, str(c.n_pairs) if c.n_pairs else "-", ideal,
+            f"{c.macs / 1e9:.2f}" if c.macs is not None else "-", _mb(c.peak_memory_bytes),
+            c.status if c.ok else f"{c.status}: {c.message}",
+        )
+    return table
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+    except OSError as exc:
+        raise PrunebenchError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the models, run the sweep with a progress bar, print the table, write JSON."""
+    device = parse_device(args.device)
+    settings = bench_settings(
+        args.budget, min_time=args.min_time, max_time=args.max_time, threads=args.threads, device=device.type,
+        include_head=args.include_head, pad_fraction=args.pad_fraction, measure_memory=not args.no_memory,
+        seed=args.seed,
+    )
+    if settings.max_time < settings.min_time:
+        raise ValueError(f"--max-time ({settings.max_time}) must be >= --min-time ({settings.min_time})")
+    name, model, folder = _load(args.model, device, args.seed)
+    models = {name: (model, folder)}
+    baseline = name
+    if args.baseline is not None:
+        base_name, base_model, base_folder = _load(args.baseline, device, args.seed)
+        if base_name == name:
+            base_name = f"{base_name} (baseline)"
+        models = {base_name: (base_model, base_folder), name: (model, folder)}
+        baseline = base_name
+    for label, (m, _) in models.items():
+        limit = getattr(m, "max_positions", None)
+        if isinstance(m, TransformerEncoder) and limit is not None and args.seq_len > limit:
+            raise ValueError(f"--seq-len {args.seq_len} exceeds {label}'s max_positions {limit}")
+    out = console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console(stderr=True), transient=True) as bar:
+        task = bar.add_task("benchmarking", total=len(args.batch_sizes) * len(models))
+
+        def tick(done: int, total: int, cell: CellResult) -> None:
+            bar.update(task, completed=done, description=f"{cell.model} b={cell.batch_size}")
+
+        cells = sweep({k: m for k, (m, _) in models.items()}, batch_sizes=args.batch_sizes, seq_lens=(args.seq_len,),
+                      baseline=baseline, settings=settings, progress=tick)
+    env = environment(device, threads=cells[0].threads if cells else settings.threads)
+    memory = {k: parameter_report(m, f).to_dict() for k, (m, f) in models.items()}
+    mem_table = Table(title="Model size")
+    for col in ("model", "params", "non-zero", "param MB", "disk MB"):
+        mem_table.add_column(col, justify="left" if col == "model" else "right")
+    for k, rep in memory.items():
+        mem_table.add_row(k, f"{rep['param_count']:,}", f"{rep['nonzero_count']:,}", _mb(rep["param_bytes"]),
+                          _mb(rep["disk_bytes"]))
+    out.print(mem_table)
+    out.print(_table(cells, baseline))
+    out.print(f"threads {cells[0].threads if cells else '-'}, device {device.type}, "
+              f"environment {fingerprint_hash(env)}, timed: {'encoder + head' if args.include_head else 'encoder'}")
+    if args.json is not None:
+        doc = {
+            "kind": JSON_KIND, "schema_version": SCHEMA_VERSION, "environment": env,
+            "fingerprint": fingerprint_hash(env), "settings": settings.to_dict(), "baseline": baseline,
+            "models": {k: {"source": str(f) if f else k, "memory": memory[k]} for k, (_, f) in models.items()},
+            "cells": [c.to_dict() for c in cells],
+        }
+        _write_json(args.json, doc)
+        out.print(f"wrote {args.json}")
+    return 0 if all(c.ok for c in cells) else 1

@@ -124,10 +124,10 @@ class EncoderAdapter:
         _check_kind(kind)
         block = self.layer(layer)
         if kind == "heads":
-            H, Dh = block.attn.n_heads, block.attn.head_dim
-            rows = [getattr(block.attn, n).weight.reshape(H, Dh * block.attn.q_proj.in_features) for n in _ATTN]
+            H, Dh, D = block.attn.n_heads, block.attn.head_dim, block.attn.q_proj.in_features
+            rows = [getattr(block.attn, n).weight.reshape(H, Dh * D) for n in _ATTN]  # [H, Dh*D] each
             out_w = block.attn.out_proj.weight  # [D, H*Dh]
-            cols = out_w.reshape(out_w.shape[0], H, Dh).transpose(0, 1).reshape(H, -1)  # [H, D*Dh]
+            cols = out_w.reshape(D, H, Dh).transpose(0, 1).reshape(H, D * Dh)  # [H, D*Dh]
             return [*rows, cols]
         if kind == "neurons":
             return [block.ffn.fc_in.weight, block.ffn.fc_out.weight.t()]  # [F, D] each

@@ -43,8 +43,7 @@ def weight_scores(
     if criterion == "wanda":
         batches = check_calib(calib, purpose="the wanda criterion")
         sq = input_sq_norms(adapter.model, linears, batches)
-        # Each input column j of W is scaled by how large feature j is on real data.
-        return {n: lin.weight.detach().abs() * sq[n].sqrt()[None, :] for n, lin in linears.items()}  # [out, in]
+        return {n: wanda_scores(lin.weight.detach(), sq[n]) for n, lin in linears.items()}
     if criterion == "taylor":
         batches = check_calib(calib, purpose="the taylor criterion", labelled=True)
         names = list(linears)
@@ -52,6 +51,12 @@ def weight_scores(
         grads = _sum_grads(adapter, params, batches)
         return {n: (p.detach() * g).abs() for n, p, g in zip(names, params, grads, strict=True)}
     raise ValueError(f"unknown criterion {criterion!r}; choose from: {', '.join(WEIGHT_CRITERIA)}")
+
+
+def wanda_scores(weight: torch.Tensor, input_sq_sum: torch.Tensor) -> torch.Tensor:
+    """Wanda importance ``|W_ij| * ||X_j||_2`` from a weight [out, in] and per-feature sums of squares [in]."""
+    # Each input column j of W is scaled by how large feature j is on real data.
+    return weight.abs() * input_sq_sum.sqrt()[None, :]  # [out, in]
 
 
 def group_scores(

@@ -73,7 +73,7 @@ def make_snapshot() -> dict[str, Any]:
                 "name": name,
                 "method": method,
                 "requested_sparsity": sp,
-                "measured_sparsity": None if status == "failed" else sp + 0.004,
+                "measured_sparsity": None if status == "failed" else (sp + 0.004 if sp else 0.0),
                 "materialization": mat,
                 "params": params,
                 "nonzero_params": nonzero,

@@ -19,7 +19,7 @@ from prunebench.analysis import BASELINE, Analysis, analyze
 from prunebench.report import fmt
 from prunebench.report.html import esc, figure, key_values, page, table
 from prunebench.report.markdown import md_escape, md_table
-from prunebench.report.plots import RC, batch_axis, new_figure, save_figure
+from prunebench.report.plots import RC, batch_axis, legend, new_figure, save_figure
 from prunebench.results import load_snapshot, write_bytes_atomic
 
 FIGURE_DIR = "figures"
@@ -159,7 +159,7 @@ def latency_comparison_figure(entries: Sequence[RunEntry]) -> Figure:
         ax.set_ylabel("dense latency per batch (ms, median)")
         ax.set_ylim(bottom=0)
         ax.set_title("Dense baseline latency per run (lower is faster hardware/software)")
-        ax.legend(loc="upper left")
+        legend(ax, loc="upper left")
     return fig
 
 

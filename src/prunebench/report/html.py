@@ -9,7 +9,7 @@ import base64
 import dataclasses
 import html
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,12 @@ from prunebench.report.summary import (
 )
 
 CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1200px;
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1400px;
  padding:0 1em;color:#1d1d1f;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.88em}
 th,td{border:1px solid #d0d0d0;padding:.3em .55em;text-align:right;vertical-align:top}
-th{background:#f2f2f5}td.l,th.l{text-align:left}
+th{background:#f2f2f5}td.l,th.l{text-align:left}td.n{white-space:nowrap}.scroll{overflow-x:auto}
 tr.bad td{background:#fde8e8;color:#9b1111;font-weight:600}
 .verdict{font-size:1.05em;background:#f6f8fa;border-left:4px solid #3b6ea5;padding:.8em 1em}
 .problems{background:#fde8e8;border:2px solid #c62828;color:#8e0000;padding:.6em 1.2em}
@@ -48,16 +48,29 @@ def esc(value: Any) -> str:
 
 
 def table(
-    headers: Sequence[str], rows: Iterable[Sequence[str]], bad: Iterable[bool] = (), left: int = 1, cls: str = ""
+    headers: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    bad: Iterable[bool] = (),
+    left: int | Collection[int] = 1,
+    cls: str = "",
 ) -> str:
-    """An escaped HTML table; rows flagged in ``bad`` are red; the first ``left`` columns are left-aligned."""
+    """An escaped HTML table; rows flagged in ``bad`` are red.
+
+    ``left`` is either the number of leading columns or the set of column indices that hold text
+    (left-aligned, wrapping); the other columns hold figures (right-aligned, never wrapped).
+    """
     flags = list(bad)
-    head = "".join(f'<th class="{"l" if i < left else ""}">{esc(h)}</th>' for i, h in enumerate(headers))
+    text_cols = set(range(left)) if isinstance(left, int) else set(left)
+    kind = ["l" if i in text_cols else "n" for i in range(len(headers))]
+    head = "".join(f'<th class="{kind[i]}">{esc(h)}</th>' for i, h in enumerate(headers))
     body = []
     for n, row in enumerate(rows):
-        tds = "".join(f'<td class="{"l" if i < left else ""}">{esc(v)}</td>' for i, v in enumerate(row))
+        tds = "".join(f'<td class="{kind[i] if i < len(kind) else "l"}">{esc(v)}</td>' for i, v in enumerate(row))
         body.append(f'<tr class="{"bad" if n < len(flags) and flags[n] else ""}">{tds}</tr>')
-    return f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return (
+        f'<div class="scroll"><table class="{esc(cls)}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def key_values(data: Mapping[str, Any] | None) -> str:
@@ -141,7 +154,13 @@ def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tu
         out.append(f'<div class="problems"><h2>Problems ({len(issues)})</h2><ul>{items}</ul></div>')
     out.append("<h2>Summary</h2>")
     out.append(
-        table(summary_headers(rows), [summary_cells(r) for r in rows], [bool(r.problems) for r in rows], cls="summary")
+        table(
+            summary_headers(rows),
+            [summary_cells(r) for r in rows],
+            [bool(r.problems) for r in rows],
+            left={0, 2, 10},
+            cls="summary",
+        )
     )
     out.append(
         '<p class="muted">Speedup: median of paired per-iteration ratios dense/variant, measured interleaved; '
@@ -149,7 +168,9 @@ def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tu
         "acc Δ: accuracy difference from dense in percentage points.</p>"
     )
     out.append("<h2>Benchmark cells</h2>")
-    out.append(table(CELL_HEADERS, [cell_row(c) for c in a.cells], [c.status != "ok" for c in a.cells]))
+    out.append(
+        table(CELL_HEADERS, [cell_row(c) for c in a.cells], [c.status != "ok" for c in a.cells], left={0, 3, 8, 16})
+    )
     out.append("<h2>Crossover batch sizes</h2>")
     if a.crossovers:
         cross = [

@@ -64,13 +64,19 @@ def batch_axis(ax: Axes, batches: Sequence[int]) -> None:
     ax.set_xlabel("batch size (samples per forward pass, log scale)")
 
 
+def legend(ax: Axes, **kwargs: object) -> None:
+    """Draw the legend only when something is labelled (an empty run has nothing to explain)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def save_figure(fig: Figure, out_dir: Path, stem: str) -> dict[str, Path]:
     """Save ``fig`` as ``stem.png`` and ``stem.svg`` in ``out_dir``, byte-stable; returns ``{"png", "svg"}``."""
     paths = {}
     with matplotlib.rc_context(RC):
         for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
             buf = io.BytesIO()
-            fig.savefig(buf, format=ext, dpi=_DPI, metadata=meta, bbox_inches="tight", pad_inches=0.15)
+            fig.savefig(buf, format=ext, dpi=_DPI, metadata=meta, pad_inches=0.15)
             paths[ext] = write_bytes_atomic(out_dir / f"{stem}.{ext}", buf.getvalue())
     return paths
 
@@ -102,7 +108,7 @@ def throughput_figure(a: Analysis) -> Figure:
         ax.set_ylabel("throughput (samples / s)")
         ax.set_ylim(bottom=0)
         ax.set_title(f"Throughput vs batch size (seq len {a.seq_len}; higher is better)")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -145,7 +151,7 @@ def speedup_figure(a: Analysis) -> Figure:
         batch_axis(ax, a.batch_sizes or (1,))
         ax.set_ylabel("speedup vs dense (×, paired median; band = CI)")
         ax.set_title(f"Measured vs FLOP-ideal speedup (seq len {a.seq_len}; above 1 = faster)")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -189,7 +195,7 @@ def degradation_figure(a: Analysis) -> Figure:
         ax.set_ylabel(f"{metric} (%)")
         ax.set_xlim(-2, 100)
         ax.set_title("Accuracy degradation vs sparsity, per pruning method")
-        ax.legend(loc="lower left")
+        legend(ax, loc="lower left")
     return fig
 
 
@@ -230,7 +236,7 @@ def pareto_figure(a: Analysis) -> Figure:
                     label="Pareto front",
                     zorder=2,
                 )
-                ax.legend(loc="best")
+                legend(ax, loc="best")
             ax.margins(x=0.2, y=0.08)
             ax.set_xlabel("latency per batch (ms, median; lower is better)")
             ax.set_ylabel("accuracy (%)")

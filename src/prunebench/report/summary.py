@@ -37,6 +37,8 @@ class SummaryRow:
     disk_bytes: int | None
     disk_ratio: float | None
     fidelity_ok: bool | None
+    #: how many of the variant's benchmark cells failed.
+    failed_cells: int
     #: one-line descriptions of what went wrong for this variant (empty when nothing did).
     problems: tuple[str, ...]
 
@@ -89,6 +91,7 @@ def summary_rows(source: Any) -> list[SummaryRow]:
                 disk_bytes=v.disk_bytes,
                 disk_ratio=v.disk_ratio,
                 fidelity_ok=v.fidelity_ok,
+                failed_cells=sum(1 for c in a.cells if c.variant == v.name and c.status != "ok"),
                 problems=_variant_problems(a, v.name, v.status, v.error, v.fidelity_ok),
             )
         )
@@ -138,8 +141,20 @@ def summary_cells(row: SummaryRow) -> list[str]:
         _speed(row.large),
         fmt.times(row.flop_ideal_speedup),
         disk,
-        "; ".join(row.problems) if row.problems else "ok",
+        status_tag(row),
     ]
+
+
+def status_tag(row: SummaryRow) -> str:
+    """A short status for the table (the full messages are in :attr:`SummaryRow.problems`)."""
+    tags = []
+    if row.status == "failed":
+        tags.append("PRUNING FAILED")
+    if row.fidelity_ok is False:
+        tags.append("FIDELITY FAILED")
+    if row.failed_cells:
+        tags.append(f"{row.failed_cells} CELL(S) FAILED")
+    return ", ".join(tags) or "ok"
 
 
 def summary_table(rows: Sequence[SummaryRow], title: str | None = None) -> Table:

@@ -114,7 +114,8 @@ def speedup_comparison_figure(entries: Sequence[RunEntry]) -> Figure:
                     continue
                 color, ls = styles[e.label]
                 xs = [c.batch_size for c in cells]
-                ax.plot(xs, [c.speedup for c in cells], color=color, ls=ls, marker="o", ms=4, label=e.label)
+                label = f"{e.label} ({e.fingerprint})"
+                ax.plot(xs, [c.speedup for c in cells], color=color, ls=ls, marker="o", ms=4, label=label)
                 lo = [c.speedup_ci_low if c.speedup_ci_low is not None else c.speedup for c in cells]
                 hi = [c.speedup_ci_high if c.speedup_ci_high is not None else c.speedup for c in cells]
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.15, lw=0)
@@ -125,9 +126,16 @@ def speedup_comparison_figure(entries: Sequence[RunEntry]) -> Figure:
             ax.set_title(name)
         for ax in axes[len(names) :]:
             ax.set_visible(False)
-        handles, labels = axes[0].get_legend_handles_labels() if names else ([], [])
-        if handles:
-            fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
+        legend_items: dict[str, Any] = {}
+        for ax in axes[: len(names)]:
+            if not ax.get_legend_handles_labels()[0]:
+                ax.text(0.5, 0.5, "no successful measurement", ha="center", va="center", transform=ax.transAxes)
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                legend_items.setdefault(label, handle)
+        if legend_items:
+            # In run order, whichever panel a run first appeared in.
+            labels = [lab for lab in (f"{e.label} ({e.fingerprint})" for e in entries) if lab in legend_items]
+            fig.legend([legend_items[k] for k in labels], labels, loc="outside lower center", ncols=min(4, len(labels)))
         fig.suptitle("Paired speedup vs dense per run (colour = environment fingerprint; band = CI)")
     return fig
 

@@ -1,0 +1,92 @@
+"""``prunebench compare``: one report across runs, grouped by environment fingerprint."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from prunebench.cli.compare_cmd import default_out
+from prunebench.cli.main import main
+from prunebench.report import build_comparison
+from prunebench.report.compare import differing, groups, load_runs
+from prunebench.results import ResultStore
+from tests.test_results_synthetic import make_snapshot
+
+
+def _write(run_dir: Path, run_id: str, fingerprint: str, torch: str, structured_b1: tuple[float, float, float]) -> Path:
+    snap = make_snapshot()
+    snap["run"].update(run_id=run_id)
+    snap["run"]["environment"].update(fingerprint_hash=fingerprint, torch=torch)
+    run_dir.mkdir(parents=True)
+    with ResultStore(run_dir / "results.sqlite") as store:
+        store.start_run(snap["run"])
+        for v in snap["variants"]:
+            store.put_variant(v)
+        for e in snap["evaluations"]:
+            store.put_evaluation(e)
+        for c in snap["cells"]:
+            if c["variant"] == "structured@0.5" and c["batch_size"] == 1:
+                c = {**c, **dict(zip(("speedup", "speedup_ci_low", "speedup_ci_high"), structured_b1, strict=True))}
+            store.put_cell(c)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("runs")
+    return [
+        _write(root / "a", "run-a", "fp-old", "2.12.0", (1.05, 0.98, 1.12)),
+        _write(root / "b", "run-b", "fp-new", "2.13.0", (1.3, 1.2, 1.4)),
+        _write(root / "c", "run-c", "fp-old", "2.12.0", (1.04, 0.97, 1.1)),
+    ]
+
+
+def test_grouping_and_differences(runs: list[Path]) -> None:
+    entries = load_runs(runs)
+    assert [e.label for e in entries] == ["#1 run-a", "#2 run-b", "#3 run-c"]
+    assert {fp: [e.label for e in members] for fp, members in groups(entries).items()} == {
+        "fp-old": ["#1 run-a", "#3 run-c"],
+        "fp-new": ["#2 run-b"],
+    }
+    assert differing([e.env for e in entries]) == ["fingerprint_hash", "torch"]
+    assert differing([{"a": 1}, {"a": 1, "b": 2}]) == ["b"]
+
+
+def test_comparison_report(runs: list[Path], tmp_path: Path, capsys) -> None:
+    paths = build_comparison(runs, tmp_path / "one")
+    assert set(paths) == {
+        "compare.html",
+        "compare.md",
+        *(f"figures/compare_{n}.{ext}" for n in ("speedup", "latency") for ext in ("png", "svg")),
+    }
+    html = paths["compare.html"].read_text(encoding="utf-8")
+    assert "<script" not in html and len(re.findall(r'<img src="data:image/png;base64,', html)) == 2
+    assert "3 runs in 2 environment group(s)" in html
+    assert "The environments differ in: fingerprint_hash, torch." in html
+    # structured@0.5 at B=1 is faster only on the new stack: the verdict says so
+    assert "Faster than dense in some runs but not in others: structured@0.5 at B=1." in html
+    assert "<b>fp-old</b>: #1 run-a, #3 run-c" in html
+    md = paths["compare.md"].read_text(encoding="utf-8")
+    assert "| variant | B | #1 run-a | #2 run-b | #3 run-c |" in md and "1.30× [1.20–1.40] faster" in md
+    # the CLI writes the same bytes for the same runs
+    assert main(["compare", *map(str, runs), "--out", str(tmp_path / "two")]) == 0
+    assert "compare.html" in capsys.readouterr().out
+    for name, path in paths.items():
+        assert (tmp_path / "two" / name).read_bytes() == path.read_bytes(), name
+
+
+def test_compare_bad_input(runs: list[Path], tmp_path: Path, capsys) -> None:
+    assert main(["compare", str(runs[0])]) == 2
+    assert "at least two run folders" in capsys.readouterr().err
+    assert main(["compare", str(runs[0]), str(runs[0]), "--out", str(tmp_path)]) == 2
+    assert "given twice" in capsys.readouterr().err
+    assert main(["compare", str(runs[0]), str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a run folder" in err
+
+
+def test_default_out_is_stable(runs: list[Path]) -> None:
+    assert default_out(runs) == default_out(list(reversed(runs)))
+    assert default_out(runs).parent == Path("runs") and default_out(runs) != default_out(runs[:2])

@@ -8,7 +8,7 @@ Typical use::
 """
 
 from prunebench.pruning.apply import MATERIALIZATIONS, apply_plan_
-from prunebench.pruning.engine import plan, prune_
+from prunebench.pruning.engine import plan, prune_, prune_with_plan_
 from prunebench.pruning.methods import OnStep
 from prunebench.pruning.plan import PrunePlan
 from prunebench.pruning.report import ModuleRow, PruneReport, check_fidelity
@@ -34,6 +34,7 @@ __all__ = [
     "check_fidelity",
     "plan",
     "prune_",
+    "prune_with_plan_",
     "registry",
     "schedule_values",
     "sparsity_at",

@@ -75,11 +75,13 @@ def input_sq_norms(
 
     def make_hook(name: str):
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            x = args[0].detach().to(torch.float64)  # [B, S, in]
+            x = args[0].detach()  # [B, S, in]
+            sq = x * x  # [B, S, in]
             mask = current["mask"]
             if mask is not None:
-                x = x * mask[..., None].to(x.dtype)  # [B, S, in], padding rows zeroed
-            sums[name] += x.pow(2).reshape(-1, x.shape[-1]).sum(dim=0)  # [in]
+                sq = sq * mask[..., None].to(sq.dtype)  # [B, S, in], padding rows zeroed
+            # Per-batch sums in the activation dtype (fast); the running total in float64 (many batches).
+            sums[name] += sq.sum(dim=(0, 1)).to(torch.float64)  # [in]
 
         return hook
 

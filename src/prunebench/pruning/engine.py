@@ -49,6 +49,20 @@ def prune_(
 ) -> PruneReport:
     """Prune ``model`` in place and report what was measured afterwards.
 
+    Same as :func:`prune_with_plan_` without the plan; see there for the arguments.
+    """
+    return prune_with_plan_(model, spec, calib, on_step, materialize)[0]
+
+
+def prune_with_plan_(
+    model: TransformerEncoder,
+    spec: PruneSpec,
+    calib: Sequence[Batch] | None = None,
+    on_step: OnStep | None = None,
+    materialize: str = "default",
+) -> tuple[PruneReport, PrunePlan]:
+    """Prune ``model`` in place; return the report and the plan that was applied (to save beside the model).
+
     Args:
         model: the encoder to prune (use ``copy.deepcopy`` first to keep the original).
         spec: the request.
@@ -58,10 +72,11 @@ def prune_(
         materialize: ``default`` (shrink structured plans, zero the rest), ``zeros`` or ``shrink``.
 
     Returns:
-        The :class:`PruneReport`; ``report.to_dict()`` is what ``prune_report.json`` holds.
+        ``(report, plan)``: ``report.to_dict()`` is what ``prune_report.json`` holds, ``plan.to_dict()``
+        replays on a fresh copy of the original model.
     """
     _check_inputs(model, spec)
-    before = snapshot(model)
+    before = snapshot(model, groups=spec.structured)
     callback_seconds = 0.0
     start = time.perf_counter()
     if spec.method == "iterative":
@@ -87,4 +102,4 @@ def prune_(
     report = build_report(before, model, the_plan, how, wall, callback_seconds)
     log.info("%s: requested sparsity %.3f, measured %.3f (%s)", spec.method, spec.sparsity,
              report.measured_sparsity, how)
-    return report
+    return report, the_plan

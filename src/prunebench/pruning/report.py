@@ -120,15 +120,15 @@ def live_groups(model: TransformerEncoder) -> dict[str, int]:
     return out
 
 
-def snapshot(model: TransformerEncoder) -> Snapshot:
-    """Record what the report compares against, before pruning."""
+def snapshot(model: TransformerEncoder, groups: bool = True) -> Snapshot:
+    """Record what the report compares against, before pruning (``groups``: count live heads etc. too)."""
     linears = EncoderAdapter(model).prunable_linears()
     return Snapshot(
         shapes={n: tuple(lin.weight.shape) for n, lin in linears.items()},
         params={n: sum(p.numel() for p in lin.parameters()) for n, lin in linears.items()},
         params_total=sum(p.numel() for p in model.parameters()),
         params_encoder=_encoder_params(model),
-        groups=live_groups(model),
+        groups=live_groups(model) if groups else {},
         macs=forward_macs(model, REFERENCE_BATCH, _ref_seq(model)),
     )
 
@@ -167,7 +167,7 @@ def build_report(
         ))
     enc_after = _encoder_params(model)
     group_sparsity = None
-    if plan.structured:
+    if plan.structured and before.groups:
         after = live_groups(model)
         group_sparsity = {k: 1.0 - after[k] / before.groups[k] for k in after if before.groups[k] > 0}
     seq = _ref_seq(model)

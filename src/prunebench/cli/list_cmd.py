@@ -8,6 +8,7 @@ from collections.abc import Callable
 from rich.table import Table
 
 from prunebench.cli.common import console
+from prunebench.cli.prune_cmd import methods_table
 from prunebench.models.config import count_parameters
 from prunebench.models.presets import PRESETS, preset_config
 
@@ -26,7 +27,7 @@ def _list_models() -> Table:
 
 
 #: What ``prunebench list`` can show; later subsystems add their own entries here.
-LISTINGS: dict[str, Callable[[], Table]] = {"models": _list_models}
+LISTINGS: dict[str, Callable[[], Table]] = {"methods": methods_table, "models": _list_models}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -86,7 +86,7 @@ def test_html_summary_first_and_failures_loud(built: tuple[Path, dict[str, Path]
     summary = html[summary_at : html.index("</table>", summary_at)]
     bad_rows = re.findall(r'<tr class="bad"><td class="l">([^<]+)</td>', summary)
     assert bad_rows == ["wanda@0.5", "nm2:4", "iterative@0.8"]
-    assert "FIDELITY FAILED" in summary and "PRUNING FAILED" in summary and "1 CELL(S) FAILED" in summary
+    assert "FIDELITY FAILED" in summary and "PRUNING FAILED" in summary and "1 CELL FAILED" in summary
     assert 'class="problems"' in html and "Problems (3)" in html
     for variant in ("dense", "magnitude@0.5", "magnitude@0.8", "structured@0.5"):
         assert f'<tr class=""><td class="l">{variant}</td>' in summary

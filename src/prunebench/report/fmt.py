@@ -46,14 +46,14 @@ def count(value: int | None) -> str:
     return f"{value:,}"
 
 
-def nbytes(value: int | None) -> str:
-    """Bytes in binary units: ``12.3 MiB``."""
+def nbytes(value: int | None, digits: int = 1) -> str:
+    """Bytes in binary units: ``12.3 MiB`` (``digits`` decimals above one KiB)."""
     if value is None:
         return MISSING
     size = float(value)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(size) < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.{digits}f} {unit}"
         size /= 1024
     return MISSING  # unreachable; keeps type checkers content
 

@@ -158,14 +158,14 @@ def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tu
             summary_headers(rows),
             [summary_cells(r) for r in rows],
             [bool(r.problems) for r in rows],
-            left={0, 2, 10},
+            left={0, 2, 9},
             cls="summary",
         )
     )
     out.append(
         '<p class="muted">Speedup: median of paired per-iteration ratios dense/variant, measured interleaved; '
         "a variant counts as faster only when the whole CI lies above 1. FLOP-ideal: dense MACs / effective MACs. "
-        "acc Δ: accuracy difference from dense in percentage points.</p>"
+        "accuracy (Δ): accuracy and its difference from dense in percentage points.</p>"
     )
     out.append("<h2>Benchmark cells</h2>")
     out.append(

@@ -105,10 +105,9 @@ def summary_headers(rows: Sequence[SummaryRow]) -> list[str]:
     return [
         "variant",
         "sparsity",
-        "materialization",
+        "stored as",
         "params",
-        "accuracy",
-        "acc Δ",
+        "accuracy (Δ)",
         f"speedup B={fmt.plain(small)} [CI]",
         f"speedup B={fmt.plain(large)} [CI]",
         "FLOP-ideal",
@@ -125,9 +124,15 @@ def _speed(cell: CellAnalysis | None) -> str:
     return fmt.speedup_ci(cell.speedup, cell.speedup_ci_low, cell.speedup_ci_high)
 
 
+def _accuracy(row: SummaryRow) -> str:
+    if row.accuracy is None or row.variant == BASELINE or row.accuracy_delta is None:
+        return fmt.pct(row.accuracy)
+    return f"{fmt.pct(row.accuracy)} ({100 * row.accuracy_delta:+.1f})"
+
+
 def summary_cells(row: SummaryRow) -> list[str]:
     """The row as display strings, in :func:`summary_headers` order."""
-    disk = fmt.nbytes(row.disk_bytes)
+    disk = fmt.nbytes(row.disk_bytes, digits=0)
     if row.disk_ratio is not None and row.variant != BASELINE:
         disk += f" ({fmt.times(row.disk_ratio)})"
     return [
@@ -135,8 +140,7 @@ def summary_cells(row: SummaryRow) -> list[str]:
         fmt.pct(row.measured_sparsity),
         fmt.plain(row.materialization),
         fmt.count(row.params),
-        fmt.pct(row.accuracy),
-        fmt.delta_pp(row.accuracy_delta) if row.variant != BASELINE else "(baseline)",
+        _accuracy(row),
         _speed(row.small),
         _speed(row.large),
         fmt.times(row.flop_ideal_speedup),
@@ -153,15 +157,20 @@ def status_tag(row: SummaryRow) -> str:
     if row.fidelity_ok is False:
         tags.append("FIDELITY FAILED")
     if row.failed_cells:
-        tags.append(f"{row.failed_cells} CELL(S) FAILED")
+        tags.append(f"{row.failed_cells} CELL{'S' if row.failed_cells > 1 else ''} FAILED")
     return ", ".join(tags) or "ok"
 
 
 def summary_table(rows: Sequence[SummaryRow], title: str | None = None) -> Table:
     """A rich Table of the summary rows; variants with problems are shown in red."""
-    table = Table(title=title or "prunebench summary (speedup = paired median ratio vs dense, CI in brackets)")
-    for i, header in enumerate(summary_headers(rows)):
-        table.add_column(header, justify="left" if i in (0, 2, 10) else "right", overflow="fold")
+    table = Table(title=title or "prunebench summary (speedup: paired median ratio vs dense [CI])")
+    headers = summary_headers(rows)
+    for i, header in enumerate(headers):
+        # Figures never wrap (a CI split over two lines is hard to read); only the status text may.
+        last = i == len(headers) - 1
+        table.add_column(
+            header, justify="left" if i in (0, 2, len(headers) - 1) else "right", no_wrap=not last, overflow="fold"
+        )
     for row in rows:
         table.add_row(*summary_cells(row), style="bold red" if row.problems else None)
     return table

@@ -1,0 +1,119 @@
+"""``prunebench train``: train (or fetch from the cache) a dense baseline on a real-data task and save it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from prunebench.cli.common import console, model_name, positive_int
+from prunebench.models.io import save_model
+from prunebench.tasks import (
+    TASK_SPECS,
+    Budget,
+    Task,
+    build_task,
+    default_budget,
+    evaluate,
+    load_or_train_baseline,
+    resolve_cache_dir,
+)
+from prunebench.tasks.tokenizer import TOKENIZER_FILE
+
+
+def cache_dir_from_args(flag: str | None) -> Path:
+    """The cache folder for the CLI: ``--cache-dir``, else ``$PRUNEBENCH_CACHE``, else ``~/.cache/prunebench``.
+
+    This is the one place the environment is read; other commands (``prunebench run``) call it too.
+    """
+    return resolve_cache_dir(flag, os.environ)
+
+
+def add_task_args(p: argparse.ArgumentParser) -> None:
+    """Task selection flags shared by ``train``, ``eval`` and the orchestrator."""
+    p.add_argument("--task", default=None, metavar="SPEC", help=f"task: {' | '.join(TASK_SPECS)} (default mlm)")
+    p.add_argument("--text-col", default="text", help="text column of a csv/jsonl task (default text)")
+    p.add_argument("--label-col", default="label", help="label column of a csv/jsonl task (default label)")
+    p.add_argument("--split-col", default=None, help="optional column with train/val/test per row")
+    p.add_argument("--seq-len", type=positive_int, default=None, help="tokens per sequence (default 128)")
+    p.add_argument("--cache-dir", default=None, help="cache folder (default $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
+
+
+def task_options(args: argparse.Namespace, stored: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Task spec and options from flags, falling back to those ``stored`` with a saved model."""
+    stored = stored or {}
+    return {
+        "spec": args.task or stored.get("spec", "mlm"),
+        "seq_len": args.seq_len or stored.get("seq_len", 128),
+        "text_col": args.text_col if args.task else stored.get("text_col", args.text_col),
+        "label_col": args.label_col if args.task else stored.get("label_col", args.label_col),
+        "split_col": args.split_col if args.task else stored.get("split_col", args.split_col),
+    }
+
+
+def build_task_from(options: dict[str, Any], vocab_size: int, cache_dir: Path) -> Task:
+    """Build the task described by :func:`task_options`."""
+    opts = dict(options)
+    return build_task(opts.pop("spec"), vocab_size=vocab_size, cache_dir=cache_dir, **opts)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand."""
+    p = sub.add_parser("train", help="train a dense baseline on real data (cached) and save it")
+    p.add_argument("--model", type=model_name, default="small", help="model preset (default small)")
+    add_task_args(p)
+    p.add_argument("--budget", default=None, help="steps (500) or time (90s, 2m); default depends on the model")
+    p.add_argument("--seed", type=int, default=0, help="init, data order and dropout seed (default 0)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default by model width)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="sequences per step (default 32)")
+    p.add_argument("--out", required=True, help="folder to save the trained model in")
+    p.set_defaults(handler=run)
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("training"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+        TextColumn("step {task.fields[step]}  loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
+        console=console(stderr=True), transient=True,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the task, train or load the baseline, save it to ``--out`` and print its test accuracy."""
+    from prunebench.models.presets import preset_config
+
+    out = console()
+    cache = cache_dir_from_args(args.cache_dir)
+    options = task_options(args)
+    vocab = preset_config(args.model).vocab_size
+    task = build_task_from(options, vocab, cache)
+    budget = Budget.parse(args.budget) if args.budget else default_budget(args.model)
+    with _progress_bar() as bar:
+        handle = bar.add_task("train", total=1.0, step=0, loss=float("nan"))
+
+        def on_progress(fraction: float, step: int, loss: float) -> None:
+            bar.update(handle, completed=fraction, step=step, loss=loss)
+
+        model, info = load_or_train_baseline(
+            args.model, task, budget, seed=args.seed, cache_dir=cache, progress=on_progress, lr=args.lr,
+            batch_size=args.batch_size,
+        )
+    result = evaluate(model, task, split="test")
+    meta = {"task": options, "task_fingerprint": task.fingerprint(), "baseline": info, "test": result.to_dict()}
+    folder = save_model(model, args.out, metadata=meta)
+    shutil.copyfile(Path(info["path"]) / TOKENIZER_FILE, folder / TOKENIZER_FILE)
+    table = Table(title=f"{args.model} on {task.name} ({'cached' if info['cache_hit'] else 'trained'})")
+    for col in ("budget", "steps", "train s", f"test {result.metric}", "trivial baseline", "test loss"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        info["budget"], str(info["steps"]), f"{info['train_seconds']:.1f}", f"{result.accuracy:.4f}",
+        f"{result.trivial_accuracy:.4f}", f"{result.loss:.4f}",
+    )
+    out.print(table)
+    out.print(f"saved to {folder}")
+    return 0

@@ -1,0 +1,51 @@
+"""Real-data accuracy tasks: tokenizer, datasets, training, recovery fine-tuning and evaluation."""
+
+from prunebench.tasks.base import DataError, SplitData, Task
+from prunebench.tasks.baseline import (
+    CACHE_ENV,
+    DEFAULT_BUDGETS,
+    default_budget,
+    load_or_train_baseline,
+    resolve_cache_dir,
+)
+from prunebench.tasks.budget import Budget, BudgetKind
+from prunebench.tasks.classification import ClassificationTask
+from prunebench.tasks.evaluation import EvalResult, calibration_batches, evaluate
+from prunebench.tasks.factory import TASK_SPECS, build_task
+from prunebench.tasks.mlm import MLMTask
+from prunebench.tasks.training import (
+    RecoveryCallback,
+    TrainHistory,
+    default_lr,
+    finetune,
+    prunable_weights,
+    recovery_callback,
+    train,
+)
+
+__all__ = [
+    "CACHE_ENV",
+    "DEFAULT_BUDGETS",
+    "TASK_SPECS",
+    "Budget",
+    "BudgetKind",
+    "ClassificationTask",
+    "DataError",
+    "EvalResult",
+    "MLMTask",
+    "RecoveryCallback",
+    "SplitData",
+    "Task",
+    "TrainHistory",
+    "build_task",
+    "calibration_batches",
+    "default_budget",
+    "default_lr",
+    "evaluate",
+    "finetune",
+    "load_or_train_baseline",
+    "prunable_weights",
+    "recovery_callback",
+    "resolve_cache_dir",
+    "train",
+]

@@ -1,0 +1,153 @@
+"""What every task provides: tokenized splits, labelled batches in the shared format, a fingerprint.
+
+A task holds each split as fixed-length token rows ([N, S] ids and attention mask, plus [N] labels for
+classification). Labels for MLM are created per batch by seeded masking; the same seed always yields the
+same batches, which is what makes training data order and evaluation reproducible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+
+from prunebench.errors import PrunebenchError
+from prunebench.models.batch import Batch
+from prunebench.models.config import TaskHead
+
+SPLIT_NAMES = ("train", "val", "test")
+#: Evaluation defaults: a fixed, seeded sample of the split, big enough for a ~0.5% standard error on MLM
+#: accuracy and small enough to evaluate in seconds on 2 cores.
+DEFAULT_EVAL_BATCHES = 16
+DEFAULT_EVAL_BATCH_SIZE = 32
+
+
+class DataError(PrunebenchError):
+    """A task's data file is missing, unreadable or unusable; the message is one line for the user."""
+
+
+@dataclass
+class SplitData:
+    """One split as padded token rows.
+
+    Attributes:
+        input_ids: [N, S] long.
+        attention_mask: [N, S] long, 1 real / 0 pad.
+        labels: [N] long class ids (classification) or None (MLM, labels come from masking).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def stable_hash(data: Any, length: int = 16) -> str:
+    """Short hex digest of JSON-ready ``data`` (key order independent)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()[:length]
+
+
+class Task(ABC):
+    """Base class of the accuracy tasks.
+
+    Attributes:
+        name: short name, e.g. ``"mlm"`` or ``"cls:reviews"``.
+        head: the model head the task needs.
+        tokenizer: the trained tokenizer (its ids fit ``vocab_size``).
+        vocab_size: the model vocabulary this task was built for.
+        seq_len: row length S of every split.
+        num_labels: classes (classification); 0 for MLM.
+        splits: ``{"train", "val", "test"}`` -> :class:`SplitData`.
+    """
+
+    name: str
+    head: TaskHead
+    tokenizer: Tokenizer
+    vocab_size: int
+    seq_len: int
+    num_labels: int
+    splits: dict[str, SplitData]
+
+    @abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """JSON-ready description of the exact data (corpus/file hash, tokenizer, lengths); recorded with results."""
+
+    @abstractmethod
+    def trivial_prediction(self) -> int:
+        """The constant prediction of the trivial baseline (most frequent train token / majority class)."""
+
+    @abstractmethod
+    def _label(self, rows: SplitData, index: torch.Tensor, generator: torch.Generator, evaluation: bool) -> Batch:
+        """Turn rows ``index`` of a split into a labelled batch."""
+
+    def key(self) -> str:
+        """Short hash of :meth:`fingerprint`; used in cache keys."""
+        return stable_hash(self.fingerprint())
+
+    def model_overrides(self) -> dict[str, Any]:
+        """``create_model`` keyword arguments a model for this task needs (vocab, head, classes)."""
+        out: dict[str, Any] = {"vocab_size": self.vocab_size, "head": self.head.value}
+        if self.head is TaskHead.CLS:
+            out["num_labels"] = self.num_labels
+        return out
+
+    def split(self, name: str) -> SplitData:
+        """The rows of split ``name``; ValueError lists the valid names."""
+        if name not in self.splits:
+            raise ValueError(f"unknown split {name!r}; choose from: {', '.join(SPLIT_NAMES)}")
+        return self.splits[name]
+
+    def num_sequences(self, split: str) -> int:
+        """Rows in ``split``."""
+        return len(self.split(split))
+
+    def batch(self, split: str, index: torch.Tensor, generator: torch.Generator, *, evaluation: bool) -> Batch:
+        """Rows ``index`` of ``split`` as a labelled batch, trailing all-padding columns trimmed."""
+        batch = self._label(self.split(split), index, generator, evaluation)
+        width = int(batch["attention_mask"].sum(dim=0).nonzero().max().item()) + 1 if len(index) else 0
+        if width < batch["input_ids"].shape[1]:
+            # Classification rows are padded to seq_len; attention over padding is wasted work.
+            batch = {k: (v[:, :width] if v.dim() == 2 else v) for k, v in batch.items()}
+        return batch
+
+    def train_stream(self, batch_size: int, seed: int = 0, split: str = "train") -> Iterator[Batch]:
+        """Endless shuffled training batches (fresh order and masking every epoch), fixed by ``seed``."""
+        n = self.num_sequences(split)
+        if n == 0:
+            raise ValueError(f"the {split!r} split of task {self.name!r} is empty")
+        generator = torch.Generator().manual_seed(seed)
+        while True:
+            order = torch.randperm(n, generator=generator)  # [N]
+            for start in range(0, n, batch_size):
+                yield self.batch(split, order[start : start + batch_size], generator, evaluation=False)
+
+    def eval_batches(
+        self,
+        split: str = "test",
+        *,
+        batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+        max_batches: int | None = DEFAULT_EVAL_BATCHES,
+        seed: int = 0,
+    ) -> list[Batch]:
+        """A fixed, seeded sample of ``split`` as labelled batches (evaluation masking for MLM).
+
+        The sample is spread over the whole split (a seeded permutation), not its first files, and does
+        not depend on any model, so every model evaluated with the same seed sees identical inputs.
+        """
+        n = self.num_sequences(split)
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(n, generator=generator)  # [N]
+        if max_batches is not None:
+            order = order[: max_batches * batch_size]
+        return [
+            self.batch(split, order[s : s + batch_size], generator, evaluation=True)
+            for s in range(0, len(order), batch_size)
+        ]

@@ -1,0 +1,209 @@
+"""Sequence classification from a user's CSV or JSONL file (text and label columns, names configurable).
+
+Without a split column the rows are split 80/10/10 by a hash of their text, so identical texts always land
+in the same split (no train/test leakage through duplicates) and the split never depends on row order.
+Every way a file can be unusable ends in a one-line :class:`DataError` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunebench.models.batch import Batch
+from prunebench.models.config import TaskHead
+from prunebench.tasks.base import SPLIT_NAMES, DataError, SplitData, Task
+from prunebench.tasks.tokenizer import PAD_ID, recipe, tokenizer_hash, train_tokenizer
+
+#: Accepted values of a split column (case-insensitive) and the split each means.
+SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
+
+
+class ClassificationTask(Task):
+    """Predict a label from a text; metric accuracy (and macro-F1)."""
+
+    def __init__(self, name: str, tokenizer: Any, splits: dict[str, SplitData], vocab_size: int, seq_len: int,
+                 label_names: list[str], info: dict[str, Any]) -> None:
+        self.name = name
+        self.head = TaskHead.CLS
+        self.tokenizer = tokenizer
+        self.splits = splits
+        self.vocab_size = vocab_size
+        self.seq_len = seq_len
+        self.label_names = label_names
+        self.num_labels = len(label_names)
+        self._info = info
+        labels = splits["train"].labels
+        assert labels is not None
+        self._majority = int(torch.bincount(labels, minlength=self.num_labels).argmax().item())
+
+    def fingerprint(self) -> dict[str, Any]:
+        """File hash, columns, labels, tokenizer recipe + hash, rows per split."""
+        return dict(self._info)
+
+    def trivial_prediction(self) -> int:
+        """Majority class of the training split."""
+        return self._majority
+
+    def _label(self, rows: SplitData, index: torch.Tensor, generator: torch.Generator, evaluation: bool) -> Batch:
+        assert rows.labels is not None
+        return {"input_ids": rows.input_ids[index], "attention_mask": rows.attention_mask[index],
+                "labels": rows.labels[index]}
+
+
+def _decode(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} is not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at offset {exc.start}); re-save it as UTF-8"
+        ) from None
+
+
+def _read_rows(path: Path, kind: str) -> list[dict[str, Any]]:
+    text = _decode(path)
+    if kind == "csv":
+        try:
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+        except csv.Error as exc:
+            raise DataError(f"{path} is not valid CSV: {exc}") from None
+        if not columns:
+            raise DataError(f"{path} is empty: expected a header row and data rows")
+        return [{"__columns__": columns}, *rows]
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {number} is not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path} line {number} is not a JSON object")
+        rows.append(row)
+    columns = sorted({k for r in rows for k in r})
+    return [{"__columns__": columns}, *rows]
+
+
+def _cell(path: Path, row: dict[str, Any], col: str, number: int) -> str:
+    value = row.get(col)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DataError(f"{path} row {number} has no value in column {col!r}")
+    if isinstance(value, (dict, list)):
+        raise DataError(f"{path} row {number}: column {col!r} holds a {type(value).__name__}, expected text")
+    return str(value)
+
+
+def _sort_labels(values: set[str]) -> list[str]:
+    try:
+        return sorted(values, key=lambda v: (0, float(v), v))
+    except ValueError:
+        return sorted(values)
+
+
+def _hash_split(texts: list[str]) -> list[str]:
+    """80/10/10 by rank of each text's hash: deterministic, order-free, and every split non-empty."""
+    keyed = sorted(range(len(texts)), key=lambda i: (hashlib.sha256(texts[i].encode("utf-8")).digest(), i))
+    n_test = max(1, round(0.1 * len(texts)))
+    n_val = max(1, round(0.1 * len(texts)))
+    out = ["train"] * len(texts)
+    for rank, i in enumerate(keyed):
+        if rank < n_test:
+            out[i] = "test"
+        elif rank < n_test + n_val:
+            out[i] = "val"
+    return out
+
+
+def build_classification_task(
+    path: Path,
+    kind: str,
+    *,
+    vocab_size: int,
+    seq_len: int = 128,
+    cache_dir: str | Path | None = None,
+    text_col: str = "text",
+    label_col: str = "label",
+    split_col: str | None = None,
+) -> ClassificationTask:
+    """Read ``path`` (``kind`` ``"csv"`` or ``"jsonl"``), train a tokenizer on its train texts, tokenize.
+
+    ``cache_dir`` is accepted for symmetry with the MLM task; user files are small, so they are simply
+    re-tokenized (the tokenizer is still saved beside every trained model).
+
+    Raises:
+        DataError: unreadable, not UTF-8, empty, missing columns, a row without text/label, one class only,
+            an unknown split value, or an empty training split.
+    """
+    del cache_dir
+    if not path.is_file():
+        raise DataError(f"no data file at {path}")
+    header, *rows = _read_rows(path, kind)
+    if not rows:
+        raise DataError(f"{path} is empty: it has no data rows")
+    columns = header["__columns__"]
+    for col in (text_col, label_col, *([split_col] if split_col else [])):
+        if col not in columns:
+            raise DataError(f"{path} has no column {col!r}; its columns are: {', '.join(map(str, columns))}")
+    texts = [_cell(path, r, text_col, i) for i, r in enumerate(rows, start=1)]
+    raw_labels = [_cell(path, r, label_col, i) for i, r in enumerate(rows, start=1)]
+    label_names = _sort_labels(set(raw_labels))
+    if len(label_names) < 2:
+        raise DataError(
+            f"{path} has only one class ({label_names[0]!r}) in column {label_col!r}; classification needs at least 2"
+        )
+    if split_col:
+        splits_of = []
+        for i, r in enumerate(rows, start=1):
+            value = _cell(path, r, split_col, i).strip().lower()
+            if value not in SPLIT_ALIASES:
+                raise DataError(f"{path} row {i}: split {value!r} is not one of {', '.join(SPLIT_ALIASES)}")
+            splits_of.append(SPLIT_ALIASES[value])
+    else:
+        if len(rows) < 3:
+            raise DataError(f"{path} has {len(rows)} rows; at least 3 are needed to split train/val/test")
+        splits_of = _hash_split(texts)
+    label_ids = {name: i for i, name in enumerate(label_names)}
+    by_split = {s: [i for i, sp in enumerate(splits_of) if sp == s] for s in SPLIT_NAMES}
+    for s in SPLIT_NAMES:
+        if not by_split[s]:
+            raise DataError(f"{path}: the {s!r} split is empty; add rows with {split_col}={s}")
+    tok = train_tokenizer([texts[i] for i in by_split["train"]], vocab_size)
+    tok.enable_truncation(max_length=seq_len)
+    tok.enable_padding(pad_id=PAD_ID, length=seq_len)
+    splits = {}
+    for s in SPLIT_NAMES:
+        encoded = tok.encode_batch([texts[i] for i in by_split[s]])
+        splits[s] = SplitData(
+            torch.tensor([e.ids for e in encoded], dtype=torch.long),  # [N, S]
+            torch.tensor([e.attention_mask for e in encoded], dtype=torch.long),  # [N, S]
+            torch.tensor([label_ids[raw_labels[i]] for i in by_split[s]], dtype=torch.long),  # [N]
+        )
+    tok.no_padding()
+    info = {
+        "task": "cls",
+        "file": path.name,
+        "format": kind,
+        "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "columns": {"text": text_col, "label": label_col, "split": split_col},
+        "labels": label_names,
+        "label_counts": dict(Counter(raw_labels)),
+        "seq_len": seq_len,
+        "tokenizer": recipe(vocab_size),
+        "tokenizer_sha": tokenizer_hash(tok),
+        "sequences": {s: len(splits[s]) for s in SPLIT_NAMES},
+    }
+    return ClassificationTask(f"cls:{path.stem}", tok, splits, vocab_size, seq_len, label_names, info)

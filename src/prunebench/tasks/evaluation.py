@@ -1,0 +1,201 @@
+"""Evaluation: the task metric on a fixed, seeded sample of a split, plus fidelity to a reference model.
+
+Fidelity is measured on the very same inputs for both models: top-1 agreement of predictions, mean
+KL(reference || model) of the output distributions, and cosine similarity of mean-pooled hidden states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from prunebench.models.batch import IGNORE_INDEX, Batch
+from prunebench.models.config import TaskHead
+from prunebench.models.encoder import TransformerEncoder
+from prunebench.tasks.base import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_EVAL_BATCHES, Task
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracy of one model on one split (and its fidelity to a reference, when one was given).
+
+    Attributes:
+        task: task name; ``task_key`` is the hash of its fingerprint.
+        split: evaluated split.
+        metric: ``"masked_token_accuracy"`` (MLM) or ``"accuracy"`` (classification).
+        accuracy: top-1 accuracy over ``n_predictions`` masked tokens or examples.
+        loss: mean cross-entropy (nats) over the same predictions.
+        trivial_accuracy: accuracy of always predicting the most frequent train token / majority class.
+        macro_f1: classification only.
+        agreement: fraction of predictions equal to the reference model's (None without a reference).
+        kl_divergence: mean KL(reference || model) in nats per prediction.
+        hidden_cosine: mean cosine similarity of the mean-pooled final hidden states per sequence.
+        n_predictions, n_sequences, n_batches, seed: what was evaluated.
+    """
+
+    task: str
+    task_key: str
+    split: str
+    metric: str
+    accuracy: float
+    loss: float
+    trivial_accuracy: float
+    n_predictions: int
+    n_sequences: int
+    n_batches: int
+    seed: int
+    macro_f1: float | None = None
+    agreement: float | None = None
+    kl_divergence: float | None = None
+    hidden_cosine: float | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalResult:
+        """Inverse of :meth:`to_dict`; unknown keys or a newer schema are errors."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown EvalResult keys: {', '.join(unknown)}")
+        if data.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
+            raise ValueError(f"EvalResult schema_version {data['schema_version']} is newer than {SCHEMA_VERSION}")
+        return cls(**data)
+
+
+def _outputs(model: TransformerEncoder, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits [N, K], targets [N], pooled hidden [B, D]) for the predictions the task scores."""
+    mask = batch["attention_mask"]
+    hidden = model.encode(batch["input_ids"], mask)  # [B, S, D]
+    pooled = model.pool(hidden, mask)  # [B, D]
+    labels = batch["labels"]
+    if model.head_kind is TaskHead.MLM:
+        where = labels != IGNORE_INDEX  # [B, S]
+        return model.mlm_logits(hidden[where]), labels[where], pooled  # [N, V], [N], [B, D]
+    return model.classify(hidden, mask), labels, pooled  # [B, C], [B], [B, D]
+
+
+def _macro_f1(pred: torch.Tensor, target: torch.Tensor, num_labels: int) -> float:
+    """Mean F1 over the classes that occur in targets or predictions."""
+    scores = []
+    for c in range(num_labels):
+        tp = int(((pred == c) & (target == c)).sum())
+        fp = int(((pred == c) & (target != c)).sum())
+        fn = int(((pred != c) & (target == c)).sum())
+        if tp + fp + fn > 0:
+            scores.append(2 * tp / (2 * tp + fp + fn))
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def _check_pair(model: TransformerEncoder, reference: TransformerEncoder, task: Task) -> None:
+    if model.head_kind is not task.head:
+        raise ValueError(f"model has a {model.head_kind.value} head but task {task.name!r} needs {task.head.value}")
+    if reference.head_kind is not model.head_kind:
+        raise ValueError("reference and model must have the same head (mlm or cls)")
+    if reference.config.vocab_size != model.config.vocab_size or reference.config.d_model != model.config.d_model:
+        raise ValueError("reference and model must share vocab_size and d_model to be compared")
+
+
+@torch.no_grad()
+def evaluate(
+    model: TransformerEncoder,
+    task: Task,
+    *,
+    reference: TransformerEncoder | None = None,
+    split: str = "test",
+    max_batches: int | None = DEFAULT_EVAL_BATCHES,
+    batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+    seed: int = 0,
+) -> EvalResult:
+    """Evaluate ``model`` (in eval mode) on a fixed, seeded sample of ``split``.
+
+    Args:
+        model: the model to score; its train/eval mode is restored afterwards.
+        task: the task (its tokenizer must match the model's vocabulary).
+        reference: optional dense model; adds agreement, KL and hidden-state cosine on the same inputs.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        max_batches: cap on evaluated batches (None: the whole split).
+        batch_size: sequences per batch.
+        seed: fixes which sequences and (for MLM) which tokens are masked; same seed, same numbers.
+    """
+    if model.head_kind is not task.head:
+        raise ValueError(f"model has a {model.head_kind.value} head but task {task.name!r} needs {task.head.value}")
+    if reference is not None:
+        _check_pair(model, reference, task)
+    batches = task.eval_batches(split, batch_size=batch_size, max_batches=max_batches, seed=seed)
+    if not batches:
+        raise ValueError(f"the {split!r} split of task {task.name!r} is empty")
+    trivial = task.trivial_prediction()
+    modes = [(m, m.training) for m in (model, reference) if m is not None]
+    for m, _ in modes:
+        m.eval()
+    try:
+        correct = total = trivial_hits = n_seq = 0
+        loss_sum = kl_sum = cos_sum = 0.0
+        agree = 0
+        preds, targets = [], []
+        for batch in batches:
+            logits, target, pooled = _outputs(model, batch)  # [N, K], [N], [B, D]
+            logp = F.log_softmax(logits.double(), dim=-1)  # [N, K]
+            pred = logits.argmax(dim=-1)  # [N]
+            correct += int((pred == target).sum())
+            trivial_hits += int((target == trivial).sum())
+            total += int(target.numel())
+            loss_sum += float(F.nll_loss(logp, target, reduction="sum"))
+            n_seq += int(pooled.shape[0])
+            preds.append(pred)
+            targets.append(target)
+            if reference is not None:
+                ref_logits, _, ref_pooled = _outputs(reference, batch)
+                ref_logp = F.log_softmax(ref_logits.double(), dim=-1)  # [N, K]
+                agree += int((ref_logits.argmax(dim=-1) == pred).sum())
+                kl_sum += float((ref_logp.exp() * (ref_logp - logp)).sum())
+                cos_sum += float(F.cosine_similarity(pooled.double(), ref_pooled.double(), dim=-1).sum())
+    finally:
+        for m, was_training in modes:
+            m.train(was_training)
+    is_mlm = task.head is TaskHead.MLM
+    return EvalResult(
+        task=task.name,
+        task_key=task.key(),
+        split=split,
+        metric="masked_token_accuracy" if is_mlm else "accuracy",
+        accuracy=correct / total,
+        loss=loss_sum / total,
+        trivial_accuracy=trivial_hits / total,
+        n_predictions=total,
+        n_sequences=n_seq,
+        n_batches=len(batches),
+        seed=seed,
+        macro_f1=None if is_mlm else _macro_f1(torch.cat(preds), torch.cat(targets), task.num_labels),
+        agreement=None if reference is None else agree / total,
+        kl_divergence=None if reference is None else kl_sum / total,
+        hidden_cosine=None if reference is None else cos_sum / n_seq,
+    )
+
+
+def calibration_batches(
+    task: Task, n_sequences: int, batch_size: int = 8, split: str = "train", seed: int = 0
+) -> list[Batch]:
+    """``n_sequences`` labelled sequences of ``split`` for activation- or gradient-based pruning criteria.
+
+    Batches carry labels (training-style 80/10/10 masking for MLM) so gradient criteria such as Taylor can
+    compute ``task_loss``; the selection and masking are fixed by ``seed``.
+    """
+    if n_sequences <= 0 or batch_size <= 0:
+        raise ValueError(f"n_sequences and batch_size must be positive, got {n_sequences} and {batch_size}")
+    n = task.num_sequences(split)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator)[: min(n_sequences, n)]  # [n_sequences]
+    return [
+        task.batch(split, order[s : s + batch_size], generator, evaluation=False)
+        for s in range(0, len(order), batch_size)
+    ]

@@ -1,0 +1,61 @@
+"""``build_task(spec)``: one entry point for the built-in MLM task and user classification files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prunebench.tasks.base import Task
+from prunebench.tasks.mlm import DEFAULT_MAX_CHARS, build_mlm_task
+
+#: Accepted task spec forms, for error messages and --help.
+TASK_SPECS = ("mlm", "csv:PATH", "jsonl:PATH")
+
+
+def build_task(
+    spec: str,
+    *,
+    vocab_size: int,
+    seq_len: int = 128,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    text_col: str = "text",
+    label_col: str = "label",
+    split_col: str | None = None,
+    max_files: int | None = None,
+    max_chars: int | None = DEFAULT_MAX_CHARS,
+    corpus_root: str | Path | None = None,
+    **unused: Any,
+) -> Task:
+    """Build the task named by ``spec``.
+
+    Args:
+        spec: ``"mlm"`` (masked-LM on the stdlib sources), ``"csv:PATH"`` or ``"jsonl:PATH"`` (classification).
+        vocab_size: the model vocabulary; the task's tokenizer is trained to at most this size.
+        seq_len: tokens per sequence (classification texts are truncated to it).
+        seed: accepted for symmetry with the other entry points; splits never depend on it, so results
+            with different training seeds are measured on the same test data.
+        cache_dir: folder for the tokenizer and tokenized data (None: no disk cache).
+        text_col, label_col, split_col: classification column names (``split_col`` optional).
+        max_files, max_chars, corpus_root: MLM corpus caps and location (tests use small values).
+
+    Raises:
+        ValueError: unknown spec form, listing the valid ones; DataError for unusable data files.
+    """
+    if unused:
+        raise ValueError(f"unknown task option(s): {', '.join(sorted(unused))}")
+    del seed  # documented above: data splits are seed-independent by design
+    if spec == "mlm":
+        return build_mlm_task(
+            vocab_size=vocab_size, seq_len=seq_len, cache_dir=cache_dir, max_files=max_files,
+            max_chars=max_chars, corpus_root=corpus_root,
+        )
+    kind, sep, path = spec.partition(":")
+    if sep and kind in ("csv", "jsonl") and path:
+        from prunebench.tasks.classification import build_classification_task
+
+        return build_classification_task(
+            Path(path), kind, vocab_size=vocab_size, seq_len=seq_len, cache_dir=cache_dir,
+            text_col=text_col, label_col=label_col, split_col=split_col,
+        )
+    raise ValueError(f"unknown task {spec!r}; choose from: {', '.join(TASK_SPECS)}")

@@ -1,0 +1,284 @@
+"""Training, recovery fine-tuning and the pruning engine's ``on_step`` hook.
+
+One loop serves both: AdamW with linear warm-up and cosine decay, gradient clipping, a seeded data order
+and seeded dropout (the global RNG is forked, so callers' random state is untouched). Fine-tuning can
+keep pruned weights at exactly zero by masking their gradients and re-applying the masks after each step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunebench.errors import PrunebenchError
+from prunebench.models.batch import task_loss
+from prunebench.models.encoder import TransformerEncoder
+from prunebench.tasks.base import Task
+from prunebench.tasks.budget import Budget
+from prunebench.tasks.evaluation import evaluate
+
+logger = logging.getLogger(__name__)
+
+#: progress(fraction_done in [0, 1], steps_done, last_loss); the CLI draws a bar with it.
+Progress = Callable[[float, int, float], None]
+
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_FINETUNE_LR = 2e-4
+WARMUP_FRACTION = 0.06
+
+
+def default_lr(model: TransformerEncoder) -> float:
+    """Peak learning rate for training from scratch: narrow models tolerate (and need) larger steps."""
+    return 1e-3 if model.config.d_model <= 256 else 5e-4
+
+
+@dataclass
+class TrainHistory:
+    """What a training or fine-tuning run did.
+
+    Attributes:
+        budget: the budget as given (``"500"`` or ``"90s"``).
+        steps: optimizer steps actually done (the reproducible quantity for a seconds budget).
+        seconds: wall time of the loop, evaluations included.
+        seed, lr, batch_size: the settings used.
+        losses: training loss of every step.
+        evals: ``{"step", "loss", "accuracy"}`` on the validation split at regular points.
+        masked_weights: prunable weights held at zero throughout (fine-tuning with masks), else 0.
+    """
+
+    budget: str
+    steps: int
+    seconds: float
+    seed: int
+    lr: float
+    batch_size: int
+    losses: list[float] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+    masked_weights: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainHistory:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown TrainHistory keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+def lr_at(fraction: float, peak: float, warmup: float = WARMUP_FRACTION) -> float:
+    """Linear warm-up over the first ``warmup`` of the budget, then cosine decay to zero at the end."""
+    if warmup > 0 and fraction < warmup:
+        return peak * (fraction + 1e-3) / warmup
+    progress = (fraction - warmup) / max(1e-9, 1.0 - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Weights of every Linear inside the encoder layers (what pruning acts on), by qualified name.
+
+    Embeddings and task heads are excluded, as everywhere in prunebench. Linears whose weight is not a
+    plain Parameter (a torch.nn.utils.prune hook computes it from ``weight_orig * weight_mask``) are
+    skipped: that mechanism keeps their pruned entries at zero by itself.
+    """
+    layers = getattr(model, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ValueError("finetune expects an encoder with a 'layers' ModuleList (a prunebench TransformerEncoder)")
+    out: dict[str, nn.Parameter] = {}
+    for name, module in layers.named_modules():
+        if isinstance(module, nn.Linear) and isinstance(module.weight, nn.Parameter):
+            out[f"layers.{name}.weight"] = module.weight
+    return out
+
+
+def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    # Matrices decay; biases, LayerNorm gains and empty (fully pruned) tensors do not.
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 and p.numel() > 0 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _loop(
+    model: TransformerEncoder,
+    task: Task,
+    budget: Budget,
+    *,
+    seed: int,
+    lr: float,
+    batch_size: int,
+    weight_decay: float,
+    clip: float,
+    n_evals: int,
+    eval_batches: int,
+    progress: Progress | None,
+    masks: dict[str, tuple[nn.Parameter, torch.Tensor]],
+) -> TrainHistory:
+    if model.head_kind is not task.head:
+        raise ValueError(f"model has a {model.head_kind.value} head but task {task.name!r} needs {task.head.value}")
+    if batch_size <= 0 or lr <= 0:
+        raise ValueError(f"batch_size and lr must be positive, got {batch_size} and {lr}")
+    history = TrainHistory(str(budget), 0, 0.0, seed, lr, batch_size, masked_weights=sum(
+        int((~m).sum()) for _, m in masks.values()))
+    opt = _optimizer(model, lr, weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    stream = task.train_stream(batch_size, seed)
+    eval_points = [(i + 1) / n_evals for i in range(n_evals)]
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # dropout draws from the global generator; fork_rng restores it afterwards
+        model.train()
+        while (frac := budget.fraction(history.steps, time.perf_counter() - start)) < 1.0:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(frac, lr)
+            loss = task_loss(model, next(stream))
+            if not torch.isfinite(loss):
+                raise PrunebenchError(f"training diverged at step {history.steps} (loss {loss.item()}); lower the lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for p, keep in masks.values():
+                if p.grad is not None:
+                    p.grad.mul_(keep)  # [out, in]: pruned weights get no update
+            torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+            with torch.no_grad():
+                for p, keep in masks.values():
+                    p.mul_(keep)  # belt and braces: nothing the optimizer does may revive a pruned weight
+            history.steps += 1
+            history.losses.append(float(loss.item()))
+            done = budget.fraction(history.steps, time.perf_counter() - start)
+            if eval_points and done >= eval_points[0]:
+                while eval_points and done >= eval_points[0]:
+                    eval_points.pop(0)
+                result = evaluate(model, task, split="val", max_batches=eval_batches, seed=seed)
+                history.evals.append({"step": history.steps, "loss": result.loss, "accuracy": result.accuracy})
+                model.train()
+            if progress is not None:
+                progress(done, history.steps, history.losses[-1])
+    model.eval()
+    history.seconds = time.perf_counter() - start
+    logger.info("trained %d steps in %.1f s (budget %s)", history.steps, history.seconds, budget)
+    return history
+
+
+def train(
+    model: TransformerEncoder,
+    task: Task,
+    budget: Budget | str | int,
+    *,
+    seed: int = 0,
+    lr: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    weight_decay: float = 0.01,
+    clip: float = 1.0,
+    n_evals: int = 4,
+    eval_batches: int = 4,
+    progress: Progress | None = None,
+) -> TrainHistory:
+    """Train ``model`` in place on ``task`` for ``budget`` (steps, or seconds like ``"90s"``).
+
+    Args:
+        model: an encoder whose head matches the task; left in eval mode.
+        task: the task; batches come from its train split in a ``seed``-fixed order.
+        budget: steps (reproducible) or seconds (records the steps done).
+        seed: data order, masking and dropout.
+        lr: peak learning rate (default :func:`default_lr`).
+        batch_size: sequences per step.
+        weight_decay: AdamW decay of weight matrices.
+        clip: max global gradient norm.
+        n_evals: validation evaluations spread over the budget (0 for none).
+        eval_batches: validation batches per evaluation.
+        progress: called after each step with (fraction done, steps, loss).
+    """
+    return _loop(
+        model, task, Budget.parse(budget), seed=seed, lr=default_lr(model) if lr is None else lr,
+        batch_size=batch_size, weight_decay=weight_decay, clip=clip, n_evals=n_evals, eval_batches=eval_batches,
+        progress=progress, masks={},
+    )
+
+
+def finetune(
+    model: TransformerEncoder,
+    task: Task,
+    steps: int,
+    *,
+    keep_masks: bool = True,
+    lr: float = DEFAULT_FINETUNE_LR,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    weight_decay: float = 0.01,
+    progress: Progress | None = None,
+) -> TrainHistory:
+    """Recovery fine-tuning of a pruned model, in place.
+
+    With ``keep_masks`` the zero pattern of every prunable weight is captured at the start and enforced:
+    gradients of zero entries are masked and the masks are re-applied after every optimizer step, so the
+    sparsity after fine-tuning equals the sparsity before. A physically shrunk model needs nothing
+    special: its smaller Linears are simply trained.
+    """
+    if not isinstance(steps, int) or steps <= 0:
+        raise ValueError(f"finetune steps must be a positive integer, got {steps!r}")
+    masks: dict[str, tuple[nn.Parameter, torch.Tensor]] = {}
+    if keep_masks:
+        for name, p in prunable_weights(model).items():
+            keep = p.detach() != 0  # [out, in] bool
+            if not bool(keep.all()):
+                masks[name] = (p, keep.to(p.dtype))
+    return _loop(
+        model, task, Budget.parse(steps), seed=seed, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+        clip=1.0, n_evals=0, eval_batches=0, progress=progress, masks=masks,
+    )
+
+
+class RecoveryCallback:
+    """The ``on_step(step, sparsity, model)`` hook of iterative pruning: fine-tune after each pruning step.
+
+    Attributes:
+        histories: one :class:`TrainHistory` per call, in call order.
+    """
+
+    def __init__(
+        self, task: Task, steps: int, *, lr: float, seed: int, batch_size: int, keep_masks: bool = True
+    ) -> None:
+        if not isinstance(steps, int) or steps <= 0:
+            raise ValueError(f"steps_per_prune_step must be a positive integer, got {steps!r}")
+        self.task, self.steps, self.lr, self.seed = task, steps, lr, seed
+        self.batch_size, self.keep_masks = batch_size, keep_masks
+        self.histories: list[TrainHistory] = []
+
+    def __call__(self, step: int, sparsity: float, model: nn.Module) -> None:
+        """Fine-tune ``model`` for the configured steps; a different data seed per pruning step."""
+        if not isinstance(model, TransformerEncoder):
+            raise ValueError(f"recovery fine-tuning needs a TransformerEncoder, got {type(model).__name__}")
+        history = finetune(
+            model, self.task, self.steps, keep_masks=self.keep_masks, lr=self.lr,
+            seed=self.seed + 1000 * (step + 1), batch_size=self.batch_size,
+        )
+        logger.info("recovery after pruning step %d (sparsity %.3f): %d steps, last loss %.4f",
+                    step, sparsity, history.steps, history.losses[-1])
+        self.histories.append(history)
+
+
+def recovery_callback(
+    task: Task,
+    steps_per_prune_step: int,
+    *,
+    lr: float = DEFAULT_FINETUNE_LR,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    keep_masks: bool = True,
+) -> RecoveryCallback:
+    """Build the ``on_step(step, sparsity, model)`` callback that fine-tunes after each pruning step."""
+    return RecoveryCallback(task, steps_per_prune_step, lr=lr, seed=seed, batch_size=batch_size, keep_masks=keep_masks)

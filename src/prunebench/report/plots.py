@@ -189,7 +189,7 @@ def degradation_figure(a: Analysis) -> Figure:
             ax.axhline(100 * dense.accuracy, color="black", lw=0.8, ls=":", label="dense accuracy")
         trivial = next((v.trivial_accuracy for v in a.variants if v.trivial_accuracy is not None), None)
         if trivial is not None:
-            ax.axhline(100 * trivial, color="grey", lw=0.8, ls="-.", label="trivial baseline (majority class)")
+            ax.axhline(100 * trivial, color="grey", lw=0.8, ls="-.", label="trivial baseline (constant prediction)")
         metric = next((v.metric_name for v in a.variants if v.metric_name), "accuracy")
         ax.set_xlabel("measured sparsity of prunable weights (%)")
         ax.set_ylabel(f"{metric} (%)")

@@ -200,6 +200,30 @@ def _faster_at(analysis: Analysis, batch: int) -> list[str]:
     ]
 
 
+def _span(values: Sequence[float]) -> str:
+    """``1.70×`` for one value (or equal values), ``0.98–1.01×`` for a range."""
+    lo, hi = min(values), max(values)
+    return f"{lo:.2f}×" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}–{hi:.2f}×"
+
+
+def _materialization_notes(analysis: Analysis) -> list[str]:
+    """Per materialization, the measured speedups at the largest batch next to the FLOP-ideal ones."""
+    if not analysis.batch_sizes:
+        return []
+    large = analysis.batch_sizes[-1]
+    notes = []
+    for kind in sorted({v.materialization for v in analysis.variants if v.materialization and v.name != BASELINE}):
+        names = [v.name for v in analysis.variants if v.materialization == kind and v.name != BASELINE]
+        cells = [c for n in names if (c := analysis.cell(n, large)) is not None and c.speedup is not None]
+        ideal = [c.flop_ideal_speedup for c in cells if c.flop_ideal_speedup is not None]
+        if not cells or not ideal:
+            continue
+        speeds = [c.speedup or 0.0 for c in cells]
+        what = f"The variant stored as '{kind}'" if len(cells) == 1 else f"The {len(cells)} variants stored as '{kind}'"
+        notes.append(f"{what} ran at {_span(speeds)} of dense at B={large}, against a FLOP-ideal {_span(ideal)}.")
+    return notes
+
+
 def verdict(analysis: Analysis, run: Mapping[str, Any] | None = None) -> str:
     """A one-paragraph verdict stating what the numbers say (no judgement the data does not support)."""
     run = run or {}
@@ -209,7 +233,8 @@ def verdict(analysis: Analysis, run: Mapping[str, Any] | None = None) -> str:
     parts = [
         f"Run {run.get('run_id', '?')} (model {config.get('model', '?')}, seq len {fmt.plain(analysis.seq_len)}, "
         f"batch sizes {fmt.plain(list(analysis.batch_sizes))}, torch {env.get('torch', '?')}, {device}, "
-        f"{env.get('threads', '?')} threads) compared {len(pruned)} pruned variants with the dense baseline."
+        f"{env.get('threads', '?')} threads) compared {len(pruned)} pruned variants with the dense baseline"
+        + (f" ({n_failed} failed to prune)." if (n_failed := sum(v.status == "failed" for v in pruned)) else ".")
     ]
     if analysis.batch_sizes:
         for b in sorted({analysis.batch_sizes[0], analysis.batch_sizes[-1]}):
@@ -228,6 +253,7 @@ def verdict(analysis: Analysis, run: Mapping[str, Any] | None = None) -> str:
                 f"against a FLOP-ideal {fmt.times(best.flop_ideal_speedup)}, "
                 f"at an accuracy change of {fmt.delta_pp(v.accuracy_delta if v else None)}."
             )
+    parts += _materialization_notes(analysis)
     for c in analysis.crossovers:
         verb = "becomes faster than dense" if c.kind == "starts_faster" else "stops being faster than dense"
         parts.append(f"{c.variant} {verb} at B={c.batch_size} (seq len {c.seq_len}).")

@@ -66,12 +66,31 @@ def test_resume_queries(tmp_path: Path) -> None:
 
 def test_start_run_resumes_same_id_and_refuses_another(tmp_path: Path) -> None:
     with ResultStore(tmp_path / "results.sqlite") as store:
-        store.start_run(RUN)
+        first = store.start_run({**RUN, "status": "finished", "note": "kept"})
+        assert first["status"] == "running" and first["note"] == "kept"
         store.set_run_status("failed")
-        again = store.start_run({**RUN, "config": {"seq_len": 999}})
-        assert again["status"] == "running" and again["config"] == {"seq_len": 8}
+        again = store.start_run({**RUN, "created": "later", "config": {"seq_len": 999}})
+        # resuming: the given fields win, run_id/created stay, status is running again, other fields survive
+        assert again["status"] == "running" and again["config"] == {"seq_len": 999}
+        assert again["created"] == RUN["created"] and again["note"] == "kept"
         with pytest.raises(PrunebenchError, match="already holds run 'r1'"):
             store.start_run({**RUN, "run_id": "r2"})
+        assert store.get_run()["run_id"] == "r1"
+
+
+def test_update_run_merges_fields(tmp_path: Path) -> None:
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        with pytest.raises(PrunebenchError, match="no run yet"):
+            store.update_run({"corpus": {}})
+        store.start_run(RUN)
+        run = store.update_run({"corpus": {"task": "abc"}})
+        assert run["corpus"] == {"task": "abc"} and run["config"] == RUN["config"] and run["status"] == "running"
+        with pytest.raises(ValueError, match="cannot change run_id"):
+            store.update_run({"run_id": "other"})
+        with pytest.raises(ValueError, match="running, finished, failed"):
+            store.update_run({"status": "done"})
+    with ResultStore(tmp_path / "results.sqlite", create=False) as store:
+        assert store.get_run()["corpus"] == {"task": "abc"}
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,6 @@ from prunebench.results.schema import (
     META_SQL,
     RUNS,
     SCHEMA_VERSION,
-    STORE_FILENAME,
     TABLES,
     VARIANTS,
     Table,
@@ -155,26 +154,49 @@ class ResultStore:
 
     # -- the run ----------------------------------------------------------------------------------------------
     def start_run(self, run: Mapping[str, Any]) -> dict[str, Any]:
-        """Record the run (or resume it): returns the stored run record.
+        """Record the run, or resume it; returns the stored run record.
 
         A store holds exactly one run. Starting the run it already holds (same ``run_id``) resumes it: the
-        status goes back to ``running`` and the stored config/environment are kept. A different ``run_id`` is
-        refused, so that two runs never mix their rows.
+        given fields replace the stored ones (``run_id`` and ``created`` stay), and the status goes back to
+        ``running``. A different ``run_id`` is refused, so that two runs never mix their rows.
 
         Raises:
             PrunebenchError: the store already holds another run.
         """
         existing = self.get_run()
-        if existing is not None:
+        if existing is None:
+            record = {**run, "status": "running"}
+        else:
             if existing["run_id"] != run.get("run_id"):
                 raise PrunebenchError(
                     f"{self.path} already holds run {existing['run_id']!r}, not {run.get('run_id')!r}"
                 )
-            self.set_run_status("running")
-            return self.get_run() or {}
-        record = {"status": "running", **run}
-        _check_status(RUNS, record.get("status"), RUN_STATUSES)
+            old_fp = (existing.get("environment") or {}).get("fingerprint_hash")
+            new_fp = (run.get("environment") or {}).get("fingerprint_hash", old_fp)
+            if old_fp != new_fp:
+                # Cells measured before and after the resume come from different environments; say so.
+                logger.warning("run %s resumed in another environment (%s, was %s)", existing["run_id"], new_fp, old_fp)
+            keep = {"run_id": existing["run_id"], "created": existing.get("created"), "status": "running"}
+            record = {**existing, **run, **keep}
         self._upsert(RUNS, record)
+        return self.get_run() or {}
+
+    def update_run(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge ``fields`` into the stored run record (e.g. the corpus fingerprint once it is known).
+
+        ``run_id`` cannot change; ``status`` must be one of :data:`RUN_STATUSES`. Returns the updated record.
+
+        Raises:
+            PrunebenchError: no run has been started in this store.
+            ValueError: an attempt to change ``run_id``, or a bad field value.
+        """
+        existing = self.get_run()
+        if existing is None:
+            raise PrunebenchError(f"{self.path} holds no run yet; call start_run first")
+        if "run_id" in fields and fields["run_id"] != existing["run_id"]:
+            raise ValueError(f"update_run cannot change run_id ({existing['run_id']!r} -> {fields['run_id']!r})")
+        _check_status(RUNS, fields.get("status"), RUN_STATUSES)
+        self._upsert(RUNS, {**existing, **fields})
         return self.get_run() or {}
 
     def get_run(self) -> dict[str, Any] | None:
@@ -261,31 +283,3 @@ class ResultStore:
         from prunebench.results.export import export_csv
 
         return export_csv(self.snapshot(), path)
-
-
-def store_path(run_dir: str | Path) -> Path:
-    """Where a run folder keeps its store."""
-    return Path(run_dir) / STORE_FILENAME
-
-
-def open_run(run_dir: str | Path) -> ResultStore:
-    """Open the store of an existing run folder (never creates one).
-
-    Raises:
-        PrunebenchError: ``run_dir`` is not a folder, or holds no (readable) results store.
-    """
-    folder = Path(run_dir)
-    if not folder.is_dir():
-        raise PrunebenchError(f"{folder} is not a run folder (no such directory)")
-    if not store_path(folder).is_file():
-        raise PrunebenchError(f"{folder} is not a run folder (no {STORE_FILENAME} in it)")
-    return ResultStore(store_path(folder), create=False)
-
-
-def load_snapshot(run_dir: str | Path) -> dict[str, Any]:
-    """Everything stored for the run in ``run_dir`` as plain data (see :meth:`ResultStore.snapshot`)."""
-    with open_run(run_dir) as store:
-        snap = store.snapshot()
-    if snap["run"] is None:
-        raise PrunebenchError(f"{Path(run_dir)} holds a results store but no run record")
-    return snap

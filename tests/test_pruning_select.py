@@ -11,7 +11,7 @@ import torch.nn.utils.prune as tprune
 from prunebench.models.adapter import EncoderAdapter
 from prunebench.pruning import PruneSpec, apply_plan_, plan
 from prunebench.pruning.criteria import wanda_scores
-from prunebench.pruning.select import nm_masks, row_masks, select_groups
+from prunebench.pruning.select import global_masks, layer_masks, nm_masks, row_masks, select_groups
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.9])
@@ -127,3 +127,13 @@ def test_select_groups_round_to_and_prior() -> None:
 def test_select_groups_refuses_to_remove_everything() -> None:
     with pytest.raises(ValueError, match="would remove every head of every layer"):
         select_groups([torch.ones(2), torch.ones(2)], 0.9, "layer", what="head")
+
+
+def test_exactly_k_go_even_with_ties() -> None:
+    scores = {"w": torch.tensor([[0.0, 0.0, 0.0, 1.0], [0.0, 2.0, 2.0, 2.0]])}
+    for sparsity, removed in ((0.25, 2), (0.5, 4), (0.75, 6)):
+        keep = layer_masks(scores, sparsity)["w"]
+        assert int((~keep).sum()) == removed
+        assert scores["w"][~keep].max() <= scores["w"][keep].min()
+    keep = global_masks({"a": torch.zeros(3), "b": torch.ones(3)}, 0.5)
+    assert not keep["a"].any() and keep["b"].all()

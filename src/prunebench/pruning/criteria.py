@@ -13,6 +13,7 @@ Per-group scores (structured: heads, neurons, layers):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 
 import torch
 
@@ -82,19 +83,37 @@ def group_scores(
         sizes = [L] if kind == "layers" else [adapter.group_count(kind, i) for i in range(L)]
         return [torch.rand(n, generator=gen) for n in sizes]
     if criterion == "taylor":
-        batches = check_calib(calib, purpose="the taylor criterion", labelled=True)
-        with adapter.gates(kind) as gates:
-            acc = [torch.zeros_like(g) for g in gates]
-            with evaluation_mode(adapter.model), torch.enable_grad():
-                device = model_device(adapter.model)
-                for batch in batches:
-                    loss = task_loss(adapter.model, to_device(batch, device))
-                    grads = torch.autograd.grad(loss, gates, allow_unused=True)
-                    for a, g in zip(acc, grads, strict=True):
-                        if g is not None:  # a layer with 0 heads never uses its (empty) gate
-                            a += g.detach().abs()
-        return [torch.cat(acc)] if kind == "layers" else acc
+        return taylor_group_scores(adapter, (kind,), calib)[kind]
     raise ValueError(f"unknown structured criterion {criterion!r}; choose from: {', '.join(GROUP_CRITERIA)}")
+
+
+def taylor_group_scores(
+    adapter: EncoderAdapter, kinds: Sequence[str], calib: Sequence[Batch] | None
+) -> dict[str, list[torch.Tensor]]:
+    """Taylor importance of several group kinds from one forward/backward pass per calibration batch.
+
+    Returns:
+        kind -> per-layer [groups] tensors (``layers``: one [n_layers] tensor), as :func:`group_scores`.
+    """
+    batches = check_calib(calib, purpose="the taylor criterion", labelled=True)
+    with ExitStack() as stack:
+        gates = {kind: stack.enter_context(adapter.gates(kind)) for kind in kinds}
+        flat = [g for kind in kinds for g in gates[kind]]
+        acc = [torch.zeros_like(g) for g in flat]
+        device = model_device(adapter.model)
+        with evaluation_mode(adapter.model), torch.enable_grad():
+            for batch in batches:
+                loss = task_loss(adapter.model, to_device(batch, device))
+                grads = torch.autograd.grad(loss, flat, allow_unused=True)
+                for a, g in zip(acc, grads, strict=True):
+                    if g is not None:  # a layer with 0 heads never uses its (empty) gate
+                        a += g.detach().abs()
+    out, start = {}, 0
+    for kind in kinds:
+        part = acc[start:start + len(gates[kind])]
+        start += len(part)
+        out[kind] = [torch.cat(part)] if kind == "layers" else part
+    return out
 
 
 def _sum_grads(adapter: EncoderAdapter, params: list[torch.Tensor], batches: list[Batch]) -> list[torch.Tensor]:

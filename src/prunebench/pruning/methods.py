@@ -16,7 +16,7 @@ from prunebench.models.adapter import EncoderAdapter
 from prunebench.models.batch import Batch
 from prunebench.models.encoder import TransformerEncoder
 from prunebench.pruning.apply import apply_plan_
-from prunebench.pruning.criteria import group_scores, weight_scores
+from prunebench.pruning.criteria import group_scores, taylor_group_scores, weight_scores
 from prunebench.pruning.plan import PrunePlan
 from prunebench.pruning.schedule import schedule_values
 from prunebench.pruning.select import global_masks, layer_masks, nm_masks, prune_count, row_masks, select_groups
@@ -64,8 +64,11 @@ def _plan_structured(
     heads: dict[int, tuple[int, ...]] = {}
     neurons: dict[int, tuple[int, ...]] = {}
     layers: tuple[int, ...] | None = None
-    for kind in _KINDS[spec.granularity]:
-        scores = group_scores(adapter, kind, spec.criterion, calib, spec.seed)
+    kinds = _KINDS[spec.granularity]
+    # Taylor scores of heads and neurons come from the same backward passes: compute them together.
+    taylor = taylor_group_scores(adapter, kinds, calib) if spec.criterion == "taylor" else {}
+    for kind in kinds:
+        scores = taylor[kind] if taylor else group_scores(adapter, kind, spec.criterion, calib, spec.seed)
         if kind == "layers":
             L = adapter.n_layers
             if prune_count(L, spec.sparsity) >= L:

@@ -1,8 +1,8 @@
 """Selection: importance scores (higher = keep) -> keep-masks or kept group indices.
 
 Counts follow ``torch.nn.utils.prune``: ``round(sparsity * n)`` elements go (Python rounding), and the
-lowest scores are found with ``torch.topk(..., largest=False)`` on the flattened scores, so magnitude
-masks match ``l1_unstructured`` / ``global_unstructured`` exactly.
+lowest scores of the flattened tensor go, so magnitude masks match ``l1_unstructured`` /
+``global_unstructured`` exactly (up to the order in which exact ties are broken).
 """
 
 from __future__ import annotations
@@ -18,12 +18,23 @@ def prune_count(n: int, sparsity: float) -> int:
 
 
 def _mask_lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep-mask of ``scores``' shape with the ``k`` lowest entries False."""
-    mask = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
-    if k > 0:
-        idx = torch.topk(scores.reshape(-1), k=k, largest=False).indices
-        mask[idx] = False
-    return mask.reshape(scores.shape)
+    """Keep-mask of ``scores``' shape with exactly the ``k`` lowest entries False.
+
+    A k-th value threshold (linear-time selection) instead of ``topk``, which is several times slower on
+    large tensors. Without ties the pruned set is the same as ``topk(largest=False)``'s; entries tied at
+    the threshold are pruned in index order until exactly ``k`` are gone.
+    """
+    flat = scores.reshape(-1)
+    if k <= 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if k >= flat.numel():
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = torch.kthvalue(flat, k).values
+    keep = flat > threshold  # [n]; ties at the threshold are all dropped here ...
+    tied = torch.nonzero(flat == threshold).reshape(-1)
+    surplus = k - int((flat < threshold).sum())  # ... but only this many of them must go
+    keep[tied[surplus:]] = True
+    return keep.reshape(scores.shape)
 
 
 def layer_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:

@@ -132,6 +132,7 @@ def test_main_seq_len() -> None:
     assert main_seq_len({"config": {"seq_len": 128}}, cells) == 128
     assert main_seq_len({"config": {"seq_len": 32}}, cells) == 64
     assert main_seq_len(None, []) is None
+    assert main_seq_len({"config": {"seq_len": 32}}, []) == 32  # nothing measured yet: the configured one
 
 
 def test_analyze_synthetic_run() -> None:

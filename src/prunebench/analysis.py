@@ -294,10 +294,11 @@ def pareto_at(
 
 
 def main_seq_len(run: Mapping[str, Any] | None, cells: Sequence[Mapping[str, Any]]) -> int | None:
-    """The seq len the summary is about: the run config's ``seq_len`` if measured, else the smallest measured."""
+    """The seq len the summary is about: the run config's ``seq_len`` if measured (or if nothing was measured
+    yet), else the smallest measured one."""
     measured = sorted({int(c["seq_len"]) for c in cells})
     wanted = ((run or {}).get("config") or {}).get("seq_len")
-    if wanted is not None and int(wanted) in measured:
+    if wanted is not None and (int(wanted) in measured or not measured):
         return int(wanted)
     return measured[0] if measured else None
 

@@ -17,6 +17,7 @@ from prunebench._version import __version__
 from prunebench.analysis import Analysis, CellAnalysis
 from prunebench.report import fmt
 from prunebench.report.summary import (
+    SUMMARY_TEXT_COLUMNS,
     problems,
     run_problems,
     summary_cells,
@@ -158,7 +159,7 @@ def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tu
             summary_headers(rows),
             [summary_cells(r) for r in rows],
             [bool(r.problems) for r in rows],
-            left={0, 2, 9},
+            left=SUMMARY_TEXT_COLUMNS,
             cls="summary",
         )
     )

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from prunebench.analysis import Analysis
-from prunebench.report.summary import problems, run_problems, summary_cells, summary_headers, summary_rows, verdict
+from prunebench.report.summary import (
+    SUMMARY_TEXT_COLUMNS,
+    problems,
+    run_problems,
+    summary_cells,
+    summary_headers,
+    summary_rows,
+    verdict,
+)
 
 
 def md_escape(text: str) -> str:
@@ -15,10 +23,10 @@ def md_escape(text: str) -> str:
     return out.replace("<", "&lt;").replace(">", "&gt;").replace("*", "\\*").replace("_", "\\_")
 
 
-def md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A GitHub-flavoured Markdown table (first column left-aligned, the rest right-aligned)."""
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[str]], left: Collection[int] = (0,)) -> str:
+    """A GitHub-flavoured Markdown table; the columns in ``left`` hold text (left-aligned), the rest figures."""
     lines = ["| " + " | ".join(md_escape(h) for h in headers) + " |"]
-    lines.append("|" + "|".join(":---" if i == 0 else "---:" for i in range(len(headers))) + "|")
+    lines.append("|" + "|".join(":---" if i in left else "---:" for i in range(len(headers))) + "|")
     lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -31,7 +39,12 @@ def render_summary_md(snapshot: Mapping[str, Any], a: Analysis, figure_paths: Se
     issues = run_problems(run) + problems(a)
     if issues:
         parts += [f"## ⚠ Problems ({len(issues)})", ""] + [f"- **{md_escape(p)}**" for p in issues] + [""]
-    parts += ["## Summary", "", md_table(summary_headers(rows), [summary_cells(r) for r in rows]), ""]
+    parts += [
+        "## Summary",
+        "",
+        md_table(summary_headers(rows), [summary_cells(r) for r in rows], left=SUMMARY_TEXT_COLUMNS),
+        "",
+    ]
     parts.append(
         "Speedup: median paired ratio against dense with its CI; faster only when the whole CI is above 1. "
         "FLOP-ideal: dense MACs / effective MACs."

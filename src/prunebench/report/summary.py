@@ -15,6 +15,9 @@ from rich.table import Table
 from prunebench.analysis import BASELINE, Analysis, CellAnalysis, analyze
 from prunebench.report import fmt
 
+#: Columns of :func:`summary_headers` that hold text (left-aligned); the others hold figures.
+SUMMARY_TEXT_COLUMNS = (0, 2, 9)
+
 
 @dataclass(frozen=True)
 class SummaryRow:
@@ -108,8 +111,8 @@ def summary_headers(rows: Sequence[SummaryRow]) -> list[str]:
         "stored as",
         "params",
         "accuracy (Δ)",
-        f"speedup B={fmt.plain(small)} [CI]",
-        f"speedup B={fmt.plain(large)} [CI]",
+        f"speedup B={small} [CI]" if small is not None else "speedup, smallest B [CI]",
+        f"speedup B={large} [CI]" if large is not None else "speedup, largest B [CI]",
         "FLOP-ideal",
         "disk",
         "status",
@@ -169,7 +172,7 @@ def summary_table(rows: Sequence[SummaryRow], title: str | None = None) -> Table
         # Figures never wrap (a CI split over two lines is hard to read); only the status text may.
         last = i == len(headers) - 1
         table.add_column(
-            header, justify="left" if i in (0, 2, len(headers) - 1) else "right", no_wrap=not last, overflow="fold"
+            header, justify="left" if i in SUMMARY_TEXT_COLUMNS else "right", no_wrap=not last, overflow="fold"
         )
     for row in rows:
         table.add_row(*summary_cells(row), style="bold red" if row.problems else None)
@@ -230,11 +233,13 @@ def verdict(analysis: Analysis, run: Mapping[str, Any] | None = None) -> str:
     config, env = run.get("config") or {}, run.get("environment") or {}
     pruned = [v for v in analysis.variants if v.name != BASELINE]
     device = env.get("device_name") or env.get("cpu_model") or env.get("device") or "unknown device"
+    batches = fmt.plain(list(analysis.batch_sizes)) if analysis.batch_sizes else "(none measured)"
+    n_failed = sum(v.status == "failed" for v in pruned)
     parts = [
         f"Run {run.get('run_id', '?')} (model {config.get('model', '?')}, seq len {fmt.plain(analysis.seq_len)}, "
-        f"batch sizes {fmt.plain(list(analysis.batch_sizes))}, torch {env.get('torch', '?')}, {device}, "
-        f"{env.get('threads', '?')} threads) compared {len(pruned)} pruned variants with the dense baseline"
-        + (f" ({n_failed} failed to prune)." if (n_failed := sum(v.status == "failed" for v in pruned)) else ".")
+        f"batch sizes {batches}, torch {env.get('torch', '?')}, {device}, {env.get('threads', '?')} threads) "
+        f"compared {len(pruned)} pruned variants with the dense baseline"
+        + (f" ({n_failed} failed to prune)." if n_failed else ".")
     ]
     if analysis.batch_sizes:
         for b in sorted({analysis.batch_sizes[0], analysis.batch_sizes[-1]}):
@@ -260,7 +265,9 @@ def verdict(analysis: Analysis, run: Mapping[str, Any] | None = None) -> str:
     scored = [v for v in pruned if v.accuracy_delta is not None]
     if scored:
         best_acc = max(scored, key=lambda v: v.accuracy_delta or 0.0)
-        parts.append(f"The smallest accuracy loss was {best_acc.name} ({fmt.delta_pp(best_acc.accuracy_delta)}).")
+        parts.append(
+            f"The most accurate pruned variant was {best_acc.name} ({fmt.delta_pp(best_acc.accuracy_delta)} vs dense)."
+        )
     issues = run_problems(run) + problems(analysis)
     if issues:
         parts.append(f"{len(issues)} problem(s) need attention, listed below.")

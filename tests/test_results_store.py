@@ -158,6 +158,7 @@ def test_exports(tmp_path: Path) -> None:
         c1 = store.export_csv(tmp_path / "results.csv").read_bytes()
         assert store.export_json(tmp_path / "again.json").read_bytes() == j1
         assert store.export_csv(tmp_path / "again.csv").read_bytes() == c1
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644  # readable by others, not mkstemp's 0600
     data = json.loads(j1)  # strict JSON: NaN/inf became null
     assert data["run"]["run_id"] == "synthetic-0001" and data["cells"][-1]["latency_p90_ms"] is None
     rows = list(csv.DictReader(c1.decode().splitlines()))

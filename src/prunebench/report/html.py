@@ -214,6 +214,7 @@ def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tu
             )
         )
         for label, data in (
+            ("fidelity check", raw.get(v.name, {}).get("fidelity")),
             ("prune details", raw.get(v.name, {}).get("details")),
             ("evaluation details", evals.get(v.name, {}).get("details")),
         ):

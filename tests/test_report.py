@@ -195,6 +195,8 @@ def test_report_renders_in_headless_chromium(built: tuple[Path, dict[str, Path]]
         "--disable-component-update",
         "--disable-sync",
         f"--user-data-dir={tmp_path / 'profile'}",
+        # Virtual time lets the page settle (load event, probe) before the DOM is dumped, without real waiting.
+        "--virtual-time-budget=10000",
         "--dump-dom",
         page.as_uri(),
     ]

@@ -75,6 +75,7 @@ def test_plan_is_pure_and_replays_on_a_fresh_copy(tiny_model, spec: PruneSpec) -
     assert all(torch.equal(a, b) for a, b in zip(pruned.state_dict().values(), fresh.state_dict().values(),
                                                    strict=True))
     _no_leftovers(pruned)
+    assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())  # original untouched
     # state_dict keys equal an unpruned model of the pruned shape
     assert list(pruned.state_dict()) == list(build_encoder(pruned.config).state_dict())
     # measured, not requested: within one element / group per module of the target
@@ -147,6 +148,14 @@ def test_one_shot_on_step_cannot_revive_weights(tiny_model) -> None:
 
     report = prune_(tiny_model, PruneSpec(sparsity=0.5), on_step=revive)
     assert report.measured_sparsity == pytest.approx(0.5, abs=0.01)
+
+
+def test_taylor_works_on_frozen_weights_and_restores_the_flag(tiny_model) -> None:
+    for p in tiny_model.parameters():
+        p.requires_grad_(False)
+    p = plan(tiny_model, PruneSpec(criterion="taylor", sparsity=0.5), _calib(97))
+    assert len(p.masks) == 12
+    assert not any(q.requires_grad for q in tiny_model.parameters())
 
 
 def test_report_round_trip_and_fields(tiny_model) -> None:

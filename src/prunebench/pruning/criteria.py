@@ -120,11 +120,18 @@ def _sum_grads(adapter: EncoderAdapter, params: list[torch.Tensor], batches: lis
     """Sum over batches of dLoss/dparam, computed with autograd.grad so no ``.grad`` is left on the model."""
     acc = [torch.zeros_like(p) for p in params]
     device = model_device(adapter.model)
-    with evaluation_mode(adapter.model), torch.enable_grad():
-        for batch in batches:
-            loss = task_loss(adapter.model, to_device(batch, device))
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            for a, g in zip(acc, grads, strict=True):
-                if g is not None:
-                    a += g.detach()
+    frozen = [p for p in params if not p.requires_grad]
+    try:
+        for p in frozen:  # a frozen weight still has a Taylor score; unfreeze it for the measurement only
+            p.requires_grad_(True)
+        with evaluation_mode(adapter.model), torch.enable_grad():
+            for batch in batches:
+                loss = task_loss(adapter.model, to_device(batch, device))
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+                for a, g in zip(acc, grads, strict=True):
+                    if g is not None:
+                        a += g.detach()
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
     return acc

@@ -31,9 +31,10 @@ def _mask_lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
         return torch.zeros_like(scores, dtype=torch.bool)
     threshold = torch.kthvalue(flat, k).values
     keep = flat > threshold  # [n]; ties at the threshold are all dropped here ...
-    tied = torch.nonzero(flat == threshold).reshape(-1)
-    surplus = k - int((flat < threshold).sum())  # ... but only this many of them must go
-    keep[tied[surplus:]] = True
+    if flat.numel() - int(keep.sum()) != k:
+        tied = torch.nonzero(flat == threshold).reshape(-1)
+        surplus = k - int((flat < threshold).sum())  # ... but only this many of them must go
+        keep[tied[surplus:]] = True
     return keep.reshape(scores.shape)
 
 

@@ -1,0 +1,108 @@
+"""Does structured pruning deliver its FLOP-ideal speedup? (A benchmark, not a test.)
+
+``medium`` dense against three physically shrunk copies, timed paired and interleaved (ABBA, the
+measurement harness's ``compare``) on the encoder at batch 1 and 16, sequence 128:
+
+* structured 50% of heads and FFN neurons (l1 norms, per layer),
+* structured 50% of the layers,
+* both of the above.
+
+Each speedup is printed beside its FLOP-ideal speedup (dense MACs / pruned MACs, ``bench.flops``) and their
+ratio. Target (issue 3): realized / ideal >= 0.9. Before timing, every shrunk model is checked against its
+masked (zeroed) reference with ``check_fidelity``.
+
+Usage: python benchmarks/structured_speedup.py [--threads 2] [--batch-sizes 1,16] [--min-time 3]
+Writes benchmarks/results/structured_speedup.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from prunebench.bench import compare, environment, forward_call, make_inputs
+from prunebench.bench.flops import flop_ideal_speedup, forward_macs
+from prunebench.models.presets import create_model
+from prunebench.pruning import PruneSpec, apply_plan_, check_fidelity, plan
+
+OUT = Path(__file__).parent / "results" / "structured_speedup.json"
+
+VARIANTS = {
+    "heads+neurons 50%": [PruneSpec(method="structured", sparsity=0.5, granularity="both")],
+    "layers 50%": [PruneSpec(method="structured", sparsity=0.5, granularity="layers")],
+    "heads+neurons 50% + layers 50%": [PruneSpec(method="structured", sparsity=0.5, granularity="both"),
+                                       PruneSpec(method="structured", sparsity=0.5, granularity="layers")],
+}
+
+
+def _shrunk(dense: torch.nn.Module, specs: list[PruneSpec], batch: dict) -> tuple[torch.nn.Module, float]:
+    """Apply the specs in turn (shrinking); return the model and the worst masked-vs-shrunk difference."""
+    model, worst = copy.deepcopy(dense), 0.0
+    for spec in specs:
+        p = plan(model, spec)
+        masked = copy.deepcopy(model)
+        apply_plan_(masked, p, "zeros")
+        apply_plan_(model, p, "shrink")
+        fid = check_fidelity(masked, model, batch)
+        if not fid["ok"]:
+            raise SystemExit(f"fidelity check failed for {spec}: {fid}")
+        worst = max(worst, fid["max_abs_diff"])
+    return model.eval(), worst
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-sizes", default="1,16")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--min-time", type=float, default=3.0, help="seconds of paired timing at least, per cell")
+    parser.add_argument("--max-time", type=float, default=20.0, help="seconds of paired timing at most, per cell")
+    parser.add_argument("--target-ci", type=float, default=0.02, help="stop a cell early at this CI half-width")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    dense = create_model("medium", seed=0).eval()
+    check = make_inputs(dense.config.vocab_size, 2, 32, seed=1)
+    models = {name: _shrunk(dense, specs, check) for name, specs in VARIANTS.items()}
+    rows = []
+    start = time.perf_counter()
+    for bs in (int(b) for b in args.batch_sizes.split(",")):
+        batch = make_inputs(dense.config.vocab_size, bs, args.seq_len, seed=0)
+        f_dense = forward_call(dense, batch)
+        for name, (model, fid) in models.items():
+            res = compare(f_dense, forward_call(model, batch), min_time=args.min_time, max_time=args.max_time,
+                          target_ci=args.target_ci, min_pairs=10, warmup=3, threads=args.threads)
+            ideal = flop_ideal_speedup(dense, model, bs, args.seq_len)
+            row = {
+                "variant": name, "batch_size": bs, "seq_len": args.seq_len, "speedup": res.speedup,
+                "ci_low": res.ci_low, "ci_high": res.ci_high, "n_pairs": res.n_pairs, "stop_reason": res.stop_reason,
+                "flop_ideal_speedup": ideal, "realized_over_ideal": res.speedup / ideal,
+                "dense_median_ms": res.baseline.median * 1e3, "pruned_median_ms": res.candidate.median * 1e3,
+                "dense_macs": forward_macs(dense, bs, args.seq_len),
+                "pruned_macs": forward_macs(model, bs, args.seq_len),
+                "pruned_layers": [[layer.n_heads, layer.d_ff] for layer in model.config.layers],
+                "fidelity_max_abs_diff": fid, "load_avg_1min": os.getloadavg()[0],
+            }
+            rows.append(row)
+            print(f"bs {bs:3d}  {name:32s} speedup {res.speedup:5.2f} [{res.ci_low:.2f}, {res.ci_high:.2f}]  "
+                  f"ideal {ideal:5.2f}  realized/ideal {row['realized_over_ideal']:.3f}  "
+                  f"({res.n_pairs} pairs, {res.stop_reason}, load {row['load_avg_1min']:.1f})", flush=True)
+    summary = {"min_realized_over_ideal": min(r["realized_over_ideal"] for r in rows),
+               "target": 0.9, "met": all(r["realized_over_ideal"] >= 0.9 for r in rows),
+               "wall_s": time.perf_counter() - start}
+    doc = {"benchmark": "structured_speedup", "model": "medium", "threads": args.threads,
+           "environment": environment("cpu", threads=args.threads), "rows": rows, "summary": summary}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 
 from prunebench._version import __version__
-from prunebench.cli import bench_cmd, compare_cmd, list_cmd, report_cmd
+from prunebench.cli import bench_cmd, compare_cmd, eval_cmd, list_cmd, prune_cmd, report_cmd, run_cmd, train_cmd
 from prunebench.cli.common import OneLineParser
 from prunebench.errors import PrunebenchError
 
 #: Subcommand modules; each exposes ``register(subparsers)`` and sets ``handler`` on its parser.
-COMMANDS = (list_cmd, report_cmd, compare_cmd, bench_cmd)
+COMMANDS = (run_cmd, list_cmd, report_cmd, compare_cmd, bench_cmd, prune_cmd, train_cmd, eval_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,10 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.DEBUG if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Commands may lower the prunebench logger's level to feed a debug log file (run.log); the console
+    # handler keeps its own level so the terminal shows only progress, results and warnings (-v: all).
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
     try:
         return int(args.handler(args) or 0)
     except (PrunebenchError, ValueError) as exc:

@@ -1,0 +1,132 @@
+"""``prunebench run``: the whole job (train or load dense, prune, check, evaluate, benchmark, report)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from prunebench.cli.common import console, float_list, int_list, positive_int
+from prunebench.config import DEVICES, RUN_METHODS, RunConfig, load_toml
+from prunebench.report import summary_rows, summary_table
+from prunebench.results import load_snapshot
+from prunebench.runner import default_out, execute_run, prepare
+from prunebench.tasks.baseline import resolve_cache_dir
+
+#: CLI option -> RunConfig field, for options that map one to one.
+FIELDS = {
+    "model": "model", "methods": "methods", "sparsity": "sparsities", "batch_sizes": "batch_sizes",
+    "seq_len": "seq_len", "threads": "threads", "seed": "seed", "device": "device", "quick": "quick",
+    "task": "task", "train_budget": "train_budget",
+}
+
+
+def _methods(value: str) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    for item in items:
+        if item not in RUN_METHODS:
+            raise argparse.ArgumentTypeError(f"unknown method {item!r}; choose from: {', '.join(RUN_METHODS)}")
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of: {', '.join(RUN_METHODS)}")
+    return items
+
+
+def _setting(value: str) -> tuple[str, Any]:
+    key, sep, raw = value.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
+    try:
+        parsed = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = raw  # a bare word such as small: treat it as a string
+    return key.strip(), parsed
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``run`` subcommand."""
+    p = sub.add_parser(
+        "run", help="the whole job: prune every method, check, evaluate, benchmark vs dense, write a report",
+        description="Train (or load the cached) dense model on real text, prune it with every method, check each "
+        "pruned model against its masked reference, evaluate accuracy, time every variant paired and interleaved "
+        "against dense across batch sizes, and write report.html, summary.md, results.json/csv and figures.",
+    )
+    p.add_argument("--model", help="small | medium | large (default: medium)")
+    p.add_argument("--methods", type=_methods, help=f"comma list of {','.join(RUN_METHODS)} (default: all)")
+    p.add_argument("--sparsity", type=float_list, help="one sparsity or a list (e.g. 0.3,0.5,0.7,0.9): the sweep "
+                   "that draws degradation curves (default: magnitude/structured/wanda 0.5, iterative 0.8)")
+    p.add_argument("--batch-sizes", type=int_list, help="benchmark batch sizes (default: 1,2,4,8,16)")
+    p.add_argument("--seq-len", type=positive_int, help="sequence length (default: 128)")
+    p.add_argument("--threads", type=positive_int, help="torch threads, pinned for the run (default: torch's)")
+    p.add_argument("--seed", type=int, help="seed of init, data, masking and inputs (default: 0)")
+    p.add_argument("--device", choices=DEVICES, help="cpu | cuda (default: cpu)")
+    p.add_argument("--task", help="mlm (built-in, Python stdlib source) | csv:PATH | jsonl:PATH (default: mlm)")
+    p.add_argument("--train-budget", help="dense training budget: steps (600) or seconds (90s)")
+    p.add_argument("--quick", action="store_true", default=None, help="small budgets everywhere, for a first look")
+    p.add_argument("--config", type=Path, help="TOML file with any of these options (the command line wins)")
+    p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="KEY=VALUE",
+                   help="any run option by name, e.g. --set finetune_steps=50 (repeatable)")
+    p.add_argument("--out", type=Path, help="run folder (default: runs/<timestamp>-<model>)")
+    p.add_argument("--resume", type=Path, metavar="DIR", help="finish the run stored in DIR (only what is missing)")
+    p.add_argument("--force", action="store_true", help="replace the run stored in --out")
+    p.add_argument("--cache-dir", type=Path, help="cache of tokenizers and trained dense models "
+                   "(default: $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
+    p.set_defaults(handler=run)
+
+
+def build_config(args: argparse.Namespace) -> tuple[RunConfig, frozenset[str]]:
+    """The run config from defaults < TOML < --set < options, and the names set explicitly."""
+    data: dict[str, Any] = load_toml(args.config) if args.config else {}
+    data.update(dict(args.settings))
+    data.update({field: getattr(args, opt) for opt, field in FIELDS.items() if getattr(args, opt) is not None})
+    return RunConfig.from_dict(data), frozenset(data)
+
+
+def _attach_log(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("prunebench")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    return handler
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate everything cheap first, then run; print progress and the summary table."""
+    config, explicit = build_config(args)
+    out = args.resume or args.out or default_out(config.model)
+    run_dir, config = prepare(Path(out), config, resume=args.resume is not None, force=args.force,
+                              explicit=explicit)
+    cache_dir = resolve_cache_dir(args.cache_dir, os.environ)
+    handler = _attach_log(run_dir.log)
+    con = console()
+    con.print(f"[bold]prunebench run[/] -> {run_dir.root}  (model {config.model}, "
+              f"{len(config.variants())} variants, batch sizes {list(config.batch_sizes)}, seq {config.seq_len})")
+    start = time.perf_counter()
+    columns = (TextColumn("[bold]{task.fields[stage]:<6}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"))
+    try:
+        with Progress(*columns, console=con, transient=False) as bar:
+            task_id = bar.add_task("starting", total=1, stage="")
+
+            def progress(stage: str, detail: str, done: int, total: int) -> None:
+                bar.update(task_id, completed=done, total=total, description=detail, stage=stage)
+
+            outcome = execute_run(config, run_dir, cache_dir=cache_dir, progress=progress)
+    finally:
+        logging.getLogger("prunebench").removeHandler(handler)
+        handler.close()
+    elapsed = time.perf_counter() - start
+    con.print(summary_table(summary_rows(load_snapshot(run_dir.root))))
+    con.print(f"finished in {elapsed:.0f} s; report: {run_dir.root / 'report.html'}  log: {run_dir.log}")
+    problems = outcome.failed_variants + ([f"{outcome.failed_cells} benchmark cell(s)"] if outcome.failed_cells else [])
+    if problems:
+        con.print(f"[bold red]finished with failures: {', '.join(problems)} (see the report and run.log)[/]")
+        return 1
+    return 0

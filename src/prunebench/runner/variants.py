@@ -1,0 +1,139 @@
+"""One variant of a run: prune a copy of the dense model, check it, save it, describe it as a store record.
+
+Kept apart from the orchestration so that each step (spec, fidelity, record) can be tested on tiny models.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunebench.bench import disk_bytes, forward_macs, parameter_report
+from prunebench.config import RunConfig
+from prunebench.models import TransformerEncoder, count_parameters, load_model, save_model
+from prunebench.models.batch import Batch
+from prunebench.pruning import PruneSpec, apply_plan_, check_fidelity, prune_with_plan_
+
+logger = logging.getLogger(__name__)
+
+#: Outputs of the materialized and the masked model must agree this closely (float32, small encoders).
+FIDELITY_ATOL = 1e-4
+
+OnStep = Callable[[int, float, torch.nn.Module], None]
+
+
+def prune_spec(method: str, sparsity: float, config: RunConfig) -> PruneSpec:
+    """The :class:`PruneSpec` a run uses for one of its methods."""
+    if method == "structured":
+        return PruneSpec(method="structured", sparsity=sparsity, granularity="both", seed=config.seed)
+    if method == "iterative":
+        return PruneSpec(
+            method="iterative", sparsity=sparsity, steps=config.iterative_steps, schedule=config.schedule,
+            base_method="magnitude", seed=config.seed,
+        )
+    if method == "nm":
+        return PruneSpec(method="nm", n=2, m=4, seed=config.seed)
+    return PruneSpec(method=method, sparsity=sparsity, seed=config.seed)
+
+
+@torch.no_grad()
+def _max_diff(a: TransformerEncoder, b: TransformerEncoder, batch: Batch) -> float:
+    out_a = a.eval().encode(batch["input_ids"], batch.get("attention_mask"))
+    out_b = b.eval().encode(batch["input_ids"], batch.get("attention_mask"))
+    return float((out_a - out_b).abs().max())
+
+
+def make_variant(
+    dense: TransformerEncoder,
+    name: str,
+    method: str,
+    sparsity: float,
+    config: RunConfig,
+    *,
+    calib: Sequence[Batch] | None,
+    on_step: OnStep | None,
+    check_batch: Batch,
+    save_dir: Path | None,
+) -> tuple[TransformerEncoder, dict[str, Any]]:
+    """Prune a copy of ``dense`` and return it with its variant record (status ``ok``).
+
+    The fidelity check compares the materialized model with a masked reference built from the same plan:
+    for one-shot methods, the dense model with the plan's groups zeroed ("masked-dense"); for the iterative
+    method, whose fine-tuning moves the kept weights, the final masks re-applied to the pruned model itself
+    ("masks-reapplied": fine-tuning must have kept every pruned weight at zero). When ``save_dir`` is given
+    the model is saved and reloaded, and the reload must give identical outputs.
+
+    Raises:
+        ValueError / RuntimeError / PrunebenchError: from pruning; the caller records the failure.
+    """
+    spec = prune_spec(method, sparsity, config)
+    model = copy.deepcopy(dense)
+    start = time.perf_counter()
+    report, plan = prune_with_plan_(model, spec, calib=calib, on_step=on_step)
+    seconds = time.perf_counter() - start
+    model.eval()
+
+    if method == "iterative":
+        reference, how = copy.deepcopy(model), "masks-reapplied"
+    else:
+        reference, how = copy.deepcopy(dense), "masked-dense"
+    apply_plan_(reference, plan, "zeros")
+    fidelity = {**check_fidelity(reference, model, check_batch, atol=FIDELITY_ATOL), "reference": how}
+    fidelity["encoder_max_abs_diff"] = _max_diff(reference, model, check_batch)
+    del reference
+
+    disk = None
+    if save_dir is not None:
+        save_model(model, save_dir, metadata={"variant": name, "spec": spec.to_dict()})
+        (save_dir / "plan.json").write_text(json.dumps(plan.to_dict()) + "\n")
+        (save_dir / "prune_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        reloaded = load_model(save_dir)
+        fidelity["reload_max_abs_diff"] = _max_diff(model, reloaded, check_batch)
+        fidelity["reload_ok"] = fidelity["reload_max_abs_diff"] == 0.0
+        fidelity["ok"] = bool(fidelity["ok"] and fidelity["reload_ok"])
+        disk = disk_bytes(save_dir)
+    if not fidelity["ok"]:
+        logger.error("FIDELITY CHECK FAILED for %s: %s", name, fidelity)
+
+    record = describe(model, name, method, config.seq_len, requested=sparsity, disk=disk)
+    record.update(
+        measured_sparsity=report.measured_sparsity, materialization=report.materialization,
+        prune_seconds=seconds, fidelity=fidelity,
+        details={"spec": spec.to_dict(), "prune_report": report.to_dict()},
+    )
+    return model, record
+
+
+def describe(
+    model: TransformerEncoder, name: str, method: str, seq_len: int, *, requested: float, disk: int | None
+) -> dict[str, Any]:
+    """Size and cost figures of a model as a variant record (dense by default; callers add pruning fields)."""
+    sizes = parameter_report(model)
+    return {
+        "name": name,
+        "method": method,
+        "requested_sparsity": requested,
+        "measured_sparsity": 0.0,
+        "materialization": "dense",
+        "params": sizes.param_count,
+        "nonzero_params": sizes.nonzero_count,
+        "encoder_params": count_parameters(model.config)["encoder"],
+        "disk_bytes": disk,
+        "macs": forward_macs(model, 1, seq_len),
+        "effective_macs": forward_macs(model, 1, seq_len, effective=True),
+        "status": "ok",
+        "error": None,
+        "details": {"config": model.config.to_dict()},
+    }
+
+
+def load_variant(folder: Path) -> TransformerEncoder:
+    """A variant saved by an earlier (interrupted) run of the same folder."""
+    return load_model(folder).eval()

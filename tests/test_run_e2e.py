@@ -1,0 +1,156 @@
+"""End to end: `prunebench run --model small --quick` in a temp folder, a kill -9 mid-run and a resume,
+a byte-stable report rebuild, and bad input rejected before any work starts.
+
+The runs share one cache folder, so the tokenizer and the dense baseline are built once per session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+QUICK = ["--model", "small", "--quick", "--batch-sizes", "1,2", "--seq-len", "32", "--threads", "1"]
+
+
+def _run(args: list[str], cache: Path, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PRUNEBENCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "prunebench", "run", *args], capture_output=True, text=True,
+                          env=env, check=False, timeout=900, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, cache) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "quick"
+    proc = _run([*QUICK, "--out", str(out)], cache)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+def _rows(store: Path, sql: str) -> list[tuple]:
+    con = sqlite3.connect(store)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_run_fills_the_store_exports_and_report(finished_run):
+    store = finished_run / "results.sqlite"
+    names = {r[0] for r in _rows(store, "SELECT name FROM variants WHERE status='ok'")}
+    assert names == {"dense", "magnitude@0.5", "structured@0.5", "iterative@0.8", "wanda@0.5", "nm2:4"}
+    # every variant passed its fidelity check and reloads bit-exactly from its saved folder
+    for name, fidelity in _rows(store, "SELECT name, fidelity FROM variants"):
+        assert json.loads(fidelity)["ok"], (name, fidelity)
+    # measured sparsity is measured, and matches the request for the unstructured methods
+    sparsity = dict(_rows(store, "SELECT name, measured_sparsity FROM variants"))
+    assert sparsity["magnitude@0.5"] == pytest.approx(0.5, abs=0.01)
+    assert sparsity["nm2:4"] == pytest.approx(0.5, abs=0.01)
+    assert sparsity["iterative@0.8"] == pytest.approx(0.8, abs=0.01)
+    assert {r[0] for r in _rows(store, "SELECT variant FROM evaluations")} == names
+    cells = _rows(store, "SELECT variant, batch_size, status, speedup, speedup_ci_low, speedup_ci_high FROM cells")
+    assert len(cells) == 6 * 2
+    for variant, _, status, speedup, low, high in cells:
+        assert status == "ok" and low <= speedup <= high, variant
+    (run_status,) = _rows(store, "SELECT status FROM runs")[0]
+    assert run_status == "finished"
+    for name in ("report.html", "summary.md", "results.json", "results.csv", "run.log"):
+        assert (finished_run / name).stat().st_size > 0, name
+    csv_lines = (finished_run / "results.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 1 + 6 * 2  # header + one row per variant x batch size
+    structured = finished_run / "models" / "structured_0.5"
+    assert (structured / "plan.json").exists() and (structured / "prune_report.json").exists()
+    assert "DEBUG" in (finished_run / "run.log").read_text()
+
+
+def test_report_rebuild_is_byte_stable(finished_run):
+    html = (finished_run / "report.html").read_bytes()
+    summary = (finished_run / "summary.md").read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "prunebench", "report", str(finished_run)], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert (finished_run / "report.html").read_bytes() == html
+    assert (finished_run / "summary.md").read_bytes() == summary
+
+
+def test_existing_run_folder_is_refused_without_resume_or_force(finished_run, cache):
+    before = (finished_run / "results.sqlite").stat().st_mtime_ns
+    proc = _run([*QUICK, "--out", str(finished_run)], cache)
+    assert proc.returncode == 2
+    assert "already holds" in proc.stderr and "--resume" in proc.stderr and proc.stderr.count("\n") == 1
+    assert (finished_run / "results.sqlite").stat().st_mtime_ns == before
+    conflict = _run(["--resume", str(finished_run), "--seq-len", "64"], cache)
+    assert conflict.returncode == 2 and "different seq_len" in conflict.stderr
+
+
+def test_kill_9_mid_run_then_resume_finishes_only_what_is_missing(tmp_path, cache, finished_run):
+    out = tmp_path / "killed"
+    env = {**os.environ, "PRUNEBENCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "prunebench", "run", *QUICK, "--out", str(out)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    store = out / "results.sqlite"
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline and child.poll() is None:
+            if store.exists():
+                try:
+                    if _rows(store, "SELECT COUNT(*) FROM cells")[0][0] >= 2:
+                        break
+                except sqlite3.Error:
+                    pass  # the child may be creating the tables right now
+            time.sleep(0.2)
+        assert child.poll() is None, "the run finished before it could be killed"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=60)
+    assert _rows(store, "PRAGMA integrity_check")[0][0] == "ok"
+    before = {r[0:2]: r[2] for r in _rows(store, "SELECT variant, batch_size, raw FROM cells")}
+    assert len(before) >= 2
+    assert _rows(store, "SELECT status FROM runs")[0][0] == "running"
+
+    proc = _run(["--resume", str(out)], cache)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    after = {r[0:2]: r[2] for r in _rows(store, "SELECT variant, batch_size, raw FROM cells")}
+    assert len(after) == 12
+    for key, raw in before.items():
+        assert after[key] == raw, f"cell {key} was measured again instead of kept"
+    assert _rows(store, "SELECT status FROM runs")[0][0] == "finished"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--methods", "magnitude,lottery"], "unknown method 'lottery'; choose from: magnitude, structured"),
+        (["--sparsity", "0.5,1.2"], r"sparsity 1.2 is outside [0, 1)"),
+        (["--model", "huge"], "unknown model 'huge'"),
+        (["--batch-sizes", "0"], "must be a positive integer"),
+        (["--set", "bogus=1"], "unknown run option(s) bogus"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_before_any_work(tmp_path, args, message):
+    out = tmp_path / "never"
+    proc = _run([*args, "--out", str(out)], tmp_path / "cache")
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_malformed_toml_names_the_line(tmp_path):
+    bad = tmp_path / "run.toml"
+    bad.write_text('[run]\nmodel = "small"\nmethods = [magnitude]\n')
+    proc = _run(["--config", str(bad), "--out", str(tmp_path / "never")], tmp_path / "cache")
+    assert proc.returncode == 2 and "malformed TOML" in proc.stderr and "line 3" in proc.stderr

@@ -1,20 +1,12 @@
-"""Comparative analysis of one run: speedups against dense, realized vs FLOP-ideal, memory and accuracy deltas,
-crossover batch sizes and the accuracy-vs-latency Pareto front.
-
-Everything here is a pure function of the store's plain rows (see :meth:`prunebench.results.ResultStore.snapshot`)
-so that the report can be rebuilt from the store alone and the functions can be tested on hand-made rows.
-
-A variant is called *faster* than dense at a batch size only when the whole confidence interval of the paired
-speedup lies above 1 (``ci_low > 1``), *slower* only when it lies below 1 (``ci_high < 1``), and *same*
-otherwise: a point estimate of 1.03 with a CI of [0.97, 1.09] is not a speedup.
-"""
+"""The computations of the analysis: pure functions from the store's plain rows to the records."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
+
+from prunebench.analysis.records import Analysis, CellAnalysis, Crossover, ParetoPoint, VariantAnalysis
 
 #: Name of the dense baseline variant in every run.
 BASELINE = "dense"
@@ -39,117 +31,6 @@ def speedup_verdict(ci_low: float | None, ci_high: float | None) -> str:
     if ci_high < 1.0:
         return "slower"
     return "same"
-
-
-@dataclass(frozen=True)
-class CellAnalysis:
-    """One variant at one (batch size, seq len), compared with dense measured in the same interleaved session."""
-
-    variant: str
-    method: str | None
-    batch_size: int
-    seq_len: int
-    status: str
-    error: str | None
-    latency_ms: float | None
-    latency_p90_ms: float | None
-    baseline_latency_ms: float | None
-    speedup: float | None
-    speedup_ci_low: float | None
-    speedup_ci_high: float | None
-    verdict: str
-    flop_ideal_speedup: float | None
-    #: realized speedup / FLOP-ideal speedup: 1.0 means the removed FLOPs turned fully into time saved.
-    realized_over_ideal: float | None
-    throughput_samples_s: float | None
-    throughput_tokens_s: float | None
-    peak_memory_bytes: int | None
-    #: peak memory of this variant / peak memory of dense at the same batch size and seq len.
-    peak_memory_ratio: float | None
-    n_pairs: int | None
-
-
-@dataclass(frozen=True)
-class VariantAnalysis:
-    """One variant's size, accuracy and fidelity figures, with ratios and deltas against dense."""
-
-    name: str
-    method: str | None
-    requested_sparsity: float | None
-    measured_sparsity: float | None
-    materialization: str | None
-    status: str | None
-    error: str | None
-    params: int | None
-    params_ratio: float | None
-    nonzero_params: int | None
-    nonzero_ratio: float | None
-    disk_bytes: int | None
-    disk_ratio: float | None
-    macs: int | None
-    effective_macs: int | None
-    #: dense MACs / this variant's effective MACs: the speedup if time were proportional to FLOPs.
-    flop_ideal_speedup: float | None
-    accuracy: float | None
-    #: accuracy - dense accuracy (a fraction; x100 for percentage points).
-    accuracy_delta: float | None
-    metric_name: str | None
-    agreement: float | None
-    kl: float | None
-    cosine: float | None
-    trivial_accuracy: float | None
-    fidelity_max_abs_diff: float | None
-    fidelity_ok: bool | None
-
-
-@dataclass(frozen=True)
-class Crossover:
-    """A batch size at which a variant starts (or stops) being measurably faster than dense."""
-
-    variant: str
-    seq_len: int
-    #: the first batch size with the new verdict.
-    batch_size: int
-    #: the batch size just before it (the last one with the old verdict).
-    previous_batch_size: int
-    kind: str  # "starts_faster" or "stops_faster"
-    before: str
-    after: str
-
-
-@dataclass(frozen=True)
-class ParetoPoint:
-    """A variant's (latency, accuracy) at one batch size, and whether no other variant beats it on both."""
-
-    variant: str
-    latency_ms: float
-    accuracy: float
-    on_front: bool
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """Everything the report shows about one run."""
-
-    seq_len: int | None
-    batch_sizes: tuple[int, ...]
-    variants: tuple[VariantAnalysis, ...]
-    cells: tuple[CellAnalysis, ...]
-    crossovers: tuple[Crossover, ...]
-    #: batch size -> the Pareto points at that batch size (smallest and largest batch size of the run).
-    pareto: dict[int, tuple[ParetoPoint, ...]] = field(default_factory=dict)
-
-    def cell(self, variant: str, batch_size: int, seq_len: int | None = None) -> CellAnalysis | None:
-        """The cell of ``variant`` at ``batch_size`` (and the run's main seq len unless given)."""
-        want = self.seq_len if seq_len is None else seq_len
-        for c in self.cells:
-            if c.variant == variant and c.batch_size == batch_size and c.seq_len == want:
-                return c
-        return None
-
-    def variant(self, name: str) -> VariantAnalysis | None:
-        """The variant called ``name``, or None."""
-        return next((v for v in self.variants if v.name == name), None)
 
 
 def analyze_variants(

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from prunebench.bench.records import CellResult
+from prunebench.bench.records import BenchReport
 from prunebench.cli.main import main
 from prunebench.models.io import save_model
 from prunebench.models.presets import create_model
@@ -33,7 +33,9 @@ def test_bench_folders_writes_json(folders, tmp_path, capsys) -> None:
     doc = json.loads(out.read_text())
     assert doc["kind"] == "prunebench-bench" and doc["baseline"] == "dense" and len(doc["fingerprint"]) == 12
     assert doc["environment"]["threads"] == 1 and doc["settings"]["threads"] == 1
-    cells = [CellResult.from_dict(c) for c in doc["cells"]]
+    report = BenchReport.from_dict(doc)
+    assert report.to_dict() == doc
+    cells = report.cells
     assert [(c.model, c.batch_size) for c in cells] == [("half", 1), ("dense", 1), ("half", 2), ("dense", 2)]
     assert all(c.ok and c.threads == 1 for c in cells)
     assert doc["models"]["half"]["memory"]["disk_bytes"] > 0

@@ -10,7 +10,14 @@ from prunebench.bench.env import environment, fingerprint_hash
 from prunebench.bench.flops import flop_ideal_speedup, forward_macs, macs_breakdown
 from prunebench.bench.inputs import forward_call, make_inputs
 from prunebench.bench.memory import disk_bytes, parameter_report, peak_forward_memory
-from prunebench.bench.records import SCHEMA_VERSION, CellResult, LatencyStats, MemoryReport, PairedResult
+from prunebench.bench.records import (
+    SCHEMA_VERSION,
+    BenchReport,
+    CellResult,
+    LatencyStats,
+    MemoryReport,
+    PairedResult,
+)
 from prunebench.bench.settings import BENCH_PRESETS, BenchSettings, bench_settings
 from prunebench.bench.sweep import bench_pair, bench_single, sweep
 from prunebench.bench.timing import compare, measure
@@ -18,6 +25,7 @@ from prunebench.bench.timing import compare, measure
 __all__ = [
     "BENCH_PRESETS",
     "SCHEMA_VERSION",
+    "BenchReport",
     "BenchSettings",
     "CellResult",
     "LatencyStats",

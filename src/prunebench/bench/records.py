@@ -18,8 +18,9 @@ SCHEMA_VERSION = 1
 R = TypeVar("R", bound="_Record")
 
 
-def _load(cls: type[R], data: dict[str, Any], nested: dict[str, type[_Record]]) -> R:
-    """Shared ``from_dict``: check the version and keys, rebuild nested records."""
+def _load(cls: type[R], data: dict[str, Any], nested: dict[str, type[_Record]],
+          nested_lists: dict[str, type[_Record]]) -> R:
+    """Shared ``from_dict``: check the version and keys, rebuild nested records and lists of records."""
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
     fields = dict(data)
@@ -33,6 +34,9 @@ def _load(cls: type[R], data: dict[str, Any], nested: dict[str, type[_Record]]) 
     for name, sub in nested.items():
         if fields.get(name) is not None:
             fields[name] = sub.from_dict(fields[name])
+    for name, sub in nested_lists.items():
+        if fields.get(name) is not None:
+            fields[name] = [sub.from_dict(item) for item in fields[name]]
     return cls(**fields)
 
 
@@ -51,19 +55,25 @@ class _Record:
     """Mixin giving dataclass records ``to_dict``; subclasses list their nested record fields."""
 
     _nested: dict[str, type[_Record]] = {}  # noqa: RUF012 (read-only class metadata)
+    _nested_lists: dict[str, type[_Record]] = {}  # noqa: RUF012
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict including ``schema_version``."""
         out: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            out[f.name] = value.to_dict() if isinstance(value, _Record) else _clean(value)
+            if isinstance(value, _Record):
+                out[f.name] = value.to_dict()
+            elif isinstance(value, list) and value and all(isinstance(v, _Record) for v in value):
+                out[f.name] = [v.to_dict() for v in value]
+            else:
+                out[f.name] = _clean(value)
         return out
 
     @classmethod
     def from_dict(cls: type[R], data: dict[str, Any]) -> R:
         """Inverse of :meth:`to_dict`; unknown keys or a newer schema are a ValueError."""
-        return _load(cls, data, cls._nested)
+        return _load(cls, data, cls._nested, cls._nested_lists)
 
 
 @dataclass(frozen=True)
@@ -214,3 +224,27 @@ class MemoryReport(_Record):
     def sparsity(self) -> float:
         """Fraction of parameters that are exactly zero."""
         return 1.0 - self.nonzero_count / self.param_count if self.param_count else 0.0
+
+
+@dataclass(frozen=True)
+class BenchReport(_Record):
+    """Everything one benchmark run produced (what ``prunebench bench --json`` writes).
+
+    Attributes:
+        environment: :func:`prunebench.bench.env.environment` of the run; ``fingerprint`` its short hash.
+        settings: the :class:`~prunebench.bench.settings.BenchSettings` used, as a dict.
+        baseline: name of the reference model.
+        models: name -> ``{"source": folder or preset, "memory": MemoryReport dict}``.
+        cells: every sweep cell, in the order measured.
+        kind: constant tag identifying the file type.
+    """
+
+    environment: dict[str, Any]
+    fingerprint: str
+    settings: dict[str, Any]
+    baseline: str
+    models: dict[str, Any]
+    cells: list[CellResult]
+    kind: str = "prunebench-bench"
+
+    _nested_lists = {"cells": CellResult}  # noqa: RUF012

@@ -14,7 +14,7 @@ from torch import nn
 from prunebench.bench.env import environment, fingerprint_hash
 from prunebench.bench.inputs import parse_device
 from prunebench.bench.memory import parameter_report
-from prunebench.bench.records import SCHEMA_VERSION, CellResult
+from prunebench.bench.records import BenchReport, CellResult
 from prunebench.bench.settings import BENCH_PRESETS, bench_settings
 from prunebench.bench.sweep import sweep
 from prunebench.cli.common import console, int_list, positive_int
@@ -22,9 +22,6 @@ from prunebench.errors import PrunebenchError
 from prunebench.models.encoder import TransformerEncoder
 from prunebench.models.io import load_model
 from prunebench.models.presets import PRESETS, create_model
-
-#: ``kind`` field of the JSON this command writes.
-JSON_KIND = "prunebench-bench"
 
 
 def _seconds(value: str) -> float:
@@ -170,12 +167,11 @@ def run(args: argparse.Namespace) -> int:
     out.print(f"threads {cells[0].threads if cells else '-'}, device {device.type}, "
               f"environment {fingerprint_hash(env)}, timed: {'encoder + head' if args.include_head else 'encoder'}")
     if args.json is not None:
-        doc = {
-            "kind": JSON_KIND, "schema_version": SCHEMA_VERSION, "environment": env,
-            "fingerprint": fingerprint_hash(env), "settings": settings.to_dict(), "baseline": baseline,
-            "models": {k: {"source": str(f) if f else k, "memory": memory[k]} for k, (_, f) in models.items()},
-            "cells": [c.to_dict() for c in cells],
-        }
-        _write_json(args.json, doc)
+        report = BenchReport(
+            environment=env, fingerprint=fingerprint_hash(env), settings=settings.to_dict(), baseline=baseline,
+            models={k: {"source": str(f) if f else k, "memory": memory[k]} for k, (_, f) in models.items()},
+            cells=cells,
+        )
+        _write_json(args.json, report.to_dict())
         out.print(f"wrote {args.json}")
     return 0 if all(c.ok for c in cells) else 1

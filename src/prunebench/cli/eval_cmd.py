@@ -10,10 +10,9 @@ from rich.table import Table
 
 from prunebench.cli.common import console, positive_int
 from prunebench.cli.train_cmd import add_task_args, build_task_from, cache_dir_from_args, task_options
-from prunebench.errors import PrunebenchError
 from prunebench.models.io import load_model, read_config
 from prunebench.tasks import evaluate
-from prunebench.tasks.tokenizer import TOKENIZER_FILE, load_tokenizer, tokenizer_hash
+from prunebench.tasks.tokenizer import TOKENIZER_FILE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,15 +33,11 @@ def run(args: argparse.Namespace) -> int:
     config, meta = read_config(args.model_dir)
     model = load_model(args.model_dir)
     options = task_options(args, meta.get("task") if isinstance(meta.get("task"), dict) else None)
-    task = build_task_from(options, config.vocab_size, cache_dir_from_args(args.cache_dir))
     saved_tok = Path(args.model_dir) / TOKENIZER_FILE
-    if saved_tok.is_file() and tokenizer_hash(load_tokenizer(saved_tok, config.vocab_size)) != tokenizer_hash(
-        task.tokenizer
-    ):
-        raise PrunebenchError(
-            f"{saved_tok} differs from the tokenizer of task {options['spec']!r} here (another corpus, Python "
-            "version or file?); accuracy would be meaningless"
-        )
+    # Tokenizer training is not bit-reproducible, so a model is always evaluated with its own tokenizer.
+    task = build_task_from(
+        options, config.vocab_size, cache_dir_from_args(args.cache_dir), saved_tok if saved_tok.is_file() else None
+    )
     reference = load_model(args.reference) if args.reference else None
     result = evaluate(model, task, reference=reference, split=args.split, max_batches=args.max_batches, seed=args.seed)
     if args.json:

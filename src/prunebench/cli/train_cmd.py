@@ -56,10 +56,10 @@ def task_options(args: argparse.Namespace, stored: dict[str, Any] | None = None)
     }
 
 
-def build_task_from(options: dict[str, Any], vocab_size: int, cache_dir: Path) -> Task:
-    """Build the task described by :func:`task_options`."""
+def build_task_from(options: dict[str, Any], vocab_size: int, cache_dir: Path, tokenizer: Path | None = None) -> Task:
+    """Build the task described by :func:`task_options` (with a saved model's tokenizer, if given)."""
     opts = dict(options)
-    return build_task(opts.pop("spec"), vocab_size=vocab_size, cache_dir=cache_dir, **opts)
+    return build_task(opts.pop("spec"), vocab_size=vocab_size, cache_dir=cache_dir, tokenizer=tokenizer, **opts)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,16 +11,28 @@ import csv
 import hashlib
 import io
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer
 
 from prunebench.models.batch import Batch
 from prunebench.models.config import TaskHead
-from prunebench.tasks.base import SPLIT_NAMES, DataError, SplitData, Task
-from prunebench.tasks.tokenizer import PAD_ID, recipe, tokenizer_hash, train_tokenizer
+from prunebench.tasks.base import SPLIT_NAMES, DataError, SplitData, Task, stable_hash
+from prunebench.tasks.tokenizer import (
+    PAD_ID,
+    TOKENIZER_FILE,
+    check_tokenizer,
+    load_tokenizer,
+    recipe,
+    tokenizer_hash,
+    train_tokenizer,
+)
+
+logger = logging.getLogger(__name__)
 
 #: Accepted values of a split column (case-insensitive) and the split each means.
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
@@ -29,7 +41,7 @@ SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "
 class ClassificationTask(Task):
     """Predict a label from a text; metric accuracy (and macro-F1)."""
 
-    def __init__(self, name: str, tokenizer: Any, splits: dict[str, SplitData], vocab_size: int, seq_len: int,
+    def __init__(self, name: str, tokenizer: Tokenizer, splits: dict[str, SplitData], vocab_size: int, seq_len: int,
                  label_names: list[str], info: dict[str, Any]) -> None:
         self.name = name
         self.head = TaskHead.CLS
@@ -128,6 +140,29 @@ def _hash_split(texts: list[str]) -> list[str]:
     return out
 
 
+def _tokenizer(
+    given: Tokenizer | None, texts: list[str], vocab_size: int, cache_dir: str | Path | None, ident: list[Any]
+) -> Tokenizer:
+    """The given tokenizer, else the cached one for this file and settings, else a freshly trained one."""
+    if given is not None:
+        check_tokenizer(given, vocab_size)
+        return Tokenizer.from_str(given.to_str())  # a copy: padding/truncation are set on it below
+    if cache_dir is None:
+        return train_tokenizer(texts, vocab_size)
+    path = Path(cache_dir) / "tasks" / f"cls-{stable_hash([*ident, recipe(vocab_size)])}" / TOKENIZER_FILE
+    if path.is_file():
+        try:
+            return load_tokenizer(path, vocab_size)
+        except ValueError as exc:
+            logger.warning("cached tokenizer %s is unusable (%s); retraining", path, exc)
+    tok = train_tokenizer(texts, vocab_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tok.save(str(tmp))
+    tmp.replace(path)
+    return tok
+
+
 def build_classification_task(
     path: Path,
     kind: str,
@@ -138,17 +173,18 @@ def build_classification_task(
     text_col: str = "text",
     label_col: str = "label",
     split_col: str | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> ClassificationTask:
     """Read ``path`` (``kind`` ``"csv"`` or ``"jsonl"``), train a tokenizer on its train texts, tokenize.
 
-    ``cache_dir`` is accepted for symmetry with the MLM task; user files are small, so they are simply
-    re-tokenized (the tokenizer is still saved beside every trained model).
+    The trained tokenizer is cached in ``cache_dir`` (keyed by the file's hash and the settings), because
+    tokenizer training is not bit-reproducible and cached baselines must see the same token ids. User
+    files are small, so the tokenization itself is simply redone. ``tokenizer`` skips training altogether.
 
     Raises:
         DataError: unreadable, not UTF-8, empty, missing columns, a row without text/label, one class only,
             an unknown split value, or an empty training split.
     """
-    del cache_dir
     if not path.is_file():
         raise DataError(f"no data file at {path}")
     header, *rows = _read_rows(path, kind)
@@ -181,7 +217,9 @@ def build_classification_task(
     for s in SPLIT_NAMES:
         if not by_split[s]:
             raise DataError(f"{path}: the {s!r} split is empty; add rows with {split_col}={s}")
-    tok = train_tokenizer([texts[i] for i in by_split["train"]], vocab_size)
+    file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    train_texts = [texts[i] for i in by_split["train"]]
+    tok = _tokenizer(tokenizer, train_texts, vocab_size, cache_dir, [file_sha, text_col, label_col, split_col])
     tok.enable_truncation(max_length=seq_len)
     tok.enable_padding(pad_id=PAD_ID, length=seq_len)
     splits = {}
@@ -197,7 +235,7 @@ def build_classification_task(
         "task": "cls",
         "file": path.name,
         "format": kind,
-        "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "file_sha256": file_sha,
         "columns": {"text": text_col, "label": label_col, "split": split_col},
         "labels": label_names,
         "label_counts": dict(Counter(raw_labels)),

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tokenizers import Tokenizer
+
 from prunebench.tasks.base import Task
+from prunebench.tasks.classification import build_classification_task
 from prunebench.tasks.mlm import DEFAULT_MAX_CHARS, build_mlm_task
+from prunebench.tasks.tokenizer import load_tokenizer
 
 #: Accepted task spec forms, for error messages and --help.
 TASK_SPECS = ("mlm", "csv:PATH", "jsonl:PATH")
@@ -25,6 +29,7 @@ def build_task(
     max_files: int | None = None,
     max_chars: int | None = DEFAULT_MAX_CHARS,
     corpus_root: str | Path | None = None,
+    tokenizer: Tokenizer | str | Path | None = None,
     **unused: Any,
 ) -> Task:
     """Build the task named by ``spec``.
@@ -38,6 +43,8 @@ def build_task(
         cache_dir: folder for the tokenizer and tokenized data (None: no disk cache).
         text_col, label_col, split_col: classification column names (``split_col`` optional).
         max_files, max_chars, corpus_root: MLM corpus caps and location (tests use small values).
+        tokenizer: a tokenizer (or ``tokenizer.json`` path / model folder) to use instead of training one;
+            evaluating a saved model passes the tokenizer saved beside it.
 
     Raises:
         ValueError: unknown spec form, listing the valid ones; DataError for unusable data files.
@@ -45,17 +52,16 @@ def build_task(
     if unused:
         raise ValueError(f"unknown task option(s): {', '.join(sorted(unused))}")
     del seed  # documented above: data splits are seed-independent by design
+    tok = load_tokenizer(tokenizer, vocab_size) if isinstance(tokenizer, (str, Path)) else tokenizer
     if spec == "mlm":
         return build_mlm_task(
             vocab_size=vocab_size, seq_len=seq_len, cache_dir=cache_dir, max_files=max_files,
-            max_chars=max_chars, corpus_root=corpus_root,
+            max_chars=max_chars, corpus_root=corpus_root, tokenizer=tok,
         )
     kind, sep, path = spec.partition(":")
     if sep and kind in ("csv", "jsonl") and path:
-        from prunebench.tasks.classification import build_classification_task
-
         return build_classification_task(
             Path(path), kind, vocab_size=vocab_size, seq_len=seq_len, cache_dir=cache_dir,
-            text_col=text_col, label_col=label_col, split_col=split_col,
+            text_col=text_col, label_col=label_col, split_col=split_col, tokenizer=tok,
         )
     raise ValueError(f"unknown task {spec!r}; choose from: {', '.join(TASK_SPECS)}")

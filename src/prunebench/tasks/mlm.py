@@ -23,6 +23,7 @@ from prunebench.tasks.tokenizer import (
     PAD_ID,
     SEP_ID,
     TOKENIZER_FILE,
+    check_tokenizer,
     load_tokenizer,
     recipe,
     tokenizer_hash,
@@ -101,6 +102,7 @@ def build_mlm_task(
     max_files: int | None = None,
     max_chars: int | None = DEFAULT_MAX_CHARS,
     corpus_root: str | Path | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> MLMTask:
     """Prepare the stdlib MLM task, from the on-disk cache when a verified copy exists.
 
@@ -111,12 +113,18 @@ def build_mlm_task(
         max_files: keep at most this many files (80/10/10 across splits), for quick tests.
         max_chars: characters of training text read (validation/test get 1/8 of it each); None = all.
         corpus_root: read ``.py`` files from here instead of the stdlib (tests).
+        tokenizer: use this tokenizer (e.g. the one saved beside a model) instead of training one.
     """
     if seq_len < 8:
         raise ValueError(f"seq_len must be at least 8, got {seq_len}")
     groups = corpus.select_files(corpus.list_corpus(corpus_root), max_files)
     corpus_fp = corpus.corpus_fingerprint(groups)
-    settings = {"seq_len": seq_len, "max_files": max_files, "max_chars": max_chars, "tokenizer": recipe(vocab_size)}
+    settings: dict[str, Any] = {
+        "seq_len": seq_len, "max_files": max_files, "max_chars": max_chars, "tokenizer": recipe(vocab_size),
+    }
+    if tokenizer is not None:
+        check_tokenizer(tokenizer, vocab_size)
+        settings["given_tokenizer"] = tokenizer_hash(tokenizer)
     key = stable_hash({"corpus": corpus_fp, **settings})
     folder = Path(cache_dir) / "tasks" / f"mlm-{key}" if cache_dir is not None else None
     if folder is not None and (folder / _META).is_file():
@@ -129,7 +137,9 @@ def build_mlm_task(
         "test": None if max_chars is None else max(1, int(max_chars * EVAL_CHAR_FRACTION)),
     }
     texts = {s: corpus.read_split(groups[s], caps[s]) for s in SPLIT_NAMES}
-    tok = train_tokenizer(texts["train"], vocab_size)
+    # The trainer breaks frequency ties in hash order, so two trainings on the same text can differ slightly:
+    # that is why the tokenizer is cached, saved beside every model, and hashed into the fingerprint.
+    tok = tokenizer if tokenizer is not None else train_tokenizer(texts["train"], vocab_size)
     splits = {}
     for s in SPLIT_NAMES:
         encoded = tok.encode_batch(texts[s], add_special_tokens=False)

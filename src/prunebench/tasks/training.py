@@ -131,7 +131,7 @@ def _loop(
     if batch_size <= 0 or lr <= 0:
         raise ValueError(f"batch_size and lr must be positive, got {batch_size} and {lr}")
     history = TrainHistory(str(budget), 0, 0.0, seed, lr, batch_size, masked_weights=sum(
-        int((~m).sum()) for _, m in masks.values()))
+        int((m == 0).sum()) for _, m in masks.values()))
     opt = _optimizer(model, lr, weight_decay)
     params = [p for p in model.parameters() if p.requires_grad]
     stream = task.train_stream(batch_size, seed)

@@ -21,7 +21,7 @@ from prunebench.bench.memory import peak_forward_memory
 from prunebench.bench.records import CellResult, LatencyStats
 from prunebench.bench.settings import BenchSettings
 from prunebench.bench.stats import summarize
-from prunebench.bench.timing import compare, measure, timer_for
+from prunebench.bench.timing import compare, measure, pinned_threads, timer_for
 from prunebench.models.batch import Batch
 from prunebench.models.encoder import TransformerEncoder
 
@@ -105,24 +105,28 @@ def bench_pair(
         cell with ``status`` ``"oom"`` or ``"error"`` and a one-line ``message``, never raised.
     """
     settings = settings or BenchSettings()
-    try:
-        for model in (baseline, candidate):
-            check_device(model, settings.device)
-        batch = inputs if inputs is not None else default_input_fn((baseline, candidate), settings)(batch_size, seq_len)
-        base_fn = forward_call(baseline, batch, include_head=settings.include_head)
-        cand_fn = forward_call(candidate, batch, include_head=settings.include_head)
-        result = compare(base_fn, cand_fn, timer=timer_for(settings.device), **settings.compare_kwargs())
-        peak = _peak(cand_fn, settings)
-    except (RuntimeError, ValueError) as exc:
-        status, message = _failure(exc)
-        logger.warning("cell %s b=%d s=%d failed: %s", name, batch_size, seq_len, message)
-        return _cell(candidate, name, baseline_name, batch_size, seq_len, settings, None, status=status,
-                     message=message)
-    return _cell(
-        candidate, name, baseline_name, batch_size, seq_len, settings, result.candidate,
-        speedup=result.speedup, ci_low=result.ci_low, ci_high=result.ci_high, n_pairs=result.n_pairs,
-        comparison=result, peak_memory_bytes=peak,
-    )
+    # Everything (MACs, memory too) runs at the pinned thread count: an oversubscribed default can make even
+    # counting non-zeros 10x slower on a shared machine.
+    with pinned_threads(settings.threads):
+        try:
+            for model in (baseline, candidate):
+                check_device(model, settings.device)
+            batch = inputs if inputs is not None else default_input_fn((baseline, candidate), settings)(
+                batch_size, seq_len)
+            base_fn = forward_call(baseline, batch, include_head=settings.include_head)
+            cand_fn = forward_call(candidate, batch, include_head=settings.include_head)
+            result = compare(base_fn, cand_fn, timer=timer_for(settings.device), **settings.compare_kwargs())
+            peak = _peak(cand_fn, settings)
+        except (RuntimeError, ValueError) as exc:
+            status, message = _failure(exc)
+            logger.warning("cell %s b=%d s=%d failed: %s", name, batch_size, seq_len, message)
+            return _cell(candidate, name, baseline_name, batch_size, seq_len, settings, None, status=status,
+                         message=message)
+        return _cell(
+            candidate, name, baseline_name, batch_size, seq_len, settings, result.candidate,
+            speedup=result.speedup, ci_low=result.ci_low, ci_high=result.ci_high, n_pairs=result.n_pairs,
+            comparison=result, peak_memory_bytes=peak,
+        )
 
 
 def bench_single(
@@ -136,18 +140,19 @@ def bench_single(
 ) -> CellResult:
     """Time one model alone (its own baseline: speedup 1). Failures are returned as in :func:`bench_pair`."""
     settings = settings or BenchSettings()
-    try:
-        check_device(model, settings.device)
-        batch = inputs if inputs is not None else default_input_fn((model,), settings)(batch_size, seq_len)
-        fn = forward_call(model, batch, include_head=settings.include_head)
-        stats = measure(fn, timer=timer_for(settings.device), **settings.measure_kwargs())
-        peak = _peak(fn, settings)
-    except (RuntimeError, ValueError) as exc:
-        status, message = _failure(exc)
-        logger.warning("cell %s b=%d s=%d failed: %s", name, batch_size, seq_len, message)
-        return _cell(model, name, name, batch_size, seq_len, settings, None, status=status, message=message)
-    return _cell(model, name, name, batch_size, seq_len, settings, stats, speedup=1.0, ci_low=1.0, ci_high=1.0,
-                 peak_memory_bytes=peak)
+    with pinned_threads(settings.threads):
+        try:
+            check_device(model, settings.device)
+            batch = inputs if inputs is not None else default_input_fn((model,), settings)(batch_size, seq_len)
+            fn = forward_call(model, batch, include_head=settings.include_head)
+            stats = measure(fn, timer=timer_for(settings.device), **settings.measure_kwargs())
+            peak = _peak(fn, settings)
+        except (RuntimeError, ValueError) as exc:
+            status, message = _failure(exc)
+            logger.warning("cell %s b=%d s=%d failed: %s", name, batch_size, seq_len, message)
+            return _cell(model, name, name, batch_size, seq_len, settings, None, status=status, message=message)
+        return _cell(model, name, name, batch_size, seq_len, settings, stats, speedup=1.0, ci_low=1.0,
+                     ci_high=1.0, peak_memory_bytes=peak)
 
 
 def _baseline_cell(model: nn.Module, name: str, batch: Batch, pairs: Sequence[CellResult], batch_size: int,
@@ -160,13 +165,15 @@ def _baseline_cell(model: nn.Module, name: str, batch: Batch, pairs: Sequence[Ce
     first = done[0].baseline
     stats = summarize(samples, first_call_s=first.first_call_s, warmup=first.warmup,
                       calls_per_sample=first.calls_per_sample, threads=first.threads, timer=first.timer)
-    try:
-        peak = _peak(forward_call(model, batch, include_head=settings.include_head), settings)
-    except (RuntimeError, ValueError) as exc:
-        return _cell(model, name, name, batch_size, seq_len, settings, stats, speedup=1.0, ci_low=1.0, ci_high=1.0,
-                     message=f"peak memory failed: {_failure(exc)[1]}")
-    return _cell(model, name, name, batch_size, seq_len, settings, stats, speedup=1.0, ci_low=1.0, ci_high=1.0,
-                 peak_memory_bytes=peak, extra={"pooled_from": [c.model for c in pairs if c.comparison is not None]})
+    pooled = {"pooled_from": [c.model for c in pairs if c.comparison is not None]}
+    with pinned_threads(settings.threads):
+        try:
+            peak = _peak(forward_call(model, batch, include_head=settings.include_head), settings)
+        except (RuntimeError, ValueError) as exc:
+            return _cell(model, name, name, batch_size, seq_len, settings, stats, speedup=1.0, ci_low=1.0,
+                         ci_high=1.0, message=f"peak memory failed: {_failure(exc)[1]}", extra=pooled)
+        return _cell(model, name, name, batch_size, seq_len, settings, stats, speedup=1.0, ci_low=1.0,
+                     ci_high=1.0, peak_memory_bytes=peak, extra=pooled)
 
 
 def _check_shapes(batch_sizes: Sequence[int], seq_lens: Sequence[int]) -> None:

@@ -9,7 +9,13 @@ from pathlib import Path
 from rich.table import Table
 
 from prunebench.cli.common import console, positive_int
-from prunebench.cli.train_cmd import add_task_args, build_task_from, cache_dir_from_args, task_options
+from prunebench.cli.train_cmd import (
+    add_task_args,
+    apply_threads,
+    build_task_from,
+    cache_dir_from_args,
+    task_options,
+)
 from prunebench.models.io import load_model, read_config
 from prunebench.tasks import evaluate
 from prunebench.tasks.tokenizer import TOKENIZER_FILE
@@ -30,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print a table (or JSON)."""
+    apply_threads(args)
     config, meta = read_config(args.model_dir)
     model = load_model(args.model_dir)
     options = task_options(args, meta.get("task") if isinstance(meta.get("task"), dict) else None)

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -42,6 +43,13 @@ def add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-col", default=None, help="optional column with train/val/test per row")
     p.add_argument("--seq-len", type=positive_int, default=None, help="tokens per sequence (default 128)")
     p.add_argument("--cache-dir", default=None, help="cache folder (default $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default torch's)")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """Set torch's thread count from ``--threads`` (the CLI owns process-wide settings, never the library)."""
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
 
 
 def task_options(args: argparse.Namespace, stored: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -87,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the task, train or load the baseline, save it to ``--out`` and print its test accuracy."""
     from prunebench.models.presets import preset_config
 
+    apply_threads(args)
     out = console()
     cache = cache_dir_from_args(args.cache_dir)
     options = task_options(args)

@@ -123,9 +123,14 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("prunebench").removeHandler(handler)
         handler.close()
     elapsed = time.perf_counter() - start
-    con.print(summary_table(summary_rows(load_snapshot(run_dir.root))))
+    snapshot = load_snapshot(run_dir.root)
+    con.print(summary_table(summary_rows(snapshot)))
     con.print(f"finished in {elapsed:.0f} s; report: {run_dir.root / 'report.html'}  log: {run_dir.log}")
-    problems = outcome.failed_variants + ([f"{outcome.failed_cells} benchmark cell(s)"] if outcome.failed_cells else [])
+    problems = [f"{name} (pruning failed)" for name in outcome.failed_variants]
+    problems += [f"{v['name']} (FIDELITY CHECK FAILED)" for v in snapshot["variants"]
+                 if v.get("status") == "ok" and not (v.get("fidelity") or {}).get("ok", False)]
+    if outcome.failed_cells:
+        problems.append(f"{outcome.failed_cells} benchmark cell(s)")
     if problems:
         con.print(f"[bold red]finished with failures: {', '.join(problems)} (see the report and run.log)[/]")
         return 1

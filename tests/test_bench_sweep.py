@@ -84,6 +84,18 @@ def test_failing_cell_is_recorded_and_sweep_goes_on() -> None:
     assert len(cells) == 6
 
 
+def test_failing_inputs_fail_that_shape_only() -> None:
+    def input_fn(bs: int, s: int):
+        if bs == 2:
+            raise RuntimeError("out of memory while building inputs")
+        return make_inputs(20, bs, s)
+
+    cells = sweep({"dense": Recorder(), "x": Recorder()}, input_fn, batch_sizes=(1, 2), seq_lens=(4,), settings=FAST)
+    assert [(c.model, c.batch_size, c.status) for c in cells] == [
+        ("x", 1, "ok"), ("dense", 1, "ok"), ("x", 2, "oom"), ("dense", 2, "oom")]
+    assert cells[2].message.startswith("inputs: RuntimeError")
+
+
 def test_bench_pair_and_single_directly() -> None:
     d = tiny()
     cell = bench_pair(d, copy.deepcopy(d), 2, 8, settings=FAST, name="copy")

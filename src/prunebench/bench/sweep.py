@@ -234,7 +234,14 @@ def sweep(
 
     for seq_len in seq_lens:
         for batch_size in batch_sizes:
-            batch = input_fn(batch_size, seq_len)
+            try:
+                batch = input_fn(batch_size, seq_len)
+            except (RuntimeError, ValueError) as exc:  # e.g. out of memory building the inputs
+                status, message = _failure(exc)
+                for name, model in [*others, (baseline, base)]:
+                    emit(_cell(model, name, baseline, batch_size, seq_len, settings, None, status=status,
+                               message=f"inputs: {message}"))
+                continue
             pairs = []
             for name, model in others:
                 cell = bench_pair(base, model, batch_size, seq_len, settings=settings, inputs=batch, name=name,

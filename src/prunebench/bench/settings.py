@@ -1,8 +1,10 @@
 """Budget and conditions of a benchmark, with named presets (``quick``, ``default``, ``precise``).
 
 Sizing: ``prunebench run`` times about 5 variants against dense at batch sizes 1..16 (25 cells) on
-``medium`` in roughly 90 s on 2 cores, i.e. a few seconds per cell, warm-up included. ``quick`` fits that;
-``default`` spends up to ~10 s on a cell and stops early once the speedup's CI is within +-2%.
+``medium`` in roughly 90 s on 2 cores, i.e. a few seconds per cell, warm-up included. ``quick`` aims at that:
+measured with 1 thread on the shared 2-core machine under a load average of ~5, one variant over batch sizes
+1..16 took 20 s (about 1 s at batch 1 up to 6 s at batch 16, where one ABBA round of four calls is the
+minimum). ``default`` spends up to ~10 s on a cell and stops early once the speedup's CI is within +-2%.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per sequence (default 128)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads while timing (default: as is)")
     p.add_argument("--budget", default="default", choices=BENCH_PRESETS.names(),
-                   help="time budget per cell (quick: ~3 s a cell)")
+                   help="time budget per cell (quick: a few seconds a cell)")
     p.add_argument("--min-time", type=_seconds, default=None, help="seconds of timing at least, per cell")
     p.add_argument("--max-time", type=_seconds, default=None, help="seconds of timing at most, per cell")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")

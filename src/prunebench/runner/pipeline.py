@@ -102,7 +102,8 @@ def _cell_record(name: str, cell: CellResult, dense_macs: int | None) -> dict[st
         ideal = dense_macs / cell.macs_effective
     return {
         "variant": name, "batch_size": cell.batch_size, "seq_len": cell.seq_len,
-        "status": "ok" if cell.ok else "error", "error": cell.message or None if not cell.ok else None,
+        # The store knows ok|error; the harness's finer status (oom vs error) stays in the message.
+        "status": "ok" if cell.ok else "error", "error": None if cell.ok else f"{cell.status}: {cell.message}",
         "latency_ms": lat.median * 1e3 if lat else None,
         "latency_p90_ms": lat.p90 * 1e3 if lat else None,
         "latency_cv": lat.cv if lat else None,

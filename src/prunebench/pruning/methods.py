@@ -42,7 +42,7 @@ def compute_plan(
     scores = weight_scores(adapter, spec.criterion, calib, spec.seed)
     if prior is not None:
         # Already-pruned weights score -inf: they are the first to go again, so a mask never shrinks.
-        scores = {n: s.float().masked_fill(~prior.masks[n].to(s.device), float("-inf")) for n, s in scores.items()}
+        scores = {n: torch.where(prior.masks[n].to(s.device), s, float("-inf")) for n, s in scores.items()}
     if spec.method == "magnitude":
         masks = (layer_masks if spec.scope == "layer" else global_masks)(scores, spec.sparsity)
     elif spec.method == "wanda":
@@ -52,7 +52,7 @@ def compute_plan(
     else:
         raise ValueError(f"no planner for method {spec.method!r}")
     if prior is not None:
-        masks = {n: m & prior.masks[n].to(m.device) for n, m in masks.items()}
+        masks = {n: m.logical_and_(prior.masks[n].to(m.device)) for n, m in masks.items()}
     masks = {n: m.cpu() for n, m in masks.items()}
     return PrunePlan(spec=spec, config=model.config.to_dict(), masks=masks, schedule=(spec.sparsity,))
 

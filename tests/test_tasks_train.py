@@ -175,3 +175,14 @@ def test_resolve_cache_dir_precedence(tmp_path: Path) -> None:
     assert resolve_cache_dir(None, env) == tmp_path / "env"
     assert resolve_cache_dir(None, {}) == Path("~/.cache/prunebench").expanduser()
     assert Budget.parse("6") == Budget.parse(6)
+
+
+def test_warm_start_sets_unigram_bias_and_sinusoidal_positions(task) -> None:
+    from prunebench.tasks import warm_start_
+
+    model = tiny()
+    warm_start_(model, task)
+    assert int(model.mlm_bias.argmax()) == task.trivial_prediction()
+    rows = model.embed_positions.weight.detach()
+    assert rows.std().item() == pytest.approx(0.02, rel=0.2)
+    assert torch.allclose(rows[0, 1::2], torch.full_like(rows[0, 1::2], float(rows[0, 1])))  # cos(0) in every odd slot

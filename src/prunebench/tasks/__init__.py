@@ -22,6 +22,7 @@ from prunebench.tasks.training import (
     recovery_callback,
     train,
 )
+from prunebench.tasks.warmstart import warm_start_
 
 __all__ = [
     "CACHE_ENV",
@@ -48,4 +49,5 @@ __all__ = [
     "recovery_callback",
     "resolve_cache_dir",
     "train",
+    "warm_start_",
 ]

@@ -22,6 +22,7 @@ from prunebench.tasks.base import Task, stable_hash
 from prunebench.tasks.budget import Budget
 from prunebench.tasks.tokenizer import TOKENIZER_FILE, load_tokenizer, tokenizer_hash
 from prunebench.tasks.training import DEFAULT_BATCH_SIZE, Progress, TrainHistory, default_lr, train
+from prunebench.tasks.warmstart import warm_start_
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ DEFAULT_CACHE_DIR = Path("~/.cache/prunebench")
 #: 2 CPU cores with margin (small <= 2 min, medium <= 5 min including tokenizer training on a first run).
 DEFAULT_BUDGETS = {"small": "400", "medium": "150"}
 FALLBACK_BUDGET = "300"
-BASELINE_VERSION = 1
+BASELINE_VERSION = 2  # bumped when the training recipe changes, so stale baselines are retrained
 
 
 def default_budget(model: str | EncoderConfig) -> Budget:
@@ -104,6 +105,7 @@ def load_or_train_baseline(
     if cached is not None:
         trained, meta = cached
         return trained, _info(True, folder, key, meta, task)
+    warm_start_(model, task)
     history = train(model, task, budget, seed=seed, lr=lr, batch_size=batch_size, progress=progress)
     meta = {"baseline": {**ident, "task_key": task.key(), "history": history.to_dict()}}
     _save(folder, model, meta, task)

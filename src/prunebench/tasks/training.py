@@ -125,6 +125,7 @@ def _loop(
     eval_batches: int,
     progress: Progress | None,
     masks: dict[str, tuple[nn.Parameter, torch.Tensor]],
+    dropout: bool,
 ) -> TrainHistory:
     if model.head_kind is not task.head:
         raise ValueError(f"model has a {model.head_kind.value} head but task {task.name!r} needs {task.head.value}")
@@ -139,7 +140,8 @@ def _loop(
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # dropout draws from the global generator; fork_rng restores it afterwards
-        model.train()
+        # The encoder has no batch statistics, so eval mode differs from train mode only by dropout.
+        model.train(dropout)
         while (frac := budget.fraction(history.steps, time.perf_counter() - start)) < 1.0:
             for group in opt.param_groups:
                 group["lr"] = lr_at(frac, lr)
@@ -164,7 +166,7 @@ def _loop(
                     eval_points.pop(0)
                 result = evaluate(model, task, split="val", max_batches=eval_batches, seed=seed)
                 history.evals.append({"step": history.steps, "loss": result.loss, "accuracy": result.accuracy})
-                model.train()
+                model.train(dropout)
             if progress is not None:
                 progress(done, history.steps, history.losses[-1])
     model.eval()
@@ -186,6 +188,7 @@ def train(
     n_evals: int = 4,
     eval_batches: int = 4,
     progress: Progress | None = None,
+    dropout: bool = False,
 ) -> TrainHistory:
     """Train ``model`` in place on ``task`` for ``budget`` (steps, or seconds like ``"90s"``).
 
@@ -201,11 +204,14 @@ def train(
         n_evals: validation evaluations spread over the budget (0 for none).
         eval_batches: validation batches per evaluation.
         progress: called after each step with (fraction done, steps, loss).
+        dropout: apply the model's dropout. Off by default: a few-minute budget reads each sequence at most
+            once, so there is nothing to overfit, and dropout measurably slows the escape from the
+            predict-the-most-frequent-token plateau that short MLM training must get past.
     """
     return _loop(
         model, task, Budget.parse(budget), seed=seed, lr=default_lr(model) if lr is None else lr,
         batch_size=batch_size, weight_decay=weight_decay, clip=clip, n_evals=n_evals, eval_batches=eval_batches,
-        progress=progress, masks={},
+        progress=progress, masks={}, dropout=dropout,
     )
 
 
@@ -220,6 +226,7 @@ def finetune(
     batch_size: int = DEFAULT_BATCH_SIZE,
     weight_decay: float = 0.01,
     progress: Progress | None = None,
+    dropout: bool = False,
 ) -> TrainHistory:
     """Recovery fine-tuning of a pruned model, in place.
 
@@ -238,7 +245,7 @@ def finetune(
                 masks[name] = (p, keep.to(p.dtype))
     return _loop(
         model, task, Budget.parse(steps), seed=seed, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-        clip=1.0, n_evals=0, eval_batches=0, progress=progress, masks=masks,
+        clip=1.0, n_evals=0, eval_batches=0, progress=progress, masks=masks, dropout=dropout,
     )
 
 

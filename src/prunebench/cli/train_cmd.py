@@ -25,6 +25,7 @@ from prunebench.tasks import (
     resolve_cache_dir,
 )
 from prunebench.tasks.tokenizer import TOKENIZER_FILE
+from prunebench.tasks.training import DEFAULT_BATCH_SIZE
 
 
 def cache_dir_from_args(flag: str | None) -> Path:
@@ -41,7 +42,9 @@ def add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-col", default="text", help="text column of a csv/jsonl task (default text)")
     p.add_argument("--label-col", default="label", help="label column of a csv/jsonl task (default label)")
     p.add_argument("--split-col", default=None, help="optional column with train/val/test per row")
-    p.add_argument("--seq-len", type=positive_int, default=None, help="tokens per sequence (default 128)")
+    p.add_argument(
+        "--seq-len", type=positive_int, default=None, help="tokens per sequence (default 64 for mlm, 128 for csv/jsonl)"
+    )
     p.add_argument("--cache-dir", default=None, help="cache folder (default $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default torch's)")
 
@@ -57,7 +60,7 @@ def task_options(args: argparse.Namespace, stored: dict[str, Any] | None = None)
     stored = stored or {}
     return {
         "spec": args.task or stored.get("spec", "mlm"),
-        "seq_len": args.seq_len or stored.get("seq_len", 128),
+        "seq_len": args.seq_len or stored.get("seq_len"),
         "text_col": args.text_col if args.task else stored.get("text_col", args.text_col),
         "label_col": args.label_col if args.task else stored.get("label_col", args.label_col),
         "split_col": args.split_col if args.task else stored.get("split_col", args.split_col),
@@ -78,7 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", default=None, help="steps (500) or time (90s, 2m); default depends on the model")
     p.add_argument("--seed", type=int, default=0, help="init, data order and dropout seed (default 0)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default by model width)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="sequences per step (default 32)")
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
+                   help=f"sequences per step (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--out", required=True, help="folder to save the trained model in")
     p.set_defaults(handler=run)
 
@@ -101,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     options = task_options(args)
     vocab = preset_config(args.model).vocab_size
     task = build_task_from(options, vocab, cache)
+    options["seq_len"] = task.seq_len  # recorded with the model, so `prunebench eval` rebuilds the same task
     budget = Budget.parse(args.budget) if args.budget else default_budget(args.model)
     with _progress_bar() as bar:
         handle = bar.add_task("train", total=1.0, step=0, loss=float("nan"))

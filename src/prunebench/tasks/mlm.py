@@ -97,7 +97,7 @@ def _pack(ids_per_text: list[list[int]], seq_len: int) -> SplitData:
 def build_mlm_task(
     *,
     vocab_size: int,
-    seq_len: int = 128,
+    seq_len: int = 64,
     cache_dir: str | Path | None = None,
     max_files: int | None = None,
     max_chars: int | None = DEFAULT_MAX_CHARS,

@@ -21,13 +21,17 @@ FIRST_REGULAR_ID = len(SPECIAL_TOKENS)
 TOKENIZER_FILE = "tokenizer.json"
 #: Bumped whenever the recipe below changes, so cached tokenizers from an older recipe are not reused.
 RECIPE_VERSION = 1
+#: Pre-tokenizers: "bert" splits on whitespace and isolates every punctuation character (``_`` included);
+#: "whitespace" keeps ``\w+`` runs whole and groups punctuation runs.
+PRE_TOKENIZERS = ("bert", "whitespace")
+DEFAULT_PRE_TOKENIZER = "whitespace"
 
 
-def recipe(vocab_size: int) -> dict[str, object]:
+def recipe(vocab_size: int, pre_tokenizer: str = DEFAULT_PRE_TOKENIZER) -> dict[str, object]:
     """The settings that determine a trained tokenizer besides its texts (part of cache keys)."""
     return {
         "model": "wordpiece",
-        "pre_tokenizer": "whitespace",  # \w+ | [^\w\s]+ : identifiers stay whole, punctuation runs group
+        "pre_tokenizer": pre_tokenizer,
         "normalizer": "nfc",
         "vocab_size": vocab_size,
         "special_tokens": list(SPECIAL_TOKENS),
@@ -36,18 +40,23 @@ def recipe(vocab_size: int) -> dict[str, object]:
     }
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
+def train_tokenizer(texts: Iterable[str], vocab_size: int, pre_tokenizer: str = DEFAULT_PRE_TOKENIZER) -> Tokenizer:
     """Train a cased WordPiece tokenizer with at most ``vocab_size`` ids (fewer on a tiny corpus).
 
     Raises:
         ValueError: ``vocab_size`` cannot hold the special tokens plus a useful alphabet.
     """
+    if pre_tokenizer not in PRE_TOKENIZERS:
+        raise ValueError(f"unknown pre-tokenizer {pre_tokenizer!r}; choose from: {', '.join(PRE_TOKENIZERS)}")
     if vocab_size < FIRST_REGULAR_ID + 16:
         raise ValueError(f"vocab_size must be at least {FIRST_REGULAR_ID + 16} for a tokenizer, got {vocab_size}")
     tok = Tokenizer(models.WordPiece(unk_token=UNK))
     # Cased on purpose: in source code case carries meaning (CONSTANT, Class, function).
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if pre_tokenizer == "bert":
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), min_frequency=2, show_progress=False

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 #: progress(fraction_done in [0, 1], steps_done, last_loss); the CLI draws a bar with it.
 Progress = Callable[[float, int, float], None]
 
-DEFAULT_BATCH_SIZE = 32
+DEFAULT_BATCH_SIZE = 64
 DEFAULT_FINETUNE_LR = 2e-4
 WARMUP_FRACTION = 0.06
 

@@ -184,3 +184,12 @@ def test_budget_fraction() -> None:
 def test_unknown_task_spec_lists_choices() -> None:
     with pytest.raises(ValueError, match="choose from: mlm, csv:PATH, jsonl:PATH"):
         build_task("glue", vocab_size=VOCAB)
+
+
+def test_tokenizer_rejects_unknown_pre_tokenizer_and_tiny_vocab() -> None:
+    from prunebench.tasks.tokenizer import train_tokenizer
+
+    with pytest.raises(ValueError, match="choose from: bert, whitespace"):
+        train_tokenizer(["x = 1"], 100, pre_tokenizer="spaces")
+    with pytest.raises(ValueError, match="vocab_size must be at least"):
+        train_tokenizer(["x = 1"], 10)

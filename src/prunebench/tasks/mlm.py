@@ -32,9 +32,9 @@ from prunebench.tasks.tokenizer import (
 
 logger = logging.getLogger(__name__)
 
-#: Default cap on training characters. The full stdlib (~10.7M characters, ~2.7M tokens) costs ~10 s to
-#: tokenize on 2 cores, far more text than a few-minute training budget can read; 4M characters
-#: (~1M tokens) keeps first-run preparation near 5 s while no sequence repeats within the default budgets.
+#: Default cap on training characters. The full stdlib (~10.7M characters) costs ~10 s to tokenize on
+#: 2 cores, far more text than a few-minute training budget can read; 4M characters (~1M tokens) keeps
+#: first-run preparation to a few seconds while no sequence repeats within the default budgets.
 DEFAULT_MAX_CHARS = 4_000_000
 #: Validation and test each get this fraction of the training character cap.
 EVAL_CHAR_FRACTION = 0.125

@@ -35,8 +35,11 @@ WARMUP_FRACTION = 0.06
 
 
 def default_lr(model: TransformerEncoder) -> float:
-    """Peak learning rate for training from scratch: narrow models tolerate (and need) larger steps."""
-    return 1e-3 if model.config.d_model <= 256 else 5e-4
+    """Peak learning rate for training from scratch: narrow models tolerate (and need) larger steps.
+
+    Tuned for few-hundred-step budgets on the stdlib MLM task (3e-3 beat 1e-3 for ``small``).
+    """
+    return 3e-3 if model.config.d_model <= 256 else 1e-3
 
 
 @dataclass

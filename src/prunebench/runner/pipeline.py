@@ -11,7 +11,7 @@ import copy
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from prunebench.models import TransformerEncoder, preset_config, save_model
 from prunebench.report import build_report
 from prunebench.results import ResultStore
 from prunebench.runner.rundir import RunDir
-from prunebench.runner.variants import describe, load_variant, make_variant
+from prunebench.runner.variants import describe, load_variant, make_variant, prune_spec
 from prunebench.tasks import Task, build_task, calibration_batches, evaluate, recovery_callback
 from prunebench.tasks.baseline import load_or_train_baseline
 
@@ -50,16 +50,29 @@ RECOVERABLE = (RuntimeError, ValueError, PrunebenchError)
 
 
 @dataclass(frozen=True)
-class QuickBudget:
-    """What ``--quick`` shrinks, so a first look (and the end-to-end test) takes seconds, not minutes."""
+class Budgets:
+    """The effort of each stage, resolved once from the config; ``--quick`` shrinks every one of them so a
+    first look (and the end-to-end test) takes seconds, not minutes. None = the stage's own default."""
 
-    train_budget: str = "40"
-    max_files: int = 120
-    eval_batches: int = 2
-    finetune_steps: int = 3
-    iterative_steps: int = 2
-    calib_sequences: int = 8
-    bench_preset: str = "quick"
+    train_budget: str | None
+    max_files: int | None
+    eval_batches: int | None
+    finetune_steps: int
+    iterative_steps: int
+    calib_sequences: int
+    bench_preset: str
+
+    @classmethod
+    def of(cls, config: RunConfig) -> Budgets:
+        """The budgets of ``config`` (explicit settings win over what ``quick`` implies)."""
+        if config.quick:
+            return cls(train_budget=config.train_budget or "40", max_files=120,
+                       eval_batches=config.eval_batches or 2, finetune_steps=min(config.finetune_steps, 3),
+                       iterative_steps=min(config.iterative_steps, 2),
+                       calib_sequences=min(config.calib_sequences, 8), bench_preset="quick")
+        return cls(train_budget=config.train_budget or None, max_files=None, eval_batches=config.eval_batches or None,
+                   finetune_steps=config.finetune_steps, iterative_steps=config.iterative_steps,
+                   calib_sequences=config.calib_sequences, bench_preset="default")
 
 
 @dataclass
@@ -85,11 +98,10 @@ class _Ticker:
             self.progress(stage, detail, self.done, self.total)
 
 
-def _bench_settings(config: RunConfig) -> BenchSettings:
-    preset = QuickBudget.bench_preset if config.quick else "default"
+def _bench_settings(config: RunConfig, budgets: Budgets) -> BenchSettings:
     return bench_settings(
-        preset, seed=config.seed, threads=config.threads, device=config.device, pad_fraction=config.pad_fraction,
-        min_time=config.min_time or None,
+        budgets.bench_preset, seed=config.seed, threads=config.threads, device=config.device,
+        pad_fraction=config.pad_fraction, min_time=config.min_time or None,
     )
 
 
@@ -97,9 +109,7 @@ def _cell_record(name: str, cell: CellResult, dense_macs: int | None) -> dict[st
     """A bench :class:`CellResult` in the store's cell shape (the full record kept under ``raw``)."""
     lat = cell.latency
     comp = cell.comparison
-    ideal = None
-    if dense_macs and cell.macs_effective:
-        ideal = dense_macs / cell.macs_effective
+    ideal = dense_macs / cell.macs_effective if dense_macs and cell.macs_effective else None
     return {
         "variant": name, "batch_size": cell.batch_size, "seq_len": cell.seq_len,
         # The store knows ok|error; the harness's finer status (oom vs error) stays in the message.
@@ -113,12 +123,6 @@ def _cell_record(name: str, cell: CellResult, dense_macs: int | None) -> dict[st
         "throughput_samples_s": cell.samples_per_s, "throughput_tokens_s": cell.tokens_per_s,
         "peak_memory_bytes": cell.peak_memory_bytes, "n_pairs": cell.n_pairs, "raw": cell.to_dict(),
     }
-
-
-def _pin_threads(threads: int | None) -> int:
-    if threads is not None:
-        torch.set_num_threads(threads)
-    return torch.get_num_threads()
 
 
 def execute_run(
@@ -137,17 +141,18 @@ def execute_run(
         cache_dir: where tokenizers, tokenized corpora and trained dense baselines are cached.
         progress: optional ``progress(stage, detail, done, total)`` callback.
         corpus_root: override of the stdlib corpus location (tests).
+
+    Raises:
+        PrunebenchError: CUDA asked for but absent; errors of the task or the dense baseline (without them
+            nothing can be measured). Failures of single variants and cells are recorded, not raised.
     """
     if config.device == "cuda" and not torch.cuda.is_available():
         raise PrunebenchError("--device cuda was asked for, but torch sees no CUDA device here")
     previous_threads = torch.get_num_threads()
-    threads = _pin_threads(config.threads)
-    quick = QuickBudget() if config.quick else None
-    variants = config.variants()
-    total = 2 + 2 * len(variants) + 1 + (len(variants) + 1) * len(config.batch_sizes) + 1
-    tick = _Ticker(total, progress)
-    outcome = RunOutcome(run_dir=run_dir.root)
-    env = environment(config.device, threads)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)  # pinned for the whole run, and recorded below
+    stage = _Stages(config, run_dir, cache_dir, corpus_root, progress)
+    env = environment(config.device, torch.get_num_threads())
     env.setdefault("fingerprint_hash", fingerprint_hash(env))
     try:
         with ResultStore(run_dir.store) as store:
@@ -158,121 +163,139 @@ def execute_run(
                 "config": config.to_dict(), "environment": env, "corpus": {},
             })
             try:
-                _run_stages(config, run_dir, store, cache_dir, corpus_root, quick, tick, outcome)
+                task, dense = stage.dense(store)
+                models = stage.variants(store, task, dense)
+                stage.benchmarks(store, models)
             except BaseException:
                 store.set_run_status("failed")
                 raise
             store.set_run_status("finished")
-        tick("report", "writing report.html, summary.md, results.json/csv, figures", 0)
-        outcome.report_files = build_report(run_dir.root)
-        tick("report", "done")
+        stage.tick("report", "writing report.html, summary.md, results.json/csv, figures", 0)
+        stage.outcome.report_files = build_report(run_dir.root)
+        stage.tick("report", "done")
     finally:
         torch.set_num_threads(previous_threads)
-    return outcome
+    return stage.outcome
 
 
-def _run_stages(
-    config: RunConfig, run_dir: RunDir, store: ResultStore, cache_dir: Path, corpus_root: Path | None,
-    quick: QuickBudget | None, tick: _Ticker, outcome: RunOutcome,
-) -> None:
-    # 1. The task (tokenizer + tokenized corpus, cached) and the trained dense baseline (cached).
-    vocab = preset_config(config.model).vocab_size
-    tick("data", f"tokenizer and corpus ({config.task})", 0)
-    task = build_task(
-        config.task, vocab_size=vocab, seq_len=config.seq_len, seed=config.seed, cache_dir=cache_dir,
-        corpus_root=corpus_root, **({"max_files": quick.max_files} if quick and config.task == "mlm" else {}),
-    )
-    tick("data", "ready")
-    budget = config.train_budget or (quick.train_budget if quick else None)
+class _Stages:
+    """The stages of one run, sharing its config, budgets, folder, progress counter and outcome."""
 
-    def train_progress(fraction: float, steps: int, loss: float) -> None:
-        tick("train", f"dense {config.model}: {fraction:.0%} (step {steps}, loss {loss:.2f})", 0)
+    def __init__(self, config: RunConfig, run_dir: RunDir, cache_dir: Path, corpus_root: Path | None,
+                 progress: Progress | None) -> None:
+        self.config, self.run_dir, self.cache_dir, self.corpus_root = config, run_dir, cache_dir, corpus_root
+        self.budgets = Budgets.of(config)
+        self.vocab = preset_config(config.model).vocab_size
+        n_variants, n_batches = len(config.variants()), len(config.batch_sizes)
+        self.tick = _Ticker(2 + 2 + 2 * n_variants + (n_variants + 1) * n_batches + 1, progress)
+        self.outcome = RunOutcome(run_dir=run_dir.root)
+        eval_kwargs: dict[str, Any] = {"seed": config.seed}
+        if self.budgets.eval_batches:
+            eval_kwargs["max_batches"] = self.budgets.eval_batches
+        self.eval_kwargs = eval_kwargs
 
-    dense, info = load_or_train_baseline(config.model, task, budget, seed=config.seed, cache_dir=cache_dir,
-                                         progress=train_progress)
-    outcome.baseline_info = {k: str(v) if isinstance(v, Path) else v for k, v in info.items() if k != "history"}
-    store.update_run({"corpus": {"task": task.fingerprint(), "baseline": outcome.baseline_info}})
-    dense.eval()
-    tick("train", "cache hit" if info.get("cache_hit") else f"trained in {info.get('train_seconds', 0):.0f}s")
+    def dense(self, store: ResultStore) -> tuple[Task, TransformerEncoder]:
+        """The task (tokenizer + corpus, cached) and the trained dense model (cached); dense described,
+        saved and evaluated."""
+        config, tick = self.config, self.tick
+        tick("data", f"tokenizer and corpus ({config.task})", 0)
+        extra = {"max_files": self.budgets.max_files} if self.budgets.max_files and config.task == "mlm" else {}
+        # The task keeps its own row length (MLM trains faster on short rows); --seq-len is the timed shape.
+        task = build_task(config.task, vocab_size=self.vocab, seed=config.seed, cache_dir=self.cache_dir,
+                          corpus_root=self.corpus_root, **extra)
+        tick("data", "ready")
 
-    eval_batches = config.eval_batches or (quick.eval_batches if quick else None)
-    eval_kwargs: dict[str, Any] = {"seed": config.seed}
-    if eval_batches:
-        eval_kwargs["max_batches"] = eval_batches
+        def train_progress(fraction: float, steps: int, loss: float) -> None:
+            tick("train", f"dense {config.model}: {fraction:.0%} (step {steps}, loss {loss:.2f})", 0)
 
-    # 2. The dense variant: described, saved, evaluated.
-    if not store.has_variant(DENSE, status="ok"):
-        folder = run_dir.model_dir(DENSE) if config.save_models else None
-        if folder is not None:
-            save_model(dense, folder, metadata={"variant": DENSE, "baseline": outcome.baseline_info})
-        store.put_variant(describe(dense, DENSE, DENSE, config.seq_len, requested=0.0,
-                                   disk=disk_bytes(folder) if folder else None)
-                          | {"fidelity": {"ok": True, "max_abs_diff": 0.0, "reference": "itself"}})
-    _evaluate(store, DENSE, dense, task, dense, eval_kwargs, tick)
+        dense, info = load_or_train_baseline(config.model, task, self.budgets.train_budget, seed=config.seed,
+                                             cache_dir=self.cache_dir, progress=train_progress)
+        dense.eval()
+        baseline = {k: str(v) if isinstance(v, Path) else v for k, v in info.items() if k != "history"}
+        self.outcome.baseline_info = baseline
+        store.update_run({"corpus": {"task": task.fingerprint(), "baseline": baseline}})
+        tick("train", "cache hit" if info.get("cache_hit") else f"trained in {info.get('train_seconds', 0):.0f}s")
+        if not store.has_variant(DENSE, status="ok"):
+            folder = self.run_dir.model_dir(DENSE) if config.save_models else None
+            if folder is not None:
+                save_model(dense, folder, metadata={"variant": DENSE, "baseline": baseline})
+            record = describe(dense, DENSE, DENSE, config.seq_len, requested=0.0,
+                              disk=disk_bytes(folder) if folder else None)
+            store.put_variant({**record, "fidelity": {"ok": True, "max_abs_diff": 0.0, "reference": "itself"}})
+        tick("prune", "dense: described")
+        _evaluate(store, DENSE, dense, task, dense, self.eval_kwargs, tick)
+        return task, dense
 
-    # 3. Every pruned variant: prune (or reload), check, save, evaluate.
-    models: dict[str, TransformerEncoder] = {DENSE: dense}
-    check_batch = make_inputs(vocab, 2, config.seq_len, seed=config.seed + 1, pad_fraction=0.25)
-    calib = None
-    for name, method, sparsity in config.variants():
-        folder = run_dir.model_dir(name) if config.save_models else None
-        if store.has_variant(name, status="ok") and folder is not None and (folder / "config.json").exists():
-            models[name] = load_variant(folder)
-            tick("prune", f"{name}: reloaded")
-        else:
+    def variants(self, store: ResultStore, task: Task, dense: TransformerEncoder) -> dict[str, TransformerEncoder]:
+        """Every pruned variant: pruned (or reloaded from an earlier attempt), checked, saved, evaluated."""
+        config, budgets, tick = self.config, self.budgets, self.tick
+        models: dict[str, TransformerEncoder] = {DENSE: dense}
+        check_batch = make_inputs(self.vocab, 2, config.seq_len, seed=config.seed + 1, pad_fraction=0.25)
+        calib = None
+        for name, method, sparsity in config.variants():
+            folder = self.run_dir.model_dir(name) if config.save_models else None
+            if store.has_variant(name, status="ok") and folder is not None and (folder / "config.json").exists():
+                models[name] = load_variant(folder)
+                tick("prune", f"{name}: reloaded")
+                _evaluate(store, name, models[name], task, dense, self.eval_kwargs, tick)
+                continue
             if method == "wanda" and calib is None:
-                n_calib = quick.calib_sequences if quick else config.calib_sequences
-                calib = calibration_batches(task, n_calib, seed=config.seed)
-            steps = quick.finetune_steps if quick else config.finetune_steps
-            on_step = recovery_callback(task, steps, seed=config.seed) if method == "iterative" and steps else None
-            run_config = config
-            if quick and method == "iterative":
-                run_config = replace(config, iterative_steps=min(config.iterative_steps, quick.iterative_steps))
-            tick("prune", f"{name}", 0)
+                calib = calibration_batches(task, budgets.calib_sequences, seed=config.seed)
+            on_step = None
+            if method == "iterative" and budgets.finetune_steps:
+                on_step = recovery_callback(task, budgets.finetune_steps, seed=config.seed)
+            spec = prune_spec(method, sparsity, seed=config.seed, iterative_steps=budgets.iterative_steps,
+                              schedule=config.schedule)
+            tick("prune", name, 0)
             try:
-                model, record = make_variant(
-                    dense, name, method, sparsity, run_config, calib=calib if method == "wanda" else None,
-                    on_step=on_step, check_batch=check_batch, save_dir=folder,
-                )
+                model, record = make_variant(dense, name, spec, seq_len=config.seq_len,
+                                             calib=calib if method == "wanda" else None, on_step=on_step,
+                                             check_batch=check_batch, save_dir=folder)
             except RECOVERABLE as exc:
                 logger.exception("pruning %s failed", name)
                 store.put_variant({"name": name, "method": method, "requested_sparsity": sparsity,
                                    "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
-                outcome.failed_variants.append(name)
+                self.outcome.failed_variants.append(name)
                 tick("prune", f"{name}: FAILED", 2)
                 continue
             store.put_variant(record)
             models[name] = model
             tick("prune", f"{name}: sparsity {record['measured_sparsity']:.3f}")
-        _evaluate(store, name, models[name], task, dense, eval_kwargs, tick)
+            _evaluate(store, name, model, task, dense, self.eval_kwargs, tick)
+        return models
 
-    # 4. Benchmarks: each variant timed paired and interleaved against dense, per batch size. The dense row is
-    # dense against an identical copy of itself: its "speedup" is the harness's noise floor, shown, not assumed.
-    settings = _bench_settings(config)
-    device = torch.device(config.device)
-    on_device = {n: (m.to(device) if device.type != "cpu" else m) for n, m in models.items()}
-    twin = copy.deepcopy(on_device[DENSE])
-    dense_macs = {b: forward_macs(dense, b, config.seq_len) for b in config.batch_sizes}
-    for batch_size in config.batch_sizes:
-        inputs = make_inputs(vocab, batch_size, config.seq_len, seed=config.seed, pad_fraction=config.pad_fraction,
-                             device=device)
-        for name in [DENSE, *(v[0] for v in config.variants())]:
-            if name not in on_device:
-                tick("bench", f"{name} b={batch_size}: skipped (variant failed)")
-                continue
-            if store.has_cell(name, batch_size, config.seq_len, status="ok"):
-                tick("bench", f"{name} b={batch_size}: done earlier")
-                continue
-            tick("bench", f"{name} b={batch_size}", 0)
-            candidate = twin if name == DENSE else on_device[name]
-            cell = bench_pair(on_device[DENSE], candidate, batch_size, config.seq_len, settings=settings,
-                              inputs=inputs, name=name, baseline_name=DENSE)
-            record = _cell_record(name, cell, dense_macs[batch_size])
-            store.put_cell(record)
-            if record["status"] != "ok":
-                outcome.failed_cells += 1
-            speed = f"{cell.speedup:.2f}x" if cell.speedup else cell.status
-            tick("bench", f"{name} b={batch_size}: {speed}")
+    def benchmarks(self, store: ResultStore, models: dict[str, TransformerEncoder]) -> None:
+        """Each variant timed paired and interleaved against dense, per batch size, each cell stored at once.
+
+        The dense row is dense against an identical copy of itself: its "speedup" is the harness's noise
+        floor on this machine, shown rather than assumed.
+        """
+        config, tick = self.config, self.tick
+        settings = _bench_settings(config, self.budgets)
+        device = torch.device(config.device)
+        on_device = {n: m.to(device) for n, m in models.items()}
+        twin = copy.deepcopy(on_device[DENSE])
+        names = [DENSE, *(v[0] for v in config.variants())]
+        for batch_size in config.batch_sizes:
+            dense_macs = forward_macs(models[DENSE], batch_size, config.seq_len)
+            inputs = make_inputs(self.vocab, batch_size, config.seq_len, seed=config.seed,
+                                 pad_fraction=config.pad_fraction, device=device)
+            for name in names:
+                if name not in on_device:
+                    tick("bench", f"{name} b={batch_size}: skipped (variant failed)")
+                    continue
+                if store.has_cell(name, batch_size, config.seq_len, status="ok"):
+                    tick("bench", f"{name} b={batch_size}: done earlier")
+                    continue
+                tick("bench", f"{name} b={batch_size}", 0)
+                candidate = twin if name == DENSE else on_device[name]
+                cell = bench_pair(on_device[DENSE], candidate, batch_size, config.seq_len, settings=settings,
+                                  inputs=inputs, name=name, baseline_name=DENSE)
+                record = _cell_record(name, cell, dense_macs)
+                store.put_cell(record)
+                if record["status"] != "ok":
+                    self.outcome.failed_cells += 1
+                tick("bench", f"{name} b={batch_size}: " + (f"{cell.speedup:.2f}x" if cell.speedup else cell.status))
 
 
 def _evaluate(

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 
 from prunebench.bench import disk_bytes, forward_macs, parameter_report
-from prunebench.config import RunConfig
 from prunebench.models import TransformerEncoder, count_parameters, load_model, save_model
 from prunebench.models.batch import Batch
 from prunebench.pruning import PruneSpec, apply_plan_, check_fidelity, prune_with_plan_
@@ -29,18 +28,16 @@ FIDELITY_ATOL = 1e-4
 OnStep = Callable[[int, float, torch.nn.Module], None]
 
 
-def prune_spec(method: str, sparsity: float, config: RunConfig) -> PruneSpec:
+def prune_spec(method: str, sparsity: float, *, seed: int, iterative_steps: int, schedule: str) -> PruneSpec:
     """The :class:`PruneSpec` a run uses for one of its methods."""
     if method == "structured":
-        return PruneSpec(method="structured", sparsity=sparsity, granularity="both", seed=config.seed)
+        return PruneSpec(method="structured", sparsity=sparsity, granularity="both", seed=seed)
     if method == "iterative":
-        return PruneSpec(
-            method="iterative", sparsity=sparsity, steps=config.iterative_steps, schedule=config.schedule,
-            base_method="magnitude", seed=config.seed,
-        )
+        return PruneSpec(method="iterative", sparsity=sparsity, steps=iterative_steps, schedule=schedule,
+                         base_method="magnitude", seed=seed)
     if method == "nm":
-        return PruneSpec(method="nm", n=2, m=4, seed=config.seed)
-    return PruneSpec(method=method, sparsity=sparsity, seed=config.seed)
+        return PruneSpec(method="nm", n=2, m=4, seed=seed)
+    return PruneSpec(method=method, sparsity=sparsity, seed=seed)
 
 
 @torch.no_grad()
@@ -53,10 +50,9 @@ def _max_diff(a: TransformerEncoder, b: TransformerEncoder, batch: Batch) -> flo
 def make_variant(
     dense: TransformerEncoder,
     name: str,
-    method: str,
-    sparsity: float,
-    config: RunConfig,
+    spec: PruneSpec,
     *,
+    seq_len: int,
     calib: Sequence[Batch] | None,
     on_step: OnStep | None,
     check_batch: Batch,
@@ -73,14 +69,13 @@ def make_variant(
     Raises:
         ValueError / RuntimeError / PrunebenchError: from pruning; the caller records the failure.
     """
-    spec = prune_spec(method, sparsity, config)
     model = copy.deepcopy(dense)
     start = time.perf_counter()
     report, plan = prune_with_plan_(model, spec, calib=calib, on_step=on_step)
     seconds = time.perf_counter() - start
     model.eval()
 
-    if method == "iterative":
+    if spec.method == "iterative":
         reference, how = copy.deepcopy(model), "masks-reapplied"
     else:
         reference, how = copy.deepcopy(dense), "masked-dense"
@@ -102,7 +97,7 @@ def make_variant(
     if not fidelity["ok"]:
         logger.error("FIDELITY CHECK FAILED for %s: %s", name, fidelity)
 
-    record = describe(model, name, method, config.seq_len, requested=sparsity, disk=disk)
+    record = describe(model, name, spec.method, seq_len, requested=spec.sparsity or 0.0, disk=disk)
     record.update(
         measured_sparsity=report.measured_sparsity, materialization=report.materialization,
         prune_seconds=seconds, fidelity=fidelity,

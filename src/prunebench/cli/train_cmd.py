@@ -25,7 +25,6 @@ from prunebench.tasks import (
     resolve_cache_dir,
 )
 from prunebench.tasks.tokenizer import TOKENIZER_FILE
-from prunebench.tasks.training import DEFAULT_BATCH_SIZE
 
 
 def cache_dir_from_args(flag: str | None) -> Path:
@@ -81,8 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", default=None, help="steps (500) or time (90s, 2m); default depends on the model")
     p.add_argument("--seed", type=int, default=0, help="init, data order and dropout seed (default 0)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default by model width)")
-    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
-                   help=f"sequences per step (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="sequences per step (default by model)")
     p.add_argument("--out", required=True, help="folder to save the trained model in")
     p.set_defaults(handler=run)
 

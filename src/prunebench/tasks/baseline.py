@@ -28,11 +28,17 @@ logger = logging.getLogger(__name__)
 
 CACHE_ENV = "PRUNEBENCH_CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/prunebench")
-#: Default training budgets (steps, so they are reproducible), sized to fit the product's time budget on
-#: 2 CPU cores with margin (small <= 2 min, medium <= 5 min including tokenizer training on a first run).
-DEFAULT_BUDGETS = {"small": "400", "medium": "150"}
+#: Default training budgets (steps, so they are reproducible) and batch sizes, sized to fit the product's
+#: time budget on 2 CPU cores (small <= 2 min, medium <= 5 min including tokenizer training on a first run).
+DEFAULT_BUDGETS = {"small": "600", "medium": "250"}
+DEFAULT_BATCH_SIZES = {"small": 64, "medium": 32}
 FALLBACK_BUDGET = "300"
 BASELINE_VERSION = 2  # bumped when the training recipe changes, so stale baselines are retrained
+
+
+def default_batch_size(model: str | EncoderConfig) -> int:
+    """The default training batch size of a preset (other models get :data:`DEFAULT_BATCH_SIZE`)."""
+    return DEFAULT_BATCH_SIZES.get(model if isinstance(model, str) else "", DEFAULT_BATCH_SIZE)
 
 
 def default_budget(model: str | EncoderConfig) -> Budget:
@@ -73,7 +79,7 @@ def load_or_train_baseline(
     cache_dir: str | Path | None = None,
     progress: Progress | None = None,
     lr: float | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
 ) -> tuple[TransformerEncoder, dict[str, Any]]:
     """The trained dense model for (model, task, budget, seed): from the cache when verified, else trained.
 
@@ -84,7 +90,7 @@ def load_or_train_baseline(
         seed: initialization, data order and dropout seed.
         cache_dir: cache root (None: ``~/.cache/prunebench``); baselines live in ``baselines/`` below it.
         progress: forwarded to :func:`train` (not called on a cache hit).
-        lr, batch_size: optimizer settings (part of the cache key).
+        lr, batch_size: optimizer settings (part of the cache key); None = the model's defaults.
 
     Returns:
         ``(model in eval mode, info)``; info has ``cache_hit``, ``path``, ``key``, ``budget``, ``seed``,
@@ -94,6 +100,7 @@ def load_or_train_baseline(
     budget = default_budget(model_name_or_config) if budget is None else Budget.parse(budget)
     model = build_encoder(config, seed=seed)
     lr = default_lr(model) if lr is None else lr
+    batch_size = default_batch_size(model_name_or_config) if batch_size is None else batch_size
     ident = {
         "config": config.to_dict(), "task": task.fingerprint(), "seed": seed, "budget": str(budget),
         "lr": lr, "batch_size": batch_size, "version": BASELINE_VERSION,

@@ -53,7 +53,8 @@ class ClassificationTask(Task):
         self.num_labels = len(label_names)
         self._info = info
         labels = splits["train"].labels
-        assert labels is not None
+        if labels is None:
+            raise ValueError("a classification task needs labels in every split")
         self._majority = int(torch.bincount(labels, minlength=self.num_labels).argmax().item())
 
     def fingerprint(self) -> dict[str, Any]:
@@ -65,7 +66,8 @@ class ClassificationTask(Task):
         return self._majority
 
     def _label(self, rows: SplitData, index: torch.Tensor, generator: torch.Generator, evaluation: bool) -> Batch:
-        assert rows.labels is not None
+        if rows.labels is None:
+            raise ValueError("a classification split has no labels")
         return {"input_ids": rows.input_ids[index], "attention_mask": rows.attention_mask[index],
                 "labels": rows.labels[index]}
 

@@ -48,7 +48,7 @@ class RunConfig:
         schedule: sparsity schedule of the iterative method (``one_shot``, ``linear``, ``cubic``).
         calib_sequences: calibration sequences for Wanda (and Taylor importance).
         eval_batches: test batches evaluated per variant (0 = the task's default).
-        min_time: minimum seconds of paired timing per benchmark cell (0 = the harness default).
+        min_time: minimum seconds of paired timing per benchmark cell (0 = 0.5 s, or the quick preset's).
         pad_fraction: fraction of each benchmark sequence that is padding.
         save_models: keep every pruned model in the run folder (needed to resume without re-pruning).
     """
@@ -64,7 +64,7 @@ class RunConfig:
     quick: bool = False
     task: str = "mlm"
     train_budget: str = ""
-    finetune_steps: int = 20
+    finetune_steps: int = 10
     iterative_steps: int = 4
     schedule: str = "cubic"
     calib_sequences: int = 32

@@ -7,11 +7,11 @@ layers were physically removed is described by an ordinary config with smaller l
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class TaskHead(str, Enum):
+class TaskHead(StrEnum):
     """Which output head the encoder carries."""
 
     MLM = "mlm"  # masked-language model, decoder tied to the token embedding

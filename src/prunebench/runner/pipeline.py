@@ -61,6 +61,7 @@ class Budgets:
     iterative_steps: int
     calib_sequences: int
     bench_preset: str
+    bench_min_time: float | None
 
     @classmethod
     def of(cls, config: RunConfig) -> Budgets:
@@ -69,10 +70,14 @@ class Budgets:
             return cls(train_budget=config.train_budget or "40", max_files=120,
                        eval_batches=config.eval_batches or 2, finetune_steps=min(config.finetune_steps, 3),
                        iterative_steps=min(config.iterative_steps, 2),
-                       calib_sequences=min(config.calib_sequences, 8), bench_preset="quick")
+                       calib_sequences=min(config.calib_sequences, 8), bench_preset="quick",
+                       bench_min_time=config.min_time or None)
         return cls(train_budget=config.train_budget or None, max_files=None, eval_batches=config.eval_batches or None,
                    finetune_steps=config.finetune_steps, iterative_steps=config.iterative_steps,
-                   calib_sequences=config.calib_sequences, bench_preset="default")
+                   calib_sequences=config.calib_sequences, bench_preset="default",
+                   # Half a second per cell at least (plus 10 pairs and the +-2% CI target): the timing of
+                   # 6 rows x 5 batch sizes then fits the run's time budget, small models included.
+                   bench_min_time=config.min_time or 0.5)
 
 
 @dataclass
@@ -101,7 +106,7 @@ class _Ticker:
 def _bench_settings(config: RunConfig, budgets: Budgets) -> BenchSettings:
     return bench_settings(
         budgets.bench_preset, seed=config.seed, threads=config.threads, device=config.device,
-        pad_fraction=config.pad_fraction, min_time=config.min_time or None,
+        pad_fraction=config.pad_fraction, min_time=budgets.bench_min_time,
     )
 
 

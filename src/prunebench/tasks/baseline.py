@@ -30,7 +30,7 @@ CACHE_ENV = "PRUNEBENCH_CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/prunebench")
 #: Default training budgets (steps, so they are reproducible) and batch sizes, sized to fit the product's
 #: time budget on 2 CPU cores (small <= 2 min, medium <= 5 min including tokenizer training on a first run).
-DEFAULT_BUDGETS = {"small": "600", "medium": "250"}
+DEFAULT_BUDGETS = {"small": "480", "medium": "250"}
 DEFAULT_BATCH_SIZES = {"small": 64, "medium": 32}
 FALLBACK_BUDGET = "300"
 BASELINE_VERSION = 2  # bumped when the training recipe changes, so stale baselines are retrained

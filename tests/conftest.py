@@ -8,6 +8,16 @@ import torch
 from prunebench.models import EncoderConfig, LayerConfig, TransformerEncoder, build_encoder
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine two OpenMP threads
+    fighting other processes were measured ~8x slower than one; the caller's setting is restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_config() -> EncoderConfig:
     """A small uniform encoder: vocab 97, d_model 16, 4 heads, 2 layers, d_ff 32."""

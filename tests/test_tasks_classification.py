@@ -14,15 +14,6 @@ from prunebench.tasks import ClassificationTask, DataError, build_task, evaluate
 VOCAB = 200
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine two OpenMP threads
-    fighting other processes were measured ~8x slower than one; restore the caller's setting after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _rows(n: int = 60) -> list[dict[str, str]]:
     words = {"pos": "great lovely superb fine happy", "neg": "awful bad terrible sad poor"}

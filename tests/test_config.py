@@ -74,3 +74,15 @@ def test_unknown_and_mistyped_keys(tmp_path):
         RunConfig.from_dict({"quick": 1})
     with pytest.raises(ValueError, match="cannot read config file"):
         load_toml(tmp_path / "missing.toml")
+
+
+def test_quick_shrinks_every_stage_but_explicit_settings_win():
+    from prunebench.runner import Budgets
+
+    full = Budgets.of(RunConfig())
+    quick = Budgets.of(RunConfig(quick=True))
+    assert full.bench_preset == "default" and quick.bench_preset == "quick"
+    assert quick.finetune_steps < full.finetune_steps and quick.calib_sequences < full.calib_sequences
+    assert quick.train_budget == "40" and full.train_budget is None  # None: the model's own default
+    explicit = Budgets.of(RunConfig(quick=True, train_budget="7", eval_batches=5, min_time=0.2))
+    assert (explicit.train_budget, explicit.eval_batches, explicit.bench_min_time) == ("7", 5, 0.2)

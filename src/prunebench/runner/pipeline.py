@@ -19,9 +19,7 @@ from typing import Any
 import torch
 
 from prunebench.bench import (
-    BenchSettings,
     bench_pair,
-    bench_settings,
     disk_bytes,
     environment,
     fingerprint_hash,
@@ -34,6 +32,7 @@ from prunebench.errors import PrunebenchError
 from prunebench.models import TransformerEncoder, preset_config, save_model
 from prunebench.report import build_report
 from prunebench.results import ResultStore
+from prunebench.runner.budgets import Budgets, bench_settings_for
 from prunebench.runner.rundir import RunDir
 from prunebench.runner.variants import describe, load_variant, make_variant, prune_spec
 from prunebench.tasks import Task, build_task, calibration_batches, evaluate, recovery_callback
@@ -47,37 +46,6 @@ Progress = Callable[[str, str, int, int], None]
 DENSE = "dense"
 #: Failures of one unit that are recorded and survived (anything else is a bug and propagates).
 RECOVERABLE = (RuntimeError, ValueError, PrunebenchError)
-
-
-@dataclass(frozen=True)
-class Budgets:
-    """The effort of each stage, resolved once from the config; ``--quick`` shrinks every one of them so a
-    first look (and the end-to-end test) takes seconds, not minutes. None = the stage's own default."""
-
-    train_budget: str | None
-    max_files: int | None
-    eval_batches: int | None
-    finetune_steps: int
-    iterative_steps: int
-    calib_sequences: int
-    bench_preset: str
-    bench_min_time: float | None
-
-    @classmethod
-    def of(cls, config: RunConfig) -> Budgets:
-        """The budgets of ``config`` (explicit settings win over what ``quick`` implies)."""
-        if config.quick:
-            return cls(train_budget=config.train_budget or "40", max_files=120,
-                       eval_batches=config.eval_batches or 2, finetune_steps=min(config.finetune_steps, 3),
-                       iterative_steps=min(config.iterative_steps, 2),
-                       calib_sequences=min(config.calib_sequences, 8), bench_preset="quick",
-                       bench_min_time=config.min_time or None)
-        return cls(train_budget=config.train_budget or None, max_files=None, eval_batches=config.eval_batches or None,
-                   finetune_steps=config.finetune_steps, iterative_steps=config.iterative_steps,
-                   calib_sequences=config.calib_sequences, bench_preset="default",
-                   # Half a second per cell at least (plus 10 pairs and the +-2% CI target): the timing of
-                   # 6 rows x 5 batch sizes then fits the run's time budget, small models included.
-                   bench_min_time=config.min_time or 0.5)
 
 
 @dataclass
@@ -101,13 +69,6 @@ class _Ticker:
         self.done += advance
         if self.progress is not None:
             self.progress(stage, detail, self.done, self.total)
-
-
-def _bench_settings(config: RunConfig, budgets: Budgets) -> BenchSettings:
-    return bench_settings(
-        budgets.bench_preset, seed=config.seed, threads=config.threads, device=config.device,
-        pad_fraction=config.pad_fraction, min_time=budgets.bench_min_time,
-    )
 
 
 def _cell_record(name: str, cell: CellResult, dense_macs: int | None) -> dict[str, Any]:
@@ -276,7 +237,7 @@ class _Stages:
         floor on this machine, shown rather than assumed.
         """
         config, tick = self.config, self.tick
-        settings = _bench_settings(config, self.budgets)
+        settings = bench_settings_for(config, self.budgets)
         device = torch.device(config.device)
         on_device = {n: m.to(device) for n, m in models.items()}
         twin = copy.deepcopy(on_device[DENSE])

@@ -11,26 +11,17 @@ from prunebench.cli.compare_cmd import default_out
 from prunebench.cli.main import main
 from prunebench.report import build_comparison
 from prunebench.report.compare import differing, groups, load_runs
-from prunebench.results import ResultStore
-from tests.test_results_synthetic import make_snapshot
+from tests.test_results_synthetic import fill_store, make_snapshot
 
 
 def _write(run_dir: Path, run_id: str, fingerprint: str, torch: str, structured_b1: tuple[float, float, float]) -> Path:
     snap = make_snapshot()
     snap["run"].update(run_id=run_id)
     snap["run"]["environment"].update(fingerprint_hash=fingerprint, torch=torch)
-    run_dir.mkdir(parents=True)
-    with ResultStore(run_dir / "results.sqlite") as store:
-        store.start_run(snap["run"])
-        for v in snap["variants"]:
-            store.put_variant(v)
-        for e in snap["evaluations"]:
-            store.put_evaluation(e)
-        for c in snap["cells"]:
-            if c["variant"] == "structured@0.5" and c["batch_size"] == 1:
-                c = {**c, **dict(zip(("speedup", "speedup_ci_low", "speedup_ci_high"), structured_b1, strict=True))}
-            store.put_cell(c)
-    return run_dir
+    for c in snap["cells"]:
+        if c["variant"] == "structured@0.5" and c["batch_size"] == 1:
+            c.update(zip(("speedup", "speedup_ci_low", "speedup_ci_high"), structured_b1, strict=True))
+    return fill_store(run_dir, snap, finish=False)
 
 
 @pytest.fixture(scope="module")

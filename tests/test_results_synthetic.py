@@ -148,9 +148,9 @@ def _failed_cell(name: str, b: int) -> dict[str, Any]:
     }
 
 
-def fill_store(run_dir: Path) -> Path:
-    """Write the synthetic run into ``run_dir/results.sqlite``; returns ``run_dir``."""
-    snap = make_snapshot()
+def fill_store(run_dir: Path, snap: dict | None = None, finish: bool = True) -> Path:
+    """Write a snapshot (default: the synthetic run) into ``run_dir/results.sqlite``; returns ``run_dir``."""
+    snap = make_snapshot() if snap is None else snap
     run_dir.mkdir(parents=True, exist_ok=True)
     with ResultStore(run_dir / "results.sqlite") as store:
         store.start_run(snap["run"])
@@ -160,7 +160,8 @@ def fill_store(run_dir: Path) -> Path:
             store.put_evaluation(e)
         for c in snap["cells"]:
             store.put_cell(c)
-        store.set_run_status("finished")
+        if finish:
+            store.set_run_status("finished")
     return run_dir
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from prunebench.cli.common import console, positive_int
 from prunebench.models.batch import IGNORE_INDEX, Batch
 from prunebench.models.config import TaskHead
 from prunebench.models.encoder import TransformerEncoder
-from prunebench.models.io import load_model, save_model
+from prunebench.models.io import load_model
 from prunebench.models.presets import create_model as build_preset
 from prunebench.models.presets import model_names
 from prunebench.pruning import (
@@ -26,13 +25,12 @@ from prunebench.pruning import (
     PruneReport,
     PruneSpec,
     prune_with_plan_,
+    save_pruned,
 )
 from prunebench.pruning.spec import ITERATIVE_BASES
 
 log = logging.getLogger(__name__)
 
-PLAN_FILE = "plan.json"
-REPORT_FILE = "prune_report.json"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -139,9 +137,8 @@ def run(args: argparse.Namespace) -> int:
         note = f"{len(calib)} synthetic random-token batches"
     report, the_plan = prune_with_plan_(model, spec, calib, materialize=args.materialize)
     out: Path = args.out
-    save_model(model, out, metadata={"pruning": {"spec": spec.to_dict(), "source": str(args.model)}})
-    (out / PLAN_FILE).write_text(json.dumps(the_plan.to_dict()) + "\n")
-    (out / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    save_pruned(model, out, the_plan, report,
+                metadata={"pruning": {"spec": spec.to_dict(), "source": str(args.model)}})
     console().print(_table(report, out, note))
     return 0
 

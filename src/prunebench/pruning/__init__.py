@@ -10,6 +10,7 @@ Typical use::
 from prunebench.pruning.apply import MATERIALIZATIONS, apply_plan_
 from prunebench.pruning.engine import plan, prune_, prune_with_plan_
 from prunebench.pruning.methods import OnStep
+from prunebench.pruning.persist import PLAN_FILE, REPORT_FILE, save_pruned
 from prunebench.pruning.plan import PrunePlan
 from prunebench.pruning.report import ModuleRow, PruneReport, check_fidelity
 from prunebench.pruning.schedule import schedule_values, sparsity_at
@@ -22,6 +23,8 @@ __all__ = [
     "GRANULARITIES",
     "MATERIALIZATIONS",
     "METHODS",
+    "PLAN_FILE",
+    "REPORT_FILE",
     "SCHEDULES",
     "SCOPES",
     "MethodInfo",
@@ -36,6 +39,7 @@ __all__ = [
     "prune_",
     "prune_with_plan_",
     "registry",
+    "save_pruned",
     "schedule_values",
     "sparsity_at",
 ]

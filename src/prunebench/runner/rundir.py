@@ -20,7 +20,7 @@ STORE_FILE = STORE_FILENAME
 #: Files and folders a run writes; ``force`` removes exactly these.
 RUN_ARTIFACTS = (
     STORE_FILE, STORE_FILE + "-wal", STORE_FILE + "-shm", "run.log", "models", "figures",
-    "report.html", "summary.md", "results.json", "results.csv", "run_config.json",
+    "report.html", "summary.md", "results.json", "results.csv",
 )
 
 
@@ -43,11 +43,6 @@ class RunDir:
     def log(self) -> Path:
         """The detailed debug log of the run."""
         return self.root / "run.log"
-
-    @property
-    def config_file(self) -> Path:
-        """A readable copy of the run's config (the store holds the authoritative one)."""
-        return self.root / "run_config.json"
 
     def model_dir(self, variant: str) -> Path:
         """Folder of a saved variant model (names like ``nm2:4`` made filesystem-safe)."""

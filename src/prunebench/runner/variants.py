@@ -6,7 +6,6 @@ Kept apart from the orchestration so that each step (spec, fidelity, record) can
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -16,9 +15,9 @@ from typing import Any
 import torch
 
 from prunebench.bench import disk_bytes, forward_macs, parameter_report
-from prunebench.models import TransformerEncoder, count_parameters, load_model, save_model
+from prunebench.models import TransformerEncoder, count_parameters, load_model
 from prunebench.models.batch import Batch
-from prunebench.pruning import PruneSpec, apply_plan_, check_fidelity, prune_with_plan_
+from prunebench.pruning import PruneSpec, apply_plan_, check_fidelity, prune_with_plan_, save_pruned
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +37,6 @@ def prune_spec(method: str, sparsity: float, *, seed: int, iterative_steps: int,
     if method == "nm":
         return PruneSpec(method="nm", n=2, m=4, seed=seed)
     return PruneSpec(method=method, sparsity=sparsity, seed=seed)
-
-
-@torch.no_grad()
-def _max_diff(a: TransformerEncoder, b: TransformerEncoder, batch: Batch) -> float:
-    out_a = a.eval().encode(batch["input_ids"], batch.get("attention_mask"))
-    out_b = b.eval().encode(batch["input_ids"], batch.get("attention_mask"))
-    return float((out_a - out_b).abs().max())
 
 
 def make_variant(
@@ -81,17 +73,13 @@ def make_variant(
         reference, how = copy.deepcopy(dense), "masked-dense"
     apply_plan_(reference, plan, "zeros")
     fidelity = {**check_fidelity(reference, model, check_batch, atol=FIDELITY_ATOL), "reference": how}
-    fidelity["encoder_max_abs_diff"] = _max_diff(reference, model, check_batch)
     del reference
 
     disk = None
     if save_dir is not None:
-        save_model(model, save_dir, metadata={"variant": name, "spec": spec.to_dict()})
-        (save_dir / "plan.json").write_text(json.dumps(plan.to_dict()) + "\n")
-        (save_dir / "prune_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        reloaded = load_model(save_dir)
-        fidelity["reload_max_abs_diff"] = _max_diff(model, reloaded, check_batch)
-        fidelity["reload_ok"] = fidelity["reload_max_abs_diff"] == 0.0
+        save_pruned(model, save_dir, plan, report, metadata={"variant": name, "spec": spec.to_dict()})
+        reload = check_fidelity(model, load_model(save_dir), check_batch, atol=0.0)  # must be bit-identical
+        fidelity["reload_max_abs_diff"], fidelity["reload_ok"] = reload["max_abs_diff"], reload["ok"]
         fidelity["ok"] = bool(fidelity["ok"] and fidelity["reload_ok"])
         disk = disk_bytes(save_dir)
     if not fidelity["ok"]:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +23,28 @@ from tokenizers import Tokenizer
 from prunebench.errors import PrunebenchError
 from prunebench.models.batch import Batch
 from prunebench.models.config import TaskHead
+
+logger = logging.getLogger(__name__)
+
+
+def fresh_tmp(folder: Path) -> Path:
+    """An empty sibling ``<folder>.tmp`` to write a cache entry into before :func:`publish` renames it."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def publish(tmp: Path, folder: Path) -> None:
+    """Move a fully written ``tmp`` folder into place, so a crash never leaves half a cache entry.
+
+    If a concurrent process published the same entry first, its copy (built from the same inputs) is kept.
+    """
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        tmp.replace(folder)
+    except OSError as exc:
+        logger.info("cache entry %s written concurrently (%s); keeping the existing copy", folder, exc)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 SPLIT_NAMES = ("train", "val", "test")
 #: Evaluation defaults: a fixed, seeded sample of the split, big enough for a ~0.5% standard error on MLM

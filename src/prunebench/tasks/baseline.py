@@ -8,7 +8,6 @@ used after its config, task fingerprint and tokenizer were checked against what 
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from prunebench.models.config import EncoderConfig
 from prunebench.models.encoder import TransformerEncoder, build_encoder
 from prunebench.models.io import load_model, read_config, save_model
 from prunebench.models.presets import preset_config
-from prunebench.tasks.base import Task, stable_hash
+from prunebench.tasks.base import Task, fresh_tmp, publish, stable_hash
 from prunebench.tasks.budget import Budget
 from prunebench.tasks.tokenizer import TOKENIZER_FILE, load_tokenizer, tokenizer_hash
 from prunebench.tasks.training import DEFAULT_BATCH_SIZE, Progress, TrainHistory, default_lr, train
@@ -130,16 +129,10 @@ def _info(hit: bool, folder: Path, key: str, meta: dict[str, Any], task: Task) -
 
 def _save(folder: Path, model: TransformerEncoder, meta: dict[str, Any], task: Task) -> None:
     """Write to a temp folder and rename, so a crash or a concurrent run never leaves half a baseline."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = fresh_tmp(folder)
     save_model(model, tmp, metadata=meta)
     task.tokenizer.save(str(tmp / TOKENIZER_FILE))
-    shutil.rmtree(folder, ignore_errors=True)
-    try:
-        tmp.replace(folder)
-    except OSError as exc:  # a concurrent run renamed its copy first; both were trained identically
-        logger.info("baseline %s written concurrently (%s); keeping the existing copy", folder, exc)
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish(tmp, folder)
 
 
 def _load_verified(

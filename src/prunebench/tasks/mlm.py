@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from tokenizers import Tokenizer
 from prunebench.models.batch import Batch
 from prunebench.models.config import TaskHead
 from prunebench.tasks import corpus
-from prunebench.tasks.base import SPLIT_NAMES, SplitData, Task, stable_hash
+from prunebench.tasks.base import SPLIT_NAMES, SplitData, Task, fresh_tmp, publish, stable_hash
 from prunebench.tasks.masking import mask_tokens
 from prunebench.tasks.tokenizer import (
     CLS_ID,
@@ -159,20 +158,14 @@ def build_mlm_task(
 
 def _save_cached(folder: Path, tok: Tokenizer, splits: dict[str, SplitData], info: dict[str, Any]) -> None:
     """Write tokenizer, splits (.npy, no pickle) and meta to a temp folder, then rename into place."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = fresh_tmp(folder)
     tmp.mkdir(parents=True)
     tok.save(str(tmp / TOKENIZER_FILE))
     for s, data in splits.items():
         np.save(tmp / f"{s}.ids.npy", data.input_ids.numpy().astype(np.int32), allow_pickle=False)
         np.save(tmp / f"{s}.mask.npy", data.attention_mask.numpy().astype(np.int8), allow_pickle=False)
     (tmp / _META).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    try:
-        tmp.replace(folder)
-    except OSError as exc:  # another process finished the same preparation first; theirs is as good
-        logger.info("task cache %s written concurrently (%s); keeping the existing copy", folder, exc)
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish(tmp, folder)
 
 
 def _load_cached(

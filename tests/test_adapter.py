@@ -34,11 +34,10 @@ def _out(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor
         return model.encode(batch["input_ids"], batch["attention_mask"])
 
 
-def test_prunable_linears_are_the_six_layer_linears_in_order(tiny_model) -> None:
+def test_prunable_linears_are_the_four_layer_linears_in_order(tiny_model) -> None:
     names = list(EncoderAdapter(tiny_model).prunable_linears())
-    assert len(names) == 6 * tiny_model.config.n_layers
-    assert names[:6] == [f"layers.0.{n}" for n in
-                         ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.out_proj", "ffn.fc_in", "ffn.fc_out")]
+    assert len(names) == 4 * tiny_model.config.n_layers
+    assert names[:4] == [f"layers.0.{n}" for n in ("attn.qkv_proj", "attn.out_proj", "ffn.fc_in", "ffn.fc_out")]
     modules = dict(tiny_model.named_modules())
     for name, lin in EncoderAdapter(tiny_model).prunable_linears().items():
         assert modules[name] is lin  # names are real qualified module names
@@ -62,7 +61,7 @@ def test_group_weights_shapes(hetero_config: EncoderConfig) -> None:
     a = EncoderAdapter(model)
     D = hetero_config.d_model
     heads = a.group_weights("heads", 0)
-    assert [tuple(p.shape) for p in heads] == [(3, 4 * D)] * 4
+    assert [tuple(p.shape) for p in heads] == [(3, 3 * 4 * D), (3, 4 * D)]  # q, k, v rows; out columns
     assert [tuple(p.shape) for p in a.group_weights("neurons", 0)] == [(100, D), (100, D)]
     assert a.group_count("heads", 1) == 0 and a.group_count("neurons", 2) == 0
     with pytest.raises(ValueError, match="choose from"):
@@ -73,9 +72,12 @@ def test_head_group_is_rows_and_out_columns(tiny_model) -> None:
     a = EncoderAdapter(tiny_model)
     attn = tiny_model.layers[0].attn
     Dh = attn.head_dim
-    q = a.group_weights("heads", 0)[0]
-    assert torch.equal(q[1], attn.q_proj.weight[Dh:2 * Dh].reshape(-1))
-    out = a.group_weights("heads", 0)[3]
+    inner = attn.n_heads * Dh
+    qkv = a.group_weights("heads", 0)[0]
+    w = attn.qkv_proj.weight
+    expected = torch.cat([w[Dh:2 * Dh], w[inner + Dh:inner + 2 * Dh], w[2 * inner + Dh:2 * inner + 2 * Dh]])
+    assert torch.equal(qkv[1], expected.reshape(-1))  # head 1's rows of the q, k and v blocks
+    out = a.group_weights("heads", 0)[1]
     assert torch.equal(out[2], attn.out_proj.weight[:, 2 * Dh:3 * Dh].reshape(-1))
 
 

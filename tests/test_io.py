@@ -84,3 +84,24 @@ def test_missing_tensor_is_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(doc))
     with pytest.raises(CheckpointError, match=r"lacks tensor 'layers\.1\."):
         load_model(tmp_path)
+
+
+def test_checkpoint_with_separate_qkv_loads_fused_to_identical_outputs(tmp_path, hetero_config):
+    """Checkpoints written before q/k/v were fused (three Linears per layer) still load, unchanged."""
+    from safetensors.torch import load_file, save_file
+
+    model = build_encoder(hetero_config, seed=3)
+    save_model(model, tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    legacy = {}
+    for name, t in tensors.items():
+        if "qkv_proj" not in name:
+            legacy[name] = t
+            continue
+        n = t.shape[0] // 3  # the q, k and v row blocks (0 rows in a layer without heads)
+        for i, part in enumerate("qkv"):
+            legacy[name.replace("qkv_proj", f"{part}_proj")] = t[i * n:(i + 1) * n].clone()
+    save_file(legacy, str(tmp_path / "model.safetensors"), metadata={"format": "prunebench-model"})
+    batch = random_batch(hetero_config.vocab_size, 2, 8)
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path).encode(**batch), model.eval().encode(**batch))

@@ -107,7 +107,7 @@ def test_same_seed_same_weights_and_global_rng_untouched(tiny_config):
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb and torch.equal(va, vb)
     c = build_encoder(tiny_config, seed=6)
-    assert not torch.equal(a.layers[0].attn.q_proj.weight, c.layers[0].attn.q_proj.weight)
+    assert not torch.equal(a.layers[0].attn.qkv_proj.weight, c.layers[0].attn.qkv_proj.weight)
 
 
 def test_sequence_longer_than_positions_is_a_clear_error(tiny_model):

@@ -1,8 +1,8 @@
 """Theoretical multiply-accumulates (MACs) of a forward pass, from the model's actual widths.
 
 One MAC is one multiply and one add; FLOPs are reported as ``2 * MACs`` (the usual convention, and what
-``torch.utils.flop_counter`` counts for matmuls). Counted: every Linear of the encoder (q/k/v/out and the
-FFN), the attention score (Q K^T) and value (P V) matmuls, and optionally the task head. Not counted:
+``torch.utils.flop_counter`` counts for matmuls). Counted: every Linear of the encoder (fused qkv, out and
+the FFN), the attention score (Q K^T) and value (P V) matmuls, and optionally the task head. Not counted:
 embeddings lookups, LayerNorm, GELU, softmax, residual adds and biases (elementwise work that is small and
 not what pruning removes). Padding positions are computed by the model, so they are counted.
 
@@ -72,7 +72,7 @@ def macs_breakdown(
         for layer in model.layers:
             attn = layer.attn
             if attn.n_heads > 0:  # a 0-head layer skips the whole attention block (only a bias is added)
-                for proj in (attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj):
+                for proj in (attn.qkv_proj, attn.out_proj):
                     out["attn_proj"] += _weight_macs(proj.weight, tokens, effective)
                 # Scores: [B, H, S, Dh] @ [B, H, Dh, S]; values: [B, H, S, S] @ [B, H, S, Dh].
                 per = batch_size * attn.n_heads * seq_len * seq_len * attn.head_dim

@@ -5,7 +5,8 @@ where those live in a :class:`TransformerEncoder` and how to zero or physically 
 in ``prunebench.pruning`` touches ``model.layers[i].attn`` directly.
 
 Groups of one encoder layer (H heads of width Dh, F neurons, D = d_model):
-    head h   : rows h*Dh:(h+1)*Dh of q/k/v (weights and biases) + the same columns of out_proj
+    head h   : rows h*Dh:(h+1)*Dh of each of the q, k and v blocks of qkv_proj (weights and biases)
+               + columns h*Dh:(h+1)*Dh of out_proj
     neuron j : row j of fc_in (weight and bias) + column j of fc_out
     layer    : every prunable weight of the layer, plus both output biases (the layer becomes identity)
 """
@@ -23,9 +24,6 @@ from prunebench.models.encoder import EncoderLayer, TransformerEncoder
 
 #: Group kinds the adapter can score, zero and remove.
 GROUP_KINDS = ("heads", "neurons", "layers")
-
-_ATTN = ("q_proj", "k_proj", "v_proj")
-
 
 def _check_kind(kind: str) -> None:
     if kind not in GROUP_KINDS:
@@ -82,13 +80,11 @@ class EncoderAdapter:
         return f"layers.{index}."
 
     def layer_linears(self, index: int) -> dict[str, nn.Linear]:
-        """The six prunable Linears of layer ``index`` by qualified name, in a fixed order."""
+        """The four prunable Linears of layer ``index`` by qualified name, in a fixed order."""
         block = self.layer(index)
         p = self.layer_prefix(index)
         return {
-            p + "attn.q_proj": block.attn.q_proj,
-            p + "attn.k_proj": block.attn.k_proj,
-            p + "attn.v_proj": block.attn.v_proj,
+            p + "attn.qkv_proj": block.attn.qkv_proj,
             p + "attn.out_proj": block.attn.out_proj,
             p + "ffn.fc_in": block.ffn.fc_in,
             p + "ffn.fc_out": block.ffn.fc_out,
@@ -124,11 +120,12 @@ class EncoderAdapter:
         _check_kind(kind)
         block = self.layer(layer)
         if kind == "heads":
-            H, Dh, D = block.attn.n_heads, block.attn.head_dim, block.attn.q_proj.in_features
-            rows = [getattr(block.attn, n).weight.reshape(H, Dh * D) for n in _ATTN]  # [H, Dh*D] each
+            H, Dh, D = block.attn.n_heads, block.attn.head_dim, block.attn.qkv_proj.in_features
+            qkv = block.attn.qkv_proj.weight  # [3*H*Dh, D]
+            rows = qkv.reshape(3, H, Dh * D).transpose(0, 1).reshape(H, 3 * Dh * D)  # [H, 3*Dh*D]
             out_w = block.attn.out_proj.weight  # [D, H*Dh]
             cols = out_w.reshape(D, H, Dh).transpose(0, 1).reshape(H, D * Dh)  # [H, D*Dh]
-            return [*rows, cols]
+            return [rows, cols]
         if kind == "neurons":
             return [block.ffn.fc_in.weight, block.ffn.fc_out.weight.t()]  # [F, D] each
         return [lin.weight.reshape(1, -1) for lin in self.layer_linears(layer).values()]
@@ -145,13 +142,11 @@ class EncoderAdapter:
             return
         block = self.layer(layer)
         if kind == "heads":
-            Dh = block.attn.head_dim
-            rows = (idx[:, None] * Dh + torch.arange(Dh)[None, :]).reshape(-1)  # [len(groups)*Dh]
-            for n in _ATTN:
-                lin = getattr(block.attn, n)
-                lin.weight[rows] = 0.0
-                lin.bias[rows] = 0.0
-            block.attn.out_proj.weight[:, rows] = 0.0
+            cols = _head_columns(idx, block.attn.head_dim)
+            rows = _qkv_rows(cols, block.attn.n_heads * block.attn.head_dim)
+            block.attn.qkv_proj.weight[rows] = 0.0
+            block.attn.qkv_proj.bias[rows] = 0.0
+            block.attn.out_proj.weight[:, cols] = 0.0
         else:
             block.ffn.fc_in.weight[idx] = 0.0
             block.ffn.fc_in.bias[idx] = 0.0
@@ -176,14 +171,13 @@ class EncoderAdapter:
         block = self.layer(layer)
         idx = torch.as_tensor(sorted(keep), dtype=torch.long)
         if kind == "heads":
-            Dh = block.attn.head_dim
-            rows = (idx[:, None] * Dh + torch.arange(Dh)[None, :]).reshape(-1)  # [len(keep)*Dh]
-            for n in _ATTN:
-                old = getattr(block.attn, n)
-                setattr(block.attn, n, _new_linear(old.weight[rows], old.bias[rows], old.weight.requires_grad))
+            cols = _head_columns(idx, block.attn.head_dim)
+            rows = _qkv_rows(cols, block.attn.n_heads * block.attn.head_dim)
+            old = block.attn.qkv_proj
+            # n_heads is derived from qkv_proj, so the layer's head count and config follow automatically.
+            block.attn.qkv_proj = _new_linear(old.weight[rows], old.bias[rows], old.weight.requires_grad)
             old = block.attn.out_proj
-            # n_heads is derived from q_proj, so the layer's head count and config follow automatically.
-            block.attn.out_proj = _new_linear(old.weight[:, rows], old.bias, old.weight.requires_grad)
+            block.attn.out_proj = _new_linear(old.weight[:, cols], old.bias, old.weight.requires_grad)
         else:
             old_in, old_out = block.ffn.fc_in, block.ffn.fc_out
             block.ffn.fc_in = _new_linear(old_in.weight[idx], old_in.bias[idx], old_in.weight.requires_grad)
@@ -226,6 +220,16 @@ class EncoderAdapter:
         finally:
             for h in handles:
                 h.remove()
+
+
+def _head_columns(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Columns of out_proj (= rows of each q/k/v block) that belong to ``heads``: [len(heads) * Dh]."""
+    return (heads[:, None] * head_dim + torch.arange(head_dim)[None, :]).reshape(-1)
+
+
+def _qkv_rows(cols: torch.Tensor, inner: int) -> torch.Tensor:
+    """The same heads' rows of the fused qkv_proj: the q, k and v blocks are ``inner = H*Dh`` rows apart."""
+    return torch.cat([cols, cols + inner, cols + 2 * inner])  # [3 * len(cols)]
 
 
 def _head_gate(g: torch.Tensor, head_dim: int):

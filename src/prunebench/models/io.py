@@ -89,6 +89,22 @@ def read_config(directory: str | Path) -> tuple[EncoderConfig, dict[str, Any]]:
     return config, dict(doc.get("metadata") or {})
 
 
+def _fuse_legacy_qkv(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoints written before q/k/v were fused hold three projections per layer; stack them.
+
+    The fused layout is ``[q | k | v]`` row blocks, so stacking reproduces the old model exactly.
+    """
+    out = dict(tensors)
+    for name in [n for n in tensors if n.endswith("attn.q_proj.weight")]:
+        prefix = name[: -len("q_proj.weight")]
+        parts = [prefix + f"{p}_proj.{kind}" for kind in ("weight", "bias") for p in "qkv"]
+        if not all(p in out for p in parts):
+            continue  # left as is: the missing/unexpected tensor check names what is wrong
+        for kind in ("weight", "bias"):
+            out[prefix + f"qkv_proj.{kind}"] = torch.cat([out.pop(prefix + f"{p}_proj.{kind}") for p in "qkv"])
+    return out
+
+
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> TransformerEncoder:
     """Rebuild the exact architecture saved in ``directory`` and load its weights.
 
@@ -105,6 +121,7 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Tra
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path} is corrupted or truncated ({exc})") from None
+    tensors = _fuse_legacy_qkv(tensors)
     model = TransformerEncoder(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))

@@ -32,7 +32,7 @@ DEFAULT_CACHE_DIR = Path("~/.cache/prunebench")
 DEFAULT_BUDGETS = {"small": "480", "medium": "250"}
 DEFAULT_BATCH_SIZES = {"small": 64, "medium": 32}
 FALLBACK_BUDGET = "300"
-BASELINE_VERSION = 3  # bumped when the training recipe or the checkpoint layout changes, so stale baselines are retrained
+BASELINE_VERSION = 3  # bumped when the recipe or checkpoint layout changes, so stale baselines retrain
 
 
 def default_batch_size(model: str | EncoderConfig) -> int:

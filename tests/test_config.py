@@ -33,6 +33,7 @@ def test_sparsity_sweep_expands_every_method_but_nm():
         ({"seq_len": 0}, "seq_len must be an integer >= 1"),
         ({"threads": 0}, "threads must be a positive integer"),
         ({"schedule": "cosine"}, "unknown schedule 'cosine'"),
+        ({"train_precision": "fp16"}, "unknown train_precision 'fp16'; choose from: auto, fp32, bf16"),
         ({"methods": ()}, "methods is empty"),
     ],
 )

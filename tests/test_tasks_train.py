@@ -20,7 +20,12 @@ from prunebench.tasks import (
     resolve_cache_dir,
     train,
 )
+from prunebench.tasks.precision import PRECISIONS, native_bf16, resolve_precision
 from prunebench.tasks.training import lr_at
+
+CPU = torch.device("cpu")
+PRECISION_PARAMS = ["fp32", pytest.param("bf16", marks=pytest.mark.skipif(
+    not native_bf16(CPU), reason="this CPU has no native bf16 (AMX or AVX512-BF16)"))]
 
 VOCAB = 300
 SEQ = 32
@@ -65,6 +70,27 @@ def test_train_runs_the_budget_and_is_reproducible(task) -> None:
     assert TrainHistory.from_dict(ha.to_dict()) == ha
 
 
+def test_precision_names_and_native_bf16() -> None:
+    assert PRECISIONS == ("auto", "fp32", "bf16")
+    with pytest.raises(ValueError, match="choose from: auto, fp32, bf16"):
+        resolve_precision("fp16", CPU)
+    assert resolve_precision("fp32", CPU) == "fp32"
+    assert resolve_precision("auto", CPU) == ("bf16" if native_bf16(CPU) else "fp32")
+    with pytest.raises(ValueError, match="needs native bf16"):
+        resolve_precision("bf16", torch.device("meta"))
+
+
+@pytest.mark.parametrize("precision", PRECISION_PARAMS)
+def test_training_precision_is_recorded_reproducible_and_keeps_fp32_weights(task, precision: str) -> None:
+    a, b = tiny(), tiny()
+    ha = train(a, task, 6, seed=1, batch_size=8, n_evals=0, precision=precision)
+    hb = train(b, task, 6, seed=1, batch_size=8, n_evals=0, precision=precision)
+    assert ha.precision == precision and ha.losses == hb.losses
+    assert all(p.dtype == torch.float32 for p in a.parameters())
+    if precision == "bf16":  # mixed precision really ran: the losses differ from an fp32 run's
+        assert train(tiny(), task, 6, seed=1, batch_size=8, n_evals=0, precision="fp32").losses != ha.losses
+
+
 def test_training_lowers_the_loss(task) -> None:
     model = tiny()
     history = train(model, task, 60, lr=3e-3, batch_size=16, n_evals=0)
@@ -86,13 +112,15 @@ def test_head_mismatch_is_an_error(task) -> None:
         train(tiny(head="cls", num_labels=2), task, 1)
 
 
-def test_finetune_keeps_pruned_weights_at_zero(task) -> None:
+@pytest.mark.parametrize("precision", PRECISION_PARAMS)
+def test_finetune_keeps_pruned_weights_at_zero(task, precision: str) -> None:
     model = tiny()
     _sparsify_(model)
     before = _zeros(model)
     dense_before = {n: w.detach().clone() for n, w in prunable_weights(model).items()}
-    history = finetune(model, task, 8, lr=1e-2, batch_size=8)
+    history = finetune(model, task, 8, lr=1e-2, batch_size=8, precision=precision)
     after = _zeros(model)
+    assert history.precision == precision
     assert history.steps == 8 and history.masked_weights == sum(int(z.sum()) for z in before.values())
     for name in before:
         assert torch.equal(before[name], after[name]), name  # same sparsity, same positions
@@ -177,3 +205,11 @@ def test_warm_start_sets_unigram_bias_and_sinusoidal_positions(task) -> None:
     rows = model.embed_positions.weight.detach()
     assert rows.std().item() == pytest.approx(0.02, rel=0.2)
     assert torch.allclose(rows[0, 1::2], torch.full_like(rows[0, 1::2], float(rows[0, 1])))  # cos(0) in every odd slot
+
+
+def test_default_budget_follows_the_resolved_precision() -> None:
+    from prunebench.tasks import default_budget
+
+    assert str(default_budget("medium", "bf16")) == "400" and str(default_budget("medium", "fp32")) == "250"
+    assert str(default_budget("small", "fp32")) == str(default_budget("small", "bf16")) == "480"
+    assert str(default_budget("custom", "bf16")) == "300"

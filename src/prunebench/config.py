@@ -13,7 +13,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from prunebench.models.presets import model_names
+from prunebench.tasks.precision import PRECISIONS, resolve_precision
 
 #: Pruning methods a run can compare, with the sparsity each gets when none is given.
 DEFAULT_SPARSITY: dict[str, float] = {
@@ -44,6 +47,8 @@ class RunConfig:
         task: ``mlm`` (built-in, Python stdlib source) or ``csv:PATH`` / ``jsonl:PATH``.
         train_budget: dense training budget (``"600"`` steps or ``"90s"``); empty = the task's default.
         finetune_steps: recovery fine-tuning steps after each iterative pruning step.
+        train_precision: precision of dense training and recovery fine-tuning: ``auto`` (bf16 mixed precision
+            where the hardware has native bf16, else fp32), ``fp32`` or ``bf16``.
         iterative_steps: pruning steps of the iterative method.
         schedule: sparsity schedule of the iterative method (``one_shot``, ``linear``, ``cubic``).
         calib_sequences: calibration sequences for Wanda (and Taylor importance).
@@ -65,6 +70,7 @@ class RunConfig:
     task: str = "mlm"
     train_budget: str = ""
     finetune_steps: int = 10
+    train_precision: str = "auto"
     iterative_steps: int = 4
     schedule: str = "cubic"
     calib_sequences: int = 32
@@ -101,6 +107,11 @@ class RunConfig:
             raise ValueError(f"threads must be a positive integer, got {self.threads!r}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose from: {', '.join(DEVICES)}")
+        if self.train_precision not in PRECISIONS:
+            raise ValueError(f"unknown train_precision {self.train_precision!r}; choose from: {', '.join(PRECISIONS)}")
+        # Training runs on the CPU whatever the benchmark device; bf16 without native bf16 is an error now,
+        # not after the data is built.
+        resolve_precision(self.train_precision, torch.device("cpu"))
         if self.schedule not in ("one_shot", "linear", "cubic"):
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from: one_shot, linear, cubic")
         if not 0.0 <= self.pad_fraction < 1.0:

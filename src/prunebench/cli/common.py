@@ -33,6 +33,15 @@ def model_name(value: str) -> str:
     return value
 
 
+def precision_name(value: str) -> str:
+    """argparse type: a training precision name."""
+    from prunebench.tasks.precision import PRECISIONS
+
+    if value not in PRECISIONS:
+        raise argparse.ArgumentTypeError(f"unknown precision {value!r}; choose from: {', '.join(PRECISIONS)}")
+    return value
+
+
 def int_list(value: str) -> tuple[int, ...]:
     """argparse type: comma-separated positive integers, e.g. ``1,2,4``."""
     items = [v.strip() for v in value.split(",") if v.strip()]

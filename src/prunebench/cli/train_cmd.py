@@ -12,14 +12,13 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from prunebench.cli.common import console, model_name, positive_int
+from prunebench.cli.common import console, model_name, positive_int, precision_name
 from prunebench.models.io import save_model
 from prunebench.tasks import (
     TASK_SPECS,
     Budget,
     Task,
     build_task,
-    default_budget,
     evaluate,
     load_or_train_baseline,
     resolve_cache_dir,
@@ -77,10 +76,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a dense baseline on real data (cached) and save it")
     p.add_argument("--model", type=model_name, default="small", help="model preset (default small)")
     add_task_args(p)
-    p.add_argument("--budget", default=None, help="steps (500) or time (90s, 2m); default depends on the model")
+    p.add_argument("--budget", default=None,
+                   help="steps (500) or time (90s, 2m); default depends on the model and precision")
     p.add_argument("--seed", type=int, default=0, help="init, data order and dropout seed (default 0)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default by model width)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="sequences per step (default by model)")
+    p.add_argument("--precision", type=precision_name, default="auto",
+                   help="training precision: auto (bf16 mixed precision where the CPU/GPU has native bf16, "
+                        "else fp32) | fp32 | bf16 (default auto)")
     p.add_argument("--out", required=True, help="folder to save the trained model in")
     p.set_defaults(handler=run)
 
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     vocab = preset_config(args.model).vocab_size
     task = build_task_from(options, vocab, cache)
     options["seq_len"] = task.seq_len  # recorded with the model, so `prunebench eval` rebuilds the same task
-    budget = Budget.parse(args.budget) if args.budget else default_budget(args.model)
+    budget = Budget.parse(args.budget) if args.budget else None  # None: the preset's default for the precision
     with _progress_bar() as bar:
         handle = bar.add_task("train", total=1.0, step=0, loss=float("nan"))
 
@@ -113,17 +116,18 @@ def run(args: argparse.Namespace) -> int:
 
         model, info = load_or_train_baseline(
             args.model, task, budget, seed=args.seed, cache_dir=cache, progress=on_progress, lr=args.lr,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size, precision=args.precision,
         )
     result = evaluate(model, task, split="test")
     meta = {"task": options, "task_fingerprint": task.fingerprint(), "baseline": info, "test": result.to_dict()}
     folder = save_model(model, args.out, metadata=meta)
     shutil.copyfile(Path(info["path"]) / TOKENIZER_FILE, folder / TOKENIZER_FILE)
     table = Table(title=f"{args.model} on {task.name} ({'cached' if info['cache_hit'] else 'trained'})")
-    for col in ("budget", "steps", "train s", f"test {result.metric}", "trivial baseline", "test loss"):
+    for col in ("budget", "steps", "precision", "train s", f"test {result.metric}", "trivial baseline", "test loss"):
         table.add_column(col, justify="right")
     table.add_row(
-        info["budget"], str(info["steps"]), f"{info['train_seconds']:.1f}", f"{result.accuracy:.4f}",
+        info["budget"], str(info["steps"]), info["history"]["precision"], f"{info['train_seconds']:.1f}",
+        f"{result.accuracy:.4f}",
         f"{result.trivial_accuracy:.4f}", f"{result.loss:.4f}",
     )
     out.print(table)

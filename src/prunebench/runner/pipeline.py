@@ -175,7 +175,8 @@ class _Stages:
             tick("train", f"dense {config.model}: {fraction:.0%} (step {steps}, loss {loss:.2f})", 0)
 
         dense, info = load_or_train_baseline(config.model, task, self.budgets.train_budget, seed=config.seed,
-                                             cache_dir=self.cache_dir, progress=train_progress)
+                                             cache_dir=self.cache_dir, progress=train_progress,
+                                             precision=config.train_precision)
         dense.eval()
         baseline = {k: str(v) if isinstance(v, Path) else v for k, v in info.items() if k != "history"}
         self.outcome.baseline_info = baseline
@@ -209,7 +210,8 @@ class _Stages:
                 calib = calibration_batches(task, budgets.calib_sequences, seed=config.seed)
             on_step = None
             if method == "iterative" and budgets.finetune_steps:
-                on_step = recovery_callback(task, budgets.finetune_steps, seed=config.seed)
+                on_step = recovery_callback(task, budgets.finetune_steps, seed=config.seed,
+                                            precision=config.train_precision)
             spec = prune_spec(method, sparsity, seed=config.seed, iterative_steps=budgets.iterative_steps,
                               schedule=config.schedule)
             tick("prune", name, 0)

@@ -23,6 +23,7 @@ from prunebench.models.encoder import TransformerEncoder
 from prunebench.tasks.base import Task
 from prunebench.tasks.budget import Budget
 from prunebench.tasks.evaluation import evaluate
+from prunebench.tasks.precision import resolve_precision, step_context
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class TrainHistory:
         steps: optimizer steps actually done (the reproducible quantity for a seconds budget).
         seconds: wall time of the loop, evaluations included.
         seed, lr, batch_size: the settings used.
+        precision: ``fp32`` or ``bf16`` (mixed precision), as resolved from the request.
         losses: training loss of every step.
         evals: ``{"step", "loss", "accuracy"}`` on the validation split at regular points.
         masked_weights: prunable weights held at zero throughout (fine-tuning with masks), else 0.
@@ -65,6 +67,7 @@ class TrainHistory:
     losses: list[float] = field(default_factory=list)
     evals: list[dict[str, float]] = field(default_factory=list)
     masked_weights: int = 0
+    precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -111,7 +114,8 @@ def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.
         if p.requires_grad:
             (decay if p.dim() >= 2 and p.numel() > 0 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    # The fused kernel does the whole update in one pass per tensor (about 10% of a CPU step otherwise).
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
 
 
 def _loop(
@@ -129,13 +133,16 @@ def _loop(
     progress: Progress | None,
     masks: dict[str, tuple[nn.Parameter, torch.Tensor]],
     dropout: bool,
+    precision: str,
 ) -> TrainHistory:
     if model.head_kind is not task.head:
         raise ValueError(f"model has a {model.head_kind.value} head but task {task.name!r} needs {task.head.value}")
     if batch_size <= 0 or lr <= 0:
         raise ValueError(f"batch_size and lr must be positive, got {batch_size} and {lr}")
+    device = next(model.parameters()).device
+    resolved = resolve_precision(precision, device)
     history = TrainHistory(str(budget), 0, 0.0, seed, lr, batch_size, masked_weights=sum(
-        int((m == 0).sum()) for _, m in masks.values()))
+        int((m == 0).sum()) for _, m in masks.values()), precision=resolved)
     opt = _optimizer(model, lr, weight_decay)
     params = [p for p in model.parameters() if p.requires_grad]
     stream = task.train_stream(batch_size, seed)
@@ -148,7 +155,8 @@ def _loop(
         while (frac := budget.fraction(history.steps, time.perf_counter() - start)) < 1.0:
             for group in opt.param_groups:
                 group["lr"] = lr_at(frac, lr)
-            loss = task_loss(model, next(stream))
+            with step_context(resolved, device):
+                loss = task_loss(model, next(stream))
             if not torch.isfinite(loss):
                 raise PrunebenchError(f"training diverged at step {history.steps} (loss {loss.item()}); lower the lr")
             opt.zero_grad(set_to_none=True)
@@ -192,6 +200,7 @@ def train(
     eval_batches: int = 4,
     progress: Progress | None = None,
     dropout: bool = False,
+    precision: str = "auto",
 ) -> TrainHistory:
     """Train ``model`` in place on ``task`` for ``budget`` (steps, or seconds like ``"90s"``).
 
@@ -210,11 +219,13 @@ def train(
         dropout: apply the model's dropout. Off by default: a few-minute budget reads each sequence at most
             once, so there is nothing to overfit, and dropout measurably slows the escape from the
             predict-the-most-frequent-token plateau that short MLM training must get past.
+        precision: ``auto`` (bf16 mixed precision where the hardware has native bf16, else fp32), ``fp32``
+            or ``bf16``; see :mod:`prunebench.tasks.precision`.
     """
     return _loop(
         model, task, Budget.parse(budget), seed=seed, lr=default_lr(model) if lr is None else lr,
         batch_size=batch_size, weight_decay=weight_decay, clip=clip, n_evals=n_evals, eval_batches=eval_batches,
-        progress=progress, masks={}, dropout=dropout,
+        progress=progress, masks={}, dropout=dropout, precision=precision,
     )
 
 
@@ -230,6 +241,7 @@ def finetune(
     weight_decay: float = 0.01,
     progress: Progress | None = None,
     dropout: bool = False,
+    precision: str = "auto",
 ) -> TrainHistory:
     """Recovery fine-tuning of a pruned model, in place.
 
@@ -248,7 +260,7 @@ def finetune(
                 masks[name] = (p, keep.to(p.dtype))
     return _loop(
         model, task, Budget.parse(steps), seed=seed, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-        clip=1.0, n_evals=0, eval_batches=0, progress=progress, masks=masks, dropout=dropout,
+        clip=1.0, n_evals=0, eval_batches=0, progress=progress, masks=masks, dropout=dropout, precision=precision,
     )
 
 
@@ -260,12 +272,13 @@ class RecoveryCallback:
     """
 
     def __init__(
-        self, task: Task, steps: int, *, lr: float, seed: int, batch_size: int, keep_masks: bool = True
+        self, task: Task, steps: int, *, lr: float, seed: int, batch_size: int, keep_masks: bool = True,
+        precision: str = "auto",
     ) -> None:
         if not isinstance(steps, int) or steps <= 0:
             raise ValueError(f"steps_per_prune_step must be a positive integer, got {steps!r}")
         self.task, self.steps, self.lr, self.seed = task, steps, lr, seed
-        self.batch_size, self.keep_masks = batch_size, keep_masks
+        self.batch_size, self.keep_masks, self.precision = batch_size, keep_masks, precision
         self.histories: list[TrainHistory] = []
 
     def __call__(self, step: int, sparsity: float, model: nn.Module) -> None:
@@ -274,7 +287,7 @@ class RecoveryCallback:
             raise ValueError(f"recovery fine-tuning needs a TransformerEncoder, got {type(model).__name__}")
         history = finetune(
             model, self.task, self.steps, keep_masks=self.keep_masks, lr=self.lr,
-            seed=self.seed + 1000 * (step + 1), batch_size=self.batch_size,
+            seed=self.seed + 1000 * (step + 1), batch_size=self.batch_size, precision=self.precision,
         )
         logger.info("recovery after pruning step %d (sparsity %.3f): %d steps, last loss %.4f",
                     step, sparsity, history.steps, history.losses[-1])
@@ -289,6 +302,8 @@ def recovery_callback(
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
     keep_masks: bool = True,
+    precision: str = "auto",
 ) -> RecoveryCallback:
     """Build the ``on_step(step, sparsity, model)`` callback that fine-tunes after each pruning step."""
-    return RecoveryCallback(task, steps_per_prune_step, lr=lr, seed=seed, batch_size=batch_size, keep_masks=keep_masks)
+    return RecoveryCallback(task, steps_per_prune_step, lr=lr, seed=seed, batch_size=batch_size,
+                            keep_masks=keep_masks, precision=precision)

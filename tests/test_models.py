@@ -163,3 +163,39 @@ def test_task_loss_on_mlm_and_cls_batches(tiny_model):
     assert loss.ndim == 0 and loss.item() > 0
     with pytest.raises(ValueError, match="no 'labels'"):
         task_loss(tiny_model, batch)
+
+
+def test_lean_forward_keeps_hooks_dropout_and_the_reference_math(tiny_model):
+    """The layer calls LayerNorm functionally and its containers' forward directly; nothing else changes."""
+    import torch.nn.functional as F
+
+    batch = random_batch(tiny_model.config.vocab_size, 2, 12)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    seen: list[str] = []
+    handles = [m.register_forward_hook(lambda mod, args, out, n=n: seen.append(n))
+               for n, m in tiny_model.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith("layers.")]
+    with torch.no_grad():
+        out = tiny_model.eval().encode(ids, mask)
+    for h in handles:
+        h.remove()
+    assert len(seen) == 4 * tiny_model.config.n_layers  # qkv, out, fc_in, fc_out of every layer ran as modules
+
+    def reference(model, x_ids, m):  # the textbook pre-LN encoder, module by module
+        x = model.embed_tokens(x_ids) + model.embed_positions(torch.arange(x_ids.shape[1]))
+        key_mask = m.bool()[:, None, None, :]
+        for layer in model.layers:
+            a, h = layer.attn, layer.norm1(x)
+            B, S, _ = h.shape
+            q, k, v = a.qkv_proj(h).view(B, S, 3 * a.n_heads, a.head_dim).transpose(1, 2).split(a.n_heads, dim=1)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask).transpose(1, 2).reshape(B, S, -1)
+            x = x + a.out_proj(y)
+            x = x + layer.ffn.fc_out(F.gelu(layer.ffn.fc_in(layer.norm2(x))))
+        return model.final_norm(x)
+
+    with torch.no_grad():
+        torch.testing.assert_close(out, reference(tiny_model, ids, mask), rtol=0, atol=1e-6)
+        tiny_model.train()
+        torch.manual_seed(0)
+        dropped = tiny_model.encode(ids, mask)
+        tiny_model.eval()
+    assert not torch.allclose(dropped, out)  # dropout still applies in training mode

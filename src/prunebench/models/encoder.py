@@ -59,8 +59,10 @@ class SelfAttention(nn.Module):
             attn_mask: [B, 1, 1, S] bool, True where a key may be attended to; None attends everywhere.
         """
         B, S, _ = x.shape
-        H, Dh = self.n_heads, self.head_dim
-        qkv = self.qkv_proj(x).view(B, S, 3 * H, Dh).transpose(1, 2)  # [B, 3H, S, Dh]
+        Dh = self.head_dim
+        qkv = self.qkv_proj(x)  # [B, S, 3*H*Dh]
+        H = qkv.shape[-1] // (3 * Dh)
+        qkv = qkv.view(B, S, 3 * H, Dh).transpose(1, 2)  # [B, 3H, S, Dh]
         q, k, v = qkv.split(H, dim=1)  # [B, H, S, Dh] each
         p = self.dropout if self.training else 0.0
         # The default scale 1/sqrt(Dh) depends only on the head width, so removing heads keeps it exact.
@@ -81,7 +83,9 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, S, D] -> [B, S, D]."""
         h = F.gelu(self.fc_in(x))  # [B, S, F]
-        return self.fc_out(self.drop(h))  # [B, S, D]
+        if self.training:  # dropout is the identity in eval; skipping the call matters at batch 1
+            h = self.drop(h)
+        return self.fc_out(h)  # [B, S, D]
 
 
 class EncoderLayer(nn.Module):
@@ -106,16 +110,33 @@ class EncoderLayer(nn.Module):
         return LayerConfig(self.attn.n_heads, self.attn.head_dim, self.ffn.fc_in.out_features)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        """[B, S, D] -> [B, S, D]."""
-        if self.attn.n_heads > 0:
-            x = x + self.drop(self.attn(self.norm1(x), attn_mask))
+        """[B, S, D] -> [B, S, D].
+
+        Written to keep Python work per layer small: at batch 1 each ``nn.Module`` call costs about as much
+        as a small kernel, and the pruned model pays it as often as the dense one, which shrinks the
+        measured speedup of pruning (``benchmarks/structured_speedup.py`` measures this against a bare
+        functional forward). So the LayerNorms run as ``F.layer_norm`` on their own parameters, and the
+        attention and FFN containers run their ``forward`` directly. Every hook point the library uses
+        still runs through ``__call__``: the Linears (Wanda calibration, head and neuron gates) and this
+        layer (layer gates).
+        """
+        attn, ffn = self.attn, self.ffn
+        if attn.qkv_proj.out_features:
+            h = attn.forward(_layer_norm(self.norm1, x), attn_mask)  # [B, S, D]
+            x = x + (self.drop(h) if self.training else h)
         else:
-            x = x + self.attn.out_proj.bias  # [D] broadcast: the constant a fully masked block adds
-        if self.ffn.fc_in.out_features > 0:
-            x = x + self.drop(self.ffn(self.norm2(x)))
+            x = x + attn.out_proj.bias  # [D] broadcast: the constant a fully masked block adds
+        if ffn.fc_in.out_features:
+            h = ffn.forward(_layer_norm(self.norm2, x))  # [B, S, D]
+            x = x + (self.drop(h) if self.training else h)
         else:
-            x = x + self.ffn.fc_out.bias
+            x = x + ffn.fc_out.bias
         return x
+
+
+def _layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` without the module dispatch (same function, same parameters)."""
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
 class TransformerEncoder(nn.Module):
@@ -166,9 +187,9 @@ class TransformerEncoder(nn.Module):
         S = input_ids.shape[1]
         if S > self.max_positions:
             raise ValueError(f"sequence length {S} exceeds max_positions {self.max_positions}")
-        pos = torch.arange(S, device=input_ids.device)  # [S]
-        x = self.embed_tokens(input_ids) + self.embed_positions(pos)  # [B, S, D]
-        x = self.embed_drop(x)
+        x = self.embed_tokens(input_ids) + self.embed_positions.weight[:S]  # [B, S, D]: positions 0..S-1
+        if self.training:
+            x = self.embed_drop(x)
         mask = None
         # A mask without padding changes nothing, and without one SDPA skips the per-layer mask
         # conversion (CPU) or can pick its fused flash kernels (CUDA).

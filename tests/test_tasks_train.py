@@ -180,6 +180,10 @@ def test_baseline_is_cached_verified_and_retrained_on_mismatch(task, tmp_path: P
     save_model(first, info["path"], meta)
     _, again = load_or_train_baseline(config, task, "6", cache_dir=tmp_path, lr=2e-3)
     assert not again["cache_hit"]
+    assert info["precision"] == resolve_precision("auto", CPU)
+    _, fp32 = load_or_train_baseline(config, task, "6", cache_dir=tmp_path, lr=2e-3, precision="fp32")
+    assert fp32["precision"] == "fp32"
+    assert (fp32["key"] == info["key"]) == (info["precision"] == "fp32")  # the resolved precision is in the key
 
 
 def test_baseline_config_must_fit_the_task(task, tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ def load_or_train_baseline(
 
     Returns:
         ``(model in eval mode, info)``; info has ``cache_hit``, ``path``, ``key``, ``budget``, ``seed``,
-        ``steps``, ``train_seconds``, ``task_key`` and ``history``.
+        ``steps``, ``train_seconds``, ``precision`` (resolved), ``task_key`` and ``history``.
     """
     name, config = _config_for(model_name_or_config, task)
     model = build_encoder(config, seed=seed)
@@ -133,7 +133,8 @@ def _info(hit: bool, folder: Path, key: str, meta: dict[str, Any], task: Task) -
     history = TrainHistory.from_dict(base["history"])
     return {
         "cache_hit": hit, "path": str(folder), "key": key, "budget": base["budget"], "seed": base["seed"],
-        "steps": history.steps, "train_seconds": history.seconds, "task_key": task.key(), "history": history.to_dict(),
+        "steps": history.steps, "train_seconds": history.seconds, "precision": history.precision,
+        "task_key": task.key(), "history": history.to_dict(),
     }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from prunebench.models.presets import model_names
+from prunebench.serde import reject_unknown
 from prunebench.tasks.precision import PRECISIONS, resolve_precision
 
 #: Pruning methods a run can compare, with the sparsity each gets when none is given.
@@ -156,9 +157,7 @@ def _field_types() -> dict[str, Any]:
 def _coerce(data: dict[str, Any]) -> dict[str, Any]:
     """Check keys and value types against RunConfig's fields (by their defaults' types)."""
     defaults = _field_types()
-    unknown = sorted(set(data) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown run option(s) {', '.join(unknown)}; valid: {', '.join(sorted(defaults))}")
+    reject_unknown(data, defaults, "run option(s)", list_valid=True)
     out: dict[str, Any] = {}
     for key, value in data.items():
         default = defaults[key]

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from prunebench.serde import check_schema_version, reject_unknown
+
 #: Version of every record layout in this module; bump it when a field changes meaning or is removed.
 SCHEMA_VERSION = 1
 
@@ -24,13 +26,8 @@ def _load(cls: type[R], data: dict[str, Any], nested: dict[str, type[_Record]],
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
     fields = dict(data)
-    version = fields.pop("schema_version", SCHEMA_VERSION)
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise ValueError(f"{cls.__name__} has schema_version {version!r}; this prunebench reads up to {SCHEMA_VERSION}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+    check_schema_version(fields.pop("schema_version", SCHEMA_VERSION), SCHEMA_VERSION, cls.__name__)
+    reject_unknown(fields, (f.name for f in dataclasses.fields(cls)), f"{cls.__name__} keys")
     for name, sub in nested.items():
         if fields.get(name) is not None:
             fields[name] = sub.from_dict(fields[name])

@@ -14,6 +14,7 @@ from typing import Any
 
 from prunebench.bench.inputs import parse_device
 from prunebench.registry import Registry
+from prunebench.serde import reject_unknown
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,7 @@ class BenchSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchSettings:
         """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown bench settings: {', '.join(unknown)}")
+        reject_unknown(data, cls.__dataclass_fields__, "bench settings")
         return cls(**data)
 
 
@@ -109,8 +108,5 @@ BENCH_PRESETS.add("precise", BenchSettings(warmup=3, min_time=3.0, min_pairs=30,
 def bench_settings(preset: str = "default", **overrides: Any) -> BenchSettings:
     """Settings of a named preset with ``overrides`` applied (None values are ignored), validated."""
     base = BENCH_PRESETS.get(preset)
-    unknown = sorted(set(overrides) - set(BenchSettings.__dataclass_fields__))
-    if unknown:
-        valid = ", ".join(BenchSettings.__dataclass_fields__)
-        raise ValueError(f"unknown bench setting(s) {', '.join(unknown)}; valid: {valid}")
+    reject_unknown(overrides, BenchSettings.__dataclass_fields__, "bench setting(s)", list_valid=True)
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from prunebench.serde import reject_unknown
+
 
 class TaskHead(StrEnum):
     """Which output head the encoder carries."""
@@ -144,10 +146,7 @@ class EncoderConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error, not silently dropped."""
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown encoder config keys: {', '.join(unknown)}")
+        reject_unknown(data, cls.__dataclass_fields__, "encoder config keys")
         fields = dict(data)
         fields["layers"] = tuple(LayerConfig(**layer) for layer in data.get("layers", ()))
         return cls(**fields)

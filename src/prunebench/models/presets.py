@@ -8,6 +8,7 @@ from typing import Any
 from prunebench.models.config import EncoderConfig
 from prunebench.models.encoder import TransformerEncoder, build_encoder
 from prunebench.registry import Registry
+from prunebench.serde import reject_unknown
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,7 @@ def preset_config(name: str, **overrides: Any) -> EncoderConfig:
     Raises:
         ValueError: unknown name, unknown override, a custom model missing a size, or an invalid size.
     """
-    unknown = sorted(set(overrides) - set(OVERRIDES))
-    if unknown:
-        raise ValueError(f"unknown model option(s) {', '.join(unknown)}; valid: {', '.join(OVERRIDES)}")
+    reject_unknown(overrides, OVERRIDES, "model option(s)", list_valid=True)
     if name == CUSTOM:
         missing = [k for k in _SIZE_KEYS if overrides.get(k) is None]
         if missing:

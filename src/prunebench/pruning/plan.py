@@ -17,6 +17,7 @@ import torch
 from prunebench.models.config import EncoderConfig
 from prunebench.models.encoder import TransformerEncoder
 from prunebench.pruning.spec import PruneSpec
+from prunebench.serde import check_schema_version, reject_unknown
 
 SCHEMA_VERSION = 1
 
@@ -95,12 +96,8 @@ class PrunePlan:
     def from_dict(cls, data: dict[str, Any]) -> PrunePlan:
         """Inverse of :meth:`to_dict`; raises a one-line ValueError on a malformed plan."""
         valid = ("schema_version", "spec", "config", "masks", "heads", "neurons", "layers", "schedule")
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown plan keys: {', '.join(unknown)}; valid: {', '.join(valid)}")
-        version = data.get("schema_version")
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
-            raise ValueError(f"plan schema_version {version!r} is not supported (this prunebench reads <= 1)")
+        reject_unknown(data, valid, "plan keys", list_valid=True)
+        check_schema_version(data.get("schema_version"), SCHEMA_VERSION, "plan")
         try:
             return cls(
                 spec=PruneSpec.from_dict(data["spec"]),

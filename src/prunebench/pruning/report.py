@@ -17,6 +17,7 @@ from prunebench.models.batch import Batch
 from prunebench.models.encoder import TransformerEncoder
 from prunebench.pruning.calibration import evaluation_mode, model_device, to_device
 from prunebench.pruning.plan import PrunePlan
+from prunebench.serde import check_schema_version, reject_unknown
 
 SCHEMA_VERSION = 1
 #: Shape at which the report counts MACs: one sequence of 128 tokens.
@@ -82,12 +83,8 @@ class PruneReport:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruneReport:
         """Inverse of :meth:`to_dict`."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown prune report keys: {', '.join(unknown)}")
-        if data.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
-            raise ValueError(f"prune report schema_version {data['schema_version']} is newer than {SCHEMA_VERSION}")
+        reject_unknown(data, (f.name for f in fields(cls)), "prune report keys")
+        check_schema_version(data.get("schema_version", SCHEMA_VERSION), SCHEMA_VERSION, "prune report")
         d = dict(data)
         d["modules"] = tuple(
             ModuleRow(**{**r, "shape_before": tuple(r["shape_before"]),

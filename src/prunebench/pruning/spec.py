@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from prunebench.registry import Registry
+from prunebench.serde import reject_unknown
 
 SCOPES = ("layer", "global")
 GRANULARITIES = ("heads", "neurons", "both", "layers")
@@ -157,8 +158,5 @@ class PruneSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruneSpec:
         """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown prune spec keys: {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        reject_unknown(data, (f.name for f in fields(cls)), "prune spec keys", list_valid=True)
         return cls(**data)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from prunebench.models.batch import IGNORE_INDEX, Batch
 from prunebench.models.config import TaskHead
 from prunebench.models.encoder import TransformerEncoder
+from prunebench.serde import check_schema_version, reject_unknown
 from prunebench.tasks.base import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_EVAL_BATCHES, Task
 
 SCHEMA_VERSION = 1
@@ -62,12 +63,8 @@ class EvalResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalResult:
         """Inverse of :meth:`to_dict`; unknown keys or a newer schema are errors."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown EvalResult keys: {', '.join(unknown)}")
-        if data.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
-            raise ValueError(f"EvalResult schema_version {data['schema_version']} is newer than {SCHEMA_VERSION}")
+        reject_unknown(data, (f.name for f in fields(cls)), "EvalResult keys")
+        check_schema_version(data.get("schema_version", SCHEMA_VERSION), SCHEMA_VERSION, "EvalResult")
         return cls(**data)
 
 

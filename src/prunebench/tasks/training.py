@@ -20,6 +20,7 @@ from torch import nn
 from prunebench.errors import PrunebenchError
 from prunebench.models.batch import task_loss
 from prunebench.models.encoder import TransformerEncoder
+from prunebench.serde import reject_unknown
 from prunebench.tasks.base import Task
 from prunebench.tasks.budget import Budget
 from prunebench.tasks.evaluation import evaluate
@@ -76,9 +77,7 @@ class TrainHistory:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainHistory:
         """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown TrainHistory keys: {', '.join(unknown)}")
+        reject_unknown(data, (f.name for f in fields(cls)), "TrainHistory keys")
         return cls(**data)
 
 

@@ -175,3 +175,16 @@ def test_settings_presets_and_validation() -> None:
         bench_settings("quick", speed=1)
     with pytest.raises(ValueError):
         BenchSettings(min_pairs=5, max_pairs=4)
+
+
+def test_forward_call_drops_only_a_mask_without_padding(tiny_model) -> None:
+    model = tiny_model.eval()
+    full = make_inputs(model.config.vocab_size, 2, 16, seed=3)
+    padded = make_inputs(model.config.vocab_size, 4, 16, seed=3, pad_fraction=0.4)
+    assert full["attention_mask"].all() and not padded["attention_mask"].all()
+    with torch.inference_mode():
+        torch.testing.assert_close(forward_call(model, full)(), model.encode(full["input_ids"], full["attention_mask"]))
+        torch.testing.assert_close(forward_call(model, full)(), model.encode(full["input_ids"]), rtol=0, atol=0)
+        with_mask = model.encode(padded["input_ids"], padded["attention_mask"])
+        assert torch.equal(forward_call(model, padded)(), with_mask)
+        assert not torch.allclose(with_mask, model.encode(padded["input_ids"]))  # the padding mask still applies

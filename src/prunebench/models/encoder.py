@@ -191,9 +191,7 @@ class TransformerEncoder(nn.Module):
         if self.training:
             x = self.embed_drop(x)
         mask = None
-        # A mask without padding changes nothing, and without one SDPA skips the per-layer mask
-        # conversion (CPU) or can pick its fused flash kernels (CUDA).
-        if attention_mask is not None and not bool(attention_mask.all()):
+        if attention_mask is not None:
             mask = attention_mask.to(torch.bool)[:, None, None, :]  # [B, 1, 1, S]
         for layer in self.layers:
             x = layer(x, mask)

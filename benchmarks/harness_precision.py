@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import add_timing_args, timing_kwargs
 from torch import nn
 
 from prunebench.bench import compare, environment, fingerprint_hash, forward_call, make_inputs, measure
@@ -37,11 +38,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--min-time", type=float, default=4.0, help="seconds of paired timing at least, per run")
-    parser.add_argument("--max-time", type=float, default=20.0, help="seconds of paired timing at most, per run")
-    parser.add_argument("--target-ci", type=float, default=0.01, help="stop a run early at this CI half-width")
+    add_timing_args(parser, threads=None, min_time=4.0, max_time=20.0, target_ci=0.01, unit="run")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
@@ -51,8 +49,7 @@ def main() -> None:
     half.layers = nn.ModuleList(list(half.layers)[: len(half.layers) // 2])
     batch = make_inputs(dense.config.vocab_size, args.batch_size, args.seq_len, seed=0)
     f_dense, f_same, f_half = (forward_call(m, batch) for m in (dense, same, half))
-    budget = {"min_time": args.min_time, "max_time": args.max_time, "target_ci": args.target_ci, "min_pairs": 20,
-              "warmup": 3, "threads": args.threads}
+    budget = timing_kwargs(args, min_pairs=20)
     ideal = flop_ideal_speedup(dense, half, args.batch_size, args.seq_len)
 
     runs: dict[str, list[dict]] = {"identical": [], "half_layers": []}

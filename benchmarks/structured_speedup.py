@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import add_timing_args, timing_kwargs
 
 from prunebench.bench import compare, environment, forward_call, make_inputs
 from prunebench.bench.flops import flop_ideal_speedup, forward_macs
@@ -99,18 +100,16 @@ def functional_forward(model: torch.nn.Module, input_ids: torch.Tensor):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-sizes", default="1,16")
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--min-time", type=float, default=3.0, help="seconds of paired timing at least, per cell")
-    parser.add_argument("--max-time", type=float, default=20.0, help="seconds of paired timing at most, per cell")
-    parser.add_argument("--target-ci", type=float, default=0.02, help="stop a cell early at this CI half-width")
+    add_timing_args(parser, threads=2, min_time=3.0, max_time=20.0, target_ci=0.02, unit="cell")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
     dense = create_model("medium", seed=0).eval()
     check = make_inputs(dense.config.vocab_size, 2, 32, seed=1)
     models = {name: _shrunk(dense, specs, check) for name, specs in VARIANTS.items()}
+    timing = timing_kwargs(args, min_pairs=10)
     rows = []
     start = time.perf_counter()
     for bs in (int(b) for b in args.batch_sizes.split(",")):
@@ -120,8 +119,6 @@ def main() -> None:
         with torch.inference_mode():  # the control must compute what the model computes
             torch.testing.assert_close(c_dense(), f_dense(), rtol=1e-4, atol=1e-4)
         for name, (model, fid) in models.items():
-            timing = {"min_time": args.min_time, "max_time": args.max_time, "target_ci": args.target_ci,
-                      "min_pairs": 10, "warmup": 3, "threads": args.threads}
             f_model, c_model = forward_call(model, batch), functional_forward(model, batch["input_ids"])
             with torch.inference_mode():
                 torch.testing.assert_close(c_model(), f_model(), rtol=1e-4, atol=1e-4)

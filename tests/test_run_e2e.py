@@ -138,7 +138,7 @@ def test_kill_9_mid_run_then_resume_finishes_only_what_is_missing(tmp_path, cach
         (["--sparsity", "0.5,1.2"], r"sparsity 1.2 is outside [0, 1)"),
         (["--model", "huge"], "unknown model 'huge'"),
         (["--batch-sizes", "0"], "must be a positive integer"),
-        (["--set", "bogus=1"], "unknown run option(s) bogus"),
+        (["--set", "bogus=1"], "unknown run option(s): bogus"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_before_any_work(tmp_path, args, message):

@@ -18,9 +18,9 @@ means our modules add no overhead that the pruned model pays more for than the d
 
 Measured on this project's 2-core AMX Xeon (torch 2.13.0 CPU): with 1 thread every variant meets the target
 (B=1: 0.929 heads+neurons, 0.980 layers, 0.905 both; the control reaches 0.948, the 0.93-0.95 the issue
-quotes). With 2 threads, B=1 heads+neurons gives 0.890 and 0.910 in two runs against a control of 0.904 and
-0.931: at these shapes and thread count the hardware's ceiling sits at the target; our model code keeps
-97-99% of it (95-97% for the two-narrow-layer "both" model).
+quotes). With 2 threads, B=1 heads+neurons gives 0.877-0.910 over three runs against a control of
+0.892-0.931: at these shapes and thread count the hardware's ceiling sits at the target; our model code keeps
+98-99% of it (95-97% for the two-narrow-layer "both" model).
 
 Usage: python benchmarks/structured_speedup.py [--threads 2] [--batch-sizes 1,16] [--min-time 3] [--out F]
 Writes benchmarks/results/structured_speedup.json (the 1-thread run: structured_speedup_1thread.json).

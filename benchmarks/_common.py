@@ -20,6 +20,6 @@ def add_timing_args(parser: argparse.ArgumentParser, *, threads: int | None, min
 
 
 def timing_kwargs(args: argparse.Namespace, *, min_pairs: int, warmup: int = 3) -> dict[str, Any]:
-    """The ``compare`` keyword arguments those options stand for."""
+    """The ``time_paired`` keyword arguments those options stand for."""
     return {"min_time": args.min_time, "max_time": args.max_time, "target_ci": args.target_ci,
             "min_pairs": min_pairs, "warmup": warmup, "threads": args.threads}

@@ -19,7 +19,7 @@ from pathlib import Path
 from prunebench.bench import environment
 from prunebench.models import preset_config
 from prunebench.pruning import PruneSpec, prune_
-from prunebench.tasks import build_task, evaluate, finetune, recovery_callback
+from prunebench.tasks import RecoveryCallback, build_task, evaluate, finetune
 from prunebench.tasks.baseline import load_or_train_baseline, resolve_cache_dir
 
 
@@ -59,7 +59,7 @@ def main() -> None:
         t0 = time.perf_counter()
         gradual = copy.deepcopy(dense)
         spec = PruneSpec(method="iterative", sparsity=sparsity, steps=args.steps, schedule="cubic")
-        prune_(gradual, spec, on_step=recovery_callback(task, args.finetune))
+        prune_(gradual, spec, on_step=RecoveryCallback(task, args.finetune))
         record("iterative magnitude (cubic) + recovery", sparsity, total_ft, gradual, time.perf_counter() - t0)
     doc = {"benchmark": "accuracy_recovery", "model": args.model, "steps": args.steps, "finetune": args.finetune,
            "dense_accuracy": base.accuracy, "trivial_accuracy": base.trivial_accuracy,

@@ -27,7 +27,7 @@ import torch
 from _common import add_timing_args, timing_kwargs
 from torch import nn
 
-from prunebench.bench import compare, environment, fingerprint_hash, forward_call, make_inputs, measure
+from prunebench.bench import environment, fingerprint_hash, forward_call, make_inputs, measure, time_paired
 from prunebench.bench.flops import flop_ideal_speedup
 from prunebench.models.presets import create_model
 
@@ -56,7 +56,7 @@ def main() -> None:
     start = time.perf_counter()
     for rep in range(args.reps):
         for label, fn in (("identical", f_same), ("half_layers", f_half)):
-            res = compare(f_dense, fn, seed=rep, **budget)
+            res = time_paired(f_dense, fn, seed=rep, **budget)
             row = {
                 "rep": rep, "speedup": res.speedup, "ci_low": res.ci_low, "ci_high": res.ci_high,
                 "ci_half_width_rel": res.ci_half_width_rel, "n_pairs": res.n_pairs, "stop_reason": res.stop_reason,

@@ -1,7 +1,7 @@
 """Does structured pruning deliver its FLOP-ideal speedup? (A benchmark, not a test.)
 
 ``medium`` dense against three physically shrunk copies, timed paired and interleaved (ABBA, the
-measurement harness's ``compare``) on the encoder at batch 1 and 16, sequence 128:
+measurement harness's ``time_paired``) on the encoder at batch 1 and 16, sequence 128:
 
 * structured 50% of heads and FFN neurons (l1 norms, per layer),
 * structured 50% of the layers,
@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from _common import add_timing_args, timing_kwargs
 
-from prunebench.bench import compare, environment, forward_call, make_inputs
+from prunebench.bench import environment, forward_call, make_inputs, time_paired
 from prunebench.bench.flops import flop_ideal_speedup, forward_macs
 from prunebench.models.presets import create_model
-from prunebench.pruning import PruneSpec, apply_plan_, check_fidelity, plan
+from prunebench.pruning import PruneSpec, apply_plan_, check_fidelity, plan_pruning
 
 OUT = Path(__file__).parent / "results" / "structured_speedup.json"
 
@@ -58,7 +58,7 @@ def _shrunk(dense: torch.nn.Module, specs: list[PruneSpec], batch: dict) -> tupl
     """Apply the specs in turn (shrinking); return the model and the worst masked-vs-shrunk difference."""
     model, worst = copy.deepcopy(dense), 0.0
     for spec in specs:
-        p = plan(model, spec)
+        p = plan_pruning(model, spec)
         masked = copy.deepcopy(model)
         apply_plan_(masked, p, "zeros")
         apply_plan_(model, p, "shrink")
@@ -122,8 +122,8 @@ def main() -> None:
             f_model, c_model = forward_call(model, batch), functional_forward(model, batch["input_ids"])
             with torch.inference_mode():
                 torch.testing.assert_close(c_model(), f_model(), rtol=1e-4, atol=1e-4)
-            res = compare(f_dense, f_model, **timing)
-            ctl = compare(c_dense, c_model, **timing)
+            res = time_paired(f_dense, f_model, **timing)
+            ctl = time_paired(c_dense, c_model, **timing)
             ideal = flop_ideal_speedup(dense, model, bs, args.seq_len)
             row = {
                 "variant": name, "batch_size": bs, "seq_len": args.seq_len, "speedup": res.speedup,

@@ -10,7 +10,7 @@ import torch
 
 from prunebench.bench.records import LatencyStats, PairedResult
 from prunebench.bench.stats import bootstrap_median_ci, summarize
-from prunebench.bench.timing import CudaEventTimer, WallTimer, compare, measure, pinned_threads, timer_for
+from prunebench.bench.timing import CudaEventTimer, WallTimer, measure, pinned_threads, time_paired, timer_for
 
 
 class FakeClock:
@@ -96,7 +96,7 @@ def test_compare_runs_abba_and_pairs_correctly() -> None:
     log: list[str] = []
     a = workload(clock, [4.0], log, "A")
     b = workload(clock, [2.0], log, "B")
-    res = compare(a, b, warmup=1, min_time=0, min_pairs=4, clock=clock)
+    res = time_paired(a, b, warmup=1, min_time=0, min_pairs=4, clock=clock)
     assert log[:2] == ["A", "B"]  # warm-up, one each
     assert log[2:] == list("ABBA" * 2)
     assert res.order == "ABBA" and res.n_pairs == 4
@@ -120,7 +120,7 @@ def test_compare_ratio_cancels_a_drifting_machine() -> None:
             clock.now += cost * speed["factor"]
         return fn
 
-    res = compare(make(2.0), make(1.0), warmup=1, min_time=0, min_pairs=20, clock=clock)
+    res = time_paired(make(2.0), make(1.0), warmup=1, min_time=0, min_pairs=20, clock=clock)
     assert all(r == pytest.approx(2.0) for r in res.ratios)
     assert res.speedup == pytest.approx(2.0)
     assert res.baseline.cv > 0.5
@@ -130,12 +130,12 @@ def test_compare_stops_on_precision_and_on_max_time() -> None:
     clock = FakeClock()
     rng = np.random.default_rng(1)
     noise = list(1.0 + 0.01 * rng.standard_normal(10_000))
-    res = compare(workload(clock, noise), workload(clock, [1.0]), warmup=1, min_time=0, min_pairs=8,
+    res = time_paired(workload(clock, noise), workload(clock, [1.0]), warmup=1, min_time=0, min_pairs=8,
                   max_pairs=5000, target_ci=0.05, clock=clock)
     assert res.stop_reason == "precision" and res.n_pairs < 100
     assert res.ci_half_width_rel <= 0.05
     clock = FakeClock()
-    res = compare(workload(clock, [1.0]), workload(clock, [1.0]), warmup=1, min_time=100, min_pairs=4,
+    res = time_paired(workload(clock, [1.0]), workload(clock, [1.0]), warmup=1, min_time=100, min_pairs=4,
                   max_time=10, clock=clock)
     assert res.stop_reason == "max_time" and res.n_pairs == 6  # rounds of 4s: stops after 12s
 
@@ -207,7 +207,7 @@ def test_records_json_round_trip() -> None:
     import json
 
     clock = FakeClock()
-    res = compare(workload(clock, [3.0, 2.0]), workload(clock, [1.0]), warmup=1, min_time=0, min_pairs=2,
+    res = time_paired(workload(clock, [3.0, 2.0]), workload(clock, [1.0]), warmup=1, min_time=0, min_pairs=2,
                   clock=clock)
     again = PairedResult.from_dict(json.loads(json.dumps(res.to_dict())))
     assert again == res

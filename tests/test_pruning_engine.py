@@ -11,7 +11,7 @@ import torch
 
 from prunebench.models import EncoderConfig, build_encoder
 from prunebench.models.adapter import EncoderAdapter
-from prunebench.pruning import PrunePlan, PruneReport, PruneSpec, apply_plan_, check_fidelity, plan, prune_
+from prunebench.pruning import PrunePlan, PruneReport, PruneSpec, apply_plan_, check_fidelity, plan_pruning, prune_
 
 SPECS = [
     PruneSpec(method="magnitude", sparsity=0.5),
@@ -60,7 +60,7 @@ def test_plan_is_pure_and_replays_on_a_fresh_copy(tiny_model, spec: PruneSpec) -
     calib = _calib(tiny_model.config.vocab_size)
     tiny_model.train()
     before = _state(tiny_model)
-    p = plan(tiny_model, spec, calib)
+    p = plan_pruning(tiny_model, spec, calib)
     assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
     assert tiny_model.training  # train/eval mode restored
     _no_leftovers(tiny_model)
@@ -89,14 +89,14 @@ def test_plan_is_pure_and_replays_on_a_fresh_copy(tiny_model, spec: PruneSpec) -
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.method}-{s.criterion}-{s.granularity}")
 def test_same_seed_same_masks(tiny_model, spec: PruneSpec) -> None:
     calib = _calib(tiny_model.config.vocab_size)
-    a = plan(tiny_model, spec, calib).to_dict()
-    b = plan(copy.deepcopy(tiny_model), spec, calib).to_dict()
+    a = plan_pruning(tiny_model, spec, calib).to_dict()
+    b = plan_pruning(copy.deepcopy(tiny_model), spec, calib).to_dict()
     assert a == b
 
 
 def test_random_criterion_depends_on_seed(tiny_model) -> None:
-    a = plan(tiny_model, PruneSpec(sparsity=0.5, criterion="random", seed=1)).masks
-    b = plan(tiny_model, PruneSpec(sparsity=0.5, criterion="random", seed=2)).masks
+    a = plan_pruning(tiny_model, PruneSpec(sparsity=0.5, criterion="random", seed=1)).masks
+    b = plan_pruning(tiny_model, PruneSpec(sparsity=0.5, criterion="random", seed=2)).masks
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
@@ -153,7 +153,7 @@ def test_one_shot_on_step_cannot_revive_weights(tiny_model) -> None:
 def test_taylor_works_on_frozen_weights_and_restores_the_flag(tiny_model) -> None:
     for p in tiny_model.parameters():
         p.requires_grad_(False)
-    p = plan(tiny_model, PruneSpec(criterion="taylor", sparsity=0.5), _calib(97))
+    p = plan_pruning(tiny_model, PruneSpec(criterion="taylor", sparsity=0.5), _calib(97))
     assert len(p.masks) == 8  # 4 prunable Linears x 2 layers
     assert not any(q.requires_grad for q in tiny_model.parameters())
 
@@ -183,26 +183,26 @@ def test_fidelity_detects_a_difference(tiny_model) -> None:
 def test_calibration_errors_are_one_line(tiny_model) -> None:
     unlabelled = [{k: v for k, v in b.items() if k != "labels"} for b in _calib(97)]
     with pytest.raises(ValueError, match="wanda criterion needs calibration data"):
-        plan(tiny_model, PruneSpec(method="wanda"))
+        plan_pruning(tiny_model, PruneSpec(method="wanda"))
     with pytest.raises(ValueError, match="needs calibration data"):
-        plan(tiny_model, PruneSpec(method="nm", criterion="wanda"), [])
+        plan_pruning(tiny_model, PruneSpec(method="nm", criterion="wanda"), [])
     with pytest.raises(ValueError, match="needs labelled calibration batches; batch 0 has no 'labels'"):
-        plan(tiny_model, PruneSpec(method="structured", criterion="taylor"), unlabelled)
+        plan_pruning(tiny_model, PruneSpec(method="structured", criterion="taylor"), unlabelled)
     with pytest.raises(ValueError, match="needs labelled"):
-        plan(tiny_model, PruneSpec(method="magnitude", criterion="taylor"), unlabelled)
+        plan_pruning(tiny_model, PruneSpec(method="magnitude", criterion="taylor"), unlabelled)
     with pytest.raises(ValueError, match="not a batch dict"):
-        plan(tiny_model, PruneSpec(method="wanda"), [torch.zeros(2, 3)])
+        plan_pruning(tiny_model, PruneSpec(method="wanda"), [torch.zeros(2, 3)])
 
 
 def test_hooks_are_removed_when_calibration_fails(tiny_model) -> None:
     bad = [{"input_ids": torch.full((1, 4), 10_000), "attention_mask": torch.ones(1, 4, dtype=torch.long)}]
     with pytest.raises(IndexError):
-        plan(tiny_model, PruneSpec(method="wanda"), bad)
+        plan_pruning(tiny_model, PruneSpec(method="wanda"), bad)
     _no_leftovers(tiny_model)
 
 
 def test_apply_errors(tiny_model) -> None:
-    p = plan(tiny_model, PruneSpec(sparsity=0.5))
+    p = plan_pruning(tiny_model, PruneSpec(sparsity=0.5))
     with pytest.raises(ValueError, match="only a structured plan"):
         apply_plan_(copy.deepcopy(tiny_model), p, "shrink")
     with pytest.raises(ValueError, match="choose from: default, zeros, shrink"):
@@ -238,9 +238,9 @@ def test_structured_zeros_materialization_keeps_shape(tiny_model) -> None:
                          ids=["wanda", "structured-taylor"])
 def test_cuda_plan_matches_cpu(tiny_model, spec: PruneSpec) -> None:
     calib = _calib(97)
-    cpu = plan(tiny_model, spec, calib).to_dict()
+    cpu = plan_pruning(tiny_model, spec, calib).to_dict()
     gpu_model = copy.deepcopy(tiny_model).to("cuda")
-    gpu = plan(gpu_model, spec, calib)  # calibration batches are moved to the model's device
+    gpu = plan_pruning(gpu_model, spec, calib)  # calibration batches are moved to the model's device
     assert gpu.to_dict()["heads"] == cpu["heads"] and gpu.to_dict()["neurons"] == cpu["neurons"]
     if spec.method == "wanda":
         agree = [float((gpu.masks[n] == PrunePlan.from_dict(cpu).masks[n]).float().mean()) for n in gpu.masks]

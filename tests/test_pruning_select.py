@@ -9,7 +9,7 @@ import torch
 import torch.nn.utils.prune as tprune
 
 from prunebench.models.adapter import EncoderAdapter
-from prunebench.pruning import PruneSpec, apply_plan_, plan
+from prunebench.pruning import PruneSpec, apply_plan_, plan_pruning
 from prunebench.pruning.criteria import wanda_scores
 from prunebench.pruning.select import global_masks, layer_masks, nm_masks, row_masks, select_groups
 
@@ -17,7 +17,7 @@ from prunebench.pruning.select import global_masks, layer_masks, nm_masks, row_m
 @pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.9])
 def test_magnitude_layer_matches_torch_l1_unstructured(tiny_model, sparsity: float) -> None:
     ours = copy.deepcopy(tiny_model)
-    apply_plan_(ours, plan(ours, PruneSpec(method="magnitude", sparsity=sparsity)))
+    apply_plan_(ours, plan_pruning(ours, PruneSpec(method="magnitude", sparsity=sparsity)))
     theirs = copy.deepcopy(tiny_model)
     for lin in EncoderAdapter(theirs).prunable_linears().values():
         tprune.l1_unstructured(lin, "weight", amount=sparsity)
@@ -30,7 +30,7 @@ def test_magnitude_layer_matches_torch_l1_unstructured(tiny_model, sparsity: flo
 @pytest.mark.parametrize("sparsity", [0.2, 0.7])
 def test_magnitude_global_matches_torch_global_unstructured(tiny_model, sparsity: float) -> None:
     ours = copy.deepcopy(tiny_model)
-    apply_plan_(ours, plan(ours, PruneSpec(method="magnitude", sparsity=sparsity, scope="global")))
+    apply_plan_(ours, plan_pruning(ours, PruneSpec(method="magnitude", sparsity=sparsity, scope="global")))
     theirs = copy.deepcopy(tiny_model)
     params = [(lin, "weight") for lin in EncoderAdapter(theirs).prunable_linears().values()]
     tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=sparsity)
@@ -59,7 +59,7 @@ def test_nm_keeps_exactly_n_in_every_group() -> None:
 
 
 def test_nm_on_model_has_two_of_four(tiny_model) -> None:
-    apply_plan_(tiny_model, plan(tiny_model, PruneSpec(method="nm")))
+    apply_plan_(tiny_model, plan_pruning(tiny_model, PruneSpec(method="nm")))
     for lin in EncoderAdapter(tiny_model).prunable_linears().values():
         w = lin.weight
         assert ((w != 0).reshape(w.shape[0], -1, 4).sum(2) == 2).all()
@@ -94,7 +94,7 @@ def test_wanda_plan_uses_real_token_input_norms(tiny_model) -> None:
         tiny_model.encode(ids, mask)
     for h in handles:
         h.remove()
-    p = plan(tiny_model, PruneSpec(method="wanda", sparsity=0.5), calib)
+    p = plan_pruning(tiny_model, PruneSpec(method="wanda", sparsity=0.5), calib)
     for name, lin in EncoderAdapter(tiny_model).prunable_linears().items():
         expected = row_masks({name: lin.weight.detach().abs() * sq[name].sqrt().float()}, 0.5)[name]
         assert torch.equal(p.masks[name], expected), name

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from prunebench.models import EncoderConfig, LayerConfig, TaskHead, build_encoder, load_model, save_model
-from prunebench.pruning import PruneSpec, apply_plan_, check_fidelity, plan, prune_
+from prunebench.pruning import PruneSpec, apply_plan_, check_fidelity, plan_pruning, prune_
 
 
 def _randomize_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -62,7 +62,7 @@ def test_removed_equals_masked(
     if cls_head:
         batch["labels"] = torch.tensor([0, 1, 2])
     try:
-        p = plan(model, spec, [batch])
+        p = plan_pruning(model, spec, [batch])
     except ValueError as exc:
         assume("would remove" not in str(exc))  # impossible requests are rejected, by design
         raise
@@ -134,9 +134,9 @@ def test_round_to_gives_multiples() -> None:
 def test_never_empties_a_layer_unless_asked() -> None:
     config = EncoderConfig.uniform(vocab_size=20, d_model=8, n_heads=2, n_layers=2, d_ff=4, dropout=0.0)
     model = build_encoder(config, seed=5)
-    p = plan(model, PruneSpec(method="structured", sparsity=0.6, granularity="heads", scope="global"))
+    p = plan_pruning(model, PruneSpec(method="structured", sparsity=0.6, granularity="heads", scope="global"))
     assert all(len(k) >= 1 for k in p.heads.values())
-    p = plan(model, PruneSpec(method="structured", sparsity=0.6, granularity="heads", scope="global",
+    p = plan_pruning(model, PruneSpec(method="structured", sparsity=0.6, granularity="heads", scope="global",
                               allow_empty_layers=True))
     assert sorted(len(k) for k in p.heads.values()) == [0, 2] or sorted(len(k) for k in p.heads.values()) == [1, 1]
 

@@ -10,7 +10,7 @@ import pytest
 from prunebench.cli.compare_cmd import default_out
 from prunebench.cli.main import main
 from prunebench.report import build_comparison
-from prunebench.report.compare import differing, groups, load_runs
+from prunebench.report.runs import differing, groups, load_runs
 from tests.test_results_synthetic import fill_store, make_snapshot
 
 

@@ -12,7 +12,7 @@ from prunebench.models.batch import IGNORE_INDEX
 from prunebench.tasks import Budget, BudgetKind, build_task
 from prunebench.tasks import corpus as corpus_mod
 from prunebench.tasks import mlm as mlm_mod
-from prunebench.tasks.masking import mask_tokens
+from prunebench.tasks.mlm_masking import mask_tokens
 from prunebench.tasks.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS
 
 VOCAB = 300

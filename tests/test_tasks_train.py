@@ -11,12 +11,12 @@ from prunebench.models import EncoderConfig, LayerConfig, build_encoder, create_
 from prunebench.tasks import (
     CACHE_ENV,
     Budget,
+    RecoveryCallback,
     TrainHistory,
     build_task,
     finetune,
     load_or_train_baseline,
     prunable_weights,
-    recovery_callback,
     resolve_cache_dir,
     train,
 )
@@ -146,7 +146,7 @@ def test_finetune_works_on_a_physically_shrunk_model(task) -> None:
 
 
 def test_recovery_callback_finetunes_each_prune_step(task) -> None:
-    on_step = recovery_callback(task, 3, lr=1e-2, batch_size=8)
+    on_step = RecoveryCallback(task, 3, lr=1e-2, batch_size=8)
     model = tiny()
     for step, sparsity in enumerate((0.3, 0.6)):
         _sparsify_(model, sparsity)
@@ -156,7 +156,7 @@ def test_recovery_callback_finetunes_each_prune_step(task) -> None:
     assert [h.steps for h in on_step.histories] == [3, 3]
     assert on_step.histories[0].seed != on_step.histories[1].seed
     with pytest.raises(ValueError, match="positive"):
-        recovery_callback(task, 0)
+        RecoveryCallback(task, 0)
 
 
 def test_baseline_is_cached_verified_and_retrained_on_mismatch(task, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ The public API is re-exported here; see the README for a tour and ``docs/DESIGN.
 """
 
 from prunebench._version import __version__
-from prunebench.bench import bench_pair, compare, forward_macs, measure, sweep
+from prunebench.bench import bench_pair, forward_macs, measure, sweep, time_paired
 from prunebench.config import RunConfig
 from prunebench.errors import CheckpointError, PrunebenchError
 from prunebench.models import (
@@ -16,13 +16,10 @@ from prunebench.models import (
     load_model,
     save_model,
 )
-from prunebench.pruning import PrunePlan, PruneReport, PruneSpec, apply_plan_, plan, prune_
+from prunebench.pruning import PrunePlan, PruneReport, PruneSpec, apply_plan_, plan_pruning, prune_
 from prunebench.report import build_report
 from prunebench.results import ResultStore
 from prunebench.tasks import build_task, evaluate, finetune, train
-
-#: The sweep of a model set across batch sizes, under the name the design uses.
-benchmark = sweep
 
 __all__ = [
     "CheckpointError",
@@ -38,10 +35,8 @@ __all__ = [
     "__version__",
     "apply_plan_",
     "bench_pair",
-    "benchmark",
     "build_report",
     "build_task",
-    "compare",
     "count_parameters",
     "create_model",
     "evaluate",
@@ -49,9 +44,10 @@ __all__ = [
     "forward_macs",
     "load_model",
     "measure",
-    "plan",
+    "plan_pruning",
     "prune_",
     "save_model",
     "sweep",
+    "time_paired",
     "train",
 ]

@@ -1,6 +1,6 @@
 """Measurement harness: paired timing, sweeps over batch sizes, memory, FLOPs and the environment.
 
-Submodules: :mod:`~prunebench.bench.timing` (measure, compare), :mod:`~prunebench.bench.sweep` (sweep,
+Submodules: :mod:`~prunebench.bench.timing` (measure, time_paired), :mod:`~prunebench.bench.sweep` (sweep,
 bench_pair), :mod:`~prunebench.bench.flops` (forward_macs), :mod:`~prunebench.bench.memory`,
 :mod:`~prunebench.bench.env`, :mod:`~prunebench.bench.inputs` (make_inputs), :mod:`~prunebench.bench.settings`
 (BenchSettings, presets) and :mod:`~prunebench.bench.records` (result dataclasses).
@@ -20,7 +20,7 @@ from prunebench.bench.records import (
 )
 from prunebench.bench.settings import BENCH_PRESETS, BenchSettings, bench_settings
 from prunebench.bench.sweep import bench_pair, bench_single, sweep
-from prunebench.bench.timing import compare, measure
+from prunebench.bench.timing import measure, time_paired
 
 __all__ = [
     "BENCH_PRESETS",
@@ -34,7 +34,6 @@ __all__ = [
     "bench_pair",
     "bench_settings",
     "bench_single",
-    "compare",
     "disk_bytes",
     "environment",
     "fingerprint_hash",
@@ -47,4 +46,5 @@ __all__ = [
     "parameter_report",
     "peak_forward_memory",
     "sweep",
+    "time_paired",
 ]

@@ -71,7 +71,7 @@ class BenchSettings:
             raise ValueError(f"pad_fraction must lie in [0, 1), got {self.pad_fraction}")
 
     def compare_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`prunebench.bench.timing.compare`."""
+        """Keyword arguments of :func:`prunebench.bench.timing.time_paired`."""
         return {
             "warmup": self.warmup, "min_time": self.min_time, "min_pairs": self.min_pairs,
             "max_pairs": self.max_pairs, "max_time": self.max_time, "target_ci": self.target_ci,

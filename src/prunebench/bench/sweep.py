@@ -1,6 +1,6 @@
 """Sweeps: every model against a baseline across batch sizes and sequence lengths, one cell at a time.
 
-Each cell is one candidate timed *paired* against the baseline (:func:`prunebench.bench.timing.compare`)
+Each cell is one candidate timed *paired* against the baseline (:func:`prunebench.bench.timing.time_paired`)
 on identical inputs, plus its FLOPs and peak memory. A cell that fails (out of memory, a runtime error)
 is recorded with its status and message and the sweep goes on. ``on_cell`` receives each record the
 moment it is finished, so a caller can persist it and a kill loses nothing already measured.
@@ -21,7 +21,7 @@ from prunebench.bench.memory import peak_forward_memory
 from prunebench.bench.records import CellResult, LatencyStats
 from prunebench.bench.settings import BenchSettings
 from prunebench.bench.stats import summarize
-from prunebench.bench.timing import compare, measure, pinned_threads, timer_for
+from prunebench.bench.timing import measure, pinned_threads, time_paired, timer_for
 from prunebench.models.batch import Batch
 from prunebench.models.encoder import TransformerEncoder
 
@@ -115,7 +115,7 @@ def bench_pair(
                 batch_size, seq_len)
             base_fn = forward_call(baseline, batch, include_head=settings.include_head)
             cand_fn = forward_call(candidate, batch, include_head=settings.include_head)
-            result = compare(base_fn, cand_fn, timer=timer_for(settings.device), **settings.compare_kwargs())
+            result = time_paired(base_fn, cand_fn, timer=timer_for(settings.device), **settings.compare_kwargs())
             peak = _peak(cand_fn, settings)
         except (RuntimeError, ValueError) as exc:
             status, message = _failure(exc)

@@ -4,7 +4,7 @@ Two tools:
 
 * :func:`measure` times one callable: warm-up calls (the first one's time kept apart), then timed calls
   until both a minimum duration and a minimum count are reached, bounded by a maximum count and time.
-* :func:`compare` times a baseline and a candidate **paired and interleaved** in ABBA order and reports
+* :func:`time_paired` times a baseline and a candidate **paired and interleaved** in ABBA order and reports
   the median of the per-pair ratios baseline/candidate (the speedup) with a bootstrap confidence
   interval. Because the two calls of a pair run back to back, a slow phase of the machine (another
   process, a lower clock) slows both and cancels in the ratio; two separate loops cannot do that.
@@ -186,7 +186,7 @@ def measure(
                      threads=n_threads, timer=t.kind)
 
 
-def compare(
+def time_paired(
     baseline_fn: Callable[[], Any],
     candidate_fn: Callable[[], Any],
     *,
@@ -266,7 +266,7 @@ def compare(
                         reason = "precision"
     ratios = _ratios(a, b)
     speedup, lo, hi = bootstrap_median_ci(ratios, confidence, n_boot, seed)
-    logger.debug("compare: %d pairs, speedup %.3f [%.3f, %.3f], stop=%s", len(a), speedup, lo, hi, reason)
+    logger.debug("time_paired: %d pairs, speedup %.3f [%.3f, %.3f], stop=%s", len(a), speedup, lo, hi, reason)
     common = {"warmup": warmup, "calls_per_sample": calls_per_sample, "threads": n_threads, "timer": t.kind}
     return PairedResult(
         speedup=speedup,

@@ -4,20 +4,17 @@ Typical use::
 
     spec = PruneSpec(method="structured", sparsity=0.5, granularity="both")
     report = prune_(model, spec)            # in place; report.to_dict() is JSON
-    p = plan(fresh_model, spec)             # pure; p.to_dict() replays via PrunePlan.from_dict + apply_plan_
+    p = plan_pruning(fresh_model, spec)             # pure; p.to_dict() replays via PrunePlan.from_dict + apply_plan_
 """
 
 from prunebench.pruning.apply import MATERIALIZATIONS, apply_plan_
-from prunebench.pruning.engine import plan, prune_, prune_with_plan_
+from prunebench.pruning.engine import plan_pruning, prune_, prune_with_plan_
 from prunebench.pruning.methods import OnStep
 from prunebench.pruning.persist import PLAN_FILE, REPORT_FILE, save_pruned
 from prunebench.pruning.plan import PrunePlan
-from prunebench.pruning.report import ModuleRow, PruneReport, check_fidelity
+from prunebench.pruning.prune_report import ModuleRow, PruneReport, check_fidelity
 from prunebench.pruning.schedule import schedule_values, sparsity_at
 from prunebench.pruning.spec import GRANULARITIES, METHODS, SCHEDULES, SCOPES, MethodInfo, PruneSpec
-
-#: The method registry (``prunebench list methods``).
-registry = METHODS
 
 __all__ = [
     "GRANULARITIES",
@@ -35,10 +32,9 @@ __all__ = [
     "PruneSpec",
     "apply_plan_",
     "check_fidelity",
-    "plan",
+    "plan_pruning",
     "prune_",
     "prune_with_plan_",
-    "registry",
     "save_pruned",
     "schedule_values",
     "sparsity_at",

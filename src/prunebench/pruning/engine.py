@@ -12,7 +12,7 @@ from prunebench.models.encoder import TransformerEncoder
 from prunebench.pruning.apply import apply_plan_, resolve_materialization
 from prunebench.pruning.methods import OnStep, compute_plan, run_iterative_
 from prunebench.pruning.plan import PrunePlan
-from prunebench.pruning.report import PruneReport, build_report, snapshot
+from prunebench.pruning.prune_report import PruneReport, build_prune_report, snapshot
 from prunebench.pruning.spec import PruneSpec
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ def _check_inputs(model: TransformerEncoder, spec: PruneSpec) -> None:
         raise ValueError(f"expected a PruneSpec, got {type(spec).__name__}")
 
 
-def plan(model: TransformerEncoder, spec: PruneSpec, calib: Sequence[Batch] | None = None) -> PrunePlan:
+def plan_pruning(model: TransformerEncoder, spec: PruneSpec, calib: Sequence[Batch] | None = None) -> PrunePlan:
     """Compute what ``spec`` would remove from ``model``, without modifying it.
 
     For ``iterative`` the steps run on a private copy (without ``on_step``), so the plan is the final
@@ -99,7 +99,7 @@ def prune_with_plan_(
             if how == "zeros":
                 apply_plan_(model, the_plan, "zeros")
     wall = time.perf_counter() - start - callback_seconds
-    report = build_report(before, model, the_plan, how, wall, callback_seconds)
+    report = build_prune_report(before, model, the_plan, how, wall, callback_seconds)
     log.info("%s: requested sparsity %.3f, measured %.3f (%s)", spec.method, spec.sparsity,
              report.measured_sparsity, how)
     return report, the_plan

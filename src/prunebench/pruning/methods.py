@@ -119,7 +119,3 @@ def run_iterative_(
         layers=current.layers, schedule=values,
     )
 
-
-def measured_masks(model: TransformerEncoder) -> dict[str, torch.Tensor]:
-    """Non-zero masks of every prunable weight (what is actually still there)."""
-    return {n: lin.weight.detach() != 0 for n, lin in EncoderAdapter(model).prunable_linears().items()}

@@ -8,7 +8,7 @@ from typing import Any
 
 from prunebench.models import TransformerEncoder, save_model
 from prunebench.pruning.plan import PrunePlan
-from prunebench.pruning.report import PruneReport
+from prunebench.pruning.prune_report import PruneReport
 
 PLAN_FILE = "plan.json"
 REPORT_FILE = "prune_report.json"

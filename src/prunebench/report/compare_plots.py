@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 from matplotlib.figure import Figure
 
 from prunebench.analysis import BASELINE
 from prunebench.report.plots import RC, batch_axis, legend, new_figure
-
-if TYPE_CHECKING:  # pragma: no cover
-    from prunebench.report.compare import RunEntry
-
-
-def groups(entries: Sequence[RunEntry]) -> dict[str, list[RunEntry]]:
-    """Runs grouped by environment fingerprint hash, in order of first appearance."""
-    out: dict[str, list[RunEntry]] = {}
-    for e in entries:
-        out.setdefault(e.fingerprint, []).append(e)
-    return out
+from prunebench.report.runs import RunEntry, groups
 
 
 def _styles(entries: Sequence[RunEntry]) -> dict[str, tuple[Any, str]]:

@@ -35,7 +35,7 @@ from prunebench.results import ResultStore
 from prunebench.runner.budgets import Budgets, bench_settings_for
 from prunebench.runner.rundir import RunDir
 from prunebench.runner.variants import describe, load_variant, make_variant, prune_spec
-from prunebench.tasks import Task, build_task, calibration_batches, evaluate, recovery_callback
+from prunebench.tasks import RecoveryCallback, Task, build_task, calibration_batches, evaluate
 from prunebench.tasks.baseline import load_or_train_baseline
 
 logger = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ class _Stages:
                 calib = calibration_batches(task, budgets.calib_sequences, seed=config.seed)
             on_step = None
             if method == "iterative" and budgets.finetune_steps:
-                on_step = recovery_callback(task, budgets.finetune_steps, seed=config.seed,
+                on_step = RecoveryCallback(task, budgets.finetune_steps, seed=config.seed,
                                             precision=config.train_precision)
             spec = prune_spec(method, sparsity, seed=config.seed, iterative_steps=budgets.iterative_steps,
                               schedule=config.schedule)

@@ -19,7 +19,6 @@ from prunebench.tasks.training import (
     default_lr,
     finetune,
     prunable_weights,
-    recovery_callback,
     train,
 )
 from prunebench.tasks.warmstart import warm_start_
@@ -46,7 +45,6 @@ __all__ = [
     "finetune",
     "load_or_train_baseline",
     "prunable_weights",
-    "recovery_callback",
     "resolve_cache_dir",
     "train",
     "warm_start_",

@@ -15,7 +15,7 @@ from prunebench.models.batch import Batch
 from prunebench.models.config import TaskHead
 from prunebench.tasks import corpus
 from prunebench.tasks.base import SPLIT_NAMES, SplitData, Task, fresh_tmp, publish, stable_hash
-from prunebench.tasks.masking import mask_tokens
+from prunebench.tasks.mlm_masking import mask_tokens
 from prunebench.tasks.tokenizer import (
     CLS_ID,
     FIRST_REGULAR_ID,

@@ -271,11 +271,11 @@ class RecoveryCallback:
     """
 
     def __init__(
-        self, task: Task, steps: int, *, lr: float, seed: int, batch_size: int, keep_masks: bool = True,
-        precision: str = "auto",
+        self, task: Task, steps: int, *, lr: float = DEFAULT_FINETUNE_LR, seed: int = 0,
+        batch_size: int = DEFAULT_BATCH_SIZE, keep_masks: bool = True, precision: str = "auto",
     ) -> None:
         if not isinstance(steps, int) or steps <= 0:
-            raise ValueError(f"steps_per_prune_step must be a positive integer, got {steps!r}")
+            raise ValueError(f"steps per pruning step must be a positive integer, got {steps!r}")
         self.task, self.steps, self.lr, self.seed = task, steps, lr, seed
         self.batch_size, self.keep_masks, self.precision = batch_size, keep_masks, precision
         self.histories: list[TrainHistory] = []
@@ -292,17 +292,3 @@ class RecoveryCallback:
                     step, sparsity, history.steps, history.losses[-1])
         self.histories.append(history)
 
-
-def recovery_callback(
-    task: Task,
-    steps_per_prune_step: int,
-    *,
-    lr: float = DEFAULT_FINETUNE_LR,
-    seed: int = 0,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    keep_masks: bool = True,
-    precision: str = "auto",
-) -> RecoveryCallback:
-    """Build the ``on_step(step, sparsity, model)`` callback that fine-tunes after each pruning step."""
-    return RecoveryCallback(task, steps_per_prune_step, lr=lr, seed=seed, batch_size=batch_size,
-                            keep_masks=keep_masks, precision=precision)

@@ -130,7 +130,7 @@ def snapshot(model: TransformerEncoder, groups: bool = True) -> Snapshot:
     )
 
 
-def build_report(
+def build_prune_report(
     before: Snapshot, model: TransformerEncoder, plan: PrunePlan, materialization: str,
     wall_seconds: float, callback_seconds: float = 0.0,
 ) -> PruneReport:

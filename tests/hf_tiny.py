@@ -1,73 +1,63 @@
-"""Tiny random Hugging Face BERT models and a WordPiece tokenizer built on the spot (no download)."""
+"""Tiny random Hugging Face models of every supported family, built from configs (no download)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
 transformers = pytest.importorskip("transformers", reason="the hf extra is not installed: pip install 'prunebench[hf]'")
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = (
-    "the a good bad great awful love hate movie film day night happy sad nice terrible fine poor "
-    "def return class import self if else for in while print none true false x y"
-).split()
-GOOD = ["good", "great", "love", "happy", "nice", "fine"]
-BAD = ["bad", "awful", "hate", "sad", "terrible", "poor"]
+VOCAB = 61
+#: (family key, model class name): the tests run over all of them.
+MODELS = (
+    ("bert", "BertModel"), ("bert", "BertForMaskedLM"), ("bert", "BertForSequenceClassification"),
+    ("roberta", "RobertaModel"), ("roberta", "RobertaForMaskedLM"), ("xlm-roberta", "XLMRobertaModel"),
+    ("camembert", "CamembertForSequenceClassification"), ("distilbert", "DistilBertModel"),
+    ("distilbert", "DistilBertForMaskedLM"), ("distilbert", "DistilBertForSequenceClassification"),
+)
 
 
-def tokenizer(tmp: Path):
-    """A WordPiece tokenizer over :data:`WORDS`, letters and digits (lower-casing), also saved to ``tmp``."""
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789")
-    vocab = SPECIALS + WORDS + letters + [f"##{c}" for c in letters] + list(".,:()=_")
-    tok = transformers.BertTokenizer(vocab={w: i for i, w in enumerate(dict.fromkeys(vocab))})
-    tok.save_pretrained(str(tmp))
-    return tok
+def tiny_config(family: str, attn: str = "sdpa", **overrides: object):
+    """A 3-layer, 4-head, width-16 config of ``family`` (FFN 24)."""
+    if family == "distilbert":
+        kw = dict(vocab_size=VOCAB, dim=16, n_layers=3, n_heads=4, hidden_dim=24, max_position_embeddings=40)
+        kw.update(overrides)
+        config = transformers.DistilBertConfig(**kw)
+    else:
+        cls = {"bert": transformers.BertConfig, "roberta": transformers.RobertaConfig,
+               "xlm-roberta": transformers.XLMRobertaConfig, "camembert": transformers.CamembertConfig}[family]
+        kw = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=3, num_attention_heads=4,
+                  intermediate_size=24, max_position_embeddings=48, pad_token_id=1, num_labels=3)
+        kw.update(overrides)
+        config = cls(**kw)
+    config._attn_implementation = attn
+    return config
 
 
-def config(tok, **overrides):
-    """A 2-layer, 4-head, width-32 BERT config sized to ``tok``."""
-    kw = {"vocab_size": len(tok), "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-          "intermediate_size": 64, "max_position_embeddings": 64, "pad_token_id": tok.pad_token_id,
-          # Wide init: with the default 0.02 the layers barely change the residual stream of a random model.
-          "initializer_range": 0.3}
-    kw.update(overrides)
-    return transformers.BertConfig(**kw)
+def tiny_model(family: str, class_name: str, attn: str = "sdpa", seed: int = 0, **overrides: object):
+    """A randomly initialized tiny model in eval mode, with non-trivial biases and LayerNorms."""
+    torch.manual_seed(seed)
+    model = getattr(transformers, class_name)(tiny_config(family, attn, **overrides)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)  # HF inits biases to 0 and norms to 1: too easy a test
+    return model
 
 
-def base_model(tok, seed: int = 0):
-    """A seeded random ``BertModel`` in eval mode."""
-    transformers.set_seed(seed)
-    return transformers.BertModel(config(tok)).eval()
+def padded_batch(batch_size: int = 3, seq_len: int = 9, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A batch with right padding of different lengths (ids from 3, so never the pad id)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (batch_size, seq_len), generator=gen)
+    lengths = torch.randint(1, seq_len + 1, (batch_size,), generator=gen)
+    lengths[0] = seq_len
+    mask = (torch.arange(seq_len)[None, :] < lengths[:, None]).long()
+    return {"input_ids": ids.masked_fill(mask == 0, 1), "attention_mask": mask}
 
 
-def mlm_model(tok, seed: int = 0):
-    """A seeded random ``BertForMaskedLM`` in eval mode."""
-    transformers.set_seed(seed)
-    return transformers.BertForMaskedLM(config(tok)).eval()
-
-
-def cls_model(tok, num_labels: int = 2, seed: int = 0):
-    """A seeded random ``BertForSequenceClassification`` in eval mode."""
-    transformers.set_seed(seed)
-    return transformers.BertForSequenceClassification(config(tok, num_labels=num_labels)).eval()
-
-
-def sentiment_csv(path: Path, n: int = 120) -> Path:
-    """A two-class CSV whose label is decided by its words (``text``, ``label`` columns)."""
-    rows = ["text,label"]
-    for i in range(n):
-        words = GOOD if i % 2 == 0 else BAD
-        rows.append(f"the {words[i % 6]} {words[(i // 2) % 6]} movie {i},{'pos' if i % 2 == 0 else 'neg'}")
-    path.write_text("\n".join(rows) + "\n")
-    return path
-
-
-def corpus_root(path: Path, files: int = 30) -> Path:
-    """A folder of small ``.py`` files standing in for the stdlib corpus."""
-    path.mkdir(parents=True, exist_ok=True)
-    for i in range(files):
-        body = "\n".join(f"def f{j}(x, y):\n    if x:\n        return self.y\n    return none" for j in range(6))
-        (path / f"mod{i}.py").write_text(f"import x\n{body}\nclass c{i}:\n    pass\n")
-    return path
+def write_tokenizer(folder: Path) -> None:
+    """A tiny WordPiece vocabulary (vocab.txt) that ``AutoTokenizer`` loads as a BERT tokenizer."""
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(VOCAB - 5)]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")

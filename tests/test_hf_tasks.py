@@ -15,7 +15,7 @@ from prunebench.tasks.hf_distill import calibration_batches, distill_, distill_l
 from prunebench.tasks.hf_eval import LinearProbe, Pooling, embed, pool, read_pooling
 from prunebench.tasks.hf_suite import HFEvaluator
 from prunebench.tasks.hf_text import corpus_text_task, labelled_text_task, pack_rows
-from tests import hf_tiny
+from tests import hf_text_fixtures as hf_tiny
 
 
 @pytest.fixture

@@ -28,6 +28,8 @@ CONFIG_FILE = "config.json"
 def save_model(model: TransformerEncoder, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to ``directory`` (created if needed).
 
+    A Hugging Face model is saved by :func:`prunebench.models.hf.save_hf_model` (HF config + shape manifest).
+
     Args:
         model: the encoder; its current (possibly shrunk) architecture is what gets recorded.
         directory: target folder.
@@ -36,6 +38,10 @@ def save_model(model: TransformerEncoder, directory: str | Path, metadata: dict[
     Returns:
         The folder path.
     """
+    if is_hf_model(model):
+        from prunebench.models.hf import save_hf_model
+
+        return save_hf_model(model, directory, metadata=metadata)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -105,14 +111,38 @@ def _fuse_legacy_qkv(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
+def is_hf_model(model: object) -> bool:
+    """Whether ``model`` is a Hugging Face transformers module (decided by its class's module, no import)."""
+    return type(model).__module__.startswith("transformers.")
+
+
+def is_hf_folder(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a transformers ``config.json`` (``model_type``, not our format)."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        return False
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(doc, dict) and "model_type" in doc and doc.get("format") != FORMAT
+
+
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> TransformerEncoder:
     """Rebuild the exact architecture saved in ``directory`` and load its weights.
+
+    A folder with a transformers ``config.json`` is loaded by :func:`prunebench.models.hf.load_hf_model`
+    (needs the ``hf`` extra; a pruned one is rebuilt from its shape manifest).
 
     Raises:
         CheckpointError: with a one-line reason (missing file, truncated file, missing or unexpected
             tensor, or a tensor whose shape differs from the config's).
     """
     folder = Path(directory)
+    if is_hf_folder(folder):
+        from prunebench.models.hf import load_hf_model
+
+        return load_hf_model(folder, device=device)
     config, _ = read_config(folder)
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():

@@ -1,0 +1,108 @@
+"""Where one Hugging Face encoder family keeps its layers, heads and FFN neurons (module paths only).
+
+A :class:`Layout` is plain data: dotted paths from the base model to the layer list and from a layer to its
+projections, plus the attribute and config names that must follow a shrink. The adapter code in
+:mod:`prunebench.models.hf.adapter` is written once against it; a family is a layout plus its model classes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Module paths and metadata names of one family's encoder stack.
+
+    Attributes:
+        layers: path from the base model to the ``nn.ModuleList`` of layers (``encoder.layer``).
+        attention: path from a layer to the module holding the head-count attributes (``attention.self``).
+        query, key, value: paths from a layer to the q / k / v projections (each ``[H*Dh, D]``).
+        attn_out: path from a layer to the attention output projection (``[D, H*Dh]``; head = columns).
+        ffn_in, ffn_out: paths from a layer to the FFN projections (``[F, D]`` and ``[D, F]``).
+        heads_attr: attribute of the attention module holding its head count.
+        width_attr: attribute of the attention module holding ``H*Dh`` (None where the family has none).
+        head_dim_attr: attribute of the attention module holding the head width ``Dh``.
+        config_layers, config_heads, config_ffn, config_hidden: names of those sizes in the HF config.
+        stack_count: path from the base model to a module whose ``n_layers`` attribute counts layers (or None).
+        token_types: the family's forward takes ``token_type_ids``.
+    """
+
+    layers: str
+    attention: str
+    query: str
+    key: str
+    value: str
+    attn_out: str
+    ffn_in: str
+    ffn_out: str
+    heads_attr: str
+    width_attr: str | None
+    head_dim_attr: str
+    config_layers: str
+    config_heads: str
+    config_ffn: str
+    config_hidden: str
+    stack_count: str | None = None
+    token_types: bool = True
+
+
+#: BERT and every family that copied its module names (RoBERTa, XLM-R, CamemBERT, MiniLM checkpoints).
+BERT_LAYOUT = Layout(
+    layers="encoder.layer", attention="attention.self", query="attention.self.query", key="attention.self.key",
+    value="attention.self.value", attn_out="attention.output.dense", ffn_in="intermediate.dense",
+    ffn_out="output.dense", heads_attr="num_attention_heads", width_attr="all_head_size",
+    head_dim_attr="attention_head_size", config_layers="num_hidden_layers", config_heads="num_attention_heads",
+    config_ffn="intermediate_size", config_hidden="hidden_size",
+)
+
+#: DistilBERT: other module names, the attention module owns its output projection, no token types.
+DISTILBERT_LAYOUT = Layout(
+    layers="transformer.layer", attention="attention", query="attention.q_lin", key="attention.k_lin",
+    value="attention.v_lin", attn_out="attention.out_lin", ffn_in="ffn.lin1", ffn_out="ffn.lin2",
+    heads_attr="n_heads", width_attr=None, head_dim_attr="attention_head_size", config_layers="n_layers",
+    config_heads="n_heads", config_ffn="hidden_dim", config_hidden="dim", stack_count="transformer",
+    token_types=False,
+)
+
+
+def set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
+    """Replace the module at dotted ``path`` under ``root``."""
+    parent_path, _, name = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, name, module)
+
+
+def new_linear(weight: torch.Tensor, bias: torch.Tensor | None, requires_grad: bool) -> nn.Linear:
+    """An ``nn.Linear`` holding copies of ``weight`` [out, in] and ``bias`` [out], without random init."""
+    out_f, in_f = weight.shape
+    with warnings.catch_warnings():
+        # A fully removed FFN gives a zero-sized Linear; torch warns that initializing it is a no-op.
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+        lin = nn.Linear(in_f, out_f, bias=bias is not None, device="meta", dtype=weight.dtype)
+    lin.weight = nn.Parameter(weight.detach().clone(), requires_grad=requires_grad)
+    if bias is not None:
+        lin.bias = nn.Parameter(bias.detach().clone(), requires_grad=requires_grad)
+    return lin
+
+
+class SkippedLayer(nn.Module):
+    """A layer masked out as a whole: it returns its input (the masked reference of layer removal).
+
+    HF encoders are post-norm (``LayerNorm(x + f(x))``), so no zeroing of weights makes a layer the identity.
+    This module keeps the original (zeroed) sub-modules under their own names, so parameter names, plans and
+    checkpoints are unchanged, and skips them in the forward.
+    """
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        for name, child in layer.named_children():
+            self.add_module(name, child)
+
+    def forward(self, hidden_states: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        """The input, unchanged (any further arguments the encoder passes are ignored)."""
+        return hidden_states

@@ -189,3 +189,17 @@ class HFEvaluator:
         info = {"task": self.task.name if self.task else "corpus", "pooling": self.pooling.mode,
                 "normalize": self.pooling.normalize}
         return HFAccuracy(self.kind, metrics, deltas, (cos_low, cos_high), len(cos), info)
+
+
+def probe_loss(probe: LinearProbe, pooling: Pooling) -> Any:
+    """``loss_fn(model, batch)``: cross-entropy of the frozen probe on the model's pooled embeddings.
+
+    The task loss of a base encoder (it has none of its own) for Taylor importance: labelled batches of
+    the task's train text; the probe stays frozen, only the encoder's gates or weights receive gradients.
+    """
+
+    def loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        emb = pool(hidden_states(model, batch), batch["attention_mask"], pooling)  # [B, D]
+        return F.cross_entropy(probe.logits(emb).float(), batch["labels"])
+
+    return loss

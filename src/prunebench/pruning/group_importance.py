@@ -154,27 +154,39 @@ def shrink_uniform_(adapter: Any, sparsity: float, scores: dict[str, list[torch.
     return kept
 
 
-def _io_capture(lin: torch.nn.Linear, store: list[torch.Tensor], state: dict[str, torch.Tensor], want: str):
-    """A forward hook appending the real-token rows of ``lin``'s input or output to ``store``."""
-
-    def hook(module: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        x = args[0] if want == "input" else out
-        store.append(x[state["mask"]].detach().double())  # [tokens, width]
-    return hook
+class _Stop(Exception):
+    """Raised by a capture hook once it has what it needs, so the rest of the forward is not run."""
 
 
-def _capture(adapter: Any, lin: torch.nn.Linear, calib: Sequence[Batch], want: str) -> torch.Tensor:
-    """[real tokens, width] of ``lin``'s ``want`` (``input`` / ``output``) over every batch of ``calib``."""
-    store: list[torch.Tensor] = []
+def _capture(adapter: Any, lins: Sequence[torch.nn.Linear], calib: Sequence[Batch], want: str,
+             stop: bool = False) -> list[torch.Tensor]:
+    """Per Linear of ``lins``, [real tokens, width] of its ``want`` (``input`` / ``output``) over ``calib``.
+
+    With ``stop`` (one Linear) the forward ends right after it: later layers cannot change what it saw.
+    """
+    stores: list[list[torch.Tensor]] = [[] for _ in lins]
     state: dict[str, torch.Tensor] = {}
-    handle = lin.register_forward_hook(_io_capture(lin, store, state, want))
+
+    def make(k: int):
+        def hook(module: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            x = args[0] if want == "input" else out
+            stores[k].append(x[state["mask"]].detach().double())  # [tokens, width]
+            if stop:
+                raise _Stop
+        return hook
+
+    handles = [lin.register_forward_hook(make(k)) for k, lin in enumerate(lins)]
     try:
         for batch in calib:
             state["mask"] = batch["attention_mask"].bool()
-            adapter.hidden_states(batch)
+            try:
+                adapter.hidden_states(batch)
+            except _Stop:
+                pass
     finally:
-        handle.remove()
-    return torch.cat(store)
+        for h in handles:
+            h.remove()
+    return [torch.cat(st) for st in stores]
 
 
 @torch.no_grad()
@@ -201,6 +213,9 @@ def shrink_refit_(adapter: Any, dense: Any, sparsity: float, scores: dict[str, l
     dense.model.eval()
     kept: dict[str, list[list[int]]] = {"heads": [], "neurons": []}
     try:
+        # Every dense target in one pass: [tokens, D] per (layer, projection).
+        targets = _capture(dense, [lin for i in range(dense.n_layers) for lin in _out_linears(dense, i)], calib,
+                           "output")
         for i in range(adapter.n_layers):
             for kind, slot in (("heads", 0), ("neurons", 1)):
                 n = adapter.group_count(kind, i)
@@ -209,10 +224,10 @@ def shrink_refit_(adapter: Any, dense: Any, sparsity: float, scores: dict[str, l
                 kept[kind].append(idx)
                 if len(idx) == n:
                     continue
-                target = _capture(dense, _out_linears(dense, i)[slot], calib, "output")  # [T, D]
+                target = targets[2 * i + slot]  # [T, D]
                 adapter.keep_groups_(kind, i, idx)
                 lin = _out_linears(adapter, i)[slot]
-                x = _capture(adapter, lin, calib, "input")  # [T, K]
+                x = _capture(adapter, [lin], calib, "input", stop=True)[0]  # [T, K]
                 x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)  # [T, K+1]
                 gram = x1.T @ x1  # [K+1, K+1]
                 gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)

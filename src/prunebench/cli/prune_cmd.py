@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 from rich.table import Table
+from torch import nn
 
-from prunebench.cli.common import console, positive_int
+from prunebench.cli.common import console, load_hf_arg, positive_int
+from prunebench.models.adapters import adapter_for
 from prunebench.models.batch import IGNORE_INDEX, Batch
 from prunebench.models.config import TaskHead
 from prunebench.models.encoder import TransformerEncoder
@@ -40,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Prune MODEL (a preset, randomly initialized, or a saved model folder) and write the pruned "
         "model, plan.json and prune_report.json to --out. --steps > 1 runs the method gradually (iterative).",
     )
-    p.add_argument("--model", required=True, metavar="PRESET|DIR", help=f"{', '.join(model_names()[:-1])} or a folder")
+    p.add_argument("--model", required=True, metavar="PRESET|DIR",
+                   help=f"{', '.join(model_names()[:-1])}, a saved folder, or a Hugging Face folder / hub id")
     p.add_argument("--method", default="magnitude", help=f"one of: {', '.join(METHODS.names())}")
     p.add_argument("--sparsity", type=float, default=None, help="fraction in [0, 1) (nm: fixed by N:M)")
     p.add_argument("--scope", default="layer", help=f"one of: {', '.join(SCOPES)}")
@@ -62,7 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def _load(name: str, seed: int) -> TransformerEncoder:
+def _load(name: str, seed: int) -> nn.Module:
+    hf = load_hf_arg(name)  # a transformers folder or hub id
+    if hf is not None:
+        return hf
     path = Path(name)
     if path.is_dir():
         return load_model(path)
@@ -71,26 +77,35 @@ def _load(name: str, seed: int) -> TransformerEncoder:
     return build_preset(name, seed=seed).eval()
 
 
-def synthetic_calib(model: TransformerEncoder, batches: int, seq_len: int, seed: int) -> list[Batch]:
+def synthetic_calib(model: nn.Module, batches: int, seq_len: int, seed: int) -> list[Batch]:
     """Random-token batches with labels (MLM: 15% of positions; CLS: random classes).
 
     The CLI has no task data; the accuracy pipeline passes real batches to ``prune_`` instead.
     """
-    cfg = model.config
-    seq = min(seq_len, cfg.max_positions)
+    adapter = adapter_for(model)
+    seq = min(seq_len, adapter.max_seq_len or seq_len)
+    mlm, num_labels = _label_kind(model)
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(batches):
-        ids = torch.randint(0, cfg.vocab_size, (8, seq), generator=g)
+        ids = torch.randint(0, adapter.vocab_size, (8, seq), generator=g)
         batch: Batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        if cfg.head is TaskHead.MLM:
+        if mlm:
             picked = torch.rand(ids.shape, generator=g) < 0.15
             picked[:, 0] = True  # at least one labelled position per row
             batch["labels"] = torch.where(picked, ids, torch.full_like(ids, IGNORE_INDEX))
         else:
-            batch["labels"] = torch.randint(0, cfg.num_labels, (8,), generator=g)
+            batch["labels"] = torch.randint(0, num_labels, (8,), generator=g)
         out.append(batch)
     return out
+
+
+def _label_kind(model: nn.Module) -> tuple[bool, int]:
+    """(MLM head?, number of classes) of a prunebench encoder or an HF model (whose config says so)."""
+    if isinstance(model, TransformerEncoder):
+        return model.config.head is TaskHead.MLM, model.config.num_labels
+    kind = getattr(adapter_for(model), "head_kind", "base")
+    return kind == "mlm", int(getattr(model.config, "num_labels", 2))
 
 
 def _spec(args: argparse.Namespace) -> PruneSpec:

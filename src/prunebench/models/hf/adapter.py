@@ -22,7 +22,7 @@ from torch import nn
 from prunebench.models.arch import check_kind
 from prunebench.models.batch import Batch
 from prunebench.models.hf.forwards import HFForwardsMixin
-from prunebench.models.hf.layout import Layout, SkippedLayer, new_linear, set_submodule
+from prunebench.models.hf.layout import HeadlessAttention, Layout, SkippedLayer, new_linear, set_submodule
 
 #: ``loss_fn(model, batch) -> scalar``: a task loss for models without one of their own (base encoders).
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -267,17 +267,17 @@ class HFEncoderAdapter(HFForwardsMixin):
     def keep_groups_(self, kind: str, layer: int, keep: Sequence[int]) -> None:
         """Physically keep only ``keep`` (head or neuron indices) of ``layer``; HF metadata follows.
 
+        With no head kept the attention module becomes a :class:`HeadlessAttention` (HF attention cannot run
+        with 0 heads); with no neuron kept the FFN projections are empty and the block adds its output bias.
+
         Raises:
-            ValueError: ``kind`` is ``layers``, or every head of the layer would go (HF attention cannot
-                run with 0 heads; remove the layer instead).
+            ValueError: ``kind`` is ``layers``.
         """
         check_kind(kind)
         if kind == "layers":
             raise ValueError("use keep_layers_ to remove whole layers")
         keep = sorted(keep)
         if kind == "heads":
-            if not keep:
-                raise ValueError("a Hugging Face attention block cannot run with 0 heads; remove the layer instead")
             rows = self._head_index(layer, keep)
             for which in ("query", "key", "value"):
                 old = self._lin(layer, which)
@@ -290,6 +290,11 @@ class HFEncoderAdapter(HFForwardsMixin):
             setattr(attn, self.layout.heads_attr, len(keep))
             if self.layout.width_attr is not None:
                 setattr(attn, self.layout.width_attr, len(keep) * self.head_dim(layer))
+            if not keep and not isinstance(attn, HeadlessAttention):
+                inner = self.layout.attention + "."
+                out_name = self.layout.attn_out[len(inner):] if self.layout.attn_out.startswith(inner) else None
+                set_submodule(self.layer(layer), self.layout.attention,
+                              HeadlessAttention(attn, self.layout, out_name, self.head_dim(layer)))
             return
         idx = torch.as_tensor(keep, dtype=torch.long)
         old_in, old_out = self._lin(layer, "ffn_in"), self._lin(layer, "ffn_out")

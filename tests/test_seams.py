@@ -245,3 +245,21 @@ def test_registry_remove_and_registered() -> None:
     assert reg.names() == []
     with pytest.raises(ValueError, match="unknown thing 'c'"):
         reg.remove("c")
+
+
+def test_config_json_names_the_adapter_and_old_files_still_load(tmp_path, tiny_model) -> None:
+    import json
+
+    from prunebench.errors import CheckpointError
+
+    save_model(tiny_model, tmp_path)
+    doc = json.loads((tmp_path / "config.json").read_text())
+    assert doc["adapter"] == "prunebench-encoder"
+    assert doc["shape_manifest"] == {"layers": doc["config"]["layers"]}
+    legacy = {k: v for k, v in doc.items() if k not in ("adapter", "shape_manifest")}  # written before the seam
+    (tmp_path / "config.json").write_text(json.dumps(legacy))
+    batch = _batch(tiny_model.config.vocab_size)
+    assert torch.equal(load_model(tmp_path)(batch["input_ids"]), tiny_model(batch["input_ids"]))
+    (tmp_path / "config.json").write_text(json.dumps({**doc, "adapter": "no-such-arch"}))
+    with pytest.raises(CheckpointError, match="unknown model architecture 'no-such-arch'; choose from: "):
+        load_model(tmp_path)

@@ -80,6 +80,8 @@ _add(MethodInfo(
 
 #: Methods a gradual (iterative) run may use at each step.
 ITERATIVE_BASES = tuple(name for name, info in METHODS if info.can_be_base)
+#: The gradual method ("--method M --steps N" runs M gradually through it).
+GRADUAL_METHOD = next(name for name, info in METHODS if info.gradual)
 
 
 @dataclass(frozen=True)

@@ -50,3 +50,15 @@ def test_hub_id_without_network_is_one_line(capsys, monkeypatch):
     assert main(["prune", "--model", "someone/some-model", "--method", "magnitude", "--out", "/tmp/x-unused"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "pass a local folder" in err
+
+
+def test_transformers_missing_is_one_line_exit_2(hf_dir, capsys, monkeypatch):
+    from prunebench.models.hf import deps
+
+    real = deps.importlib.util.find_spec
+    monkeypatch.setattr(deps.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "transformers" else real(name, *a))
+    capsys.readouterr()
+    assert main(["bench", str(hf_dir), "--batch-sizes", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'prunebench[hf]'" in err

@@ -26,6 +26,8 @@ SPECS = [
     dict(method="structured", sparsity=0.5, granularity="neurons", scope="global", criterion="l2"),
     dict(method="structured", sparsity=0.34, granularity="layers", criterion="taylor"),
     dict(method="structured", sparsity=0.5, granularity="both", criterion="random"),
+    dict(method="structured", sparsity=0.5, granularity="both", criterion="fisher"),
+    dict(method="magnitude", sparsity=0.5, criterion="fisher"),
     dict(method="structured", sparsity=0.85, granularity="both", scope="global", allow_empty_layers=True),
     dict(method="iterative", sparsity=0.75, steps=3, schedule="cubic"),
     dict(method="iterative", sparsity=0.5, steps=2, base_method="structured", granularity="both"),

@@ -22,7 +22,8 @@ MODELS = (
 def tiny_config(family: str, attn: str = "sdpa", **overrides: object):
     """A 3-layer, 4-head, width-16 config of ``family`` (FFN 24)."""
     if family == "distilbert":
-        kw = dict(vocab_size=VOCAB, dim=16, n_layers=3, n_heads=4, hidden_dim=24, max_position_embeddings=40)
+        kw = dict(vocab_size=VOCAB, dim=16, n_layers=3, n_heads=4, hidden_dim=24, max_position_embeddings=40,
+                  num_labels=3)
         kw.update(overrides)
         config = transformers.DistilBertConfig(**kw)
     else:

@@ -13,6 +13,7 @@ transformers = pytest.importorskip("transformers", reason="the hf extra is not i
 
 from prunebench.bench.flops import counted_macs  # noqa: E402
 from prunebench.models.hf import SkippedLayer, hf_adapter_for, supported_architectures  # noqa: E402
+from prunebench.models.hf.layout import HeadlessAttention  # noqa: E402
 from tests.hf_tiny import MODELS, VOCAB, padded_batch, tiny_model  # noqa: E402
 
 
@@ -55,7 +56,7 @@ def test_decoder_configs_are_refused():
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     which=st.sampled_from(MODELS), attn=st.sampled_from(["sdpa", "eager"]),
-    heads=st.lists(st.sets(st.integers(0, 3), min_size=1, max_size=4), min_size=3, max_size=3),
+    heads=st.lists(st.sets(st.integers(0, 3), min_size=0, max_size=4), min_size=3, max_size=3),
     neurons=st.lists(st.sets(st.integers(0, 23), min_size=0, max_size=24), min_size=3, max_size=3),
     layers=st.sets(st.integers(0, 2), min_size=1, max_size=3), seed=st.integers(0, 5),
 )
@@ -87,6 +88,7 @@ def test_physically_removed_equals_masked(which, attn, heads, neurons, layers, s
 @pytest.mark.parametrize(("family", "cls"), [("bert", "BertModel"), ("distilbert", "DistilBertModel")])
 def test_head_metadata_follows_the_shrink(family, cls):
     model = tiny_model(family, cls)
+    masked = copy.deepcopy(model)
     adapter = hf_adapter_for(model)
     adapter.keep_groups_("heads", 1, [0, 3])
     attn = adapter.layer(1).get_submodule(adapter.layout.attention)
@@ -94,8 +96,14 @@ def test_head_metadata_follows_the_shrink(family, cls):
     if adapter.layout.width_attr:
         assert getattr(attn, adapter.layout.width_attr) == 2 * adapter.head_dim(1)
     assert adapter.config_dict()["layers"][1]["heads"] == 2
-    with pytest.raises(ValueError, match="0 heads"):
-        adapter.keep_groups_("heads", 0, [])
+    adapter.keep_groups_("heads", 0, [])  # every head of a layer: HF attention cannot run with 0 heads itself
+    assert isinstance(adapter.layer(0).get_submodule(adapter.layout.attention), HeadlessAttention)
+    assert adapter.group_count("heads", 0) == 0
+    assert adapter.macs(1, 9)["attn_scores"] == 9 * 9 * 4 * (2 + 4)
+    hf_adapter_for(masked).zero_groups_("heads", 0, range(4))
+    hf_adapter_for(masked).zero_groups_("heads", 1, [1, 2])
+    batch = padded_batch()
+    assert torch.allclose(_outputs(adapter, batch), _outputs(hf_adapter_for(masked), batch), atol=1e-5)
 
 
 def test_uniform_ffn_width_is_written_to_the_config():

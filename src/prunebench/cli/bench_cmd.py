@@ -17,9 +17,9 @@ from prunebench.bench.memory import parameter_report
 from prunebench.bench.records import BenchReport, CellResult
 from prunebench.bench.settings import BENCH_PRESETS, bench_settings
 from prunebench.bench.sweep import sweep
-from prunebench.cli.common import console, int_list, positive_int
+from prunebench.cli.common import console, int_list, load_hf_arg, positive_int
 from prunebench.errors import PrunebenchError
-from prunebench.models.encoder import TransformerEncoder
+from prunebench.models.adapters import find_adapter
 from prunebench.models.io import load_model
 from prunebench.models.presets import PRESETS, create_model
 
@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Paired, interleaved timing of MODEL against --baseline on identical inputs, "
                        "with throughput, speedup CI, peak memory and FLOPs. MODEL is a saved model folder or a "
                        "preset name (randomly initialized).")
-    p.add_argument("model", metavar="MODEL_DIR|PRESET", help="saved model folder or preset (small, medium, large)")
+    p.add_argument("model", metavar="MODEL_DIR|PRESET", help="saved model folder, preset (small, medium, large), "
+                   "or a Hugging Face folder / hub id")
     p.add_argument("--baseline", metavar="MODEL_DIR|PRESET", help="reference model; omitted: MODEL is timed alone")
     p.add_argument("--batch-sizes", type=int_list, default=(1, 2, 4, 8, 16), help="e.g. 1,2,4,8,16")
     p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per sequence (default 128)")
@@ -71,8 +72,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(spec: str, device: Any, seed: int) -> tuple[str, nn.Module, Path | None]:
-    """(label, model in eval mode on device, folder or None) for a folder path or a preset name."""
+    """(label, model in eval mode on device, folder or None) for a folder path, a preset name or an HF hub id."""
     path = Path(spec)
+    hf = load_hf_arg(spec, device)
+    if hf is not None:
+        return (path.resolve().name if path.is_dir() else spec), hf, path if path.is_dir() else None
     if path.is_dir():
         return (path.resolve().name or spec), load_model(path, device).eval(), path
     if spec in PRESETS:
@@ -141,8 +145,9 @@ def run(args: argparse.Namespace) -> int:
         models = {base_name: (base_model, base_folder), name: (model, folder)}
         baseline = base_name
     for label, (m, _) in models.items():
-        limit = getattr(m, "max_positions", None)
-        if isinstance(m, TransformerEncoder) and limit is not None and args.seq_len > limit:
+        adapter = find_adapter(m)
+        limit = None if adapter is None else adapter.max_seq_len
+        if limit is not None and args.seq_len > limit:
             raise ValueError(f"--seq-len {args.seq_len} exceeds {label}'s max_positions {limit}")
     out = console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

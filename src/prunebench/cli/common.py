@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import NoReturn
 
+import torch
 from rich.console import Console
+from torch import nn
 
+from prunebench.models.io import is_hf_folder
 from prunebench.models.presets import model_names
 
 
@@ -17,6 +21,26 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
         raise SystemExit(2)
+
+
+def load_hf_arg(name: str, device: str | torch.device = "cpu") -> nn.Module | None:
+    """The Hugging Face model a model argument names (a transformers folder or an ``org/name`` hub id), else None.
+
+    Prunebench folders and preset names give None (the caller loads them). transformers' own progress bars
+    are turned off: the CLI draws its own progress.
+    """
+    path = Path(name)
+    if (path.is_dir() and not is_hf_folder(path)) or (not path.is_dir() and "/" not in name):
+        return None
+    from prunebench.models.hf.deps import require_transformers
+
+    require_transformers()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    from prunebench.models.hf import load_hf_model
+
+    return load_hf_model(name, device=device)
 
 
 def console(stderr: bool = False) -> Console:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 from rich.table import Table
+from torch import nn
 
-from prunebench.cli.common import console, positive_int
+from prunebench.cli.common import console, load_hf_arg, positive_int
+from prunebench.models.adapters import adapter_for
 from prunebench.models.batch import IGNORE_INDEX, Batch
 from prunebench.models.config import TaskHead
 from prunebench.models.encoder import TransformerEncoder
@@ -27,7 +29,8 @@ from prunebench.pruning import (
     prune_with_plan_,
     save_pruned,
 )
-from prunebench.pruning.spec import ITERATIVE_BASES
+from prunebench.pruning.criteria import CRITERIA
+from prunebench.pruning.spec import GRADUAL_METHOD, ITERATIVE_BASES
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +43,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Prune MODEL (a preset, randomly initialized, or a saved model folder) and write the pruned "
         "model, plan.json and prune_report.json to --out. --steps > 1 runs the method gradually (iterative).",
     )
-    p.add_argument("--model", required=True, metavar="PRESET|DIR", help=f"{', '.join(model_names()[:-1])} or a folder")
+    p.add_argument("--model", required=True, metavar="PRESET|DIR",
+                   help=f"{', '.join(model_names()[:-1])}, a saved folder, or a Hugging Face folder / hub id")
     p.add_argument("--method", default="magnitude", help=f"one of: {', '.join(METHODS.names())}")
     p.add_argument("--sparsity", type=float, default=None, help="fraction in [0, 1) (nm: fixed by N:M)")
     p.add_argument("--scope", default="layer", help=f"one of: {', '.join(SCOPES)}")
     p.add_argument("--granularity", default="both", help=f"structured: one of {', '.join(GRANULARITIES)}")
-    p.add_argument("--criterion", default=None, help="l1, l2, taylor, wanda, random (default: the method's own)")
+    p.add_argument("--criterion", default=None, help=f"{', '.join(CRITERIA.names())} (default: the method's own)")
     p.add_argument("--steps", type=positive_int, default=1, help="pruning steps (> 1: gradual)")
     p.add_argument("--schedule", default="one_shot", help=f"one of: {', '.join(SCHEDULES)}")
-    p.add_argument("--base-method", default="magnitude", help=f"for --method iterative: {', '.join(ITERATIVE_BASES)}")
+    p.add_argument("--base-method", default="magnitude",
+                   help=f"for --method {GRADUAL_METHOD}: {', '.join(ITERATIVE_BASES)}")
     p.add_argument("--n", type=positive_int, default=2, help="N of N:M (default 2)")
     p.add_argument("--m", type=positive_int, default=4, help="M of N:M (default 4)")
     p.add_argument("--round-to", type=positive_int, default=1, help="structured: kept counts multiples of this")
@@ -62,7 +67,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def _load(name: str, seed: int) -> TransformerEncoder:
+def _load(name: str, seed: int) -> nn.Module:
+    hf = load_hf_arg(name)  # a transformers folder or hub id
+    if hf is not None:
+        return hf
     path = Path(name)
     if path.is_dir():
         return load_model(path)
@@ -71,32 +79,41 @@ def _load(name: str, seed: int) -> TransformerEncoder:
     return build_preset(name, seed=seed).eval()
 
 
-def synthetic_calib(model: TransformerEncoder, batches: int, seq_len: int, seed: int) -> list[Batch]:
+def synthetic_calib(model: nn.Module, batches: int, seq_len: int, seed: int) -> list[Batch]:
     """Random-token batches with labels (MLM: 15% of positions; CLS: random classes).
 
     The CLI has no task data; the accuracy pipeline passes real batches to ``prune_`` instead.
     """
-    cfg = model.config
-    seq = min(seq_len, cfg.max_positions)
+    adapter = adapter_for(model)
+    seq = min(seq_len, adapter.max_seq_len or seq_len)
+    mlm, num_labels = _label_kind(model)
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(batches):
-        ids = torch.randint(0, cfg.vocab_size, (8, seq), generator=g)
+        ids = torch.randint(0, adapter.vocab_size, (8, seq), generator=g)
         batch: Batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        if cfg.head is TaskHead.MLM:
+        if mlm:
             picked = torch.rand(ids.shape, generator=g) < 0.15
             picked[:, 0] = True  # at least one labelled position per row
             batch["labels"] = torch.where(picked, ids, torch.full_like(ids, IGNORE_INDEX))
         else:
-            batch["labels"] = torch.randint(0, cfg.num_labels, (8,), generator=g)
+            batch["labels"] = torch.randint(0, num_labels, (8,), generator=g)
         out.append(batch)
     return out
+
+
+def _label_kind(model: nn.Module) -> tuple[bool, int]:
+    """(MLM head?, number of classes) of a prunebench encoder or an HF model (whose config says so)."""
+    if isinstance(model, TransformerEncoder):
+        return model.config.head is TaskHead.MLM, model.config.num_labels
+    kind = getattr(adapter_for(model), "head_kind", "base")
+    return kind == "mlm", int(getattr(model.config, "num_labels", 2))
 
 
 def _spec(args: argparse.Namespace) -> PruneSpec:
     method, base = args.method, args.base_method
     if args.steps > 1 and method in ITERATIVE_BASES:
-        method, base = "iterative", args.method  # "--method structured --steps 4" = gradual structured
+        method, base = GRADUAL_METHOD, args.method  # "--method structured --steps 4" = gradual structured
     return PruneSpec(
         method=method, sparsity=args.sparsity, scope=args.scope, granularity=args.granularity,
         criterion=args.criterion, schedule=args.schedule, steps=args.steps, base_method=base, n=args.n, m=args.m,
@@ -108,10 +125,10 @@ def _table(report: PruneReport, out: Path, calib_note: str) -> Table:
     t = Table(title=f"prunebench prune -> {out}")
     t.add_column("quantity")
     t.add_column("value", justify="right")
-    spec = report.spec
-    detail = spec["base_method"] if report.method == "iterative" else spec.get("granularity")
+    spec, info = report.spec, METHODS.get(report.method)
+    detail = spec["base_method"] if info.gradual else spec.get("granularity")
     t.add_row("method", f"{report.method} ({detail}, {spec['criterion']}, {spec['scope']})"
-              if report.method in ("structured", "iterative") else f"{report.method} ({spec['criterion']})")
+              if info.structured or info.gradual else f"{report.method} ({spec['criterion']})")
     t.add_row("requested sparsity", f"{report.requested_sparsity:.3f}")
     t.add_row("measured sparsity (prunable weights)", f"{report.measured_sparsity:.3f}")
     for kind, frac in (report.group_sparsity or {}).items():

@@ -1,6 +1,8 @@
 """Hugging Face encoders as prunebench models (the optional ``prunebench[hf]`` extra).
 
 Importing this package needs ``transformers``; without it the import fails with one line naming the extra.
+On import it registers its adapters in :data:`prunebench.models.adapters.ADAPTERS`, so ``adapter_for`` (which
+imports it on first sight of a transformers model) and the whole pruning engine handle HF models.
 It provides one :class:`~prunebench.models.arch.ArchAdapter` per family (BERT, RoBERTa, XLM-RoBERTa,
 CamemBERT, DistilBERT), offline loading from a local folder, and save/rebuild of pruned shapes.
 """
@@ -9,6 +11,7 @@ from prunebench.models.hf.deps import HFModelError, require_transformers
 
 require_transformers()
 
+from prunebench.models.adapters import ADAPTERS  # noqa: E402  (after the families: no import cycle)
 from prunebench.models.hf.adapter import HFEncoderAdapter, LossFn  # noqa: E402
 from prunebench.models.hf.families import (  # noqa: E402
     HF_ADAPTERS,
@@ -24,6 +27,11 @@ from prunebench.models.hf.families import (  # noqa: E402
 from prunebench.models.hf.io import MANIFEST_FILE, load_saved_hf, save_hf_model  # noqa: E402
 from prunebench.models.hf.layout import SkippedLayer  # noqa: E402
 from prunebench.models.hf.loading import load_hf_model, load_hf_tokenizer  # noqa: E402
+
+# Registered once per process, on first import; prunebench.models.adapters imports this package lazily.
+for _adapter in HF_ADAPTERS:
+    if _adapter.name not in ADAPTERS:
+        ADAPTERS.add(_adapter.name, _adapter)
 
 
 def hf_adapter_for(model: object, loss_fn: LossFn | None = None) -> HFEncoderAdapter:

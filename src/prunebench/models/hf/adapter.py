@@ -12,6 +12,7 @@ Module names are the model's own qualified names (``bert.encoder.layer.0.attenti
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -21,7 +22,7 @@ from torch import nn
 from prunebench.models.arch import check_kind
 from prunebench.models.batch import Batch
 from prunebench.models.hf.forwards import HFForwardsMixin
-from prunebench.models.hf.layout import Layout, SkippedLayer, new_linear, set_submodule
+from prunebench.models.hf.layout import HeadlessAttention, Layout, SkippedLayer, new_linear, set_submodule
 
 #: ``loss_fn(model, batch) -> scalar``: a task loss for models without one of their own (base encoders).
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -60,6 +61,43 @@ class HFEncoderAdapter(HFForwardsMixin):
     def matches(cls, model: nn.Module) -> bool:
         """Whether ``model`` is one of this family's supported classes (by type)."""
         return isinstance(model, tuple(cls.model_classes))
+
+    @classmethod
+    def from_manifest(cls, config: dict[str, Any], manifest: dict[str, Any]) -> nn.Module:
+        """A model with fresh weights and exactly the saved widths (``manifest["hf_config"]`` is its HF config).
+
+        Raises:
+            ValueError / KeyError: an architecture this adapter does not handle, or a malformed manifest.
+        """
+        model_cls = next((c for c in cls.model_classes if c.__name__ == manifest["architecture"]), None)
+        if model_cls is None:
+            raise ValueError(f"the {cls.name} adapter has no architecture {manifest['architecture']!r}")
+        return cls.build_shaped(model_cls, model_cls.config_class.from_dict(manifest["hf_config"]), manifest)
+
+    @classmethod
+    def build_shaped(cls, model_cls: type, hf_config: Any, manifest: dict[str, Any],
+                     attn_implementation: str | None = None) -> nn.Module:
+        """``model_cls`` built from ``hf_config`` (fresh weights), then cut to the manifest's widths.
+
+        Raises:
+            ValueError: the manifest does not fit the config (layer count, head width).
+        """
+        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        model = model_cls._from_config(hf_config, **kwargs)
+        adapter = cls(model)
+        widths = manifest["layers"]
+        if len(widths) != adapter.n_layers:
+            raise ValueError(f"the manifest has {len(widths)} layers, the config {adapter.n_layers}")
+        for i, w in enumerate(widths):
+            if int(w["head_dim"]) != adapter.head_dim(i):
+                raise ValueError(f"layer {i} head width {w['head_dim']} is not the config's {adapter.head_dim(i)}")
+            for kind in ("heads", "neurons"):
+                if int(w[kind]) != adapter.group_count(kind, i):
+                    adapter.keep_groups_(kind, i, range(int(w[kind])))  # shapes only; weights are loaded later
+            if w.get("skipped"):
+                adapter.zero_layer_(i)
+        model.config.prunebench_kept_layers = list(manifest.get("kept_layers", range(adapter.n_layers)))
+        return model.eval()
 
     @classmethod
     def class_names(cls) -> list[str]:
@@ -105,6 +143,20 @@ class HFEncoderAdapter(HFForwardsMixin):
     def head_dim(self, index: int) -> int:
         """Width of one attention head of layer ``index``."""
         return int(getattr(self._attn(index), self.layout.head_dim_attr))
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the token vocabulary."""
+        return int(self.model.config.vocab_size)
+
+    @property
+    def max_seq_len(self) -> int | None:
+        """Longest sequence the position embeddings cover (minus the family's position offset)."""
+        return int(self.model.config.max_position_embeddings) - self.position_offset()
+
+    def position_offset(self) -> int:
+        """Position rows not available to tokens (RoBERTa-style models start counting after the pad id)."""
+        return 0
 
     @property
     def hidden_size(self) -> int:
@@ -215,17 +267,17 @@ class HFEncoderAdapter(HFForwardsMixin):
     def keep_groups_(self, kind: str, layer: int, keep: Sequence[int]) -> None:
         """Physically keep only ``keep`` (head or neuron indices) of ``layer``; HF metadata follows.
 
+        With no head kept the attention module becomes a :class:`HeadlessAttention` (HF attention cannot run
+        with 0 heads); with no neuron kept the FFN projections are empty and the block adds its output bias.
+
         Raises:
-            ValueError: ``kind`` is ``layers``, or every head of the layer would go (HF attention cannot
-                run with 0 heads; remove the layer instead).
+            ValueError: ``kind`` is ``layers``.
         """
         check_kind(kind)
         if kind == "layers":
             raise ValueError("use keep_layers_ to remove whole layers")
         keep = sorted(keep)
         if kind == "heads":
-            if not keep:
-                raise ValueError("a Hugging Face attention block cannot run with 0 heads; remove the layer instead")
             rows = self._head_index(layer, keep)
             for which in ("query", "key", "value"):
                 old = self._lin(layer, which)
@@ -238,6 +290,11 @@ class HFEncoderAdapter(HFForwardsMixin):
             setattr(attn, self.layout.heads_attr, len(keep))
             if self.layout.width_attr is not None:
                 setattr(attn, self.layout.width_attr, len(keep) * self.head_dim(layer))
+            if not keep and not isinstance(attn, HeadlessAttention):
+                inner = self.layout.attention + "."
+                out_name = self.layout.attn_out[len(inner):] if self.layout.attn_out.startswith(inner) else None
+                set_submodule(self.layer(layer), self.layout.attention,
+                              HeadlessAttention(attn, self.layout, out_name, self.head_dim(layer)))
             return
         idx = torch.as_tensor(keep, dtype=torch.long)
         old_in, old_out = self._lin(layer, "ffn_in"), self._lin(layer, "ffn_out")
@@ -281,7 +338,13 @@ class HFEncoderAdapter(HFForwardsMixin):
     def shape_manifest(self) -> dict[str, Any]:
         """Per-layer widths (heads, neurons, skipped) and the original indices of the kept layers."""
         return {"adapter": self.name, "architecture": type(self.model).__name__,
-                "kept_layers": self.kept_layers(), "layers": self.layer_widths()}
+                "kept_layers": self.kept_layers(), "layers": self.layer_widths(),
+                "hf_config": self.hf_config_dict()}
+
+    def hf_config_dict(self) -> dict[str, Any]:
+        """The HF config as JSON, without transformers' private keys (where it was loaded from, ...)."""
+        doc = json.loads(self.model.config.to_json_string(use_diff=False))
+        return {k: v for k, v in doc.items() if not k.startswith("_")}
 
     def plain_loadable(self) -> bool:
         """Whether plain ``transformers`` rebuilds this shape from ``config.json`` alone.

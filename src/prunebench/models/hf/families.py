@@ -6,7 +6,7 @@ same families (token classification, QA, ...) are not accepted: their task loss 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from transformers import (
     BertForMaskedLM,
@@ -40,7 +40,16 @@ class BertAdapter(HFEncoderAdapter):
                                                 BertForSequenceClassification: "classifier"}
 
 
-class RobertaAdapter(HFEncoderAdapter):
+class _RobertaPositions:
+    """RoBERTa-style position ids start after the padding id, so that many rows are never used by tokens."""
+
+    model: Any
+
+    def position_offset(self) -> int:
+        return int(self.model.config.pad_token_id) + 1
+
+
+class RobertaAdapter(_RobertaPositions, HFEncoderAdapter):
     """RoBERTa: BERT's module names under ``roberta``."""
 
     name = "roberta"
@@ -50,7 +59,7 @@ class RobertaAdapter(HFEncoderAdapter):
                                                 RobertaForSequenceClassification: "classifier"}
 
 
-class XLMRobertaAdapter(HFEncoderAdapter):
+class XLMRobertaAdapter(_RobertaPositions, HFEncoderAdapter):
     """XLM-RoBERTa: the RoBERTa layout in its own module."""
 
     name = "xlm-roberta"
@@ -60,7 +69,7 @@ class XLMRobertaAdapter(HFEncoderAdapter):
                                                 XLMRobertaForSequenceClassification: "classifier"}
 
 
-class CamembertAdapter(HFEncoderAdapter):
+class CamembertAdapter(_RobertaPositions, HFEncoderAdapter):
     """CamemBERT: the RoBERTa layout in its own module."""
 
     name = "camembert"

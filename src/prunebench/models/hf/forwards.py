@@ -46,6 +46,11 @@ class HFForwardsMixin:
         """Last hidden states [B, S, D] of the encoder (calibration, fidelity, distillation)."""
         return self.base(**self.model_inputs(batch)).last_hidden_state
 
+    def outputs(self, batch: Batch) -> torch.Tensor:
+        """What the whole model outputs: logits (MLM [B, S, V], classifier [B, C]) or last hidden states."""
+        out = self.model(**self.model_inputs(batch))
+        return out.logits if self.head_kind != "base" else out.last_hidden_state
+
     def loss(self, batch: Batch) -> torch.Tensor:
         """Scalar task loss: ``loss_fn`` if given, else masked-token CE (MLM) or CE on labels (classifier).
 

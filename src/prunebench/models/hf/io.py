@@ -25,7 +25,7 @@ from transformers import AutoConfig
 
 from prunebench._version import __version__
 from prunebench.errors import CheckpointError
-from prunebench.models.hf.families import class_for_architecture, hf_adapter_class
+from prunebench.models.hf.families import HF_ADAPTERS, class_for_architecture, hf_adapter_class
 
 MANIFEST_FILE = "prunebench_hf.json"
 FORMAT = "prunebench-hf-model"
@@ -127,22 +127,12 @@ def load_saved_hf(folder: Path, attn_implementation: str | None = None) -> nn.Mo
     """
     manifest = read_manifest(folder)["manifest"]
     config = AutoConfig.from_pretrained(str(folder))
-    cls = class_for_architecture(manifest["architecture"])
-    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model = cls._from_config(config, **kwargs)
-    adapter = hf_adapter_class(model)(model)
-    widths = manifest["layers"]
-    if len(widths) != adapter.n_layers:
-        raise CheckpointError(f"{folder}: manifest has {len(widths)} layers, config.json {adapter.n_layers}")
-    for i, w in enumerate(widths):
-        if int(w["head_dim"]) != adapter.head_dim(i):
-            raise CheckpointError(f"{folder}: layer {i} head width {w['head_dim']} differs from config.json's")
-        for kind in ("heads", "neurons"):
-            if int(w[kind]) != adapter.group_count(kind, i):
-                adapter.keep_groups_(kind, i, range(int(w[kind])))  # shapes only; weights are loaded below
-        if w.get("skipped"):
-            adapter.zero_layer_(i)
-    model.config.prunebench_kept_layers = list(manifest["kept_layers"])
+    model_cls = class_for_architecture(manifest["architecture"])
+    adapter_cls = next(a for a in HF_ADAPTERS if model_cls in a.model_classes)
+    try:
+        model = adapter_cls.build_shaped(model_cls, config, manifest, attn_implementation)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{folder / MANIFEST_FILE} does not fit config.json: {exc}") from None
     _load_weights(model, folder)
     model.config._name_or_path = str(folder)
     return model.eval()

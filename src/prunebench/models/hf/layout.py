@@ -106,3 +106,36 @@ class SkippedLayer(nn.Module):
     def forward(self, hidden_states: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         """The input, unchanged (any further arguments the encoder passes are ignored)."""
         return hidden_states
+
+
+class HeadlessAttention(nn.Module):
+    """An attention module left with 0 heads; it computes what the fully masked block computes.
+
+    HF attention cannot run with 0 heads (its reshape to ``[B, S, -1, Dh]`` is ambiguous on an empty
+    tensor). With every head gone the block adds only its output projection's bias, so this module returns
+    an empty ``[B, S, 0]`` context (or, where the family's attention module owns the output projection, that
+    projection applied to it: the bias). The original, now empty, projections stay under their own names.
+
+    Args:
+        attention: the attention module being replaced (its children are kept).
+        layout: the family's layout (attribute names).
+        out_name: name of the output projection among ``attention``'s children, or None if it lives outside.
+        head_dim: width of a head, kept for the manifest.
+    """
+
+    def __init__(self, attention: nn.Module, layout: Layout, out_name: str | None, head_dim: int) -> None:
+        super().__init__()
+        for name, child in attention.named_children():
+            self.add_module(name, child)
+        self.out_name = out_name
+        setattr(self, layout.head_dim_attr, head_dim)
+        setattr(self, layout.heads_attr, 0)
+        if layout.width_attr is not None:
+            setattr(self, layout.width_attr, 0)
+
+    def forward(self, hidden_states: torch.Tensor, *args: object, **kwargs: object) -> tuple[torch.Tensor, None]:
+        """``(context, None)`` as HF attention returns; the context has no features (or is the output bias)."""
+        empty = hidden_states.new_zeros(*hidden_states.shape[:-1], 0)  # [B, S, 0]
+        if self.out_name is not None:
+            return getattr(self, self.out_name)(empty), None  # [B, S, D]: the projection's bias
+        return empty, None

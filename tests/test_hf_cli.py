@@ -1,0 +1,64 @@
+"""``--model PATH`` on the CLI for Hugging Face folders: prune then bench, and the one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+transformers = pytest.importorskip("transformers", reason="the hf extra is not installed: pip install 'prunebench[hf]'")
+
+from prunebench.cli.main import main  # noqa: E402
+from prunebench.models.hf import MANIFEST_FILE, load_hf_model  # noqa: E402
+from tests.hf_tiny import tiny_model, write_tokenizer  # noqa: E402
+
+
+@pytest.fixture
+def hf_dir(tmp_path):
+    folder = tmp_path / "dense"
+    tiny_model("bert", "BertForMaskedLM").save_pretrained(str(folder))
+    write_tokenizer(folder)
+    return folder
+
+
+@pytest.mark.parametrize("method", [["--method", "structured", "--granularity", "both"],
+                                    ["--method", "wanda"], ["--method", "structured", "--criterion", "taylor"]])
+def test_prune_then_bench_an_hf_folder(hf_dir, tmp_path, capsys, method):
+    out = tmp_path / "pruned"
+    assert main(["prune", "--model", str(hf_dir), *method, "--sparsity", "0.5", "--calib-batches", "1",
+                 "--calib-seq-len", "16", "--out", str(out)]) == 0
+    assert (out / MANIFEST_FILE).is_file() and (out / "plan.json").is_file() and (out / "vocab.txt").is_file()
+    report = json.loads((out / "prune_report.json").read_text())
+    assert report["measured_sparsity"] > 0.3
+    assert type(load_hf_model(out)).__name__ == "BertForMaskedLM"
+    capsys.readouterr()
+    result = tmp_path / "bench.json"
+    assert main(["bench", str(out), "--baseline", str(hf_dir), "--batch-sizes", "1", "--seq-len", "16",
+                 "--budget", "quick", "--min-time", "0.05", "--max-time", "0.3", "--no-memory",
+                 "--json", str(result)]) == 0
+    doc = json.loads(result.read_text())
+    assert "pruned" in json.dumps(doc) and "dense" in json.dumps(doc)
+
+
+def test_hub_id_without_network_is_one_line(capsys, monkeypatch):
+    from prunebench.models.hf import loading
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(loading.AutoConfig, "from_pretrained", offline)
+    assert main(["prune", "--model", "someone/some-model", "--method", "magnitude", "--out", "/tmp/x-unused"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pass a local folder" in err
+
+
+def test_transformers_missing_is_one_line_exit_2(hf_dir, capsys, monkeypatch):
+    from prunebench.models.hf import deps
+
+    real = deps.importlib.util.find_spec
+    monkeypatch.setattr(deps.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "transformers" else real(name, *a))
+    capsys.readouterr()
+    assert main(["bench", str(hf_dir), "--batch-sizes", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'prunebench[hf]'" in err

@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--criterion", default="activation", choices=("activation", "taylor", "l2"))
     parser.add_argument("--recovery-seconds", type=float, default=180.0)
     parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--calib", type=int, default=512, help="calibration texts (scores and refit)")
+    parser.add_argument("--calib", type=int, default=256, help="calibration texts (scores and refit)")
     parser.add_argument("--max-train", type=int, default=4000)
     parser.add_argument("--max-eval", type=int, default=2000)
     parser.add_argument("--seq-len", type=int, default=128)
@@ -150,14 +150,20 @@ def main() -> None:
         row["speedup"] = speed
         rows.append(row)
         print(json.dumps(row), flush=True)
+        _write(args, folder, task, pooling, base, rows, start)
+    _write(args, folder, task, pooling, base, rows, start)
+    print(json.dumps({"rows": [{k: r[k] for k in ("sparsity", "one_shot", "refit", "speedup") if k in r}
+                               | ({"recovery": r["recovery"]} if "recovery" in r else {}) for r in rows]}, indent=1))
+
+
+def _write(args: argparse.Namespace, folder: str, task: Any, pooling: Any, base: Any, rows: list, start: float) -> None:
+    """The JSON document so far (rewritten after every sparsity, so a long run keeps what it measured)."""
     doc = {"model": os.path.basename(os.path.dirname(folder.rstrip("/"))) or folder, "criterion": args.criterion,
            "task": task.info, "pooling": pooling.__dict__, "dense": _scores(base), "rows": rows,
            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
            "seconds": round(time.perf_counter() - start, 1), "environment": environment("cpu", torch.get_num_threads())}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps({"rows": [{k: r[k] for k in ("sparsity", "one_shot", "refit", "speedup") if k in r}
-                               | ({"recovery": r["recovery"]} if "recovery" in r else {}) for r in rows]}, indent=1))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from prunebench.models.io import is_hf_folder
 from prunebench.models.presets import model_names
 from prunebench.pruning.schedule import SCHEDULE_REGISTRY
 from prunebench.pruning.spec import METHODS, PruneSpec
@@ -38,7 +39,7 @@ class RunConfig:
     """Everything that determines a run's results (and so is stored with them).
 
     Attributes:
-        model: preset name (``small``, ``medium``, ``large``).
+        model: preset name (``small``, ``medium``, ``large``) or a Hugging Face model folder.
         methods: pruning methods to compare (see :data:`RUN_METHODS`).
         sparsities: sparsity levels for every method except ``nm``; empty = each method's default.
         batch_sizes: batch sizes of the benchmark sweep.
@@ -83,9 +84,9 @@ class RunConfig:
     save_models: bool = True
 
     def __post_init__(self) -> None:
-        if self.model not in model_names() or self.model == "custom":
+        if (self.model not in model_names() or self.model == "custom") and not self.is_hf:
             valid = ", ".join(n for n in model_names() if n != "custom")
-            raise ValueError(f"unknown model {self.model!r}; choose from: {valid}")
+            raise ValueError(f"unknown model {self.model!r}; choose from: {valid}, or a Hugging Face model folder")
         object.__setattr__(self, "methods", tuple(self.methods))
         object.__setattr__(self, "sparsities", tuple(float(s) for s in self.sparsities))
         object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
@@ -120,6 +121,11 @@ class RunConfig:
             raise ValueError(f"pad_fraction must lie in [0, 1), got {self.pad_fraction}")
         if self.min_time < 0:
             raise ValueError(f"min_time must be >= 0, got {self.min_time}")
+
+    @property
+    def is_hf(self) -> bool:
+        """Whether ``model`` names a Hugging Face model folder (run by :mod:`prunebench.runner.hf_pipeline`)."""
+        return self.model not in model_names() and is_hf_folder(self.model)
 
     def variants(self) -> list[tuple[str, str, float]]:
         """The (variant name, method, sparsity) triples this run produces, dense excluded, in run order."""

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "pruned model against its masked reference, evaluate accuracy, time every variant paired and interleaved "
         "against dense across batch sizes, and write report.html, summary.md, results.json/csv and figures.",
     )
-    p.add_argument("--model", help="small | medium | large (default: medium)")
+    p.add_argument("--model", help="small | medium | large, or a Hugging Face model folder (default: medium)")
     p.add_argument("--methods", type=_methods, help=f"comma list of {','.join(RUN_METHODS)} (default: all)")
     p.add_argument("--sparsity", type=float_list, help="one sparsity or a list (e.g. 0.3,0.5,0.7,0.9): the sweep "
                    "that draws degradation curves (default: magnitude/structured/wanda 0.5, iterative 0.8)")

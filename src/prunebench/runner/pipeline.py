@@ -114,6 +114,10 @@ def execute_run(
     """
     if config.device == "cuda" and not torch.cuda.is_available():
         raise PrunebenchError("--device cuda was asked for, but torch sees no CUDA device here")
+    if config.is_hf:
+        from prunebench.runner.hf_pipeline import execute_hf_run
+
+        return execute_hf_run(config, run_dir, progress=progress)
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)  # pinned for the whole run, and recorded below

@@ -53,7 +53,7 @@ class RunDir:
 def default_out(model: str, now: datetime | None = None) -> Path:
     """``runs/<UTC timestamp>-<model>`` relative to the working directory."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}-{model}"
+    return Path("runs") / f"{stamp}-{Path(model).name or 'model'}"  # a model folder: its own name
 
 
 def stored_config(store_path: Path) -> RunConfig | None:

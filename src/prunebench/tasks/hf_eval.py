@@ -193,9 +193,10 @@ def mask_rows(rows: SplitData, tokenizer: Any, seed: int, mask_prob: float = MLM
 
 @torch.no_grad()
 def mlm_hits(model: nn.Module, masked: dict[str, torch.Tensor],
-             batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row (hits [N], masked tokens [N]) of an MLM model's top-1 predictions on ``masked`` rows."""
-    hits, counts = [], []
+             batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row hits [N] and masked tokens [N] of an MLM model's top-1 predictions on ``masked`` rows, and the
+    per-token correctness [T] (row-major order of the masked positions, the same for every model)."""
+    hits, counts, tokens = [], [], []
     was_training = model.training
     model.eval()
     try:
@@ -207,9 +208,10 @@ def mlm_hits(model: nn.Module, masked: dict[str, torch.Tensor],
             correct = (logits.argmax(dim=-1) == labels) & where  # [B, S]
             hits.append(correct.sum(dim=1))
             counts.append(where.sum(dim=1))
+            tokens.append(correct[where])
     finally:
         model.train(was_training)
-    return torch.cat(hits), torch.cat(counts)  # [N], [N]
+    return torch.cat(hits), torch.cat(counts), torch.cat(tokens)  # [N], [N], [masked tokens]
 
 
 @torch.no_grad()

@@ -52,6 +52,8 @@ class HFAccuracy:
         deltas: metric name -> paired delta to dense with its 95% CI.
         cosine_ci: (low, high) bootstrap CI of the mean embedding cosine to dense.
         n_examples: test examples (sequences for MLM) every metric was computed on.
+        correct: per-prediction correctness of the headline metric (examples; masked tokens for MLM), in a
+            fixed order shared by every model scored by one evaluator (not part of :meth:`to_dict`).
     """
 
     kind: str
@@ -60,6 +62,7 @@ class HFAccuracy:
     cosine_ci: tuple[float, float]
     n_examples: int
     info: dict[str, Any] = field(default_factory=dict)
+    correct: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def primary(self) -> str:
@@ -151,8 +154,8 @@ class HFEvaluator:
     def _outputs(self, model: nn.Module, emb: torch.Tensor | None = None) -> dict[str, np.ndarray]:
         """Per-example predictions: ``pred`` (class ids) or MLM ``hits`` / ``counts``."""
         if self.kind == "mlm":
-            hits, counts = mlm_hits(model, self.masked)
-            return {"hits": hits.numpy(), "counts": counts.numpy()}
+            hits, counts, tokens = mlm_hits(model, self.masked)
+            return {"hits": hits.numpy(), "counts": counts.numpy(), "tokens": tokens.numpy()}
         if self.kind == "cls":
             pred = classifier_predictions(model, self.tokenizer, self.test_texts, max_length=self.max_length)
             return {"pred": pred.numpy()}
@@ -175,6 +178,7 @@ class HFEvaluator:
             name = "masked_token_accuracy"
             metrics[name] = float(out["hits"].sum() / out["counts"].sum())
             deltas[name] = paired_delta_ci(ref["hits"], out["hits"], out["counts"], seed=self.seed)
+            correct = out["tokens"]
         else:
             y = self.test_labels
             k = int(max(y.max(), out["pred"].max(), ref["pred"].max())) + 1
@@ -186,9 +190,19 @@ class HFEvaluator:
                 lambda i: macro_f1(out["pred"][i], y[i], k), lambda i: macro_f1(ref["pred"][i], y[i], k),
                 len(y), seed=self.seed,
             )
+            correct = out["pred"] == y
         info = {"task": self.task.name if self.task else "corpus", "pooling": self.pooling.mode,
                 "normalize": self.pooling.normalize}
-        return HFAccuracy(self.kind, metrics, deltas, (cos_low, cos_high), len(cos), info)
+        return HFAccuracy(self.kind, metrics, deltas, (cos_low, cos_high), len(cos), info, correct)
+
+    def trivial_accuracy(self) -> float:
+        """Accuracy of always predicting the majority train class (MLM: the most frequent masked test token)."""
+        if self.kind == "mlm":
+            labels = self.masked["labels"][self.masked["labels"] != -100]
+            return float(torch.bincount(labels).max() / len(labels))
+        assert self.task is not None
+        majority = int(np.bincount(self.task.labels["train"]).argmax())  # type: ignore[index]
+        return float((self.test_labels == majority).mean())
 
 
 def probe_loss(probe: LinearProbe, pooling: Pooling) -> Any:

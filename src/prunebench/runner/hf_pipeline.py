@@ -1,0 +1,144 @@
+"""The stage loop of an HF run (see :mod:`prunebench.runner.hf_run` for what each stage does).
+
+Kept beside :mod:`prunebench.runner.pipeline`, which hands a run over here when ``config.model`` is a
+Hugging Face folder; the store, the resume rules, the benchmark cells and the report are the same.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from prunebench.bench import bench_pair, environment, fingerprint_hash, forward_macs, make_inputs
+from prunebench.config import RunConfig
+from prunebench.report import build_report
+from prunebench.results import ResultStore
+from prunebench.runner.budgets import Budgets, bench_settings_for
+from prunebench.runner.hf_run import HFRun, corpus_of, hf_variants, save_dense
+from prunebench.runner.pipeline import DENSE, RECOVERABLE, Progress, RunOutcome, _cell_record, _Ticker
+from prunebench.runner.rundir import RunDir
+
+logger = logging.getLogger(__name__)
+
+
+def execute_hf_run(config: RunConfig, run_dir: RunDir, *, progress: Progress | None = None) -> RunOutcome:
+    """Run (or resume) an HF run in ``run_dir``: dense, every variant, benchmarks, report.
+
+    Raises:
+        PrunebenchError / ValueError: the model, tokenizer or task cannot be used (one line each); failures of
+            single variants and cells are recorded, not raised.
+    """
+    variants = hf_variants(config)
+    tick = _Ticker(2 + 2 + 2 * len(variants) + (len(variants) + 1) * len(config.batch_sizes) + 1, progress)
+    outcome = RunOutcome(run_dir=run_dir.root)
+    previous_threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    env = environment(config.device, torch.get_num_threads())
+    env.setdefault("fingerprint_hash", fingerprint_hash(env))
+    model_dir = run_dir.model_dir if config.save_models else None
+    try:
+        with ResultStore(run_dir.store) as store:
+            run = store.get_run()
+            store.start_run({
+                "run_id": run["run_id"] if run else uuid.uuid4().hex[:12],
+                "created": run["created"] if run else datetime.now(UTC).isoformat(timespec="seconds"),
+                "config": config.to_dict(), "environment": env, "corpus": {},
+            })
+            try:
+                tick("data", f"model, tokenizer and task ({config.model})", 0)
+                hf = HFRun(config, model_dir, tick)
+                store.update_run({"corpus": corpus_of(hf)})
+                tick("data", f"{hf.kind} model, task ready")
+                tick("train", "pretrained: nothing to train")
+                models = _dense_and_variants(store, hf, variants, outcome, tick)
+                _benchmarks(store, hf, config, models, variants, outcome, tick)
+            except BaseException:
+                store.set_run_status("failed")
+                raise
+            store.set_run_status("finished")
+        tick("report", "writing report.html, summary.md, results.json/csv, figures", 0)
+        outcome.report_files = build_report(run_dir.root)
+        tick("report", "done")
+    finally:
+        torch.set_num_threads(previous_threads)
+    return outcome
+
+
+def _dense_and_variants(store: ResultStore, hf: HFRun, variants: list[tuple[str, str, float]],
+                        outcome: RunOutcome, tick: _Ticker) -> dict[str, torch.nn.Module]:
+    from prunebench.models import load_model
+
+    if not store.has_variant(DENSE, status="ok"):
+        folder = hf.model_dir(DENSE) if hf.model_dir is not None else None
+        record = hf.describe(hf.dense, DENSE, DENSE, 0.0, save_dense(hf, folder))
+        store.put_variant({**record, "fidelity": {"ok": True, "max_abs_diff": 0.0, "reference": "itself"}})
+    tick("prune", "dense: described")
+    if not store.has_evaluation(DENSE):
+        hf.evaluate(store, DENSE, hf.dense)
+    else:
+        tick("eval", "dense: done earlier")
+    models: dict[str, torch.nn.Module] = {DENSE: hf.dense}
+    for name, method, sparsity in variants:
+        folder: Path | None = hf.model_dir(name) if hf.model_dir is not None else None
+        if store.has_variant(name, status="ok") and folder is not None and (folder / "config.json").exists():
+            models[name] = load_model(folder).eval()
+            tick("prune", f"{name}: reloaded")
+        else:
+            tick("prune", name, 0)
+            try:
+                model, record = hf.variant(name, method, sparsity)
+            except RECOVERABLE as exc:
+                logger.exception("pruning %s failed", name)
+                store.put_variant({"name": name, "method": method, "requested_sparsity": sparsity,
+                                   "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+                outcome.failed_variants.append(name)
+                tick("prune", f"{name}: FAILED", 2)
+                continue
+            store.put_variant(record)
+            models[name] = model
+            tick("prune", f"{name}: sparsity {record['measured_sparsity']:.3f}")
+        if store.has_evaluation(name):
+            tick("eval", f"{name}: done earlier")
+            continue
+        try:
+            hf.evaluate(store, name, models[name])
+        except RECOVERABLE as exc:
+            logger.exception("evaluating %s failed", name)
+            tick("eval", f"{name}: FAILED ({exc})")
+    return models
+
+
+def _benchmarks(store: ResultStore, hf: HFRun, config: RunConfig, models: dict[str, torch.nn.Module],
+                variants: list[tuple[str, str, float]], outcome: RunOutcome, tick: _Ticker) -> None:
+    """Every variant paired against dense per batch size (dense against its twin: the noise floor)."""
+    settings = bench_settings_for(config, Budgets.of(config))
+    device = torch.device(config.device)
+    on_device = {n: m.to(device) for n, m in models.items()}
+    twin = copy.deepcopy(on_device[DENSE])
+    vocab = len(hf.tokenizer)
+    for batch_size in config.batch_sizes:
+        dense_macs = forward_macs(models[DENSE], batch_size, config.seq_len)
+        inputs = make_inputs(vocab, batch_size, config.seq_len, seed=config.seed, pad_fraction=config.pad_fraction,
+                             device=device, pad_token_id=hf.tokenizer.pad_token_id or 0)
+        for name in [DENSE, *(v[0] for v in variants)]:
+            if name not in on_device:
+                tick("bench", f"{name} b={batch_size}: skipped (variant failed)")
+                continue
+            if store.has_cell(name, batch_size, config.seq_len, status="ok"):
+                tick("bench", f"{name} b={batch_size}: done earlier")
+                continue
+            tick("bench", f"{name} b={batch_size}", 0)
+            candidate = twin if name == DENSE else on_device[name]
+            cell = bench_pair(on_device[DENSE], candidate, batch_size, config.seq_len, settings=settings,
+                              inputs=inputs, name=name, baseline_name=DENSE)
+            record = _cell_record(name, cell, dense_macs)
+            store.put_cell(record)
+            if record["status"] != "ok":
+                outcome.failed_cells += 1
+            tick("bench", f"{name} b={batch_size}: " + (f"{cell.speedup:.2f}x" if cell.speedup else cell.status))

@@ -1,0 +1,61 @@
+"""`prunebench run --model <HF folder>` in process, on a tiny random BERT and a small labelled CSV."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prunebench.config import RunConfig
+from prunebench.results import ResultStore
+from prunebench.runner.hf_run import HF_SPARSITIES, hf_variants
+from prunebench.runner.pipeline import execute_run
+from prunebench.runner.rundir import prepare
+from tests import hf_text_fixtures as fx
+
+
+def unpack_bits(packed: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(base64.b64decode(packed), dtype=np.uint8))[:n]
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "tiny-bert"
+    tok = fx.tokenizer(folder)
+    fx.base_model(tok).save_pretrained(str(folder))
+    return folder
+
+
+def test_hf_run_defaults_to_three_sparsities_and_rejects_unknown_models(model_dir: Path):
+    config = RunConfig(model=str(model_dir))
+    assert config.is_hf
+    assert {s for _, m, s in hf_variants(config) if m == "structured"} == set(HF_SPARSITIES)
+    with pytest.raises(ValueError, match="or a Hugging Face model folder"):
+        RunConfig(model=str(model_dir.parent))
+
+
+def test_hf_run_prunes_checks_evaluates_and_times(model_dir: Path, tmp_path: Path):
+    csv = fx.sentiment_csv(tmp_path / "reviews.csv", n=200)
+    config = RunConfig(model=str(model_dir), methods=("structured", "magnitude"), sparsities=(0.5,),
+                       batch_sizes=(1,), seq_len=16, threads=1, quick=True, task=f"csv:{csv}")
+    run_dir, config = prepare(tmp_path / "run", config, resume=False, force=False)
+    outcome = execute_run(config, run_dir, cache_dir=tmp_path / "cache")
+    assert outcome.failed_variants == [] and outcome.failed_cells == 0
+    with ResultStore(run_dir.store) as store:
+        snap = store.snapshot()
+    variants = {v["name"]: v for v in snap["variants"]}
+    assert set(variants) == {"dense", "structured@0.5", "magnitude@0.5"}
+    assert all(v["fidelity"]["ok"] for v in variants.values())
+    assert variants["structured@0.5"]["encoder_params"] < variants["dense"]["encoder_params"]
+    assert variants["structured@0.5"]["fidelity"]["reload_ok"]
+    evals = {e["variant"]: e for e in snap["evaluations"]}
+    dense = evals["dense"]["details"]
+    assert evals["dense"]["metric_name"] == "probe_accuracy"
+    assert dense["deltas"]["probe_accuracy"]["delta"] == 0.0
+    bits = unpack_bits(dense["correct"], dense["n_predictions"])
+    assert bits.mean() == pytest.approx(evals["dense"]["accuracy"])
+    assert evals["structured@0.5"]["cosine"] < 1.0
+    assert {c["variant"] for c in snap["cells"]} == {"dense", "structured@0.5", "magnitude@0.5"}
+    assert (run_dir.root / "summary.md").is_file()

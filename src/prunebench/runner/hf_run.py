@@ -44,8 +44,6 @@ from prunebench.tasks.hf_text import TextTask, corpus_text_task, labelled_text_t
 
 logger = logging.getLogger(__name__)
 
-#: Sparsities of an HF run when none are given: a degradation curve needs several points.
-HF_SPARSITIES = (0.3, 0.5, 0.7)
 #: Seconds of distillation after each structured shrink (the refit does most of the work; see the README);
 #: ``--quick`` runs a token second.
 RECOVERY_SECONDS = 20.0
@@ -228,8 +226,5 @@ def corpus_of(run: HFRun) -> dict[str, Any]:
 
 
 def hf_variants(config: RunConfig) -> list[tuple[str, str, float]]:
-    """The run's variants; the HF defaults (0.3, 0.5, 0.7) where no sparsities were given."""
-    if config.sparsities:
-        return config.variants()
-    cfg = RunConfig.from_dict({**config.to_dict(), "sparsities": list(HF_SPARSITIES)})
-    return cfg.variants()
+    """The run's variants (an HF config defaults to :data:`~prunebench.config.HF_SPARSITIES`)."""
+    return config.variants()

@@ -60,3 +60,28 @@ def test_hf_run_prunes_checks_evaluates_and_times(model_dir: Path, tmp_path: Pat
     assert evals["structured@0.5"]["cosine"] < 1.0
     assert {c["variant"] for c in snap["cells"]} == {"dense", "structured@0.5", "magnitude@0.5"}
     assert (run_dir.root / "summary.md").is_file()
+
+
+def test_eval_command_scores_an_hf_folder_against_its_reference(model_dir: Path, tmp_path: Path, capsys):
+    import copy
+    import json
+
+    import torch
+
+    from prunebench.cli.main import main
+    from prunebench.models.hf import load_hf_model
+
+    csv = fx.sentiment_csv(tmp_path / "reviews.csv", n=120)
+    hurt_dir = tmp_path / "hurt"
+    hurt = copy.deepcopy(load_hf_model(model_dir))
+    with torch.no_grad():
+        hurt.encoder.layer[0].output.dense.weight.mul_(0.0)
+    hurt.save_pretrained(str(hurt_dir))
+    fx.tokenizer(hurt_dir)
+    args = ["eval", str(hurt_dir), "--reference", str(model_dir), "--task", f"csv:{csv}", "--json"]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["kind"] == "base" and doc["metrics"]["embedding_cosine"] < 1.0
+    assert set(doc["deltas"]) == {"probe_accuracy", "probe_macro_f1"}
+    assert main(["eval", str(model_dir), "--task", f"csv:{csv}"]) == 0
+    assert "no measurable change" in capsys.readouterr().out

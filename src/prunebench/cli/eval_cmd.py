@@ -16,7 +16,7 @@ from prunebench.cli.train_cmd import (
     cache_dir_from_args,
     task_options,
 )
-from prunebench.models.io import load_model, read_config
+from prunebench.models.io import is_hf_folder, load_model, read_config
 from prunebench.tasks import evaluate
 from prunebench.tasks.tokenizer import TOKENIZER_FILE
 
@@ -24,7 +24,7 @@ from prunebench.tasks.tokenizer import TOKENIZER_FILE
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``eval`` subcommand."""
     p = sub.add_parser("eval", help="evaluate a saved model on its task (optionally against a dense reference)")
-    p.add_argument("model_dir", help="folder of a saved model")
+    p.add_argument("model_dir", help="folder of a saved model (or a Hugging Face model folder)")
     add_task_args(p)
     p.add_argument("--reference", default=None, metavar="DENSE_DIR", help="saved dense model to compare against")
     p.add_argument("--split", choices=("train", "val", "test"), default="test", help="split (default test)")
@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print a table (or JSON)."""
     apply_threads(args)
+    if is_hf_folder(args.model_dir):
+        from prunebench.cli.hf_eval import run_hf_eval
+
+        return run_hf_eval(args)
     config, meta = read_config(args.model_dir)
     model = load_model(args.model_dir)
     options = task_options(args, meta.get("task") if isinstance(meta.get("task"), dict) else None)

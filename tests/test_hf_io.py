@@ -181,3 +181,16 @@ def test_corrupted_weights_and_a_manifest_that_does_not_fit(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(CheckpointError, match="corrupted or truncated"):
         load_model(tmp_path)
+
+
+def test_from_manifest_is_the_inverse_of_shape_manifest():
+    model = tiny_model("distilbert", "DistilBertForMaskedLM")
+    adapter = _prune_unevenly(model)
+    adapter.keep_groups_("heads", 2, [])
+    rebuilt = type(adapter).from_manifest(adapter.config_dict(), adapter.shape_manifest())
+    assert hf_adapter_for(rebuilt).shape_manifest() == adapter.shape_manifest()
+    rebuilt.load_state_dict(model.state_dict())
+    batch = padded_batch()
+    assert torch.equal(_logits(model, batch), _logits(rebuilt.eval(), batch))
+    with pytest.raises(ValueError, match="has no architecture"):
+        type(adapter).from_manifest({}, {**adapter.shape_manifest(), "architecture": "BertModel"})

@@ -12,7 +12,6 @@ Module names are the model's own qualified names (``bert.encoder.layer.0.attenti
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -23,12 +22,13 @@ from prunebench.models.arch import check_kind
 from prunebench.models.batch import Batch
 from prunebench.models.hf.forwards import HFForwardsMixin
 from prunebench.models.hf.layout import HeadlessAttention, Layout, SkippedLayer, new_linear, set_submodule
+from prunebench.models.hf.manifest import HFManifestMixin
 
 #: ``loss_fn(model, batch) -> scalar``: a task loss for models without one of their own (base encoders).
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
 
-class HFEncoderAdapter(HFForwardsMixin):
+class HFEncoderAdapter(HFManifestMixin, HFForwardsMixin):
     """Locates and edits the prunable structure of one HF encoder family (subclasses set the class attributes).
 
     Args:
@@ -61,43 +61,6 @@ class HFEncoderAdapter(HFForwardsMixin):
     def matches(cls, model: nn.Module) -> bool:
         """Whether ``model`` is one of this family's supported classes (by type)."""
         return isinstance(model, tuple(cls.model_classes))
-
-    @classmethod
-    def from_manifest(cls, config: dict[str, Any], manifest: dict[str, Any]) -> nn.Module:
-        """A model with fresh weights and exactly the saved widths (``manifest["hf_config"]`` is its HF config).
-
-        Raises:
-            ValueError / KeyError: an architecture this adapter does not handle, or a malformed manifest.
-        """
-        model_cls = next((c for c in cls.model_classes if c.__name__ == manifest["architecture"]), None)
-        if model_cls is None:
-            raise ValueError(f"the {cls.name} adapter has no architecture {manifest['architecture']!r}")
-        return cls.build_shaped(model_cls, model_cls.config_class.from_dict(manifest["hf_config"]), manifest)
-
-    @classmethod
-    def build_shaped(cls, model_cls: type, hf_config: Any, manifest: dict[str, Any],
-                     attn_implementation: str | None = None) -> nn.Module:
-        """``model_cls`` built from ``hf_config`` (fresh weights), then cut to the manifest's widths.
-
-        Raises:
-            ValueError: the manifest does not fit the config (layer count, head width).
-        """
-        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        model = model_cls._from_config(hf_config, **kwargs)
-        adapter = cls(model)
-        widths = manifest["layers"]
-        if len(widths) != adapter.n_layers:
-            raise ValueError(f"the manifest has {len(widths)} layers, the config {adapter.n_layers}")
-        for i, w in enumerate(widths):
-            if int(w["head_dim"]) != adapter.head_dim(i):
-                raise ValueError(f"layer {i} head width {w['head_dim']} is not the config's {adapter.head_dim(i)}")
-            for kind in ("heads", "neurons"):
-                if int(w[kind]) != adapter.group_count(kind, i):
-                    adapter.keep_groups_(kind, i, range(int(w[kind])))  # shapes only; weights are loaded later
-            if w.get("skipped"):
-                adapter.zero_layer_(i)
-        model.config.prunebench_kept_layers = list(manifest.get("kept_layers", range(adapter.n_layers)))
-        return model.eval()
 
     @classmethod
     def class_names(cls) -> list[str]:
@@ -333,25 +296,3 @@ class HFEncoderAdapter(HFForwardsMixin):
         widths = {self.group_count("neurons", i) for i in range(self.n_layers)}
         if len(widths) == 1:
             setattr(config, self.layout.config_ffn, widths.pop())
-
-    # --------------------------------------------------------------------------------------- manifest
-    def shape_manifest(self) -> dict[str, Any]:
-        """Per-layer widths (heads, neurons, skipped) and the original indices of the kept layers."""
-        return {"adapter": self.name, "architecture": type(self.model).__name__,
-                "kept_layers": self.kept_layers(), "layers": self.layer_widths(),
-                "hf_config": self.hf_config_dict()}
-
-    def hf_config_dict(self) -> dict[str, Any]:
-        """The HF config as JSON, without transformers' private keys (where it was loaded from, ...)."""
-        doc = json.loads(self.model.config.to_json_string(use_diff=False))
-        return {k: v for k, v in doc.items() if not k.startswith("_")}
-
-    def plain_loadable(self) -> bool:
-        """Whether plain ``transformers`` rebuilds this shape from ``config.json`` alone.
-
-        True when every layer keeps the config's head count, no layer is skipped and the FFN width is uniform.
-        """
-        heads = int(getattr(self.model.config, self.layout.config_heads))
-        widths = self.layer_widths()
-        return (all(w["heads"] == heads and not w["skipped"] for w in widths)
-                and len({w["neurons"] for w in widths}) == 1)

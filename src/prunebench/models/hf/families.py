@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import torch
 from transformers import (
     BertForMaskedLM,
     BertForSequenceClassification,
@@ -40,16 +41,18 @@ class BertAdapter(HFEncoderAdapter):
                                                 BertForSequenceClassification: "classifier"}
 
 
-class _RobertaPositions:
-    """RoBERTa-style position ids start after the padding id, so that many rows are never used by tokens."""
+class _RobertaStyle:
+    """RoBERTa-style families: position ids start after the padding id (those rows are never used by tokens),
+    and the MLM head is ``lm_head``."""
 
     model: Any
+    mlm_head_attr = "lm_head"
 
     def position_offset(self) -> int:
         return int(self.model.config.pad_token_id) + 1
 
 
-class RobertaAdapter(_RobertaPositions, HFEncoderAdapter):
+class RobertaAdapter(_RobertaStyle, HFEncoderAdapter):
     """RoBERTa: BERT's module names under ``roberta``."""
 
     name = "roberta"
@@ -59,7 +62,7 @@ class RobertaAdapter(_RobertaPositions, HFEncoderAdapter):
                                                 RobertaForSequenceClassification: "classifier"}
 
 
-class XLMRobertaAdapter(_RobertaPositions, HFEncoderAdapter):
+class XLMRobertaAdapter(_RobertaStyle, HFEncoderAdapter):
     """XLM-RoBERTa: the RoBERTa layout in its own module."""
 
     name = "xlm-roberta"
@@ -69,7 +72,7 @@ class XLMRobertaAdapter(_RobertaPositions, HFEncoderAdapter):
                                                 XLMRobertaForSequenceClassification: "classifier"}
 
 
-class CamembertAdapter(_RobertaPositions, HFEncoderAdapter):
+class CamembertAdapter(_RobertaStyle, HFEncoderAdapter):
     """CamemBERT: the RoBERTa layout in its own module."""
 
     name = "camembert"
@@ -84,6 +87,11 @@ class DistilBertAdapter(HFEncoderAdapter):
 
     name = "distilbert"
     family = "DistilBERT"
+
+    def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """DistilBERT's MLM head (its four modules sit on the model itself) on hidden states [..., D]."""
+        m = self.model
+        return m.vocab_projector(m.vocab_layer_norm(m.activation(m.vocab_transform(hidden))))
     layout = DISTILBERT_LAYOUT
     model_classes: ClassVar[dict[type, str]] = {DistilBertModel: "base", DistilBertForMaskedLM: "mlm",
                                                 DistilBertForSequenceClassification: "classifier"}

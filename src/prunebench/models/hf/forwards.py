@@ -32,6 +32,8 @@ class HFForwardsMixin:
     base: nn.Module
     stack: nn.ModuleList
     n_layers: int
+    #: Attribute of an MLM model holding its head (BERT ``cls``; RoBERTa-style families ``lm_head``).
+    mlm_head_attr: str = "cls"
 
     def model_inputs(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The keyword arguments the HF forward takes from ``batch`` (labels excluded)."""
@@ -67,12 +69,19 @@ class HFForwardsMixin:
             )
         if "labels" not in batch:
             raise ValueError("this batch has no 'labels'; a task loss needs labelled batches")
-        logits = self.model(**self.model_inputs(batch)).logits  # MLM [B, S, V]; classifier [B, C]
         labels = batch["labels"]
         if self.head_kind == "mlm":
+            # The vocabulary projection only where there is a label: it is by far the largest matmul, and
+            # most positions carry no loss (the same value as the model's own loss, far less work).
             where = labels != IGNORE_INDEX  # [B, S]
-            return F.cross_entropy(logits[where], labels[where])  # [N, V] vs [N]
+            hidden = self.hidden_states(batch)[where]  # [N, D]
+            return F.cross_entropy(self.mlm_logits(hidden), labels[where])  # [N, V] vs [N]
+        logits = self.model(**self.model_inputs(batch)).logits  # [B, C]
         return F.cross_entropy(logits, labels)
+
+    def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The MLM head (the model's ``mlm_head_attr`` module) applied to hidden states [..., D] -> [..., V]."""
+        return getattr(self.model, self.mlm_head_attr)(hidden)
 
     def forward_call(self, batch: Batch, *, include_head: bool = False) -> Callable[[], Any]:
         """The call that is timed: the HF module itself, called with keyword arguments as a user calls it.

@@ -20,6 +20,7 @@ from torch import nn
 
 from prunebench.models.config import TaskHead
 from prunebench.models.encoder import TransformerEncoder
+from prunebench.results.cell import flop_ideal
 
 #: Keys of :func:`macs_breakdown` (besides ``total``).
 PARTS = ("attn_proj", "attn_scores", "attn_values", "ffn", "head")
@@ -110,11 +111,10 @@ def forward_flops(model: nn.Module, batch_size: int, seq_len: int, **kwargs: Any
 
 def flop_ideal_speedup(
     baseline: nn.Module, candidate: nn.Module, batch_size: int, seq_len: int, **kwargs: Any
-) -> float:
-    """Speedup a perfectly compute-bound kernel would reach: baseline MACs / candidate MACs."""
-    cand = forward_macs(candidate, batch_size, seq_len, **kwargs)
-    base = forward_macs(baseline, batch_size, seq_len, **kwargs)
-    return base / cand if cand > 0 else float("inf")
+) -> float | None:
+    """:func:`prunebench.results.cell.flop_ideal` of two models: baseline dense MACs / candidate non-zero MACs."""
+    cand = forward_macs(candidate, batch_size, seq_len, effective=True, **kwargs)
+    return flop_ideal(forward_macs(baseline, batch_size, seq_len, **kwargs), cand)
 
 
 def counted_macs(fn: Any) -> int:

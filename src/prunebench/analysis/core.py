@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from prunebench.analysis.accuracy import accuracy_verdict, delta_ci, measurably_better
 from prunebench.analysis.records import Analysis, CellAnalysis, Crossover, ParetoPoint, VariantAnalysis
-from prunebench.results.cell import CellRecord, flop_ideal
+from prunebench.results.cell import DEFAULT_BACKEND, CellRecord, flop_ideal
 
 #: Name of the dense baseline variant in every run.
 BASELINE = "dense"
@@ -61,6 +62,7 @@ def analyze_variants(
         fidelity = v.get("fidelity") or {}
         acc = ev.get("accuracy")
         ok = fidelity.get("ok")
+        ci = delta_ci(ev, evals.get(BASELINE)) if v["name"] != BASELINE and acc is not None else None
         out.append(
             VariantAnalysis(
                 name=v["name"],
@@ -89,6 +91,9 @@ def analyze_variants(
                 trivial_accuracy=ev.get("trivial_accuracy"),
                 fidelity_max_abs_diff=fidelity.get("max_abs_diff"),
                 fidelity_ok=None if ok is None else bool(ok),
+                accuracy_delta_ci_low=ci[0] if ci else None,
+                accuracy_delta_ci_high=ci[1] if ci else None,
+                accuracy_verdict=accuracy_verdict(*ci) if ci else "n/a",
             )
         )
     return out
@@ -158,29 +163,49 @@ def find_crossovers(cells: Iterable[CellAnalysis]) -> list[Crossover]:
     return out
 
 
-def pareto_front(points: Iterable[tuple[str, float, float]]) -> list[ParetoPoint]:
+def pareto_front(
+    points: Iterable[tuple[str, float, float]], better: Callable[[str, str], bool] | None = None
+) -> list[ParetoPoint]:
     """Mark each ``(name, latency_ms, accuracy)`` point as on the front (no other point is at least as fast and
-    at least as accurate, and strictly better in one) or not; returned sorted by latency, then name."""
+    at least as accurate, and strictly better in one) or not; returned sorted by latency, then name.
+
+    ``better(q, p)`` says whether q is *measurably* more accurate than p (see
+    :func:`prunebench.analysis.accuracy.measurably_better`); accuracies whose difference is not measurable then
+    count as equal, so a slower variant is not kept on the front by a difference inside the noise. Without
+    it, accuracies are compared as plain numbers.
+    """
     pts = list(points)
+    acc_of = {name: acc for name, _, acc in pts}
+    if better is None:
+        def better(q: str, p: str) -> bool:
+            return acc_of[q] > acc_of[p]
+
     out = []
     for name, lat, acc in pts:
-        dominated = any((lat2 <= lat and acc2 >= acc) and (lat2 < lat or acc2 > acc) for _, lat2, acc2 in pts)
+        dominated = any(
+            lat2 <= lat and not better(name, other) and (lat2 < lat or better(other, name))
+            for other, lat2, _ in pts
+            if other != name
+        )
         out.append(ParetoPoint(name, float(lat), float(acc), not dominated))
     out.sort(key=lambda p: (p.latency_ms, p.variant))
     return out
 
 
 def pareto_at(
-    variants: Sequence[VariantAnalysis], cells: Sequence[CellAnalysis], batch_size: int, seq_len: int | None
+    variants: Sequence[VariantAnalysis], cells: Sequence[CellAnalysis], batch_size: int, seq_len: int | None,
+    evaluations: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[ParetoPoint]:
-    """The accuracy-vs-latency Pareto points at one batch size, over variants that did not fail and have both."""
+    """The accuracy-vs-latency Pareto points at one batch size, over variants that did not fail and have both;
+    with ``evaluations`` (name -> stored evaluation) accuracy differences count only where measurable."""
     accuracy = {v.name: v.accuracy for v in variants if v.status != "failed" and v.accuracy is not None}
     points = [
         (c.variant, c.latency_ms, accuracy[c.variant])
         for c in cells
         if c.batch_size == batch_size and c.seq_len == seq_len and c.latency_ms is not None and c.variant in accuracy
+        and c.backend == DEFAULT_BACKEND
     ]
-    return pareto_front(points)
+    return pareto_front(points, measurably_better(evaluations, accuracy) if evaluations else None)
 
 
 def main_seq_len(run: Mapping[str, Any] | None, cells: Sequence[Mapping[str, Any]]) -> int | None:
@@ -200,7 +225,10 @@ def analyze(snapshot: Mapping[str, Any]) -> Analysis:
     cells = analyze_cells(raw_cells, variants)
     seq_len = main_seq_len(snapshot.get("run"), raw_cells)
     batch_sizes = tuple(sorted({c.batch_size for c in cells if c.seq_len == seq_len}))
-    pareto = {b: tuple(pareto_at(variants, cells, b, seq_len)) for b in sorted({*batch_sizes[:1], *batch_sizes[-1:]})}
+    evals = {e["variant"]: e for e in snapshot.get("evaluations", [])}
+    pareto = {
+        b: tuple(pareto_at(variants, cells, b, seq_len, evals)) for b in sorted({*batch_sizes[:1], *batch_sizes[-1:]})
+    }
     return Analysis(
         seq_len=seq_len,
         batch_sizes=batch_sizes,

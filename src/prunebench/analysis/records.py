@@ -54,6 +54,11 @@ class VariantAnalysis:
     trivial_accuracy: float | None
     fidelity_max_abs_diff: float | None
     fidelity_ok: bool | None
+    #: paired-bootstrap 95% CI of ``accuracy_delta`` over the evaluated predictions (None without them).
+    accuracy_delta_ci_low: float | None = None
+    accuracy_delta_ci_high: float | None = None
+    #: ``more accurate`` / ``less accurate`` / ``no measurable change`` (the CI holds 0) / ``n/a``.
+    accuracy_verdict: str = "n/a"
 
 
 @dataclass(frozen=True)

@@ -146,36 +146,3 @@ def block_bootstrap_median_ci(
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(meds, [alpha, 1.0 - alpha])
     return median, float(low), float(high)
-
-
-def paired_bootstrap_delta_ci(
-    candidate: Sequence[float], reference: Sequence[float], confidence: float = 0.95, n_boot: int = 2000,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """Mean of ``candidate - reference`` over paired items (e.g. per-example correctness) and its bootstrap CI.
-
-    The same resampled items are used for both sides, so the variance of what both models get right or wrong
-    together cancels: only the examples where they differ move the interval.
-
-    Returns:
-        ``(delta, low, high)``.
-    """
-    a, b = np.asarray(candidate, dtype=float), np.asarray(reference, dtype=float)  # [n], [n]
-    if a.shape != b.shape or a.size == 0:
-        raise ValueError(f"need two non-empty paired sequences of one length, got {a.size} and {b.size}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    diff = a - b  # [n]
-    delta = float(diff.mean())
-    nz = np.flatnonzero(diff)  # only the differing items vary between resamples: count them instead
-    if nz.size == 0:
-        return delta, delta, delta
-    rng = np.random.default_rng(seed)
-    # Poisson bootstrap: each item is drawn Poisson(1) times, the large-n limit of the multinomial resample.
-    # Items where both sides agree add 0 whatever their count, so only the differing ones are drawn: the
-    # cost is O(n_boot x differing items), not O(n_boot x n).
-    counts = rng.poisson(1.0, size=(n_boot, nz.size))  # [n_boot, nnz]
-    means = (counts * diff[nz]).sum(axis=1) / a.size  # [n_boot]
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return delta, float(low), float(high)

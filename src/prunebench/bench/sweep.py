@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,7 +29,7 @@ from prunebench.bench.load import LoadProbe
 from prunebench.bench.memory import peak_forward_memory
 from prunebench.bench.records import PairedResult
 from prunebench.bench.settings import BenchSettings
-from prunebench.bench.timing import pinned_threads, timer_for
+from prunebench.bench.timing import Timer, pinned_threads, timer_for
 from prunebench.models.batch import Batch
 from prunebench.models.encoder import TransformerEncoder
 from prunebench.results.cell import DEFAULT_BACKEND, CellRecord, flop_ideal
@@ -92,10 +93,11 @@ class _Sweep:
 
     def __init__(self, settings: BenchSettings, baseline: str, backend: str, total: int,
                  on_cell: Callable[[CellRecord], None] | None, progress: Progress | None,
-                 probe: Callable[[], LoadProbe]) -> None:
+                 probe: Callable[[], LoadProbe], timer: Timer | None, clock: Callable[[], float]) -> None:
         self.settings, self.baseline, self.backend, self.total = settings, baseline, backend, total
         self.on_cell, self.progress, self.probe = on_cell, progress, probe
-        self.timer = timer_for(settings.device)
+        self.timer = timer or timer_for(settings.device)
+        self.clock = clock
         self.done: list[tuple[int, CellRecord]] = []
 
     def emit(self, order: int, cell: CellRecord) -> None:
@@ -128,8 +130,8 @@ class _Sweep:
         except (RuntimeError, ValueError) as exc:
             self.failed(order, name, candidate, batch_size, seq_len, *_failure(exc))
             return None
-        blocks = PairedBlocks(base_fn, cand_fn, self.timer, warmup=s.warmup, block_warmup=s.block_warmup,
-                              calls_per_sample=s.calls_per_sample)
+        blocks = PairedBlocks(base_fn, cand_fn, self.timer, clock=self.clock, warmup=s.warmup,
+                              block_warmup=s.block_warmup, calls_per_sample=s.calls_per_sample)
         return _Cell(name, order, batch_size, seq_len, baseline, candidate, batch, blocks, self.probe())
 
     def step(self, cell: _Cell) -> bool:
@@ -224,6 +226,8 @@ def sweep(
     skip: Skip | None = None,
     backend: str = DEFAULT_BACKEND,
     probe: Callable[[], LoadProbe] = LoadProbe,
+    timer: Timer | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[CellRecord]:
     """Time every model against ``baseline`` at every (batch size, sequence length); see the module docstring.
 
@@ -239,6 +243,8 @@ def sweep(
         skip: cells for which it returns True are not timed (and not returned).
         backend: recorded in every cell's key.
         probe: makes the machine-load probe of each cell (tests pass a faked load).
+        timer, clock: how one call is timed and the budget clock (default: the device's timer and
+            ``time.perf_counter``; tests pass a fake clock).
 
     Returns:
         The cells measured, in grid order (seq len, batch size, then the models with the baseline last).
@@ -253,7 +259,7 @@ def sweep(
     base = models[baseline]
     names = [*(n for n in models if n != baseline), baseline]
     grid = [(s, b, n) for s in seq_lens for b in batch_sizes for n in names if not (skip and skip(n, b, s))]
-    run = _Sweep(settings, baseline, backend, len(grid), on_cell, progress, probe)
+    run = _Sweep(settings, baseline, backend, len(grid), on_cell, progress, probe, timer, clock)
     with pinned_threads(settings.threads):
         twin = copy.deepcopy(base) if any(n == baseline for _, _, n in grid) else None
         active: list[_Cell] = []

@@ -255,3 +255,20 @@ def test_real_cuda_events() -> None:
     x = torch.randn(512, 512, device="cuda")
     stats = measure(lambda: x @ x, warmup=2, min_time=0, min_iters=5, timer=timer_for("cuda"))
     assert stats.n == 5 and stats.median > 0
+
+
+def test_running_precision_matches_a_t_interval_over_block_medians() -> None:
+    from prunebench.bench.blocks import PairedBlocks
+    from prunebench.bench.stats import t_quantile
+
+    clock = FakeClock()
+    rng = np.random.default_rng(2)
+    noise = list(2.0 * (1 + 0.02 * rng.standard_normal(400)))
+    pb = PairedBlocks(workload(clock, noise), workload(clock, [1.0]), WallTimer(clock), clock=clock)
+    assert pb.rel_half_width(0.95) == math.inf
+    for _ in range(12):
+        pb.block(4)
+    logs = [float(np.median(np.log(b))) for b in pb.blocks]
+    half = t_quantile(0.975, 11) * float(np.std(logs, ddof=1)) / math.sqrt(12)
+    assert pb.rel_half_width(0.95) == pytest.approx(math.expm1(half), rel=1e-9)
+    assert pb.n_blocks == 12 and pb.n_pairs == 48 and all(len(b) == 4 for b in pb.blocks)

@@ -214,7 +214,7 @@ def contention_warnings(analysis: Analysis) -> list[str]:
         if c.contended:
             loads = [x for x in (c.load_1m_before, c.load_1m_after) if x is not None]
             load = f"1-min load {max(loads):.1f}" if loads else "load unknown"
-            steal = f", {100 * c.steal_fraction:.0f}% CPU stolen" if c.steal_fraction else ""
+            steal = f", {100 * c.steal_fraction:.1f}% CPU stolen" if c.steal_fraction else ""
             out.append(f"{c.variant}: cell B={c.batch_size} seq={c.seq_len} measured under contention ({load}{steal})")
     return out
 
@@ -310,7 +310,9 @@ def verdict(analysis: Analysis, run: Mapping[str, Any] | None = None) -> str:
                 f"The largest speedup was {best.variant} at B={best.batch_size}: "
                 f"{fmt.speedup_ci(best.speedup, best.speedup_ci_low, best.speedup_ci_high)} "
                 f"against a FLOP-ideal {fmt.times(best.flop_ideal_speedup)}, "
-                f"at an accuracy change of {fmt.delta_pp(v.accuracy_delta if v else None)}."
+                + (f"with no measurable accuracy change ({fmt.delta_pp(v.accuracy_delta)})."
+                   if v is not None and v.accuracy_verdict == NO_CHANGE
+                   else f"at an accuracy change of {fmt.delta_pp(v.accuracy_delta if v else None)}.")
             )
     parts += _materialization_notes(analysis)
     for c in analysis.crossovers:

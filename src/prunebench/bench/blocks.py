@@ -71,6 +71,11 @@ class PairedBlocks:
         return len(self.a)
 
     @property
+    def block_open(self) -> bool:
+        """Whether a block is being timed (its pairs are not yet in the running summary)."""
+        return self._open
+
+    @property
     def n_blocks(self) -> int:
         """Blocks started so far."""
         return len(self.blocks)

@@ -255,7 +255,7 @@ def time_paired(
             elif pb.n_pairs >= min_pairs and elapsed >= min_time:
                 if target_ci is None:
                     reason = "min_reached"
-                elif not pb._open and pb.rel_half_width(confidence) <= target_ci:
+                elif not pb.block_open and pb.rel_half_width(confidence) <= target_ci:
                     reason = "precision"
     result = pb.result(confidence=confidence, n_boot=n_boot, seed=seed, stop_reason=reason, threads=n_threads,
                        timer_kind=t.kind)

@@ -16,13 +16,55 @@ from safetensors.torch import load_file, save_file
 
 from prunebench._version import __version__
 from prunebench.errors import CheckpointError
-from prunebench.models.config import EncoderConfig
+from prunebench.models.config import EncoderConfig, count_parameters
 from prunebench.models.encoder import TransformerEncoder
 
 FORMAT = "prunebench-model"
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+MEMINFO = Path("/proc/meminfo")
+#: Bytes per parameter of a loaded model (float32).
+PARAM_BYTES = 4
+
+
+def available_memory_bytes(meminfo: Path = MEMINFO) -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes, or None where the kernel does not report it."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_fits_memory(config: EncoderConfig, where: str, available: int | None = None) -> None:
+    """Refuse an architecture whose float32 weights alone exceed the available memory, before allocating it.
+
+    Args:
+        config: the architecture to build.
+        where: names the source in the message (a path).
+        available: bytes available (None: read :func:`available_memory_bytes`; unknown = no check).
+
+    Raises:
+        CheckpointError: the parameter bytes exceed ``available``.
+    """
+    available = available_memory_bytes() if available is None else available
+    need = count_parameters(config)["total"] * PARAM_BYTES
+    if available is not None and need > available:
+        raise CheckpointError(
+            f"{where}: the architecture has {need // PARAM_BYTES:,} parameters ({need / 2**30:,.1f} GiB as float32), "
+            f"more than the {available / 2**30:,.1f} GiB of memory available; refusing to allocate it"
+        )
+
+
+def nonfinite_tensor(model: torch.nn.Module) -> str | None:
+    """The name of the first parameter or buffer holding NaN or Inf, or None if every value is finite."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
 
 
 def save_model(model: TransformerEncoder, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
@@ -75,6 +117,10 @@ def read_config(directory: str | Path) -> tuple[EncoderConfig, dict[str, Any]]:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to be a model config") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a prunebench model config (format is not {FORMAT!r})")
     version = doc.get("schema_version")
@@ -84,9 +130,12 @@ def read_config(directory: str | Path) -> tuple[EncoderConfig, dict[str, Any]]:
         )
     try:
         config = EncoderConfig.from_dict(doc["config"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path} holds an invalid architecture: {exc}") from None
-    return config, dict(doc.get("metadata") or {})
+    metadata = doc.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: metadata must be a JSON object")
+    return config, dict(metadata)
 
 
 def _fuse_legacy_qkv(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -117,12 +166,13 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Tra
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():
         raise CheckpointError(f"{folder} has no {WEIGHTS_FILE}")
+    check_fits_memory(config, str(folder / CONFIG_FILE))
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path} is corrupted or truncated ({exc})") from None
     tensors = _fuse_legacy_qkv(tensors)
-    model = TransformerEncoder(config)
+    model = TransformerEncoder(config)  # allocation: check_fits_memory ran before the file was read
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     if missing:

@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     config, explicit = build_config(args)
     out = Path(args.resume or args.out or default_out(config.model))
     resume = args.resume is not None
+    if not resume:
+        warn_threads(config.threads)
     # Every check that can fail on bad input runs before the folder, its lock or a store is created.
     check_run_inputs(config)
     check_target(out, resume=resume)
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     with claim(out, config, resume=resume, force=args.force, explicit=explicit) as (run_dir, config):
         if resume:
             check_run_inputs(config)  # the stored config, which the run actually uses
-        warn_threads(config.threads)
+            warn_threads(config.threads)
         return _execute(config, run_dir, cache_dir)
 
 

@@ -14,6 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 HELPER = Path(__file__).with_name("cache_helper.py")
 
 

@@ -221,3 +221,7 @@ def test_run_validates_before_the_folder_exists(capsys, tmp_path: Path, args: li
     out = tmp_path / "never"
     _fails(capsys, ["run", *QUICK, *args, "--out", str(out), "--cache-dir", str(tmp_path / "c")], message)
     assert not out.exists() and not (tmp_path / "c").exists()
+
+
+def test_eval_cache_dir_under_a_file(capsys, a_file: Path, tiny_dir: Path) -> None:
+    _fails(capsys, ["eval", str(tiny_dir), "--cache-dir", str(a_file / "cache")], "--cache-dir")

@@ -17,6 +17,7 @@ from prunebench.cli.train_cmd import (
     task_options,
 )
 from prunebench.models.io import load_model, read_config
+from prunebench.outdir import check_writable_dir
 from prunebench.runner.validate import check_task_file
 from prunebench.tasks import evaluate
 from prunebench.tasks.tokenizer import TOKENIZER_FILE
@@ -44,12 +45,13 @@ def run(args: argparse.Namespace) -> int:
     check_task_file(options["spec"])
     if args.reference:
         read_config(args.reference)  # a bad --reference is an error before the task is built
+    cache = check_writable_dir(cache_dir_from_args(args.cache_dir), "--cache-dir")
     apply_threads(args)
     model = load_model(args.model_dir)
     saved_tok = Path(args.model_dir) / TOKENIZER_FILE
     # Tokenizer training is not bit-reproducible, so a model is always evaluated with its own tokenizer.
     task = build_task_from(
-        options, config.vocab_size, cache_dir_from_args(args.cache_dir), saved_tok if saved_tok.is_file() else None
+        options, config.vocab_size, cache, saved_tok if saved_tok.is_file() else None
     )
     reference = load_model(args.reference) if args.reference else None
     result = evaluate(model, task, reference=reference, split=args.split, max_batches=args.max_batches, seed=args.seed)

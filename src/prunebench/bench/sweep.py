@@ -30,8 +30,8 @@ from prunebench.bench.memory import peak_forward_memory
 from prunebench.bench.records import PairedResult
 from prunebench.bench.settings import BenchSettings
 from prunebench.bench.timing import Timer, pinned_threads, timer_for
+from prunebench.models.adapters import find_adapter
 from prunebench.models.batch import Batch
-from prunebench.models.encoder import TransformerEncoder
 from prunebench.results.cell import DEFAULT_BACKEND, CellRecord, flop_ideal
 
 logger = logging.getLogger(__name__)
@@ -44,9 +44,11 @@ Skip = Callable[[str, int, int], bool]
 
 def default_input_fn(models: Iterable[nn.Module], settings: BenchSettings) -> InputFn:
     """Seeded inputs valid for every model (ids drawn below the smallest vocabulary)."""
-    vocabs = [m.config.vocab_size for m in models if isinstance(m, TransformerEncoder)]
+    adapters = [a for a in map(find_adapter, models) if a is not None]
+    vocabs = [a.vocab_size for a in adapters]
     if not vocabs:
-        raise ValueError("pass input_fn: default inputs need at least one prunebench TransformerEncoder")
+        raise ValueError("pass input_fn: default inputs need at least one model with an architecture adapter "
+                         "(e.g. a prunebench TransformerEncoder)")
     vocab = min(vocabs)
 
     def fn(batch_size: int, seq_len: int) -> Batch:
@@ -57,7 +59,7 @@ def default_input_fn(models: Iterable[nn.Module], settings: BenchSettings) -> In
 
 
 def _macs(model: nn.Module, batch_size: int, seq_len: int, include_head: bool) -> tuple[int | None, int | None]:
-    if not isinstance(model, TransformerEncoder):
+    if find_adapter(model) is None:
         return None, None
     dense = forward_macs(model, batch_size, seq_len, include_head=include_head)
     eff = forward_macs(model, batch_size, seq_len, include_head=include_head, effective=True)

@@ -9,13 +9,14 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from prunebench.cli.common import console, positive_int
+from prunebench.cli.common import console, positive_int, seed_value
 from prunebench.models.batch import IGNORE_INDEX, Batch
 from prunebench.models.config import TaskHead
 from prunebench.models.encoder import TransformerEncoder
 from prunebench.models.io import load_model
 from prunebench.models.presets import create_model as build_preset
 from prunebench.models.presets import model_names
+from prunebench.outdir import check_model_out, clear_model_files
 from prunebench.pruning import (
     GRANULARITIES,
     MATERIALIZATIONS,
@@ -27,7 +28,8 @@ from prunebench.pruning import (
     prune_with_plan_,
     save_pruned,
 )
-from prunebench.pruning.spec import ITERATIVE_BASES
+from prunebench.pruning.criteria import CRITERIA
+from prunebench.pruning.spec import GRADUAL_METHOD, ITERATIVE_BASES
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sparsity", type=float, default=None, help="fraction in [0, 1) (nm: fixed by N:M)")
     p.add_argument("--scope", default="layer", help=f"one of: {', '.join(SCOPES)}")
     p.add_argument("--granularity", default="both", help=f"structured: one of {', '.join(GRANULARITIES)}")
-    p.add_argument("--criterion", default=None, help="l1, l2, taylor, wanda, random (default: the method's own)")
+    p.add_argument("--criterion", default=None, help=f"{', '.join(CRITERIA.names())} (default: the method's own)")
     p.add_argument("--steps", type=positive_int, default=1, help="pruning steps (> 1: gradual)")
     p.add_argument("--schedule", default="one_shot", help=f"one of: {', '.join(SCHEDULES)}")
-    p.add_argument("--base-method", default="magnitude", help=f"for --method iterative: {', '.join(ITERATIVE_BASES)}")
+    p.add_argument("--base-method", default="magnitude",
+                   help=f"for --method {GRADUAL_METHOD}: {', '.join(ITERATIVE_BASES)}")
     p.add_argument("--n", type=positive_int, default=2, help="N of N:M (default 2)")
     p.add_argument("--m", type=positive_int, default=4, help="M of N:M (default 4)")
     p.add_argument("--round-to", type=positive_int, default=1, help="structured: kept counts multiples of this")
@@ -57,8 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-batches", type=positive_int, default=4,
                    help="synthetic random-token calibration batches of 8 sequences for wanda/taylor (default 4)")
     p.add_argument("--calib-seq-len", type=positive_int, default=128, help="tokens per calibration sequence")
-    p.add_argument("--seed", type=int, default=0, help="seed of preset weights, calibration data and 'random'")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--seed", type=seed_value, default=0, help="seed of preset weights, calibration data and 'random'")
+    p.add_argument("--out", required=True, type=Path, help="output folder (new or empty; never inside a run folder)")
+    p.add_argument("--force", action="store_true", help="replace the model in a non-empty --out")
     p.set_defaults(handler=run)
 
 
@@ -96,7 +100,7 @@ def synthetic_calib(model: TransformerEncoder, batches: int, seq_len: int, seed:
 def _spec(args: argparse.Namespace) -> PruneSpec:
     method, base = args.method, args.base_method
     if args.steps > 1 and method in ITERATIVE_BASES:
-        method, base = "iterative", args.method  # "--method structured --steps 4" = gradual structured
+        method, base = GRADUAL_METHOD, args.method  # "--method structured --steps 4" = gradual structured
     return PruneSpec(
         method=method, sparsity=args.sparsity, scope=args.scope, granularity=args.granularity,
         criterion=args.criterion, schedule=args.schedule, steps=args.steps, base_method=base, n=args.n, m=args.m,
@@ -108,10 +112,10 @@ def _table(report: PruneReport, out: Path, calib_note: str) -> Table:
     t = Table(title=f"prunebench prune -> {out}")
     t.add_column("quantity")
     t.add_column("value", justify="right")
-    spec = report.spec
-    detail = spec["base_method"] if report.method == "iterative" else spec.get("granularity")
+    spec, info = report.spec, METHODS.get(report.method)
+    detail = spec["base_method"] if info.gradual else spec.get("granularity")
     t.add_row("method", f"{report.method} ({detail}, {spec['criterion']}, {spec['scope']})"
-              if report.method in ("structured", "iterative") else f"{report.method} ({spec['criterion']})")
+              if info.structured or info.gradual else f"{report.method} ({spec['criterion']})")
     t.add_row("requested sparsity", f"{report.requested_sparsity:.3f}")
     t.add_row("measured sparsity (prunable weights)", f"{report.measured_sparsity:.3f}")
     for kind, frac in (report.group_sparsity or {}).items():
@@ -130,13 +134,15 @@ def _table(report: PruneReport, out: Path, calib_note: str) -> Table:
 def run(args: argparse.Namespace) -> int:
     """Prune, save, print the summary table."""
     spec = _spec(args)
+    out: Path = check_model_out(args.out, force=args.force)
     model = _load(args.model, args.seed)
     calib, note = None, "none"
     if spec.needs_calib:
         calib = synthetic_calib(model, args.calib_batches, args.calib_seq_len, args.seed)
         note = f"{len(calib)} synthetic random-token batches"
     report, the_plan = prune_with_plan_(model, spec, calib, materialize=args.materialize)
-    out: Path = args.out
+    if args.force and out.is_dir():
+        clear_model_files(out)
     save_pruned(model, out, the_plan, report,
                 metadata={"pruning": {"spec": spec.to_dict(), "source": str(args.model)}})
     console().print(_table(report, out, note))

@@ -25,7 +25,7 @@ from prunebench.report import build_report
 from prunebench.results import CellRecord, ResultStore
 from prunebench.runner.budgets import Budgets, bench_settings_for
 from prunebench.runner.rundir import RunDir
-from prunebench.runner.variants import describe, load_variant, make_variant, prune_spec
+from prunebench.runner.variants import check_finite, describe, load_variant, make_variant, prune_spec
 from prunebench.tasks import RecoveryCallback, Task, build_task, calibration_batches, evaluate
 from prunebench.tasks.baseline import load_or_train_baseline
 
@@ -149,6 +149,7 @@ class _Stages:
                                              cache_dir=self.cache_dir, progress=train_progress,
                                              precision=config.train_precision)
         dense.eval()
+        check_finite(dense, DENSE)  # NaN/Inf weights: nothing can be measured against this model
         baseline = {k: str(v) if isinstance(v, Path) else v for k, v in info.items() if k != "history"}
         self.outcome.baseline_info = baseline
         store.update_run({"corpus": {"task": task.fingerprint(), "baseline": baseline}})
@@ -177,18 +178,18 @@ class _Stages:
                 tick("prune", f"{name}: reloaded")
                 _evaluate(store, name, models[name], task, dense, self.eval_kwargs, tick)
                 continue
-            if method == "wanda" and calib is None:
-                calib = calibration_batches(task, budgets.calib_sequences, seed=config.seed)
-            on_step = None
-            if method == "iterative" and budgets.finetune_steps:
-                on_step = RecoveryCallback(task, budgets.finetune_steps, seed=config.seed,
-                                            precision=config.train_precision)
             spec = prune_spec(method, sparsity, seed=config.seed, iterative_steps=budgets.iterative_steps,
                               schedule=config.schedule)
+            if spec.needs_calib and calib is None:  # the criterion says what it needs (labelled batches)
+                calib = calibration_batches(task, budgets.calib_sequences, seed=config.seed)
+            on_step = None
+            if spec.gradual and budgets.finetune_steps:
+                on_step = RecoveryCallback(task, budgets.finetune_steps, seed=config.seed,
+                                            precision=config.train_precision)
             tick("prune", name, 0)
             try:
                 model, record = make_variant(dense, name, spec, seq_len=config.seq_len,
-                                             calib=calib if method == "wanda" else None, on_step=on_step,
+                                             calib=calib if spec.needs_calib else None, on_step=on_step,
                                              check_batch=check_batch, save_dir=folder)
             except RECOVERABLE as exc:
                 logger.exception("pruning %s failed", name)

@@ -15,9 +15,11 @@ from typing import Any
 import torch
 
 from prunebench.bench import disk_bytes, forward_macs, parameter_report
+from prunebench.errors import PrunebenchError
 from prunebench.models import TransformerEncoder, count_parameters, load_model
 from prunebench.models.batch import Batch
-from prunebench.pruning import PruneSpec, apply_plan_, check_fidelity, prune_with_plan_, save_pruned
+from prunebench.models.io import nonfinite_tensor
+from prunebench.pruning import METHODS, PruneSpec, apply_plan_, check_fidelity, prune_with_plan_, save_pruned
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +30,12 @@ OnStep = Callable[[int, float, torch.nn.Module], None]
 
 
 def prune_spec(method: str, sparsity: float, *, seed: int, iterative_steps: int, schedule: str) -> PruneSpec:
-    """The :class:`PruneSpec` a run uses for one of its methods."""
-    if method == "structured":
-        return PruneSpec(method="structured", sparsity=sparsity, granularity="both", seed=seed)
-    if method == "iterative":
-        return PruneSpec(method="iterative", sparsity=sparsity, steps=iterative_steps, schedule=schedule,
-                         base_method="magnitude", seed=seed)
-    if method == "nm":
-        return PruneSpec(method="nm", n=2, m=4, seed=seed)
-    return PruneSpec(method=method, sparsity=sparsity, seed=seed)
+    """The :class:`PruneSpec` a run uses for one of its methods (each method's defaults, e.g. heads and
+    neurons for structured, 2:4 for N:M; a gradual method gets the run's steps and schedule)."""
+    info = METHODS.get(method)
+    if info.gradual:
+        return PruneSpec(method=method, sparsity=sparsity, steps=iterative_steps, schedule=schedule, seed=seed)
+    return PruneSpec(method=method, sparsity=None if info.nm_pattern else sparsity, seed=seed)
 
 
 def make_variant(
@@ -66,8 +65,9 @@ def make_variant(
     report, plan = prune_with_plan_(model, spec, calib=calib, on_step=on_step)
     seconds = time.perf_counter() - start
     model.eval()
+    check_finite(model, name)
 
-    if spec.method == "iterative":
+    if spec.gradual:
         reference, how = copy.deepcopy(model), "masks-reapplied"
     else:
         reference, how = copy.deepcopy(dense), "masked-dense"
@@ -92,6 +92,17 @@ def make_variant(
         details={"spec": spec.to_dict(), "prune_report": report.to_dict()},
     )
     return model, record
+
+
+def check_finite(model: TransformerEncoder, name: str) -> None:
+    """Raise if a weight holds NaN or Inf: such a model's outputs cannot pass any fidelity check.
+
+    Raises:
+        PrunebenchError: naming the first non-finite tensor (a run records the variant as failed).
+    """
+    bad = nonfinite_tensor(model)
+    if bad is not None:
+        raise PrunebenchError(f"fidelity check failed: {name} has NaN/Inf weights (tensor {bad!r})")
 
 
 def describe(

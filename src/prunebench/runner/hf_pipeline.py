@@ -6,7 +6,6 @@ Hugging Face folder; the store, the resume rules, the benchmark cells and the re
 
 from __future__ import annotations
 
-import copy
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -14,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from prunebench.bench import bench_pair, environment, fingerprint_hash, forward_macs, make_inputs
+from prunebench.bench import environment, fingerprint_hash, make_inputs, sweep
 from prunebench.config import RunConfig
 from prunebench.report import build_report
-from prunebench.results import ResultStore
+from prunebench.results import CellRecord, ResultStore
 from prunebench.runner.budgets import Budgets, bench_settings_for
 from prunebench.runner.hf_run import HFRun, corpus_of, hf_variants, save_dense
-from prunebench.runner.pipeline import DENSE, RECOVERABLE, Progress, RunOutcome, _cell_record, _Ticker
+from prunebench.runner.pipeline import DENSE, RECOVERABLE, Progress, RunOutcome, _Ticker
 from prunebench.runner.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -116,29 +115,35 @@ def _dense_and_variants(store: ResultStore, hf: HFRun, variants: list[tuple[str,
 
 def _benchmarks(store: ResultStore, hf: HFRun, config: RunConfig, models: dict[str, torch.nn.Module],
                 variants: list[tuple[str, str, float]], outcome: RunOutcome, tick: _Ticker) -> None:
-    """Every variant paired against dense per batch size (dense against its twin: the noise floor)."""
+    """Every variant paired against dense per batch size through the one sweep, as the main run times them
+    (dense against its identical twin: the noise floor); cells stored ok earlier are not timed again."""
     settings = bench_settings_for(config, Budgets.of(config))
     device = torch.device(config.device)
     on_device = {n: m.to(device) for n, m in models.items()}
-    twin = copy.deepcopy(on_device[DENSE])
-    vocab = len(hf.tokenizer)
-    for batch_size in config.batch_sizes:
-        dense_macs = forward_macs(models[DENSE], batch_size, config.seq_len)
-        inputs = make_inputs(vocab, batch_size, config.seq_len, seed=config.seed, pad_fraction=config.pad_fraction,
-                             device=device, pad_token_id=hf.tokenizer.pad_token_id or 0)
-        for name in [DENSE, *(v[0] for v in variants)]:
-            if name not in on_device:
-                tick("bench", f"{name} b={batch_size}: skipped (variant failed)")
-                continue
-            if store.has_cell(name, batch_size, config.seq_len, status="ok"):
-                tick("bench", f"{name} b={batch_size}: done earlier")
-                continue
-            tick("bench", f"{name} b={batch_size}", 0)
-            candidate = twin if name == DENSE else on_device[name]
-            cell = bench_pair(on_device[DENSE], candidate, batch_size, config.seq_len, settings=settings,
-                              inputs=inputs, name=name, baseline_name=DENSE)
-            record = _cell_record(name, cell, dense_macs)
-            store.put_cell(record)
-            if record["status"] != "ok":
-                outcome.failed_cells += 1
-            tick("bench", f"{name} b={batch_size}: " + (f"{cell.speedup:.2f}x" if cell.speedup else cell.status))
+    names = [v[0] for v in variants]
+    for name in names:
+        if name not in on_device:
+            tick("bench", f"{name}: skipped (variant failed)", len(config.batch_sizes))
+    timed = {n: on_device[n] for n in [*names, DENSE] if n in on_device}
+    vocab, pad = len(hf.tokenizer), hf.tokenizer.pad_token_id or 0
+
+    def done_earlier(name: str, batch_size: int, seq_len: int) -> bool:
+        if store.has_cell(name, batch_size, seq_len, status="ok"):
+            tick("bench", f"{name} b={batch_size}: done earlier")
+            return True
+        return False
+
+    def put(cell: CellRecord) -> None:
+        store.put_cell(cell)
+        if not cell.ok:
+            outcome.failed_cells += 1
+        shown = f"{cell.speedup:.2f}x" if cell.speedup else cell.status
+        tick("bench", f"{cell.variant} b={cell.batch_size}: {shown}")
+
+    def inputs(batch_size: int, seq_len: int) -> dict[str, torch.Tensor]:
+        return make_inputs(vocab, batch_size, seq_len, seed=config.seed, pad_fraction=config.pad_fraction,
+                           device=device, pad_token_id=pad)
+
+    tick("bench", f"timing {len(timed)} models x {len(config.batch_sizes)} batch sizes in blocks", 0)
+    sweep(timed, inputs, config.batch_sizes, (config.seq_len,), DENSE, settings=settings, on_cell=put,
+          skip=done_earlier)

@@ -29,12 +29,14 @@ def model_dir(tmp_path: Path) -> Path:
 
 
 def test_hf_run_defaults_to_three_sparsities_and_rejects_unknown_models(model_dir: Path):
-    config = RunConfig(model=str(model_dir))
+    config = RunConfig(model=str(model_dir), seq_len=32)
     assert config.is_hf
     assert {s for _, m, s in hf_variants(config) if m == "structured"} == set(HF_SPARSITIES)
     assert len(config.variants()) == 3 * (len(config.methods) - 1) + 1  # 2:4 fixes its own sparsity
     with pytest.raises(ValueError, match="or a Hugging Face model folder"):
         RunConfig(model=str(model_dir.parent))
+    with pytest.raises(ValueError, match="max_positions 64"):
+        RunConfig(model=str(model_dir), seq_len=128)
 
 
 def test_hf_run_prunes_checks_evaluates_and_times(model_dir: Path, tmp_path: Path):

@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--sparsities", default="0.3,0.5,0.7")
     parser.add_argument("--criterion", default="activation", choices=("activation", "taylor", "l2"))
     parser.add_argument("--recovery-seconds", type=float, default=180.0)
-    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--calib", type=int, default=256, help="calibration texts (scores and refit)")
     parser.add_argument("--max-train", type=int, default=4000)
     parser.add_argument("--max-eval", type=int, default=2000)
@@ -178,7 +178,9 @@ def main() -> None:
         row["refit"] = _scores(ev.score(model))
         if args.recovery_seconds > 0:
             stream = text_stream(tok, task.texts["train"], batch_size=16, seed=2)
-            hist = distill_(model, dense, stream, seconds=args.recovery_seconds, lr=args.lr, pooling=pooling)
+            held_out = calibration_batches(tok, task.texts["val"], 64, batch_size=64, seed=3)[0]
+            hist = distill_(model, dense, stream, seconds=args.recovery_seconds, lr=args.lr, pooling=pooling,
+                            held_out=held_out)
             row["recovery"] = {**_scores(ev.score(model)), **hist.to_dict()}
         ad = hf_adapter_for(model)
         row["shape"] = ad.layer_widths()[0]

@@ -138,6 +138,11 @@ def test_distillation_moves_the_student_towards_the_teacher(tok, task):
         assert float(distill_loss(student, teacher, batches[0], Pooling())) < 0.7 * before
     with pytest.raises(ValueError, match="time budget"):
         distill_(student, teacher, iter(batches), seconds=None)
+    before_state = {k: v.clone() for k, v in student.state_dict().items()}
+    wrecked = distill_(student, teacher, iter(batches * 3), seconds=None, max_steps=3, lr=5.0, warmup_steps=1,
+                       precision="fp32", held_out=batches[1])
+    assert wrecked.reverted and wrecked.held_out_after > wrecked.held_out_before
+    assert all(torch.equal(v, before_state[k]) for k, v in student.state_dict().items())
 
 
 def test_mlm_distillation_and_calibration_batches_carry_labels(tok, task):

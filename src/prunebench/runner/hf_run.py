@@ -92,6 +92,10 @@ class HFRun:
         self.calib = calibration_batches(self.tokenizer, texts, CALIB_TEXTS, batch_size=32, labels=labels,
                                          mlm=self.kind == "mlm", seed=config.seed + 1)
         self.train_texts = texts
+        val = (self.task or self.corpus).texts["val"]  # type: ignore[union-attr]
+        # Unseen text that decides whether distillation helped (else its weights are put back).
+        self.held_out = calibration_batches(self.tokenizer, val, 64, batch_size=64, mlm=self.kind == "mlm",
+                                            seed=config.seed + 2)[0]
         loss_fn = probe_loss(self.evaluator.probe, self.pooling) if self.evaluator.probe is not None else None
         self.loss_fn = loss_fn
         pad = self.tokenizer.pad_token_id or 0
@@ -157,6 +161,7 @@ class HFRun:
         refit_s = time.perf_counter() - start
         history = distill_(model, self.dense, text_stream(self.tokenizer, self.train_texts, batch_size=16,
                                                           seed=self.config.seed, mlm=self.kind == "mlm"),
+                           held_out=self.held_out,
                            seconds=QUICK_RECOVERY_SECONDS if self.config.quick else RECOVERY_SECONDS,
                            pooling=self.pooling)
         model.eval()

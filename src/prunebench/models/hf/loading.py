@@ -106,8 +106,8 @@ def _from_hub(hub_id: str, attn_implementation: str | None) -> nn.Module:
         except OSError:
             log.debug("hub id %s: not resolved with local_files_only=%s", hub_id, local_only)
     if config is None:
-        raise HFModelError(f"could not resolve {hub_id!r} from the Hugging Face hub (no network or no such model); "
-                           "pass a local folder with config.json and model.safetensors instead")
+        raise HFModelError(f"{hub_id!r} is no folder, and the Hugging Face hub could not resolve it (no network, or "
+                           "no such model): pass a local folder with config.json and model.safetensors")
     cls = _check_config(config, hub_id)
     try:
         return cls.from_pretrained(hub_id, use_safetensors=True, **_attn_kwargs(attn_implementation))

@@ -79,7 +79,11 @@ def load_hf_model(
         if not (folder / "config.json").is_file():
             raise CheckpointError(f"{folder} is not a model folder: config.json is missing")
         _check_weights(folder)
-        config = AutoConfig.from_pretrained(str(folder))
+        try:
+            config = AutoConfig.from_pretrained(str(folder))
+        except (OSError, ValueError, KeyError, RecursionError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"{folder}/config.json is not a usable transformers config ({reason})") from None
         cls = _check_config(config, str(folder))
         if (folder / MANIFEST_FILE).is_file():
             model = load_saved_hf(folder, attn_implementation)

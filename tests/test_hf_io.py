@@ -148,6 +148,9 @@ def test_unsupported_and_indivisible_configs(tmp_path, capsys):
     (odd / "config.json").write_text(json.dumps(doc))
     with pytest.raises(HFModelError, match="hidden size 16 is not divisible by the head count 5"):
         load_hf_model(odd)
+    (odd / "config.json").write_text('{"model_type": "no-such-type"}')
+    with pytest.raises(CheckpointError, match="not a usable transformers config"):
+        load_hf_model(odd)
 
 
 def test_missing_tokenizer_transformers_and_network(tmp_path, monkeypatch):

@@ -208,8 +208,8 @@ def is_hf_folder(directory: str | Path) -> bool:
         return False
     try:
         doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError):
+        return False  # not an HF folder; read_document then names what is wrong with the file
     return isinstance(doc, dict) and "model_type" in doc and doc.get("format") != FORMAT
 
 

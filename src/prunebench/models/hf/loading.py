@@ -79,7 +79,11 @@ def load_hf_model(
         if not (folder / "config.json").is_file():
             raise CheckpointError(f"{folder} is not a model folder: config.json is missing")
         _check_weights(folder)
-        config = AutoConfig.from_pretrained(str(folder))
+        try:
+            config = AutoConfig.from_pretrained(str(folder))
+        except (OSError, ValueError, KeyError, RecursionError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"{folder}/config.json is not a usable transformers config ({reason})") from None
         cls = _check_config(config, str(folder))
         if (folder / MANIFEST_FILE).is_file():
             model = load_saved_hf(folder, attn_implementation)
@@ -106,8 +110,8 @@ def _from_hub(hub_id: str, attn_implementation: str | None) -> nn.Module:
         except OSError:
             log.debug("hub id %s: not resolved with local_files_only=%s", hub_id, local_only)
     if config is None:
-        raise HFModelError(f"could not resolve {hub_id!r} from the Hugging Face hub (no network or no such model); "
-                           "pass a local folder with config.json and model.safetensors instead")
+        raise HFModelError(f"{hub_id!r} is no folder, and the Hugging Face hub could not resolve it (no network, or "
+                           "no such model): pass a local folder with config.json and model.safetensors")
     cls = _check_config(config, hub_id)
     try:
         return cls.from_pretrained(hub_id, use_safetensors=True, **_attn_kwargs(attn_implementation))

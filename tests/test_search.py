@@ -29,7 +29,7 @@ from prunebench.search import (
     search_widths,
 )
 from prunebench.search.allocate import reachable_speedup, uniform_fraction_for, uniform_widths
-from prunebench.search.latency import neuron_choices
+from prunebench.search.latency import monotone, neuron_choices
 from prunebench.search.rescale import _refit
 
 FAST = BenchSettings(warmup=1, min_time=0.0, min_pairs=2, max_time=0.05, target_ci=None, n_boot=50,
@@ -70,6 +70,11 @@ def test_latency_table_predicts_separable_costs_and_round_trips():
     full = table.latency(table.full)
     assert table.speedup(((2, 16), (4, 32))) == pytest.approx(full / (0.5 + 0.46 + 0.82))
     assert LatencyTable.from_dict(json.loads(json.dumps(table.to_dict()))) == table
+
+
+def test_monotone_pools_noisy_dips_and_keeps_sorted_input():
+    assert monotone((0.5, 0.7, 0.6, 1.0)) == pytest.approx((0.5, 0.65, 0.65, 1.0))
+    assert monotone((0.1, 0.2, 0.3)) == (0.1, 0.2, 0.3)
 
 
 def test_search_finds_the_best_widths_a_brute_force_finds():
@@ -179,7 +184,8 @@ def test_search_family_saves_models_that_match_their_plan_and_manifest(tmp_path,
         return {"accuracy": 0.5, "n_predictions": 100, "agreement": 0.9}
 
     # A hand-made table of the tiny model's shape: timings of a model this small are all overhead and noise.
-    report = search_family(tiny_model, calib, options, evaluate=score, out_dir=tmp_path, table=_table())
+    result = search_family(tiny_model, calib, options, evaluate=score, out_dir=tmp_path, table=_table())
+    report = result.report
     entry = report["targets"][0]
     assert 1 <= len(entry["tries"]) <= 2 and entry["met"] == entry["tries"][-1]["met"]
     folder = tmp_path / "search-1.05x"
@@ -190,7 +196,7 @@ def test_search_family_saves_models_that_match_their_plan_and_manifest(tmp_path,
     replay = build_encoder(tiny_model.config, seed=0)
     replay.load_state_dict(tiny_model.state_dict())
     apply_plan_(replay, PrunePlan.from_dict(json.loads((folder / "plan.json").read_text())), "shrink")
-    assert replay.config == saved.config
+    assert replay.config == saved.config == result.models[1.05].config
     assert "uniform" in entry and entry["accuracy"]["accuracy_ci"][0] < 0.5 < entry["accuracy"]["accuracy_ci"][1]
     assert len(report["latency_check"]["configs"]) == 2
     assert (tmp_path / "search.json").is_file() and len(seen) == 3  # dense, searched, uniform
@@ -209,3 +215,29 @@ def test_cli_model_folder_without_tokenizer_says_how_to_provide_calibration(caps
     assert main(["search", "--model", str(tmp_path / "m"), "--targets", "2", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no calibration data" in err and "tokenizer" in err
+
+
+def test_run_config_targets_add_search_variants_and_reject_bad_targets():
+    from prunebench.config import RunConfig
+
+    config = RunConfig(methods=("structured",), targets=(1.5, 2))
+    assert [v[0] for v in config.variants()] == ["structured@0.5", "search@1.5x", "search@2x"]
+    assert RunConfig.from_dict({"targets": [1.5]}).targets == (1.5,)
+    with pytest.raises(ValueError, match="above 1"):
+        RunConfig(targets=(1.0,))
+
+
+def test_run_search_records_and_saves_each_target(tmp_path, tiny_model, monkeypatch):
+    from prunebench.config import RunConfig
+    from prunebench.runner import searched
+
+    real = searched.search_family
+    monkeypatch.setattr(searched, "search_family", lambda d, c, o: real(
+        d, c, SearchOptions(**{**o.__dict__, "table_timing": FAST, "verify_timing": FAST}), table=_table()))
+    config = RunConfig(methods=("structured",), targets=(1.05,), batch_sizes=(1,), seq_len=8)
+    out = searched.run_search(tiny_model, _calib(97), config, {"search@1.05x": tmp_path / "s"})
+    model, record = out["search@1.05x"]
+    assert record["method"] == "search" and record["materialization"] == "shrunk" and record["fidelity"]["ok"]
+    assert 0.0 < record["measured_sparsity"] < 1.0
+    assert load_model(tmp_path / "s").config == model.config
+    assert (tmp_path / "s" / "plan.json").is_file() and (tmp_path / "s" / "manifest.json").is_file()

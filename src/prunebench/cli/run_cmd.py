@@ -23,7 +23,7 @@ from prunebench.tasks.baseline import resolve_cache_dir
 FIELDS = {
     "model": "model", "methods": "methods", "sparsity": "sparsities", "batch_sizes": "batch_sizes",
     "seq_len": "seq_len", "threads": "threads", "seed": "seed", "device": "device", "quick": "quick",
-    "task": "task", "train_budget": "train_budget",
+    "task": "task", "train_budget": "train_budget", "targets": "targets",
 }
 
 
@@ -60,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", type=_methods, help=f"comma list of {','.join(RUN_METHODS)} (default: all)")
     p.add_argument("--sparsity", type=float_list, help="one sparsity or a list (e.g. 0.3,0.5,0.7,0.9): the sweep "
                    "that draws degradation curves (default: magnitude/structured/wanda 0.5, iterative 0.8)")
+    p.add_argument("--targets", type=float_list,
+                   help="speedup targets for the latency-budget search, e.g. 1.5,2: adds search@<t>x variants")
     p.add_argument("--batch-sizes", type=int_list, help="benchmark batch sizes (default: 1,2,4,8,16)")
     p.add_argument("--seq-len", type=positive_int, help="sequence length (default: 128)")
     p.add_argument("--threads", type=positive_int, help="torch threads, pinned for the run (default: torch's)")

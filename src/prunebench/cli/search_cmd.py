@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         return evaluate(model, task, reference=reference, max_batches=args.eval_batches, seed=args.seed).to_dict()
 
     report = search_family(dense, calib, options, evaluate=score, out_dir=args.out,
-                           progress=lambda line: err.print(f"[dim]search:[/dim] {line}"))
+                           progress=lambda line: err.print(f"[dim]search:[/dim] {line}")).report
     t = Table(title=f"prunebench search {args.model} at B={args.batch_size}, S={args.seq_len} -> {args.out}")
     for col in ("target", "met", "tries", "heads / neurons per layer", "measured [CI]", "accuracy [95% CI]",
                 "agreement", "uniform: measured", "uniform: accuracy"):

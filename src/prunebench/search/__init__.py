@@ -9,7 +9,7 @@ calibration data), :mod:`~prunebench.search.allocate` (per-layer widths under th
 """
 
 from prunebench.search.allocate import Allocation, check_targets, reachable_speedup, search_widths, uniform_widths
-from prunebench.search.family import MANIFEST_FILE, SEARCH_BACKENDS, SearchOptions, search_family
+from prunebench.search.family import MANIFEST_FILE, SEARCH_BACKENDS, FamilyResult, SearchOptions, search_family
 from prunebench.search.importance import IMPORTANCE, Importance, group_importance
 from prunebench.search.latency import LatencyTable, LayerTable, check_latency_model, measure_latency_table
 from prunebench.search.rescale import rescale_
@@ -19,6 +19,7 @@ __all__ = [
     "MANIFEST_FILE",
     "SEARCH_BACKENDS",
     "Allocation",
+    "FamilyResult",
     "Importance",
     "LatencyTable",
     "LayerTable",

@@ -100,10 +100,26 @@ def _accuracy(evaluate: Evaluate | None, model: nn.Module, dense: nn.Module) -> 
     return res
 
 
-def _save(folder: Path, model: nn.Module, plan: Any, manifest: dict[str, Any]) -> None:
+def save_member(folder: Path, model: nn.Module, plan: Any, manifest: dict[str, Any]) -> None:
+    """Save one searched model: weights + config, ``plan.json`` and ``manifest.json`` (per-layer widths)."""
     save_model(model, folder, metadata={"search": {k: manifest[k] for k in ("target", "widths", "met")}})
     (folder / PLAN_FILE).write_text(json.dumps(plan.to_dict()) + "\n")
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+@dataclass
+class FamilyResult:
+    """What :func:`search_family` returns.
+
+    Attributes:
+        report: JSON-ready report (what ``search.json`` holds).
+        models: the searched model per target (shrunk, eval mode).
+        plans: the plan (kept heads and neurons per layer of the dense model) per target.
+    """
+
+    report: dict[str, Any]
+    models: dict[float, nn.Module]
+    plans: dict[float, Any]
 
 
 def _widths_rows(alloc: Allocation) -> list[dict[str, int]]:
@@ -119,7 +135,7 @@ def search_family(
     out_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
     table: LatencyTable | None = None,
-) -> dict[str, Any]:
+) -> FamilyResult:
     """Search, verify and save one model per target.
 
     Args:
@@ -132,7 +148,7 @@ def search_family(
         table: a latency table measured earlier for this model and shape (None: measure it now).
 
     Returns:
-        The report written to ``search.json``: table, latency-model check, importance, and per target the
+        The models and the report written to ``search.json``: table, latency-model check, and per target the
         tries, the final model's widths, measured speedup and accuracy, and the uniform comparison.
 
     Raises:
@@ -171,7 +187,7 @@ def search_family(
         (out / "latency_table.json").write_text(json.dumps(table.to_dict(), indent=2) + "\n")
     dense_acc = _accuracy(evaluate, dense, dense)
     report["dense"] = {"accuracy": dense_acc}
-    results = []
+    results, models, plans = [], {}, {}
     for target in options.targets:
         tries, aim = [], target
         for attempt in range(1, options.max_tries + 1):
@@ -202,11 +218,12 @@ def search_family(
         if out is not None:
             folder = out / f"search-{target:g}x"
             entry["path"] = str(folder)
-            _save(folder, model, plan, {**entry, "criterion": options.criterion, "backend": options.backend,
+            save_member(folder, model, plan, {**entry, "criterion": options.criterion, "backend": options.backend,
                                         "batch_size": options.batch_size, "seq_len": options.seq_len})
         results.append(entry)
+        models[target], plans[target] = model, plan
     report["targets"] = results
     report["total_seconds"] = time.perf_counter() - start
     if out is not None:
         (out / "search.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    return report
+    return FamilyResult(report, models, plans)

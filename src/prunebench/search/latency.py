@@ -156,6 +156,19 @@ def model_call(model: nn.Module, batch_size: int, seq_len: int, seed: int = 0) -
     return forward_call(model, batch)
 
 
+def monotone(values: tuple[float, ...]) -> tuple[float, ...]:
+    """Least-squares non-decreasing fit (pool adjacent violators): a layer never gets slower by losing width,
+    so a dip between grid points is timing noise, and pooling it with its neighbours averages that noise."""
+    blocks: list[list[float]] = []  # [sum, count] per pooled block
+    for v in values:
+        blocks.append([v, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            s, c = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += c
+    return tuple(s / c for s, c in blocks for _ in range(int(c)))
+
+
 def widths_at(full: Widths, layer: int, widths: tuple[int, int]) -> Widths:
     """``full`` with ``layer`` set to ``widths``."""
     return tuple(widths if i == layer else w for i, w in enumerate(full))
@@ -209,8 +222,9 @@ def measure_latency_table(
         hs, fs = _grid(H, head_points), _grid(F, neuron_points)
         point = {"model": model, "layer": j, "ref": ref, "full_cost": full_cost, "batch_size": batch_size,
                  "seq_len": seq_len, "seed": seed, "timing": timing}
-        head_cost = tuple(_cost_at(widths_at(full, j, (h, F)), **point) for h in hs)
-        neuron_cost = tuple(_cost_at(widths_at(full, j, (H, f)), **point) for f in fs)
+        # Capped at the full layer's cost (the reference every point is paired against), then made monotone.
+        head_cost = monotone(tuple(min(_cost_at(widths_at(full, j, (h, F)), **point), full_cost) for h in hs))
+        neuron_cost = monotone(tuple(min(_cost_at(widths_at(full, j, (H, f)), **point), full_cost) for f in fs))
         tables.append(LayerTable(hs, head_cost, fs, neuron_cost, full_cost, tuple(layers)))
         log.debug("latency table of layers %s: %d + %d points", layers, len(hs), len(fs))
     # Two whole-model ratios pin the cost outside the layers and the in-model scale of layer costs.

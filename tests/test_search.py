@@ -13,6 +13,7 @@ from torch import nn
 from prunebench.bench.settings import BenchSettings
 from prunebench.cli.main import main
 from prunebench.models import load_model
+from prunebench.models.adapters import adapter_for
 from prunebench.models.batch import IGNORE_INDEX
 from prunebench.models.encoder import build_encoder
 from prunebench.pruning import PrunePlan, apply_plan_
@@ -147,7 +148,8 @@ def test_refit_recovers_an_exact_linear_map():
 
 def test_rescale_is_kept_only_when_held_out_loss_drops(tiny_model):
     pruned = copy.deepcopy(tiny_model)
-    plan = PrunePlan(spec=_any_spec(), config=tiny_model.config.to_dict(), heads={0: (0, 2)}, neurons={1: (1, 5, 9)})
+    plan = PrunePlan(spec=_any_spec(), config=adapter_for(tiny_model).config_dict(), heads={0: (0, 2)},
+                     neurons={1: (1, 5, 9)})
     apply_plan_(pruned, plan, "shrink")
     before = {n: p.detach().clone() for n, p in pruned.named_parameters()}
     calib = _calib(97, n=4)

@@ -13,7 +13,8 @@ from typing import Any
 
 from prunebench.bench import disk_bytes
 from prunebench.config import RunConfig
-from prunebench.models import TransformerEncoder, count_parameters
+from prunebench.models import TransformerEncoder
+from prunebench.models.adapters import adapter_for
 from prunebench.models.batch import Batch
 from prunebench.runner.variants import describe
 from prunebench.search import SearchOptions, search_family
@@ -21,6 +22,10 @@ from prunebench.search.family import save_member
 
 #: Method name of searched variants in the store and the report.
 SEARCH_METHOD = "search"
+
+
+def _encoder_params(model: TransformerEncoder) -> int:
+    return sum(p.numel() for p in adapter_for(model).encoder_parameters())
 
 
 def search_name(target: float) -> str:
@@ -42,7 +47,7 @@ def run_search(
     options = SearchOptions(targets=config.targets, batch_size=config.batch_sizes[0], seq_len=config.seq_len,
                             check_configs=0, compare_uniform=False, seed=config.seed)
     family = search_family(dense, calib, options)
-    dense_encoder = count_parameters(dense.config)["encoder"]
+    dense_encoder = _encoder_params(dense)
     out = {}
     for entry in family.report["targets"]:
         target = entry["target"]
@@ -54,7 +59,7 @@ def run_search(
         record = describe(model, name, SEARCH_METHOD, config.seq_len, requested=0.0,
                           disk=disk_bytes(folder) if folder is not None else None)
         record.update(
-            measured_sparsity=1.0 - count_parameters(model.config)["encoder"] / dense_encoder,
+            measured_sparsity=1.0 - _encoder_params(model) / dense_encoder,
             materialization="shrunk", fidelity={**entry["fidelity"], "reference": "masked-dense"},
             details={"config": model.config.to_dict(), "search": entry},
         )

@@ -7,18 +7,19 @@ from collections.abc import Mapping, Sequence
 
 from torch import nn
 
-from prunebench.models.adapter import EncoderAdapter
+from prunebench.models.adapters import adapter_for
+from prunebench.models.arch import ArchAdapter
 
 #: Per-layer widths ``((heads, neurons), ...)``: what the search chooses and the latency model prices.
 Widths = tuple[tuple[int, int], ...]
 
 
-def adapter_of(model: nn.Module) -> EncoderAdapter:
+def adapter_of(model: nn.Module) -> ArchAdapter:
     """The adapter of ``model`` (one-line ValueError for a model no adapter understands)."""
-    return EncoderAdapter(model)
+    return adapter_for(model)
 
 
-def full_widths(adapter: EncoderAdapter) -> Widths:
+def full_widths(adapter: ArchAdapter) -> Widths:
     """Current (heads, neurons) of every layer."""
     return tuple((adapter.group_count("heads", i), adapter.group_count("neurons", i)) for i in range(adapter.n_layers))
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from prunebench.models.batch import Batch, task_loss
+from prunebench.models.batch import Batch
 from prunebench.pruning.calibration import evaluation_mode, model_device, to_device
 from prunebench.registry import Registry
 from prunebench.search._arch import adapter_of
@@ -104,7 +104,7 @@ def group_importance(model: nn.Module, calib: Sequence[Batch] | None, criterion:
         acc = [torch.zeros_like(g, dtype=torch.float64) for g in flat]
         with evaluation_mode(model), torch.enable_grad():
             for batch in batches:
-                loss = task_loss(model, to_device(batch, device))
+                loss = adapter.loss(to_device(batch, device))
                 grads = torch.autograd.grad(loss, flat, allow_unused=True)
                 for a, g in zip(acc, grads, strict=True):
                     if g is not None:  # a layer without heads never uses its (empty) gate

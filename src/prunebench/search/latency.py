@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunebench.bench.inputs import forward_call, make_inputs
+from prunebench.bench.inputs import make_inputs
 from prunebench.bench.settings import BenchSettings
 from prunebench.bench.timing import time_paired
 from prunebench.search._arch import Widths, adapter_of, first_k_copy, full_widths
@@ -151,9 +151,9 @@ def _shape(adapter: Any, layer: int) -> tuple[tuple[int, ...], ...]:
 
 def model_call(model: nn.Module, batch_size: int, seq_len: int, seed: int = 0) -> Any:
     """The timed forward of ``model`` on seeded unpadded inputs (what verification and the table time)."""
-    batch = make_inputs(model.config.vocab_size, batch_size, seq_len, seed=seed,
-                        device=next(model.parameters()).device)
-    return forward_call(model, batch)
+    adapter = adapter_of(model)
+    batch = make_inputs(adapter.vocab_size, batch_size, seq_len, seed=seed, device=next(model.parameters()).device)
+    return adapter.forward_call(batch)
 
 
 def monotone(values: tuple[float, ...]) -> tuple[float, ...]:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunebench.models.batch import Batch, task_loss
+from prunebench.models.batch import Batch
 from prunebench.pruning.calibration import evaluation_mode, model_device, to_device
 from prunebench.search._arch import adapter_of
 from prunebench.search.importance import SEARCH_KINDS
@@ -44,14 +44,14 @@ def _capture(model: nn.Module, linears: dict[str, nn.Linear], batches: Sequence[
         return fn
 
     handles = [lin.register_forward_hook(hook(name)) for name, lin in linears.items()]
-    device = model_device(model)
+    device, adapter = model_device(model), adapter_of(model)
     try:
         with evaluation_mode(model), torch.no_grad():
             for batch in batches:
                 b = to_device(batch, device)
                 mask = b.get("attention_mask")
                 keep["mask"] = None if mask is None else mask.to(torch.bool)
-                model.encode(b["input_ids"], mask)
+                adapter.hidden_states(b)
     finally:
         for h in handles:
             h.remove()
@@ -76,9 +76,9 @@ def _refit(lin: nn.Linear, xs: list[torch.Tensor], ys: list[torch.Tensor], ridge
 
 
 def _mean_loss(model: nn.Module, batches: Sequence[Batch]) -> float:
-    device = model_device(model)
+    device, adapter = model_device(model), adapter_of(model)
     with evaluation_mode(model), torch.no_grad():
-        return sum(float(task_loss(model, to_device(b, device))) for b in batches) / len(batches)
+        return sum(float(adapter.loss(to_device(b, device))) for b in batches) / len(batches)
 
 
 def rescale_(

@@ -51,7 +51,8 @@ def plan_of(model: nn.Module, alloc: Allocation) -> PrunePlan:
     # The nearest PruneSpec: structured, one global ranking; the search's own settings go in the manifest.
     spec = PruneSpec(method="structured", sparsity=min(removed / groups, 0.999), scope="global",
                      granularity="both", criterion="taylor")
-    return PrunePlan(spec=spec, config=model.config.to_dict(), heads=dict(alloc.heads), neurons=dict(alloc.neurons))
+    return PrunePlan(spec=spec, config=adapter_of(model).config_dict(), heads=dict(alloc.heads),
+                     neurons=dict(alloc.neurons))
 
 
 def build(model: nn.Module, alloc: Allocation, seq_len: int, seed: int = 0) -> tuple[nn.Module, PrunePlan, dict]:
@@ -61,11 +62,12 @@ def build(model: nn.Module, alloc: Allocation, seq_len: int, seed: int = 0) -> t
         RuntimeError: the shrunk model's outputs differ from the masked reference.
     """
     plan = plan_of(model, alloc)
+    adapter = adapter_of(model)
     pruned = copy.deepcopy(model).eval()
     apply_plan_(pruned, plan, "shrink")
     masked = copy.deepcopy(model).eval()
     apply_plan_(masked, plan, "zeros")
-    batch = make_inputs(model.config.vocab_size, 2, seq_len, seed=seed + 1, pad_fraction=0.25)
+    batch = make_inputs(adapter.vocab_size, 2, seq_len, seed=seed + 1, pad_fraction=0.25)
     fidelity = check_fidelity(masked, pruned, batch, atol=FIDELITY_ATOL)
     if not fidelity["ok"]:
         raise RuntimeError(f"shrunk model differs from the masked reference by {fidelity['max_abs_diff']:.3g}")

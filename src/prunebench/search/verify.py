@@ -18,7 +18,7 @@ from prunebench.bench.settings import BenchSettings
 from prunebench.bench.timing import time_paired
 from prunebench.pruning import PrunePlan, PruneSpec, apply_plan_, check_fidelity
 from prunebench.search._arch import Widths, adapter_of, full_widths
-from prunebench.search.allocate import Allocation, uniform_fraction_for, uniform_widths
+from prunebench.search.allocate import Allocation, allocation_of, uniform_fraction_for, uniform_widths
 from prunebench.search.importance import Importance
 from prunebench.search.latency import LatencyTable, model_call
 
@@ -99,12 +99,10 @@ def uniform_at_measured(
     for _ in range(tries):
         fraction = uniform_fraction_for(table, aim)
         widths = uniform_widths(table.full, fraction)
-        alloc = Allocation(widths, {i: importance.kept("heads", i, h) for i, (h, _) in enumerate(widths)},
-                           {i: importance.kept("neurons", i, f) for i, (_, f) in enumerate(widths)},
-                           table.speedup(widths), aim, 0.0)
-        model, _, _ = build(dense, alloc, table.seq_len, seed)
+        model, _, _ = build(dense, allocation_of(importance, table, widths, aim), table.seq_len, seed)
         got = measure_speedup(dense, model, table, timing, seed)
-        attempts.append({"fraction": fraction, "widths": [list(w) for w in widths], "measured": got.to_dict()})
+        attempts.append({"fraction": fraction, "widths": [list(w) for w in widths], "predicted": table.speedup(widths),
+                         "measured": got.to_dict()})
         gap = abs(got.speedup - speedup) / speedup
         if best is None or gap < best[0]:
             best = (gap, model, widths, fraction, got)

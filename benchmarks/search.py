@@ -101,6 +101,7 @@ def main() -> int:
     out = {"command": " ".join(sys.argv), "environment": environment(), "threads": threads,
            "baseline": {k: v for k, v in info.items() if k != "history"}, "dense_accuracy": report["dense"],
            "latency_check": report["latency_check"], "search_seconds": report["search_seconds"],
+           "stage_seconds": report["stage_seconds"],
            "total_seconds": report["total_seconds"], "targets": rows, "claims": claims,
            "latency_table": report["latency_table"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)

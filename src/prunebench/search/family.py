@@ -171,15 +171,20 @@ def search_family(
                               "latency_table": table.to_dict(), "reachable": [1.0, top]}
     say(f"latency table: {table.measure_seconds:.0f}s, fixed {table.fixed:.2f} units, scale {table.scale:.2f}, "
         f"reachable up to {top:.2f}x")
+    stages = {"latency_table": time.perf_counter() - start}
     if options.check_configs:
         report["latency_check"] = check_latency_model(dense, table, n_configs=options.check_configs,
                                                       neuron_step=options.neuron_step, seed=options.seed)
         say(f"latency model: median |error| {report['latency_check']['median_abs_error']:.1%} over "
             f"{options.check_configs} random configurations")
+        stages["latency_check"] = time.perf_counter() - start - stages["latency_table"]
     split = max(1, len(batches) * 3 // 4) if len(batches) > 1 else 1
     fit, held = batches[:split], batches[split:] or batches[:1]
+    t0 = time.perf_counter()
     importance = group_importance(dense, batches, options.criterion)
+    stages["importance"] = time.perf_counter() - t0
     report["search_seconds"] = time.perf_counter() - start  # table + check + importance: the search's cost
+    report["stage_seconds"] = stages
     say(f"importance ({options.criterion}) from {importance.n_batches} batches")
     out = None if out_dir is None else Path(out_dir)
     if out is not None:

@@ -84,7 +84,9 @@ def main() -> int:
         row = {"target": e["target"], "met": e["met"], "tries": len(e["tries"]), "measured": e["measured"],
                "widths": e["widths"], "accuracy": acc, "accuracy_ci": e["accuracy"]["accuracy_ci"],
                "agreement": e["accuracy"]["agreement"], "kl": e["accuracy"]["kl_divergence"],
-               "rescale": e.get("rescale"), "uniform_measured": e["uniform"]["measured"],
+               "rescale": e.get("rescale"),
+               "accuracy_before_rescale": (e.get("accuracy_before_rescale") or {}).get("accuracy"),
+               "uniform_measured": e["uniform"]["measured"],
                "uniform_accuracy": uni, "uniform_accuracy_ci": e["uniform"]["accuracy"]["accuracy_ci"],
                "uniform_agreement": e["uniform"]["accuracy"]["agreement"], "delta_vs_dense_pp": 100 * (acc - dense_acc),
                "delta_vs_uniform_pp": 100 * (acc - uni)}

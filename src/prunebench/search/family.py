@@ -212,8 +212,13 @@ def search_family(
         entry: dict[str, Any] = {"target": target, "met": met, "tries": tries, "widths": _widths_rows(alloc),
                                  "measured": got.to_dict(), "fidelity": fidelity}
         if options.rescale:
+            # Accuracy before the refit too: uniform pruning is compared without one, so both are shown.
+            entry["accuracy_before_rescale"] = _accuracy(evaluate, model, dense)
             entry["rescale"] = rescale_(model, dense, fit, held)
-        entry["accuracy"] = _accuracy(evaluate, model, dense)
+            if not entry["rescale"]["applied"]:
+                entry["accuracy"] = entry["accuracy_before_rescale"]
+        if "accuracy" not in entry:
+            entry["accuracy"] = _accuracy(evaluate, model, dense)
         if options.compare_uniform:
             u_model, u_widths, fraction, u_got, attempts = uniform_at_measured(
                 dense, importance, table, got.speedup, options.verify_timing, seed=options.seed)

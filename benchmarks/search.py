@@ -12,6 +12,11 @@ sequence 128, for targets 1.5x and 2x with no retraining (``prunebench.search.se
 
 Accuracy is evaluated on ``--eval-batches`` test batches of 32 sequences (Wilson 95% CIs in the JSON).
 
+Measured (2-core machine at a load average of 11-14, run without the lock other benchmarks held; 1 thread):
+1.5x met on the second try (1.61 [1.52-1.67]), accuracy 10.66% vs dense 10.99% and uniform 10.11% at 1.52x;
+2x not met (2.06 [1.83-2.18] after two tries), 10.54% vs uniform 8.76% at 2.27x; latency model median error
+7.9% (target 5% not met on this load); search 183 s.
+
 Usage: python benchmarks/search.py [--model medium] [--targets 1.5,2] [--threads 1] [--out F]
 Writes benchmarks/results/search.json.
 """

@@ -181,6 +181,7 @@ class SparseBackend:
                     sparse = {f: w for f, w in candidate_formats(linear.weight).items() if f in formats.values()}
                     parent, _, child = name.rpartition(".")
                     setattr(copied.get_submodule(parent), child, SparseLinear(linear, formats, sparse))
+        copied.eval()  # a new nn.Module starts in training mode (the eval check before timing caught exactly that)
         logger.info("sparse: %d of %d Linears use a sparse kernel at some shape", n_sparse, len(decisions))
         info = {"token_counts": token_counts, "sparse_linears": n_sparse, "linears": decisions}
         return torch_runnable(self.name, copied, FP32, info=info)

@@ -107,10 +107,12 @@ class Runnable:
             outside torch, which have no training mode once exported).
         tolerance: what the fidelity check against eager demands.
         threads: how intra-op threads are controlled (``"torch.set_num_threads"`` or a fixed session count).
-        memory_method: how :func:`~prunebench.backends.runtime.peak_memory` measures a call ("tensors",
-            "cuda", or "none: <why>").
+        memory_method: how :func:`~prunebench.backends.cells.runnable_peak_memory` measures a call:
+            ``tensors`` (live torch tensors), ``cuda`` (the CUDA allocator) or ``rss-first-call`` (ORT).
         env: backend-specific environment (versions, providers, which quantization path).
         info: what preparation decided (e.g. the sparse format per Linear), recorded with the cell.
+        memory: ``memory(batch) -> bytes | None`` for runtimes whose memory torch cannot see (None: torch's
+            accounting by ``memory_method``).
     """
 
     backend: str
@@ -122,6 +124,7 @@ class Runnable:
     memory_method: str = "tensors"
     env: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    memory: Callable[[Batch], int | None] | None = None
 
     def training_modules(self) -> list[str]:
         """Names of every submodule (of :attr:`modules`) left in training mode; [] when all are in eval."""

@@ -11,6 +11,9 @@ mode) around a shared model in eval mode therefore leaves the shared model in tr
 runs in every later "dense" timing. The wrapper is put in eval mode first, and every submodule's mode is
 saved and restored around the export (:func:`preserved_modes`), so the shared model never changes.
 
+Memory is the growth of the process's peak RSS over a session's first call at each shape: ORT allocates
+outside torch's allocator and keeps its arena afterwards, so later calls show no growth.
+
 Sessions run with ``intra_op_num_threads`` = the run's thread count, one inter-op thread, sequential
 execution and spinning off: ORT's spinning workers would otherwise keep burning the cores while the paired
 eager call runs, and bill ORT's work to eager.
@@ -31,6 +34,7 @@ import torch
 from torch import nn
 
 from prunebench.backends.base import FP32, INT8, BackendUnavailable, PrepareOptions, Runnable, missing, require
+from prunebench.backends.memory import rss_peak
 from prunebench.backends.torch_backends import effective_mask, hidden_fn
 from prunebench.models.batch import Batch
 
@@ -138,7 +142,7 @@ class OnnxRuntimeBackend:
         onnx = require("onnx", "onnx")
         threads = options.threads or torch.get_num_threads()
         sessions: dict[bool, Any] = {}
-        info: dict[str, Any] = {"onnx_bytes": {}}
+        info: dict[str, Any] = {"onnx_bytes": {}, "first_call_rss_bytes": {}}
 
         def session(with_mask: bool) -> Any:
             if with_mask not in sessions:
@@ -148,12 +152,24 @@ class OnnxRuntimeBackend:
 
         session(False)  # export now: preparation, not the first timed call, pays for it
 
+        def shape_key(batch: Batch) -> str:
+            mask = effective_mask(batch)
+            return f"{tuple(batch['input_ids'].shape)}{' mask' if mask is not None else ''}"
+
+        def memory(batch: Batch) -> int | None:
+            bind(batch)  # measures the first call at this shape if it has not run yet
+            return info["first_call_rss_bytes"][shape_key(batch)]
+
         def bind(batch: Batch) -> Callable[[], Any]:
             mask = effective_mask(batch)
             feeds = {"input_ids": batch["input_ids"].cpu().numpy().astype(np.int64)}
             if mask is not None:
                 feeds["attention_mask"] = mask.cpu().numpy().astype(np.int64)
             sess = session(mask is not None)
+            key = shape_key(batch)
+            if key not in info["first_call_rss_bytes"]:
+                # ORT keeps its arena between calls, so only a session's first call at a shape shows its memory.
+                info["first_call_rss_bytes"][key] = rss_peak(lambda: sess.run(["hidden"], feeds))
             return lambda: sess.run(["hidden"], feeds)[0]
 
         def outputs(batch: Batch) -> torch.Tensor:
@@ -167,7 +183,7 @@ class OnnxRuntimeBackend:
             env["int8_path"] = "onnxruntime.quantization.quantize_dynamic(weight_type=QInt8)"
         return Runnable(backend=self.name, bind=bind, outputs=outputs, modules=[], tolerance=INT8 if self.quantize
                         else FP32, threads=f"onnxruntime intra_op_num_threads={threads}",
-                        memory_method="none: ONNX Runtime allocates outside torch's allocator", env=env, info=info)
+                        memory_method="rss-first-call", env=env, info=info, memory=memory)
 
 
 class OnnxRuntimeInt8Backend(OnnxRuntimeBackend):

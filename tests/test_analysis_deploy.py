@@ -62,3 +62,17 @@ def test_crossovers_where_the_best_choice_changes():
                                  "to": "magnitude@0.9 / sparse"}]
     # Demanding accuracy >= 0.11 rules the 90% model out: no crossover left.
     assert crossovers(rows, min_accuracy=0.11) == []
+
+
+def test_markdown_section_names_every_pair_front_and_crossover():
+    from prunebench.report.deploy import deploy_markdown
+
+    rows = deploy_rows(CELLS, ACC, numerics_changed=["onnxruntime-int8"])
+    text = deploy_markdown(rows, {"structured@0.5 / sparse": "no Linear is at least 50% zeros"})
+    assert text.startswith("## What to deploy")
+    row = "| structured@0.5 | onnxruntime-int8 | 11.2% | 5.20x [5.10-5.30] | 4.80x [4.70-4.90] | 1.33x | 1.60x |"
+    assert row in text
+    assert "- B=1: structured@0.5 / onnxruntime-int8 (5.20x, 11.2%), dense / onnxruntime-int8" in text
+    assert "from B=16 magnitude@0.9 / sparse beats structured@0.5 / onnxruntime-int8" in text
+    assert "- structured@0.5 / sparse: no Linear is at least 50% zeros" in text
+    assert deploy_markdown([]) == ""

@@ -30,10 +30,12 @@ from typing import Any
 import torch
 from _common import add_timing_args, timing_kwargs
 
+from prunebench.analysis.deploy import deploy_rows
 from prunebench.backends import BACKENDS, FidelityError, PrepareOptions, parse_backends, time_runnables
 from prunebench.bench import environment, make_inputs
 from prunebench.models.presets import create_model
 from prunebench.pruning import PruneSpec, prune_
+from prunebench.report.deploy import deploy_markdown
 
 OUT = Path(__file__).parent / "results" / "backends.json"
 VARIANTS = {
@@ -126,15 +128,10 @@ def main() -> None:
             sparse_rows.append(row)
             print(f"sparse vs zeros (magnitude@0.9, eager) B={batch_size:2d}: {_fmt(row)}", flush=True)
 
-    print("\nskipped:", *[f"\n  {k}: {v}" for k, v in skips.items()])
-    print("\n| variant | backend | " + " | ".join(f"B={b} vs dense eager" for b in args.batch_sizes)
-          + " | " + " | ".join(f"B={b} vs dense same backend" for b in args.batch_sizes) + " |")
-    print("| --- | --- |" + " ---: |" * (2 * len(args.batch_sizes)))
-    for vname, bname in prepared:
-        vs_eager = [_fmt(ok[vname, bname, b]) if (vname, bname, b) in ok else "-" for b in args.batch_sizes]
-        vs_same = [f"{ok[vname, bname, b].get('speedup_vs_dense_same_backend', float('nan')):.2f}x"
-                   if (vname, bname, b) in ok else "-" for b in args.batch_sizes]
-        print(f"| {vname} | {bname} | " + " | ".join(vs_eager + vs_same) + " |")
+    # Random weights: no accuracy here, so the Pareto front is empty; the speedup tables are the point.
+    rows = deploy_rows([{**c, "seq_len": args.seq_len, "speedup_ci_low": c["ci"][0], "speedup_ci_high": c["ci"][1]}
+                        for c in ok.values()])
+    print("\n" + deploy_markdown(rows, skips))
     best_b1 = max((c for c in ok.values() if c["variant"] == "structured@0.5" and c["batch_size"] == 1),
                   key=lambda c: c["speedup"], default=None)
     targets = {}

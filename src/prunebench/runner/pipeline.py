@@ -206,18 +206,18 @@ class _Stages:
                 tick("prune", f"{name}: reloaded")
                 _evaluate(store, name, models[name], task, dense, self.eval_kwargs, tick)
                 continue
-            if method == "wanda" and calib is None:
-                calib = calibration_batches(task, budgets.calib_sequences, seed=config.seed)
-            on_step = None
-            if method == "iterative" and budgets.finetune_steps:
-                on_step = RecoveryCallback(task, budgets.finetune_steps, seed=config.seed,
-                                            precision=config.train_precision)
             spec = prune_spec(method, sparsity, seed=config.seed, iterative_steps=budgets.iterative_steps,
                               schedule=config.schedule)
+            if spec.needs_calib and calib is None:  # the criterion says what it needs (labelled batches)
+                calib = calibration_batches(task, budgets.calib_sequences, seed=config.seed)
+            on_step = None
+            if spec.gradual and budgets.finetune_steps:
+                on_step = RecoveryCallback(task, budgets.finetune_steps, seed=config.seed,
+                                            precision=config.train_precision)
             tick("prune", name, 0)
             try:
                 model, record = make_variant(dense, name, spec, seq_len=config.seq_len,
-                                             calib=calib if method == "wanda" else None, on_step=on_step,
+                                             calib=calib if spec.needs_calib else None, on_step=on_step,
                                              check_batch=check_batch, save_dir=folder)
             except RECOVERABLE as exc:
                 logger.exception("pruning %s failed", name)

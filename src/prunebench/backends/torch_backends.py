@@ -26,6 +26,7 @@ from prunebench.backends.base import (
     missing,
     require,
 )
+from prunebench.models.adapters import find_adapter
 from prunebench.models.batch import Batch
 from prunebench.models.encoder import TransformerEncoder
 
@@ -33,13 +34,22 @@ logger = logging.getLogger(__name__)
 
 
 def hidden_fn(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
-    """``(input_ids, attention_mask) -> [B, S, D]`` hidden states of ``model`` (a prunebench encoder)."""
-    if isinstance(model, TransformerEncoder):
-        return model.encode
+    """``(input_ids, attention_mask) -> [B, S, D]`` hidden states of ``model``, through its adapter.
+
+    A prunebench encoder (or anything with an ``encode``) is called directly, which is what its adapter does.
+    """
     encode = getattr(model, "encode", None)
-    if callable(encode):
+    if isinstance(model, TransformerEncoder) or callable(encode):
         return encode
-    return lambda ids, mask: model(ids, mask)
+    adapter = find_adapter(model)
+    if adapter is None:
+        return lambda ids, mask: model(ids, mask)
+
+    def via_adapter(ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        batch = {"input_ids": ids} if mask is None else {"input_ids": ids, "attention_mask": mask}
+        return adapter.hidden_states(batch)
+
+    return via_adapter
 
 
 def effective_mask(batch: Batch) -> torch.Tensor | None:
@@ -152,10 +162,10 @@ class CompileBackend:
 
 
 def _prunable_linears(model: nn.Module) -> list[str]:
-    """Qualified names of the encoder-layer Linears (embeddings and task heads stay fp32)."""
-    if isinstance(model, TransformerEncoder):
-        return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.startswith("layers.")
-                and m.weight.numel() > 0]
+    """Qualified names of the non-empty prunable Linears by the model's adapter (embeddings and heads excluded)."""
+    adapter = find_adapter(model)
+    if adapter is not None:
+        return [n for n, m in adapter.prunable_linears().items() if m.weight.numel() > 0]
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.weight.numel() > 0]
 
 

@@ -59,6 +59,8 @@ class RunConfig:
         min_time: minimum seconds of paired timing per benchmark cell (0 = 0.5 s, or the quick preset's).
         pad_fraction: fraction of each benchmark sequence that is padding.
         save_models: keep every pruned model in the run folder (needed to resume without re-pruning).
+        backends: execution backends every variant is timed on (``eager`` first: the main sweep; others are
+            timed against dense eager after a fidelity check, see :mod:`prunebench.backends`).
     """
 
     model: str = "medium"
@@ -81,6 +83,7 @@ class RunConfig:
     min_time: float = 0.0
     pad_fraction: float = 0.0
     save_models: bool = True
+    backends: tuple[str, ...] = ("eager",)
 
     def __post_init__(self) -> None:
         if self.model not in model_names() or self.model == "custom":
@@ -120,6 +123,11 @@ class RunConfig:
             raise ValueError(f"pad_fraction must lie in [0, 1), got {self.pad_fraction}")
         if self.min_time < 0:
             raise ValueError(f"min_time must be >= 0, got {self.min_time}")
+        from prunebench.backends import parse_backends  # lazy: backends import bench, which is heavier
+
+        # eager is always timed (every speedup is against dense eager); unknown names list the valid ones.
+        names = parse_backends(self.backends)
+        object.__setattr__(self, "backends", ("eager", *(b for b in names if b != "eager")))
 
     def variants(self) -> list[tuple[str, str, float]]:
         """The (variant name, method, sparsity) triples this run produces, dense excluded, in run order."""

@@ -76,3 +76,24 @@ def test_markdown_section_names_every_pair_front_and_crossover():
     assert "from B=16 magnitude@0.9 / sparse beats structured@0.5 / onnxruntime-int8" in text
     assert "- structured@0.5 / sparse: no Linear is at least 50% zeros" in text
     assert deploy_markdown([]) == ""
+
+
+def test_snapshot_rows_take_backend_accuracy_and_skips():
+    from prunebench.report.deploy import deploy_html, deploy_markdown, snapshot_rows
+
+    assert snapshot_rows({"cells": [cell("dense", "eager", 1, 1.0)]}) == ([], {})
+    cells = [cell("dense", "eager", 1, 1.0), cell("structured@0.5", "eager", 1, 1.75),
+             {**cell("structured@0.5", "int8", 1, 2.5), "backend_changes_numerics": True, "backend_accuracy": 0.11},
+             {**cell("dense", "int8", 1, 1.8), "backend_changes_numerics": True},
+             {**cell("dense", "sparse", 1, 1.0, status="error"), "speedup": None, "backend_status": "skipped",
+              "backend_message": "no zeros"}]
+    snap = {"cells": cells, "evaluations": [{"variant": "dense", "accuracy": 0.12},
+                                            {"variant": "structured@0.5", "accuracy": 0.113}]}
+    rows, skips = snapshot_rows(snap)
+    by = {(r.variant, r.backend): r for r in rows}
+    assert by["structured@0.5", "int8"].accuracy == 0.11 and by["structured@0.5", "eager"].accuracy == 0.113
+    assert by["dense", "int8"].accuracy is None  # int8 changes numerics: not eager's accuracy
+    assert skips == {"dense / sparse": "no zeros"}
+    fragment = deploy_html(deploy_markdown(rows, skips))
+    assert fragment.startswith('<section id="deploy">') and "<td>structured@0.5</td>" in fragment
+    assert "<h2>What to deploy</h2>" in fragment and "no zeros" in fragment

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from prunebench.analysis.deploy import DeployRow, best_per_batch, crossovers, pareto_front
+from prunebench.analysis.deploy import DeployRow, best_per_batch, crossovers, deploy_rows, pareto_front
 
 
 def _x(value: float | None) -> str:
@@ -52,3 +54,54 @@ def deploy_markdown(rows: Sequence[DeployRow], skips: dict[str, str] | None = No
     if skips:
         lines += ["", "Skipped (variant / backend: reason):", ""] + [f"- {k}: {v}" for k, v in skips.items()]
     return "\n".join(lines) + "\n"
+
+
+def snapshot_rows(snapshot: Mapping[str, Any]) -> tuple[list[DeployRow], dict[str, str]]:
+    """Deploy rows and skips from a run's store snapshot; empty when the run timed eager only.
+
+    Accuracy: each variant's eager evaluation, and for a backend that changes the numerics the evaluation
+    attached to its cells (``backend_accuracy``), never eager's.
+    """
+    cells = list(snapshot.get("cells") or [])
+    if not any((c.get("backend") or "eager") != "eager" for c in cells):
+        return [], {}
+    accuracy = {(e["variant"], "eager"): e["accuracy"] for e in snapshot.get("evaluations") or []
+                if e.get("accuracy") is not None}
+    changed, skips = set(), {}
+    for c in cells:
+        backend = c.get("backend") or "eager"
+        if c.get("backend_changes_numerics"):
+            changed.add(backend)
+        if c.get("backend_accuracy") is not None:
+            accuracy[c["variant"], backend] = c["backend_accuracy"]
+        if c.get("backend_status") == "skipped":
+            skips[f"{c['variant']} / {backend}"] = c.get("backend_message") or ""
+    return deploy_rows(cells, accuracy, numerics_changed=changed), skips
+
+
+def deploy_html(markdown: str) -> str:
+    """The Markdown section as a self-contained HTML fragment (tables and lists, escaped)."""
+    out, table = ["<section id=\"deploy\">"], False
+    for line in markdown.splitlines():
+        if line.startswith("|:") or line.startswith("|-"):
+            continue
+        if line.startswith("| "):
+            cells = "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|"))
+            if not table:
+                out.append("<table>")
+                table = True
+            out.append(f"<tr>{cells}</tr>")
+            continue
+        if table:
+            out.append("</table>")
+            table = False
+        if line.startswith("## "):
+            out.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("- "):
+            out.append(f"<p>&bull; {html.escape(line[2:])}</p>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    if table:
+        out.append("</table>")
+    out.append("</section>")
+    return "\n".join(out) + "\n"

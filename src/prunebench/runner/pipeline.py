@@ -34,7 +34,7 @@ from prunebench.report import build_report
 from prunebench.results import ResultStore
 from prunebench.runner.budgets import Budgets, bench_settings_for
 from prunebench.runner.rundir import RunDir
-from prunebench.runner.variants import describe, load_variant, make_variant, prune_spec
+from prunebench.runner.variants import check_finite, describe, load_variant, make_variant, prune_spec
 from prunebench.tasks import RecoveryCallback, Task, build_task, calibration_batches, evaluate
 from prunebench.tasks.baseline import load_or_train_baseline
 
@@ -178,6 +178,7 @@ class _Stages:
                                              cache_dir=self.cache_dir, progress=train_progress,
                                              precision=config.train_precision)
         dense.eval()
+        check_finite(dense, DENSE)  # NaN/Inf weights: nothing can be measured against this model
         baseline = {k: str(v) if isinstance(v, Path) else v for k, v in info.items() if k != "history"}
         self.outcome.baseline_info = baseline
         store.update_run({"corpus": {"task": task.fingerprint(), "baseline": baseline}})

@@ -78,3 +78,12 @@ def test_bench_cli_unknown_backend_names_the_valid_ones(capsys):
     assert main(["bench", "small", "--backend", "tensorrt"]) == 2
     err = capsys.readouterr().err
     assert "unknown backend 'tensorrt'; choose from: eager, int8" in err and "Traceback" not in err
+
+
+def test_list_backends_says_what_runs_here(capsys):
+    assert main(["list", "backends"]) == 0
+    out = capsys.readouterr().out
+    for name in ("eager", "int8-legacy", "onnxruntime-int8", "semi-structured"):
+        assert name in out
+    if not torch.cuda.is_available():
+        assert "no: semi-structured" in out

@@ -26,10 +26,10 @@ def test_stage_times_evaluates_and_skips():
         ["eager", "int8-legacy", "sparse"], models, [1, 2], 8, FAST, vocab_size=97, on_cell=cells.append,
         evaluate=evaluate, done=lambda v, b, bs, s: (v, b, bs) == ("other", "int8-legacy", 2), progress=notes.append,
     )
-    keys = [(c.model, c.extra["backend"], c.batch_size, c.status) for c in cells]
+    keys = [(c.variant, c.backend, c.batch_size, c.extra["backend_status"]) for c in cells]
     assert ("dense", "int8-legacy", 1, "ok") in keys and ("other", "int8-legacy", 1, "ok") in keys
     assert not any(k[:3] == ("other", "int8-legacy", 2) for k in keys)  # stored earlier: not timed again
     assert ("dense", "sparse", 1, "skipped") in keys  # no zeros: a skip with its reason, as a cell
     assert set(skips) == {"dense / sparse", "other / sparse"} and "zeros" in skips["dense / sparse"]
     assert evals == [("dense", "int8-legacy", (1, 4, 32)), ("other", "int8-legacy", (1, 4, 32))]
-    assert not any(c.extra["backend"] == "eager" for c in cells) and notes
+    assert not any(c.backend == "eager" for c in cells) and notes

@@ -32,11 +32,11 @@ def test_ok_cell_records_backend_fidelity_and_conditions(model):
     cand = prepare_variant(BACKENDS.get("int8-legacy"), "dense", model, OPTS)
     cell = backend_cell(base, cand, make_inputs(97, 2, 8), FAST)
     assert cell.ok and cell.speedup > 0 and cell.n_pairs >= 2 and cell.threads == 1
-    assert cell.extra["backend"] == "int8-legacy" and cell.extra["baseline_backend"] == "eager"
+    assert cell.key == ("dense", "int8-legacy", 2, 8) and cell.extra["baseline_backend"] == "eager"
     assert cell.extra["fidelity"]["ok"] and cell.extra["fidelity"]["cosine"] > 0.99
     assert "quantize_dynamic" in cell.extra["backend_env"]["int8_path"]
-    assert cell.peak_memory_bytes is not None and cell.macs > 0
-    json.dumps(cell.to_dict())  # the record is plain data
+    assert cell.peak_memory_bytes is not None and cell.macs > 0 and cell.flop_ideal_speedup == pytest.approx(1.0)
+    json.dumps(cell.to_row())  # the record is plain data
 
 
 def test_skipped_variant_is_a_cell_with_its_reason(model):
@@ -44,7 +44,8 @@ def test_skipped_variant_is_a_cell_with_its_reason(model):
     cand = prepare_variant(BACKENDS.get("sparse"), "structured@0.5", model, OPTS)
     assert cand.runnable is None and "zeros" in cand.skip
     cell = backend_cell(base, cand, make_inputs(97, 2, 8), FAST)
-    assert cell.status == SKIPPED and cell.message == cand.skip and cell.latency is None
+    assert cell.extra["backend_status"] == SKIPPED and cell.error == f"skipped: {cand.skip}"
+    assert cell.status == "error" and cell.latency_ms is None
 
 
 def test_a_runnable_in_training_mode_becomes_a_fidelity_cell_and_is_not_timed(model):
@@ -52,8 +53,8 @@ def test_a_runnable_in_training_mode_becomes_a_fidelity_cell_and_is_not_timed(mo
     wrong = copy.deepcopy(model).train()
     cand = Prepared("dense", "eager", model, runnable=torch_runnable("eager", wrong, FP32))
     cell = backend_cell(base, cand, make_inputs(97, 2, 8), FAST)
-    assert cell.status == FIDELITY and "training mode" in cell.message
-    assert cell.latency is None and cell.comparison is None and cell.n_pairs == 0
+    assert cell.extra["backend_status"] == FIDELITY and "training mode" in cell.error
+    assert cell.latency_ms is None and cell.timing == {} and cell.n_pairs == 0
 
 
 def test_rss_peak_sees_a_large_allocation():
@@ -70,8 +71,8 @@ def test_bench_cli_backend(tmp_path, capsys):
     assert rc == 0
     doc = json.loads(out.read_text())
     (cell,) = doc["cells"]
-    assert cell["model"] == "small [int8-legacy]" and cell["baseline"] == "small"
-    assert cell["extra"]["backend"] == "int8-legacy" and cell["status"] == "ok"
+    assert cell["variant"] == "small [int8-legacy]" and cell["baseline"] == "small"
+    assert cell["backend"] == "int8-legacy" and cell["status"] == "ok"
 
 
 def test_bench_cli_unknown_backend_names_the_valid_ones(capsys):

@@ -1,10 +1,11 @@
 """Benchmark cells over (variant, backend): each runnable checked against its eager model, then timed paired.
 
-A cell is keyed (variant, backend, batch size, sequence length) and records, besides the usual
-:class:`~prunebench.bench.records.CellResult` fields, the backend, the baseline's backend, the fidelity check
-that preceded the timing, how threads and memory were controlled, and the backend's environment. A runnable
-that fails its fidelity check gets status ``fidelity`` and is never timed; a backend that cannot express a
-variant (or is not installed) gets status ``skipped`` with its reason.
+A cell is a :class:`~prunebench.results.cell.CellRecord` keyed (variant, backend, batch size, sequence length);
+its ``extra`` records the baseline's backend, the fidelity check that preceded the timing, how threads and
+memory were controlled, and the backend's environment. A runnable that fails its fidelity check is never timed
+(``backend_status`` ``fidelity``); a backend that cannot express a variant, or is not installed, is a skip
+(``backend_status`` ``skipped``) with its reason. Both are stored with status ``error`` and a message that
+starts with their kind, since the store's statuses are ok|oom|error.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from prunebench.backends.fidelity import time_runnables
 from prunebench.bench.flops import forward_macs
 from prunebench.bench.inputs import make_inputs
 from prunebench.bench.memory import peak_forward_memory
-from prunebench.bench.records import CellResult
 from prunebench.bench.settings import BenchSettings
 from prunebench.bench.timing import pinned_threads, timer_for
+from prunebench.models.adapters import find_adapter
 from prunebench.models.batch import Batch
 from prunebench.models.encoder import TransformerEncoder
+from prunebench.results.cell import CellRecord, flop_ideal
 
 logger = logging.getLogger(__name__)
 
@@ -76,54 +78,68 @@ def runnable_peak_memory(runnable: Runnable, batch: Batch, device: str) -> int |
 
 def _fields(base: Prepared, cand: Prepared) -> dict[str, Any]:
     runnable = cand.runnable
-    extra: dict[str, Any] = {"backend": cand.backend, "baseline_backend": base.backend}
+    extra: dict[str, Any] = {"baseline_backend": base.backend}
     if runnable is not None:
         extra.update(threads_control=runnable.threads, memory_method=runnable.memory_method,
                      backend_env=runnable.env, tolerance=runnable.tolerance.to_dict())
     return extra
 
 
-def _macs(model: nn.Module, batch_size: int, seq_len: int) -> dict[str, Any]:
-    if not isinstance(model, TransformerEncoder):
-        return {}
-    return {"macs": forward_macs(model, batch_size, seq_len),
-            "macs_effective": forward_macs(model, batch_size, seq_len, effective=True)}
+def _macs(model: nn.Module, batch_size: int, seq_len: int) -> tuple[int | None, int | None]:
+    if find_adapter(model) is None:
+        return None, None
+    return forward_macs(model, batch_size, seq_len), forward_macs(model, batch_size, seq_len, effective=True)
 
 
-def backend_cell(base: Prepared, cand: Prepared, batch: Batch, settings: BenchSettings) -> CellResult:
+def _failed(common: dict[str, Any], extra: dict[str, Any], status: str, message: str) -> CellRecord:
+    """A cell that was not timed. The store knows ok|oom|error: a skip or a failed fidelity check is stored as
+    ``error`` whose message starts with its kind, and ``backend_status`` keeps the kind itself."""
+    store_status = status if status in ("oom", "error") else "error"
+    return CellRecord(status=store_status, error=f"{status}: {message}",
+                      extra={**extra, "backend_status": status, "backend_message": message}, **common)
+
+
+def backend_cell(base: Prepared, cand: Prepared, batch: Batch, settings: BenchSettings) -> CellRecord:
     """Time ``cand`` against ``base`` on ``batch`` after both passed their fidelity checks (one cell).
 
     Failures never raise: a skip, a failed fidelity check, or a runtime error become the cell's status.
     """
-    batch_size, seq_len = batch["input_ids"].shape
-    common = {"model": cand.variant, "baseline": base.variant, "batch_size": int(batch_size),
-              "seq_len": int(seq_len), "device": settings.device, "threads": settings.threads,
-              "include_head": False, "pad_fraction": settings.pad_fraction, **_macs(cand.reference, batch_size,
-                                                                                    seq_len)}
+    batch_size, seq_len = (int(n) for n in batch["input_ids"].shape)
+    macs, effective = _macs(cand.reference, batch_size, seq_len)
+    baseline_macs, _ = _macs(base.reference, batch_size, seq_len)
+    common: dict[str, Any] = {
+        "variant": cand.variant, "backend": cand.backend, "baseline": base.variant, "batch_size": batch_size,
+        "seq_len": seq_len, "device": settings.device, "threads": settings.threads, "include_head": False,
+        "pad_fraction": settings.pad_fraction, "macs": macs, "effective_macs": effective,
+        "baseline_macs": baseline_macs, "flop_ideal_speedup": flop_ideal(baseline_macs, effective),
+    }
     extra = _fields(base, cand)
     if cand.runnable is None or base.runnable is None:
-        return CellResult(status=SKIPPED, message=cand.skip or base.skip, extra=extra, **common)
+        return _failed(common, extra, SKIPPED, cand.skip or base.skip)
     with pinned_threads(settings.threads):
         try:
             result, _, fid = time_runnables((base.runnable, base.reference), (cand.runnable, cand.reference), batch,
                                             timer=_timer(settings), **settings.compare_kwargs())
-            peak = None
-            if settings.measure_memory:
-                peak = runnable_peak_memory(cand.runnable, batch, settings.device)
+            peak = runnable_peak_memory(cand.runnable, batch, settings.device) if settings.measure_memory else None
         except FidelityError as exc:
             logger.warning("cell %s/%s b=%d not timed: %s", cand.variant, cand.backend, batch_size, exc)
-            return CellResult(status=FIDELITY, message=str(exc), extra=extra, **common)
+            return _failed(common, extra, FIDELITY, str(exc))
         except (RuntimeError, ValueError) as exc:
             text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             status = "oom" if "out of memory" in text.lower() else "error"
-            return CellResult(status=status, message=f"{type(exc).__name__}: {text}", extra=extra, **common)
+            return _failed(common, extra, status, f"{type(exc).__name__}: {text}")
     lat = result.candidate
-    extra["fidelity"] = fid.to_dict()
-    return CellResult(
-        latency=lat, speedup=result.speedup, ci_low=result.ci_low, ci_high=result.ci_high, n_pairs=result.n_pairs,
-        comparison=result, peak_memory_bytes=peak, samples_per_s=batch_size / lat.median if lat.median else None,
-        tokens_per_s=batch_size * seq_len / lat.median if lat.median else None, extra=extra,
-        **{**common, "threads": lat.threads},
+    extra.update(fidelity=fid.to_dict(), backend_status="ok")
+    tput = {}
+    if lat.median > 0:
+        tput = {"throughput_samples_s": batch_size / lat.median,
+                "throughput_tokens_s": batch_size * seq_len / lat.median}
+    return CellRecord(
+        latency_ms=lat.median * 1e3, latency_p90_ms=lat.p90 * 1e3, latency_cv=lat.cv,
+        baseline_latency_ms=result.baseline.median * 1e3, speedup=result.speedup, speedup_ci_low=result.ci_low,
+        speedup_ci_high=result.ci_high, n_pairs=result.n_pairs, n_blocks=len(result.block_sizes),
+        stop_reason=result.stop_reason, peak_memory_bytes=peak, timing=result.to_dict(), extra=extra,
+        **{**common, "threads": lat.threads}, **tput,
     )
 
 
@@ -146,8 +162,8 @@ def bench_backends(
     settings: BenchSettings,
     *,
     vocab_size: int,
-    on_cell: Callable[[CellResult], None] | None = None,
-) -> list[CellResult]:
+    on_cell: Callable[[CellRecord], None] | None = None,
+) -> list[CellRecord]:
     """Every prepared (variant, backend) against ``baseline`` (dense eager) at each batch size.
 
     Args:
@@ -172,7 +188,7 @@ def bench_backends(
 
 def backend_sweep(baseline_model: nn.Module, model: nn.Module, backend: str, batch_sizes: Sequence[int], seq_len: int,
                   settings: BenchSettings, *, names: tuple[str, str] = ("baseline", "model"),
-                  progress: Callable[[int, int, CellResult], None] | None = None) -> list[CellResult]:
+                  progress: Callable[[int, int, CellRecord], None] | None = None) -> list[CellRecord]:
     """``model`` on ``backend`` against ``baseline_model`` on eager at each batch size (``prunebench bench``).
 
     Args:
@@ -189,9 +205,9 @@ def backend_sweep(baseline_model: nn.Module, model: nn.Module, backend: str, bat
         base = prepare_variant(BACKENDS.get("eager"), names[0], baseline_model, options)
         cand = prepare_variant(BACKENDS.get(backend), names[1], model, options)
     vocabs = [m.config.vocab_size for m in (baseline_model, model) if isinstance(m, TransformerEncoder)]
-    done: list[CellResult] = []
+    done: list[CellRecord] = []
 
-    def emit(cell: CellResult) -> None:
+    def emit(cell: CellRecord) -> None:
         done.append(cell)
         if progress is not None:
             progress(len(done), len(batch_sizes), cell)

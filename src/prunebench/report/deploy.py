@@ -56,6 +56,12 @@ def deploy_markdown(rows: Sequence[DeployRow], skips: dict[str, str] | None = No
     return "\n".join(lines) + "\n"
 
 
+def eager_only(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """``snapshot`` with only its eager cells (what the run's main tables and figures are about)."""
+    cells = [c for c in snapshot.get("cells") or [] if (c.get("backend") or "eager") == "eager"]
+    return {**snapshot, "cells": cells}
+
+
 def snapshot_rows(snapshot: Mapping[str, Any]) -> tuple[list[DeployRow], dict[str, str]]:
     """Deploy rows and skips from a run's store snapshot; empty when the run timed eager only.
 

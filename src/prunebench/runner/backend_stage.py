@@ -17,9 +17,9 @@ from prunebench.backends import BACKENDS
 from prunebench.backends.cells import Prepared, backend_cell, default_options, prepare_variant
 from prunebench.backends.evaluation import backend_encoder
 from prunebench.bench.inputs import make_inputs
-from prunebench.bench.records import CellResult
 from prunebench.bench.settings import BenchSettings
 from prunebench.bench.timing import pinned_threads
+from prunebench.results.cell import CellRecord
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def run_backend_stage(
     vocab_size: int,
     dense: str = "dense",
     done: Done | None = None,
-    on_cell: Callable[[CellResult], None] | None = None,
+    on_cell: Callable[[CellRecord], None] | None = None,
     evaluate: Evaluate | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, str]:
@@ -85,7 +85,7 @@ def run_backend_stage(
 
 
 def _time(base: Prepared, cand: Prepared, batch_sizes: Sequence[int], seq_len: int, settings: BenchSettings,
-          vocab_size: int, on_cell: Callable[[CellResult], None] | None,
+          vocab_size: int, on_cell: Callable[[CellRecord], None] | None,
           progress: Callable[[str], None] | None) -> None:
     for batch_size in batch_sizes:
         batch = make_inputs(vocab_size, batch_size, seq_len, seed=settings.seed, pad_fraction=settings.pad_fraction,
@@ -96,3 +96,52 @@ def _time(base: Prepared, cand: Prepared, batch_sizes: Sequence[int], seq_len: i
             progress(f"{cand.variant} on {cand.backend} b={batch_size}: {got}")
         if on_cell is not None:
             on_cell(cell)
+
+
+def store_backend_stage(store: Any, config: Any, settings: BenchSettings, models: dict[str, nn.Module], task: Any,
+                        eval_kwargs: dict[str, Any], dense: nn.Module,
+                        progress: Callable[[str], None] | None = None) -> int:
+    """:func:`run_backend_stage` for ``prunebench run``: cells and per-backend accuracy into the run's store.
+
+    Accuracy on a backend that changes the numerics is the task's evaluation on the backend's hidden states
+    (against the eager dense model as reference), attached to each of that pair's cells as
+    ``backend_accuracy`` (and ``backend_evaluation``), so the report's deploy view never borrows eager's.
+
+    Returns:
+        The number of cells that failed (skips are not failures).
+    """
+    from prunebench.tasks import evaluate as task_evaluate
+
+    accuracy: dict[tuple[str, str], dict[str, Any]] = {}
+    failed = 0
+
+    def done(variant: str, backend: str, batch_size: int, seq_len: int) -> bool:
+        return bool(store.has_cell(variant, batch_size, seq_len, status="ok", backend=backend))
+
+    def evaluate(variant: str, backend: str, model_like: Any) -> None:
+        try:
+            result = task_evaluate(model_like, task, reference=dense, **eval_kwargs)
+        except (RuntimeError, ValueError) as exc:
+            logger.warning("evaluating %s on %s failed: %s", variant, backend, exc)
+            return
+        accuracy[variant, backend] = {"backend_accuracy": result.accuracy, "backend_evaluation": result.to_dict()}
+
+    def on_cell(cell: Any) -> None:
+        nonlocal failed
+        key = (cell.variant, cell.backend)
+        extra = {**cell.extra, **accuracy.get(key, {}),
+                 "backend_changes_numerics": BACKENDS.get(cell.backend).changes_numerics}
+        store.put_cell(_replace_extra(cell, extra))
+        if not cell.ok and cell.extra.get("backend_status") != "skipped":
+            failed += 1
+
+    run_backend_stage(config.backends, models, config.batch_sizes, config.seq_len, settings,
+                      vocab_size=int(getattr(dense.config, "vocab_size", 0)) or 2, done=done, on_cell=on_cell,
+                      evaluate=evaluate, progress=progress)
+    return failed
+
+
+def _replace_extra(cell: Any, extra: dict[str, Any]) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(cell, extra=extra)

@@ -23,6 +23,7 @@ from prunebench.errors import PrunebenchError
 from prunebench.models import TransformerEncoder, preset_config, save_model
 from prunebench.report import build_report
 from prunebench.results import CellRecord, ResultStore
+from prunebench.runner.backend_stage import store_backend_stage
 from prunebench.runner.budgets import Budgets, bench_settings_for
 from prunebench.runner.rundir import RunDir
 from prunebench.runner.variants import check_finite, describe, load_variant, make_variant, prune_spec
@@ -103,6 +104,7 @@ def execute_run(
                 task, dense = stage.dense(store)
                 models = stage.variants(store, task, dense)
                 stage.benchmarks(store, models)
+                stage.backends(store, task, models)
             except BaseException:
                 store.set_run_status("failed")
                 raise
@@ -242,6 +244,16 @@ class _Stages:
         tick("bench", f"timing {len(timed)} models x {len(config.batch_sizes)} batch sizes in blocks", 0)
         sweep(timed, inputs, config.batch_sizes, (config.seq_len,), DENSE, settings=settings, on_cell=put,
               skip=done_earlier)
+
+
+    def backends(self, store: ResultStore, task: Task, models: dict[str, TransformerEncoder]) -> None:
+        """Every variant on each extra backend (``--backends``), against dense eager: see runner/backend_stage."""
+        if len(self.config.backends) < 2:
+            return
+        settings = bench_settings_for(self.config, self.budgets)
+        self.outcome.failed_cells += store_backend_stage(
+            store, self.config, settings, models, task, self.eval_kwargs, models[DENSE],
+            progress=lambda detail: self.tick("backends", detail, 0))
 
 
 def _evaluate(

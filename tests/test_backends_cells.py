@@ -36,6 +36,7 @@ def test_ok_cell_records_backend_fidelity_and_conditions(model):
     assert cell.extra["fidelity"]["ok"] and cell.extra["fidelity"]["cosine"] > 0.99
     assert "quantize_dynamic" in cell.extra["backend_env"]["int8_path"]
     assert cell.peak_memory_bytes is not None and cell.macs > 0 and cell.flop_ideal_speedup == pytest.approx(1.0)
+    assert cell.load_1m_before is not None and cell.contended is not None  # machine load recorded per cell
     json.dumps(cell.to_row())  # the record is plain data
 
 

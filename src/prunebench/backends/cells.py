@@ -22,6 +22,7 @@ from prunebench.backends.base import BackendUnavailable, FidelityError, PrepareO
 from prunebench.backends.fidelity import time_runnables
 from prunebench.bench.flops import forward_macs
 from prunebench.bench.inputs import make_inputs
+from prunebench.bench.load import LoadProbe
 from prunebench.bench.memory import peak_forward_memory
 from prunebench.bench.settings import BenchSettings
 from prunebench.bench.timing import pinned_threads, timer_for
@@ -116,10 +117,13 @@ def backend_cell(base: Prepared, cand: Prepared, batch: Batch, settings: BenchSe
     extra = _fields(base, cand)
     if cand.runnable is None or base.runnable is None:
         return _failed(common, extra, SKIPPED, cand.skip or base.skip)
+    probe = LoadProbe()
     with pinned_threads(settings.threads):
         try:
+            probe.start()
             result, _, fid = time_runnables((base.runnable, base.reference), (cand.runnable, cand.reference), batch,
                                             timer=_timer(settings), **settings.compare_kwargs())
+            probe.stop()
             peak = runnable_peak_memory(cand.runnable, batch, settings.device) if settings.measure_memory else None
         except FidelityError as exc:
             logger.warning("cell %s/%s b=%d not timed: %s", cand.variant, cand.backend, batch_size, exc)
@@ -139,7 +143,7 @@ def backend_cell(base: Prepared, cand: Prepared, batch: Batch, settings: BenchSe
         baseline_latency_ms=result.baseline.median * 1e3, speedup=result.speedup, speedup_ci_low=result.ci_low,
         speedup_ci_high=result.ci_high, n_pairs=result.n_pairs, n_blocks=len(result.block_sizes),
         stop_reason=result.stop_reason, peak_memory_bytes=peak, timing=result.to_dict(), extra=extra,
-        **{**common, "threads": lat.threads}, **tput,
+        **{**common, "threads": lat.threads}, **tput, **probe.finish(),
     )
 
 

@@ -72,6 +72,8 @@ class RunConfig:
         save_models: keep every pruned model in the run folder (needed to resume without re-pruning).
         targets: speedups (> 1) for the latency-budget search; each adds a ``search@<t>x`` variant, searched
             at the first batch size and ``seq_len`` and verified by paired timing (``prunebench.search``).
+        backends: execution backends every variant is timed on (``eager`` first: the main sweep; others are
+            timed against dense eager after a fidelity check, see :mod:`prunebench.backends`).
     """
 
     model: str = "medium"
@@ -95,6 +97,7 @@ class RunConfig:
     pad_fraction: float = 0.0
     save_models: bool = True
     targets: tuple[float, ...] = ()
+    backends: tuple[str, ...] = ("eager",)
 
     def __post_init__(self) -> None:
         if self.model not in model_names() or self.model == "custom":
@@ -144,6 +147,11 @@ class RunConfig:
             raise ValueError(f"min_time must be a finite number of seconds >= 0, got {self.min_time}")
         if self.train_budget:
             Budget.parse(self.train_budget)  # a bad budget is an error now, not after the store exists
+        from prunebench.backends import parse_backends  # lazy: backends import bench, which is heavier
+
+        # eager is always timed (every speedup is against dense eager); unknown names list the valid ones.
+        names = parse_backends(self.backends)
+        object.__setattr__(self, "backends", ("eager", *(b for b in names if b != "eager")))
 
     def variants(self) -> list[tuple[str, str, float]]:
         """The (variant name, method, sparsity) triples this run produces, dense excluded, in run order."""

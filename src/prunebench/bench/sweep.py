@@ -1,34 +1,38 @@
-"""Sweeps: every model against a baseline across batch sizes and sequence lengths, one cell at a time.
+"""The one sweep: every model against a baseline across shapes, timed in blocks spread over the whole sweep.
 
-Each cell is one candidate timed *paired* against the baseline (:func:`prunebench.bench.timing.time_paired`)
-on identical inputs, plus its FLOPs and peak memory. A cell that fails (out of memory, a runtime error)
-is recorded with its status and message and the sweep goes on. ``on_cell`` receives each record the
-moment it is finished, so a caller can persist it and a kill loses nothing already measured.
+Both ``prunebench bench`` and ``prunebench run`` time through :func:`sweep`. Each cell (model, shape) is a
+:class:`~prunebench.bench.blocks.PairedBlocks` of the baseline against that model on identical inputs; the
+baseline's own cell times it against an identical twin (a deep copy), so its interval is the measured noise
+floor at that shape. Cells are visited round-robin, one block each per round (the direction alternates
+between rounds), until each meets its stopping rule: machine drift during the sweep then lands in every cell,
+between its blocks, where the block-bootstrap CI covers it. A cell is finished (FLOPs, peak memory, machine
+load added) and handed to ``on_cell`` the moment it stops, so a kill loses only cells still being timed. A
+cell that fails (out of memory, a runtime error) is recorded with its status and the sweep goes on.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
-import torch
 from torch import nn
 
-from prunebench.bench.flops import forward_macs
-from prunebench.bench.inputs import check_device, forward_call, make_inputs
-from prunebench.bench.memory import peak_forward_memory
-from prunebench.bench.records import CellResult, LatencyStats
+from prunebench.bench.inputs import check_device, make_inputs
+from prunebench.bench.load import LoadProbe
 from prunebench.bench.settings import BenchSettings
-from prunebench.bench.stats import summarize
-from prunebench.bench.timing import measure, pinned_threads, time_paired, timer_for
+from prunebench.bench.sweep_state import CellState, Progress, SweepState, cell_failure
+from prunebench.bench.timing import Timer, pinned_threads
 from prunebench.models.adapters import find_adapter
 from prunebench.models.batch import Batch
+from prunebench.results.cell import DEFAULT_BACKEND, CellRecord
 
 logger = logging.getLogger(__name__)
 
 InputFn = Callable[[int, int], Batch]
-Progress = Callable[[int, int, CellResult], None]
+#: ``skip(variant, batch_size, seq_len) -> bool``: cells already measured (a resumed run) are not timed again.
+Skip = Callable[[str, int, int], bool]
 
 
 def default_input_fn(models: Iterable[nn.Module], settings: BenchSettings) -> InputFn:
@@ -45,137 +49,6 @@ def default_input_fn(models: Iterable[nn.Module], settings: BenchSettings) -> In
                            device=settings.device)
 
     return fn
-
-
-def _macs(model: nn.Module, batch_size: int, seq_len: int, include_head: bool) -> tuple[int | None, int | None]:
-    if find_adapter(model) is None:
-        return None, None
-    dense = forward_macs(model, batch_size, seq_len, include_head=include_head)
-    eff = forward_macs(model, batch_size, seq_len, include_head=include_head, effective=True)
-    return dense, eff
-
-
-def _failure(exc: BaseException) -> tuple[str, str]:
-    """(status, one-line message) of a failed cell."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    oom = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text.lower()
-    if oom and torch.cuda.is_available():
-        torch.cuda.empty_cache()  # give the next cell a clean slate
-    return ("oom" if oom else "error"), f"{type(exc).__name__}: {text}"
-
-
-def _cell(model: nn.Module, name: str, baseline_name: str, batch_size: int, seq_len: int, settings: BenchSettings,
-          latency: LatencyStats | None, **fields: Any) -> CellResult:
-    """A finished cell: throughput from the median latency, MACs, optional peak memory."""
-    macs, macs_eff = _macs(model, batch_size, seq_len, settings.include_head)
-    tput = {}
-    if latency is not None and latency.median > 0:
-        tput = {"samples_per_s": batch_size / latency.median, "tokens_per_s": batch_size * seq_len / latency.median}
-    return CellResult(
-        model=name, baseline=baseline_name, batch_size=batch_size, seq_len=seq_len, device=settings.device,
-        threads=latency.threads if latency is not None else settings.threads, include_head=settings.include_head,
-        pad_fraction=settings.pad_fraction, latency=latency, macs=macs, macs_effective=macs_eff, **tput, **fields,
-    )
-
-
-def _peak(fn: Callable[[], Any], settings: BenchSettings) -> int | None:
-    return peak_forward_memory(fn, settings.device) if settings.measure_memory else None
-
-
-def bench_pair(
-    baseline: nn.Module,
-    candidate: nn.Module,
-    batch_size: int,
-    seq_len: int,
-    *,
-    settings: BenchSettings | None = None,
-    inputs: Batch | None = None,
-    name: str = "candidate",
-    baseline_name: str = "dense",
-) -> CellResult:
-    """Time ``candidate`` against ``baseline`` on one input shape (one sweep cell).
-
-    Args:
-        baseline, candidate: models already on ``settings.device`` and in eval mode.
-        batch_size, seq_len: the input shape.
-        settings: budget and conditions (default :class:`BenchSettings`).
-        inputs: the batch to use; by default seeded inputs from :func:`make_inputs`.
-        name, baseline_name: labels stored in the record.
-
-    Returns:
-        The candidate's cell. Failures (RuntimeError such as out-of-memory, ValueError) are returned as a
-        cell with ``status`` ``"oom"`` or ``"error"`` and a one-line ``message``, never raised.
-    """
-    settings = settings or BenchSettings()
-    # Everything (MACs, memory too) runs at the pinned thread count: an oversubscribed default can make even
-    # counting non-zeros 10x slower on a shared machine.
-    with pinned_threads(settings.threads):
-        try:
-            for model in (baseline, candidate):
-                check_device(model, settings.device)
-            batch = inputs if inputs is not None else default_input_fn((baseline, candidate), settings)(
-                batch_size, seq_len)
-            base_fn = forward_call(baseline, batch, include_head=settings.include_head)
-            cand_fn = forward_call(candidate, batch, include_head=settings.include_head)
-            result = time_paired(base_fn, cand_fn, timer=timer_for(settings.device), **settings.compare_kwargs())
-            peak = _peak(cand_fn, settings)
-        except (RuntimeError, ValueError) as exc:
-            status, message = _failure(exc)
-            logger.warning("cell %s b=%d s=%d failed: %s", name, batch_size, seq_len, message)
-            return _cell(candidate, name, baseline_name, batch_size, seq_len, settings, None, status=status,
-                         message=message)
-        return _cell(
-            candidate, name, baseline_name, batch_size, seq_len, settings, result.candidate,
-            speedup=result.speedup, ci_low=result.ci_low, ci_high=result.ci_high, n_pairs=result.n_pairs,
-            comparison=result, peak_memory_bytes=peak,
-        )
-
-
-def bench_single(
-    model: nn.Module,
-    batch_size: int,
-    seq_len: int,
-    *,
-    settings: BenchSettings | None = None,
-    inputs: Batch | None = None,
-    name: str = "dense",
-) -> CellResult:
-    """Time one model alone (its own baseline: speedup 1). Failures are returned as in :func:`bench_pair`."""
-    settings = settings or BenchSettings()
-    with pinned_threads(settings.threads):
-        try:
-            check_device(model, settings.device)
-            batch = inputs if inputs is not None else default_input_fn((model,), settings)(batch_size, seq_len)
-            fn = forward_call(model, batch, include_head=settings.include_head)
-            stats = measure(fn, timer=timer_for(settings.device), **settings.measure_kwargs())
-            peak = _peak(fn, settings)
-        except (RuntimeError, ValueError) as exc:
-            status, message = _failure(exc)
-            logger.warning("cell %s b=%d s=%d failed: %s", name, batch_size, seq_len, message)
-            return _cell(model, name, name, batch_size, seq_len, settings, None, status=status, message=message)
-        return _cell(model, name, name, batch_size, seq_len, settings, stats, speedup=1.0, ci_low=1.0,
-                     ci_high=1.0, peak_memory_bytes=peak)
-
-
-def _baseline_cell(model: nn.Module, name: str, batch: Batch, pairs: Sequence[CellResult], batch_size: int,
-                   seq_len: int, settings: BenchSettings) -> CellResult:
-    """The baseline's own cell: its side of every paired run at this shape, pooled (timed alone if none ran)."""
-    done = [c.comparison for c in pairs if c.comparison is not None]
-    if not done:
-        return bench_single(model, batch_size, seq_len, settings=settings, inputs=batch, name=name)
-    samples = [s for r in done for s in r.baseline.samples]
-    first = done[0].baseline
-    stats = summarize(samples, first_call_s=first.first_call_s, warmup=first.warmup,
-                      calls_per_sample=first.calls_per_sample, threads=first.threads, timer=first.timer)
-    pooled = {"pooled_from": [c.model for c in pairs if c.comparison is not None]}
-    with pinned_threads(settings.threads):
-        try:
-            peak = _peak(forward_call(model, batch, include_head=settings.include_head), settings)
-        except (RuntimeError, ValueError) as exc:
-            return _cell(model, name, name, batch_size, seq_len, settings, stats, speedup=1.0, ci_low=1.0,
-                         ci_high=1.0, message=f"peak memory failed: {_failure(exc)[1]}", extra=pooled)
-        return _cell(model, name, name, batch_size, seq_len, settings, stats, speedup=1.0, ci_low=1.0,
-                     ci_high=1.0, peak_memory_bytes=peak, extra=pooled)
 
 
 def _check_shapes(batch_sizes: Sequence[int], seq_lens: Sequence[int]) -> None:
@@ -195,25 +68,33 @@ def sweep(
     baseline: str = "dense",
     *,
     settings: BenchSettings | None = None,
-    on_cell: Callable[[CellResult], None] | None = None,
+    on_cell: Callable[[CellRecord], None] | None = None,
     progress: Progress | None = None,
-) -> list[CellResult]:
-    """Time every model against ``baseline`` at every (batch size, sequence length).
-
-    For each shape, each non-baseline model is one paired cell; then the baseline's own cell follows
-    (its samples pooled from those pairs). Cells are produced in that order.
+    skip: Skip | None = None,
+    backend: str = DEFAULT_BACKEND,
+    probe: Callable[[], LoadProbe] = LoadProbe,
+    timer: Timer | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[CellRecord]:
+    """Time every model against ``baseline`` at every (batch size, sequence length); see the module docstring.
 
     Args:
-        models: name -> model (eval mode, on ``settings.device``); must contain ``baseline``.
+        models: name -> model (eval mode, on ``settings.device``); must contain ``baseline``. The baseline's
+            own cell is timed against a deep copy of it (the noise floor).
         input_fn: ``(batch_size, seq_len) -> batch``; by default seeded inputs shared by all models.
         batch_sizes, seq_lens: the grid.
         baseline: name of the reference model.
         settings: budget and conditions (default :class:`BenchSettings`).
-        on_cell: called with each finished cell (also failed ones), in order.
+        on_cell: called with each cell (also failed ones) the moment it is finished.
         progress: called as ``progress(done, total, cell)`` after each cell (the library never prints).
+        skip: cells for which it returns True are not timed (and not returned).
+        backend: recorded in every cell's key.
+        probe: makes the machine-load probe of each cell (tests pass a faked load).
+        timer, clock: how one call is timed and the budget clock (default: the device's timer and
+            ``time.perf_counter``; tests pass a fake clock).
 
     Returns:
-        All cells, in the order produced.
+        The cells measured, in grid order (seq len, batch size, then the models with the baseline last).
     """
     settings = settings or BenchSettings()
     if baseline not in models:
@@ -223,33 +104,72 @@ def sweep(
         check_device(model, settings.device)
     input_fn = input_fn or default_input_fn(models.values(), settings)
     base = models[baseline]
-    others = [(n, m) for n, m in models.items() if n != baseline]
-    total = len(seq_lens) * len(batch_sizes) * len(models)
-    cells: list[CellResult] = []
-
-    def emit(cell: CellResult) -> None:
-        cells.append(cell)
-        if on_cell is not None:
-            on_cell(cell)
-        if progress is not None:
-            progress(len(cells), total, cell)
-
-    for seq_len in seq_lens:
-        for batch_size in batch_sizes:
-            try:
-                batch = input_fn(batch_size, seq_len)
-            except (RuntimeError, ValueError) as exc:  # e.g. out of memory building the inputs
-                status, message = _failure(exc)
-                for name, model in [*others, (baseline, base)]:
-                    emit(_cell(model, name, baseline, batch_size, seq_len, settings, None, status=status,
-                               message=f"inputs: {message}"))
+    names = [*(n for n in models if n != baseline), baseline]
+    grid = [(s, b, n) for s in seq_lens for b in batch_sizes for n in names if not (skip and skip(n, b, s))]
+    run = SweepState(settings, baseline, backend, len(grid), on_cell, progress, probe, timer, clock)
+    with pinned_threads(settings.threads):
+        twin = copy.deepcopy(base) if any(n == baseline for _, _, n in grid) else None
+        active: list[CellState] = []
+        batches: dict[tuple[int, int], Batch | str] = {}
+        for order, (seq_len, batch_size, name) in enumerate(grid):
+            if (batch_size, seq_len) not in batches:
+                try:
+                    batches[(batch_size, seq_len)] = input_fn(batch_size, seq_len)
+                except (RuntimeError, ValueError) as exc:  # e.g. out of memory building the inputs
+                    batches[(batch_size, seq_len)] = "inputs: " + cell_failure(exc)[1]
+            batch = batches[(batch_size, seq_len)]
+            if isinstance(batch, str):
+                status = "oom" if "out of memory" in batch.lower() else "error"
+                run.failed(order, name, models[name], batch_size, seq_len, status, batch)
                 continue
-            pairs = []
-            for name, model in others:
-                cell = bench_pair(base, model, batch_size, seq_len, settings=settings, inputs=batch, name=name,
-                                  baseline_name=baseline)
-                pairs.append(cell)
-                emit(cell)
-            emit(_baseline_cell(base, baseline, batch, pairs, batch_size, seq_len, settings))
-    return cells
+            candidate = twin if name == baseline else models[name]
+            cell = run.open(order, name, base, candidate, batch, batch_size, seq_len)
+            if cell is not None:
+                active.append(cell)
+        rnd = 0
+        while active:
+            visit = active if rnd % 2 == 0 else active[::-1]
+            finished = {id(c) for c in visit if run.step(c)}
+            active = [c for c in active if id(c) not in finished]
+            rnd += 1
+    return [cell for _, cell in sorted(run.done, key=lambda oc: oc[0])]
 
+
+def bench_pair(
+    baseline: nn.Module,
+    candidate: nn.Module,
+    batch_size: int,
+    seq_len: int,
+    *,
+    settings: BenchSettings | None = None,
+    inputs: Batch | None = None,
+    name: str = "candidate",
+    baseline_name: str = "dense",
+) -> CellRecord:
+    """Time ``candidate`` against ``baseline`` on one input shape: a sweep of one cell.
+
+    Returns:
+        The candidate's cell. Failures (RuntimeError such as out-of-memory, ValueError) are returned as a
+        cell with ``status`` ``"oom"`` or ``"error"`` and a one-line ``error``, never raised.
+    """
+    settings = settings or BenchSettings()
+    models = {baseline_name: baseline, name: candidate}
+    fn = (lambda b, s: inputs) if inputs is not None else None
+    (cell,) = sweep(models, fn, (batch_size,), (seq_len,), baseline_name, settings=settings,
+                    skip=lambda n, b, s: n == baseline_name)
+    return cell
+
+
+def bench_single(
+    model: nn.Module,
+    batch_size: int,
+    seq_len: int,
+    *,
+    settings: BenchSettings | None = None,
+    inputs: Batch | None = None,
+    name: str = "dense",
+) -> CellRecord:
+    """Time one model against an identical twin of itself: its latency, and the noise floor as its CI."""
+    fn = (lambda b, s: inputs) if inputs is not None else None
+    (cell,) = sweep({name: model}, fn, (batch_size,), (seq_len,), name, settings=settings)
+    return cell

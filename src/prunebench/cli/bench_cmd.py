@@ -11,10 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch import nn
 
+from prunebench.backends import BACKENDS, DEFAULT_BACKEND
+from prunebench.backends.cells import backend_sweep
 from prunebench.bench.env import environment, fingerprint_hash
 from prunebench.bench.inputs import parse_device
 from prunebench.bench.memory import parameter_report
-from prunebench.bench.records import BenchReport, CellResult
+from prunebench.bench.records import BenchReport
 from prunebench.bench.settings import BENCH_PRESETS, bench_settings
 from prunebench.bench.sweep import sweep
 from prunebench.cli.common import console, int_list, positive_int, seconds, seed_value, warn_threads
@@ -23,6 +25,7 @@ from prunebench.models.adapters import find_adapter
 from prunebench.models.io import load_model, nonfinite_tensor
 from prunebench.models.presets import PRESETS, create_model
 from prunebench.outdir import check_writable_dir
+from prunebench.results.cell import CellRecord
 
 
 def _fraction(value: str) -> float:
@@ -40,10 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand."""
     p = sub.add_parser("bench", help="time a model (against a baseline) across batch sizes",
                        description="Paired, interleaved timing of MODEL against --baseline on identical inputs, "
-                       "with throughput, speedup CI, peak memory and FLOPs. MODEL is a saved model folder or a "
-                       "preset name (randomly initialized).")
+                       "with throughput, speedup CI, peak memory, FLOPs and the machine's load; the baseline is "
+                       "also timed against an identical twin (its CI is the noise floor). Cells are timed in "
+                       "blocks, round-robin. MODEL is a saved model folder or a preset name (randomly initialized).")
     p.add_argument("model", metavar="MODEL_DIR|PRESET", help="saved model folder or preset (small, medium, large)")
-    p.add_argument("--baseline", metavar="MODEL_DIR|PRESET", help="reference model; omitted: MODEL is timed alone")
+    p.add_argument("--baseline", metavar="MODEL_DIR|PRESET",
+                   help="reference model; omitted: MODEL against an identical twin (the noise floor)")
     p.add_argument("--batch-sizes", type=int_list, default=(1, 2, 4, 8, 16), help="e.g. 1,2,4,8,16")
     p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per sequence (default 128)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads while timing (default: as is)")
@@ -57,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--seed", type=seed_value, default=0, help="seed of the inputs, the bootstrap and preset weights")
     p.add_argument("--json", metavar="OUT", type=Path, help="write all records to this JSON file")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, metavar="B",
+                   help=f"run MODEL on this backend ({', '.join(BACKENDS.names())}); timed against the baseline "
+                   "(default: MODEL itself) on eager, after its outputs matched eager")
     p.set_defaults(handler=run)
 
 
@@ -74,31 +82,30 @@ def _mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.1f}"
 
 
-def _table(cells: list[CellResult], baseline: str) -> Table:
-    base_macs = {(c.batch_size, c.seq_len): c.macs for c in cells if c.model == baseline}
-    table = Table(title=f"Latency and throughput (speedup = {baseline} time / model time: median of pairs, 95% CI)")
+def _table(cells: list[CellRecord], baseline: str) -> Table:
+    table = Table(title=f"Latency and throughput (speedup = {baseline} time / model time: median of pairs, 95% CI; "
+                  f"the {baseline} row is timed against an identical twin: the noise floor)")
     for col in ("model", "batch", "seq", "median ms", "p90 ms", "cv", "samples/s", "tokens/s", "speedup [95% CI]",
-                "pairs", "FLOP-ideal", "GMACs", "peak MB", "status"):
+                "pairs", "FLOP-ideal", "GMACs", "peak MB", "load", "status"):
         table.add_column(col, justify="left" if col in ("model", "status") else "right")
     for c in cells:
-        lat = c.latency
-        ideal = "-"
-        base = base_macs.get((c.batch_size, c.seq_len))
-        if base and c.macs:
-            ideal = f"{base / c.macs:.2f}x"
         speed = "-"
-        if c.speedup is not None and c.model != baseline:
-            speed = f"{c.speedup:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]"
-        elif c.model == baseline:
-            speed = "1 (baseline)"
+        if c.speedup is not None:
+            speed = f"{c.speedup:.3f} [{c.speedup_ci_low:.3f}, {c.speedup_ci_high:.3f}]"
+            if c.variant == baseline:
+                speed += " (twin)"
+        load = "-" if c.load_1m_after is None else f"{c.load_1m_after:.1f}" + (" CONTENDED" if c.contended else "")
         table.add_row(
-            c.model, str(c.batch_size), str(c.seq_len),
-            f"{lat.median * 1e3:.2f}" if lat else "-", f"{lat.p90 * 1e3:.2f}" if lat else "-",
-            f"{lat.cv:.2f}" if lat else "-",
-            f"{c.samples_per_s:.1f}" if c.samples_per_s else "-", f"{c.tokens_per_s:.0f}" if c.tokens_per_s else "-",
-            speed, str(c.n_pairs) if c.n_pairs else "-", ideal,
-            f"{c.macs / 1e9:.2f}" if c.macs is not None else "-", _mb(c.peak_memory_bytes),
-            c.status if c.ok else f"{c.status}: {c.message}",
+            c.variant, str(c.batch_size), str(c.seq_len),
+            f"{c.latency_ms:.2f}" if c.latency_ms is not None else "-",
+            f"{c.latency_p90_ms:.2f}" if c.latency_p90_ms is not None else "-",
+            f"{c.latency_cv:.2f}" if c.latency_cv is not None else "-",
+            f"{c.throughput_samples_s:.1f}" if c.throughput_samples_s else "-",
+            f"{c.throughput_tokens_s:.0f}" if c.throughput_tokens_s else "-",
+            speed, str(c.n_pairs) if c.n_pairs else "-",
+            f"{c.flop_ideal_speedup:.2f}x" if c.flop_ideal_speedup is not None else "-",
+            f"{c.macs / 1e9:.2f}" if c.macs is not None else "-", _mb(c.peak_memory_bytes), load,
+            c.status if c.ok else f"{c.status}: {c.error}",
         )
     return table
 
@@ -114,6 +121,7 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the models, run the sweep with a progress bar, print the table, write JSON."""
     device = parse_device(args.device)
+    BACKENDS.get(args.backend)  # an unknown backend names the valid ones before any model is loaded
     settings = bench_settings(
         args.budget, min_time=args.min_time, max_time=args.max_time, threads=args.threads, device=device.type,
         include_head=args.include_head, pad_fraction=args.pad_fraction, measure_memory=not args.no_memory,
@@ -129,12 +137,20 @@ def run(args: argparse.Namespace) -> int:
     name, model, folder = _load(args.model, device, args.seed)
     models = {name: (model, folder)}
     baseline = name
+    if args.backend != DEFAULT_BACKEND:
+        name = f"{name} [{args.backend}]"
+        models = {baseline: (model, folder), name: (model, folder)}
     if args.baseline is not None:
         base_name, base_model, base_folder = _load(args.baseline, device, args.seed)
         if base_name == name:
             base_name = f"{base_name} (baseline)"
         models = {base_name: (base_model, base_folder), name: (model, folder)}
         baseline = base_name
+    if args.backend != DEFAULT_BACKEND:
+        backend = BACKENDS.get(args.backend)
+        reason = backend.availability() or backend.skip_reason(model)
+        if reason:
+            raise PrunebenchError(f"backend {args.backend}: {reason}")
     for label, (m, _) in models.items():
         bad = nonfinite_tensor(m)
         if bad is not None:
@@ -147,13 +163,18 @@ def run(args: argparse.Namespace) -> int:
     out = console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console(stderr=True), transient=True) as bar:
-        task = bar.add_task("benchmarking", total=len(args.batch_sizes) * len(models))
+        per_shape = len(models) if args.backend == DEFAULT_BACKEND else 1  # a backend sweep has no baseline cell
+        task = bar.add_task("benchmarking", total=len(args.batch_sizes) * per_shape)
 
-        def tick(done: int, total: int, cell: CellResult) -> None:
-            bar.update(task, completed=done, description=f"{cell.model} b={cell.batch_size}")
+        def tick(done: int, total: int, cell: CellRecord) -> None:
+            bar.update(task, completed=done, description=f"{cell.variant} b={cell.batch_size}")
 
-        cells = sweep({k: m for k, (m, _) in models.items()}, batch_sizes=args.batch_sizes, seq_lens=(args.seq_len,),
-                      baseline=baseline, settings=settings, progress=tick)
+        if args.backend == DEFAULT_BACKEND:
+            cells = sweep({k: m for k, (m, _) in models.items()}, batch_sizes=args.batch_sizes,
+                          seq_lens=(args.seq_len,), baseline=baseline, settings=settings, progress=tick)
+        else:
+            cells = backend_sweep(models[baseline][0], model, args.backend, args.batch_sizes, args.seq_len, settings,
+                                  names=(baseline, name), progress=tick)
     env = environment(device, threads=cells[0].threads if cells else settings.threads)
     memory = {k: parameter_report(m, f).to_dict() for k, (m, f) in models.items()}
     mem_table = Table(title="Model size")

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prunebench.results.cell import CELL_FIELDS, CELL_KEY
+
 #: Bumped on any incompatible change of the tables below; recorded in the ``meta`` table of every store.
-SCHEMA_VERSION = 1
+#: Version 2: cells keyed by (variant, backend, batch_size, seq_len), generated from ``CellRecord``.
+SCHEMA_VERSION = 2
 
 #: The store's file name inside a run folder.
 STORE_FILENAME = "results.sqlite"
@@ -99,30 +102,8 @@ EVALUATIONS = Table(
     ),
 )
 
-CELLS = Table(
-    "cells",
-    key=("variant", "batch_size", "seq_len"),
-    fields=(
-        ("variant", "text"),
-        ("batch_size", "int"),
-        ("seq_len", "int"),
-        ("status", "text"),
-        ("error", "text"),
-        ("latency_ms", "real"),
-        ("latency_p90_ms", "real"),
-        ("latency_cv", "real"),
-        ("baseline_latency_ms", "real"),
-        ("speedup", "real"),
-        ("speedup_ci_low", "real"),
-        ("speedup_ci_high", "real"),
-        ("flop_ideal_speedup", "real"),
-        ("throughput_samples_s", "real"),
-        ("throughput_tokens_s", "real"),
-        ("peak_memory_bytes", "int"),
-        ("n_pairs", "int"),
-        ("raw", "json"),
-    ),
-)
+#: Generated from the one cell record (:mod:`prunebench.results.cell`): fields and units are named there only.
+CELLS = Table("cells", key=CELL_KEY, fields=CELL_FIELDS)
 
 TABLES = (RUNS, VARIANTS, EVALUATIONS, CELLS)
 

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from prunebench.errors import PrunebenchError
+from prunebench.results.cell import CELL_STATUSES, DEFAULT_BACKEND, CellRecord
 from prunebench.results.codec import from_db, to_db, to_json
 from prunebench.results.schema import (
     CELLS,
@@ -35,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 RUN_STATUSES = ("running", "finished", "failed")
 VARIANT_STATUSES = ("ok", "failed")
-CELL_STATUSES = ("ok", "error")
 
 
 def _check_status(table: Table, value: Any, allowed: tuple[str, ...]) -> None:
@@ -221,10 +221,14 @@ class ResultStore:
         """Store (or replace) one evaluation record, keyed by ``variant``; committed on return."""
         self._upsert(EVALUATIONS, evaluation)
 
-    def put_cell(self, cell: Mapping[str, Any]) -> None:
-        """Store (or replace) one benchmark cell, keyed by ``(variant, batch_size, seq_len)``; committed on return."""
-        _check_status(CELLS, cell.get("status"), CELL_STATUSES)
-        self._upsert(CELLS, cell)
+    def put_cell(self, cell: CellRecord | Mapping[str, Any]) -> None:
+        """Store (or replace) one benchmark cell, keyed by ``(variant, backend, batch_size, seq_len)``; committed
+        on return. A plain dict without ``backend`` is an ``eager`` cell."""
+        row = cell.to_row() if isinstance(cell, CellRecord) else {"backend": DEFAULT_BACKEND, **cell}
+        if row.get("backend") is None:
+            row["backend"] = DEFAULT_BACKEND
+        _check_status(CELLS, row.get("status"), CELL_STATUSES)
+        self._upsert(CELLS, row)
 
     def has_variant(self, name: str, status: str | None = None) -> bool:
         """Whether a variant of that name is stored (with that status, if given)."""
@@ -236,9 +240,11 @@ class ResultStore:
         """Whether the variant named ``name`` has a stored evaluation."""
         return self._exists(EVALUATIONS, "variant=?", (name,))
 
-    def has_cell(self, variant: str, batch_size: int, seq_len: int, status: str | None = None) -> bool:
+    def has_cell(self, variant: str, batch_size: int, seq_len: int, status: str | None = None,
+                 backend: str = DEFAULT_BACKEND) -> bool:
         """Whether that benchmark cell is stored (with that status, if given, e.g. ``"ok"`` to retry errors)."""
-        where, params = "variant=? AND batch_size=? AND seq_len=?", (variant, int(batch_size), int(seq_len))
+        where = "variant=? AND backend=? AND batch_size=? AND seq_len=?"
+        params: tuple[Any, ...] = (variant, backend, int(batch_size), int(seq_len))
         if status is not None:
             where, params = where + " AND status=?", (*params, status)
         return self._exists(CELLS, where, params)
@@ -256,6 +262,10 @@ class ResultStore:
         if variant is None:
             return self._rows(CELLS)
         return self._rows(CELLS, "WHERE variant=?", (variant,))
+
+    def cell_records(self) -> list[CellRecord]:
+        """All benchmark cells as :class:`CellRecord`, in the order they were first stored."""
+        return [CellRecord.from_row(row) for row in self.cells()]
 
     def snapshot(self) -> dict[str, Any]:
         """Everything in the store as plain data: ``{schema_version, run, variants, evaluations, cells}``."""

@@ -7,7 +7,6 @@ recorded and the run goes on, so nothing already computed is lost because a late
 
 from __future__ import annotations
 
-import copy
 import logging
 import uuid
 from collections.abc import Callable
@@ -18,20 +17,13 @@ from typing import Any
 
 import torch
 
-from prunebench.bench import (
-    bench_pair,
-    disk_bytes,
-    environment,
-    fingerprint_hash,
-    forward_macs,
-    make_inputs,
-)
-from prunebench.bench.records import CellResult
+from prunebench.bench import disk_bytes, environment, fingerprint_hash, make_inputs, sweep
 from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
 from prunebench.models import TransformerEncoder, preset_config, save_model
 from prunebench.report import build_report
-from prunebench.results import ResultStore
+from prunebench.results import CellRecord, ResultStore
+from prunebench.runner.backend_stage import store_backend_stage
 from prunebench.runner.budgets import Budgets, bench_settings_for
 from prunebench.runner.rundir import RunDir
 from prunebench.runner.searched import SEARCH_METHOD, run_search
@@ -70,26 +62,6 @@ class _Ticker:
         self.done += advance
         if self.progress is not None:
             self.progress(stage, detail, self.done, self.total)
-
-
-def _cell_record(name: str, cell: CellResult, dense_macs: int | None) -> dict[str, Any]:
-    """A bench :class:`CellResult` in the store's cell shape (the full record kept under ``raw``)."""
-    lat = cell.latency
-    comp = cell.comparison
-    ideal = dense_macs / cell.macs_effective if dense_macs and cell.macs_effective else None
-    return {
-        "variant": name, "batch_size": cell.batch_size, "seq_len": cell.seq_len,
-        # The store knows ok|error; the harness's finer status (oom vs error) stays in the message.
-        "status": "ok" if cell.ok else "error", "error": None if cell.ok else f"{cell.status}: {cell.message}",
-        "latency_ms": lat.median * 1e3 if lat else None,
-        "latency_p90_ms": lat.p90 * 1e3 if lat else None,
-        "latency_cv": lat.cv if lat else None,
-        "baseline_latency_ms": comp.baseline.median * 1e3 if comp else None,
-        "speedup": cell.speedup, "speedup_ci_low": cell.ci_low, "speedup_ci_high": cell.ci_high,
-        "flop_ideal_speedup": ideal,
-        "throughput_samples_s": cell.samples_per_s, "throughput_tokens_s": cell.tokens_per_s,
-        "peak_memory_bytes": cell.peak_memory_bytes, "n_pairs": cell.n_pairs, "raw": cell.to_dict(),
-    }
 
 
 def execute_run(
@@ -133,6 +105,7 @@ def execute_run(
                 task, dense = stage.dense(store)
                 models = stage.variants(store, task, dense)
                 stage.benchmarks(store, models)
+                stage.backends(store, task, models)
             except BaseException:
                 store.set_run_status("failed")
                 raise
@@ -265,37 +238,53 @@ class _Stages:
         return done
 
     def benchmarks(self, store: ResultStore, models: dict[str, TransformerEncoder]) -> None:
-        """Each variant timed paired and interleaved against dense, per batch size, each cell stored at once.
+        """Every variant timed paired against dense at every batch size, through the one sweep
+        (:func:`prunebench.bench.sweep`: blocks round-robin over all cells); each cell is stored the moment it
+        is finished, and cells already stored ok (a resumed run) are not timed again.
 
-        The dense row is dense against an identical copy of itself: its "speedup" is the harness's noise
-        floor on this machine, shown rather than assumed.
+        The dense row is dense against an identical copy of itself: its interval is the harness's noise
+        floor on this machine, shown rather than assumed (and what the verdicts are judged against).
         """
         config, tick = self.config, self.tick
         settings = bench_settings_for(config, self.budgets)
         device = torch.device(config.device)
         on_device = {n: m.to(device) for n, m in models.items()}
-        twin = copy.deepcopy(on_device[DENSE])
-        names = [DENSE, *(v[0] for v in config.variants())]
-        for batch_size in config.batch_sizes:
-            dense_macs = forward_macs(models[DENSE], batch_size, config.seq_len)
-            inputs = make_inputs(self.vocab, batch_size, config.seq_len, seed=config.seed,
-                                 pad_fraction=config.pad_fraction, device=device)
-            for name in names:
-                if name not in on_device:
-                    tick("bench", f"{name} b={batch_size}: skipped (variant failed)")
-                    continue
-                if store.has_cell(name, batch_size, config.seq_len, status="ok"):
-                    tick("bench", f"{name} b={batch_size}: done earlier")
-                    continue
-                tick("bench", f"{name} b={batch_size}", 0)
-                candidate = twin if name == DENSE else on_device[name]
-                cell = bench_pair(on_device[DENSE], candidate, batch_size, config.seq_len, settings=settings,
-                                  inputs=inputs, name=name, baseline_name=DENSE)
-                record = _cell_record(name, cell, dense_macs)
-                store.put_cell(record)
-                if record["status"] != "ok":
-                    self.outcome.failed_cells += 1
-                tick("bench", f"{name} b={batch_size}: " + (f"{cell.speedup:.2f}x" if cell.speedup else cell.status))
+        names = [v[0] for v in config.variants()]
+        for name in names:
+            if name not in on_device:
+                tick("bench", f"{name}: skipped (variant failed)", len(config.batch_sizes))
+        timed = {n: on_device[n] for n in [*names, DENSE] if n in on_device}
+
+        def done_earlier(name: str, batch_size: int, seq_len: int) -> bool:
+            if store.has_cell(name, batch_size, seq_len, status="ok"):
+                tick("bench", f"{name} b={batch_size}: done earlier")
+                return True
+            return False
+
+        def put(cell: CellRecord) -> None:
+            store.put_cell(cell)
+            if not cell.ok:
+                self.outcome.failed_cells += 1
+            tick("bench", f"{cell.variant} b={cell.batch_size}: "
+                 + (f"{cell.speedup:.2f}x" if cell.speedup else cell.status))
+
+        def inputs(batch_size: int, seq_len: int) -> dict[str, torch.Tensor]:
+            return make_inputs(self.vocab, batch_size, seq_len, seed=config.seed, pad_fraction=config.pad_fraction,
+                               device=device)
+
+        tick("bench", f"timing {len(timed)} models x {len(config.batch_sizes)} batch sizes in blocks", 0)
+        sweep(timed, inputs, config.batch_sizes, (config.seq_len,), DENSE, settings=settings, on_cell=put,
+              skip=done_earlier)
+
+
+    def backends(self, store: ResultStore, task: Task, models: dict[str, TransformerEncoder]) -> None:
+        """Every variant on each extra backend (``--backends``), against dense eager: see runner/backend_stage."""
+        if len(self.config.backends) < 2:
+            return
+        settings = bench_settings_for(self.config, self.budgets)
+        self.outcome.failed_cells += store_backend_stage(
+            store, self.config, settings, models, task, self.eval_kwargs, models[DENSE],
+            progress=lambda detail: self.tick("backends", detail, 0))
 
 
 def _evaluate(

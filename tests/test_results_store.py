@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from prunebench.errors import PrunebenchError
-from prunebench.results import CSV_COLUMNS, ResultStore, load_snapshot, open_run
+from prunebench.results import CSV_COLUMNS, SCHEMA_VERSION, ResultStore, load_snapshot, open_run
 from tests.test_results_synthetic import BATCH_SIZES, fill_store, make_snapshot
 
 RUN = {"run_id": "r1", "created": "2026-01-01T00:00:00+00:00", "config": {"seq_len": 8}, "environment": {}}
@@ -33,7 +33,7 @@ def test_store_is_wal_and_records_schema_version(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "results.sqlite")
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     finally:
         conn.close()
 
@@ -229,3 +229,15 @@ def test_sigkill_mid_write_loses_no_committed_row(tmp_path: Path) -> None:
         store.start_run({"run_id": "crash"})
         store.put_cell(_cell("after-crash"))
         assert store.has_cell("after-crash", 1, 8)
+
+
+def test_cells_are_keyed_by_node_class_too(tmp_path: Path) -> None:
+    # One run can time the same cell on several hardware classes: neither replaces the other.
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        store.start_run(RUN)
+        store.put_cell(_cell("dense", 1, speedup=1.0))
+        store.put_cell(_cell("dense", 1, speedup=2.0, node_class="gpu-box"))
+        assert store.has_cell("dense", 1, 8) and store.has_cell("dense", 1, 8, node_class="gpu-box")
+        assert not store.has_cell("dense", 1, 8, node_class="other")
+        cells = store.cells()
+    assert [(c["node_class"], c["speedup"]) for c in cells] == [("local", 1.0), ("gpu-box", 2.0)]

@@ -17,6 +17,7 @@ from prunebench.config import DEVICES, RUN_METHODS, RunConfig, load_toml
 from prunebench.report import summary_rows, summary_table
 from prunebench.results import load_snapshot
 from prunebench.runner import default_out, execute_run, prepare
+from prunebench.runner.executors import EXECUTORS, make_executor
 from prunebench.tasks.baseline import resolve_cache_dir
 
 #: CLI option -> RunConfig field, for options that map one to one.
@@ -74,6 +75,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="run folder (default: runs/<timestamp>-<model>)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="finish the run stored in DIR (only what is missing)")
     p.add_argument("--force", action="store_true", help="replace the run stored in --out")
+    p.add_argument("--executor", choices=EXECUTORS.names(), default="local",
+                   help="where prepare and timing units run: local (this process, default) | ray (Ray tasks; "
+                   "every node class times every cell; needs pip install 'prunebench[ray]')")
+    p.add_argument("--ray-address", metavar="auto|HOST:PORT",
+                   help="the Ray cluster to use with --executor ray (default: start a one-node Ray here)")
     p.add_argument("--cache-dir", type=Path, help="cache of tokenizers and trained dense models "
                    "(default: $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
     p.set_defaults(handler=run)
@@ -100,6 +106,8 @@ def _attach_log(path: Path) -> logging.Handler:
 def run(args: argparse.Namespace) -> int:
     """Validate everything cheap first, then run; print progress and the summary table."""
     config, explicit = build_config(args)
+    if args.ray_address is not None and args.executor != "ray":
+        raise ValueError("--ray-address needs --executor ray")
     out = args.resume or args.out or default_out(config.model)
     run_dir, config = prepare(Path(out), config, resume=args.resume is not None, force=args.force,
                               explicit=explicit)
@@ -118,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
             def progress(stage: str, detail: str, done: int, total: int) -> None:
                 bar.update(task_id, completed=done, total=total, description=detail, stage=stage)
 
-            outcome = execute_run(config, run_dir, cache_dir=cache_dir, progress=progress)
+            with make_executor(args.executor, args.ray_address) as executor:
+                outcome = execute_run(config, run_dir, cache_dir=cache_dir, progress=progress, executor=executor)
     finally:
         logging.getLogger("prunebench").removeHandler(handler)
         handler.close()

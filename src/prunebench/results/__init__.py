@@ -10,12 +10,13 @@ Records are plain dicts following the data contract (see :mod:`prunebench.result
 
 from prunebench.results.export import CSV_COLUMNS, csv_rows, export_csv, export_json, write_bytes_atomic
 from prunebench.results.folder import load_snapshot, open_run, store_path
-from prunebench.results.schema import SCHEMA_VERSION, STORE_FILENAME
+from prunebench.results.schema import LOCAL_NODE_CLASS, SCHEMA_VERSION, STORE_FILENAME
 from prunebench.results.store import CELL_STATUSES, RUN_STATUSES, VARIANT_STATUSES, ResultStore
 
 __all__ = [
     "CELL_STATUSES",
     "CSV_COLUMNS",
+    "LOCAL_NODE_CLASS",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "STORE_FILENAME",

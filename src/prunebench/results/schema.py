@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Bumped on any incompatible change of the tables below; recorded in the ``meta`` table of every store.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: The store's file name inside a run folder.
 STORE_FILENAME = "results.sqlite"
@@ -99,13 +99,18 @@ EVALUATIONS = Table(
     ),
 )
 
+#: The node class of cells timed in-process (the local executor); a Ray run names each class of its nodes.
+LOCAL_NODE_CLASS = "local"
+
 CELLS = Table(
     "cells",
-    key=("variant", "batch_size", "seq_len"),
+    # node_class: which hardware class timed the cell; one run can time every cell on several classes.
+    key=("variant", "batch_size", "seq_len", "node_class"),
     fields=(
         ("variant", "text"),
         ("batch_size", "int"),
         ("seq_len", "int"),
+        ("node_class", "text"),
         ("status", "text"),
         ("error", "text"),
         ("latency_ms", "real"),

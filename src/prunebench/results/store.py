@@ -23,6 +23,7 @@ from prunebench.results.codec import from_db, to_db, to_json
 from prunebench.results.schema import (
     CELLS,
     EVALUATIONS,
+    LOCAL_NODE_CLASS,
     META_SQL,
     RUNS,
     SCHEMA_VERSION,
@@ -222,8 +223,11 @@ class ResultStore:
         self._upsert(EVALUATIONS, evaluation)
 
     def put_cell(self, cell: Mapping[str, Any]) -> None:
-        """Store (or replace) one benchmark cell, keyed by ``(variant, batch_size, seq_len)``; committed on return."""
+        """Store (or replace) one benchmark cell, keyed by ``(variant, batch_size, seq_len, node_class)``;
+        committed on return. A cell without ``node_class`` was timed in-process (``local``)."""
         _check_status(CELLS, cell.get("status"), CELL_STATUSES)
+        if isinstance(cell, Mapping) and cell.get("node_class") is None:
+            cell = {**cell, "node_class": LOCAL_NODE_CLASS}
         self._upsert(CELLS, cell)
 
     def has_variant(self, name: str, status: str | None = None) -> bool:
@@ -236,9 +240,12 @@ class ResultStore:
         """Whether the variant named ``name`` has a stored evaluation."""
         return self._exists(EVALUATIONS, "variant=?", (name,))
 
-    def has_cell(self, variant: str, batch_size: int, seq_len: int, status: str | None = None) -> bool:
-        """Whether that benchmark cell is stored (with that status, if given, e.g. ``"ok"`` to retry errors)."""
-        where, params = "variant=? AND batch_size=? AND seq_len=?", (variant, int(batch_size), int(seq_len))
+    def has_cell(self, variant: str, batch_size: int, seq_len: int, status: str | None = None,
+                 node_class: str = LOCAL_NODE_CLASS) -> bool:
+        """Whether that benchmark cell is stored for that node class (with that status, if given, e.g. ``"ok"``
+        to retry errors)."""
+        where = "variant=? AND batch_size=? AND seq_len=? AND node_class=?"
+        params: tuple[Any, ...] = (variant, int(batch_size), int(seq_len), node_class)
         if status is not None:
             where, params = where + " AND status=?", (*params, status)
         return self._exists(CELLS, where, params)

@@ -7,7 +7,6 @@ recorded and the run goes on, so nothing already computed is lost because a late
 
 from __future__ import annotations
 
-import copy
 import logging
 import uuid
 from collections.abc import Callable
@@ -18,14 +17,7 @@ from typing import Any
 
 import torch
 
-from prunebench.bench import (
-    bench_pair,
-    disk_bytes,
-    environment,
-    fingerprint_hash,
-    forward_macs,
-    make_inputs,
-)
+from prunebench.bench import disk_bytes, environment, fingerprint_hash
 from prunebench.bench.records import CellResult
 from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
@@ -33,9 +25,19 @@ from prunebench.models import TransformerEncoder, preset_config, save_model
 from prunebench.report import build_report
 from prunebench.results import ResultStore
 from prunebench.runner.budgets import Budgets, bench_settings_for
+from prunebench.runner.executors import Executor, LocalExecutor, Unit
+from prunebench.runner.executors.units import (
+    ModelSource,
+    evaluation_record,
+    folder_files,
+    model_files,
+    prepare_unit,
+    time_unit,
+    write_folder,
+)
 from prunebench.runner.rundir import RunDir
-from prunebench.runner.variants import describe, load_variant, make_variant, prune_spec
-from prunebench.tasks import RecoveryCallback, Task, build_task, calibration_batches, evaluate
+from prunebench.runner.variants import describe, load_variant
+from prunebench.tasks import Task, build_task, evaluate
 from prunebench.tasks.baseline import load_or_train_baseline
 
 logger = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ def execute_run(
     cache_dir: Path,
     progress: Progress | None = None,
     corpus_root: Path | None = None,
+    executor: Executor | None = None,
 ) -> RunOutcome:
     """Run (or resume) the whole job in ``run_dir``; see the module docstring.
 
@@ -107,6 +110,8 @@ def execute_run(
         cache_dir: where tokenizers, tokenized corpora and trained dense baselines are cached.
         progress: optional ``progress(stage, detail, done, total)`` callback.
         corpus_root: override of the stdlib corpus location (tests).
+        executor: where prepare and timing units run (default: in this process, see
+            :mod:`prunebench.runner.executors`); this function stays the only writer of the store.
 
     Raises:
         PrunebenchError: CUDA asked for but absent; errors of the task or the dense baseline (without them
@@ -117,7 +122,7 @@ def execute_run(
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)  # pinned for the whole run, and recorded below
-    stage = _Stages(config, run_dir, cache_dir, corpus_root, progress)
+    stage = _Stages(config, run_dir, cache_dir, corpus_root, progress, executor or LocalExecutor())
     env = environment(config.device, torch.get_num_threads())
     env.setdefault("fingerprint_hash", fingerprint_hash(env))
     try:
@@ -148,8 +153,9 @@ class _Stages:
     """The stages of one run, sharing its config, budgets, folder, progress counter and outcome."""
 
     def __init__(self, config: RunConfig, run_dir: RunDir, cache_dir: Path, corpus_root: Path | None,
-                 progress: Progress | None) -> None:
+                 progress: Progress | None, executor: Executor) -> None:
         self.config, self.run_dir, self.cache_dir, self.corpus_root = config, run_dir, cache_dir, corpus_root
+        self.executor = executor
         self.budgets = Budgets.of(config)
         self.vocab = preset_config(config.model).vocab_size
         n_variants, n_batches = len(config.variants()), len(config.batch_sizes)
@@ -159,6 +165,14 @@ class _Stages:
         if self.budgets.eval_batches:
             eval_kwargs["max_batches"] = self.budgets.eval_batches
         self.eval_kwargs = eval_kwargs
+        b = self.budgets
+        # What every unit needs beside its own keys (plain data: it may travel to another machine).
+        self.unit_base: dict[str, Any] = {
+            "seed": config.seed, "seq_len": config.seq_len, "vocab": self.vocab, "threads": torch.get_num_threads(),
+            "iterative_steps": b.iterative_steps, "schedule": config.schedule, "finetune_steps": b.finetune_steps,
+            "train_precision": config.train_precision, "calib_sequences": b.calib_sequences,
+            "eval_kwargs": eval_kwargs,
+        }
 
     def dense(self, store: ResultStore) -> tuple[Task, TransformerEncoder]:
         """The task (tokenizer + corpus, cached) and the trained dense model (cached); dense described,
@@ -193,77 +207,88 @@ class _Stages:
         _evaluate(store, DENSE, dense, task, dense, self.eval_kwargs, tick)
         return task, dense
 
-    def variants(self, store: ResultStore, task: Task, dense: TransformerEncoder) -> dict[str, TransformerEncoder]:
-        """Every pruned variant: pruned (or reloaded from an earlier attempt), checked, saved, evaluated."""
-        config, budgets, tick = self.config, self.budgets, self.tick
-        models: dict[str, TransformerEncoder] = {DENSE: dense}
-        check_batch = make_inputs(self.vocab, 2, config.seq_len, seed=config.seed + 1, pad_fraction=0.25)
-        calib = None
+    def variants(self, store: ResultStore, task: Task, dense: TransformerEncoder) -> dict[str, ModelSource]:
+        """Every pruned variant: pruned (or reloaded from an earlier attempt), checked, saved, evaluated, each
+        as a prepare unit of the executor; the results are committed here, as they arrive."""
+        config, tick, ship = self.config, self.tick, self.executor.ships_models
+        dense_src: ModelSource = model_files(dense) if ship else dense
+        models: dict[str, ModelSource] = {DENSE: dense_src}
+        folders = {name: self.run_dir.model_dir(name) if config.save_models else None for name, _, _ in
+                   config.variants()}
+        units = []
         for name, method, sparsity in config.variants():
-            folder = self.run_dir.model_dir(name) if config.save_models else None
-            if store.has_variant(name, status="ok") and folder is not None and (folder / "config.json").exists():
-                models[name] = load_variant(folder)
+            folder = folders[name]
+            done = store.has_variant(name, status="ok") and folder is not None and (folder / "config.json").exists()
+            if done and store.has_evaluation(name):
+                models[name] = folder_files(folder) if ship else load_variant(folder)
                 tick("prune", f"{name}: reloaded")
-                _evaluate(store, name, models[name], task, dense, self.eval_kwargs, tick)
+                tick("eval", f"{name}: done earlier")
                 continue
-            if method == "wanda" and calib is None:
-                calib = calibration_batches(task, budgets.calib_sequences, seed=config.seed)
-            on_step = None
-            if method == "iterative" and budgets.finetune_steps:
-                on_step = RecoveryCallback(task, budgets.finetune_steps, seed=config.seed,
-                                            precision=config.train_precision)
-            spec = prune_spec(method, sparsity, seed=config.seed, iterative_steps=budgets.iterative_steps,
-                              schedule=config.schedule)
-            tick("prune", name, 0)
-            try:
-                model, record = make_variant(dense, name, spec, seq_len=config.seq_len,
-                                             calib=calib if method == "wanda" else None, on_step=on_step,
-                                             check_batch=check_batch, save_dir=folder)
-            except RECOVERABLE as exc:
-                logger.exception("pruning %s failed", name)
-                store.put_variant({"name": name, "method": method, "requested_sparsity": sparsity,
-                                   "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+            payload = {**self.unit_base, "name": name, "method": method, "sparsity": sparsity,
+                       "evaluate": not store.has_evaluation(name), "ship": ship,
+                       "save_dir": str(folder) if folder is not None and not ship else None}
+            if done:
+                payload["reuse"] = folder_files(folder) if ship else str(folder)
+            units.append(Unit(f"prepare:{name}", "prepare", payload))
+        for unit, res in self.executor.run(prepare_unit, units, {"task": task, "dense": dense_src}):
+            name, folder = res["name"], folders[res["name"]]
+            if res["failed"]:
+                logger.error("pruning %s failed: %s", name, res["error"])
+                store.put_variant({"name": name, "method": unit.payload["method"], "status": "failed",
+                                   "requested_sparsity": unit.payload["sparsity"], "error": res["error"]})
                 self.outcome.failed_variants.append(name)
                 tick("prune", f"{name}: FAILED", 2)
                 continue
-            store.put_variant(record)
-            models[name] = model
-            tick("prune", f"{name}: sparsity {record['measured_sparsity']:.3f}")
-            _evaluate(store, name, model, task, dense, self.eval_kwargs, tick)
+            if res["record"] is not None:
+                if res["files"] is not None and folder is not None:
+                    write_folder(res["files"], folder)  # the model folder first, then the record that names it
+                store.put_variant(res["record"])
+                tick("prune", f"{name}: sparsity {res['record']['measured_sparsity']:.3f}")
+            else:
+                tick("prune", f"{name}: reloaded")
+            models[name] = (res["files"] or unit.payload.get("reuse")) if ship else res["model"]
+            if res["evaluation"] is not None:
+                store.put_evaluation(res["evaluation"])
+                tick("eval", f"{name}: accuracy {res['evaluation']['accuracy']:.3f}")
+            else:
+                tick("eval", f"{name}: " + (f"FAILED ({res['eval_error']})" if res["eval_error"] else "done earlier"))
         return models
 
-    def benchmarks(self, store: ResultStore, models: dict[str, TransformerEncoder]) -> None:
-        """Each variant timed paired and interleaved against dense, per batch size, each cell stored at once.
+    def benchmarks(self, store: ResultStore, models: dict[str, ModelSource]) -> None:
+        """Each variant timed paired and interleaved against dense, per batch size and node class, as time
+        units of the executor; each cell stored as it arrives.
 
         The dense row is dense against an identical copy of itself: its "speedup" is the harness's noise
-        floor on this machine, shown rather than assumed.
+        floor on that node, shown rather than assumed.
         """
         config, tick = self.config, self.tick
-        settings = bench_settings_for(config, self.budgets)
-        device = torch.device(config.device)
-        on_device = {n: m.to(device) for n, m in models.items()}
-        twin = copy.deepcopy(on_device[DENSE])
         names = [DENSE, *(v[0] for v in config.variants())]
-        for batch_size in config.batch_sizes:
-            dense_macs = forward_macs(models[DENSE], batch_size, config.seq_len)
-            inputs = make_inputs(self.vocab, batch_size, config.seq_len, seed=config.seed,
-                                 pad_fraction=config.pad_fraction, device=device)
-            for name in names:
-                if name not in on_device:
-                    tick("bench", f"{name} b={batch_size}: skipped (variant failed)")
-                    continue
-                if store.has_cell(name, batch_size, config.seq_len, status="ok"):
-                    tick("bench", f"{name} b={batch_size}: done earlier")
-                    continue
-                tick("bench", f"{name} b={batch_size}", 0)
-                candidate = twin if name == DENSE else on_device[name]
-                cell = bench_pair(on_device[DENSE], candidate, batch_size, config.seq_len, settings=settings,
-                                  inputs=inputs, name=name, baseline_name=DENSE)
-                record = _cell_record(name, cell, dense_macs)
+        classes = self.executor.node_classes()
+        tick.total += (len(classes) - 1) * len(names) * len(config.batch_sizes)
+        units = []
+        for node_class in classes:
+            for batch_size in config.batch_sizes:
+                todo = []
+                for name in names:
+                    if name not in models:
+                        tick("bench", f"{name} b={batch_size}: skipped (variant failed)")
+                    elif store.has_cell(name, batch_size, config.seq_len, status="ok", node_class=node_class):
+                        tick("bench", f"{name} b={batch_size} on {node_class}: done earlier")
+                    else:
+                        todo.append(name)
+                if todo:
+                    payload = {**self.unit_base, "names": todo, "batch_size": batch_size, "node_class": node_class,
+                               "pad_fraction": config.pad_fraction, "device": config.device}
+                    units.append(Unit(f"time:{node_class}:b={batch_size}", "time", payload, node_class))
+        shared = {"models": {n: m for n, m in models.items() if n in names},
+                  "settings": bench_settings_for(config, self.budgets)}
+        for _, records in self.executor.run(time_unit, units, shared):
+            for record in records:
                 store.put_cell(record)
                 if record["status"] != "ok":
                     self.outcome.failed_cells += 1
-                tick("bench", f"{name} b={batch_size}: " + (f"{cell.speedup:.2f}x" if cell.speedup else cell.status))
+                tick("bench", f"{record['variant']} b={record['batch_size']}: "
+                     + (f"{record['speedup']:.2f}x" if record["speedup"] else str(record["error"])))
 
 
 def _evaluate(
@@ -281,9 +306,5 @@ def _evaluate(
         logger.exception("evaluating %s failed", name)
         tick("eval", f"{name}: FAILED ({exc})")
         return
-    store.put_evaluation({
-        "variant": name, "accuracy": result.accuracy, "loss": result.loss, "agreement": result.agreement,
-        "kl": result.kl_divergence, "cosine": result.hidden_cosine, "trivial_accuracy": result.trivial_accuracy,
-        "metric_name": result.metric, "details": result.to_dict(),
-    })
+    store.put_evaluation(evaluation_record(name, result))
     tick("eval", f"{name}: accuracy {result.accuracy:.3f}")

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from prunebench.cli.common import console, float_list, int_list, positive_int
 from prunebench.config import DEVICES, RUN_METHODS, RunConfig, load_toml
 from prunebench.report import summary_rows, summary_table
+from prunebench.report.hardware import main_snapshot
 from prunebench.results import load_snapshot
 from prunebench.runner import default_out, execute_run, prepare
 from prunebench.runner.executors import EXECUTORS, make_executor
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         handler.close()
     elapsed = time.perf_counter() - start
     snapshot = load_snapshot(run_dir.root)
-    con.print(summary_table(summary_rows(snapshot)))
+    con.print(summary_table(summary_rows(main_snapshot(snapshot))))
     con.print(f"finished in {elapsed:.0f} s; report: {run_dir.root / 'report.html'}  log: {run_dir.log}")
     problems = [f"{name} (pruning failed)" for name in outcome.failed_variants]
     problems += [f"{v['name']} (FIDELITY CHECK FAILED)" for v in snapshot["variants"]

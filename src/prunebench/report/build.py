@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prunebench.analysis import analyze
+from prunebench.report.hardware import hardware_html, hardware_md, main_snapshot
 from prunebench.report.html import render_report
 from prunebench.report.markdown import render_summary_md
 from prunebench.report.plots import FIGURES, write_figures
@@ -33,6 +34,9 @@ def write_report(snapshot: Mapping[str, Any], out_dir: str | Path) -> dict[str, 
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # A run timed on several hardware classes: the main report reads one class, and a section per class
+    # follows the summary; exports keep every cell.
+    full, snapshot = snapshot, main_snapshot(snapshot)
     a = analyze(snapshot)
     figures = write_figures(a, out / FIGURE_DIR)
     paths: dict[str, Path] = {}
@@ -40,11 +44,13 @@ def write_report(snapshot: Mapping[str, Any], out_dir: str | Path) -> dict[str, 
         for ext, path in files.items():
             paths[f"{FIGURE_DIR}/{name}.{ext}"] = path
     embedded = {name: (files["png"], FIGURES[name][1]) for name, files in figures.items()}
-    paths["report.html"] = write_bytes_atomic(out / "report.html", render_report(snapshot, a, embedded).encode())
+    html_text = render_report(snapshot, a, embedded, hardware_html(full))
+    paths["report.html"] = write_bytes_atomic(out / "report.html", html_text.encode())
     pngs = [f"{FIGURE_DIR}/{name}.png" for name in figures]
-    paths["summary.md"] = write_bytes_atomic(out / "summary.md", render_summary_md(snapshot, a, pngs).encode())
-    paths["results.json"] = export_json(snapshot, out / "results.json")
-    paths["results.csv"] = export_csv(snapshot, out / "results.csv")
+    md_text = render_summary_md(snapshot, a, pngs, hardware_md(full))
+    paths["summary.md"] = write_bytes_atomic(out / "summary.md", md_text.encode())
+    paths["results.json"] = export_json(full, out / "results.json")
+    paths["results.csv"] = export_csv(full, out / "results.csv")
     logger.info("report of run %s written to %s", (snapshot.get("run") or {}).get("run_id"), out)
     return dict(sorted(paths.items()))
 

@@ -1,0 +1,183 @@
+"""The Ray executor on a real two-class Ray cluster on this machine (loopback only), with real kills.
+
+One cluster (Ray's own ``Cluster`` test helper: a head of class ``alpha`` and a node of class ``beta``, one
+CPU each, no dashboard) serves every test here and is shut down afterwards. The runs are real
+``prunebench run`` subprocesses on the cheapest settings; a local run of the same config is the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# Ray resolves 127.0.0.1 to the machine's network address unless told that this is not a real cluster;
+# read when ray is first imported, so it is set before (tests must not listen beyond loopback).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+ray = pytest.importorskip("ray")
+cluster_utils = pytest.importorskip("ray.cluster_utils")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+from prunebench.runner.executors.ray_executor import node_resources  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+CONFIG = ["--model", "small", "--quick", "--methods", "magnitude,structured", "--batch-sizes", "1,2",
+          "--seq-len", "32", "--threads", "1", "--train-budget", "20"]
+VARIANTS = ("dense", "magnitude@0.5", "structured@0.5")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = cluster_utils.Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "node_ip_address": "127.0.0.1", "resources": node_resources("alpha"),
+        "include_dashboard": False})
+    try:
+        c.add_node(num_cpus=1, node_ip_address="127.0.0.1", resources=node_resources("beta"))
+        yield c.address
+    finally:
+        c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def _env(cache: Path) -> dict[str, str]:
+    return {**os.environ, "PRUNEBENCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+
+
+def _cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "prunebench", "run", *args]
+
+
+def _run(args: list[str], cache: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(_cmd(*args), capture_output=True, text=True, env=_env(cache), check=False, timeout=600)
+
+
+def _rows(store: Path, sql: str) -> list[tuple]:
+    con = sqlite3.connect(store)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _worker_pid(title: str) -> int | None:
+    """The pid of the Ray worker executing the task named ``title`` (Ray sets its process title)."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=False).stdout
+    for line in out.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if args.strip() == f"ray::{title}":
+            return int(pid)
+    return None
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, cache) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "local"
+    proc = _run([*CONFIG, "--out", str(out)], cache)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_run(tmp_path_factory, cache, cluster, local_run) -> tuple[Path, bool]:
+    """A Ray run of the same config whose structured prepare worker is SIGKILLed mid-task."""
+    out = tmp_path_factory.mktemp("runs") / "ray"
+    child = subprocess.Popen(_cmd(*CONFIG, "--out", str(out), "--executor", "ray", "--ray-address", cluster),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(cache))
+    killed = False
+    deadline = time.monotonic() + 240
+    while not killed and child.poll() is None and time.monotonic() < deadline:
+        pid = _worker_pid("prepare:structured@0.5")
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+        time.sleep(0.05)
+    output, _ = child.communicate(timeout=600)
+    assert child.returncode == 0, output[-4000:]
+    return out, killed
+
+
+def test_a_killed_worker_is_retried_and_the_run_completes(ray_run):
+    out, killed = ray_run
+    assert killed, "the structured prepare task was never seen running"
+    store = out / "results.sqlite"
+    assert {r[0] for r in _rows(store, "SELECT name FROM variants WHERE status='ok'")} == set(VARIANTS)
+    assert _rows(store, "SELECT status FROM runs")[0][0] == "finished"
+
+
+def test_ray_and_local_give_identical_models_and_accuracy_and_agreeing_timings(local_run, ray_run):
+    out, _ = ray_run
+    for name in VARIANTS:
+        folder = name.replace("@", "_").replace(":", "_")
+        a = safetensors_torch.load_file(local_run / "models" / folder / "model.safetensors")
+        b = safetensors_torch.load_file(out / "models" / folder / "model.safetensors")
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), f"{name}: weights differ"
+        if name != "dense":
+            plans = [json.loads((r / "models" / folder / "plan.json").read_text()) for r in (local_run, out)]
+            assert plans[0] == plans[1], f"{name}: masks differ"
+    acc = "SELECT variant, accuracy, loss FROM evaluations ORDER BY variant"
+    assert _rows(local_run / "results.sqlite", acc) == _rows(out / "results.sqlite", acc)
+    cells = "SELECT variant, batch_size, node_class, speedup_ci_low, speedup_ci_high, extra FROM cells"
+    local = {(v, b): (lo, hi) for v, b, _, lo, hi, _ in _rows(local_run / "results.sqlite", cells)}
+    remote = _rows(out / "results.sqlite", cells)
+    # every node class timed every cell, each stamped with its node's environment fingerprint
+    assert sorted((v, b, c) for v, b, c, *_ in remote) == sorted(
+        (v, b, c) for v in VARIANTS for b in (1, 2) for c in ("alpha", "beta"))
+    for v, b, node_class, lo, hi, extra in remote:
+        fields = json.loads(extra)
+        assert fields["fingerprint_hash"] and fields["environment"]["threads"] == 1
+        if node_class == "alpha" and v in ("dense", "structured@0.5"):
+            low, high = local[(v, b)]
+            assert lo <= high and low <= hi, f"{v} B={b}: CIs [{lo}, {hi}] vs local [{low}, {high}] do not overlap"
+
+
+def test_the_report_shows_one_table_per_node_class(ray_run):
+    out, _ = ray_run
+    html = (out / "report.html").read_text()
+    assert "Node class alpha" in html and "Node class beta" in html and "Speedup per hardware class" in html
+    summary = (out / "summary.md").read_text()
+    assert summary.count("### Node class ") == 2
+
+
+def test_a_killed_driver_resumes_skipping_everything_committed(tmp_path, cache, cluster, local_run):
+    out = tmp_path / "killed"
+    child = subprocess.Popen(_cmd(*CONFIG, "--out", str(out), "--executor", "ray", "--ray-address", cluster),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(cache))
+    store = out / "results.sqlite"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and child.poll() is None:
+            try:
+                if store.exists() and _rows(store, "SELECT COUNT(*) FROM cells")[0][0] >= 1:
+                    break
+            except sqlite3.Error:
+                pass  # the child may be creating the tables right now
+            time.sleep(0.05)
+        assert child.poll() is None, "the run finished before it could be killed"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=60)
+    variants = "SELECT name, prune_seconds, disk_bytes FROM variants ORDER BY name"
+    before_variants = _rows(store, variants)
+    before = {r[:3]: r[3] for r in _rows(store, "SELECT variant, batch_size, node_class, raw FROM cells")}
+    assert before and _rows(store, "SELECT status FROM runs")[0][0] == "running"
+
+    proc = _run(["--resume", str(out), "--executor", "ray", "--ray-address", cluster], cache)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    after = {r[:3]: r[3] for r in _rows(store, "SELECT variant, batch_size, node_class, raw FROM cells")}
+    assert len(after) == len(VARIANTS) * 2 * 2
+    for key, raw in before.items():
+        assert after[key] == raw, f"cell {key} was measured again instead of kept"
+    assert _rows(store, variants) == before_variants  # no variant was pruned again
+    assert _rows(store, "SELECT status FROM runs")[0][0] == "finished"

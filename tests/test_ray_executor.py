@@ -29,8 +29,9 @@ from prunebench.runner.executors.ray_executor import node_resources  # noqa: E40
 
 pytestmark = pytest.mark.slow
 
-CONFIG = ["--model", "small", "--quick", "--methods", "magnitude,structured", "--batch-sizes", "1,2",
-          "--seq-len", "32", "--threads", "1", "--train-budget", "20"]
+CONFIG = ["--model", "small", "--quick", "--methods", "magnitude,structured", "--batch-sizes", "1",
+          "--seq-len", "32", "--threads", "1", "--train-budget", "20", "--set", "min_time=0.1"]
+BATCHES = (1,)
 VARIANTS = ("dense", "magnitude@0.5", "structured@0.5")
 
 
@@ -133,7 +134,7 @@ def test_ray_and_local_give_identical_models_and_accuracy_and_agreeing_timings(l
     remote = _rows(out / "results.sqlite", cells)
     # every node class timed every cell, each stamped with its node's environment fingerprint
     assert sorted((v, b, c) for v, b, c, *_ in remote) == sorted(
-        (v, b, c) for v in VARIANTS for b in (1, 2) for c in ("alpha", "beta"))
+        (v, b, c) for v in VARIANTS for b in BATCHES for c in ("alpha", "beta"))
     for v, b, node_class, lo, hi, extra in remote:
         fields = json.loads(extra)
         assert fields["fingerprint_hash"] and fields["environment"]["threads"] == 1
@@ -157,27 +158,32 @@ def test_a_killed_driver_resumes_skipping_everything_committed(tmp_path, cache, 
     store = out / "results.sqlite"
     deadline = time.monotonic() + 240
     try:
+        # dense (committed by the driver) and the first variant a worker sent back
         while time.monotonic() < deadline and child.poll() is None:
             try:
-                if store.exists() and _rows(store, "SELECT COUNT(*) FROM cells")[0][0] >= 1:
+                if store.exists() and _rows(store, "SELECT COUNT(*) FROM variants")[0][0] >= 2:
                     break
             except sqlite3.Error:
                 pass  # the child may be creating the tables right now
-            time.sleep(0.05)
+            time.sleep(0.02)
         assert child.poll() is None, "the run finished before it could be killed"
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.wait(timeout=60)
-    variants = "SELECT name, prune_seconds, disk_bytes FROM variants ORDER BY name"
-    before_variants = _rows(store, variants)
-    before = {r[:3]: r[3] for r in _rows(store, "SELECT variant, batch_size, node_class, raw FROM cells")}
-    assert before and _rows(store, "SELECT status FROM runs")[0][0] == "running"
+    variants = "SELECT name, prune_seconds, disk_bytes, details FROM variants ORDER BY name"
+    evaluations = "SELECT variant, accuracy, details FROM evaluations ORDER BY variant"
+    before_variants, before_evals = _rows(store, variants), _rows(store, evaluations)
+    before_cells = {r[:3]: r[3] for r in _rows(store, "SELECT variant, batch_size, node_class, raw FROM cells")}
+    assert len(before_variants) >= 2 and _rows(store, "SELECT status FROM runs")[0][0] == "running"
 
     proc = _run(["--resume", str(out), "--executor", "ray", "--ray-address", cluster], cache)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    after = {r[:3]: r[3] for r in _rows(store, "SELECT variant, batch_size, node_class, raw FROM cells")}
-    assert len(after) == len(VARIANTS) * 2 * 2
-    for key, raw in before.items():
-        assert after[key] == raw, f"cell {key} was measured again instead of kept"
-    assert _rows(store, variants) == before_variants  # no variant was pruned again
+    after_variants, after_evals = _rows(store, variants), _rows(store, evaluations)
+    assert {r[0] for r in after_variants} == set(VARIANTS) and len(after_evals) == len(VARIANTS)
+    # what was committed before the kill is kept, not redone
+    assert [r for r in after_variants if r in before_variants] == before_variants
+    assert [r for r in after_evals if r in before_evals] == before_evals
+    after_cells = {r[:3]: r[3] for r in _rows(store, "SELECT variant, batch_size, node_class, raw FROM cells")}
+    assert len(after_cells) == len(VARIANTS) * len(BATCHES) * 2
+    assert all(after_cells[k] == raw for k, raw in before_cells.items())
     assert _rows(store, "SELECT status FROM runs")[0][0] == "finished"

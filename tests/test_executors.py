@@ -20,6 +20,7 @@ from prunebench.runner.executors.ray_executor import (
     classes_of,
     import_ray,
     node_resources,
+    unit_options,
     unit_resources,
 )
 from prunebench.runner.executors.units import (
@@ -100,6 +101,10 @@ def test_timing_holds_a_whole_node_and_preparing_keeps_timing_off_it() -> None:
     assert 0 < prepare[NODE_RESOURCE] <= capacity / 2  # prepares may share a node
     assert "prunebench_class_xeon" in time_a and not any(k.startswith("prunebench_class_") for k in prepare)
     assert "prunebench_class_xeon" in node_resources("xeon")
+    # a CUDA timing asks Ray for the GPU (Ray hides GPUs from tasks that do not); CPU work and prepares do not
+    assert unit_options(Unit("t", "time", {"device": "cuda"}, "a100"))["num_gpus"] == 1
+    assert unit_options(Unit("t", "time", {"device": "cpu"}, "xeon"))["num_gpus"] == 0
+    assert unit_options(Unit("p", "prepare", {"device": "cuda"}))["num_gpus"] == 0
 
 
 def test_node_classes_come_from_live_prunebench_nodes() -> None:

@@ -63,6 +63,13 @@ def unit_resources(unit: Unit) -> dict[str, float]:
     return {NODE_RESOURCE: PREPARE_SHARE}
 
 
+def unit_options(unit: Unit) -> dict[str, Any]:
+    """Ray task options of a unit: its name, resources, and a GPU for timing on CUDA (Ray hides GPUs from
+    tasks that do not ask for one)."""
+    gpus = 1 if unit.kind == "time" and unit.payload.get("device") == "cuda" else 0
+    return {"name": unit.key, "num_cpus": 1, "num_gpus": gpus, "resources": unit_resources(unit)}
+
+
 def classes_of(nodes: Sequence[Mapping[str, Any]]) -> list[str]:
     """Hardware classes of the live prunebench nodes among ``ray.nodes()`` entries, sorted."""
     found = set()
@@ -127,8 +134,7 @@ class RayExecutor:
         values = [ray.put(shared[k]) for k in keys]  # once, not once per unit
         pending = {}
         for unit in units:
-            options = {"name": unit.key, "num_cpus": 1, "resources": unit_resources(unit),
-                       "max_retries": self.max_retries, "retry_exceptions": False}
+            options = {**unit_options(unit), "max_retries": self.max_retries, "retry_exceptions": False}
             pending[self._task.options(**options).remote(fn, dict(unit.payload), keys, *values)] = unit
         try:
             while pending:

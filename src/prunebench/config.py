@@ -16,6 +16,8 @@ from typing import Any
 import torch
 
 from prunebench.models.presets import model_names
+from prunebench.pruning.schedule import SCHEDULE_REGISTRY
+from prunebench.pruning.spec import METHODS, PruneSpec
 from prunebench.serde import reject_unknown
 from prunebench.tasks.precision import PRECISIONS, resolve_precision
 
@@ -113,8 +115,7 @@ class RunConfig:
         # Training runs on the CPU whatever the benchmark device; bf16 without native bf16 is an error now,
         # not after the data is built.
         resolve_precision(self.train_precision, torch.device("cpu"))
-        if self.schedule not in ("one_shot", "linear", "cubic"):
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose from: one_shot, linear, cubic")
+        SCHEDULE_REGISTRY.get(self.schedule)  # unknown -> ValueError listing the registered schedules
         if not 0.0 <= self.pad_fraction < 1.0:
             raise ValueError(f"pad_fraction must lie in [0, 1), got {self.pad_fraction}")
         if self.min_time < 0:
@@ -124,8 +125,9 @@ class RunConfig:
         """The (variant name, method, sparsity) triples this run produces, dense excluded, in run order."""
         out = []
         for method in self.methods:
-            if method == "nm":
-                out.append(("nm2:4", "nm", 0.5))
+            if METHODS.get(method).nm_pattern:  # N:M fixes the sparsity: one variant, named by its pattern
+                spec = PruneSpec(method=method)
+                out.append((f"{method}{spec.n}:{spec.m}", method, spec.sparsity))
                 continue
             for s in self.sparsities or (DEFAULT_SPARSITY[method],):
                 out.append((f"{method}@{s:g}", method, s))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -33,6 +34,21 @@ class Registry(Generic[T]):
             return self.add(name, obj)
 
         return deco
+
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` and return its entry (tests undo what they register)."""
+        if name not in self._entries:
+            raise ValueError(f"unknown {self.kind} {name!r}; choose from: {', '.join(self.names())}")
+        return self._entries.pop(name)
+
+    @contextmanager
+    def registered(self, name: str, obj: T) -> Iterator[T]:
+        """Register ``obj`` under ``name`` for the ``with`` block only; removed on exit, even after an error."""
+        self.add(name, obj)
+        try:
+            yield obj
+        finally:
+            self.remove(name)
 
     def get(self, name: str) -> T:
         """Return the entry called ``name`` or raise a ValueError naming the valid choices."""

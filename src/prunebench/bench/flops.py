@@ -18,23 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunebench.models.config import TaskHead
-from prunebench.models.encoder import TransformerEncoder
+from prunebench.models.adapters import find_adapter
+from prunebench.models.macs import PARTS, check_shape
 
-#: Keys of :func:`macs_breakdown` (besides ``total``).
-PARTS = ("attn_proj", "attn_scores", "attn_values", "ffn", "head")
-
-
-def _weight_macs(weight: torch.Tensor, tokens: int, effective: bool) -> int:
-    """MACs of ``tokens`` rows through a weight matrix: dense size or non-zero count."""
-    n = int(torch.count_nonzero(weight).item()) if effective else weight.numel()
-    return tokens * n
-
-
-def _check_shape(batch_size: int, seq_len: int) -> None:
-    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+__all__ = ["PARTS", "counted_macs", "flop_ideal_speedup", "forward_flops", "forward_macs", "macs_breakdown"]
 
 
 def macs_breakdown(
@@ -45,10 +32,11 @@ def macs_breakdown(
     effective: bool = False,
     include_head: bool = False,
 ) -> dict[str, int]:
-    """MACs of one forward of ``model`` at ``[batch_size, seq_len]``, by part.
+    """MACs of one forward of ``model`` at ``[batch_size, seq_len]``, by part: its adapter's ``macs``.
 
     Args:
-        model: a :class:`TransformerEncoder` (any pruned width, including layers with 0 heads or neurons).
+        model: any model an architecture adapter understands (any pruned width, including layers with 0
+            heads or neurons).
         batch_size, seq_len: input shape.
         effective: count Linear MACs for non-zero weights only.
         include_head: add the task head (the MLM transform + vocabulary projection at every position, or the
@@ -58,37 +46,16 @@ def macs_breakdown(
         ``{"attn_proj", "attn_scores", "attn_values", "ffn", "head", "total"}`` in MACs.
 
     Raises:
-        ValueError: not a TransformerEncoder (use :func:`counted_macs` for other modules) or a bad shape.
+        ValueError: no adapter understands the model (use :func:`counted_macs` for other modules) or a bad shape.
     """
-    if not isinstance(model, TransformerEncoder):
+    adapter = find_adapter(model)
+    if adapter is None:
         raise ValueError(
-            f"theoretical MACs need a prunebench TransformerEncoder, got {type(model).__name__}; "
-            "use counted_macs() for other modules"
+            f"theoretical MACs need a model with an architecture adapter (e.g. a prunebench TransformerEncoder), "
+            f"got {type(model).__name__}; use counted_macs() for other modules"
         )
-    _check_shape(batch_size, seq_len)
-    tokens = batch_size * seq_len
-    out = dict.fromkeys(PARTS, 0)
-    with torch.no_grad():
-        for layer in model.layers:
-            attn = layer.attn
-            if attn.n_heads > 0:  # a 0-head layer skips the whole attention block (only a bias is added)
-                for proj in (attn.qkv_proj, attn.out_proj):
-                    out["attn_proj"] += _weight_macs(proj.weight, tokens, effective)
-                # Scores: [B, H, S, Dh] @ [B, H, Dh, S]; values: [B, H, S, S] @ [B, H, S, Dh].
-                per = batch_size * attn.n_heads * seq_len * seq_len * attn.head_dim
-                out["attn_scores"] += per
-                out["attn_values"] += per
-            if layer.ffn.fc_in.out_features > 0:
-                out["ffn"] += _weight_macs(layer.ffn.fc_in.weight, tokens, effective)
-                out["ffn"] += _weight_macs(layer.ffn.fc_out.weight, tokens, effective)
-        if include_head:
-            if model.head_kind is TaskHead.MLM:
-                out["head"] += _weight_macs(model.mlm_transform.weight, tokens, effective)
-                out["head"] += _weight_macs(model.embed_tokens.weight, tokens, effective)  # tied decoder
-            else:
-                out["head"] += _weight_macs(model.classifier.weight, batch_size, effective)
-    out["total"] = sum(out[k] for k in PARTS)
-    return out
+    check_shape(batch_size, seq_len)
+    return adapter.macs(batch_size, seq_len, effective=effective, include_head=include_head)
 
 
 def forward_macs(

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunebench.models.adapters import find_adapter
 from prunebench.models.batch import Batch
-from prunebench.models.encoder import TransformerEncoder
 
 
 def make_inputs(
@@ -61,19 +61,16 @@ def make_inputs(
 def forward_call(model: nn.Module, batch: Batch, *, include_head: bool = False) -> Callable[[], Any]:
     """The zero-argument call that is timed.
 
-    A :class:`TransformerEncoder` runs ``encode`` only unless ``include_head``: the task head (an MLM
-    projection onto the whole vocabulary) is not pruned and would dilute every speedup. Its attention mask
-    is dropped when nothing is padded (same outputs, less work per forward). Any other module
-    is called as ``module(input_ids, attention_mask)``.
+    A model with an architecture adapter gets the adapter's ``forward_call``: for a prunebench
+    :class:`~prunebench.models.encoder.TransformerEncoder` that runs ``encode`` only unless ``include_head``
+    (the task head, an MLM projection onto the whole vocabulary, is not pruned and would dilute every
+    speedup), with its attention mask dropped when nothing is padded (same outputs, less work per forward).
+    Any other module is called as ``module(input_ids, attention_mask)``.
     """
+    adapter = find_adapter(model)
+    if adapter is not None:
+        return adapter.forward_call(batch, include_head=include_head)
     ids, mask = batch["input_ids"], batch.get("attention_mask")
-    if isinstance(model, TransformerEncoder):
-        # Decided once here, not inside every timed forward: a mask without padding changes nothing, and
-        # without one SDPA skips its per-layer mask conversion (CPU) or can use its fused kernels (CUDA).
-        if mask is not None and bool(mask.all()):
-            mask = None
-        if not include_head:
-            return lambda: model.encode(ids, mask)
     return lambda: model(ids, mask)
 
 

@@ -22,8 +22,8 @@ from prunebench.bench.records import CellResult, LatencyStats
 from prunebench.bench.settings import BenchSettings
 from prunebench.bench.stats import summarize
 from prunebench.bench.timing import measure, pinned_threads, time_paired, timer_for
+from prunebench.models.adapters import find_adapter
 from prunebench.models.batch import Batch
-from prunebench.models.encoder import TransformerEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +33,11 @@ Progress = Callable[[int, int, CellResult], None]
 
 def default_input_fn(models: Iterable[nn.Module], settings: BenchSettings) -> InputFn:
     """Seeded inputs valid for every model (ids drawn below the smallest vocabulary)."""
-    vocabs = [m.config.vocab_size for m in models if isinstance(m, TransformerEncoder)]
+    adapters = [a for a in map(find_adapter, models) if a is not None]
+    vocabs = [a.vocab_size for a in adapters]
     if not vocabs:
-        raise ValueError("pass input_fn: default inputs need at least one prunebench TransformerEncoder")
+        raise ValueError("pass input_fn: default inputs need at least one model with an architecture adapter "
+                         "(e.g. a prunebench TransformerEncoder)")
     vocab = min(vocabs)
 
     def fn(batch_size: int, seq_len: int) -> Batch:
@@ -46,7 +48,7 @@ def default_input_fn(models: Iterable[nn.Module], settings: BenchSettings) -> In
 
 
 def _macs(model: nn.Module, batch_size: int, seq_len: int, include_head: bool) -> tuple[int | None, int | None]:
-    if not isinstance(model, TransformerEncoder):
+    if find_adapter(model) is None:
         return None, None
     dense = forward_macs(model, batch_size, seq_len, include_head=include_head)
     eff = forward_macs(model, batch_size, seq_len, include_head=include_head, effective=True)

@@ -19,7 +19,7 @@ from prunebench.bench.settings import BENCH_PRESETS, bench_settings
 from prunebench.bench.sweep import sweep
 from prunebench.cli.common import console, int_list, positive_int
 from prunebench.errors import PrunebenchError
-from prunebench.models.encoder import TransformerEncoder
+from prunebench.models.adapters import find_adapter
 from prunebench.models.io import load_model
 from prunebench.models.presets import PRESETS, create_model
 
@@ -141,8 +141,9 @@ def run(args: argparse.Namespace) -> int:
         models = {base_name: (base_model, base_folder), name: (model, folder)}
         baseline = base_name
     for label, (m, _) in models.items():
-        limit = getattr(m, "max_positions", None)
-        if isinstance(m, TransformerEncoder) and limit is not None and args.seq_len > limit:
+        adapter = find_adapter(m)
+        limit = None if adapter is None else adapter.max_seq_len
+        if limit is not None and args.seq_len > limit:
             raise ValueError(f"--seq-len {args.seq_len} exceeds {label}'s max_positions {limit}")
     out = console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -1,4 +1,4 @@
-"""``prunebench list {models,...}``: discover what can be chosen by name."""
+"""``prunebench list {models,methods,criteria,schedules,tasks}``: what can be chosen by name, from the registries."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from prunebench.cli.common import console
 from prunebench.cli.prune_cmd import methods_table
 from prunebench.models.config import count_parameters
 from prunebench.models.presets import PRESETS, preset_config
+from prunebench.pruning.criteria import CRITERIA
+from prunebench.pruning.schedule import SCHEDULE_REGISTRY
+from prunebench.tasks.factory import TASKS
 
 
 def _list_models() -> Table:
@@ -26,13 +29,45 @@ def _list_models() -> Table:
     return table
 
 
+def _list_criteria() -> Table:
+    table = Table(title="Pruning criteria (--criterion NAME / PruneSpec(criterion=NAME))")
+    for col in ("name", "scores", "needs", "methods", "description"):
+        table.add_column(col)
+    for name, c in CRITERIA:
+        needs = "labelled calibration batches" if c.needs_labels else "calibration batches" if c.needs_calibration \
+            else "-"
+        table.add_row(name, ", ".join(c.scores), needs, ", ".join(c.methods), c.description)
+    return table
+
+
+def _list_schedules() -> Table:
+    table = Table(title="Sparsity schedules of gradual pruning (--schedule NAME)")
+    for col in ("name", "description"):
+        table.add_column(col)
+    for name, schedule in SCHEDULE_REGISTRY:
+        table.add_row(name, schedule.description)
+    return table
+
+
+def _list_tasks() -> Table:
+    table = Table(title="Tasks (--task SPEC)")
+    for col in ("spec", "description"):
+        table.add_column(col)
+    for _, kind in TASKS:
+        table.add_row(kind.form, kind.description)
+    return table
+
+
 #: What ``prunebench list`` can show; later subsystems add their own entries here.
-LISTINGS: dict[str, Callable[[], Table]] = {"methods": methods_table, "models": _list_models}
+LISTINGS: dict[str, Callable[[], Table]] = {
+    "criteria": _list_criteria, "methods": methods_table, "models": _list_models, "schedules": _list_schedules,
+    "tasks": _list_tasks,
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``list`` subcommand."""
-    p = sub.add_parser("list", help="list models and other named choices")
+    p = sub.add_parser("list", help="list models, methods, criteria, schedules or tasks")
     p.add_argument("what", choices=sorted(LISTINGS), help="what to list")
     p.set_defaults(handler=run)
 

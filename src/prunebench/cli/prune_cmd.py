@@ -27,7 +27,8 @@ from prunebench.pruning import (
     prune_with_plan_,
     save_pruned,
 )
-from prunebench.pruning.spec import ITERATIVE_BASES
+from prunebench.pruning.criteria import CRITERIA
+from prunebench.pruning.spec import GRADUAL_METHOD, ITERATIVE_BASES
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sparsity", type=float, default=None, help="fraction in [0, 1) (nm: fixed by N:M)")
     p.add_argument("--scope", default="layer", help=f"one of: {', '.join(SCOPES)}")
     p.add_argument("--granularity", default="both", help=f"structured: one of {', '.join(GRANULARITIES)}")
-    p.add_argument("--criterion", default=None, help="l1, l2, taylor, wanda, random (default: the method's own)")
+    p.add_argument("--criterion", default=None, help=f"{', '.join(CRITERIA.names())} (default: the method's own)")
     p.add_argument("--steps", type=positive_int, default=1, help="pruning steps (> 1: gradual)")
     p.add_argument("--schedule", default="one_shot", help=f"one of: {', '.join(SCHEDULES)}")
-    p.add_argument("--base-method", default="magnitude", help=f"for --method iterative: {', '.join(ITERATIVE_BASES)}")
+    p.add_argument("--base-method", default="magnitude",
+                   help=f"for --method {GRADUAL_METHOD}: {', '.join(ITERATIVE_BASES)}")
     p.add_argument("--n", type=positive_int, default=2, help="N of N:M (default 2)")
     p.add_argument("--m", type=positive_int, default=4, help="M of N:M (default 4)")
     p.add_argument("--round-to", type=positive_int, default=1, help="structured: kept counts multiples of this")
@@ -96,7 +98,7 @@ def synthetic_calib(model: TransformerEncoder, batches: int, seq_len: int, seed:
 def _spec(args: argparse.Namespace) -> PruneSpec:
     method, base = args.method, args.base_method
     if args.steps > 1 and method in ITERATIVE_BASES:
-        method, base = "iterative", args.method  # "--method structured --steps 4" = gradual structured
+        method, base = GRADUAL_METHOD, args.method  # "--method structured --steps 4" = gradual structured
     return PruneSpec(
         method=method, sparsity=args.sparsity, scope=args.scope, granularity=args.granularity,
         criterion=args.criterion, schedule=args.schedule, steps=args.steps, base_method=base, n=args.n, m=args.m,
@@ -108,10 +110,10 @@ def _table(report: PruneReport, out: Path, calib_note: str) -> Table:
     t = Table(title=f"prunebench prune -> {out}")
     t.add_column("quantity")
     t.add_column("value", justify="right")
-    spec = report.spec
-    detail = spec["base_method"] if report.method == "iterative" else spec.get("granularity")
+    spec, info = report.spec, METHODS.get(report.method)
+    detail = spec["base_method"] if info.gradual else spec.get("granularity")
     t.add_row("method", f"{report.method} ({detail}, {spec['criterion']}, {spec['scope']})"
-              if report.method in ("structured", "iterative") else f"{report.method} ({spec['criterion']})")
+              if info.structured or info.gradual else f"{report.method} ({spec['criterion']})")
     t.add_row("requested sparsity", f"{report.requested_sparsity:.3f}")
     t.add_row("measured sparsity (prunable weights)", f"{report.measured_sparsity:.3f}")
     for kind, frac in (report.group_sparsity or {}).items():

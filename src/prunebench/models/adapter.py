@@ -1,8 +1,10 @@
-"""Architecture knowledge the pruning engine needs, in one place.
+"""The :class:`ArchAdapter` of prunebench's own :class:`TransformerEncoder` (the first implementation).
 
 The pruning algorithms speak of *prunable Linears*, *heads*, *neurons* and *layers*; this adapter says
-where those live in a :class:`TransformerEncoder` and how to zero or physically remove them. Nothing
-in ``prunebench.pruning`` touches ``model.layers[i].attn`` directly.
+where those live in a :class:`TransformerEncoder` and how to zero or physically remove them, and owns the
+encoder's forwards (hidden states, loss, timed call), MAC count and shape manifest. Nothing in
+``prunebench.pruning`` touches ``model.layers[i].attn`` directly; it gets this class from
+:func:`prunebench.models.adapters.adapter_for`.
 
 Groups of one encoder layer (H heads of width Dh, F neurons, D = d_model):
     head h   : rows h*Dh:(h+1)*Dh of each of the q, k and v blocks of qkv_proj (weights and biases)
@@ -13,34 +15,22 @@ Groups of one encoder layer (H heads of width Dh, F neurons, D = d_model):
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from prunebench.models.arch import GROUP_KINDS, check_kind
+from prunebench.models.batch import IGNORE_INDEX, Batch
+from prunebench.models.config import EncoderConfig, TaskHead
+from prunebench.models.edit_ops import head_columns, head_gate, layer_gate, neuron_gate, new_linear, qkv_rows
 from prunebench.models.encoder import EncoderLayer, TransformerEncoder
+from prunebench.models.macs import encoder_macs
 
-#: Group kinds the adapter can score, zero and remove.
-GROUP_KINDS = ("heads", "neurons", "layers")
-
-def _check_kind(kind: str) -> None:
-    if kind not in GROUP_KINDS:
-        raise ValueError(f"unknown group kind {kind!r}; choose from: {', '.join(GROUP_KINDS)}")
-
-
-def _new_linear(weight: torch.Tensor, bias: torch.Tensor | None, requires_grad: bool) -> nn.Linear:
-    """An nn.Linear holding copies of ``weight`` [out, in] and ``bias`` [out], with no random init."""
-    out_f, in_f = weight.shape
-    with warnings.catch_warnings():
-        # A fully removed block gives a zero-sized Linear; torch warns that initializing it is a no-op.
-        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
-        lin = nn.Linear(in_f, out_f, bias=bias is not None, device="meta", dtype=weight.dtype)
-    lin.weight = nn.Parameter(weight.detach().clone(), requires_grad=requires_grad)
-    if bias is not None:
-        lin.bias = nn.Parameter(bias.detach().clone(), requires_grad=requires_grad)
-    return lin
+__all__ = ["GROUP_KINDS", "EncoderAdapter"]
 
 
 class EncoderAdapter:
@@ -50,10 +40,29 @@ class EncoderAdapter:
         model: the encoder; the adapter holds a reference and edits it in place when asked.
     """
 
+    name: ClassVar[str] = "prunebench-encoder"
+
     def __init__(self, model: TransformerEncoder) -> None:
         if not isinstance(model, TransformerEncoder):
             raise ValueError(f"EncoderAdapter needs a TransformerEncoder, got {type(model).__name__}")
         self.model = model
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        """Whether ``model`` is a prunebench :class:`TransformerEncoder`."""
+        return isinstance(model, TransformerEncoder)
+
+    @classmethod
+    def from_manifest(cls, config: dict[str, Any], manifest: dict[str, Any]) -> TransformerEncoder:
+        """An encoder of ``config``; its widths are the config's own (an :class:`EncoderConfig` holds every
+        per-layer width), the manifest's ``layers`` only where the config has none.
+
+        Raises:
+            ValueError / KeyError / TypeError: an invalid config or manifest (io reports it in one line).
+        """
+        if not config.get("layers") and manifest.get("layers"):
+            config = {**config, "layers": manifest["layers"]}
+        return TransformerEncoder(EncoderConfig.from_dict(config))
 
     # ----------------------------------------------------------------------------------------- lookup
     @property
@@ -61,13 +70,23 @@ class EncoderAdapter:
         """Encoder layers currently present."""
         return len(self.model.layers)
 
+    @property
+    def vocab_size(self) -> int:
+        """Size of the token vocabulary."""
+        return self.model.embed_tokens.num_embeddings
+
+    @property
+    def max_seq_len(self) -> int:
+        """Longest sequence the learned position table covers."""
+        return self.model.max_positions
+
     def layer(self, index: int) -> EncoderLayer:
         """Encoder layer ``index``."""
         return self.model.layers[index]
 
     def group_count(self, kind: str, layer: int | None = None) -> int:
         """Heads or neurons of ``layer``; for ``"layers"`` the number of layers."""
-        _check_kind(kind)
+        check_kind(kind)
         if kind == "layers":
             return self.n_layers
         assert layer is not None, "heads and neurons are counted per layer"
@@ -111,13 +130,25 @@ class EncoderAdapter:
         old = cls.layer_of(name)
         return cls.layer_prefix(new_index) + name[len(cls.layer_prefix(old)):]
 
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the layers and the final LayerNorm (what "encoder params" counts)."""
+        return [*self.model.layers.parameters(), *self.model.final_norm.parameters()]
+
+    def config_dict(self) -> dict[str, Any]:
+        """``EncoderConfig.to_dict()`` of the model as it is now (per-layer widths included)."""
+        return self.model.config.to_dict()
+
+    def shape_manifest(self) -> dict[str, Any]:
+        """``{"layers": [{"n_heads", "head_dim", "d_ff"}, ...]}``: the current per-layer widths."""
+        return {"layers": self.config_dict()["layers"]}
+
     # ---------------------------------------------------------------------------------- group weights
     def group_weights(self, kind: str, layer: int) -> list[torch.Tensor]:
         """Weights of every group of ``kind`` in ``layer``, each laid out as [groups, elements-per-group].
 
         For ``"layers"`` one row holds the whole layer, so norms over the last dimension are group norms.
         """
-        _check_kind(kind)
+        check_kind(kind)
         block = self.layer(layer)
         if kind == "heads":
             H, Dh, D = block.attn.n_heads, block.attn.head_dim, block.attn.qkv_proj.in_features
@@ -134,7 +165,7 @@ class EncoderAdapter:
     @torch.no_grad()
     def zero_groups_(self, kind: str, layer: int, groups: Sequence[int]) -> None:
         """Zero the weights of ``groups`` (head or neuron indices) of ``layer``; the masked reference."""
-        _check_kind(kind)
+        check_kind(kind)
         idx = torch.as_tensor(list(groups), dtype=torch.long)
         if kind == "layers":
             raise ValueError("use zero_layer_ to zero a whole layer")
@@ -142,8 +173,8 @@ class EncoderAdapter:
             return
         block = self.layer(layer)
         if kind == "heads":
-            cols = _head_columns(idx, block.attn.head_dim)
-            rows = _qkv_rows(cols, block.attn.n_heads * block.attn.head_dim)
+            cols = head_columns(idx, block.attn.head_dim)
+            rows = qkv_rows(cols, block.attn.n_heads * block.attn.head_dim)
             block.attn.qkv_proj.weight[rows] = 0.0
             block.attn.qkv_proj.bias[rows] = 0.0
             block.attn.out_proj.weight[:, cols] = 0.0
@@ -165,23 +196,23 @@ class EncoderAdapter:
     # ----------------------------------------------------------------------------------------- shrink
     def keep_groups_(self, kind: str, layer: int, keep: Sequence[int]) -> None:
         """Physically keep only ``keep`` (sorted head or neuron indices) of ``layer``; the rest are removed."""
-        _check_kind(kind)
+        check_kind(kind)
         if kind == "layers":
             raise ValueError("use keep_layers_ to remove whole layers")
         block = self.layer(layer)
         idx = torch.as_tensor(sorted(keep), dtype=torch.long)
         if kind == "heads":
-            cols = _head_columns(idx, block.attn.head_dim)
-            rows = _qkv_rows(cols, block.attn.n_heads * block.attn.head_dim)
+            cols = head_columns(idx, block.attn.head_dim)
+            rows = qkv_rows(cols, block.attn.n_heads * block.attn.head_dim)
             old = block.attn.qkv_proj
             # n_heads is derived from qkv_proj, so the layer's head count and config follow automatically.
-            block.attn.qkv_proj = _new_linear(old.weight[rows], old.bias[rows], old.weight.requires_grad)
+            block.attn.qkv_proj = new_linear(old.weight[rows], old.bias[rows], old.weight.requires_grad)
             old = block.attn.out_proj
-            block.attn.out_proj = _new_linear(old.weight[:, cols], old.bias, old.weight.requires_grad)
+            block.attn.out_proj = new_linear(old.weight[:, cols], old.bias, old.weight.requires_grad)
         else:
             old_in, old_out = block.ffn.fc_in, block.ffn.fc_out
-            block.ffn.fc_in = _new_linear(old_in.weight[idx], old_in.bias[idx], old_in.weight.requires_grad)
-            block.ffn.fc_out = _new_linear(old_out.weight[:, idx], old_out.bias, old_out.weight.requires_grad)
+            block.ffn.fc_in = new_linear(old_in.weight[idx], old_in.bias[idx], old_in.weight.requires_grad)
+            block.ffn.fc_out = new_linear(old_out.weight[:, idx], old_out.bias, old_out.weight.requires_grad)
 
     def keep_layers_(self, keep: Sequence[int]) -> None:
         """Keep only the layers ``keep`` (in their original order); at least one must remain."""
@@ -198,57 +229,74 @@ class EncoderAdapter:
         ``dLoss/dgate`` is the first-order (Taylor) importance of the group. Yields one gate tensor per
         layer ([H], [F] or [1]); the hooks are removed on exit, even after an error.
         """
-        _check_kind(kind)
+        check_kind(kind)
         handles = []
         gates: list[torch.Tensor] = []
         try:
             for i in range(self.n_layers):
                 block = self.layer(i)
-                dtype = block.norm1.weight.dtype
-                device = block.norm1.weight.device
+                dtype, device = block.norm1.weight.dtype, block.norm1.weight.device
                 g = torch.ones(self.group_count(kind, i) if kind != "layers" else 1, device=device, dtype=dtype)
                 g.requires_grad_(True)
                 gates.append(g)
                 if kind == "heads":
-                    Dh = block.attn.head_dim
-                    handles.append(block.attn.out_proj.register_forward_pre_hook(_head_gate(g, Dh)))
+                    handles.append(block.attn.out_proj.register_forward_pre_hook(head_gate(g, block.attn.head_dim)))
                 elif kind == "neurons":
-                    handles.append(block.ffn.fc_out.register_forward_pre_hook(_neuron_gate(g)))
+                    handles.append(block.ffn.fc_out.register_forward_pre_hook(neuron_gate(g)))
                 else:
-                    handles.append(block.register_forward_hook(_layer_gate(g)))
+                    handles.append(block.register_forward_hook(layer_gate(g)))
             yield gates
         finally:
             for h in handles:
                 h.remove()
 
+    # --------------------------------------------------------------------------------------- forwards
+    def hidden_states(self, batch: Batch) -> torch.Tensor:
+        """``model.encode``: final hidden states [B, S, D]."""
+        return self.model.encode(batch["input_ids"], batch.get("attention_mask"))
 
-def _head_columns(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
-    """Columns of out_proj (= rows of each q/k/v block) that belong to ``heads``: [len(heads) * Dh]."""
-    return (heads[:, None] * head_dim + torch.arange(head_dim)[None, :]).reshape(-1)
+    def outputs(self, batch: Batch) -> torch.Tensor:
+        """The head's logits: [B, S, V] (MLM) or [B, C] (classification)."""
+        return self.model(batch["input_ids"], batch.get("attention_mask"))
 
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Cross-entropy of the model's head on a labelled batch (scalar).
 
-def _qkv_rows(cols: torch.Tensor, inner: int) -> torch.Tensor:
-    """The same heads' rows of the fused qkv_proj: the q, k and v blocks are ``inner = H*Dh`` rows apart."""
-    return torch.cat([cols, cols + inner, cols + 2 * inner])  # [3 * len(cols)]
+        For MLM, logits are computed only at labelled positions: the vocabulary projection is by far the
+        largest matmul of a small encoder, and the other 85% of positions carry no loss.
 
+        Raises:
+            ValueError: the batch has no ``labels``.
+        """
+        if "labels" not in batch:
+            raise ValueError("this batch has no 'labels'; a task loss needs labelled batches")
+        model = self.model
+        hidden = self.hidden_states(batch)  # [B, S, D]
+        labels = batch["labels"]
+        if model.head_kind is TaskHead.MLM:
+            where = labels != IGNORE_INDEX  # [B, S]
+            logits = model.mlm_logits(hidden[where])  # [N, V]
+            return F.cross_entropy(logits, labels[where])
+        logits = model.classify(hidden, batch.get("attention_mask"))  # [B, C]
+        return F.cross_entropy(logits, labels)
 
-def _head_gate(g: torch.Tensor, head_dim: int):
-    def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return (args[0] * g.repeat_interleave(head_dim),)  # [B, S, H*Dh] * [H*Dh]
+    def forward_call(self, batch: Batch, *, include_head: bool = False) -> Callable[[], Any]:
+        """``encode`` only unless ``include_head`` (the MLM head is not pruned and would dilute every speedup).
 
-    return hook
+        The attention mask is dropped when nothing is padded: decided once here, not inside every timed
+        forward; a mask without padding changes nothing, and without one SDPA skips its per-layer mask
+        conversion (CPU) or can use its fused kernels (CUDA).
+        """
+        model = self.model
+        ids, mask = batch["input_ids"], batch.get("attention_mask")
+        if mask is not None and bool(mask.all()):
+            mask = None
+        if not include_head:
+            return lambda: model.encode(ids, mask)
+        return lambda: model(ids, mask)
 
-
-def _neuron_gate(g: torch.Tensor):
-    def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return (args[0] * g,)  # [B, S, F] * [F]
-
-    return hook
-
-
-def _layer_gate(g: torch.Tensor):
-    def hook(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
-        x = args[0]  # [B, S, D] layer input
-        return x + g * (out - x)  # gate scales the layer's whole residual update
-
-    return hook
+    # ------------------------------------------------------------------------------------------- cost
+    def macs(self, batch_size: int, seq_len: int, *, effective: bool = False,
+             include_head: bool = False) -> dict[str, int]:
+        """MACs by part (:data:`prunebench.models.macs.PARTS` and ``total``) from the actual widths."""
+        return encoder_macs(self.model, batch_size, seq_len, effective=effective, include_head=include_head)

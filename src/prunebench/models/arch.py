@@ -9,6 +9,9 @@ rebuilt from. Nothing outside an adapter touches ``model.layers[i].attn`` (or an
 Adapters are registered by name in :data:`ADAPTERS` (see :mod:`prunebench.models.adapters`), and
 :func:`prunebench.models.adapters.adapter_for` picks the one whose :meth:`ArchAdapter.matches` accepts a
 model. Group kinds are ``heads``, ``neurons`` and ``layers``.
+
+Qualified names (``prunable_linears`` keys) are the model's own ``named_modules`` names, so plans, reports
+and fine-tuning masks speak of the same modules; heads and neurons are numbered per layer from 0.
 """
 
 from __future__ import annotations
@@ -49,10 +52,29 @@ class ArchAdapter(Protocol):
         """Whether this adapter understands ``model`` (checked by type, never by a name string)."""
         ...
 
+    @classmethod
+    def from_manifest(cls, config: dict[str, Any], manifest: dict[str, Any]) -> nn.Module:
+        """A model with freshly initialized weights and exactly the widths of ``manifest``.
+
+        ``config`` is what :meth:`config_dict` returned and ``manifest`` what :meth:`shape_manifest` returned
+        when the model was saved; io loads the saved tensors into the result, so it needs no concrete class.
+        """
+        ...
+
     # ----------------------------------------------------------------------------------------- lookup
     @property
     def n_layers(self) -> int:
         """Encoder layers currently present."""
+        ...
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the token vocabulary (benchmark inputs draw ids below it)."""
+        ...
+
+    @property
+    def max_seq_len(self) -> int | None:
+        """Longest sequence the model accepts (None: no limit)."""
         ...
 
     def group_count(self, kind: str, layer: int | None = None) -> int:
@@ -118,8 +140,16 @@ class ArchAdapter(Protocol):
         """Scalar task loss of ``batch`` (labels required): what Taylor scores and fine-tuning use."""
         ...
 
+    def outputs(self, batch: Batch) -> torch.Tensor:
+        """The task head's output tensor (logits) on ``batch``: what fidelity and reload checks compare."""
+        ...
+
     def forward_call(self, batch: Batch, *, include_head: bool = False) -> Callable[[], Any]:
-        """A zero-argument callable running the forward a user would time (the model called as users do)."""
+        """A zero-argument callable running the forward a user would time (the model called as users do).
+
+        Decisions that do not depend on the weights (e.g. dropping an attention mask without padding) are
+        taken here, once, not inside every timed call.
+        """
         ...
 
     # ------------------------------------------------------------------------------------- cost + io
@@ -132,5 +162,8 @@ class ArchAdapter(Protocol):
         ...
 
     def shape_manifest(self) -> dict[str, Any]:
-        """Per-layer widths (heads, neurons, kept layers) a saved pruned model is rebuilt from."""
+        """Per-layer widths (heads, neurons, kept layers) a saved pruned model is rebuilt from.
+
+        JSON-ready; :meth:`from_manifest` is its inverse (together with :meth:`config_dict`).
+        """
         ...

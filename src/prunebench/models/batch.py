@@ -11,32 +11,23 @@ all use this one format, so none of them needs to import another's internals.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
-from prunebench.models.config import TaskHead
-from prunebench.models.encoder import TransformerEncoder
+import torch
+
+if TYPE_CHECKING:
+    from torch import nn
 
 Batch = dict[str, torch.Tensor]
 IGNORE_INDEX = -100
 
 
-def task_loss(model: TransformerEncoder, batch: Batch) -> torch.Tensor:
-    """Cross-entropy of the model's head on a labelled batch (scalar).
-
-    For MLM, logits are computed only at labelled positions: the vocabulary projection is by far the
-    largest matmul of a small encoder, and the other 85% of positions carry no loss.
+def task_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Scalar task loss of ``model`` on a labelled batch: its adapter's ``loss`` (see ``ArchAdapter.loss``).
 
     Raises:
-        ValueError: the batch has no ``labels``.
+        ValueError: the batch has no ``labels``, or no adapter understands ``model``.
     """
-    if "labels" not in batch:
-        raise ValueError("this batch has no 'labels'; a task loss needs labelled batches")
-    hidden = model.encode(batch["input_ids"], batch.get("attention_mask"))  # [B, S, D]
-    labels = batch["labels"]
-    if model.head_kind is TaskHead.MLM:
-        where = labels != IGNORE_INDEX  # [B, S]
-        logits = model.mlm_logits(hidden[where])  # [N, V]
-        return F.cross_entropy(logits, labels[where])
-    logits = model.classify(hidden, batch.get("attention_mask"))  # [B, C]
-    return F.cross_entropy(logits, labels)
+    from prunebench.models.adapters import adapter_for  # the adapters import this module's Batch
+
+    return adapter_for(model).loss(batch)

@@ -1,7 +1,10 @@
-"""Save and load encoders as ``model.safetensors`` + ``config.json``; never pickle.
+"""Save and load models as ``model.safetensors`` + ``config.json``; never pickle.
 
-The config holds every per-layer width, so a physically pruned model reloads as the same smaller model.
-Loading checks the file against the config tensor by tensor and reports the first problem in one line.
+``config.json`` names the model's architecture adapter (``adapter``) and holds its ``config_dict()`` and
+``shape_manifest()`` (every per-layer width), so a physically pruned model reloads as the same smaller
+model: loading asks the named adapter class to rebuild an empty model from them (``from_manifest``) and
+checks the file against it tensor by tensor, reporting the first problem in one line. Files written before
+the adapter seam (no ``adapter`` key) are prunebench encoders whose config holds the widths.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from prunebench._version import __version__
 from prunebench.errors import CheckpointError
+from prunebench.models.adapter import EncoderAdapter
+from prunebench.models.adapters import adapter_class, adapter_for
 from prunebench.models.config import EncoderConfig
-from prunebench.models.encoder import TransformerEncoder
 
 FORMAT = "prunebench-model"
 SCHEMA_VERSION = 1
@@ -25,17 +30,18 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
 
-def save_model(model: TransformerEncoder, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to ``directory`` (created if needed).
 
     Args:
-        model: the encoder; its current (possibly shrunk) architecture is what gets recorded.
+        model: any model an adapter understands; its current (possibly shrunk) architecture is recorded.
         directory: target folder.
         metadata: optional JSON-ready extras stored under ``"metadata"`` (provenance, pruning report, ...).
 
     Returns:
         The folder path.
     """
+    adapter = adapter_for(model)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -46,7 +52,9 @@ def save_model(model: TransformerEncoder, directory: str | Path, metadata: dict[
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "prunebench_version": __version__,
-        "config": model.config.to_dict(),
+        "adapter": adapter.name,
+        "config": adapter.config_dict(),
+        "shape_manifest": adapter.shape_manifest(),
         "metadata": metadata or {},
     }
     tmp_config = out / (CONFIG_FILE + ".tmp")
@@ -56,11 +64,8 @@ def save_model(model: TransformerEncoder, directory: str | Path, metadata: dict[
     return out
 
 
-def read_config(directory: str | Path) -> tuple[EncoderConfig, dict[str, Any]]:
-    """Read and validate ``config.json`` of a saved model.
-
-    Returns:
-        The architecture and the stored metadata dict.
+def read_document(directory: str | Path) -> dict[str, Any]:
+    """Read ``config.json`` of a saved model and check its format and schema version.
 
     Raises:
         CheckpointError: the folder or file is missing, not JSON, or not a prunebench model.
@@ -82,8 +87,25 @@ def read_config(directory: str | Path) -> tuple[EncoderConfig, dict[str, Any]]:
         raise CheckpointError(
             f"{path} has schema_version {version!r}; this prunebench reads up to {SCHEMA_VERSION}"
         )
+    return doc
+
+
+def read_config(directory: str | Path) -> tuple[EncoderConfig, dict[str, Any]]:
+    """Read and validate ``config.json`` of a saved prunebench encoder.
+
+    Returns:
+        The architecture (with the saved per-layer widths) and the stored metadata dict.
+
+    Raises:
+        CheckpointError: the folder or file is missing, not JSON, not a prunebench model, or not an encoder.
+    """
+    doc = read_document(directory)
+    path = Path(directory) / CONFIG_FILE
+    name = doc.get("adapter", EncoderAdapter.name)
+    if name != EncoderAdapter.name:
+        raise CheckpointError(f"{path} holds a {name!r} model, not a prunebench encoder; use load_model")
     try:
-        config = EncoderConfig.from_dict(doc["config"])
+        config = EncoderAdapter.from_manifest(doc["config"], doc.get("shape_manifest") or {}).config
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} holds an invalid architecture: {exc}") from None
     return config, dict(doc.get("metadata") or {})
@@ -105,15 +127,32 @@ def _fuse_legacy_qkv(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
-def load_model(directory: str | Path, device: str | torch.device = "cpu") -> TransformerEncoder:
+def _rebuild(folder: Path, doc: dict[str, Any]) -> nn.Module:
+    """An empty model of the saved architecture, built by the adapter class the file names."""
+    path = folder / CONFIG_FILE
+    try:
+        cls = adapter_class(doc.get("adapter", EncoderAdapter.name))
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    try:
+        return cls.from_manifest(doc["config"], doc.get("shape_manifest") or {})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} holds an invalid architecture: {exc}") from None
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the exact architecture saved in ``directory`` and load its weights.
+
+    Returns:
+        The model in eval mode on ``device`` (a ``TransformerEncoder`` for prunebench's own encoder).
 
     Raises:
         CheckpointError: with a one-line reason (missing file, truncated file, missing or unexpected
             tensor, or a tensor whose shape differs from the config's).
     """
     folder = Path(directory)
-    config, _ = read_config(folder)
+    doc = read_document(folder)
+    model = _rebuild(folder, doc)  # a bad architecture is reported before the weights are read
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():
         raise CheckpointError(f"{folder} has no {WEIGHTS_FILE}")
@@ -122,7 +161,6 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Tra
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path} is corrupted or truncated ({exc})") from None
     tensors = _fuse_legacy_qkv(tensors)
-    model = TransformerEncoder(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     if missing:

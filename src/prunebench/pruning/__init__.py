@@ -4,26 +4,31 @@ Typical use::
 
     spec = PruneSpec(method="structured", sparsity=0.5, granularity="both")
     report = prune_(model, spec)            # in place; report.to_dict() is JSON
-    p = plan_pruning(fresh_model, spec)             # pure; p.to_dict() replays via PrunePlan.from_dict + apply_plan_
+    p = plan_pruning(fresh_model, spec)     # pure; p.to_dict() replays via PrunePlan.from_dict + apply_plan_
 """
 
 from prunebench.pruning.apply import MATERIALIZATIONS, apply_plan_
+from prunebench.pruning.criteria import CRITERIA, Criterion, register_criterion
 from prunebench.pruning.engine import plan_pruning, prune_, prune_with_plan_
-from prunebench.pruning.methods import OnStep
+from prunebench.pruning.methods import PLANNERS, OnStep
 from prunebench.pruning.persist import PLAN_FILE, REPORT_FILE, save_pruned
 from prunebench.pruning.plan import PrunePlan
 from prunebench.pruning.prune_report import ModuleRow, PruneReport, check_fidelity
-from prunebench.pruning.schedule import schedule_values, sparsity_at
-from prunebench.pruning.spec import GRANULARITIES, METHODS, SCHEDULES, SCOPES, MethodInfo, PruneSpec
+from prunebench.pruning.schedule import SCHEDULE_REGISTRY, SCHEDULES, schedule_values, sparsity_at
+from prunebench.pruning.spec import GRANULARITIES, METHODS, SCOPES, MethodInfo, PruneSpec
 
 __all__ = [
+    "CRITERIA",
     "GRANULARITIES",
     "MATERIALIZATIONS",
     "METHODS",
+    "PLANNERS",
     "PLAN_FILE",
     "REPORT_FILE",
     "SCHEDULES",
+    "SCHEDULE_REGISTRY",
     "SCOPES",
+    "Criterion",
     "MethodInfo",
     "ModuleRow",
     "OnStep",
@@ -35,6 +40,7 @@ __all__ = [
     "plan_pruning",
     "prune_",
     "prune_with_plan_",
+    "register_criterion",
     "save_pruned",
     "schedule_values",
     "sparsity_at",

@@ -3,16 +3,17 @@
 ``zeros``  the chosen weights (or the chosen groups' weights) are set to exactly 0 in place; the model keeps
            its shape. This is the masked reference every other materialization is checked against.
 ``shrink`` structured plans only: heads, neurons and layers are physically removed through the adapter,
-           so the model is an ordinary, smaller ``TransformerEncoder``.
+           so the model is an ordinary, smaller model of its own class.
 No hooks, parametrizations or ``weight_orig`` tensors are ever installed: masks are applied directly.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from prunebench.models.adapter import EncoderAdapter
-from prunebench.models.encoder import TransformerEncoder
+from prunebench.models.adapters import as_adapter
+from prunebench.models.arch import ArchAdapter
 from prunebench.pruning.plan import PrunePlan
 
 MATERIALIZATIONS = ("default", "zeros", "shrink")
@@ -30,11 +31,11 @@ def resolve_materialization(plan: PrunePlan, materialize: str) -> str:
 
 
 @torch.no_grad()
-def apply_plan_(model: TransformerEncoder, plan: PrunePlan, materialize: str = "default") -> str:
+def apply_plan_(model: nn.Module | ArchAdapter, plan: PrunePlan, materialize: str = "default") -> str:
     """Apply ``plan`` to ``model`` in place.
 
     Args:
-        model: a model with the architecture the plan was computed for (checked).
+        model: a model (or its adapter) with the architecture the plan was computed for (checked).
         plan: from :func:`prunebench.pruning.plan` or ``PrunePlan.from_dict``.
         materialize: ``default`` (shrink structured plans, zero unstructured ones), ``zeros`` or ``shrink``.
 
@@ -45,8 +46,8 @@ def apply_plan_(model: TransformerEncoder, plan: PrunePlan, materialize: str = "
         ValueError: unknown materialization, shrinking an unstructured plan, or an architecture mismatch.
     """
     how = resolve_materialization(plan, materialize)
-    plan.check_model(model)
-    adapter = EncoderAdapter(model)
+    adapter = as_adapter(model)
+    plan.check_model(adapter)
     linears = adapter.prunable_linears()
     for name, mask in plan.masks.items():
         if name not in linears:

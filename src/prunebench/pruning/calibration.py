@@ -13,8 +13,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from prunebench.models.adapters import as_adapter
+from prunebench.models.arch import ArchAdapter
 from prunebench.models.batch import Batch
-from prunebench.models.encoder import TransformerEncoder
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +62,18 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
 
 @torch.no_grad()
 def input_sq_norms(
-    model: TransformerEncoder, linears: dict[str, nn.Linear], calib: Sequence[Batch]
+    model: ArchAdapter | nn.Module, linears: dict[str, nn.Linear], calib: Sequence[Batch]
 ) -> dict[str, torch.Tensor]:
     """Sum over calibration tokens of each input feature's square, per Linear: name -> [in_features].
+
+    ``model`` is a model or its adapter; the batches run through the adapter's ``hidden_states``.
 
     Padding positions are excluded (weighted by the attention mask): they are not real text, and a
     padded batch would otherwise bias the statistics toward the pad embedding.
     """
     batches = check_calib(calib, purpose="activation statistics")
+    adapter = as_adapter(model)
+    model = adapter.model
     device = model_device(model)
     sums = {name: torch.zeros(lin.in_features, device=device, dtype=torch.float64) for name, lin in linears.items()}
     current: dict[str, torch.Tensor | None] = {"mask": None}  # the running batch's mask, read by the hooks
@@ -93,7 +98,7 @@ def input_sq_norms(
             for batch in batches:
                 b = to_device(batch, device)
                 current["mask"] = b.get("attention_mask")
-                model.encode(b["input_ids"], b.get("attention_mask"))
+                adapter.hidden_states(b)
     finally:
         for h in handles:
             h.remove()

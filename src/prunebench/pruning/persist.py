@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prunebench.models import TransformerEncoder, save_model
+from torch import nn
+
+from prunebench.models.io import save_model
 from prunebench.pruning.plan import PrunePlan
 from prunebench.pruning.prune_report import PruneReport
 
@@ -15,7 +17,7 @@ REPORT_FILE = "prune_report.json"
 
 
 def save_pruned(
-    model: TransformerEncoder, directory: str | Path, plan: PrunePlan, report: PruneReport,
+    model: nn.Module, directory: str | Path, plan: PrunePlan, report: PruneReport,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` (loadable with ``load_model``), ``plan.json`` (replays on the original model) and

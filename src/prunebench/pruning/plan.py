@@ -8,14 +8,16 @@ computed from, or to a fresh copy of the same architecture. Unstructured masks a
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from prunebench.models.config import EncoderConfig
-from prunebench.models.encoder import TransformerEncoder
+from prunebench.models.adapters import as_adapter
+from prunebench.models.arch import ArchAdapter
 from prunebench.pruning.spec import PruneSpec
 from prunebench.serde import check_schema_version, reject_unknown
 
@@ -42,13 +44,20 @@ def decode_mask(data: dict[str, Any]) -> torch.Tensor:
     return torch.from_numpy(bits[:count].astype(bool)).reshape(shape)
 
 
+def _brief(value: Any) -> str:
+    """A config value in one short line (per-layer dicts as tuples of their values)."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return str([tuple(v.values()) for v in value])
+    return repr(value)
+
+
 @dataclass
 class PrunePlan:
     """What a pruning run removes, independent of how it is materialized.
 
     Attributes:
         spec: the request the plan answers.
-        config: architecture (``EncoderConfig.to_dict()``) of the model the plan applies to.
+        config: architecture (the adapter's ``config_dict()``) of the model the plan applies to.
         masks: unstructured plans: keep-mask (bool, weight-shaped) per prunable Linear name.
         heads: structured plans: kept head indices per original layer index.
         neurons: structured plans: kept FFN neuron indices per original layer index.
@@ -69,14 +78,16 @@ class PrunePlan:
         """Whether the plan removes whole groups (and so can be physically shrunk)."""
         return bool(self.heads or self.neurons or self.layers is not None)
 
-    def check_model(self, model: TransformerEncoder) -> None:
-        """Raise a one-line ValueError unless ``model`` has the architecture the plan was made for."""
-        expected = EncoderConfig.from_dict(self.config)
-        if model.config != expected:
+    def check_model(self, model: nn.Module | ArchAdapter) -> None:
+        """Raise a one-line ValueError unless ``model`` (or adapter) has the architecture the plan was made for."""
+        # Both sides through JSON: a plan read from disk holds lists where a live config may hold tuples.
+        expected = json.loads(json.dumps(self.config))
+        actual = json.loads(json.dumps(as_adapter(model).config_dict()))
+        if actual != expected:
+            key = next(k for k in sorted(set(expected) | set(actual)) if expected.get(k) != actual.get(k))
             raise ValueError(
-                "this plan was computed for a different architecture "
-                f"(layers {[tuple(vars(x).values()) for x in expected.layers]}, "
-                f"model has {[tuple(vars(x).values()) for x in model.config.layers]})"
+                f"this plan was computed for a different architecture ({key} {_brief(expected.get(key))}, "
+                f"model has {_brief(actual.get(key))})"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,11 +10,11 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
+from torch import nn
 
-from prunebench.bench.flops import forward_macs
-from prunebench.models.adapter import EncoderAdapter
+from prunebench.models.adapters import as_adapter
+from prunebench.models.arch import ArchAdapter
 from prunebench.models.batch import Batch
-from prunebench.models.encoder import TransformerEncoder
 from prunebench.pruning.calibration import evaluation_mode, model_device, to_device
 from prunebench.pruning.plan import PrunePlan
 from prunebench.serde import check_schema_version, reject_unknown
@@ -95,17 +95,22 @@ class PruneReport:
         return cls(**d)
 
 
-def _encoder_params(model: TransformerEncoder) -> int:
-    return sum(p.numel() for p in model.layers.parameters()) + sum(p.numel() for p in model.final_norm.parameters())
+def _encoder_params(adapter: ArchAdapter) -> int:
+    return sum(p.numel() for p in adapter.encoder_parameters())
 
 
-def _ref_seq(model: TransformerEncoder) -> int:
-    return min(REFERENCE_SEQ, model.max_positions)
+def _ref_seq(adapter: ArchAdapter) -> int:
+    limit = adapter.max_seq_len
+    return REFERENCE_SEQ if limit is None else min(REFERENCE_SEQ, limit)
 
 
-def live_groups(model: TransformerEncoder) -> dict[str, int]:
+def _macs(adapter: ArchAdapter, effective: bool = False) -> int:
+    return adapter.macs(REFERENCE_BATCH, _ref_seq(adapter), effective=effective)["total"]
+
+
+def live_groups(model: nn.Module | ArchAdapter) -> dict[str, int]:
     """Heads, neurons and layers that still carry a non-zero weight (shrunk or zeroed ones do not)."""
-    adapter = EncoderAdapter(model)
+    adapter = as_adapter(model)
     out = {"heads": 0, "neurons": 0, "layers": 0}
     for i in range(adapter.n_layers):
         for kind in ("heads", "neurons"):
@@ -117,37 +122,38 @@ def live_groups(model: TransformerEncoder) -> dict[str, int]:
     return out
 
 
-def snapshot(model: TransformerEncoder, groups: bool = True) -> Snapshot:
+def snapshot(model: nn.Module | ArchAdapter, groups: bool = True) -> Snapshot:
     """Record what the report compares against, before pruning (``groups``: count live heads etc. too)."""
-    linears = EncoderAdapter(model).prunable_linears()
+    adapter = as_adapter(model)
+    linears = adapter.prunable_linears()
     return Snapshot(
         shapes={n: tuple(lin.weight.shape) for n, lin in linears.items()},
         params={n: sum(p.numel() for p in lin.parameters()) for n, lin in linears.items()},
-        params_total=sum(p.numel() for p in model.parameters()),
-        params_encoder=_encoder_params(model),
-        groups=live_groups(model) if groups else {},
-        macs=forward_macs(model, REFERENCE_BATCH, _ref_seq(model)),
+        params_total=sum(p.numel() for p in adapter.model.parameters()),
+        params_encoder=_encoder_params(adapter),
+        groups=live_groups(adapter) if groups else {},
+        macs=_macs(adapter),
     )
 
 
 def build_prune_report(
-    before: Snapshot, model: TransformerEncoder, plan: PrunePlan, materialization: str,
+    before: Snapshot, model: nn.Module | ArchAdapter, plan: PrunePlan, materialization: str,
     wall_seconds: float, callback_seconds: float = 0.0,
 ) -> PruneReport:
-    """Measure the pruned ``model`` against ``before`` and assemble the report."""
+    """Measure the pruned ``model`` (or its adapter) against ``before`` and assemble the report."""
     spec = plan.spec
-    linears = EncoderAdapter(model).prunable_linears()
+    adapter = as_adapter(model)
+    linears = adapter.prunable_linears()
     shrunk_layers = materialization == "shrunk" and plan.layers is not None
     new_index = {old: new for new, old in enumerate(plan.layers)} if shrunk_layers else None
-    per_module = spec.effective_method in ("wanda", "nm") or (spec.effective_method == "magnitude"
-                                                              and spec.scope == "layer")
+    per_module = spec.per_module_target
     rows, removed_total, weights_total, zero_after = [], 0, 0, 0
     for name, shape in before.shapes.items():
         numel = int(torch.Size(shape).numel())
         current = name
         if new_index is not None:
-            layer = EncoderAdapter.layer_of(name)
-            current = EncoderAdapter.rename_layer(name, new_index[layer]) if layer in new_index else None
+            layer = adapter.layer_of(name)
+            current = adapter.rename_layer(name, new_index[layer]) if layer in new_index else None
         lin = linears.get(current) if current is not None else None
         if lin is None:
             nonzero, shape_after, params_after = 0, None, 0
@@ -162,22 +168,22 @@ def build_prune_report(
             params_after=params_after, requested_sparsity=spec.sparsity if per_module else None,
             measured_sparsity=(numel - nonzero) / numel if numel else 0.0,
         ))
-    enc_after = _encoder_params(model)
+    enc_after = _encoder_params(adapter)
     group_sparsity = None
     if plan.structured and before.groups:
-        after = live_groups(model)
+        after = live_groups(adapter)
         group_sparsity = {k: 1.0 - after[k] / before.groups[k] for k in after if before.groups[k] > 0}
-    seq = _ref_seq(model)
+    seq = _ref_seq(adapter)
     return PruneReport(
         method=spec.method, spec=spec.to_dict(), requested_sparsity=spec.sparsity,
         measured_sparsity=removed_total / weights_total if weights_total else 0.0,
         materialization=materialization, modules=tuple(rows),
         params_before={"total": before.params_total, "encoder": before.params_encoder},
-        params_after={"total": sum(p.numel() for p in model.parameters()), "encoder": enc_after},
+        params_after={"total": sum(p.numel() for p in adapter.model.parameters()), "encoder": enc_after},
         encoder_fraction_removed=(before.params_encoder - enc_after + zero_after) / before.params_encoder,
         group_sparsity=group_sparsity, macs_before=before.macs,
-        macs_after=forward_macs(model, REFERENCE_BATCH, seq),
-        macs_after_effective=forward_macs(model, REFERENCE_BATCH, seq, effective=True),
+        macs_after=_macs(adapter),
+        macs_after_effective=_macs(adapter, effective=True),
         reference_shape={"batch_size": REFERENCE_BATCH, "seq_len": seq}, schedule=tuple(plan.schedule),
         wall_seconds=wall_seconds, callback_seconds=callback_seconds,
     )
@@ -185,18 +191,20 @@ def build_prune_report(
 
 @torch.no_grad()
 def check_fidelity(
-    masked_model: TransformerEncoder, materialized_model: TransformerEncoder, batch: Batch, atol: float = 1e-5
+    masked_model: nn.Module | ArchAdapter, materialized_model: nn.Module | ArchAdapter, batch: Batch,
+    atol: float = 1e-5,
 ) -> dict[str, Any]:
     """Compare the masked reference and the materialized model on one batch (run before any timing).
 
     Returns:
-        ``{"max_abs_diff": float, "ok": bool, "atol": float}`` over the head's outputs.
+        ``{"max_abs_diff": float, "ok": bool, "atol": float}`` over the head's outputs (adapter ``outputs``).
     """
     outs = []
     for model in (masked_model, materialized_model):
-        b = to_device(batch, model_device(model))
-        with evaluation_mode(model):
-            outs.append(model(b["input_ids"], b.get("attention_mask")).float().cpu())
+        adapter = as_adapter(model)
+        b = to_device(batch, model_device(adapter.model))
+        with evaluation_mode(adapter.model):
+            outs.append(adapter.outputs(b).float().cpu())
     if outs[0].shape != outs[1].shape:
         raise ValueError(f"outputs differ in shape: {tuple(outs[0].shape)} vs {tuple(outs[1].shape)}")
     diff = float((outs[0] - outs[1]).abs().max()) if outs[0].numel() else 0.0

@@ -6,53 +6,82 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from prunebench.pruning.criteria import criteria_for, get_criterion
+from prunebench.pruning.schedule import SCHEDULE_REGISTRY
 from prunebench.registry import Registry
 from prunebench.serde import reject_unknown
 
 SCOPES = ("layer", "global")
 GRANULARITIES = ("heads", "neurons", "both", "layers")
-SCHEDULES = ("one_shot", "linear", "cubic")
 
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """Static description of a pruning method (what ``prunebench list methods`` shows).
+    """Static description of a pruning method (what ``prunebench list methods`` shows and the spec checks).
+
+    The planner that carries the method out is registered under the same name in
+    :data:`prunebench.pruning.methods.PLANNERS`; the criteria it accepts are those registered in
+    :data:`prunebench.pruning.criteria.CRITERIA` that name it in their ``methods``.
 
     Attributes:
+        name: registry key.
         description: one line for listings.
-        criteria: criterion names the method accepts; the first is the default.
         scopes: scopes the method accepts.
+        default_criterion: the criterion used when a spec names none (None: those of the base method).
         structured: removes whole groups (heads / neurons / layers) and shrinks the model.
+        gradual: runs a base method step by step, calling ``on_step`` between steps (``iterative``).
+        can_be_base: a gradual method may run it at each step.
+        per_module_scopes: scopes in which the target sparsity applies to every module separately (the
+            prune report then records it per module).
+        nm_pattern: the spec's ``n`` and ``m`` fix the sparsity at ``1 - n/m`` (N:M semi-structured).
     """
 
+    name: str
     description: str
-    criteria: tuple[str, ...]
     scopes: tuple[str, ...]
+    default_criterion: str | None = None
     structured: bool = False
+    gradual: bool = False
+    can_be_base: bool = False
+    per_module_scopes: tuple[str, ...] = ()
+    nm_pattern: bool = False
+
+    @property
+    def criteria(self) -> tuple[str, ...]:
+        """Registered criteria this method accepts, the default first."""
+        names = criteria_for(self.name)
+        if self.default_criterion in names:
+            names = (self.default_criterion, *(n for n in names if n != self.default_criterion))
+        return names
 
 
 METHODS: Registry[MethodInfo] = Registry("pruning method")
-METHODS.add("magnitude", MethodInfo(
-    "unstructured: zero the lowest-scoring weights (|W| by default), per layer or one global threshold",
-    ("l1", "l2", "taylor", "random"), ("layer", "global")))
-METHODS.add("structured", MethodInfo(
-    "remove whole attention heads / FFN neurons / layers; the model physically shrinks",
-    ("l1", "l2", "taylor", "random"), ("layer", "global"), structured=True))
-METHODS.add("iterative", MethodInfo(
-    "gradual: raise sparsity over `steps` by a schedule, calling on_step (fine-tuning) between steps",
-    (), ("layer", "global")))
-METHODS.add("wanda", MethodInfo(
-    "Wanda (Sun et al. 2023): |W| * ||X||_2 from calibration activations, compared per output row",
-    ("wanda",), ("layer",)))
-METHODS.add("nm", MethodInfo(
-    "N:M semi-structured (default 2:4): keep the N best of every M consecutive input weights",
-    ("l1", "l2", "wanda"), ("layer",)))
 
-#: Methods an iterative run may use at each step.
-ITERATIVE_BASES = ("magnitude", "structured", "wanda")
 
-#: Criteria that read calibration batches (and which kind of batch they need).
-CALIB_CRITERIA = ("taylor", "wanda")
+def _add(info: MethodInfo) -> None:
+    METHODS.add(info.name, info)
+
+
+_add(MethodInfo(
+    "magnitude", "unstructured: zero the lowest-scoring weights (|W| by default), per layer or one global threshold",
+    ("layer", "global"), "l1", can_be_base=True, per_module_scopes=("layer",)))
+_add(MethodInfo(
+    "structured", "remove whole attention heads / FFN neurons / layers; the model physically shrinks",
+    ("layer", "global"), "l1", structured=True, can_be_base=True))
+_add(MethodInfo(
+    "iterative", "gradual: raise sparsity over `steps` by a schedule, calling on_step (fine-tuning) between steps",
+    ("layer", "global"), None, gradual=True))
+_add(MethodInfo(
+    "wanda", "Wanda (Sun et al. 2023): |W| * ||X||_2 from calibration activations, compared per output row",
+    ("layer",), "wanda", can_be_base=True, per_module_scopes=("layer",)))
+_add(MethodInfo(
+    "nm", "N:M semi-structured (default 2:4): keep the N best of every M consecutive input weights",
+    ("layer",), "l1", per_module_scopes=("layer",), nm_pattern=True))
+
+#: Methods a gradual (iterative) run may use at each step.
+ITERATIVE_BASES = tuple(name for name, info in METHODS if info.can_be_base)
+#: The gradual method ("--method M --steps N" runs M gradually through it).
+GRADUAL_METHOD = next(name for name, info in METHODS if info.gradual)
 
 
 @dataclass(frozen=True)
@@ -92,7 +121,7 @@ class PruneSpec:
 
     def __post_init__(self) -> None:
         info = METHODS.get(self.method)  # unknown method -> ValueError listing the valid ones
-        if self.method == "iterative":
+        if info.gradual:
             if self.base_method not in ITERATIVE_BASES:
                 raise ValueError(
                     f"unknown base method {self.base_method!r} for iterative; choose from: {', '.join(ITERATIVE_BASES)}"
@@ -105,7 +134,7 @@ class PruneSpec:
                                  f"got {value!r}")
         if self.n > self.m:
             raise ValueError(f"N:M needs n <= m, got {self.n}:{self.m}")
-        if self.method == "nm":
+        if info.nm_pattern:
             fixed = 1.0 - self.n / self.m
             if self.sparsity is not None and not math.isclose(float(self.sparsity), fixed, abs_tol=1e-9):
                 raise ValueError(f"nm with {self.n}:{self.m} has sparsity {fixed:g}; got {self.sparsity!r}")
@@ -120,20 +149,34 @@ class PruneSpec:
             raise ValueError(f"unknown scope {self.scope!r} for {self.method}; choose from: {', '.join(info.scopes)}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"unknown granularity {self.granularity!r}; choose from: {', '.join(GRANULARITIES)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose from: {', '.join(SCHEDULES)}")
+        SCHEDULE_REGISTRY.get(self.schedule)  # unknown -> ValueError listing the valid names
         criterion = info.criteria[0] if self.criterion is None else self.criterion
         if criterion not in info.criteria:
-            label = f"{self.method}/{self.base_method}" if self.method == "iterative" else self.method
+            label = f"{self.method}/{self.base_method}" if METHODS.get(self.method).gradual else self.method
             raise ValueError(f"unknown criterion {criterion!r} for {label}; choose from: {', '.join(info.criteria)}")
         object.__setattr__(self, "criterion", criterion)
         if not isinstance(self.allow_empty_layers, bool):
             raise ValueError(f"allow_empty_layers must be true or false, got {self.allow_empty_layers!r}")
 
     @property
+    def info(self) -> MethodInfo:
+        """The registered description of :attr:`method`."""
+        return METHODS.get(self.method)
+
+    @property
+    def gradual(self) -> bool:
+        """Whether the method runs its base method step by step (``iterative``)."""
+        return self.info.gradual
+
+    @property
     def effective_method(self) -> str:
-        """The method each step runs (the base method for ``iterative``)."""
-        return self.base_method if self.method == "iterative" else self.method
+        """The method each step runs (the base method for a gradual method)."""
+        return self.base_method if self.gradual else self.method
+
+    @property
+    def per_module_target(self) -> bool:
+        """Whether the target sparsity applies to every prunable module separately."""
+        return self.scope in METHODS.get(self.effective_method).per_module_scopes
 
     @property
     def structured(self) -> bool:
@@ -142,8 +185,13 @@ class PruneSpec:
 
     @property
     def needs_calib(self) -> bool:
-        """Whether the criterion reads calibration batches."""
-        return self.criterion in CALIB_CRITERIA
+        """Whether the criterion reads calibration batches (ask it; names are never compared)."""
+        return get_criterion(self.criterion).needs_calibration
+
+    @property
+    def needs_labels(self) -> bool:
+        """Whether those calibration batches must carry labels."""
+        return get_criterion(self.criterion).needs_labels
 
     def step_spec(self, sparsity: float) -> PruneSpec:
         """The one-shot spec an iterative run executes at a step of the given sparsity."""

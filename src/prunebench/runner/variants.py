@@ -17,7 +17,7 @@ import torch
 from prunebench.bench import disk_bytes, forward_macs, parameter_report
 from prunebench.models import TransformerEncoder, count_parameters, load_model
 from prunebench.models.batch import Batch
-from prunebench.pruning import PruneSpec, apply_plan_, check_fidelity, prune_with_plan_, save_pruned
+from prunebench.pruning import METHODS, PruneSpec, apply_plan_, check_fidelity, prune_with_plan_, save_pruned
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +28,12 @@ OnStep = Callable[[int, float, torch.nn.Module], None]
 
 
 def prune_spec(method: str, sparsity: float, *, seed: int, iterative_steps: int, schedule: str) -> PruneSpec:
-    """The :class:`PruneSpec` a run uses for one of its methods."""
-    if method == "structured":
-        return PruneSpec(method="structured", sparsity=sparsity, granularity="both", seed=seed)
-    if method == "iterative":
-        return PruneSpec(method="iterative", sparsity=sparsity, steps=iterative_steps, schedule=schedule,
-                         base_method="magnitude", seed=seed)
-    if method == "nm":
-        return PruneSpec(method="nm", n=2, m=4, seed=seed)
-    return PruneSpec(method=method, sparsity=sparsity, seed=seed)
+    """The :class:`PruneSpec` a run uses for one of its methods (each method's defaults, e.g. heads and
+    neurons for structured, 2:4 for N:M; a gradual method gets the run's steps and schedule)."""
+    info = METHODS.get(method)
+    if info.gradual:
+        return PruneSpec(method=method, sparsity=sparsity, steps=iterative_steps, schedule=schedule, seed=seed)
+    return PruneSpec(method=method, sparsity=None if info.nm_pattern else sparsity, seed=seed)
 
 
 def make_variant(
@@ -67,7 +64,7 @@ def make_variant(
     seconds = time.perf_counter() - start
     model.eval()
 
-    if spec.method == "iterative":
+    if spec.gradual:
         reference, how = copy.deepcopy(model), "masks-reapplied"
     else:
         reference, how = copy.deepcopy(dense), "masked-dense"

@@ -2,20 +2,71 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
 
+from prunebench.registry import Registry
 from prunebench.tasks.base import Task
 from prunebench.tasks.classification import build_classification_task
 from prunebench.tasks.mlm import DEFAULT_MAX_CHARS, build_mlm_task
 from prunebench.tasks.tokenizer import load_tokenizer
 
-#: Accepted task spec forms, for error messages and --help.
-TASK_SPECS = ("mlm", "csv:PATH", "jsonl:PATH")
 MLM_SEQ_LEN = 64
 CLS_SEQ_LEN = 128
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """One kind of task ``build_task`` can build.
+
+    Attributes:
+        form: how a spec names it (``mlm``, ``csv:PATH``); the part before ``:`` is the registry key.
+        description: one line for ``prunebench list tasks``.
+        build: ``build(path, options) -> Task``; ``path`` is the text after ``:`` (None when the form has none).
+    """
+
+    form: str
+    description: str
+    build: Callable[[str | None, dict[str, Any]], Task]
+
+    @property
+    def takes_path(self) -> bool:
+        """Whether the spec carries a path (``KIND:PATH``)."""
+        return ":" in self.form
+
+
+def _mlm(path: str | None, o: dict[str, Any]) -> Task:
+    return build_mlm_task(
+        vocab_size=o["vocab_size"], seq_len=o["seq_len"] or MLM_SEQ_LEN, cache_dir=o["cache_dir"],
+        max_files=o["max_files"], max_chars=o["max_chars"], corpus_root=o["corpus_root"], tokenizer=o["tokenizer"],
+    )
+
+
+def _classification(kind: str) -> Callable[[str | None, dict[str, Any]], Task]:
+    def build(path: str | None, o: dict[str, Any]) -> Task:
+        return build_classification_task(
+            Path(str(path)), kind, vocab_size=o["vocab_size"], seq_len=o["seq_len"] or CLS_SEQ_LEN,
+            cache_dir=o["cache_dir"], text_col=o["text_col"], label_col=o["label_col"], split_col=o["split_col"],
+            tokenizer=o["tokenizer"],
+        )
+
+    return build
+
+
+#: Task kinds by key (the part of a spec before ``:``).
+TASKS: Registry[TaskKind] = Registry("task")
+TASKS.add("mlm", TaskKind("mlm", "masked-language modelling on the Python standard library's source files", _mlm))
+TASKS.add("csv", TaskKind("csv:PATH", "text classification from a CSV file (--text-col, --label-col)",
+                          _classification("csv")))
+TASKS.add("jsonl", TaskKind("jsonl:PATH", "text classification from a JSON-lines file (--text-col, --label-col)",
+                            _classification("jsonl")))
+
+#: Accepted task spec forms, for error messages and --help.
+TASK_SPECS = tuple(kind.form for _, kind in TASKS)
 
 
 def build_task(
@@ -57,15 +108,13 @@ def build_task(
         raise ValueError(f"unknown task option(s): {', '.join(sorted(unused))}")
     del seed  # documented above: data splits are seed-independent by design
     tok = load_tokenizer(tokenizer, vocab_size) if isinstance(tokenizer, (str, Path)) else tokenizer
-    if spec == "mlm":
-        return build_mlm_task(
-            vocab_size=vocab_size, seq_len=seq_len or MLM_SEQ_LEN, cache_dir=cache_dir, max_files=max_files,
-            max_chars=max_chars, corpus_root=corpus_root, tokenizer=tok,
-        )
-    kind, sep, path = spec.partition(":")
-    if sep and kind in ("csv", "jsonl") and path:
-        return build_classification_task(
-            Path(path), kind, vocab_size=vocab_size, seq_len=seq_len or CLS_SEQ_LEN, cache_dir=cache_dir,
-            text_col=text_col, label_col=label_col, split_col=split_col, tokenizer=tok,
-        )
-    raise ValueError(f"unknown task {spec!r}; choose from: {', '.join(TASK_SPECS)}")
+    key, sep, path = spec.partition(":")
+    kind = TASKS.get(key) if key in TASKS else None
+    if kind is None or kind.takes_path != bool(sep and path):
+        raise ValueError(f"unknown task {spec!r}; choose from: {', '.join(k.form for _, k in TASKS)}")
+    options = {
+        "vocab_size": vocab_size, "seq_len": seq_len, "cache_dir": cache_dir, "text_col": text_col,
+        "label_col": label_col, "split_col": split_col, "max_files": max_files, "max_chars": max_chars,
+        "corpus_root": corpus_root, "tokenizer": tok,
+    }
+    return kind.build(path if sep else None, options)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from prunebench.errors import PrunebenchError
-from prunebench.models.batch import task_loss
+from prunebench.models.adapters import adapter_for
 from prunebench.models.encoder import TransformerEncoder
 from prunebench.serde import reject_unknown
 from prunebench.tasks.base import Task
@@ -90,20 +90,20 @@ def lr_at(fraction: float, peak: float, warmup: float = WARMUP_FRACTION) -> floa
 
 
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Weights of every Linear inside the encoder layers (what pruning acts on), by qualified name.
+    """Weights of the model's prunable Linears (its adapter's ``prunable_linears``), by qualified name.
 
     Embeddings and task heads are excluded, as everywhere in prunebench. Linears whose weight is not a
     plain Parameter (a torch.nn.utils.prune hook computes it from ``weight_orig * weight_mask``) are
     skipped: that mechanism keeps their pruned entries at zero by itself.
+
+    Raises:
+        ValueError: no architecture adapter understands ``model`` (the message lists the supported ones).
     """
-    layers = getattr(model, "layers", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise ValueError("finetune expects an encoder with a 'layers' ModuleList (a prunebench TransformerEncoder)")
-    out: dict[str, nn.Parameter] = {}
-    for name, module in layers.named_modules():
-        if isinstance(module, nn.Linear) and isinstance(module.weight, nn.Parameter):
-            out[f"layers.{name}.weight"] = module.weight
-    return out
+    return {
+        f"{name}.weight": lin.weight
+        for name, lin in adapter_for(model).prunable_linears().items()
+        if isinstance(lin.weight, nn.Parameter)
+    }
 
 
 def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -144,6 +144,7 @@ def _loop(
         int((m == 0).sum()) for _, m in masks.values()), precision=resolved)
     opt = _optimizer(model, lr, weight_decay)
     params = [p for p in model.parameters() if p.requires_grad]
+    loss_of = adapter_for(model).loss
     stream = task.train_stream(batch_size, seed)
     eval_points = [(i + 1) / n_evals for i in range(n_evals)]
     start = time.perf_counter()
@@ -155,7 +156,7 @@ def _loop(
             for group in opt.param_groups:
                 group["lr"] = lr_at(frac, lr)
             with step_context(resolved, device):
-                loss = task_loss(model, next(stream))
+                loss = loss_of(next(stream))
             if not torch.isfinite(loss):
                 raise PrunebenchError(f"training diverged at step {history.steps} (loss {loss.item()}); lower the lr")
             opt.zero_grad(set_to_none=True)
@@ -282,8 +283,7 @@ class RecoveryCallback:
 
     def __call__(self, step: int, sparsity: float, model: nn.Module) -> None:
         """Fine-tune ``model`` for the configured steps; a different data seed per pruning step."""
-        if not isinstance(model, TransformerEncoder):
-            raise ValueError(f"recovery fine-tuning needs a TransformerEncoder, got {type(model).__name__}")
+        adapter_for(model)  # an unsupported model fails here, in one line, before any training
         history = finetune(
             model, self.task, self.steps, keep_masks=self.keep_masks, lr=self.lr,
             seed=self.seed + 1000 * (step + 1), batch_size=self.batch_size, precision=self.precision,

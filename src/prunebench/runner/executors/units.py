@@ -100,12 +100,13 @@ def prepare_unit(payload: Mapping[str, Any], *, task: Task, dense: ModelSource) 
     if p.get("reuse") is not None:
         model = as_model(p["reuse"]) if not isinstance(p["reuse"], str) else load_variant(Path(p["reuse"]))
     else:
-        calib = calibration_batches(task, p["calib_sequences"], seed=p["seed"]) if p["method"] == "wanda" else None
-        on_step = None
-        if p["method"] == "iterative" and p["finetune_steps"]:
-            on_step = RecoveryCallback(task, p["finetune_steps"], seed=p["seed"], precision=p["train_precision"])
         spec = prune_spec(p["method"], p["sparsity"], seed=p["seed"], iterative_steps=p["iterative_steps"],
                           schedule=p["schedule"])
+        # the spec says what its criterion needs (calibration batches) and whether it is gradual
+        calib = calibration_batches(task, p["calib_sequences"], seed=p["seed"]) if spec.needs_calib else None
+        on_step = None
+        if spec.gradual and p["finetune_steps"]:
+            on_step = RecoveryCallback(task, p["finetune_steps"], seed=p["seed"], precision=p["train_precision"])
         check_batch = make_inputs(p["vocab"], 2, p["seq_len"], seed=p["seed"] + 1, pad_fraction=0.25)
         scratch = tempfile.mkdtemp(prefix="prunebench-variant-") if p.get("ship") else None
         save_dir = Path(scratch) / "m" if scratch else (Path(p["save_dir"]) if p.get("save_dir") else None)

@@ -1,0 +1,62 @@
+"""Gradient passes shared by gradient-based criteria (taylor, fisher): sums over calibration batches.
+
+Gradients are taken with ``autograd.grad``, so no ``.grad`` is left on the model; frozen weights are
+unfrozen for the measurement only; the model runs in eval mode (no dropout) and its mode is restored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+
+import torch
+
+from prunebench.models.arch import ArchAdapter
+from prunebench.models.batch import Batch
+from prunebench.pruning.calibration import evaluation_mode, model_device, to_device
+
+#: ``term(grad, tensor)`` -> what one batch adds to the running sum for ``tensor``.
+Term = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def sum_over_batches(
+    adapter: ArchAdapter, tensors: list[torch.Tensor], batches: Sequence[Batch], term: Term
+) -> list[torch.Tensor]:
+    """Per tensor, the sum over ``batches`` of ``term(dLoss/dtensor, tensor)`` (unused tensors add nothing)."""
+    acc = [torch.zeros_like(t) for t in tensors]
+    device = model_device(adapter.model)
+    frozen = [t for t in tensors if not t.requires_grad]
+    try:
+        for t in frozen:  # a frozen weight still has a score; unfreeze it for the measurement only
+            t.requires_grad_(True)
+        with evaluation_mode(adapter.model), torch.enable_grad():
+            for batch in batches:
+                loss = adapter.loss(to_device(batch, device))
+                grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+                for a, g, t in zip(acc, grads, tensors, strict=True):
+                    if g is not None:  # e.g. a layer with 0 heads never uses its (empty) gate
+                        a += term(g.detach(), t.detach())
+    finally:
+        for t in frozen:
+            t.requires_grad_(False)
+    return acc
+
+
+def gate_sums(
+    adapter: ArchAdapter, kinds: Sequence[str], batches: Sequence[Batch], term: Term
+) -> dict[str, list[torch.Tensor]]:
+    """:func:`sum_over_batches` of the adapter's group gates of every kind, from one backward per batch.
+
+    Returns:
+        kind -> per-layer [groups] tensors (``layers``: one [n_layers] tensor).
+    """
+    with ExitStack() as stack:
+        gates = {kind: stack.enter_context(adapter.gates(kind)) for kind in kinds}
+        flat = [g for kind in kinds for g in gates[kind]]
+        acc = sum_over_batches(adapter, flat, batches, term)
+    out, start = {}, 0
+    for kind in kinds:
+        part = acc[start:start + len(gates[kind])]
+        start += len(part)
+        out[kind] = [torch.cat(part)] if kind == "layers" else part
+    return out

@@ -54,21 +54,33 @@ def _payload(name: str, method: str, sparsity: float, **kw) -> dict:
             "evaluate": True, **kw}
 
 
-def test_local_executor_runs_each_unit_in_order_with_the_shared_objects() -> None:
-    seen = []
+def _one(fn, payload, **shared):
+    """The single item a prepare unit emits."""
+    items: list = []
+    fn(payload, items.append, **shared)
+    assert len(items) == 1
+    return items[0]
 
-    def fn(payload, *, box):
-        seen.append(payload["i"])
+
+def test_local_executor_runs_each_unit_in_order_and_delivers_each_item_at_once() -> None:
+    log: list[tuple] = []
+
+    def fn(payload, emit, *, box):
         box.append(payload["i"])
-        return payload["i"] * 10
+        for k in range(2):
+            emit(payload["i"] * 10 + k)
+            log.append(("emitted", payload["i"], k))
 
     box: list[int] = []
     units = [Unit(f"u{i}", "prepare", {"i": i}) for i in range(3)]
     with LocalExecutor() as ex:
         assert ex.node_classes() == ["local"] and not ex.ships_models
-        results = list(ex.run(fn, units, {"box": box}))
-    assert [(u.key, r) for u, r in results] == [("u0", 0), ("u1", 10), ("u2", 20)]
-    assert box == seen == [0, 1, 2]  # the very object, not a copy
+        ex.run(fn, units, {"box": box}, lambda unit, item: log.append((unit.key, item)))
+    assert box == [0, 1, 2]  # the very object, not a copy
+    # each item reaches the driver before the unit goes on (nothing finished waits in a worker)
+    assert log[:4] == [("u0", 0), ("emitted", 0, 0), ("u0", 1), ("emitted", 0, 1)]
+    assert [e for e in log if e[0] != "emitted"] == [("u0", 0), ("u0", 1), ("u1", 10), ("u1", 11), ("u2", 20),
+                                                      ("u2", 21)]
 
 
 def test_unknown_executor_names_the_valid_ones_and_an_address_needs_ray() -> None:
@@ -136,9 +148,9 @@ def test_shipped_model_folders_round_trip_bit_exactly(tmp_path, dense) -> None:
 def test_a_shipped_prepare_gives_the_same_variant_as_an_in_process_one(tmp_path, task, dense, method,
                                                                        sparsity) -> None:
     name = f"{method}@{sparsity}"
-    local = prepare_unit(_payload(name, method, sparsity, save_dir=str(tmp_path / "local")),
-                         task=task, dense=copy.deepcopy(dense))
-    shipped = prepare_unit(_payload(name, method, sparsity, ship=True), task=task, dense=model_files(dense))
+    local = _one(prepare_unit, _payload(name, method, sparsity, save_dir=str(tmp_path / "local")),
+                 task=task, dense=copy.deepcopy(dense))
+    shipped = _one(prepare_unit, _payload(name, method, sparsity, ship=True), task=task, dense=model_files(dense))
     assert not local["failed"] and not shipped["failed"]
     assert local["model"] is not None and shipped["model"] is None and shipped["files"] is not None
     # the same bytes (same masks, same weights), all but the wall-clock seconds of the prune report
@@ -157,8 +169,8 @@ def test_a_shipped_prepare_gives_the_same_variant_as_an_in_process_one(tmp_path,
 
 
 def test_a_failed_prune_comes_back_as_a_record_not_an_exception(task, dense) -> None:
-    out = prepare_unit(_payload("magnitude@0.5", "magnitude", 0.5, ship=True, vocab=VOCAB + 5, seq_len=SEQ * 8),
-                       task=task, dense=model_files(dense))
+    out = _one(prepare_unit, _payload("magnitude@0.5", "magnitude", 0.5, ship=True, vocab=VOCAB + 5,
+                                      seq_len=SEQ * 8), task=task, dense=model_files(dense))
     assert out["failed"] and out["record"] is None and out["error"]
 
 
@@ -166,7 +178,8 @@ def test_time_unit_stamps_each_cell_with_its_node_class_and_fingerprint(dense) -
     settings = BenchSettings(warmup=1, min_time=0.0, min_pairs=2, max_pairs=4, max_time=0.5, n_boot=50)
     payload = {"names": ["dense", "copy"], "batch_size": 1, "seq_len": SEQ, "vocab": VOCAB, "seed": 0,
                "pad_fraction": 0.0, "device": "cpu", "threads": 1, "node_class": "epyc"}
-    records = time_unit(payload, models={"dense": model_files(dense), "copy": dense}, settings=settings)
+    records: list[dict] = []
+    time_unit(payload, records.append, models={"dense": model_files(dense), "copy": dense}, settings=settings)
     assert [r["variant"] for r in records] == ["dense", "copy"]
     for r in records:
         assert r["node_class"] == "epyc" and r["status"] == "ok" and len(r["fingerprint_hash"]) == 12

@@ -230,7 +230,7 @@ class _Stages:
             if done:
                 payload["reuse"] = folder_files(folder) if ship else str(folder)
             units.append(Unit(f"prepare:{name}", "prepare", payload))
-        for unit, res in self.executor.run(prepare_unit, units, {"task": task, "dense": dense_src}):
+        def commit(unit: Unit, res: dict[str, Any]) -> None:
             name, folder = res["name"], folders[res["name"]]
             if res["failed"]:
                 logger.error("pruning %s failed: %s", name, res["error"])
@@ -238,7 +238,7 @@ class _Stages:
                                    "requested_sparsity": unit.payload["sparsity"], "error": res["error"]})
                 self.outcome.failed_variants.append(name)
                 tick("prune", f"{name}: FAILED", 2)
-                continue
+                return
             if res["record"] is not None:
                 if res["files"] is not None and folder is not None:
                     write_folder(res["files"], folder)  # the model folder first, then the record that names it
@@ -252,6 +252,8 @@ class _Stages:
                 tick("eval", f"{name}: accuracy {res['evaluation']['accuracy']:.3f}")
             else:
                 tick("eval", f"{name}: " + (f"FAILED ({res['eval_error']})" if res["eval_error"] else "done earlier"))
+
+        self.executor.run(prepare_unit, units, {"task": task, "dense": dense_src}, commit)
         return models
 
     def benchmarks(self, store: ResultStore, models: dict[str, ModelSource]) -> None:
@@ -282,13 +284,15 @@ class _Stages:
                     units.append(Unit(f"time:{node_class}:b={batch_size}", "time", payload, node_class))
         shared = {"models": {n: m for n, m in models.items() if n in names},
                   "settings": bench_settings_for(config, self.budgets)}
-        for _, records in self.executor.run(time_unit, units, shared):
-            for record in records:
-                store.put_cell(record)
-                if record["status"] != "ok":
-                    self.outcome.failed_cells += 1
-                tick("bench", f"{record['variant']} b={record['batch_size']}: "
-                     + (f"{record['speedup']:.2f}x" if record["speedup"] else str(record["error"])))
+
+        def put(unit: Unit, record: dict[str, Any]) -> None:
+            store.put_cell(record)
+            if record["status"] != "ok":
+                self.outcome.failed_cells += 1
+            tick("bench", f"{record['variant']} b={record['batch_size']} on {unit.node_class}: "
+                 + (f"{record['speedup']:.2f}x" if record["speedup"] else str(record["error"])))
+
+        self.executor.run(time_unit, units, shared, put)
 
 
 def _evaluate(

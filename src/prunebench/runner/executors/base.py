@@ -2,14 +2,16 @@
 
 The pipeline cuts its two expensive stages into units: "prepare variant" (prune, recovery fine-tuning,
 fidelity check, save, evaluate) and "time cells" (paired timing of some cells against dense on one node
-class). An executor runs units and yields each result as it completes; the pipeline, on the driver, is the
-only writer of the results store and of the run folder's records, so crash safety does not depend on where
-a unit ran.
+class). A unit's function hands each record it makes to ``emit``; the executor delivers every emitted item
+to the driver's ``on_result`` (in-process: at once; from a Ray worker: when the unit completes). The driver
+is the only writer of the results store and of the run folder, so crash safety does not depend on where a
+unit ran.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Protocol
@@ -18,8 +20,11 @@ from prunebench.results import LOCAL_NODE_CLASS
 
 UnitKind = Literal["prepare", "time"]
 
-#: A unit's work: ``fn(payload, **shared) -> result``; a module-level function so that it can be shipped.
-UnitFn = Callable[..., Any]
+#: A unit's work: ``fn(payload, emit, **shared)``, calling ``emit(item)`` per result; module-level, so that
+#: it can be shipped to a worker.
+UnitFn = Callable[..., None]
+#: The driver's side: ``on_result(unit, item)`` for every item a unit emitted.
+OnResult = Callable[["Unit", Any], None]
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class Unit:
 
 
 class Executor(Protocol):
-    """Runs units and yields ``(unit, result)`` in completion order (see the module docstring).
+    """Runs units and delivers what they emit to the driver (see the module docstring).
 
     Attributes:
         name: the registry key (``local``, ``ray``).
@@ -55,8 +60,9 @@ class Executor(Protocol):
         """The hardware classes that time cells, sorted; every class times every cell by default."""
         ...
 
-    def run(self, fn: UnitFn, units: Sequence[Unit], shared: Mapping[str, Any]) -> Iterator[tuple[Unit, Any]]:
-        """Run ``fn(unit.payload, **shared)`` for every unit; yield each result as soon as it is available."""
+    def run(self, fn: UnitFn, units: Sequence[Unit], shared: Mapping[str, Any], on_result: OnResult) -> None:
+        """Run ``fn(unit.payload, emit, **shared)`` for every unit, calling ``on_result(unit, item)`` on the
+        driver for every item emitted; returns when every unit is done."""
         ...
 
     def close(self) -> None:
@@ -79,10 +85,10 @@ class LocalExecutor:
         """One class: this machine."""
         return [LOCAL_NODE_CLASS]
 
-    def run(self, fn: UnitFn, units: Sequence[Unit], shared: Mapping[str, Any]) -> Iterator[tuple[Unit, Any]]:
-        """Run each unit in turn in this process."""
+    def run(self, fn: UnitFn, units: Sequence[Unit], shared: Mapping[str, Any], on_result: OnResult) -> None:
+        """Run each unit in turn in this process; each emitted item reaches ``on_result`` at once."""
         for unit in units:
-            yield unit, fn(unit.payload, **shared)
+            fn(unit.payload, functools.partial(on_result, unit), **shared)
 
     def close(self) -> None:
         """Nothing to release."""

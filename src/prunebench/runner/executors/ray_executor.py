@@ -22,13 +22,13 @@ with it (Ray tasks die with their owner); ``--resume`` submits again only what t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from prunebench.errors import PrunebenchError
 from prunebench.results import LOCAL_NODE_CLASS
-from prunebench.runner.executors.base import Unit, UnitFn
+from prunebench.runner.executors.base import OnResult, Unit, UnitFn
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +81,12 @@ def classes_of(nodes: Sequence[Mapping[str, Any]]) -> list[str]:
     return sorted(found)
 
 
-def _run_unit(fn: UnitFn, payload: dict[str, Any], keys: list[str], *values: Any) -> Any:
-    """The body of every Ray task: the shared objects arrive resolved as top-level arguments."""
-    return fn(payload, **dict(zip(keys, values, strict=True)))
+def _run_unit(fn: UnitFn, payload: dict[str, Any], keys: list[str], *values: Any) -> list[Any]:
+    """The body of every Ray task: the shared objects arrive resolved as top-level arguments; what the unit
+    emits goes back as the task's result."""
+    items: list[Any] = []
+    fn(payload, items.append, **dict(zip(keys, values, strict=True)))
+    return items
 
 
 class RayExecutor:
@@ -127,8 +130,8 @@ class RayExecutor:
         """Hardware classes of the cluster's live prunebench nodes, sorted."""
         return classes_of(self._ray.nodes())
 
-    def run(self, fn: UnitFn, units: Sequence[Unit], shared: Mapping[str, Any]) -> Iterator[tuple[Unit, Any]]:
-        """Submit every unit at once; yield results in completion order; cancel the rest if abandoned."""
+    def run(self, fn: UnitFn, units: Sequence[Unit], shared: Mapping[str, Any], on_result: OnResult) -> None:
+        """Submit every unit at once; deliver each unit's items as it completes; cancel the rest on an error."""
         ray = self._ray
         keys = list(shared)
         values = [ray.put(shared[k]) for k in keys]  # once, not once per unit
@@ -141,7 +144,8 @@ class RayExecutor:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     unit = pending.pop(ref)
-                    yield unit, ray.get(ref)
+                    for item in ray.get(ref):
+                        on_result(unit, item)
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ from prunebench.tasks import RecoveryCallback, Task, calibration_batches, evalua
 
 #: A model as a live module or as its saved folder's files.
 ModelSource = TransformerEncoder | Mapping[str, bytes]
+#: Where a unit hands each result (see :mod:`prunebench.runner.executors.base`).
+Emit = Callable[[Any], None]
 
 
 def folder_files(folder: str | Path) -> dict[str, bytes]:
@@ -78,7 +80,7 @@ def evaluation_record(name: str, result: Any) -> dict[str, Any]:
     }
 
 
-def prepare_unit(payload: Mapping[str, Any], *, task: Task, dense: ModelSource) -> dict[str, Any]:
+def prepare_unit(payload: Mapping[str, Any], emit: Emit, *, task: Task, dense: ModelSource) -> None:
     """Make (or, with ``reuse``, reload) one variant and evaluate it; see the module docstring.
 
     Payload keys: ``name, method, sparsity, seed, seq_len, vocab, threads, iterative_steps, schedule,
@@ -86,9 +88,8 @@ def prepare_unit(payload: Mapping[str, Any], *, task: Task, dense: ModelSource) 
     folder, local executor) or ``ship`` (save to a scratch folder and return its files); ``reuse`` (a model
     source of a variant committed earlier: only evaluate it); ``evaluate`` (whether an evaluation is wanted).
 
-    Returns:
-        ``{"name", "record" (variant record or None), "model" (live, local) or "files" (shipped),
-        "evaluation" (record or None), "eval_error", "failed"}``; failures are returned, never raised.
+    Emits one ``{"name", "record" (variant record or None), "model" (live, local) or "files" (shipped),
+    "evaluation" (record or None), "eval_error", "failed"}``; failures are emitted, never raised.
     """
     from prunebench.runner.pipeline import RECOVERABLE  # the pipeline imports this module
 
@@ -117,7 +118,8 @@ def prepare_unit(payload: Mapping[str, Any], *, task: Task, dense: ModelSource) 
                 out["files"] = folder_files(save_dir)
         except RECOVERABLE as exc:
             out["failed"], out["error"] = True, f"{type(exc).__name__}: {exc}"
-            return out
+            emit(out)
+            return
         finally:
             if scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -129,12 +131,13 @@ def prepare_unit(payload: Mapping[str, Any], *, task: Task, dense: ModelSource) 
                                                                       **p["eval_kwargs"]))
         except RECOVERABLE as exc:
             out["eval_error"] = f"{type(exc).__name__}: {exc}"
-    return out
+    emit(out)
 
 
-def time_unit(payload: Mapping[str, Any], *, models: Mapping[str, ModelSource],
-              settings: BenchSettings) -> list[dict[str, Any]]:
-    """Time the cells ``payload["names"]`` at one batch size against dense, on this node; returns cell records.
+def time_unit(payload: Mapping[str, Any], emit: Emit, *, models: Mapping[str, ModelSource],
+              settings: BenchSettings) -> None:
+    """Time the cells ``payload["names"]`` at one batch size against dense, on this node; emits each cell
+    record as it is finished.
 
     Each variant is paired (ABBA) against this node's own dense model; the ``dense`` row is dense against an
     identical twin (the noise floor here). Every record carries ``node_class``, this node's ``environment``
@@ -155,11 +158,9 @@ def time_unit(payload: Mapping[str, Any], *, models: Mapping[str, ModelSource],
     b, seq = int(p["batch_size"]), int(p["seq_len"])
     dense_macs = forward_macs(dense, b, seq)
     inputs = make_inputs(p["vocab"], b, seq, seed=p["seed"], pad_fraction=p["pad_fraction"], device=device)
-    records = []
     for name in p["names"]:
         candidate = twin if name == DENSE else as_model(models[name]).to(device)
         cell = bench_pair(dense, candidate, b, seq, settings=settings, inputs=inputs, name=name, baseline_name=DENSE)
         record = _cell_record(name, cell, dense_macs)
         record.update(node_class=p["node_class"], environment=env, fingerprint_hash=fingerprint)
-        records.append(record)
-    return records
+        emit(record)

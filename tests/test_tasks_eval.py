@@ -97,8 +97,11 @@ def test_cli_train_then_eval_on_a_csv_task(tmp_path: Path, capsys) -> None:
     code = main(["train", "--model", "small", *common, "--budget", "3", "--batch-size", "8", "--out", str(out)])
     assert code == 0 and (out / "tokenizer.json").is_file() and (out / "model.safetensors").is_file()
     assert "trivial baseline" in capsys.readouterr().out
-    # The saved model remembers its task, so eval needs no --task.
-    assert main(["eval", str(out), "--reference", str(out), "--json", "--cache-dir", str(tmp_path / "cache")]) == 0
+    # The saved model remembers its task, but a data file is read only when the user names it (issue #16).
+    assert main(["eval", str(out), "--json", "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert "pass --task csv:PATH" in capsys.readouterr().err
+    assert main(["eval", str(out), "--task", f"csv:{data}", "--reference", str(out), "--json",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["metric"] == "accuracy" and result["agreement"] == 1.0
     assert eval_cmd.register is not None

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from prunebench.models import EncoderConfig, LayerConfig, build_encoder, create_model, read_config, save_model
 from prunebench.tasks import (
@@ -217,3 +218,14 @@ def test_default_budget_follows_the_resolved_precision() -> None:
     assert str(default_budget("medium", "bf16")) == "400" and str(default_budget("medium", "fp32")) == "250"
     assert str(default_budget("small", "fp32")) == str(default_budget("small", "bf16")) == "480"
     assert str(default_budget("custom", "bf16")) == "300"
+
+
+def test_cached_baseline_with_nan_weights_is_retrained(task, tmp_path: Path) -> None:
+    config = tiny().config
+    _, info = load_or_train_baseline(config, task, "3", cache_dir=tmp_path, lr=2e-3)
+    weights = Path(info["path"]) / "model.safetensors"
+    tensors = load_file(str(weights))
+    tensors["final_norm.weight"][0] = float("nan")
+    save_file(tensors, str(weights))
+    model, again = load_or_train_baseline(config, task, "3", cache_dir=tmp_path, lr=2e-3)
+    assert not again["cache_hit"] and torch.isfinite(model.final_norm.weight).all()

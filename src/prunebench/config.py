@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 
-from prunebench.models.presets import model_names
+from prunebench.models.presets import model_names, preset_config
 from prunebench.pruning.schedule import SCHEDULE_REGISTRY
 from prunebench.pruning.spec import METHODS, PruneSpec
 from prunebench.serde import reject_unknown
+from prunebench.tasks.budget import Budget
 from prunebench.tasks.precision import PRECISIONS, resolve_precision
 
 #: Pruning methods a run can compare, with the sparsity each gets when none is given.
@@ -31,6 +32,16 @@ DEFAULT_SPARSITY: dict[str, float] = {
 }
 RUN_METHODS = tuple(DEFAULT_SPARSITY)
 DEVICES = ("cpu", "cuda")
+#: Seeds are stored as SQLite integers and fed to torch and numpy generators: 0 .. 2^63 - 1.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: object, what: str = "seed") -> int:
+    """Return ``seed`` if it is an integer in [0, 2^63 - 1], else raise a one-line ValueError."""
+    if not _is_int(seed) or not 0 <= seed <= MAX_SEED:  # type: ignore[operator]
+        shown = seed if _is_int(seed) and abs(seed) < 10**30 else f"{str(seed)[:24]}..."  # type: ignore[arg-type]
+        raise ValueError(f"{what} must be an integer in [0, 2^63 - 1], got {shown}")
+    return seed  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -101,11 +112,15 @@ class RunConfig:
                 raise ValueError(f"sparsity {s:g} is outside [0, 1)")
         if not self.batch_sizes or any(not _is_int(b) or b <= 0 for b in self.batch_sizes):
             raise ValueError(f"batch_sizes must be positive integers, got {list(self.batch_sizes)}")
-        for name in ("seq_len", "finetune_steps", "iterative_steps", "calib_sequences", "eval_batches", "seed"):
+        check_seed(self.seed)
+        for name in ("seq_len", "finetune_steps", "iterative_steps", "calib_sequences", "eval_batches"):
             value = getattr(self, name)
             low = 1 if name in ("seq_len", "iterative_steps", "calib_sequences") else 0
             if not _is_int(value) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        limit = preset_config(self.model).max_positions
+        if self.seq_len > limit:
+            raise ValueError(f"seq_len {self.seq_len} exceeds the {self.model} model's max_positions {limit}")
         if self.threads is not None and (not _is_int(self.threads) or self.threads <= 0):
             raise ValueError(f"threads must be a positive integer, got {self.threads!r}")
         if self.device not in DEVICES:
@@ -118,8 +133,10 @@ class RunConfig:
         SCHEDULE_REGISTRY.get(self.schedule)  # unknown -> ValueError listing the registered schedules
         if not 0.0 <= self.pad_fraction < 1.0:
             raise ValueError(f"pad_fraction must lie in [0, 1), got {self.pad_fraction}")
-        if self.min_time < 0:
-            raise ValueError(f"min_time must be >= 0, got {self.min_time}")
+        if not (math.isfinite(self.min_time) and self.min_time >= 0):
+            raise ValueError(f"min_time must be a finite number of seconds >= 0, got {self.min_time}")
+        if self.train_budget:
+            Budget.parse(self.train_budget)  # a bad budget is an error now, not after the store exists
 
     def variants(self) -> list[tuple[str, str, float]]:
         """The (variant name, method, sparsity) triples this run produces, dense excluded, in run order."""
@@ -205,6 +222,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"malformed TOML in {file}: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{file} is nested too deeply to be a run config") from None
     if "run" in doc:
         if not isinstance(doc["run"], dict):
             raise ValueError(f"{file}: [run] must be a table")

@@ -17,22 +17,12 @@ from prunebench.bench.memory import parameter_report
 from prunebench.bench.records import BenchReport, CellResult
 from prunebench.bench.settings import BENCH_PRESETS, bench_settings
 from prunebench.bench.sweep import sweep
-from prunebench.cli.common import console, int_list, positive_int
+from prunebench.cli.common import console, int_list, positive_int, seconds, seed_value, warn_threads
 from prunebench.errors import PrunebenchError
 from prunebench.models.adapters import find_adapter
-from prunebench.models.io import load_model
+from prunebench.models.io import load_model, nonfinite_tensor
 from prunebench.models.presets import PRESETS, create_model
-
-
-def _seconds(value: str) -> float:
-    """argparse type: a non-negative number of seconds."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not number >= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {value!r}")
-    return number
+from prunebench.outdir import check_writable_dir
 
 
 def _fraction(value: str) -> float:
@@ -59,13 +49,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads while timing (default: as is)")
     p.add_argument("--budget", default="default", choices=BENCH_PRESETS.names(),
                    help="time budget per cell (quick: a few seconds a cell)")
-    p.add_argument("--min-time", type=_seconds, default=None, help="seconds of timing at least, per cell")
-    p.add_argument("--max-time", type=_seconds, default=None, help="seconds of timing at most, per cell")
+    p.add_argument("--min-time", type=seconds, default=None, help="seconds of timing at least, per cell")
+    p.add_argument("--max-time", type=seconds, default=None, help="seconds of timing at most, per cell")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--pad-fraction", type=_fraction, default=0.0, help="expected fraction of padding tokens")
     p.add_argument("--include-head", action="store_true", help="time the task head too (default: encoder only)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    p.add_argument("--seed", type=int, default=0, help="seed of the inputs, the bootstrap and preset weights")
+    p.add_argument("--seed", type=seed_value, default=0, help="seed of the inputs, the bootstrap and preset weights")
     p.add_argument("--json", metavar="OUT", type=Path, help="write all records to this JSON file")
     p.set_defaults(handler=run)
 
@@ -131,6 +121,11 @@ def run(args: argparse.Namespace) -> int:
     )
     if settings.max_time < settings.min_time:
         raise ValueError(f"--max-time ({settings.max_time}) must be >= --min-time ({settings.min_time})")
+    if args.json is not None:
+        if args.json.is_dir():
+            raise PrunebenchError(f"--json {args.json} is a folder; give a file name")
+        check_writable_dir(args.json.parent, "--json")
+    warn_threads(args.threads)
     name, model, folder = _load(args.model, device, args.seed)
     models = {name: (model, folder)}
     baseline = name
@@ -141,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
         models = {base_name: (base_model, base_folder), name: (model, folder)}
         baseline = base_name
     for label, (m, _) in models.items():
+        bad = nonfinite_tensor(m)
+        if bad is not None:
+            raise PrunebenchError(f"{label} has NaN/Inf weights (tensor {bad!r}); its outputs cannot be checked, "
+                                  "so nothing is timed")
         adapter = find_adapter(m)
         limit = None if adapter is None else adapter.max_seq_len
         if limit is not None and args.seq_len > limit:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from typing import NoReturn
 
@@ -42,11 +44,19 @@ def precision_name(value: str) -> str:
     return value
 
 
+def _items(value: str, what: str) -> list[str]:
+    """The comma-separated items of ``value``; an empty item (``1,,2``, a trailing comma) is an error."""
+    items = [v.strip() for v in value.split(",")]
+    if not any(items):
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {value!r}")
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"empty item in {value!r}; expected comma-separated {what}")
+    return items
+
+
 def int_list(value: str) -> tuple[int, ...]:
     """argparse type: comma-separated positive integers, e.g. ``1,2,4``."""
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {value!r}")
+    items = _items(value, "positive integers")
     out = []
     for item in items:
         try:
@@ -71,13 +81,56 @@ def _too_many(value: str) -> int:
 def float_list(value: str) -> tuple[float, ...]:
     """argparse type: comma-separated floats, e.g. ``0.5,0.9``."""
     out = []
-    for item in (v.strip() for v in value.split(",")):
-        if not item:
-            continue
+    for item in _items(value, "numbers"):
         try:
             out.append(float(item))
         except ValueError:
             raise argparse.ArgumentTypeError(f"{item!r} is not a number (in {value!r})") from None
-    if not out:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}")
     return tuple(out)
+
+
+def seed_value(value: str) -> int:
+    """argparse type: a seed, an integer in [0, 2^63 - 1]."""
+    from prunebench.config import check_seed
+
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed {value!r} is not an integer; valid: 0 .. 2^63 - 1") from None
+    try:
+        return check_seed(number)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def seconds(value: str) -> float:
+    """argparse type: a finite number of seconds >= 0 (``inf``, ``nan`` and negatives are refused)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not (math.isfinite(number) and number >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {value!r}")
+    return number
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def warn_threads(threads: int | None, cores: int | None = None) -> bool:
+    """Write one warning line to stderr when ``threads`` exceeds the cores; returns whether it warned.
+
+    More threads than cores is allowed (torch takes what it is given, and the run records the thread count
+    torch reports), but every timing then measures oversubscription, so the user is told.
+    """
+    cores = available_cores() if cores is None else cores
+    if threads is None or threads <= cores:
+        return False
+    sys.stderr.write(f"prunebench: warning: --threads {threads} exceeds the {cores} CPU core(s) available here; "
+                     "threads will share cores and timings will suffer (the thread count torch uses is recorded)\n")
+    return True

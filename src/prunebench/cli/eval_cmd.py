@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from prunebench.cli.common import console, positive_int
+from prunebench.cli.common import console, positive_int, seed_value
 from prunebench.cli.train_cmd import (
     add_task_args,
     apply_threads,
@@ -17,6 +17,8 @@ from prunebench.cli.train_cmd import (
     task_options,
 )
 from prunebench.models.io import load_model, read_config
+from prunebench.outdir import check_writable_dir
+from prunebench.runner.validate import check_task_file
 from prunebench.tasks import evaluate
 from prunebench.tasks.tokenizer import TOKENIZER_FILE
 
@@ -29,21 +31,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", default=None, metavar="DENSE_DIR", help="saved dense model to compare against")
     p.add_argument("--split", choices=("train", "val", "test"), default="test", help="split (default test)")
     p.add_argument("--max-batches", type=positive_int, default=16, help="evaluated batches of 32 (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="evaluation sample and masking seed (default 0)")
+    p.add_argument("--seed", type=seed_value, default=0, help="evaluation sample and masking seed (default 0)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print a table (or JSON)."""
-    apply_threads(args)
     config, meta = read_config(args.model_dir)
-    model = load_model(args.model_dir)
     options = task_options(args, meta.get("task") if isinstance(meta.get("task"), dict) else None)
+    if options["seq_len"] is not None and options["seq_len"] > config.max_positions:
+        raise ValueError(f"task seq_len {options['seq_len']} exceeds the model's max_positions {config.max_positions}")
+    check_task_file(options["spec"])
+    if args.reference:
+        read_config(args.reference)  # a bad --reference is an error before the task is built
+    cache = check_writable_dir(cache_dir_from_args(args.cache_dir), "--cache-dir")
+    apply_threads(args)
+    model = load_model(args.model_dir)
     saved_tok = Path(args.model_dir) / TOKENIZER_FILE
     # Tokenizer training is not bit-reproducible, so a model is always evaluated with its own tokenizer.
     task = build_task_from(
-        options, config.vocab_size, cache_dir_from_args(args.cache_dir), saved_tok if saved_tok.is_file() else None
+        options, config.vocab_size, cache, saved_tok if saved_tok.is_file() else None
     )
     reference = load_model(args.reference) if args.reference else None
     result = evaluate(model, task, reference=reference, split=args.split, max_batches=args.max_batches, seed=args.seed)

@@ -31,6 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (an OSError with its file name, whatever else is in it)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    elif isinstance(exc, RecursionError):
+        text = "input nested too deeply"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
@@ -49,8 +60,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PrunebenchError, ValueError) as exc:
         if args.verbose:
             logging.getLogger("prunebench").exception("failed")
-        sys.stderr.write(f"prunebench {args.command}: error: {exc}\n")
+        sys.stderr.write(f"prunebench {args.command}: error: {_one_line(exc)}\n")
         return 2
+    except (OSError, RecursionError) as exc:
+        # A file system failure the up-front checks could not foresee (disk full, a folder removed mid-run):
+        # still one line, never a traceback (-v logs it); exit 1, since the input itself was fine.
+        logging.getLogger("prunebench").debug("failed", exc_info=True)
+        if args.verbose:
+            logging.getLogger("prunebench").exception("failed")
+        sys.stderr.write(f"prunebench {args.command}: error: {_one_line(exc)}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write("prunebench: interrupted\n")
         return 130

@@ -9,13 +9,14 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from prunebench.cli.common import console, positive_int
+from prunebench.cli.common import console, positive_int, seed_value
 from prunebench.models.batch import IGNORE_INDEX, Batch
 from prunebench.models.config import TaskHead
 from prunebench.models.encoder import TransformerEncoder
 from prunebench.models.io import load_model
 from prunebench.models.presets import create_model as build_preset
 from prunebench.models.presets import model_names
+from prunebench.outdir import check_model_out, clear_model_files
 from prunebench.pruning import (
     GRANULARITIES,
     MATERIALIZATIONS,
@@ -59,8 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-batches", type=positive_int, default=4,
                    help="synthetic random-token calibration batches of 8 sequences for wanda/taylor (default 4)")
     p.add_argument("--calib-seq-len", type=positive_int, default=128, help="tokens per calibration sequence")
-    p.add_argument("--seed", type=int, default=0, help="seed of preset weights, calibration data and 'random'")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--seed", type=seed_value, default=0, help="seed of preset weights, calibration data and 'random'")
+    p.add_argument("--out", required=True, type=Path, help="output folder (new or empty; never inside a run folder)")
+    p.add_argument("--force", action="store_true", help="replace the model in a non-empty --out")
     p.set_defaults(handler=run)
 
 
@@ -132,13 +134,15 @@ def _table(report: PruneReport, out: Path, calib_note: str) -> Table:
 def run(args: argparse.Namespace) -> int:
     """Prune, save, print the summary table."""
     spec = _spec(args)
+    out: Path = check_model_out(args.out, force=args.force)
     model = _load(args.model, args.seed)
     calib, note = None, "none"
     if spec.needs_calib:
         calib = synthetic_calib(model, args.calib_batches, args.calib_seq_len, args.seed)
         note = f"{len(calib)} synthetic random-token batches"
     report, the_plan = prune_with_plan_(model, spec, calib, materialize=args.materialize)
-    out: Path = args.out
+    if args.force and out.is_dir():
+        clear_model_files(out)
     save_pruned(model, out, the_plan, report,
                 metadata={"pruning": {"spec": spec.to_dict(), "source": str(args.model)}})
     console().print(_table(report, out, note))

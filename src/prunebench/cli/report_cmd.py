@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from prunebench.cli.common import console
+from prunebench.outdir import check_writable_dir, find_run_folder
+from prunebench.runner.rundir import RunFolderError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,9 +29,16 @@ def run(args: argparse.Namespace) -> int:
     from prunebench.report.hardware import main_snapshot
     from prunebench.results import load_snapshot
 
+    snapshot = load_snapshot(args.run_dir)  # a folder without a run is an error before anything is written
+    if args.out is not None:
+        check_writable_dir(args.out)
+        other = find_run_folder(args.out)
+        if other is not None and other.resolve() != Path(args.run_dir).resolve():
+            raise RunFolderError(f"--out {args.out} is inside another run's folder ({other}); its report is "
+                                 "rebuilt by `prunebench report` on that run")
     paths = build_report(args.run_dir, args.out)
     out = console()
-    out.print(summary_table(summary_rows(main_snapshot(load_snapshot(args.run_dir)))))
+    out.print(summary_table(summary_rows(main_snapshot(snapshot))))
     out.print(f"report: {paths['report.html']}")
     out.print(f"summary: {paths['summary.md']}  data: {paths['results.json']}, {paths['results.csv']}")
     return 0

@@ -12,13 +12,16 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from prunebench.cli.common import console, float_list, int_list, positive_int
+from prunebench.cli.common import console, float_list, int_list, positive_int, seed_value, warn_threads
 from prunebench.config import DEVICES, RUN_METHODS, RunConfig, load_toml
+from prunebench.outdir import check_writable_dir
 from prunebench.report import summary_rows, summary_table
 from prunebench.report.hardware import main_snapshot
 from prunebench.results import load_snapshot
-from prunebench.runner import default_out, execute_run, prepare
+from prunebench.runner import default_out, execute_run
 from prunebench.runner.executors import EXECUTORS, make_executor
+from prunebench.runner.rundir import RunDir, check_target, claim
+from prunebench.runner.validate import check_run_inputs
 from prunebench.tasks.baseline import resolve_cache_dir
 
 #: CLI option -> RunConfig field, for options that map one to one.
@@ -65,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-sizes", type=int_list, help="benchmark batch sizes (default: 1,2,4,8,16)")
     p.add_argument("--seq-len", type=positive_int, help="sequence length (default: 128)")
     p.add_argument("--threads", type=positive_int, help="torch threads, pinned for the run (default: torch's)")
-    p.add_argument("--seed", type=int, help="seed of init, data, masking and inputs (default: 0)")
+    p.add_argument("--seed", type=seed_value, help="seed of init, data, masking and inputs (default: 0)")
     p.add_argument("--device", choices=DEVICES, help="cpu | cuda (default: cpu)")
     p.add_argument("--task", help="mlm (built-in, Python stdlib source) | csv:PATH | jsonl:PATH (default: mlm)")
     p.add_argument("--train-budget", help="dense training budget: steps (600) or seconds (90s)")
@@ -105,14 +108,28 @@ def _attach_log(path: Path) -> logging.Handler:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate everything cheap first, then run; print progress and the summary table."""
+    """Validate everything cheap first, then lock the run folder and run; print progress and the summary."""
     config, explicit = build_config(args)
     if args.ray_address is not None and args.executor != "ray":
         raise ValueError("--ray-address needs --executor ray")
-    out = args.resume or args.out or default_out(config.model)
-    run_dir, config = prepare(Path(out), config, resume=args.resume is not None, force=args.force,
-                              explicit=explicit)
+    out = Path(args.resume or args.out or default_out(config.model))
+    resume = args.resume is not None
+    if not resume:
+        warn_threads(config.threads)
+    # Every check that can fail on bad input runs before the folder, its lock or a store is created.
+    check_run_inputs(config)
+    check_target(out, resume=resume)
     cache_dir = resolve_cache_dir(args.cache_dir, os.environ)
+    check_writable_dir(cache_dir, "--cache-dir")
+    with claim(out, config, resume=resume, force=args.force, explicit=explicit) as (run_dir, config):
+        if resume:
+            check_run_inputs(config)  # the stored config, which the run actually uses
+            warn_threads(config.threads)
+        return _execute(config, run_dir, cache_dir, args.executor, args.ray_address)
+
+
+def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path, executor_name: str, address: str | None) -> int:
+    """The run itself, in a prepared and locked folder, its units run by the named executor."""
     handler = _attach_log(run_dir.log)
     con = console()
     con.print(f"[bold]prunebench run[/] -> {run_dir.root}  (model {config.model}, "
@@ -127,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             def progress(stage: str, detail: str, done: int, total: int) -> None:
                 bar.update(task_id, completed=done, total=total, description=detail, stage=stage)
 
-            with make_executor(args.executor, args.ray_address) as executor:
+            with make_executor(executor_name, address) as executor:
                 outcome = execute_run(config, run_dir, cache_dir=cache_dir, progress=progress, executor=executor)
     finally:
         logging.getLogger("prunebench").removeHandler(handler)

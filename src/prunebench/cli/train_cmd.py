@@ -12,8 +12,11 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from prunebench.cli.common import console, model_name, positive_int, precision_name
+from prunebench.cli.common import console, model_name, positive_int, precision_name, seed_value, warn_threads
+from prunebench.errors import PrunebenchError
 from prunebench.models.io import save_model
+from prunebench.outdir import check_model_out, check_writable_dir, clear_model_files
+from prunebench.runner.validate import check_task_file
 from prunebench.tasks import (
     TASK_SPECS,
     Budget,
@@ -50,15 +53,36 @@ def add_task_args(p: argparse.ArgumentParser) -> None:
 def apply_threads(args: argparse.Namespace) -> None:
     """Set torch's thread count from ``--threads`` (the CLI owns process-wide settings, never the library)."""
     if getattr(args, "threads", None):
+        warn_threads(args.threads)
         torch.set_num_threads(args.threads)
 
 
 def task_options(args: argparse.Namespace, stored: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Task spec and options from flags, falling back to those ``stored`` with a saved model."""
+    """Task spec and options from flags, falling back to those ``stored`` with a saved model.
+
+    Stored metadata may describe a task but never choose a file to read: a model trained on ``csv:PATH``
+    is evaluated on a file only when the user passes ``--task`` with it (a crafted model folder must not
+    make prunebench read, and echo, any file it names).
+
+    Raises:
+        PrunebenchError: the stored task names a data file and no ``--task`` was given, or stored options
+            have the wrong types.
+    """
     stored = stored or {}
+    if args.task is None and stored.get("spec", "mlm") != "mlm":
+        kind = str(stored.get("spec")).partition(":")[0][:16]
+        shown = kind if kind in ("csv", "jsonl") else "csv|jsonl"
+        raise PrunebenchError(f"this model was trained on a data file; pass --task {shown}:PATH to choose the "
+                              "file to evaluate on (a path stored in a model folder is never read)")
+    stored_len = stored.get("seq_len")
+    if stored_len is not None and (not isinstance(stored_len, int) or isinstance(stored_len, bool) or stored_len < 1):
+        raise PrunebenchError(f"the model folder's metadata holds an invalid task seq_len {str(stored_len)[:24]!r}")
+    for key in ("text_col", "label_col", "split_col"):
+        if stored.get(key) is not None and not isinstance(stored.get(key), str):
+            raise PrunebenchError(f"the model folder's metadata holds an invalid task {key}")
     return {
-        "spec": args.task or stored.get("spec", "mlm"),
-        "seq_len": args.seq_len or stored.get("seq_len"),
+        "spec": args.task or "mlm",
+        "seq_len": args.seq_len or stored_len,
         "text_col": args.text_col if args.task else stored.get("text_col", args.text_col),
         "label_col": args.label_col if args.task else stored.get("label_col", args.label_col),
         "split_col": args.split_col if args.task else stored.get("split_col", args.split_col),
@@ -78,13 +102,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_task_args(p)
     p.add_argument("--budget", default=None,
                    help="steps (500) or time (90s, 2m); default depends on the model and precision")
-    p.add_argument("--seed", type=int, default=0, help="init, data order and dropout seed (default 0)")
+    p.add_argument("--seed", type=seed_value, default=0, help="init, data order and dropout seed (default 0)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default by model width)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="sequences per step (default by model)")
     p.add_argument("--precision", type=precision_name, default="auto",
                    help="training precision: auto (bf16 mixed precision where the CPU/GPU has native bf16, "
                         "else fp32) | fp32 | bf16 (default auto)")
-    p.add_argument("--out", required=True, help="folder to save the trained model in")
+    p.add_argument("--out", required=True, type=Path,
+                   help="folder to save the trained model in (new or empty; never inside a run folder)")
+    p.add_argument("--force", action="store_true", help="replace the model in a non-empty --out")
     p.set_defaults(handler=run)
 
 
@@ -100,14 +126,17 @@ def run(args: argparse.Namespace) -> int:
     """Build the task, train or load the baseline, save it to ``--out`` and print its test accuracy."""
     from prunebench.models.presets import preset_config
 
+    target = check_model_out(args.out, force=args.force)
+    options = task_options(args)
+    check_task_file(options["spec"])
+    budget = Budget.parse(args.budget) if args.budget else None  # None: the preset's default for the precision
+    cache = cache_dir_from_args(args.cache_dir)
+    check_writable_dir(cache, "--cache-dir")
     apply_threads(args)
     out = console()
-    cache = cache_dir_from_args(args.cache_dir)
-    options = task_options(args)
     vocab = preset_config(args.model).vocab_size
     task = build_task_from(options, vocab, cache)
     options["seq_len"] = task.seq_len  # recorded with the model, so `prunebench eval` rebuilds the same task
-    budget = Budget.parse(args.budget) if args.budget else None  # None: the preset's default for the precision
     with _progress_bar() as bar:
         handle = bar.add_task("train", total=1.0, step=0, loss=float("nan"))
 
@@ -120,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
         )
     result = evaluate(model, task, split="test")
     meta = {"task": options, "task_fingerprint": task.fingerprint(), "baseline": info, "test": result.to_dict()}
-    folder = save_model(model, args.out, metadata=meta)
+    if args.force and target.is_dir():
+        clear_model_files(target)
+    folder = save_model(model, target, metadata=meta)
     shutil.copyfile(Path(info["path"]) / TOKENIZER_FILE, folder / TOKENIZER_FILE)
     table = Table(title=f"{args.model} on {task.name} ({'cached' if info['cache_hit'] else 'trained'})")
     for col in ("budget", "steps", "precision", "train s", f"test {result.metric}", "trivial baseline", "test loss"):

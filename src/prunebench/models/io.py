@@ -22,12 +22,56 @@ from prunebench._version import __version__
 from prunebench.errors import CheckpointError
 from prunebench.models.adapter import EncoderAdapter
 from prunebench.models.adapters import adapter_class, adapter_for
-from prunebench.models.config import EncoderConfig
+from prunebench.models.config import EncoderConfig, count_parameters
 
 FORMAT = "prunebench-model"
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+MEMINFO = Path("/proc/meminfo")
+#: Bytes per parameter of a loaded model (float32).
+PARAM_BYTES = 4
+
+
+def available_memory_bytes(meminfo: Path = MEMINFO) -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes, or None where the kernel does not report it."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_fits_memory(config: EncoderConfig, where: str, available: int | None = None) -> None:
+    """Refuse an architecture whose float32 weights alone exceed the available memory, before allocating it.
+
+    Args:
+        config: the architecture to build.
+        where: names the source in the message (a path).
+        available: bytes available (None: read :func:`available_memory_bytes`; unknown = no check).
+
+    Raises:
+        CheckpointError: the parameter bytes exceed ``available``.
+    """
+    available = available_memory_bytes() if available is None else available
+    need = count_parameters(config)["total"] * PARAM_BYTES
+    if available is not None and need > available:
+        raise CheckpointError(
+            f"{where}: the architecture has {need // PARAM_BYTES:,} parameters ({need / 2**30:,.1f} GiB as float32), "
+            f"more than the {available / 2**30:,.1f} GiB of memory available; refusing to allocate it"
+        )
+
+
+def nonfinite_tensor(model: torch.nn.Module) -> str | None:
+    """The name of the first parameter or buffer holding NaN or Inf, or None if every value is finite."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
 
 
 def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
@@ -80,6 +124,10 @@ def read_document(directory: str | Path) -> dict[str, Any]:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to be a model config") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a prunebench model config (format is not {FORMAT!r})")
     version = doc.get("schema_version")
@@ -104,11 +152,26 @@ def read_config(directory: str | Path) -> tuple[EncoderConfig, dict[str, Any]]:
     name = doc.get("adapter", EncoderAdapter.name)
     if name != EncoderAdapter.name:
         raise CheckpointError(f"{path} holds a {name!r} model, not a prunebench encoder; use load_model")
+    config = _encoder_config(doc, path)
+    metadata = doc.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: metadata must be a JSON object")
+    return config, dict(metadata)
+
+
+def _encoder_config(doc: dict[str, Any], path: Path) -> EncoderConfig:
+    """The encoder architecture of a document, parsed without building the model (so nothing is allocated).
+
+    The widths are the config's own, the manifest's ``layers`` only where the config has none, as in
+    :meth:`EncoderAdapter.from_manifest`.
+    """
     try:
-        config = EncoderAdapter.from_manifest(doc["config"], doc.get("shape_manifest") or {}).config
-    except (KeyError, TypeError, ValueError) as exc:
+        config, manifest = doc["config"], doc.get("shape_manifest") or {}
+        if not config.get("layers") and manifest.get("layers"):
+            config = {**config, "layers": manifest["layers"]}
+        return EncoderConfig.from_dict(config)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path} holds an invalid architecture: {exc}") from None
-    return config, dict(doc.get("metadata") or {})
 
 
 def _fuse_legacy_qkv(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -134,9 +197,11 @@ def _rebuild(folder: Path, doc: dict[str, Any]) -> nn.Module:
         cls = adapter_class(doc.get("adapter", EncoderAdapter.name))
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
+    if cls is EncoderAdapter:
+        check_fits_memory(_encoder_config(doc, path), str(path))  # before anything is allocated
     try:
         return cls.from_manifest(doc["config"], doc.get("shape_manifest") or {})
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path} holds an invalid architecture: {exc}") from None
 
 

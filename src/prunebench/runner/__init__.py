@@ -2,6 +2,6 @@
 
 from prunebench.runner.budgets import Budgets
 from prunebench.runner.pipeline import RunOutcome, execute_run
-from prunebench.runner.rundir import RunDir, RunFolderError, default_out, prepare
+from prunebench.runner.rundir import RunDir, RunFolderError, claim, default_out, prepare
 
-__all__ = ["Budgets", "RunDir", "RunFolderError", "RunOutcome", "default_out", "execute_run", "prepare"]
+__all__ = ["Budgets", "RunDir", "RunFolderError", "RunOutcome", "claim", "default_out", "execute_run", "prepare"]

@@ -36,7 +36,7 @@ from prunebench.runner.executors.units import (
     write_folder,
 )
 from prunebench.runner.rundir import RunDir
-from prunebench.runner.variants import describe, load_variant
+from prunebench.runner.variants import check_finite, describe, load_variant
 from prunebench.tasks import Task, build_task, evaluate
 from prunebench.tasks.baseline import load_or_train_baseline
 
@@ -192,6 +192,7 @@ class _Stages:
                                              cache_dir=self.cache_dir, progress=train_progress,
                                              precision=config.train_precision)
         dense.eval()
+        check_finite(dense, DENSE)  # NaN/Inf weights: nothing can be measured against this model
         baseline = {k: str(v) if isinstance(v, Path) else v for k, v in info.items() if k != "history"}
         self.outcome.baseline_info = baseline
         store.update_run({"corpus": {"task": task.fingerprint(), "baseline": baseline}})

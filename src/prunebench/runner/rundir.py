@@ -2,19 +2,31 @@
 
 A folder that already holds a run is never silently overwritten: ``resume`` continues it (the stored
 config wins and must not conflict with an explicitly given one), ``force`` clears prunebench's own files
-in it (and nothing else), and without either the run is refused before any expensive work starts.
+in it (and nothing else), and without either the run is refused before any expensive work starts. A store
+that holds a run but no variant yet (it failed or was killed before measuring anything) is replaced.
+
+One process at a time: :func:`claim` holds an exclusive lock on ``run.lock`` in the folder for the whole
+run, taken before the folder's state is read, so two runs on one ``--out`` (or two ``--resume`` of one
+folder) cannot both pass the checks; the second gets a one-line error naming the holder's pid.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
+from prunebench.locking import LockBusy, exclusive_lock, pid_alive
+from prunebench.outdir import RUN_LOCK_FILE, check_writable_dir, find_run_folder
 from prunebench.results import STORE_FILENAME, ResultStore
+
+logger = logging.getLogger(__name__)
 
 STORE_FILE = STORE_FILENAME
 #: Files and folders a run writes; ``force`` removes exactly these.
@@ -54,6 +66,12 @@ def default_out(model: str, now: datetime | None = None) -> Path:
     """``runs/<UTC timestamp>-<model>`` relative to the working directory."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{stamp}-{model}"
+
+
+def _nothing_measured(store_path: Path) -> bool:
+    """True when the store holds no variant: whatever stopped that run, replacing it loses nothing measured."""
+    with ResultStore(store_path, create=False) as store:
+        return not store.variants()
 
 
 def stored_config(store_path: Path) -> RunConfig | None:
@@ -98,6 +116,9 @@ def prepare(
                 "or use --force to start afresh"
             )
         return run_dir, stored
+    if has_store and not force and _nothing_measured(run_dir.store):
+        logger.warning("%s holds a run that measured nothing (it failed or was stopped early); replacing it", out)
+        force = True
     if has_store and not force:
         stored = stored_config(run_dir.store)
         what = "a different run" if stored != config else "a run with this config"
@@ -113,3 +134,48 @@ def prepare(
                 path.unlink()
     out.mkdir(parents=True, exist_ok=True)
     return run_dir, config
+
+
+def check_target(out: Path, *, resume: bool) -> None:
+    """The cheap checks on a run folder made before anything is created (no lock, no store).
+
+    Raises:
+        RunFolderError: ``resume`` names no folder; ``out`` lies inside another run's folder.
+        OutDirError: ``out`` is a file, lies under a file, or cannot be written.
+    """
+    if resume and not out.is_dir():
+        raise RunFolderError(f"nothing to resume: {out} is not a folder")
+    check_writable_dir(out, "--resume" if resume else "--out")
+    outer = find_run_folder(out.absolute().parent)
+    if outer is not None:
+        raise RunFolderError(f"{out} lies inside the run folder {outer}; choose a folder outside it")
+
+
+@contextmanager
+def claim(
+    out: Path, config: RunConfig, *, resume: bool, force: bool, explicit: frozenset[str] = frozenset()
+) -> Iterator[tuple[RunDir, RunConfig]]:
+    """Lock ``out`` for this process, then :func:`prepare` it; the lock is held until the block ends.
+
+    Yields:
+        The run folder and the config the run will use (the stored one on resume).
+
+    Raises:
+        RunFolderError: another process holds the folder (the message names its pid), or as :func:`prepare`.
+    """
+    check_target(out, resume=resume)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"cannot create the run folder {out}: {exc.strerror or exc}") from None
+    with ExitStack() as stack:
+        try:
+            previous = stack.enter_context(exclusive_lock(out / RUN_LOCK_FILE, wait=False))
+        except LockBusy as busy:
+            who = f"pid {busy.holder}" if busy.holder else "another process"
+            raise RunFolderError(f"{out} is in use by another prunebench run ({who}); wait for it to finish "
+                                 "or stop it, then --resume") from None
+        if previous is not None:
+            gone = "" if pid_alive(previous) else ", which is no longer running"
+            logger.warning("%s: took over the run folder from pid %d%s", out, previous, gone)
+        yield prepare(out, config, resume=resume, force=force, explicit=explicit)

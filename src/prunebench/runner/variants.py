@@ -15,8 +15,10 @@ from typing import Any
 import torch
 
 from prunebench.bench import disk_bytes, forward_macs, parameter_report
+from prunebench.errors import PrunebenchError
 from prunebench.models import TransformerEncoder, count_parameters, load_model
 from prunebench.models.batch import Batch
+from prunebench.models.io import nonfinite_tensor
 from prunebench.pruning import METHODS, PruneSpec, apply_plan_, check_fidelity, prune_with_plan_, save_pruned
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ def make_variant(
     report, plan = prune_with_plan_(model, spec, calib=calib, on_step=on_step)
     seconds = time.perf_counter() - start
     model.eval()
+    check_finite(model, name)
 
     if spec.gradual:
         reference, how = copy.deepcopy(model), "masks-reapplied"
@@ -89,6 +92,17 @@ def make_variant(
         details={"spec": spec.to_dict(), "prune_report": report.to_dict()},
     )
     return model, record
+
+
+def check_finite(model: TransformerEncoder, name: str) -> None:
+    """Raise if a weight holds NaN or Inf: such a model's outputs cannot pass any fidelity check.
+
+    Raises:
+        PrunebenchError: naming the first non-finite tensor (a run records the variant as failed).
+    """
+    bad = nonfinite_tensor(model)
+    if bad is not None:
+        raise PrunebenchError(f"fidelity check failed: {name} has NaN/Inf weights (tensor {bad!r})")
 
 
 def describe(

@@ -13,6 +13,7 @@ import logging
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 from tokenizers import Tokenizer
 
 from prunebench.errors import PrunebenchError
+from prunebench.locking import exclusive_lock
 from prunebench.models.batch import Batch
 from prunebench.models.config import TaskHead
 
@@ -45,6 +47,26 @@ def publish(tmp: Path, folder: Path) -> None:
     except OSError as exc:
         logger.info("cache entry %s written concurrently (%s); keeping the existing copy", folder, exc)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def cache_entry_lock(folder: Path | None) -> Iterator[None]:
+    """Hold the lock of the cache entry ``folder`` while it is looked up and, on a miss, built and published.
+
+    A second process asking for the same entry waits here, then finds the first one's entry and reuses it,
+    instead of building its own copy (tokenizer training is not bit-reproducible, so two copies would give
+    two different tokenizers and, downstream, two different dense models for one config). None: no cache.
+    """
+    if folder is None:
+        yield
+        return
+    # <root>/<kind>/<entry> is locked by <root>/locks/<kind>-<entry>.lock: outside the kind's folder, whose
+    # listing stays the entries alone, and never inside the entry, which is renamed into place when built.
+    locks = folder.parent.parent / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(locks / f"{folder.parent.name}-{folder.name}.lock", wait=True):
+        yield
+
 
 SPLIT_NAMES = ("train", "val", "test")
 #: Evaluation defaults: a fixed, seeded sample of the split, big enough for a ~0.5% standard error on MLM

@@ -15,9 +15,9 @@ from typing import Any
 from prunebench.errors import CheckpointError
 from prunebench.models.config import EncoderConfig
 from prunebench.models.encoder import TransformerEncoder, build_encoder
-from prunebench.models.io import load_model, read_config, save_model
+from prunebench.models.io import load_model, nonfinite_tensor, read_config, save_model
 from prunebench.models.presets import preset_config
-from prunebench.tasks.base import Task, fresh_tmp, publish, stable_hash
+from prunebench.tasks.base import Task, cache_entry_lock, fresh_tmp, publish, stable_hash
 from prunebench.tasks.budget import Budget
 from prunebench.tasks.precision import resolve_precision
 from prunebench.tasks.tokenizer import TOKENIZER_FILE, load_tokenizer, tokenizer_hash
@@ -116,16 +116,18 @@ def load_or_train_baseline(
     key = stable_hash(ident)
     root = Path(cache_dir).expanduser() if cache_dir is not None else DEFAULT_CACHE_DIR.expanduser()
     folder = root / "baselines" / f"{name}-{key}"
-    cached = _load_verified(folder, ident, task)
-    if cached is not None:
-        trained, meta = cached
-        return trained, _info(True, folder, key, meta, task)
-    warm_start_(model, task)
-    history = train(model, task, budget, seed=seed, lr=lr, batch_size=batch_size, progress=progress,
-                    precision=precision)
-    meta = {"baseline": {**ident, "task_key": task.key(), "history": history.to_dict()}}
-    _save(folder, model, meta, task)
-    return model, _info(False, folder, key, meta, task)
+    # A second run asking for the same baseline waits for the first one's training, then loads its result.
+    with cache_entry_lock(folder):
+        cached = _load_verified(folder, ident, task)
+        if cached is not None:
+            trained, meta = cached
+            return trained, _info(True, folder, key, meta, task)
+        warm_start_(model, task)
+        history = train(model, task, budget, seed=seed, lr=lr, batch_size=batch_size, progress=progress,
+                        precision=precision)
+        meta = {"baseline": {**ident, "task_key": task.key(), "history": history.to_dict()}}
+        _save(folder, model, meta, task)
+        return model, _info(False, folder, key, meta, task)
 
 
 def _info(hit: bool, folder: Path, key: str, meta: dict[str, Any], task: Task) -> dict[str, Any]:
@@ -166,6 +168,10 @@ def _load_verified(
             return None
         TrainHistory.from_dict(base["history"])
         model = load_model(folder)
+        bad = nonfinite_tensor(model)
+        if bad is not None:
+            logger.warning("cached baseline %s has NaN/Inf weights (%s); retraining", folder, bad)
+            return None
     except (CheckpointError, ValueError, KeyError, TypeError) as exc:
         logger.warning("cached baseline %s is unusable (%s); retraining", folder, exc)
         return None

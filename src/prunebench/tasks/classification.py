@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 
 from prunebench.models.batch import Batch
 from prunebench.models.config import TaskHead
-from prunebench.tasks.base import SPLIT_NAMES, DataError, SplitData, Task, stable_hash
+from prunebench.tasks.base import SPLIT_NAMES, DataError, SplitData, Task, cache_entry_lock, stable_hash
 from prunebench.tasks.tokenizer import (
     PAD_ID,
     TOKENIZER_FILE,
@@ -152,17 +152,18 @@ def _tokenizer(
     if cache_dir is None:
         return train_tokenizer(texts, vocab_size)
     path = Path(cache_dir) / "tasks" / f"cls-{stable_hash([*ident, recipe(vocab_size)])}" / TOKENIZER_FILE
-    if path.is_file():
-        try:
-            return load_tokenizer(path, vocab_size)
-        except ValueError as exc:
-            logger.warning("cached tokenizer %s is unusable (%s); retraining", path, exc)
-    tok = train_tokenizer(texts, vocab_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tok.save(str(tmp))
-    tmp.replace(path)
-    return tok
+    with cache_entry_lock(path.parent):  # a concurrent run waits, then reuses this tokenizer
+        if path.is_file():
+            try:
+                return load_tokenizer(path, vocab_size)
+            except ValueError as exc:
+                logger.warning("cached tokenizer %s is unusable (%s); retraining", path, exc)
+        tok = train_tokenizer(texts, vocab_size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tok.save(str(tmp))
+        tmp.replace(path)
+        return tok
 
 
 def build_classification_task(

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 from prunebench.models.batch import Batch
 from prunebench.models.config import TaskHead
 from prunebench.tasks import corpus
-from prunebench.tasks.base import SPLIT_NAMES, SplitData, Task, fresh_tmp, publish, stable_hash
+from prunebench.tasks.base import SPLIT_NAMES, SplitData, Task, cache_entry_lock, fresh_tmp, publish, stable_hash
 from prunebench.tasks.mlm_masking import mask_tokens
 from prunebench.tasks.tokenizer import (
     CLS_ID,
@@ -126,6 +126,15 @@ def build_mlm_task(
         settings["given_tokenizer"] = tokenizer_hash(tokenizer)
     key = stable_hash({"corpus": corpus_fp, **settings})
     folder = Path(cache_dir) / "tasks" / f"mlm-{key}" if cache_dir is not None else None
+    with cache_entry_lock(folder):  # a concurrent run with the same cache waits, then reuses this entry
+        return _load_or_build(folder, groups, corpus_fp, settings, vocab_size, seq_len, max_chars, tokenizer)
+
+
+def _load_or_build(
+    folder: Path | None, groups: dict[str, list[corpus.CorpusFile]], corpus_fp: dict[str, Any],
+    settings: dict[str, Any], vocab_size: int, seq_len: int, max_chars: int | None, tokenizer: Tokenizer | None,
+) -> MLMTask:
+    """The cached task in ``folder`` if verified, else built (tokenizer trained unless given) and cached."""
     if folder is not None and (folder / _META).is_file():
         task = _load_cached(folder, corpus_fp, settings, vocab_size, seq_len)
         if task is not None:

@@ -1,0 +1,101 @@
+"""Exclusive file locks (``fcntl.flock``) that name their holder.
+
+A flock belongs to an open file and the kernel drops it when the holding process dies, ``kill -9``
+included, so a lock left behind by a killed process never blocks anyone: the next process simply gets it.
+The holder writes its pid into the lock file only so that a refused process can say who holds it, and
+clears it on a clean release, so a pid found on acquisition means the previous holder died while holding it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from prunebench.errors import PrunebenchError
+
+logger = logging.getLogger(__name__)
+
+#: How long a refused process waits for the holder to write its pid (it does so right after locking).
+_PID_WAIT_S = 1.0
+
+
+class LockBusy(PrunebenchError):
+    """The lock is held by another process (``holder`` is its pid, None if it could not be read)."""
+
+    def __init__(self, path: Path, holder: int | None) -> None:
+        self.path, self.holder = path, holder
+        super().__init__(f"{path} is locked by {'pid ' + str(holder) if holder else 'another process'}")
+
+
+def _read_pid(fd: int) -> int | None:
+    raw = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    return int(raw) if raw.isdigit() else None
+
+
+def _holder_pid(fd: int) -> int | None:
+    """The holder's pid, waiting briefly: it may have locked the file but not yet written its pid."""
+    deadline = time.monotonic() + _PID_WAIT_S
+    while True:
+        pid = _read_pid(fd)
+        if pid is not None or time.monotonic() > deadline:
+            return pid
+        time.sleep(0.02)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (it may belong to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, *, wait: bool) -> Iterator[int | None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block.
+
+    Args:
+        path: the lock file; its folder must exist.
+        wait: block until the holder releases it; False raises :class:`LockBusy` at once.
+
+    Yields:
+        The pid of an earlier holder that died while holding the lock (its pid was never cleared), else None.
+
+    Raises:
+        LockBusy: ``wait`` is False and another process holds the lock.
+        PrunebenchError: the lock file cannot be created or opened.
+    """
+    lock_path = Path(path)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise PrunebenchError(f"cannot create the lock file {lock_path}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise PrunebenchError(f"cannot lock {lock_path}: {exc.strerror or exc}") from None
+            holder = _holder_pid(fd)
+            if not wait:
+                raise LockBusy(lock_path, holder) from None
+            logger.info("waiting for %s, held by pid %s", lock_path, holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        previous = _read_pid(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        try:
+            yield previous if previous != os.getpid() else None
+        finally:
+            os.ftruncate(fd, 0)  # a clean release: the next holder finds no pid, so nothing was "taken over"
+    finally:
+        os.close(fd)  # closing the file releases the flock

@@ -1,0 +1,65 @@
+"""Checks of a run's inputs against this machine, made before its folder or store is created.
+
+:class:`~prunebench.config.RunConfig` checks everything that needs no look at the machine (values, ranges,
+forms); this module adds what does: the task's data file is readable, and a CUDA device exists if asked for.
+A failed check leaves nothing behind, so the corrected command simply runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from prunebench.config import RunConfig
+from prunebench.errors import PrunebenchError
+from prunebench.tasks.factory import TASKS
+
+#: Task kinds whose spec names a data file (``KIND:PATH``).
+FILE_TASKS = ("csv", "jsonl")
+
+
+def check_task_spec(spec: str) -> None:
+    """Raise unless ``spec`` names a registered task kind in its form (``mlm``, ``csv:PATH``, ...).
+
+    Raises:
+        ValueError: listing the valid forms.
+    """
+    key, sep, path = spec.partition(":")
+    kind = TASKS.get(key) if key in TASKS else None
+    if kind is None or kind.takes_path != bool(sep and path):
+        raise ValueError(f"unknown task {spec!r}; choose from: {', '.join(k.form for _, k in TASKS)}")
+
+
+def check_task_file(spec: str) -> Path | None:
+    """For a file task (``csv:PATH`` / ``jsonl:PATH``), raise unless PATH is a readable file; returns it.
+
+    Other task kinds read no user file here: None.
+
+    Raises:
+        PrunebenchError: the file is missing, a folder, or unreadable.
+    """
+    kind, sep, raw = spec.partition(":")
+    if not sep or kind not in FILE_TASKS:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise PrunebenchError(f"task file {path} {what}; give --task {kind}:PATH with an existing file")
+    if not os.access(path, os.R_OK):
+        raise PrunebenchError(f"task file {path} is not readable")
+    return path
+
+
+def check_run_inputs(config: RunConfig) -> None:
+    """Everything about ``config`` that depends on this machine; see the module docstring.
+
+    Raises:
+        ValueError: an unknown task kind.
+        PrunebenchError: an unreadable task file, or ``device="cuda"`` without a CUDA device.
+    """
+    check_task_spec(config.task)
+    check_task_file(config.task)
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise PrunebenchError("--device cuda was asked for, but torch sees no CUDA device here")

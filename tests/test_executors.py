@@ -74,7 +74,7 @@ def test_local_executor_runs_each_unit_in_order_and_delivers_each_item_at_once()
     box: list[int] = []
     units = [Unit(f"u{i}", "prepare", {"i": i}) for i in range(3)]
     with LocalExecutor() as ex:
-        assert ex.node_classes() == ["local"] and not ex.ships_models
+        assert ex.node_classes() == ["local"] and ex.node_counts() == {"local": 1} and not ex.ships_models
         ex.run(fn, units, {"box": box}, lambda unit, item: log.append((unit.key, item)))
     assert box == [0, 1, 2]  # the very object, not a copy
     # each item reaches the driver before the unit goes on (nothing finished waits in a worker)
@@ -125,8 +125,9 @@ def test_node_classes_come_from_live_prunebench_nodes() -> None:
         {"Alive": True, "Resources": {"CPU": 8.0, **node_resources("epyc")}},
         {"Alive": False, "Resources": node_resources("dead")},
         {"Alive": True, "Resources": {"CPU": 2.0, "prunebench_class_stray": 1.0}},  # no prunebench_node
+        {"Alive": True, "Resources": node_resources("xeon")},
     ]
-    assert classes_of(nodes) == ["epyc", "xeon"]
+    assert classes_of(nodes) == {"epyc": 1, "xeon": 2} and list(classes_of(nodes)) == ["epyc", "xeon"]
 
 
 def test_shipped_model_folders_round_trip_bit_exactly(tmp_path, dense) -> None:
@@ -176,14 +177,14 @@ def test_a_failed_prune_comes_back_as_a_record_not_an_exception(task, dense) -> 
 
 def test_time_unit_stamps_each_cell_with_its_node_class_and_fingerprint(dense) -> None:
     settings = BenchSettings(warmup=1, min_time=0.0, min_pairs=2, max_pairs=4, max_time=0.5, n_boot=50)
-    payload = {"names": ["dense", "copy"], "batch_size": 1, "seq_len": SEQ, "vocab": VOCAB, "seed": 0,
+    payload = {"todo": [("dense", 1), ("copy", 1), ("copy", 2)], "seq_len": SEQ, "vocab": VOCAB, "seed": 0,
                "pad_fraction": 0.0, "device": "cpu", "threads": 1, "node_class": "epyc"}
     records: list[dict] = []
     time_unit(payload, records.append, models={"dense": model_files(dense), "copy": dense}, settings=settings)
-    assert [r["variant"] for r in records] == ["dense", "copy"]
+    assert [(r["variant"], r["batch_size"]) for r in records] == [("dense", 1), ("copy", 1), ("copy", 2)]
     for r in records:
         assert r["node_class"] == "epyc" and r["status"] == "ok" and len(r["fingerprint_hash"]) == 12
-        assert r["environment"]["threads"] == 1 and r["batch_size"] == 1
+        assert r["environment"]["threads"] == 1
 
 
 def _two_class_snapshot() -> dict:

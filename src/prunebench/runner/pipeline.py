@@ -258,31 +258,36 @@ class _Stages:
         return models
 
     def benchmarks(self, store: ResultStore, models: dict[str, ModelSource]) -> None:
-        """Each variant timed paired and interleaved against dense, per batch size and node class, as time
-        units of the executor; each cell stored as it arrives.
+        """Each variant timed paired and interleaved against dense on every node class, as time units of the
+        executor (a class's batch sizes split over at most as many units as it has nodes); each cell stored as
+        it arrives.
 
         The dense row is dense against an identical copy of itself: its "speedup" is the harness's noise
         floor on that node, shown rather than assumed.
         """
         config, tick = self.config, self.tick
         names = [DENSE, *(v[0] for v in config.variants())]
-        classes = self.executor.node_classes()
-        tick.total += (len(classes) - 1) * len(names) * len(config.batch_sizes)
+        counts = self.executor.node_counts()
+        tick.total += (len(counts) - 1) * len(names) * len(config.batch_sizes)
         units = []
-        for node_class in classes:
-            for batch_size in config.batch_sizes:
+        for node_class, n_nodes in counts.items():
+            # One unit per node of the class at most, each with whole batch sizes (dealt round-robin).
+            k = min(n_nodes, len(config.batch_sizes))
+            for group in (config.batch_sizes[i::k] for i in range(k)):
                 todo = []
-                for name in names:
-                    if name not in models:
-                        tick("bench", f"{name} b={batch_size}: skipped (variant failed)")
-                    elif store.has_cell(name, batch_size, config.seq_len, status="ok", node_class=node_class):
-                        tick("bench", f"{name} b={batch_size} on {node_class}: done earlier")
-                    else:
-                        todo.append(name)
+                for batch_size in group:
+                    for name in names:
+                        if name not in models:
+                            tick("bench", f"{name} b={batch_size}: skipped (variant failed)")
+                        elif store.has_cell(name, batch_size, config.seq_len, status="ok", node_class=node_class):
+                            tick("bench", f"{name} b={batch_size} on {node_class}: done earlier")
+                        else:
+                            todo.append((name, batch_size))
                 if todo:
-                    payload = {**self.unit_base, "names": todo, "batch_size": batch_size, "node_class": node_class,
+                    payload = {**self.unit_base, "todo": todo, "node_class": node_class,
                                "pad_fraction": config.pad_fraction, "device": config.device}
-                    units.append(Unit(f"time:{node_class}:b={batch_size}", "time", payload, node_class))
+                    key = f"time:{node_class}:b={','.join(map(str, group))}"
+                    units.append(Unit(key, "time", payload, node_class))
         shared = {"models": {n: m for n, m in models.items() if n in names},
                   "settings": bench_settings_for(config, self.budgets)}
 

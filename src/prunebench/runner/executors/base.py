@@ -60,6 +60,10 @@ class Executor(Protocol):
         """The hardware classes that time cells, sorted; every class times every cell by default."""
         ...
 
+    def node_counts(self) -> dict[str, int]:
+        """How many nodes each class has (its cells are split into that many time units at most)."""
+        ...
+
     def run(self, fn: UnitFn, units: Sequence[Unit], shared: Mapping[str, Any], on_result: OnResult) -> None:
         """Run ``fn(unit.payload, emit, **shared)`` for every unit, calling ``on_result(unit, item)`` on the
         driver for every item emitted; returns when every unit is done."""
@@ -84,6 +88,10 @@ class LocalExecutor:
     def node_classes(self) -> list[str]:
         """One class: this machine."""
         return [LOCAL_NODE_CLASS]
+
+    def node_counts(self) -> dict[str, int]:
+        """One node: this process."""
+        return {LOCAL_NODE_CLASS: 1}
 
     def run(self, fn: UnitFn, units: Sequence[Unit], shared: Mapping[str, Any], on_result: OnResult) -> None:
         """Run each unit in turn in this process; each emitted item reaches ``on_result`` at once."""

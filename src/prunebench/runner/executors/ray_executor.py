@@ -70,15 +70,18 @@ def unit_options(unit: Unit) -> dict[str, Any]:
     return {"name": unit.key, "num_cpus": 1, "num_gpus": gpus, "resources": unit_resources(unit)}
 
 
-def classes_of(nodes: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Hardware classes of the live prunebench nodes among ``ray.nodes()`` entries, sorted."""
-    found = set()
+def classes_of(nodes: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Hardware classes of the live prunebench nodes among ``ray.nodes()`` entries, with their node counts,
+    sorted by name."""
+    found: dict[str, int] = {}
     for node in nodes:
         resources = node.get("Resources") or {}
         if not node.get("Alive", True) or NODE_RESOURCE not in resources:
             continue
-        found.update(k[len(CLASS_PREFIX):] for k in resources if k.startswith(CLASS_PREFIX))
-    return sorted(found)
+        for key in resources:
+            if key.startswith(CLASS_PREFIX):
+                found[key[len(CLASS_PREFIX):]] = found.get(key[len(CLASS_PREFIX):], 0) + 1
+    return dict(sorted(found.items()))
 
 
 def _run_unit(fn: UnitFn, payload: dict[str, Any], keys: list[str], *values: Any) -> list[Any]:
@@ -128,6 +131,10 @@ class RayExecutor:
 
     def node_classes(self) -> list[str]:
         """Hardware classes of the cluster's live prunebench nodes, sorted."""
+        return list(self.node_counts())
+
+    def node_counts(self) -> dict[str, int]:
+        """Live prunebench nodes per hardware class."""
         return classes_of(self._ray.nodes())
 
     def run(self, fn: UnitFn, units: Sequence[Unit], shared: Mapping[str, Any], on_result: OnResult) -> None:

@@ -136,14 +136,14 @@ def prepare_unit(payload: Mapping[str, Any], emit: Emit, *, task: Task, dense: M
 
 def time_unit(payload: Mapping[str, Any], emit: Emit, *, models: Mapping[str, ModelSource],
               settings: BenchSettings) -> None:
-    """Time the cells ``payload["names"]`` at one batch size against dense, on this node; emits each cell
-    record as it is finished.
+    """Time the cells ``payload["todo"]`` (``(variant, batch size)`` pairs) against dense on this node; emits
+    each cell record as it is finished.
 
     Each variant is paired (ABBA) against this node's own dense model; the ``dense`` row is dense against an
     identical twin (the noise floor here). Every record carries ``node_class``, this node's ``environment``
     and its ``fingerprint_hash``, so cells timed on different hardware are never mixed up.
 
-    Payload keys: ``names, batch_size, seq_len, vocab, seed, pad_fraction, device, threads, node_class``.
+    Payload keys: ``todo, seq_len, vocab, seed, pad_fraction, device, threads, node_class``.
     """
     from prunebench.runner.pipeline import DENSE, _cell_record  # the pipeline imports this module
 
@@ -153,14 +153,18 @@ def time_unit(payload: Mapping[str, Any], emit: Emit, *, models: Mapping[str, Mo
     env = environment(p["device"], torch.get_num_threads())
     # The class is a label, not part of the fingerprint: two classes on identical hardware hash alike.
     fingerprint = fingerprint_hash(env)
+    live = {name: as_model(models[name]).to(device) for name in dict.fromkeys(n for n, _ in p["todo"])
+            if name != DENSE}
     dense = as_model(models[DENSE]).to(device)
     twin = copy.deepcopy(dense)
-    b, seq = int(p["batch_size"]), int(p["seq_len"])
-    dense_macs = forward_macs(dense, b, seq)
-    inputs = make_inputs(p["vocab"], b, seq, seed=p["seed"], pad_fraction=p["pad_fraction"], device=device)
-    for name in p["names"]:
-        candidate = twin if name == DENSE else as_model(models[name]).to(device)
-        cell = bench_pair(dense, candidate, b, seq, settings=settings, inputs=inputs, name=name, baseline_name=DENSE)
-        record = _cell_record(name, cell, dense_macs)
-        record.update(node_class=p["node_class"], environment=env, fingerprint_hash=fingerprint)
-        emit(record)
+    seq = int(p["seq_len"])
+    for b in dict.fromkeys(int(b) for _, b in p["todo"]):
+        dense_macs = forward_macs(dense, b, seq)
+        inputs = make_inputs(p["vocab"], b, seq, seed=p["seed"], pad_fraction=p["pad_fraction"], device=device)
+        for name in (n for n, nb in p["todo"] if int(nb) == b):
+            candidate = twin if name == DENSE else live[name]
+            cell = bench_pair(dense, candidate, b, seq, settings=settings, inputs=inputs, name=name,
+                              baseline_name=DENSE)
+            record = _cell_record(name, cell, dense_macs)
+            record.update(node_class=p["node_class"], environment=env, fingerprint_hash=fingerprint)
+            emit(record)

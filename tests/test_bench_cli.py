@@ -36,14 +36,16 @@ def test_bench_folders_writes_json(folders, tmp_path, capsys) -> None:
     report = BenchReport.from_dict(doc)
     assert report.to_dict() == doc
     cells = report.cells
-    assert [(c.model, c.batch_size) for c in cells] == [("half", 1), ("dense", 1), ("half", 2), ("dense", 2)]
+    assert [(c.variant, c.batch_size) for c in cells] == [("half", 1), ("dense", 1), ("half", 2), ("dense", 2)]
     assert all(c.ok and c.threads == 1 for c in cells)
+    # FLOP-ideal has the run's meaning: dense MACs / the candidate's non-zero MACs (half the layers: 2x)
+    assert all(c.flop_ideal_speedup == pytest.approx(2.0 if c.variant == "half" else 1.0) for c in cells)
     assert doc["models"]["half"]["memory"]["disk_bytes"] > 0
 
 
 def test_bench_preset_alone(capsys) -> None:
     assert main(["bench", "small", "--batch-sizes", "1", *FAST]) == 0
-    assert "1 (baseline)" in capsys.readouterr().out
+    assert "(twin)" in capsys.readouterr().out  # timed alone = against an identical twin: the noise floor
 
 
 @pytest.mark.parametrize(

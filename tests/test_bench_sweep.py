@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 
 import pytest
@@ -10,10 +11,10 @@ import torch
 from torch import nn
 
 from prunebench.bench.inputs import forward_call, make_inputs
-from prunebench.bench.records import CellResult
 from prunebench.bench.settings import BENCH_PRESETS, BenchSettings, bench_settings
 from prunebench.bench.sweep import bench_pair, bench_single, sweep
 from prunebench.models.presets import create_model
+from prunebench.results.cell import CellRecord
 
 FAST = BenchSettings(warmup=1, min_time=0.0, min_pairs=2, max_time=0.5, target_ci=None, n_boot=50,
                      measure_memory=False)
@@ -43,23 +44,58 @@ def test_sweep_order_callbacks_and_baseline_cell() -> None:
     models = {"dense": tiny(), "half": tiny(1), "same": tiny()}
     got, ticks = [], []
     cells = sweep(models, batch_sizes=(1, 2), seq_lens=(8,), settings=FAST, on_cell=got.append,
-                  progress=lambda done, total, cell: ticks.append((done, total, cell.model)))
-    assert [(c.model, c.batch_size) for c in cells] == [
+                  progress=lambda done, total, cell: ticks.append((done, total, cell.variant)))
+    # Returned in grid order; handed over as each one finishes (round-robin: any order).
+    assert [(c.variant, c.batch_size) for c in cells] == [
         ("half", 1), ("same", 1), ("dense", 1), ("half", 2), ("same", 2), ("dense", 2)]
-    assert got == cells
-    assert ticks == [(i + 1, 6, c.model) for i, c in enumerate(cells)]
+    assert sorted(got, key=cells.index) == cells and len(got) == 6
+    assert ticks == [(i + 1, 6, c.variant) for i, c in enumerate(got)]
     for c in cells:
-        assert c.ok and c.baseline == "dense" and c.seq_len == 8 and c.latency is not None
-        assert c.tokens_per_s == pytest.approx(c.samples_per_s * 8)
-        assert c.macs is not None and c.macs_effective == c.macs
-    dense = [c for c in cells if c.model == "dense"]
-    assert all(c.speedup == 1.0 and c.comparison is None for c in dense)
-    # The baseline cell pools the baseline side of both paired runs at its shape.
-    pairs = [c for c in cells if c.batch_size == 1 and c.model != "dense"]
-    assert dense[0].latency.n == sum(c.comparison.baseline.n for c in pairs)
+        assert c.ok and c.baseline == "dense" and c.seq_len == 8 and c.latency_ms is not None
+        assert c.backend == "eager" and c.n_blocks >= FAST.min_blocks and c.timing["order"] == "ABBA/BAAB"
+        assert c.throughput_tokens_s == pytest.approx(c.throughput_samples_s * 8)
+        assert c.macs is not None and c.effective_macs == c.macs
+        assert c.speedup_ci_low <= c.speedup <= c.speedup_ci_high
+    # The baseline's own cell is timed against an identical twin: a measured noise floor, not a constant 1.
+    dense = [c for c in cells if c.variant == "dense"]
+    assert all(c.n_pairs >= FAST.min_pairs and c.flop_ideal_speedup == pytest.approx(1.0) for c in dense)
     half = cells[0]
-    assert half.n_pairs >= 2 and half.ci_low <= half.speedup <= half.ci_high
     assert half.macs * 2 == dense[0].macs  # one of two layers
+    assert half.flop_ideal_speedup == pytest.approx(2.0) and half.baseline_macs == dense[0].macs
+
+
+def test_blocks_are_spread_round_robin_over_cells() -> None:
+    log: list[str] = []
+
+    class Tagged(Recorder):
+        def __init__(self, tag: str) -> None:
+            super().__init__()
+            self.tag = tag
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            log.append(f"{self.tag}{ids.shape[0]}")
+            return super().forward(ids, mask)
+
+    settings = BenchSettings(**{**FAST.to_dict(), "min_blocks": 3, "block_pairs": 2, "block_warmup": 0})
+    sweep({"dense": Tagged("d"), "x": Tagged("x")}, lambda bs, s: make_inputs(20, bs, s), batch_sizes=(1, 2),
+          seq_lens=(4,), settings=settings)
+    candidates = [t for t in log if t.startswith("x")]
+    # x at B=1 and x at B=2 take turns block by block instead of one finishing before the other starts
+    switches = sum(1 for p, q in itertools.pairwise(candidates) if p != q)
+    assert switches >= 3  # one cell after the other would switch once
+
+
+def test_zeros_flop_ideal_counts_nonzero_macs() -> None:
+    from prunebench.pruning import PruneSpec, prune_
+
+    dense = tiny()
+    pruned = copy.deepcopy(dense)
+    prune_(pruned, PruneSpec(method="magnitude", sparsity=0.5))
+    cell = bench_pair(dense, pruned, 1, 8, settings=FAST, name="magnitude@0.5")
+    # Stored as zeros: same dense MACs, but the FLOP-ideal counts only the non-zero weights (one meaning).
+    assert cell.macs == cell.baseline_macs and cell.effective_macs < cell.macs
+    assert cell.flop_ideal_speedup == pytest.approx(cell.baseline_macs / cell.effective_macs)
+    assert cell.flop_ideal_speedup > 1.3
 
 
 def test_identical_inputs_for_every_model() -> None:
@@ -75,12 +111,12 @@ def test_failing_cell_is_recorded_and_sweep_goes_on() -> None:
     bad = Recorder(fail_on={2: RuntimeError("boom\nsecond line"), 4: torch.OutOfMemoryError("CPU out of memory")})
     cells = sweep({"dense": Recorder(), "bad": bad}, lambda bs, s: make_inputs(20, bs, s, seed=0),
                   batch_sizes=(1, 2, 4), seq_lens=(4,), settings=FAST)
-    by = {(c.model, c.batch_size): c for c in cells}
+    by = {(c.variant, c.batch_size): c for c in cells}
     assert by[("bad", 1)].ok
-    assert by[("bad", 2)].status == "error" and by[("bad", 2)].message == "RuntimeError: boom"
-    assert by[("bad", 4)].status == "oom" and by[("bad", 4)].latency is None
-    # The baseline still gets measured on its own when its only pair failed.
-    assert by[("dense", 2)].ok and by[("dense", 2)].latency.n >= 2
+    assert by[("bad", 2)].status == "error" and by[("bad", 2)].error == "RuntimeError: boom"
+    assert by[("bad", 4)].status == "oom" and by[("bad", 4)].latency_ms is None
+    # The baseline still gets measured (against its twin) when its only pair failed.
+    assert by[("dense", 2)].ok and by[("dense", 2)].n_pairs >= 2
     assert len(cells) == 6
 
 
@@ -91,17 +127,18 @@ def test_failing_inputs_fail_that_shape_only() -> None:
         return make_inputs(20, bs, s)
 
     cells = sweep({"dense": Recorder(), "x": Recorder()}, input_fn, batch_sizes=(1, 2), seq_lens=(4,), settings=FAST)
-    assert [(c.model, c.batch_size, c.status) for c in cells] == [
+    assert [(c.variant, c.batch_size, c.status) for c in cells] == [
         ("x", 1, "ok"), ("dense", 1, "ok"), ("x", 2, "oom"), ("dense", 2, "oom")]
-    assert cells[2].message.startswith("inputs: RuntimeError")
+    assert cells[2].error.startswith("inputs: RuntimeError")
 
 
 def test_bench_pair_and_single_directly() -> None:
     d = tiny()
     cell = bench_pair(d, copy.deepcopy(d), 2, 8, settings=FAST, name="copy")
-    assert cell.ok and cell.model == "copy" and cell.baseline == "dense" and cell.comparison.order == "ABBA"
+    assert cell.ok and cell.variant == "copy" and cell.baseline == "dense" and cell.timing["order"] == "ABBA/BAAB"
     one = bench_single(d, 2, 8, settings=FAST)
-    assert one.ok and one.speedup == 1.0 and one.latency.n >= 2
+    assert one.ok and one.variant == one.baseline == "dense" and one.n_pairs >= 2
+    assert one.speedup_ci_low <= one.speedup <= one.speedup_ci_high
 
 
 def test_include_head_is_recorded_and_changes_the_call() -> None:
@@ -134,14 +171,19 @@ def test_bad_sweep_arguments() -> None:
         BenchSettings(device="tpu")
 
 
-def test_cell_json_round_trip() -> None:
+def test_cell_record_round_trips_through_json_and_the_store(tmp_path) -> None:
+    from prunebench.results import ResultStore
+
     cell = bench_pair(tiny(), tiny(1), 1, 4, settings=FAST, name="half")
-    again = CellResult.from_dict(json.loads(json.dumps(cell.to_dict())))
-    assert again == cell and again.comparison.baseline == cell.comparison.baseline
-    with pytest.raises(ValueError, match="schema_version"):
-        CellResult.from_dict({**cell.to_dict(), "schema_version": 99})
-    with pytest.raises(ValueError, match="unknown CellResult keys: bogus"):
-        CellResult.from_dict({**cell.to_dict(), "bogus": 1})
+    again = CellRecord.from_row(json.loads(json.dumps(cell.to_row())))
+    assert again == cell
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        store.start_run({"run_id": "r", "created": "now", "config": {}, "environment": {}})
+        store.put_cell(cell)
+        (stored,) = store.cell_records()
+    assert stored == cell  # the store writes the record the bench produced, field for field
+    with pytest.raises(ValueError, match="needs seq_len"):
+        CellRecord.from_row({"variant": "x", "batch_size": 1})
 
 
 def test_make_inputs_is_seeded_and_pads_realistically() -> None:

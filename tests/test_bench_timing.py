@@ -98,8 +98,8 @@ def test_compare_runs_abba_and_pairs_correctly() -> None:
     b = workload(clock, [2.0], log, "B")
     res = time_paired(a, b, warmup=1, min_time=0, min_pairs=4, clock=clock)
     assert log[:2] == ["A", "B"]  # warm-up, one each
-    assert log[2:] == list("ABBA" * 2)
-    assert res.order == "ABBA" and res.n_pairs == 4
+    assert log[2:] == list("ABBA" + "BAAB")  # rounds alternate, so neither side always follows a pause
+    assert res.order == "ABBA/BAAB" and res.n_pairs == 4
     assert res.ratios == [2.0] * 4 and res.speedup == 2.0
     assert res.ci_low == res.ci_high == 2.0
     assert res.baseline.median == 4.0 and res.candidate.median == 2.0
@@ -138,6 +138,40 @@ def test_compare_stops_on_precision_and_on_max_time() -> None:
     res = time_paired(workload(clock, [1.0]), workload(clock, [1.0]), warmup=1, min_time=100, min_pairs=4,
                   max_time=10, clock=clock)
     assert res.stop_reason == "max_time" and res.n_pairs == 6  # rounds of 4s: stops after 12s
+
+
+def test_stopping_checks_alternate_which_side_runs_next() -> None:
+    # Blocks of 4 pairs, a check after each: the first call after a check alternates between A and B.
+    clock = FakeClock()
+    log: list[str] = []
+    time_paired(workload(clock, [2.0], log, "A"), workload(clock, [1.0], log, "B"), warmup=1, min_time=0,
+                min_pairs=16, max_time=1e6, check_every=4, clock=clock)
+    timed = log[2:]
+    firsts = [timed[i] for i in range(0, len(timed), 8)]  # 8 calls per block of 4 pairs
+    assert firsts == ["A", "B", "A", "B"]
+    assert timed.count("A") == timed.count("B") == 16
+
+
+def test_block_bootstrap_widens_with_drift_between_blocks() -> None:
+    from prunebench.bench.stats import block_bootstrap_median_ci
+
+    rng = np.random.default_rng(0)
+    # Eight blocks whose level drifts (+-5%) while pairs inside a block agree to 0.1%.
+    blocks = [list(level + 0.001 * rng.standard_normal(8)) for level in 1.0 + 0.05 * rng.standard_normal(8)]
+    flat = [x for b in blocks for x in b]
+    _, lo_pooled, hi_pooled = bootstrap_median_ci(flat, 0.95, 1000, seed=0)
+    med, lo, hi = block_bootstrap_median_ci(blocks, 0.95, 1000, seed=0)
+    assert lo <= med <= hi and med == pytest.approx(float(np.median(flat)))
+    assert (hi - lo) > 1.5 * (hi_pooled - lo_pooled)  # the pooled CI describes one stretch, not the machine
+    assert block_bootstrap_median_ci(blocks, 0.95, 1000, seed=0) == (med, lo, hi)  # seeded
+
+
+def test_t_quantile() -> None:
+    from prunebench.bench.stats import t_quantile
+
+    for df, want in ((1, 12.706), (2, 4.303), (3, 3.182), (5, 2.571), (10, 2.228), (30, 2.042), (1000, 1.962)):
+        assert t_quantile(0.975, df) > t_quantile(0.95, df)
+        assert t_quantile(0.975, df) == pytest.approx(want, abs=2e-3)
 
 
 def test_bootstrap_is_seeded_and_covers_the_median() -> None:
@@ -221,3 +255,20 @@ def test_real_cuda_events() -> None:
     x = torch.randn(512, 512, device="cuda")
     stats = measure(lambda: x @ x, warmup=2, min_time=0, min_iters=5, timer=timer_for("cuda"))
     assert stats.n == 5 and stats.median > 0
+
+
+def test_running_precision_matches_a_t_interval_over_block_medians() -> None:
+    from prunebench.bench.blocks import PairedBlocks
+    from prunebench.bench.stats import t_quantile
+
+    clock = FakeClock()
+    rng = np.random.default_rng(2)
+    noise = list(2.0 * (1 + 0.02 * rng.standard_normal(400)))
+    pb = PairedBlocks(workload(clock, noise), workload(clock, [1.0]), WallTimer(clock), clock=clock)
+    assert pb.rel_half_width(0.95) == math.inf
+    for _ in range(12):
+        pb.block(4)
+    logs = [float(np.median(np.log(b))) for b in pb.blocks]
+    half = t_quantile(0.975, 11) * float(np.std(logs, ddof=1)) / math.sqrt(12)
+    assert pb.rel_half_width(0.95) == pytest.approx(math.expm1(half), rel=1e-9)
+    assert pb.n_blocks == 12 and pb.n_pairs == 48 and all(len(b) == 4 for b in pb.blocks)

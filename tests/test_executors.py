@@ -177,14 +177,15 @@ def test_a_failed_prune_comes_back_as_a_record_not_an_exception(task, dense) -> 
 
 def test_time_unit_stamps_each_cell_with_its_node_class_and_fingerprint(dense) -> None:
     settings = BenchSettings(warmup=1, min_time=0.0, min_pairs=2, max_pairs=4, max_time=0.5, n_boot=50)
-    payload = {"todo": [("dense", 1), ("copy", 1), ("copy", 2)], "seq_len": SEQ, "vocab": VOCAB, "seed": 0,
-               "pad_fraction": 0.0, "device": "cpu", "threads": 1, "node_class": "epyc"}
-    records: list[dict] = []
+    payload = {"todo": [("dense", 1), ("copy", 1), ("copy", 2)], "batch_sizes": [1, 2], "seq_len": SEQ,
+               "vocab": VOCAB, "seed": 0, "pad_fraction": 0.0, "device": "cpu", "threads": 1, "node_class": "epyc"}
+    records: list = []
     time_unit(payload, records.append, models={"dense": model_files(dense), "copy": dense}, settings=settings)
-    assert [(r["variant"], r["batch_size"]) for r in records] == [("dense", 1), ("copy", 1), ("copy", 2)]
+    # exactly the cells asked for (dense at B=2 was not), each emitted once
+    assert sorted((r.variant, r.batch_size) for r in records) == [("copy", 1), ("copy", 2), ("dense", 1)]
     for r in records:
-        assert r["node_class"] == "epyc" and r["status"] == "ok" and len(r["fingerprint_hash"]) == 12
-        assert r["environment"]["threads"] == 1
+        assert r.node_class == "epyc" and r.ok and len(r.extra["fingerprint_hash"]) == 12
+        assert r.extra["environment"]["threads"] == 1 and r.to_row()["node_class"] == "epyc"
 
 
 def _two_class_snapshot() -> dict:

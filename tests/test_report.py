@@ -127,7 +127,8 @@ def test_verdict_states_what_the_data_says() -> None:
     snap = make_snapshot()
     text = verdict_text(analyze(snap), snap["run"])
     assert "At batch size 1, 0 of 6 were measurably faster" in text
-    assert "At batch size 4, 1 of 6 were measurably faster than dense (whole CI above 1): structured@0.5." in text
+    assert ("At batch size 4, 1 of 6 were measurably faster than dense (whole CI above the noise floor of dense "
+            "against its identical twin): structured@0.5.") in text
     assert "structured@0.5 becomes faster than dense at B=2" in text
     assert "The 3 variants stored as 'zeros' ran at 0.98–1.01× of dense at B=4, against a FLOP-ideal 1.92–4.00×" in text
     assert "(1 failed to prune)" in text

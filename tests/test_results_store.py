@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from prunebench.errors import PrunebenchError
-from prunebench.results import CSV_COLUMNS, SCHEMA_VERSION, ResultStore, load_snapshot, open_run
+from prunebench.results import CSV_COLUMNS, ResultStore, load_snapshot, open_run
 from tests.test_results_synthetic import BATCH_SIZES, fill_store, make_snapshot
 
 RUN = {"run_id": "r1", "created": "2026-01-01T00:00:00+00:00", "config": {"seq_len": 8}, "environment": {}}
@@ -33,7 +33,7 @@ def test_store_is_wal_and_records_schema_version(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "results.sqlite")
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
     finally:
         conn.close()
 
@@ -96,10 +96,10 @@ def test_update_run_merges_fields(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("method", "record", "message"),
     [
-        ("put_cell", _cell(status="weird"), "cells.status must be one of ok, error"),
+        ("put_cell", _cell(status="weird"), "cells.status must be one of ok, oom, error"),
         ("put_cell", {"variant": "dense", "batch_size": 1, "status": "ok"}, "needs seq_len"),
         ("put_cell", _cell(batch_size="four"), "cells.batch_size must be an integer"),
-        ("put_cell", _cell(raw="not a dict"), "cells.raw must be a dict"),
+        ("put_cell", _cell(timing="not a dict"), "cells.timing must be a dict"),
         ("put_variant", {"name": "x", "status": "maybe"}, "variants.status must be one of ok, failed"),
         ("put_variant", {"name": 3}, "variants.name must be a string"),
         ("put_evaluation", {"variant": "x", "accuracy": "high"}, "evaluations.accuracy must be a number"),

@@ -131,10 +131,10 @@ def make_snapshot() -> dict[str, Any]:
                     "throughput_tokens_s": 1000.0 * b * SEQ_LEN / lat,
                     "peak_memory_bytes": int(1e6 * b * (0.6 if mat == "shrunk" else 1.0)),
                     "n_pairs": 30,
-                    "raw": {"ratios": [s, lo, hi]},
+                    "timing": {"ratios": [s, lo, hi]},
                 }
             )
-    return {"schema_version": 1, "run": run, "variants": variants, "evaluations": evaluations, "cells": cells}
+    return {"schema_version": 2, "run": run, "variants": variants, "evaluations": evaluations, "cells": cells}
 
 
 def _failed_cell(name: str, b: int) -> dict[str, Any]:
@@ -144,7 +144,7 @@ def _failed_cell(name: str, b: int) -> dict[str, Any]:
         "seq_len": SEQ_LEN,
         "status": "error",
         "error": "RuntimeError: out of memory & <boom>",
-        "raw": {},
+        "timing": {},
     }
 
 
@@ -176,9 +176,9 @@ def test_synthetic_store_round_trips_every_record(tmp_path: Path) -> None:
         for g, e in zip(got[kind], expected[kind], strict=True):
             # Every given field comes back equal; contract fields that were not given come back as None.
             assert {k: g[k] for k in e} == e
-            # (except a cell's node class, which defaults to the in-process one)
-            defaults = {"node_class": "local"} if kind == "cells" else {}
-            assert {k: g[k] for k in g.keys() - e.keys()} == {k: defaults.get(k) for k in g.keys() - e.keys()}
+            # (a cell stored without a backend or node class is an eager one timed in-process: the key's defaults)
+            assert all(g[k] is None for k in g.keys() - e.keys() - {"backend", "node_class"})
+            assert kind != "cells" or (g["backend"], g["node_class"]) == ("eager", "local")
 
 
 def test_snapshot_is_not_aliased(tmp_path: Path) -> None:

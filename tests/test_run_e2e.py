@@ -87,6 +87,23 @@ def test_report_rebuild_is_byte_stable(finished_run):
     assert (finished_run / "summary.md").read_bytes() == summary
 
 
+def test_bench_and_run_give_the_same_flop_ideal_for_the_same_pair(finished_run, tmp_path):
+    from prunebench.cli.main import main
+
+    stored = dict(_rows(finished_run / "results.sqlite",
+                        "SELECT variant, flop_ideal_speedup FROM cells WHERE batch_size=1"))
+    for variant, folder in (("magnitude@0.5", "magnitude_0.5"), ("structured@0.5", "structured_0.5")):
+        out = tmp_path / f"{folder}.json"
+        models = finished_run / "models"
+        code = main(["bench", str(models / folder), "--baseline", str(models / "dense"),
+                     "--batch-sizes", "1", "--seq-len", "32", "--threads", "1", "--budget", "quick", "--min-time", "0",
+                     "--max-time", "0.2", "--no-memory", "--json", str(out)])
+        assert code == 0
+        (cell,) = [c for c in json.loads(out.read_text())["cells"] if c["variant"] == folder]
+        assert cell["flop_ideal_speedup"] == pytest.approx(stored[variant], rel=1e-12), variant
+    assert stored["magnitude@0.5"] > 1.5  # zeros: the non-zero MACs, not 1.00x
+
+
 def test_existing_run_folder_is_refused_without_resume_or_force(finished_run, cache):
     before = (finished_run / "results.sqlite").stat().st_mtime_ns
     proc = _run([*QUICK, "--out", str(finished_run)], cache)
@@ -118,13 +135,13 @@ def test_kill_9_mid_run_then_resume_finishes_only_what_is_missing(tmp_path, cach
     finally:
         child.wait(timeout=60)
     assert _rows(store, "PRAGMA integrity_check")[0][0] == "ok"
-    before = {r[0:2]: r[2] for r in _rows(store, "SELECT variant, batch_size, raw FROM cells")}
+    before = {r[0:2]: r[2] for r in _rows(store, "SELECT variant, batch_size, timing FROM cells")}
     assert len(before) >= 2
     assert _rows(store, "SELECT status FROM runs")[0][0] == "running"
 
     proc = _run(["--resume", str(out)], cache)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    after = {r[0:2]: r[2] for r in _rows(store, "SELECT variant, batch_size, raw FROM cells")}
+    after = {r[0:2]: r[2] for r in _rows(store, "SELECT variant, batch_size, timing FROM cells")}
     assert len(after) == 12
     for key, raw in before.items():
         assert after[key] == raw, f"cell {key} was measured again instead of kept"

@@ -5,8 +5,9 @@ Everything here is a pure function of the store's plain rows (see :meth:`prunebe
 so that the report can be rebuilt from the store alone and the functions can be tested on hand-made rows.
 
 A variant is called *faster* than dense at a batch size only when the whole confidence interval of the paired
-speedup lies above 1 (``ci_low > 1``), *slower* only when it lies below 1 (``ci_high < 1``), and *same*
-otherwise: a point estimate of 1.03 with a CI of [0.97, 1.09] is not a speedup.
+speedup lies above the noise floor (``ci_low > 1 + margin``), *slower* only when it lies below it
+(``ci_high < 1 - margin``), and *same* otherwise: a point estimate of 1.03 with a CI of [0.97, 1.09] is not a
+speedup, and neither is [1.01, 1.03] when dense against its identical twin read [0.98, 1.04] at that shape.
 """
 
 from prunebench.analysis.core import (
@@ -17,6 +18,7 @@ from prunebench.analysis.core import (
     analyze_variants,
     find_crossovers,
     main_seq_len,
+    noise_margin,
     pareto_at,
     pareto_front,
     ratio,
@@ -37,6 +39,7 @@ __all__ = [
     "analyze_variants",
     "find_crossovers",
     "main_seq_len",
+    "noise_margin",
     "pareto_at",
     "pareto_front",
     "ratio",

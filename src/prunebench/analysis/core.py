@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from prunebench.analysis.accuracy import accuracy_verdict, delta_ci, measurably_better
 from prunebench.analysis.records import Analysis, CellAnalysis, Crossover, ParetoPoint, VariantAnalysis
+from prunebench.results.cell import DEFAULT_BACKEND, CellRecord, flop_ideal
 
 #: Name of the dense baseline variant in every run.
 BASELINE = "dense"
@@ -22,15 +25,28 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return float(numerator) / float(denominator)
 
 
-def speedup_verdict(ci_low: float | None, ci_high: float | None) -> str:
-    """``faster`` if ``ci_low > 1``, ``slower`` if ``ci_high < 1``, ``same`` otherwise, ``n/a`` without a CI."""
+def speedup_verdict(ci_low: float | None, ci_high: float | None, margin: float = 0.0) -> str:
+    """``faster`` if ``ci_low > 1 + margin``, ``slower`` if ``ci_high < 1 - margin``, ``same`` otherwise,
+    ``n/a`` without a CI. ``margin`` is the noise floor (:func:`noise_margin`); 0 judges against 1 alone."""
     if ci_low is None or ci_high is None:
         return "n/a"
-    if ci_low > 1.0:
+    if ci_low > 1.0 + margin:
         return "faster"
-    if ci_high < 1.0:
+    if ci_high < 1.0 - margin:
         return "slower"
     return "same"
+
+
+def noise_margin(twin: CellRecord | None) -> float:
+    """The noise band of a shape: how far from 1 the dense-vs-identical-twin cell reaches (point or CI end).
+
+    A variant is judged faster or slower only when its whole CI lies outside ``1 +- margin``. The twin's own
+    CI lies inside its band by construction, so an identical copy is never called faster or slower.
+    """
+    if twin is None or not twin.ok or twin.speedup_ci_low is None or twin.speedup_ci_high is None:
+        return 0.0
+    ends = [twin.speedup_ci_low, twin.speedup_ci_high, twin.speedup if twin.speedup is not None else 1.0]
+    return max(abs(x - 1.0) for x in ends)
 
 
 def analyze_variants(
@@ -46,6 +62,7 @@ def analyze_variants(
         fidelity = v.get("fidelity") or {}
         acc = ev.get("accuracy")
         ok = fidelity.get("ok")
+        ci = delta_ci(ev, evals.get(BASELINE)) if v["name"] != BASELINE and acc is not None else None
         out.append(
             VariantAnalysis(
                 name=v["name"],
@@ -64,7 +81,7 @@ def analyze_variants(
                 macs=v.get("macs"),
                 effective_macs=v.get("effective_macs"),
                 # Against the dense model's MACs (a shrunk variant's own ``macs`` already counts fewer).
-                flop_ideal_speedup=ratio(dense.get("macs") if dense else v.get("macs"), v.get("effective_macs")),
+                flop_ideal_speedup=flop_ideal(dense.get("macs") if dense else v.get("macs"), v.get("effective_macs")),
                 accuracy=acc,
                 accuracy_delta=None if acc is None or dense_acc is None else acc - dense_acc,
                 metric_name=ev.get("metric_name"),
@@ -74,55 +91,52 @@ def analyze_variants(
                 trivial_accuracy=ev.get("trivial_accuracy"),
                 fidelity_max_abs_diff=fidelity.get("max_abs_diff"),
                 fidelity_ok=None if ok is None else bool(ok),
+                accuracy_delta_ci_low=ci[0] if ci else None,
+                accuracy_delta_ci_high=ci[1] if ci else None,
+                accuracy_verdict=accuracy_verdict(*ci) if ci else "n/a",
             )
         )
     return out
 
 
+#: Figures a failed cell must not carry, whatever its producer left in it.
+_FIGURES = (
+    "latency_ms", "latency_p90_ms", "latency_cv", "baseline_latency_ms", "speedup", "speedup_ci_low",
+    "speedup_ci_high", "throughput_samples_s", "throughput_tokens_s", "peak_memory_bytes",
+)
+
+
 def analyze_cells(cells: Sequence[Mapping[str, Any]], variants: Sequence[VariantAnalysis] = ()) -> list[CellAnalysis]:
-    """Per-cell comparisons with dense, sorted by variant order, seq len, then batch size."""
+    """Per-cell comparisons with dense, sorted by variant order, seq len, then batch size.
+
+    Each row is read as the one :class:`~prunebench.results.cell.CellRecord`; verdicts are judged against
+    the noise floor of the same shape and backend (the dense-vs-twin cell).
+    """
     by_name = {v.name: v for v in variants}
     order = {v.name: i for i, v in enumerate(variants)}
-    dense_peak = {
-        (c["batch_size"], c["seq_len"]): c.get("peak_memory_bytes")
-        for c in cells
-        if c["variant"] == BASELINE and c.get("status") == "ok"
-    }
+    records = [CellRecord.from_row({**c, "status": c.get("status") or "error"}) for c in cells]
+    twins = {(r.backend, r.batch_size, r.seq_len): r for r in records if r.variant == BASELINE and r.ok}
     out = []
-    for c in cells:
-        ok = c.get("status") == "ok"
-        v = by_name.get(c["variant"])
-        ideal = c.get("flop_ideal_speedup")
-        if ideal is None and v is not None:
-            ideal = v.flop_ideal_speedup
-        speedup = c.get("speedup") if ok else None
+    for r in records:
+        if not r.ok:
+            r = dataclasses.replace(r, **dict.fromkeys(_FIGURES))
+        v = by_name.get(r.variant)
+        twin = twins.get((r.backend, r.batch_size, r.seq_len))
+        margin = noise_margin(twin)
+        ideal = r.flop_ideal_speedup if r.flop_ideal_speedup is not None else (v.flop_ideal_speedup if v else None)
+        fields = {f.name: getattr(r, f.name) for f in dataclasses.fields(r)}
+        fields["flop_ideal_speedup"] = ideal
         out.append(
             CellAnalysis(
-                variant=c["variant"],
+                **fields,
                 method=v.method if v else None,
-                batch_size=int(c["batch_size"]),
-                seq_len=int(c["seq_len"]),
-                status=c.get("status") or "error",
-                error=c.get("error"),
-                latency_ms=c.get("latency_ms") if ok else None,
-                latency_p90_ms=c.get("latency_p90_ms") if ok else None,
-                baseline_latency_ms=c.get("baseline_latency_ms") if ok else None,
-                speedup=speedup,
-                speedup_ci_low=c.get("speedup_ci_low") if ok else None,
-                speedup_ci_high=c.get("speedup_ci_high") if ok else None,
-                verdict=speedup_verdict(c.get("speedup_ci_low"), c.get("speedup_ci_high")) if ok else "n/a",
-                flop_ideal_speedup=ideal,
-                realized_over_ideal=ratio(speedup, ideal),
-                throughput_samples_s=c.get("throughput_samples_s") if ok else None,
-                throughput_tokens_s=c.get("throughput_tokens_s") if ok else None,
-                peak_memory_bytes=c.get("peak_memory_bytes") if ok else None,
-                peak_memory_ratio=ratio(c.get("peak_memory_bytes"), dense_peak.get((c["batch_size"], c["seq_len"])))
-                if ok
-                else None,
-                n_pairs=c.get("n_pairs"),
+                verdict=speedup_verdict(r.speedup_ci_low, r.speedup_ci_high, margin) if r.ok else "n/a",
+                noise_margin=margin,
+                realized_over_ideal=ratio(r.speedup, ideal),
+                peak_memory_ratio=ratio(r.peak_memory_bytes, twin.peak_memory_bytes if twin else None),
             )
         )
-    out.sort(key=lambda a: (order.get(a.variant, len(order)), a.variant, a.seq_len, a.batch_size))
+    out.sort(key=lambda a: (order.get(a.variant, len(order)), a.variant, a.backend, a.seq_len, a.batch_size))
     return out
 
 
@@ -149,29 +163,49 @@ def find_crossovers(cells: Iterable[CellAnalysis]) -> list[Crossover]:
     return out
 
 
-def pareto_front(points: Iterable[tuple[str, float, float]]) -> list[ParetoPoint]:
+def pareto_front(
+    points: Iterable[tuple[str, float, float]], better: Callable[[str, str], bool] | None = None
+) -> list[ParetoPoint]:
     """Mark each ``(name, latency_ms, accuracy)`` point as on the front (no other point is at least as fast and
-    at least as accurate, and strictly better in one) or not; returned sorted by latency, then name."""
+    at least as accurate, and strictly better in one) or not; returned sorted by latency, then name.
+
+    ``better(q, p)`` says whether q is *measurably* more accurate than p (see
+    :func:`prunebench.analysis.accuracy.measurably_better`); accuracies whose difference is not measurable then
+    count as equal, so a slower variant is not kept on the front by a difference inside the noise. Without
+    it, accuracies are compared as plain numbers.
+    """
     pts = list(points)
+    acc_of = {name: acc for name, _, acc in pts}
+    if better is None:
+        def better(q: str, p: str) -> bool:
+            return acc_of[q] > acc_of[p]
+
     out = []
     for name, lat, acc in pts:
-        dominated = any((lat2 <= lat and acc2 >= acc) and (lat2 < lat or acc2 > acc) for _, lat2, acc2 in pts)
+        dominated = any(
+            lat2 <= lat and not better(name, other) and (lat2 < lat or better(other, name))
+            for other, lat2, _ in pts
+            if other != name
+        )
         out.append(ParetoPoint(name, float(lat), float(acc), not dominated))
     out.sort(key=lambda p: (p.latency_ms, p.variant))
     return out
 
 
 def pareto_at(
-    variants: Sequence[VariantAnalysis], cells: Sequence[CellAnalysis], batch_size: int, seq_len: int | None
+    variants: Sequence[VariantAnalysis], cells: Sequence[CellAnalysis], batch_size: int, seq_len: int | None,
+    evaluations: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[ParetoPoint]:
-    """The accuracy-vs-latency Pareto points at one batch size, over variants that did not fail and have both."""
+    """The accuracy-vs-latency Pareto points at one batch size, over variants that did not fail and have both;
+    with ``evaluations`` (name -> stored evaluation) accuracy differences count only where measurable."""
     accuracy = {v.name: v.accuracy for v in variants if v.status != "failed" and v.accuracy is not None}
     points = [
         (c.variant, c.latency_ms, accuracy[c.variant])
         for c in cells
         if c.batch_size == batch_size and c.seq_len == seq_len and c.latency_ms is not None and c.variant in accuracy
+        and c.backend == DEFAULT_BACKEND
     ]
-    return pareto_front(points)
+    return pareto_front(points, measurably_better(evaluations, accuracy) if evaluations else None)
 
 
 def main_seq_len(run: Mapping[str, Any] | None, cells: Sequence[Mapping[str, Any]]) -> int | None:
@@ -191,7 +225,10 @@ def analyze(snapshot: Mapping[str, Any]) -> Analysis:
     cells = analyze_cells(raw_cells, variants)
     seq_len = main_seq_len(snapshot.get("run"), raw_cells)
     batch_sizes = tuple(sorted({c.batch_size for c in cells if c.seq_len == seq_len}))
-    pareto = {b: tuple(pareto_at(variants, cells, b, seq_len)) for b in sorted({*batch_sizes[:1], *batch_sizes[-1:]})}
+    evals = {e["variant"]: e for e in snapshot.get("evaluations", [])}
+    pareto = {
+        b: tuple(pareto_at(variants, cells, b, seq_len, evals)) for b in sorted({*batch_sizes[:1], *batch_sizes[-1:]})
+    }
     return Analysis(
         seq_len=seq_len,
         batch_sizes=batch_sizes,

@@ -4,33 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from prunebench.results.cell import CellRecord
+
 
 @dataclass(frozen=True)
-class CellAnalysis:
-    """One variant at one (batch size, seq len), compared with dense measured in the same interleaved session."""
+class CellAnalysis(CellRecord):
+    """One stored cell (every :class:`~prunebench.results.cell.CellRecord` field, same names and units) plus
+    what the analysis derives from it against dense. A failed cell carries no figures."""
 
-    variant: str
-    method: str | None
-    batch_size: int
-    seq_len: int
-    status: str
-    error: str | None
-    latency_ms: float | None
-    latency_p90_ms: float | None
-    baseline_latency_ms: float | None
-    speedup: float | None
-    speedup_ci_low: float | None
-    speedup_ci_high: float | None
-    verdict: str
-    flop_ideal_speedup: float | None
+    method: str | None = None
+    #: ``faster`` / ``slower`` only when the CI clears the noise floor (see :func:`speedup_verdict`).
+    verdict: str = "n/a"
+    #: half-width of the noise band used for the verdict: the twin's largest distance from 1 at this shape.
+    noise_margin: float = 0.0
     #: realized speedup / FLOP-ideal speedup: 1.0 means the removed FLOPs turned fully into time saved.
-    realized_over_ideal: float | None
-    throughput_samples_s: float | None
-    throughput_tokens_s: float | None
-    peak_memory_bytes: int | None
+    realized_over_ideal: float | None = None
     #: peak memory of this variant / peak memory of dense at the same batch size and seq len.
-    peak_memory_ratio: float | None
-    n_pairs: int | None
+    peak_memory_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +54,11 @@ class VariantAnalysis:
     trivial_accuracy: float | None
     fidelity_max_abs_diff: float | None
     fidelity_ok: bool | None
+    #: paired-bootstrap 95% CI of ``accuracy_delta`` over the evaluated predictions (None without them).
+    accuracy_delta_ci_low: float | None = None
+    accuracy_delta_ci_high: float | None = None
+    #: ``more accurate`` / ``less accurate`` / ``no measurable change`` (the CI holds 0) / ``n/a``.
+    accuracy_verdict: str = "n/a"
 
 
 @dataclass(frozen=True)

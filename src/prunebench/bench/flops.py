@@ -20,6 +20,7 @@ from torch import nn
 
 from prunebench.models.adapters import find_adapter
 from prunebench.models.macs import PARTS, check_shape
+from prunebench.results.cell import flop_ideal
 
 __all__ = ["PARTS", "counted_macs", "flop_ideal_speedup", "forward_flops", "forward_macs", "macs_breakdown"]
 
@@ -77,11 +78,10 @@ def forward_flops(model: nn.Module, batch_size: int, seq_len: int, **kwargs: Any
 
 def flop_ideal_speedup(
     baseline: nn.Module, candidate: nn.Module, batch_size: int, seq_len: int, **kwargs: Any
-) -> float:
-    """Speedup a perfectly compute-bound kernel would reach: baseline MACs / candidate MACs."""
-    cand = forward_macs(candidate, batch_size, seq_len, **kwargs)
-    base = forward_macs(baseline, batch_size, seq_len, **kwargs)
-    return base / cand if cand > 0 else float("inf")
+) -> float | None:
+    """:func:`prunebench.results.cell.flop_ideal` of two models: baseline dense MACs / candidate non-zero MACs."""
+    cand = forward_macs(candidate, batch_size, seq_len, effective=True, **kwargs)
+    return flop_ideal(forward_macs(baseline, batch_size, seq_len, **kwargs), cand)
 
 
 def counted_macs(fn: Any) -> int:

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from prunebench.results.cell import CellRecord
 from prunebench.serde import check_schema_version, reject_unknown
 
 #: Version of every record layout in this module; bump it when a field changes meaning or is removed.
@@ -118,10 +119,11 @@ class PairedResult(_Record):
         ci_low, ci_high: bootstrap confidence interval of that median.
         confidence: level of the interval (0.95).
         ratios: per-pair ratios in the order measured.
-        order: the interleaving pattern (``"ABBA"``).
+        order: the interleaving pattern (``"ABBA/BAAB"``: rounds alternate, see :mod:`prunebench.bench.blocks`).
         n_boot, seed: bootstrap resamples and the seed of its numpy generator.
         baseline, candidate: each side's own latency statistics over the same pairs.
         stop_reason: why timing stopped (``"precision"``, ``"min_reached"``, ``"max_time"``, ``"max_pairs"``).
+        block_sizes: how many of ``ratios`` (in order) each timing block holds; the CI resamples blocks.
     """
 
     speedup: float
@@ -135,8 +137,19 @@ class PairedResult(_Record):
     baseline: LatencyStats
     candidate: LatencyStats
     stop_reason: str = ""
+    block_sizes: list[int] = field(default_factory=list)
 
     _nested = {"baseline": LatencyStats, "candidate": LatencyStats}  # noqa: RUF012
+
+    @property
+    def blocks(self) -> list[list[float]]:
+        """``ratios`` grouped by timing block (one block when no sizes were recorded)."""
+        sizes = self.block_sizes or [len(self.ratios)]
+        out, start = [], 0
+        for n in sizes:
+            out.append(self.ratios[start : start + n])
+            start += n
+        return out
 
     @property
     def n_pairs(self) -> int:
@@ -147,55 +160,6 @@ class PairedResult(_Record):
     def ci_half_width_rel(self) -> float:
         """Half the CI width relative to the speedup (0.03 = +-3%)."""
         return (self.ci_high - self.ci_low) / 2.0 / self.speedup if self.speedup > 0 else math.inf
-
-
-@dataclass(frozen=True)
-class CellResult(_Record):
-    """One (model, batch size, sequence length) cell of a sweep.
-
-    Attributes:
-        model, baseline: names as given to the sweep (the baseline's own cell has ``model == baseline``).
-        batch_size, seq_len: the input shape.
-        status: ``"ok"``, ``"oom"`` (out of memory) or ``"error"``; ``message`` then says what happened.
-        device, threads, include_head, pad_fraction: the conditions of the measurement.
-        latency: this model's latency statistics (None when the cell failed).
-        samples_per_s, tokens_per_s: throughput from the median latency (tokens count padding too, as the
-            model computes on it).
-        speedup, ci_low, ci_high, n_pairs: paired speedup over the baseline (1.0 for the baseline itself).
-        comparison: the full paired result (None for the baseline's own cell and failed cells).
-        macs, macs_effective: theoretical multiply-accumulates of the timed call (dense / non-zero weights).
-        peak_memory_bytes: peak memory of one forward (None when not measured); see ``bench.memory``.
-    """
-
-    model: str
-    baseline: str
-    batch_size: int
-    seq_len: int
-    status: str = "ok"
-    message: str = ""
-    device: str = "cpu"
-    threads: int | None = None
-    include_head: bool = False
-    pad_fraction: float = 0.0
-    latency: LatencyStats | None = None
-    samples_per_s: float | None = None
-    tokens_per_s: float | None = None
-    speedup: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    n_pairs: int = 0
-    comparison: PairedResult | None = None
-    macs: int | None = None
-    macs_effective: int | None = None
-    peak_memory_bytes: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    _nested = {"latency": LatencyStats, "comparison": PairedResult}  # noqa: RUF012
-
-    @property
-    def ok(self) -> bool:
-        """Whether the cell was measured without error."""
-        return self.status == "ok"
 
 
 @dataclass(frozen=True)
@@ -232,7 +196,7 @@ class BenchReport(_Record):
         settings: the :class:`~prunebench.bench.settings.BenchSettings` used, as a dict.
         baseline: name of the reference model.
         models: name -> ``{"source": folder or preset, "memory": MemoryReport dict}``.
-        cells: every sweep cell, in the order measured.
+        cells: every sweep cell (the one cell record of :mod:`prunebench.results.cell`), in grid order.
         kind: constant tag identifying the file type.
     """
 
@@ -241,7 +205,19 @@ class BenchReport(_Record):
     settings: dict[str, Any]
     baseline: str
     models: dict[str, Any]
-    cells: list[CellResult]
+    cells: list[CellRecord]
     kind: str = "prunebench-bench"
 
-    _nested_lists = {"cells": CellResult}  # noqa: RUF012
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; cells in the store's row shape."""
+        out = super().to_dict()
+        out["cells"] = [c.to_row() for c in self.cells]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchReport:
+        """Inverse of :meth:`to_dict`."""
+        if not isinstance(data, dict):
+            raise ValueError(f"BenchReport.from_dict expects a dict, got {type(data).__name__}")
+        report = _load(cls, {**data, "cells": []}, {}, {})
+        return dataclasses.replace(report, cells=[CellRecord.from_row(c) for c in data.get("cells") or []])

@@ -27,6 +27,11 @@ class BenchSettings:
         min_pairs: ... and at least this many (baseline, candidate) pairs (rounded up to whole ABBA rounds);
         max_time: seconds at most per cell (after warm-up), which wins over the minimums;
         max_pairs: pairs at most.
+        block_pairs: pairs per timing block (rounded up to whole ABBA/BAAB rounds of two); a sweep visits its
+            cells round-robin, one block at a time.
+        min_blocks: blocks at least per cell, so that its interval sees the machine at several moments.
+        block_warmup: untimed calls per side at the start of each block after the first (caches then hold
+            another cell's weights).
         target_ci: stop early once the relative CI half-width of the speedup is at most this (None: never).
         calls_per_sample: calls averaged into each timed sample.
         confidence, n_boot, seed: bootstrap settings; ``seed`` also seeds the inputs.
@@ -42,6 +47,9 @@ class BenchSettings:
     min_pairs: int = 10
     max_time: float = 10.0
     max_pairs: int = 2000
+    block_pairs: int = 4
+    min_blocks: int = 5
+    block_warmup: int = 1
     target_ci: float | None = 0.02
     calls_per_sample: int = 1
     confidence: float = 0.95
@@ -54,10 +62,12 @@ class BenchSettings:
     measure_memory: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("warmup", "min_pairs", "max_pairs", "calls_per_sample", "n_boot"):
+        for name in ("warmup", "min_pairs", "max_pairs", "calls_per_sample", "n_boot", "block_pairs", "min_blocks"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.block_warmup, int) or isinstance(self.block_warmup, bool) or self.block_warmup < 0:
+            raise ValueError(f"block_warmup must be a non-negative integer, got {self.block_warmup!r}")
         if self.max_pairs < self.min_pairs:
             raise ValueError(f"max_pairs ({self.max_pairs}) must be >= min_pairs ({self.min_pairs})")
         if not self.min_time >= 0 or not self.max_time > 0:
@@ -100,9 +110,11 @@ class BenchSettings:
 
 #: Named budgets: ``BENCH_PRESETS.get("quick")``; customize with :func:`bench_settings`.
 BENCH_PRESETS: Registry[BenchSettings] = Registry("bench preset")
-BENCH_PRESETS.add("quick", BenchSettings(warmup=1, min_time=0.4, min_pairs=6, max_time=2.5, target_ci=0.03))
+BENCH_PRESETS.add("quick", BenchSettings(warmup=1, min_time=0.4, min_pairs=6, max_time=2.5, target_ci=0.03,
+                                         block_pairs=2, min_blocks=3))
 BENCH_PRESETS.add("default", BenchSettings())
-BENCH_PRESETS.add("precise", BenchSettings(warmup=3, min_time=3.0, min_pairs=30, max_time=60.0, target_ci=0.01))
+BENCH_PRESETS.add("precise", BenchSettings(warmup=3, min_time=3.0, min_pairs=30, max_time=60.0, target_ci=0.01,
+                                           min_blocks=10))
 
 
 def bench_settings(preset: str = "default", **overrides: Any) -> BenchSettings:

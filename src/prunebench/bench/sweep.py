@@ -1,34 +1,45 @@
-"""Sweeps: every model against a baseline across batch sizes and sequence lengths, one cell at a time.
+"""The one sweep: every model against a baseline across shapes, timed in blocks spread over the whole sweep.
 
-Each cell is one candidate timed *paired* against the baseline (:func:`prunebench.bench.timing.time_paired`)
-on identical inputs, plus its FLOPs and peak memory. A cell that fails (out of memory, a runtime error)
-is recorded with its status and message and the sweep goes on. ``on_cell`` receives each record the
-moment it is finished, so a caller can persist it and a kill loses nothing already measured.
+Both ``prunebench bench`` and ``prunebench run`` time through :func:`sweep`. Each cell (model, shape) is a
+:class:`~prunebench.bench.blocks.PairedBlocks` of the baseline against that model on identical inputs; the
+baseline's own cell times it against an identical twin (a deep copy), so its interval is the measured noise
+floor at that shape. Cells are visited round-robin, one block each per round (the direction alternates
+between rounds), until each meets its stopping rule: machine drift during the sweep then lands in every cell,
+between its blocks, where the block-bootstrap CI covers it. A cell is finished (FLOPs, peak memory, machine
+load added) and handed to ``on_cell`` the moment it stops, so a kill loses only cells still being timed. A
+cell that fails (out of memory, a runtime error) is recorded with its status and the sweep goes on.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
+from prunebench.bench.blocks import PairedBlocks
 from prunebench.bench.flops import forward_macs
 from prunebench.bench.inputs import check_device, forward_call, make_inputs
+from prunebench.bench.load import LoadProbe
 from prunebench.bench.memory import peak_forward_memory
-from prunebench.bench.records import CellResult, LatencyStats
+from prunebench.bench.records import PairedResult
 from prunebench.bench.settings import BenchSettings
-from prunebench.bench.stats import summarize
-from prunebench.bench.timing import measure, pinned_threads, time_paired, timer_for
+from prunebench.bench.timing import Timer, pinned_threads, timer_for
 from prunebench.models.adapters import find_adapter
 from prunebench.models.batch import Batch
+from prunebench.results.cell import DEFAULT_BACKEND, CellRecord, flop_ideal
 
 logger = logging.getLogger(__name__)
 
 InputFn = Callable[[int, int], Batch]
-Progress = Callable[[int, int, CellResult], None]
+Progress = Callable[[int, int, CellRecord], None]
+#: ``skip(variant, batch_size, seq_len) -> bool``: cells already measured (a resumed run) are not timed again.
+Skip = Callable[[str, int, int], bool]
 
 
 def default_input_fn(models: Iterable[nn.Module], settings: BenchSettings) -> InputFn:
@@ -64,118 +75,135 @@ def _failure(exc: BaseException) -> tuple[str, str]:
     return ("oom" if oom else "error"), f"{type(exc).__name__}: {text}"
 
 
-def _cell(model: nn.Module, name: str, baseline_name: str, batch_size: int, seq_len: int, settings: BenchSettings,
-          latency: LatencyStats | None, **fields: Any) -> CellResult:
-    """A finished cell: throughput from the median latency, MACs, optional peak memory."""
-    macs, macs_eff = _macs(model, batch_size, seq_len, settings.include_head)
-    tput = {}
-    if latency is not None and latency.median > 0:
-        tput = {"samples_per_s": batch_size / latency.median, "tokens_per_s": batch_size * seq_len / latency.median}
-    return CellResult(
-        model=name, baseline=baseline_name, batch_size=batch_size, seq_len=seq_len, device=settings.device,
-        threads=latency.threads if latency is not None else settings.threads, include_head=settings.include_head,
-        pad_fraction=settings.pad_fraction, latency=latency, macs=macs, macs_effective=macs_eff, **tput, **fields,
-    )
+@dataclass
+class _Cell:
+    """One cell being timed: what it compares, its blocks so far and its load probe."""
+
+    name: str
+    order: int
+    batch_size: int
+    seq_len: int
+    baseline: nn.Module
+    candidate: nn.Module
+    batch: Batch
+    blocks: PairedBlocks
+    probe: LoadProbe = field(default_factory=LoadProbe)
 
 
-def _peak(fn: Callable[[], Any], settings: BenchSettings) -> int | None:
-    return peak_forward_memory(fn, settings.device) if settings.measure_memory else None
+class _Sweep:
+    """The state of one sweep: settings, the baseline, and how finished cells are reported."""
 
+    def __init__(self, settings: BenchSettings, baseline: str, backend: str, total: int,
+                 on_cell: Callable[[CellRecord], None] | None, progress: Progress | None,
+                 probe: Callable[[], LoadProbe], timer: Timer | None, clock: Callable[[], float]) -> None:
+        self.settings, self.baseline, self.backend, self.total = settings, baseline, backend, total
+        self.on_cell, self.progress, self.probe = on_cell, progress, probe
+        self.timer = timer or timer_for(settings.device)
+        self.clock = clock
+        self.done: list[tuple[int, CellRecord]] = []
 
-def bench_pair(
-    baseline: nn.Module,
-    candidate: nn.Module,
-    batch_size: int,
-    seq_len: int,
-    *,
-    settings: BenchSettings | None = None,
-    inputs: Batch | None = None,
-    name: str = "candidate",
-    baseline_name: str = "dense",
-) -> CellResult:
-    """Time ``candidate`` against ``baseline`` on one input shape (one sweep cell).
+    def emit(self, order: int, cell: CellRecord) -> None:
+        self.done.append((order, cell))
+        if self.on_cell is not None:
+            self.on_cell(cell)
+        if self.progress is not None:
+            self.progress(len(self.done), self.total, cell)
 
-    Args:
-        baseline, candidate: models already on ``settings.device`` and in eval mode.
-        batch_size, seq_len: the input shape.
-        settings: budget and conditions (default :class:`BenchSettings`).
-        inputs: the batch to use; by default seeded inputs from :func:`make_inputs`.
-        name, baseline_name: labels stored in the record.
+    def failed(self, order: int, name: str, model: nn.Module | None, batch_size: int, seq_len: int, status: str,
+               message: str, **fields: Any) -> None:
+        logger.warning("cell %s b=%d s=%d failed: %s", name, batch_size, seq_len, message)
+        self.emit(order, self.record(name, model, batch_size, seq_len, status=status, error=message, **fields))
 
-    Returns:
-        The candidate's cell. Failures (RuntimeError such as out-of-memory, ValueError) are returned as a
-        cell with ``status`` ``"oom"`` or ``"error"`` and a one-line ``message``, never raised.
-    """
-    settings = settings or BenchSettings()
-    # Everything (MACs, memory too) runs at the pinned thread count: an oversubscribed default can make even
-    # counting non-zeros 10x slower on a shared machine.
-    with pinned_threads(settings.threads):
-        try:
-            for model in (baseline, candidate):
-                check_device(model, settings.device)
-            batch = inputs if inputs is not None else default_input_fn((baseline, candidate), settings)(
-                batch_size, seq_len)
-            base_fn = forward_call(baseline, batch, include_head=settings.include_head)
-            cand_fn = forward_call(candidate, batch, include_head=settings.include_head)
-            result = time_paired(base_fn, cand_fn, timer=timer_for(settings.device), **settings.compare_kwargs())
-            peak = _peak(cand_fn, settings)
-        except (RuntimeError, ValueError) as exc:
-            status, message = _failure(exc)
-            logger.warning("cell %s b=%d s=%d failed: %s", name, batch_size, seq_len, message)
-            return _cell(candidate, name, baseline_name, batch_size, seq_len, settings, None, status=status,
-                         message=message)
-        return _cell(
-            candidate, name, baseline_name, batch_size, seq_len, settings, result.candidate,
-            speedup=result.speedup, ci_low=result.ci_low, ci_high=result.ci_high, n_pairs=result.n_pairs,
-            comparison=result, peak_memory_bytes=peak,
+    def record(self, name: str, model: nn.Module | None, batch_size: int, seq_len: int, **fields: Any) -> CellRecord:
+        s = self.settings
+        macs, eff = _macs(model, batch_size, seq_len, s.include_head) if model is not None else (None, None)
+        return CellRecord(
+            variant=name, backend=self.backend, batch_size=batch_size, seq_len=seq_len, baseline=self.baseline,
+            device=s.device, threads=torch.get_num_threads(), include_head=s.include_head,
+            pad_fraction=s.pad_fraction, macs=macs, effective_macs=eff, **fields,
         )
 
-
-def bench_single(
-    model: nn.Module,
-    batch_size: int,
-    seq_len: int,
-    *,
-    settings: BenchSettings | None = None,
-    inputs: Batch | None = None,
-    name: str = "dense",
-) -> CellResult:
-    """Time one model alone (its own baseline: speedup 1). Failures are returned as in :func:`bench_pair`."""
-    settings = settings or BenchSettings()
-    with pinned_threads(settings.threads):
+    def open(self, order: int, name: str, baseline: nn.Module, candidate: nn.Module, batch: Batch,
+             batch_size: int, seq_len: int) -> _Cell | None:
+        s = self.settings
         try:
-            check_device(model, settings.device)
-            batch = inputs if inputs is not None else default_input_fn((model,), settings)(batch_size, seq_len)
-            fn = forward_call(model, batch, include_head=settings.include_head)
-            stats = measure(fn, timer=timer_for(settings.device), **settings.measure_kwargs())
-            peak = _peak(fn, settings)
+            base_fn = forward_call(baseline, batch, include_head=s.include_head)
+            cand_fn = forward_call(candidate, batch, include_head=s.include_head)
         except (RuntimeError, ValueError) as exc:
-            status, message = _failure(exc)
-            logger.warning("cell %s b=%d s=%d failed: %s", name, batch_size, seq_len, message)
-            return _cell(model, name, name, batch_size, seq_len, settings, None, status=status, message=message)
-        return _cell(model, name, name, batch_size, seq_len, settings, stats, speedup=1.0, ci_low=1.0,
-                     ci_high=1.0, peak_memory_bytes=peak)
+            self.failed(order, name, candidate, batch_size, seq_len, *_failure(exc))
+            return None
+        blocks = PairedBlocks(base_fn, cand_fn, self.timer, clock=self.clock, warmup=s.warmup,
+                              block_warmup=s.block_warmup, calls_per_sample=s.calls_per_sample)
+        return _Cell(name, order, batch_size, seq_len, baseline, candidate, batch, blocks, self.probe())
 
-
-def _baseline_cell(model: nn.Module, name: str, batch: Batch, pairs: Sequence[CellResult], batch_size: int,
-                   seq_len: int, settings: BenchSettings) -> CellResult:
-    """The baseline's own cell: its side of every paired run at this shape, pooled (timed alone if none ran)."""
-    done = [c.comparison for c in pairs if c.comparison is not None]
-    if not done:
-        return bench_single(model, batch_size, seq_len, settings=settings, inputs=batch, name=name)
-    samples = [s for r in done for s in r.baseline.samples]
-    first = done[0].baseline
-    stats = summarize(samples, first_call_s=first.first_call_s, warmup=first.warmup,
-                      calls_per_sample=first.calls_per_sample, threads=first.threads, timer=first.timer)
-    pooled = {"pooled_from": [c.model for c in pairs if c.comparison is not None]}
-    with pinned_threads(settings.threads):
+    def step(self, cell: _Cell) -> bool:
+        """Time one block of ``cell``; True when the cell is finished (stopped or failed) and was emitted."""
+        s, pb = self.settings, cell.blocks
+        cell.probe.start()
         try:
-            peak = _peak(forward_call(model, batch, include_head=settings.include_head), settings)
+            with torch.inference_mode():
+                pb.block(s.block_pairs)
         except (RuntimeError, ValueError) as exc:
-            return _cell(model, name, name, batch_size, seq_len, settings, stats, speedup=1.0, ci_low=1.0,
-                         ci_high=1.0, message=f"peak memory failed: {_failure(exc)[1]}", extra=pooled)
-        return _cell(model, name, name, batch_size, seq_len, settings, stats, speedup=1.0, ci_low=1.0,
-                     ci_high=1.0, peak_memory_bytes=peak, extra=pooled)
+            self.failed(cell.order, cell.name, cell.candidate, cell.batch_size, cell.seq_len, *_failure(exc))
+            return True
+        finally:
+            cell.probe.stop()
+        reason = self.stop_reason(pb)
+        if not reason:
+            return False
+        self.finish(cell, reason)
+        return True
+
+    def stop_reason(self, pb: PairedBlocks) -> str:
+        s = self.settings
+        if pb.spent_s >= s.max_time:
+            return "max_time"
+        if pb.n_pairs >= s.max_pairs:
+            return "max_pairs"
+        if pb.n_pairs < s.min_pairs or pb.spent_s < s.min_time or pb.n_blocks < s.min_blocks:
+            return ""
+        if s.target_ci is None:
+            return "min_reached"
+        return "precision" if pb.rel_half_width(s.confidence) <= s.target_ci else ""
+
+    def finish(self, cell: _Cell, reason: str) -> None:
+        s = self.settings
+        result = cell.blocks.result(confidence=s.confidence, n_boot=s.n_boot, seed=s.seed, stop_reason=reason,
+                                    threads=torch.get_num_threads(), timer_kind=self.timer.kind)
+        load = cell.probe.finish()
+        peak, note = None, {}
+        if s.measure_memory:
+            try:
+                peak = peak_forward_memory(forward_call(cell.candidate, cell.batch, include_head=s.include_head),
+                                           s.device)
+            except (RuntimeError, ValueError) as exc:
+                note = {"memory_error": _failure(exc)[1]}
+        base_macs = _macs(cell.baseline, cell.batch_size, cell.seq_len, s.include_head)[0]
+        record = self.record(cell.name, cell.candidate, cell.batch_size, cell.seq_len, **_figures(result, cell),
+                             peak_memory_bytes=peak, baseline_macs=base_macs, **load, extra=note)
+        record = _with_ideal(record)
+        logger.debug("cell %s b=%d: %.3f [%.3f, %.3f] in %d blocks (%s)", cell.name, cell.batch_size,
+                     result.speedup, result.ci_low, result.ci_high, result.n_pairs, reason)
+        self.emit(cell.order, record)
+
+
+def _figures(result: PairedResult, cell: _Cell) -> dict[str, Any]:
+    """The record's timing fields from a paired result (milliseconds, per second)."""
+    lat = result.candidate
+    out: dict[str, Any] = {
+        "latency_ms": lat.median * 1e3, "latency_p90_ms": lat.p90 * 1e3, "latency_cv": lat.cv,
+        "baseline_latency_ms": result.baseline.median * 1e3, "speedup": result.speedup,
+        "speedup_ci_low": result.ci_low, "speedup_ci_high": result.ci_high, "n_pairs": result.n_pairs,
+        "n_blocks": len(result.block_sizes), "stop_reason": result.stop_reason, "timing": result.to_dict(),
+    }
+    if lat.median > 0:
+        out["throughput_samples_s"] = cell.batch_size / lat.median
+        out["throughput_tokens_s"] = cell.batch_size * cell.seq_len / lat.median
+    return out
+
+
+def _with_ideal(record: CellRecord) -> CellRecord:
+    return replace(record, flop_ideal_speedup=flop_ideal(record.baseline_macs, record.effective_macs))
 
 
 def _check_shapes(batch_sizes: Sequence[int], seq_lens: Sequence[int]) -> None:
@@ -195,25 +223,33 @@ def sweep(
     baseline: str = "dense",
     *,
     settings: BenchSettings | None = None,
-    on_cell: Callable[[CellResult], None] | None = None,
+    on_cell: Callable[[CellRecord], None] | None = None,
     progress: Progress | None = None,
-) -> list[CellResult]:
-    """Time every model against ``baseline`` at every (batch size, sequence length).
-
-    For each shape, each non-baseline model is one paired cell; then the baseline's own cell follows
-    (its samples pooled from those pairs). Cells are produced in that order.
+    skip: Skip | None = None,
+    backend: str = DEFAULT_BACKEND,
+    probe: Callable[[], LoadProbe] = LoadProbe,
+    timer: Timer | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[CellRecord]:
+    """Time every model against ``baseline`` at every (batch size, sequence length); see the module docstring.
 
     Args:
-        models: name -> model (eval mode, on ``settings.device``); must contain ``baseline``.
+        models: name -> model (eval mode, on ``settings.device``); must contain ``baseline``. The baseline's
+            own cell is timed against a deep copy of it (the noise floor).
         input_fn: ``(batch_size, seq_len) -> batch``; by default seeded inputs shared by all models.
         batch_sizes, seq_lens: the grid.
         baseline: name of the reference model.
         settings: budget and conditions (default :class:`BenchSettings`).
-        on_cell: called with each finished cell (also failed ones), in order.
+        on_cell: called with each cell (also failed ones) the moment it is finished.
         progress: called as ``progress(done, total, cell)`` after each cell (the library never prints).
+        skip: cells for which it returns True are not timed (and not returned).
+        backend: recorded in every cell's key.
+        probe: makes the machine-load probe of each cell (tests pass a faked load).
+        timer, clock: how one call is timed and the budget clock (default: the device's timer and
+            ``time.perf_counter``; tests pass a fake clock).
 
     Returns:
-        All cells, in the order produced.
+        The cells measured, in grid order (seq len, batch size, then the models with the baseline last).
     """
     settings = settings or BenchSettings()
     if baseline not in models:
@@ -223,33 +259,72 @@ def sweep(
         check_device(model, settings.device)
     input_fn = input_fn or default_input_fn(models.values(), settings)
     base = models[baseline]
-    others = [(n, m) for n, m in models.items() if n != baseline]
-    total = len(seq_lens) * len(batch_sizes) * len(models)
-    cells: list[CellResult] = []
-
-    def emit(cell: CellResult) -> None:
-        cells.append(cell)
-        if on_cell is not None:
-            on_cell(cell)
-        if progress is not None:
-            progress(len(cells), total, cell)
-
-    for seq_len in seq_lens:
-        for batch_size in batch_sizes:
-            try:
-                batch = input_fn(batch_size, seq_len)
-            except (RuntimeError, ValueError) as exc:  # e.g. out of memory building the inputs
-                status, message = _failure(exc)
-                for name, model in [*others, (baseline, base)]:
-                    emit(_cell(model, name, baseline, batch_size, seq_len, settings, None, status=status,
-                               message=f"inputs: {message}"))
+    names = [*(n for n in models if n != baseline), baseline]
+    grid = [(s, b, n) for s in seq_lens for b in batch_sizes for n in names if not (skip and skip(n, b, s))]
+    run = _Sweep(settings, baseline, backend, len(grid), on_cell, progress, probe, timer, clock)
+    with pinned_threads(settings.threads):
+        twin = copy.deepcopy(base) if any(n == baseline for _, _, n in grid) else None
+        active: list[_Cell] = []
+        batches: dict[tuple[int, int], Batch | str] = {}
+        for order, (seq_len, batch_size, name) in enumerate(grid):
+            if (batch_size, seq_len) not in batches:
+                try:
+                    batches[(batch_size, seq_len)] = input_fn(batch_size, seq_len)
+                except (RuntimeError, ValueError) as exc:  # e.g. out of memory building the inputs
+                    batches[(batch_size, seq_len)] = "inputs: " + _failure(exc)[1]
+            batch = batches[(batch_size, seq_len)]
+            if isinstance(batch, str):
+                status = "oom" if "out of memory" in batch.lower() else "error"
+                run.failed(order, name, models[name], batch_size, seq_len, status, batch)
                 continue
-            pairs = []
-            for name, model in others:
-                cell = bench_pair(base, model, batch_size, seq_len, settings=settings, inputs=batch, name=name,
-                                  baseline_name=baseline)
-                pairs.append(cell)
-                emit(cell)
-            emit(_baseline_cell(base, baseline, batch, pairs, batch_size, seq_len, settings))
-    return cells
+            candidate = twin if name == baseline else models[name]
+            cell = run.open(order, name, base, candidate, batch, batch_size, seq_len)
+            if cell is not None:
+                active.append(cell)
+        rnd = 0
+        while active:
+            visit = active if rnd % 2 == 0 else active[::-1]
+            finished = {id(c) for c in visit if run.step(c)}
+            active = [c for c in active if id(c) not in finished]
+            rnd += 1
+    return [cell for _, cell in sorted(run.done, key=lambda oc: oc[0])]
 
+
+def bench_pair(
+    baseline: nn.Module,
+    candidate: nn.Module,
+    batch_size: int,
+    seq_len: int,
+    *,
+    settings: BenchSettings | None = None,
+    inputs: Batch | None = None,
+    name: str = "candidate",
+    baseline_name: str = "dense",
+) -> CellRecord:
+    """Time ``candidate`` against ``baseline`` on one input shape: a sweep of one cell.
+
+    Returns:
+        The candidate's cell. Failures (RuntimeError such as out-of-memory, ValueError) are returned as a
+        cell with ``status`` ``"oom"`` or ``"error"`` and a one-line ``error``, never raised.
+    """
+    settings = settings or BenchSettings()
+    models = {baseline_name: baseline, name: candidate}
+    fn = (lambda b, s: inputs) if inputs is not None else None
+    (cell,) = sweep(models, fn, (batch_size,), (seq_len,), baseline_name, settings=settings,
+                    skip=lambda n, b, s: n == baseline_name)
+    return cell
+
+
+def bench_single(
+    model: nn.Module,
+    batch_size: int,
+    seq_len: int,
+    *,
+    settings: BenchSettings | None = None,
+    inputs: Batch | None = None,
+    name: str = "dense",
+) -> CellRecord:
+    """Time one model against an identical twin of itself: its latency, and the noise floor as its CI."""
+    fn = (lambda b, s: inputs) if inputs is not None else None
+    (cell,) = sweep({name: model}, fn, (batch_size,), (seq_len,), name, settings=settings)
+    return cell

@@ -4,7 +4,7 @@ Two tools:
 
 * :func:`measure` times one callable: warm-up calls (the first one's time kept apart), then timed calls
   until both a minimum duration and a minimum count are reached, bounded by a maximum count and time.
-* :func:`time_paired` times a baseline and a candidate **paired and interleaved** in ABBA order and reports
+* :func:`time_paired` times a baseline and a candidate **paired and interleaved** (ABBA/BAAB) and reports
   the median of the per-pair ratios baseline/candidate (the speedup) with a bootstrap confidence
   interval. Because the two calls of a pair run back to back, a slow phase of the machine (another
   process, a lower clock) slows both and cancels in the ratio; two separate loops cannot do that.
@@ -21,12 +21,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 
+from prunebench.bench.blocks import PairedBlocks
 from prunebench.bench.inputs import parse_device
 from prunebench.bench.records import LatencyStats, PairedResult
-from prunebench.bench.stats import bootstrap_median_ci, summarize
+from prunebench.bench.stats import summarize
 
 logger = logging.getLogger(__name__)
 
@@ -206,11 +206,13 @@ def time_paired(
     timer: Timer | None = None,
     threads: int | None = None,
 ) -> PairedResult:
-    """Paired, interleaved timing of baseline (A) against candidate (B).
+    """Paired, interleaved timing of baseline (A) against candidate (B), in one stretch.
 
-    Calls run in rounds of A B B A: round k yields the pairs (A1, B1) and (A2, B2), so each side runs first
-    equally often and neither profits from the other warming the caches. Each pair gives a ratio
-    A/B (the speedup); the result is the median ratio with a percentile-bootstrap CI (seeded).
+    Calls run in rounds that alternate A B B A and B A A B (see :mod:`prunebench.bench.blocks`): each round
+    yields two pairs, each side runs first equally often, and the call after a stopping check alternates
+    between the sides. Each pair gives a ratio A/B (the speedup); the result is the median ratio with a
+    seeded block-bootstrap CI over blocks of ``check_every`` pairs. To spread a comparison over a longer
+    stretch of time (and over other comparisons), use :func:`prunebench.bench.sweep.sweep`.
 
     Args:
         baseline_fn, candidate_fn: the two calls, inputs pre-built.
@@ -218,7 +220,8 @@ def time_paired(
         min_time, min_pairs: timing continues until both are reached;
         max_pairs, max_time: hard bounds, checked after each round.
         target_ci: if set, stop as soon as the minimums are met and the CI half-width relative to the speedup
-            is at most this (e.g. 0.02), checked every ``check_every`` pairs; otherwise stop at the minimums.
+            is at most this (e.g. 0.02), checked after every block of ``check_every`` pairs with an O(1)
+            running estimate; otherwise stop at the minimums.
         calls_per_sample: calls averaged into each sample.
         confidence, n_boot, seed: bootstrap settings.
         clock, sync, timer, threads: as in :func:`measure`.
@@ -231,60 +234,31 @@ def time_paired(
         raise ValueError(f"warmup must be >= 1, got {warmup}")
     if target_ci is not None and not target_ci > 0:
         raise ValueError(f"target_ci must be positive (a relative CI half-width such as 0.02), got {target_ci}")
+    if check_every < 2:
+        raise ValueError(f"check_every must be >= 2 (one round is two pairs), got {check_every}")
     t = _timer(timer, clock, sync)
-    a: list[float] = []
-    b: list[float] = []
     reason = ""
     with pinned_threads(threads) as n_threads, torch.inference_mode():
-        first_a, first_b = t(baseline_fn), t(candidate_fn)
-        for _ in range(warmup - 1):
-            t(baseline_fn)
-            t(candidate_fn)
+        pb = PairedBlocks(baseline_fn, candidate_fn, t, clock=clock, warmup=warmup,
+                          calls_per_sample=calls_per_sample)
+        pb.warm()
         start = clock()
-        next_check = max(min_pairs, 2)
         while not reason:
-            # One ABBA round: two pairs, each side first once.
-            a1 = _block(t, baseline_fn, calls_per_sample)
-            b1 = _block(t, candidate_fn, calls_per_sample)
-            b2 = _block(t, candidate_fn, calls_per_sample)
-            a2 = _block(t, baseline_fn, calls_per_sample)
-            a += [a1, a2]
-            b += [b1, b2]
+            pb.round()
+            if len(pb.blocks[-1]) >= check_every:
+                pb.close_block()
             elapsed = clock() - start
             if elapsed >= max_time:
                 reason = "max_time"
-            elif len(a) >= max_pairs:
+            elif pb.n_pairs >= max_pairs:
                 reason = "max_pairs"
-            elif len(a) >= min_pairs and elapsed >= min_time:
+            elif pb.n_pairs >= min_pairs and elapsed >= min_time:
                 if target_ci is None:
                     reason = "min_reached"
-                elif len(a) >= next_check:
-                    next_check = len(a) + check_every
-                    # A cheap bootstrap for the stopping decision; the reported CI uses n_boot below.
-                    med, lo, hi = bootstrap_median_ci(_ratios(a, b), confidence, min(n_boot, 500), seed)
-                    if med > 0 and (hi - lo) / 2.0 / med <= target_ci:
-                        reason = "precision"
-    ratios = _ratios(a, b)
-    speedup, lo, hi = bootstrap_median_ci(ratios, confidence, n_boot, seed)
-    logger.debug("time_paired: %d pairs, speedup %.3f [%.3f, %.3f], stop=%s", len(a), speedup, lo, hi, reason)
-    common = {"warmup": warmup, "calls_per_sample": calls_per_sample, "threads": n_threads, "timer": t.kind}
-    return PairedResult(
-        speedup=speedup,
-        ci_low=lo,
-        ci_high=hi,
-        confidence=confidence,
-        ratios=ratios,
-        order="ABBA",
-        n_boot=n_boot,
-        seed=seed,
-        baseline=summarize(a, first_call_s=first_a, **common),
-        candidate=summarize(b, first_call_s=first_b, **common),
-        stop_reason=reason,
-    )
-
-
-def _ratios(a: list[float], b: list[float]) -> list[float]:
-    """Per-pair baseline/candidate ratios; a zero candidate time (fake clocks) gives inf, not a crash."""
-    arr_a, arr_b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return [float(x) for x in arr_a / arr_b]
+                elif not pb.block_open and pb.rel_half_width(confidence) <= target_ci:
+                    reason = "precision"
+    result = pb.result(confidence=confidence, n_boot=n_boot, seed=seed, stop_reason=reason, threads=n_threads,
+                       timer_kind=t.kind)
+    logger.debug("time_paired: %d pairs, speedup %.3f [%.3f, %.3f], stop=%s", result.n_pairs, result.speedup,
+                 result.ci_low, result.ci_high, reason)
+    return result

@@ -14,7 +14,7 @@ from torch import nn
 from prunebench.bench.env import environment, fingerprint_hash
 from prunebench.bench.inputs import parse_device
 from prunebench.bench.memory import parameter_report
-from prunebench.bench.records import BenchReport, CellResult
+from prunebench.bench.records import BenchReport
 from prunebench.bench.settings import BENCH_PRESETS, bench_settings
 from prunebench.bench.sweep import sweep
 from prunebench.cli.common import console, int_list, positive_int, seconds, seed_value, warn_threads
@@ -23,6 +23,7 @@ from prunebench.models.adapters import find_adapter
 from prunebench.models.io import load_model, nonfinite_tensor
 from prunebench.models.presets import PRESETS, create_model
 from prunebench.outdir import check_writable_dir
+from prunebench.results.cell import CellRecord
 
 
 def _fraction(value: str) -> float:
@@ -40,10 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand."""
     p = sub.add_parser("bench", help="time a model (against a baseline) across batch sizes",
                        description="Paired, interleaved timing of MODEL against --baseline on identical inputs, "
-                       "with throughput, speedup CI, peak memory and FLOPs. MODEL is a saved model folder or a "
-                       "preset name (randomly initialized).")
+                       "with throughput, speedup CI, peak memory, FLOPs and the machine's load; the baseline is "
+                       "also timed against an identical twin (its CI is the noise floor). Cells are timed in "
+                       "blocks, round-robin. MODEL is a saved model folder or a preset name (randomly initialized).")
     p.add_argument("model", metavar="MODEL_DIR|PRESET", help="saved model folder or preset (small, medium, large)")
-    p.add_argument("--baseline", metavar="MODEL_DIR|PRESET", help="reference model; omitted: MODEL is timed alone")
+    p.add_argument("--baseline", metavar="MODEL_DIR|PRESET",
+                   help="reference model; omitted: MODEL against an identical twin (the noise floor)")
     p.add_argument("--batch-sizes", type=int_list, default=(1, 2, 4, 8, 16), help="e.g. 1,2,4,8,16")
     p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per sequence (default 128)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads while timing (default: as is)")
@@ -74,31 +77,30 @@ def _mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.1f}"
 
 
-def _table(cells: list[CellResult], baseline: str) -> Table:
-    base_macs = {(c.batch_size, c.seq_len): c.macs for c in cells if c.model == baseline}
-    table = Table(title=f"Latency and throughput (speedup = {baseline} time / model time: median of pairs, 95% CI)")
+def _table(cells: list[CellRecord], baseline: str) -> Table:
+    table = Table(title=f"Latency and throughput (speedup = {baseline} time / model time: median of pairs, 95% CI; "
+                  f"the {baseline} row is timed against an identical twin: the noise floor)")
     for col in ("model", "batch", "seq", "median ms", "p90 ms", "cv", "samples/s", "tokens/s", "speedup [95% CI]",
-                "pairs", "FLOP-ideal", "GMACs", "peak MB", "status"):
+                "pairs", "FLOP-ideal", "GMACs", "peak MB", "load", "status"):
         table.add_column(col, justify="left" if col in ("model", "status") else "right")
     for c in cells:
-        lat = c.latency
-        ideal = "-"
-        base = base_macs.get((c.batch_size, c.seq_len))
-        if base and c.macs:
-            ideal = f"{base / c.macs:.2f}x"
         speed = "-"
-        if c.speedup is not None and c.model != baseline:
-            speed = f"{c.speedup:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]"
-        elif c.model == baseline:
-            speed = "1 (baseline)"
+        if c.speedup is not None:
+            speed = f"{c.speedup:.3f} [{c.speedup_ci_low:.3f}, {c.speedup_ci_high:.3f}]"
+            if c.variant == baseline:
+                speed += " (twin)"
+        load = "-" if c.load_1m_after is None else f"{c.load_1m_after:.1f}" + (" CONTENDED" if c.contended else "")
         table.add_row(
-            c.model, str(c.batch_size), str(c.seq_len),
-            f"{lat.median * 1e3:.2f}" if lat else "-", f"{lat.p90 * 1e3:.2f}" if lat else "-",
-            f"{lat.cv:.2f}" if lat else "-",
-            f"{c.samples_per_s:.1f}" if c.samples_per_s else "-", f"{c.tokens_per_s:.0f}" if c.tokens_per_s else "-",
-            speed, str(c.n_pairs) if c.n_pairs else "-", ideal,
-            f"{c.macs / 1e9:.2f}" if c.macs is not None else "-", _mb(c.peak_memory_bytes),
-            c.status if c.ok else f"{c.status}: {c.message}",
+            c.variant, str(c.batch_size), str(c.seq_len),
+            f"{c.latency_ms:.2f}" if c.latency_ms is not None else "-",
+            f"{c.latency_p90_ms:.2f}" if c.latency_p90_ms is not None else "-",
+            f"{c.latency_cv:.2f}" if c.latency_cv is not None else "-",
+            f"{c.throughput_samples_s:.1f}" if c.throughput_samples_s else "-",
+            f"{c.throughput_tokens_s:.0f}" if c.throughput_tokens_s else "-",
+            speed, str(c.n_pairs) if c.n_pairs else "-",
+            f"{c.flop_ideal_speedup:.2f}x" if c.flop_ideal_speedup is not None else "-",
+            f"{c.macs / 1e9:.2f}" if c.macs is not None else "-", _mb(c.peak_memory_bytes), load,
+            c.status if c.ok else f"{c.status}: {c.error}",
         )
     return table
 
@@ -149,8 +151,8 @@ def run(args: argparse.Namespace) -> int:
                   console=console(stderr=True), transient=True) as bar:
         task = bar.add_task("benchmarking", total=len(args.batch_sizes) * len(models))
 
-        def tick(done: int, total: int, cell: CellResult) -> None:
-            bar.update(task, completed=done, description=f"{cell.model} b={cell.batch_size}")
+        def tick(done: int, total: int, cell: CellRecord) -> None:
+            bar.update(task, completed=done, description=f"{cell.variant} b={cell.batch_size}")
 
         cells = sweep({k: m for k, (m, _) in models.items()}, batch_sizes=args.batch_sizes, seq_lens=(args.seq_len,),
                       baseline=baseline, settings=settings, progress=tick)

@@ -18,6 +18,7 @@ from prunebench.analysis import Analysis, CellAnalysis
 from prunebench.report import fmt
 from prunebench.report.summary import (
     SUMMARY_TEXT_COLUMNS,
+    contention_warnings,
     problems,
     run_problems,
     summary_cells,
@@ -37,6 +38,8 @@ tr.bad td{background:#fde8e8;color:#9b1111;font-weight:600}
 .verdict{font-size:1.05em;background:#f6f8fa;border-left:4px solid #3b6ea5;padding:.8em 1em}
 .problems{background:#fde8e8;border:2px solid #c62828;color:#8e0000;padding:.6em 1.2em}
 .problems h2{border:none;color:#c62828;margin-top:.3em}
+.contended{background:#fff8e1;border:2px solid #f9a825;color:#6d4c00;padding:.6em 1.2em}
+.contended h2{border:none;color:#8d6e00;margin-top:.3em}
 figure{margin:1.5em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.85em}
 .muted{color:#666;font-size:.85em}
@@ -118,6 +121,8 @@ CELL_HEADERS = (
     "peak mem",
     "peak mem vs dense",
     "pairs",
+    "blocks",
+    "load (1 min)",
     "error",
 )
 
@@ -141,8 +146,18 @@ def cell_row(c: CellAnalysis) -> list[str]:
         fmt.nbytes(c.peak_memory_bytes),
         fmt.times(c.peak_memory_ratio),
         fmt.plain(c.n_pairs),
+        fmt.plain(c.n_blocks),
+        _load(c),
         c.error or "",
     ]
+
+
+def _load(c: CellAnalysis) -> str:
+    """``2.1 → 2.4``, with ``CONTENDED`` when the cell was measured while the machine was busy."""
+    if c.load_1m_before is None and c.load_1m_after is None:
+        return fmt.MISSING
+    text = f"{fmt.num(c.load_1m_before, 2)} → {fmt.num(c.load_1m_after, 2)}"
+    return text + (" CONTENDED" if c.contended else "")
 
 
 def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tuple[Path, str]]) -> list[str]:
@@ -153,6 +168,10 @@ def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tu
     if issues:
         items = "".join(f"<li>{esc(p)}</li>" for p in issues)
         out.append(f'<div class="problems"><h2>Problems ({len(issues)})</h2><ul>{items}</ul></div>')
+    busy = contention_warnings(a)
+    if busy:
+        items = "".join(f"<li>{esc(p)}</li>" for p in busy)
+        out.append(f'<div class="contended"><h2>Measured under contention ({len(busy)})</h2><ul>{items}</ul></div>')
     out.append("<h2>Summary</h2>")
     out.append(
         table(
@@ -164,13 +183,16 @@ def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tu
         )
     )
     out.append(
-        '<p class="muted">Speedup: median of paired per-iteration ratios dense/variant, measured interleaved; '
-        "a variant counts as faster only when the whole CI lies above 1. FLOP-ideal: dense MACs / effective MACs. "
-        "accuracy (Δ): accuracy and its difference from dense in percentage points.</p>"
+        '<p class="muted">Speedup: median of paired per-iteration ratios dense/variant, timed interleaved in blocks '
+        "spread over the run, with a block-bootstrap CI; a variant counts as faster (slower) only when the whole "
+        "CI lies above (below) the noise floor, the band that dense against its identical twin reached at the same "
+        "batch size. FLOP-ideal: dense MACs / the variant's non-zero MACs. accuracy (Δ): accuracy and its "
+        "difference from dense in percentage points with a paired-bootstrap 95% CI over the evaluated "
+        "predictions; a CI that holds 0 reads 'no measurable change'.</p>"
     )
     out.append("<h2>Benchmark cells</h2>")
     out.append(
-        table(CELL_HEADERS, [cell_row(c) for c in a.cells], [c.status != "ok" for c in a.cells], left={0, 3, 8, 16})
+        table(CELL_HEADERS, [cell_row(c) for c in a.cells], [c.status != "ok" for c in a.cells], left={0, 3, 8, 17, 18})
     )
     out.append("<h2>Crossover batch sizes</h2>")
     if a.crossovers:
@@ -216,7 +238,9 @@ def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tu
         for label, data in (
             ("fidelity check", raw.get(v.name, {}).get("fidelity")),
             ("prune details", raw.get(v.name, {}).get("details")),
-            ("evaluation details", evals.get(v.name, {}).get("details")),
+            # (the per-prediction correctness bits feed the accuracy CI; as text they are noise)
+            ("evaluation details", {k: x for k, x in (evals.get(v.name, {}).get("details") or {}).items()
+                                    if k != "correct"}),
         ):
             if data:
                 out.append(f"<p>{esc(label)}:</p><pre>{esc(json.dumps(data, sort_keys=True, indent=2))}</pre>")

@@ -8,6 +8,7 @@ from typing import Any
 from prunebench.analysis import Analysis
 from prunebench.report.summary import (
     SUMMARY_TEXT_COLUMNS,
+    contention_warnings,
     problems,
     run_problems,
     summary_cells,
@@ -41,6 +42,9 @@ def render_summary_md(snapshot: Mapping[str, Any], a: Analysis, figure_paths: Se
     issues = run_problems(run) + problems(a)
     if issues:
         parts += [f"## ⚠ Problems ({len(issues)})", ""] + [f"- **{md_escape(p)}**" for p in issues] + [""]
+    busy = contention_warnings(a)
+    if busy:
+        parts += [f"## Measured under contention ({len(busy)})", ""] + [f"- {md_escape(p)}" for p in busy] + [""]
     parts += [
         "## Summary",
         "",
@@ -48,8 +52,10 @@ def render_summary_md(snapshot: Mapping[str, Any], a: Analysis, figure_paths: Se
         "",
     ]
     parts.append(
-        "Speedup: median paired ratio against dense with its CI; faster only when the whole CI is above 1. "
-        "FLOP-ideal: dense MACs / effective MACs."
+        "Speedup: median paired ratio against dense with its block-bootstrap CI; faster (slower) only when the "
+        "whole CI clears the noise floor (dense against its identical twin at the same batch size). "
+        "FLOP-ideal: dense MACs / non-zero MACs. Accuracy: a difference whose paired 95% CI holds 0 reads "
+        "'no measurable change'."
     )
     if extra:
         parts += ["", extra]

@@ -13,6 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from prunebench.analysis import BASELINE, Analysis, CellAnalysis, analyze
+from prunebench.analysis.accuracy import NO_CHANGE
 from prunebench.report import fmt
 
 #: Columns of :func:`summary_headers` that hold text (left-aligned); the others hold figures.
@@ -44,6 +45,12 @@ class SummaryRow:
     failed_cells: int
     #: one-line descriptions of what went wrong for this variant (empty when nothing did).
     problems: tuple[str, ...]
+    #: paired-bootstrap CI of ``accuracy_delta`` and its verdict (``no measurable change`` when it holds 0).
+    accuracy_delta_ci_low: float | None = None
+    accuracy_delta_ci_high: float | None = None
+    accuracy_verdict: str = "n/a"
+    #: how many of the variant's cells were measured while the machine was busy (see ``bench.load``).
+    contended_cells: int = 0
 
 
 def _as_analysis(source: Any) -> Analysis:
@@ -96,6 +103,10 @@ def summary_rows(source: Any) -> list[SummaryRow]:
                 fidelity_ok=v.fidelity_ok,
                 failed_cells=sum(1 for c in a.cells if c.variant == v.name and c.status != "ok"),
                 problems=_variant_problems(a, v.name, v.status, v.error, v.fidelity_ok),
+                accuracy_delta_ci_low=v.accuracy_delta_ci_low,
+                accuracy_delta_ci_high=v.accuracy_delta_ci_high,
+                accuracy_verdict=v.accuracy_verdict,
+                contended_cells=sum(1 for c in a.cells if c.variant == v.name and c.contended),
             )
         )
     return rows
@@ -128,9 +139,16 @@ def _speed(cell: CellAnalysis | None) -> str:
 
 
 def _accuracy(row: SummaryRow) -> str:
+    """``11.3% (-0.8 [-1.1, -0.5])``; a difference whose CI holds 0 reads ``no measurable change``."""
     if row.accuracy is None or row.variant == BASELINE or row.accuracy_delta is None:
         return fmt.pct(row.accuracy)
-    return f"{fmt.pct(row.accuracy)} ({100 * row.accuracy_delta:+.1f})"
+    delta = f"{100 * row.accuracy_delta:+.1f}"
+    if row.accuracy_delta_ci_low is None or row.accuracy_delta_ci_high is None:
+        return f"{fmt.pct(row.accuracy)} ({delta})"
+    if row.accuracy_verdict == NO_CHANGE:
+        return f"{fmt.pct(row.accuracy)} (no measurable change)"
+    ci = f"[{100 * row.accuracy_delta_ci_low:+.1f}, {100 * row.accuracy_delta_ci_high:+.1f}]"
+    return f"{fmt.pct(row.accuracy)} ({delta} {ci})"
 
 
 def summary_cells(row: SummaryRow) -> list[str]:
@@ -161,6 +179,8 @@ def status_tag(row: SummaryRow) -> str:
         tags.append("FIDELITY FAILED")
     if row.failed_cells:
         tags.append(f"{row.failed_cells} CELL{'S' if row.failed_cells > 1 else ''} FAILED")
+    if row.contended_cells:
+        tags.append(f"{row.contended_cells} cell{'s' if row.contended_cells > 1 else ''} contended")
     return ", ".join(tags) or "ok"
 
 
@@ -184,6 +204,18 @@ def problems(analysis: Analysis) -> list[str]:
     out = []
     for row in summary_rows(analysis):
         out += [f"{row.variant}: {p}" for p in row.problems]
+    return out
+
+
+def contention_warnings(analysis: Analysis) -> list[str]:
+    """One line per cell measured while the machine was busy (its figures may be noisier than their CI says)."""
+    out = []
+    for c in analysis.cells:
+        if c.contended:
+            loads = [x for x in (c.load_1m_before, c.load_1m_after) if x is not None]
+            load = f"1-min load {max(loads):.1f}" if loads else "load unknown"
+            steal = f", {100 * c.steal_fraction:.1f}% CPU stolen" if c.steal_fraction else ""
+            out.append(f"{c.variant}: cell B={c.batch_size} seq={c.seq_len} measured under contention ({load}{steal})")
     return out
 
 
@@ -227,6 +259,27 @@ def _materialization_notes(analysis: Analysis) -> list[str]:
     return notes
 
 
+def _accuracy_notes(pruned: Sequence[Any]) -> list[str]:
+    """The accuracy sentence: the most accurate variant only when its difference from dense is measurable."""
+    scored = [v for v in pruned if v.accuracy_delta is not None]
+    if not scored:
+        return []
+    if all(v.accuracy_verdict == "n/a" for v in scored):  # no per-prediction correctness stored: plain figures
+        best = max(scored, key=lambda v: v.accuracy_delta or 0.0)
+        return [f"The most accurate pruned variant was {best.name} ({fmt.delta_pp(best.accuracy_delta)} vs dense)."]
+    same = [v.name for v in scored if v.accuracy_verdict == NO_CHANGE]
+    less = [v.name for v in scored if v.accuracy_verdict == "less accurate"]
+    more = [v.name for v in scored if v.accuracy_verdict == "more accurate"]
+    out = []
+    if more:
+        out.append(f"Measurably more accurate than dense (paired 95% CI above 0): {', '.join(more)}.")
+    if less:
+        out.append(f"Measurably less accurate than dense: {', '.join(less)}.")
+    if same:
+        out.append(f"No measurable change in accuracy (the CI of the difference holds 0): {', '.join(same)}.")
+    return out
+
+
 def verdict(analysis: Analysis, run: Mapping[str, Any] | None = None) -> str:
     """A one-paragraph verdict stating what the numbers say (no judgement the data does not support)."""
     run = run or {}
@@ -246,7 +299,8 @@ def verdict(analysis: Analysis, run: Mapping[str, Any] | None = None) -> str:
             faster = _faster_at(analysis, b)
             parts.append(
                 f"At batch size {b}, {len(faster)} of {len(pruned)} were measurably faster than dense "
-                f"(whole CI above 1)" + (f": {', '.join(faster)}." if faster else ".")
+                f"(whole CI above the noise floor of dense against its identical twin)"
+                + (f": {', '.join(faster)}." if faster else ".")
             )
         ok_cells = [c for c in analysis.cells if c.speedup is not None and c.variant != BASELINE]
         if ok_cells:
@@ -256,17 +310,20 @@ def verdict(analysis: Analysis, run: Mapping[str, Any] | None = None) -> str:
                 f"The largest speedup was {best.variant} at B={best.batch_size}: "
                 f"{fmt.speedup_ci(best.speedup, best.speedup_ci_low, best.speedup_ci_high)} "
                 f"against a FLOP-ideal {fmt.times(best.flop_ideal_speedup)}, "
-                f"at an accuracy change of {fmt.delta_pp(v.accuracy_delta if v else None)}."
+                + (f"with no measurable accuracy change ({fmt.delta_pp(v.accuracy_delta)})."
+                   if v is not None and v.accuracy_verdict == NO_CHANGE
+                   else f"at an accuracy change of {fmt.delta_pp(v.accuracy_delta if v else None)}.")
             )
     parts += _materialization_notes(analysis)
     for c in analysis.crossovers:
         verb = "becomes faster than dense" if c.kind == "starts_faster" else "stops being faster than dense"
         parts.append(f"{c.variant} {verb} at B={c.batch_size} (seq len {c.seq_len}).")
-    scored = [v for v in pruned if v.accuracy_delta is not None]
-    if scored:
-        best_acc = max(scored, key=lambda v: v.accuracy_delta or 0.0)
+    parts += _accuracy_notes(pruned)
+    n_contended = sum(1 for c in analysis.cells if c.contended)
+    if n_contended:
         parts.append(
-            f"The most accurate pruned variant was {best_acc.name} ({fmt.delta_pp(best_acc.accuracy_delta)} vs dense)."
+            f"{n_contended} of {len(analysis.cells)} cells were measured while something else competed for the "
+            "cores (load above the core count, or CPU stolen); they are flagged 'contended' below."
         )
     issues = run_problems(run) + problems(analysis)
     if issues:

@@ -23,6 +23,8 @@ from prunebench.results.schema import CELLS, EVALUATIONS, VARIANTS
 _VARIANT_COLS = tuple(f for f, k in VARIANTS.fields if k != "json" and f not in ("name", "status", "error"))
 _EVAL_COLS = tuple(f for f, k in EVALUATIONS.fields if k != "json" and f != "variant")
 _CELL_COLS = tuple(f for f, k in CELLS.fields if k != "json" and f not in ("variant", "status", "error"))
+#: A cell field whose name a variant or evaluation column already has (``macs``) is exported as ``cell_<name>``.
+_CELL_CSV = {f: f"cell_{f}" if f in _VARIANT_COLS or f in _EVAL_COLS else f for f in _CELL_COLS}
 
 #: Every CSV column, in order: identity, variant figures, fidelity, evaluation, then the benchmark cell.
 CSV_COLUMNS = (
@@ -33,7 +35,7 @@ CSV_COLUMNS = (
     "fidelity_max_abs_diff",
     "fidelity_ok",
     *_EVAL_COLS,
-    *_CELL_COLS,
+    *_CELL_CSV.values(),
     "cell_status",
     "cell_error",
 )
@@ -100,7 +102,7 @@ def csv_rows(snapshot: Mapping[str, Any]) -> list[dict[str, Any]]:
         cells = sorted(cells_by_variant.get(name, []), key=lambda c: (c["seq_len"], c["batch_size"]))
         for cell in cells or [{}]:
             row = dict(base)
-            row.update({c: cell.get(c) for c in _CELL_COLS})
+            row.update({_CELL_CSV[c]: cell.get(c) for c in _CELL_COLS})
             row.update(cell_status=cell.get("status"), cell_error=cell.get("error"))
             rows.append(row)
     return rows

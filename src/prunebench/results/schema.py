@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prunebench.results.cell import CELL_FIELDS, CELL_KEY
+
 #: Bumped on any incompatible change of the tables below; recorded in the ``meta`` table of every store.
+#: Version 2: cells keyed by (variant, backend, batch_size, seq_len, node_class), generated from ``CellRecord``.
 SCHEMA_VERSION = 2
 
 #: The store's file name inside a run folder.
@@ -99,35 +102,8 @@ EVALUATIONS = Table(
     ),
 )
 
-#: The node class of cells timed in-process (the local executor); a Ray run names each class of its nodes.
-LOCAL_NODE_CLASS = "local"
-
-CELLS = Table(
-    "cells",
-    # node_class: which hardware class timed the cell; one run can time every cell on several classes.
-    key=("variant", "batch_size", "seq_len", "node_class"),
-    fields=(
-        ("variant", "text"),
-        ("batch_size", "int"),
-        ("seq_len", "int"),
-        ("node_class", "text"),
-        ("status", "text"),
-        ("error", "text"),
-        ("latency_ms", "real"),
-        ("latency_p90_ms", "real"),
-        ("latency_cv", "real"),
-        ("baseline_latency_ms", "real"),
-        ("speedup", "real"),
-        ("speedup_ci_low", "real"),
-        ("speedup_ci_high", "real"),
-        ("flop_ideal_speedup", "real"),
-        ("throughput_samples_s", "real"),
-        ("throughput_tokens_s", "real"),
-        ("peak_memory_bytes", "int"),
-        ("n_pairs", "int"),
-        ("raw", "json"),
-    ),
-)
+#: Generated from the one cell record (:mod:`prunebench.results.cell`): fields and units are named there only.
+CELLS = Table("cells", key=CELL_KEY, fields=CELL_FIELDS)
 
 TABLES = (RUNS, VARIANTS, EVALUATIONS, CELLS)
 

@@ -19,11 +19,11 @@ from types import TracebackType
 from typing import Any
 
 from prunebench.errors import PrunebenchError
+from prunebench.results.cell import CELL_STATUSES, DEFAULT_BACKEND, LOCAL_NODE_CLASS, CellRecord
 from prunebench.results.codec import from_db, to_db, to_json
 from prunebench.results.schema import (
     CELLS,
     EVALUATIONS,
-    LOCAL_NODE_CLASS,
     META_SQL,
     RUNS,
     SCHEMA_VERSION,
@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 RUN_STATUSES = ("running", "finished", "failed")
 VARIANT_STATUSES = ("ok", "failed")
-CELL_STATUSES = ("ok", "error")
 
 
 def _check_status(table: Table, value: Any, allowed: tuple[str, ...]) -> None:
@@ -222,13 +221,16 @@ class ResultStore:
         """Store (or replace) one evaluation record, keyed by ``variant``; committed on return."""
         self._upsert(EVALUATIONS, evaluation)
 
-    def put_cell(self, cell: Mapping[str, Any]) -> None:
-        """Store (or replace) one benchmark cell, keyed by ``(variant, batch_size, seq_len, node_class)``;
-        committed on return. A cell without ``node_class`` was timed in-process (``local``)."""
-        _check_status(CELLS, cell.get("status"), CELL_STATUSES)
-        if isinstance(cell, Mapping) and cell.get("node_class") is None:
-            cell = {**cell, "node_class": LOCAL_NODE_CLASS}
-        self._upsert(CELLS, cell)
+    def put_cell(self, cell: CellRecord | Mapping[str, Any]) -> None:
+        """Store (or replace) one benchmark cell, keyed by ``(variant, backend, batch_size, seq_len, node_class)``;
+        committed on return. A plain dict without ``backend`` is an ``eager`` cell, without ``node_class`` one
+        timed in-process (``local``)."""
+        row = cell.to_row() if isinstance(cell, CellRecord) else {**cell}
+        for key, default in (("backend", DEFAULT_BACKEND), ("node_class", LOCAL_NODE_CLASS)):
+            if row.get(key) is None:
+                row[key] = default
+        _check_status(CELLS, row.get("status"), CELL_STATUSES)
+        self._upsert(CELLS, row)
 
     def has_variant(self, name: str, status: str | None = None) -> bool:
         """Whether a variant of that name is stored (with that status, if given)."""
@@ -241,11 +243,11 @@ class ResultStore:
         return self._exists(EVALUATIONS, "variant=?", (name,))
 
     def has_cell(self, variant: str, batch_size: int, seq_len: int, status: str | None = None,
-                 node_class: str = LOCAL_NODE_CLASS) -> bool:
-        """Whether that benchmark cell is stored for that node class (with that status, if given, e.g. ``"ok"``
-        to retry errors)."""
-        where = "variant=? AND batch_size=? AND seq_len=? AND node_class=?"
-        params: tuple[Any, ...] = (variant, int(batch_size), int(seq_len), node_class)
+                 backend: str = DEFAULT_BACKEND, node_class: str = LOCAL_NODE_CLASS) -> bool:
+        """Whether that benchmark cell is stored for that backend and node class (with that status, if given,
+        e.g. ``"ok"`` to retry errors)."""
+        where = "variant=? AND backend=? AND batch_size=? AND seq_len=? AND node_class=?"
+        params: tuple[Any, ...] = (variant, backend, int(batch_size), int(seq_len), node_class)
         if status is not None:
             where, params = where + " AND status=?", (*params, status)
         return self._exists(CELLS, where, params)
@@ -263,6 +265,10 @@ class ResultStore:
         if variant is None:
             return self._rows(CELLS)
         return self._rows(CELLS, "WHERE variant=?", (variant,))
+
+    def cell_records(self) -> list[CellRecord]:
+        """All benchmark cells as :class:`CellRecord`, in the order they were first stored."""
+        return [CellRecord.from_row(row) for row in self.cells()]
 
     def snapshot(self) -> dict[str, Any]:
         """Everything in the store as plain data: ``{schema_version, run, variants, evaluations, cells}``."""

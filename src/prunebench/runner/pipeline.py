@@ -18,12 +18,11 @@ from typing import Any
 import torch
 
 from prunebench.bench import disk_bytes, environment, fingerprint_hash
-from prunebench.bench.records import CellResult
 from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
 from prunebench.models import TransformerEncoder, preset_config, save_model
 from prunebench.report import build_report
-from prunebench.results import ResultStore
+from prunebench.results import CellRecord, ResultStore
 from prunebench.runner.budgets import Budgets, bench_settings_for
 from prunebench.runner.executors import Executor, LocalExecutor, Unit
 from prunebench.runner.executors.units import (
@@ -71,26 +70,6 @@ class _Ticker:
         self.done += advance
         if self.progress is not None:
             self.progress(stage, detail, self.done, self.total)
-
-
-def _cell_record(name: str, cell: CellResult, dense_macs: int | None) -> dict[str, Any]:
-    """A bench :class:`CellResult` in the store's cell shape (the full record kept under ``raw``)."""
-    lat = cell.latency
-    comp = cell.comparison
-    ideal = dense_macs / cell.macs_effective if dense_macs and cell.macs_effective else None
-    return {
-        "variant": name, "batch_size": cell.batch_size, "seq_len": cell.seq_len,
-        # The store knows ok|error; the harness's finer status (oom vs error) stays in the message.
-        "status": "ok" if cell.ok else "error", "error": None if cell.ok else f"{cell.status}: {cell.message}",
-        "latency_ms": lat.median * 1e3 if lat else None,
-        "latency_p90_ms": lat.p90 * 1e3 if lat else None,
-        "latency_cv": lat.cv if lat else None,
-        "baseline_latency_ms": comp.baseline.median * 1e3 if comp else None,
-        "speedup": cell.speedup, "speedup_ci_low": cell.ci_low, "speedup_ci_high": cell.ci_high,
-        "flop_ideal_speedup": ideal,
-        "throughput_samples_s": cell.samples_per_s, "throughput_tokens_s": cell.tokens_per_s,
-        "peak_memory_bytes": cell.peak_memory_bytes, "n_pairs": cell.n_pairs, "raw": cell.to_dict(),
-    }
 
 
 def execute_run(
@@ -258,46 +237,49 @@ class _Stages:
         return models
 
     def benchmarks(self, store: ResultStore, models: dict[str, ModelSource]) -> None:
-        """Each variant timed paired and interleaved against dense on every node class, as time units of the
-        executor (a class's batch sizes split over at most as many units as it has nodes); each cell stored as
-        it arrives.
+        """Every variant timed paired against dense at every batch size on every node class, through the one
+        sweep (:func:`prunebench.bench.sweep`: blocks round-robin over the unit's cells) inside time units of
+        the executor (a class's batch sizes dealt over at most as many units as it has nodes: one unit locally);
+        each cell is stored the moment it reaches the driver, and cells already stored ok are not timed again.
 
-        The dense row is dense against an identical copy of itself: its "speedup" is the harness's noise
-        floor on that node, shown rather than assumed.
+        The dense row is dense against an identical copy of itself: its interval is the harness's noise
+        floor on that node, shown rather than assumed (and what the verdicts are judged against).
         """
         config, tick = self.config, self.tick
-        names = [DENSE, *(v[0] for v in config.variants())]
         counts = self.executor.node_counts()
-        tick.total += (len(counts) - 1) * len(names) * len(config.batch_sizes)
+        names = [v[0] for v in config.variants()]
+        tick.total += (len(counts) - 1) * (len(names) + 1) * len(config.batch_sizes)
+        for name in names:
+            if name not in models:
+                tick("bench", f"{name}: skipped (variant failed)", len(config.batch_sizes) * len(counts))
+        timed = [n for n in [*names, DENSE] if n in models]
         units = []
         for node_class, n_nodes in counts.items():
-            # One unit per node of the class at most, each with whole batch sizes (dealt round-robin).
             k = min(n_nodes, len(config.batch_sizes))
             for group in (config.batch_sizes[i::k] for i in range(k)):
                 todo = []
                 for batch_size in group:
-                    for name in names:
-                        if name not in models:
-                            tick("bench", f"{name} b={batch_size}: skipped (variant failed)")
-                        elif store.has_cell(name, batch_size, config.seq_len, status="ok", node_class=node_class):
+                    for name in timed:
+                        if store.has_cell(name, batch_size, config.seq_len, status="ok", node_class=node_class):
                             tick("bench", f"{name} b={batch_size} on {node_class}: done earlier")
                         else:
                             todo.append((name, batch_size))
                 if todo:
-                    payload = {**self.unit_base, "todo": todo, "node_class": node_class,
+                    payload = {**self.unit_base, "todo": todo, "batch_sizes": list(group), "node_class": node_class,
                                "pad_fraction": config.pad_fraction, "device": config.device}
-                    key = f"time:{node_class}:b={','.join(map(str, group))}"
-                    units.append(Unit(key, "time", payload, node_class))
-        shared = {"models": {n: m for n, m in models.items() if n in names},
-                  "settings": bench_settings_for(config, self.budgets)}
+                    units.append(Unit(f"time:{node_class}:b={','.join(map(str, group))}", "time", payload,
+                                      node_class))
+        shared = {"models": {n: models[n] for n in timed}, "settings": bench_settings_for(config, self.budgets)}
 
-        def put(unit: Unit, record: dict[str, Any]) -> None:
-            store.put_cell(record)
-            if record["status"] != "ok":
+        def put(unit: Unit, cell: CellRecord) -> None:
+            store.put_cell(cell)
+            if not cell.ok:
                 self.outcome.failed_cells += 1
-            tick("bench", f"{record['variant']} b={record['batch_size']} on {unit.node_class}: "
-                 + (f"{record['speedup']:.2f}x" if record["speedup"] else str(record["error"])))
+            tick("bench", f"{cell.variant} b={cell.batch_size} on {unit.node_class}: "
+                 + (f"{cell.speedup:.2f}x" if cell.speedup else cell.status))
 
+        tick("bench", f"timing {len(timed)} models x {len(config.batch_sizes)} batch sizes on {len(counts)} "
+             "node class(es) in blocks", 0)
         self.executor.run(time_unit, units, shared, put)
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from prunebench.models.batch import IGNORE_INDEX, Batch
 from prunebench.models.config import TaskHead
 from prunebench.models.encoder import TransformerEncoder
+from prunebench.results.correctness import pack_correct
 from prunebench.serde import check_schema_version, reject_unknown
 from prunebench.tasks.base import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_EVAL_BATCHES, Task
 
@@ -37,6 +38,9 @@ class EvalResult:
         kl_divergence: mean KL(reference || model) in nats per prediction.
         hidden_cosine: mean cosine similarity of the mean-pooled final hidden states per sequence.
         n_predictions, n_sequences, n_batches, seed: what was evaluated.
+        correct: per-prediction correctness in evaluation order, one bit each, packed as base64 text (see
+            :mod:`prunebench.results.correctness`). The same seed scores the same predictions for every model,
+            so two models' bits pair up one to one: what a paired bootstrap of an accuracy difference needs.
     """
 
     task: str
@@ -54,6 +58,7 @@ class EvalResult:
     agreement: float | None = None
     kl_divergence: float | None = None
     hidden_cosine: float | None = None
+    correct: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,12 +143,13 @@ def evaluate(
         correct = total = trivial_hits = n_seq = 0
         loss_sum = kl_sum = cos_sum = 0.0
         agree = 0
-        preds, targets = [], []
+        preds, targets, hits = [], [], []
         for batch in batches:
             logits, target, pooled = _outputs(model, batch)  # [N, K], [N], [B, D]
             logp = F.log_softmax(logits.double(), dim=-1)  # [N, K]
             pred = logits.argmax(dim=-1)  # [N]
             correct += int((pred == target).sum())
+            hits.append(pred == target)
             trivial_hits += int((target == trivial).sum())
             total += int(target.numel())
             loss_sum += float(F.nll_loss(logp, target, reduction="sum"))
@@ -176,6 +182,7 @@ def evaluate(
         agreement=None if reference is None else agree / total,
         kl_divergence=None if reference is None else kl_sum / total,
         hidden_cosine=None if reference is None else cos_sum / n_seq,
+        correct=pack_correct(torch.cat(hits).tolist()),
     )
 
 

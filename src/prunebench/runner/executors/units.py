@@ -9,7 +9,7 @@ files of their saved folder (``{file name: bytes}``, the Ray executor): :func:`a
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
-from prunebench.bench import bench_pair, environment, fingerprint_hash, forward_macs, make_inputs
+from prunebench.bench import environment, fingerprint_hash, make_inputs, sweep
 from prunebench.bench.settings import BenchSettings
 from prunebench.models import TransformerEncoder, load_model, save_model
+from prunebench.results import CellRecord
 from prunebench.runner.variants import load_variant, make_variant, prune_spec
 from prunebench.tasks import RecoveryCallback, Task, calibration_batches, evaluate
 
@@ -136,35 +137,33 @@ def prepare_unit(payload: Mapping[str, Any], emit: Emit, *, task: Task, dense: M
 
 def time_unit(payload: Mapping[str, Any], emit: Emit, *, models: Mapping[str, ModelSource],
               settings: BenchSettings) -> None:
-    """Time the cells ``payload["todo"]`` (``(variant, batch size)`` pairs) against dense on this node; emits
-    each cell record as it is finished.
+    """Time the cells ``payload["todo"]`` (``(variant, batch size)`` pairs) against dense on this node through
+    the one sweep (blocks round-robin over the cells); emits each :class:`~prunebench.results.CellRecord` as
+    it is finished, stamped with ``node_class`` and this node's ``environment`` and ``fingerprint_hash``.
 
-    Each variant is paired (ABBA) against this node's own dense model; the ``dense`` row is dense against an
-    identical twin (the noise floor here). Every record carries ``node_class``, this node's ``environment``
-    and its ``fingerprint_hash``, so cells timed on different hardware are never mixed up.
+    Each variant is paired against this node's own dense model; the ``dense`` row is dense against an
+    identical twin (the noise floor here), so cells timed on different hardware are never mixed up.
 
-    Payload keys: ``todo, seq_len, vocab, seed, pad_fraction, device, threads, node_class``.
+    Payload keys: ``todo, batch_sizes, seq_len, vocab, seed, pad_fraction, device, threads, node_class``.
     """
-    from prunebench.runner.pipeline import DENSE, _cell_record  # the pipeline imports this module
+    from prunebench.runner.pipeline import DENSE  # the pipeline imports this module
 
     p = payload
     torch.set_num_threads(int(p["threads"]))
     device = torch.device(p["device"])
     env = environment(p["device"], torch.get_num_threads())
     # The class is a label, not part of the fingerprint: two classes on identical hardware hash alike.
-    fingerprint = fingerprint_hash(env)
-    live = {name: as_model(models[name]).to(device) for name in dict.fromkeys(n for n, _ in p["todo"])
-            if name != DENSE}
-    dense = as_model(models[DENSE]).to(device)
-    twin = copy.deepcopy(dense)
-    seq = int(p["seq_len"])
-    for b in dict.fromkeys(int(b) for _, b in p["todo"]):
-        dense_macs = forward_macs(dense, b, seq)
-        inputs = make_inputs(p["vocab"], b, seq, seed=p["seed"], pad_fraction=p["pad_fraction"], device=device)
-        for name in (n for n, nb in p["todo"] if int(nb) == b):
-            candidate = twin if name == DENSE else live[name]
-            cell = bench_pair(dense, candidate, b, seq, settings=settings, inputs=inputs, name=name,
-                              baseline_name=DENSE)
-            record = _cell_record(name, cell, dense_macs)
-            record.update(node_class=p["node_class"], environment=env, fingerprint_hash=fingerprint)
-            emit(record)
+    stamp = {"environment": env, "fingerprint_hash": fingerprint_hash(env)}
+    todo = {(str(n), int(b)) for n, b in p["todo"]}
+    names = [*dict.fromkeys(n for n, _ in todo if n != DENSE), DENSE]  # the baseline last, as the sweep wants
+    live = {name: as_model(models[name]).to(device) for name in names}
+
+    def inputs(batch_size: int, seq_len: int) -> Any:
+        return make_inputs(p["vocab"], batch_size, seq_len, seed=p["seed"], pad_fraction=p["pad_fraction"],
+                           device=device)
+
+    def on_cell(cell: CellRecord) -> None:
+        emit(dataclasses.replace(cell, node_class=p["node_class"], extra={**cell.extra, **stamp}))
+
+    sweep(live, inputs, [int(b) for b in p["batch_sizes"]], (int(p["seq_len"]),), DENSE, settings=settings,
+          on_cell=on_cell, skip=lambda name, b, _seq: (name, b) not in todo)

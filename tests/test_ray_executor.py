@@ -180,7 +180,7 @@ def test_a_killed_driver_resumes_skipping_everything_committed(tmp_path, cache, 
     variants = "SELECT name, prune_seconds, disk_bytes, details FROM variants ORDER BY name"
     evaluations = "SELECT variant, accuracy, details FROM evaluations ORDER BY variant"
     before_variants, before_evals = _rows(store, variants), _rows(store, evaluations)
-    before_cells = {r[:3]: r[3] for r in _rows(store, "SELECT variant, batch_size, node_class, raw FROM cells")}
+    before_cells = {r[:3]: r[3] for r in _rows(store, "SELECT variant, batch_size, node_class, timing FROM cells")}
     assert len(before_variants) >= 2 and _rows(store, "SELECT status FROM runs")[0][0] == "running"
 
     proc = _run(["--resume", str(out), "--executor", "ray", "--ray-address", cluster], cache)
@@ -190,7 +190,7 @@ def test_a_killed_driver_resumes_skipping_everything_committed(tmp_path, cache, 
     # what was committed before the kill is kept, not redone
     assert [r for r in after_variants if r in before_variants] == before_variants
     assert [r for r in after_evals if r in before_evals] == before_evals
-    after_cells = {r[:3]: r[3] for r in _rows(store, "SELECT variant, batch_size, node_class, raw FROM cells")}
+    after_cells = {r[:3]: r[3] for r in _rows(store, "SELECT variant, batch_size, node_class, timing FROM cells")}
     assert len(after_cells) == len(VARIANTS) * len(BATCHES) * 2
     assert all(after_cells[k] == raw for k, raw in before_cells.items())
     assert _rows(store, "SELECT status FROM runs")[0][0] == "finished"

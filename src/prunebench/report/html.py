@@ -16,9 +16,9 @@ from typing import Any
 from prunebench._version import __version__
 from prunebench.analysis import Analysis, CellAnalysis
 from prunebench.report import fmt
+from prunebench.report.notes import contention_warnings
 from prunebench.report.summary import (
     SUMMARY_TEXT_COLUMNS,
-    contention_warnings,
     problems,
     run_problems,
     summary_cells,

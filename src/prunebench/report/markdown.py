@@ -6,9 +6,9 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from prunebench.analysis import Analysis
+from prunebench.report.notes import contention_warnings
 from prunebench.report.summary import (
     SUMMARY_TEXT_COLUMNS,
-    contention_warnings,
     problems,
     run_problems,
     summary_cells,

@@ -15,6 +15,7 @@ from rich.table import Table
 from prunebench.analysis import BASELINE, Analysis, CellAnalysis, analyze
 from prunebench.analysis.accuracy import NO_CHANGE
 from prunebench.report import fmt
+from prunebench.report.notes import accuracy_notes
 
 #: Columns of :func:`summary_headers` that hold text (left-aligned); the others hold figures.
 SUMMARY_TEXT_COLUMNS = (0, 2, 9)
@@ -207,18 +208,6 @@ def problems(analysis: Analysis) -> list[str]:
     return out
 
 
-def contention_warnings(analysis: Analysis) -> list[str]:
-    """One line per cell measured while the machine was busy (its figures may be noisier than their CI says)."""
-    out = []
-    for c in analysis.cells:
-        if c.contended:
-            loads = [x for x in (c.load_1m_before, c.load_1m_after) if x is not None]
-            load = f"1-min load {max(loads):.1f}" if loads else "load unknown"
-            steal = f", {100 * c.steal_fraction:.1f}% CPU stolen" if c.steal_fraction else ""
-            out.append(f"{c.variant}: cell B={c.batch_size} seq={c.seq_len} measured under contention ({load}{steal})")
-    return out
-
-
 def run_problems(run: Mapping[str, Any] | None) -> list[str]:
     """The run-level problem, if any: a run that did not finish shows partial results."""
     status = (run or {}).get("status")
@@ -259,27 +248,6 @@ def _materialization_notes(analysis: Analysis) -> list[str]:
     return notes
 
 
-def _accuracy_notes(pruned: Sequence[Any]) -> list[str]:
-    """The accuracy sentence: the most accurate variant only when its difference from dense is measurable."""
-    scored = [v for v in pruned if v.accuracy_delta is not None]
-    if not scored:
-        return []
-    if all(v.accuracy_verdict == "n/a" for v in scored):  # no per-prediction correctness stored: plain figures
-        best = max(scored, key=lambda v: v.accuracy_delta or 0.0)
-        return [f"The most accurate pruned variant was {best.name} ({fmt.delta_pp(best.accuracy_delta)} vs dense)."]
-    same = [v.name for v in scored if v.accuracy_verdict == NO_CHANGE]
-    less = [v.name for v in scored if v.accuracy_verdict == "less accurate"]
-    more = [v.name for v in scored if v.accuracy_verdict == "more accurate"]
-    out = []
-    if more:
-        out.append(f"Measurably more accurate than dense (paired 95% CI above 0): {', '.join(more)}.")
-    if less:
-        out.append(f"Measurably less accurate than dense: {', '.join(less)}.")
-    if same:
-        out.append(f"No measurable change in accuracy (the CI of the difference holds 0): {', '.join(same)}.")
-    return out
-
-
 def verdict(analysis: Analysis, run: Mapping[str, Any] | None = None) -> str:
     """A one-paragraph verdict stating what the numbers say (no judgement the data does not support)."""
     run = run or {}
@@ -318,7 +286,7 @@ def verdict(analysis: Analysis, run: Mapping[str, Any] | None = None) -> str:
     for c in analysis.crossovers:
         verb = "becomes faster than dense" if c.kind == "starts_faster" else "stops being faster than dense"
         parts.append(f"{c.variant} {verb} at B={c.batch_size} (seq len {c.seq_len}).")
-    parts += _accuracy_notes(pruned)
+    parts += accuracy_notes(pruned)
     n_contended = sum(1 for c in analysis.cells if c.contended)
     if n_contended:
         parts.append(

@@ -66,7 +66,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ray-sweep-"))
     env = {**os.environ, "PRUNEBENCH_CACHE": str(work / "cache"), "PYTHONUNBUFFERED": "1"}
     warm = _run([*RUN, "--out", str(work / "warm")], env)  # tokenizer + dense baseline into the cache
-    print(f"cache warmed by a local run in {warm:.1f} s")
+    print(f"cache warmed by a local run in {warm:.1f} s", flush=True)
     clusters = {1: _cluster(1), 2: _cluster(2)}
     try:
         walls: dict[int, list[float]] = {1: [], 2: []}

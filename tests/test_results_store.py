@@ -229,3 +229,15 @@ def test_sigkill_mid_write_loses_no_committed_row(tmp_path: Path) -> None:
         store.start_run({"run_id": "crash"})
         store.put_cell(_cell("after-crash"))
         assert store.has_cell("after-crash", 1, 8)
+
+
+def test_cells_are_keyed_by_node_class_too(tmp_path: Path) -> None:
+    # One run can time the same cell on several hardware classes: neither replaces the other.
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        store.start_run(RUN)
+        store.put_cell(_cell("dense", 1, speedup=1.0))
+        store.put_cell(_cell("dense", 1, speedup=2.0, node_class="gpu-box"))
+        assert store.has_cell("dense", 1, 8) and store.has_cell("dense", 1, 8, node_class="gpu-box")
+        assert not store.has_cell("dense", 1, 8, node_class="other")
+        cells = store.cells()
+    assert [(c["node_class"], c["speedup"]) for c in cells] == [("local", 1.0), ("gpu-box", 2.0)]

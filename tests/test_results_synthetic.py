@@ -176,9 +176,9 @@ def test_synthetic_store_round_trips_every_record(tmp_path: Path) -> None:
         for g, e in zip(got[kind], expected[kind], strict=True):
             # Every given field comes back equal; contract fields that were not given come back as None.
             assert {k: g[k] for k in e} == e
-            # (a cell stored without a backend is an eager one: the key's default)
-            assert all(g[k] is None for k in g.keys() - e.keys() - {"backend"})
-            assert kind != "cells" or g["backend"] == "eager"
+            # (a cell stored without a backend or node class is an eager one timed in-process: the key's defaults)
+            assert all(g[k] is None for k in g.keys() - e.keys() - {"backend", "node_class"})
+            assert kind != "cells" or (g["backend"], g["node_class"]) == ("eager", "local")
 
 
 def test_snapshot_is_not_aliased(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     """Rebuild the report, then print the summary table and where the files are."""
     # Imported here: matplotlib is only loaded when a report is actually built.
     from prunebench.report import build_report, summary_rows, summary_table
+    from prunebench.report.hardware import main_snapshot
     from prunebench.results import load_snapshot
 
     snapshot = load_snapshot(args.run_dir)  # a folder without a run is an error before anything is written
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
                                  "rebuilt by `prunebench report` on that run")
     paths = build_report(args.run_dir, args.out)
     out = console()
-    out.print(summary_table(summary_rows(snapshot)))
+    out.print(summary_table(summary_rows(main_snapshot(snapshot))))
     out.print(f"report: {paths['report.html']}")
     out.print(f"summary: {paths['summary.md']}  data: {paths['results.json']}, {paths['results.csv']}")
     return 0

@@ -17,8 +17,10 @@ from prunebench.cli.common import console, float_list, int_list, positive_int, s
 from prunebench.config import DEVICES, RUN_METHODS, RunConfig, load_toml
 from prunebench.outdir import check_writable_dir
 from prunebench.report import summary_rows, summary_table
+from prunebench.report.hardware import main_snapshot
 from prunebench.results import load_snapshot
 from prunebench.runner import default_out, execute_run
+from prunebench.runner.executors import EXECUTORS, make_executor
 from prunebench.runner.rundir import RunDir, check_target, claim
 from prunebench.runner.validate import check_run_inputs
 from prunebench.tasks.baseline import resolve_cache_dir
@@ -90,6 +92,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="run folder (default: runs/<timestamp>-<model>)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="finish the run stored in DIR (only what is missing)")
     p.add_argument("--force", action="store_true", help="replace the run stored in --out")
+    p.add_argument("--executor", choices=EXECUTORS.names(), default="local",
+                   help="where prepare and timing units run: local (this process, default) | ray (Ray tasks; "
+                   "every node class times every cell; needs pip install 'prunebench[ray]')")
+    p.add_argument("--ray-address", metavar="auto|HOST:PORT",
+                   help="the Ray cluster to use with --executor ray (default: start a one-node Ray here)")
     p.add_argument("--cache-dir", type=Path, help="cache of tokenizers and trained dense models "
                    "(default: $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
     p.set_defaults(handler=run)
@@ -116,6 +123,8 @@ def _attach_log(path: Path) -> logging.Handler:
 def run(args: argparse.Namespace) -> int:
     """Validate everything cheap first, then lock the run folder and run; print progress and the summary."""
     config, explicit = build_config(args)
+    if args.ray_address is not None and args.executor != "ray":
+        raise ValueError("--ray-address needs --executor ray")
     out = Path(args.resume or args.out or default_out(config.model))
     resume = args.resume is not None
     if not resume:
@@ -129,11 +138,11 @@ def run(args: argparse.Namespace) -> int:
         if resume:
             check_run_inputs(config)  # the stored config, which the run actually uses
             warn_threads(config.threads)
-        return _execute(config, run_dir, cache_dir)
+        return _execute(config, run_dir, cache_dir, args.executor, args.ray_address)
 
 
-def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path) -> int:
-    """The run itself, in a prepared and locked folder."""
+def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path, executor_name: str, address: str | None) -> int:
+    """The run itself, in a prepared and locked folder, its units run by the named executor."""
     handler = _attach_log(run_dir.log)
     con = console()
     con.print(f"[bold]prunebench run[/] -> {run_dir.root}  (model {config.model}, "
@@ -148,13 +157,14 @@ def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path) -> int:
             def progress(stage: str, detail: str, done: int, total: int) -> None:
                 bar.update(task_id, completed=done, total=total, description=detail, stage=stage)
 
-            outcome = execute_run(config, run_dir, cache_dir=cache_dir, progress=progress)
+            with make_executor(executor_name, address) as executor:
+                outcome = execute_run(config, run_dir, cache_dir=cache_dir, progress=progress, executor=executor)
     finally:
         logging.getLogger("prunebench").removeHandler(handler)
         handler.close()
     elapsed = time.perf_counter() - start
     snapshot = load_snapshot(run_dir.root)
-    con.print(summary_table(summary_rows(snapshot)))
+    con.print(summary_table(summary_rows(main_snapshot(snapshot))))
     con.print(f"finished in {elapsed:.0f} s; report: {run_dir.root / 'report.html'}  log: {run_dir.log}")
     problems = [f"{name} (pruning failed)" for name in outcome.failed_variants]
     problems += [f"{v['name']} (FIDELITY CHECK FAILED)" for v in snapshot["variants"]

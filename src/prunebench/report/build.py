@@ -13,6 +13,7 @@ from typing import Any
 
 from prunebench.analysis import analyze
 from prunebench.report.deploy import deploy_html, deploy_markdown, eager_only, snapshot_rows
+from prunebench.report.hardware import hardware_html, hardware_md, main_snapshot
 from prunebench.report.html import render_report
 from prunebench.report.markdown import render_summary_md
 from prunebench.report.plots import FIGURES, write_figures
@@ -35,9 +36,11 @@ def write_report(snapshot: Mapping[str, Any], out_dir: str | Path) -> dict[str, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # The run's tables and figures are about eager cells; other backends get their own "what to deploy" section.
+    # A run timed on several hardware classes: the main report reads one class, and a section per class
+    # follows the summary; exports keep every cell.
     full = snapshot
     deploy = deploy_markdown(*snapshot_rows(snapshot))
-    snapshot = eager_only(snapshot)
+    snapshot = main_snapshot(eager_only(snapshot))
     a = analyze(snapshot)
     figures = write_figures(a, out / FIGURE_DIR)
     paths: dict[str, Path] = {}
@@ -45,12 +48,12 @@ def write_report(snapshot: Mapping[str, Any], out_dir: str | Path) -> dict[str, 
         for ext, path in files.items():
             paths[f"{FIGURE_DIR}/{name}.{ext}"] = path
     embedded = {name: (files["png"], FIGURES[name][1]) for name, files in figures.items()}
-    page = render_report(snapshot, a, embedded)
+    page = render_report(snapshot, a, embedded, hardware_html(eager_only(full)))
     if deploy:
         page = page.replace("</body></html>", deploy_html(deploy) + "</body></html>", 1)
     paths["report.html"] = write_bytes_atomic(out / "report.html", page.encode())
     pngs = [f"{FIGURE_DIR}/{name}.png" for name in figures]
-    summary = render_summary_md(snapshot, a, pngs) + ("\n" + deploy if deploy else "")
+    summary = render_summary_md(snapshot, a, pngs, hardware_md(eager_only(full))) + ("\n" + deploy if deploy else "")
     paths["summary.md"] = write_bytes_atomic(out / "summary.md", summary.encode())
     paths["results.json"] = export_json(full, out / "results.json")
     paths["results.csv"] = export_csv(full, out / "results.csv")

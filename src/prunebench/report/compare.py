@@ -21,7 +21,8 @@ from prunebench.results import write_bytes_atomic
 FIGURE_DIR = "figures"
 
 
-def _speedup_rows(entries: Sequence[RunEntry]) -> list[list[str]]:
+def speedup_rows(entries: Sequence[RunEntry]) -> list[list[str]]:
+    """``[variant, B, one "speedup [CI] verdict" per entry]`` rows, in variant order then batch size."""
     keys = sorted(
         {(c.variant, c.batch_size) for e in entries for c in e.analysis.cells if c.seq_len == e.analysis.seq_len}
     )
@@ -104,7 +105,7 @@ def build_comparison(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dic
         f"<li><b>{esc(fp)}</b>: {esc(', '.join(e.label for e in members))}</li>" for fp, members in grouped.items()
     ]
     body.append("</ul>")
-    body += ["<h2>Speedup vs dense per run</h2>", table(speed_headers, _speedup_rows(entries), left=2)]
+    body += ["<h2>Speedup vs dense per run</h2>", table(speed_headers, speedup_rows(entries), left=2)]
     body += ["<h2>Accuracy per run</h2>", table(["variant", *labels], acc_rows)]
     body += ["<h2>Figures</h2>", *(figure(png, cap, name) for name, (png, cap) in figs.items())]
     body += [
@@ -131,7 +132,7 @@ def build_comparison(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dic
         "",
     ]
     md += ["## Runs", "", md_table(ov_headers, ov_rows), "", "## Speedup vs dense per run", ""]
-    md += [md_table(speed_headers, _speedup_rows(entries)), "", "## Accuracy per run", ""]
+    md += [md_table(speed_headers, speedup_rows(entries)), "", "## Accuracy per run", ""]
     md += [md_table(["variant", *labels], acc_rows), ""]
     if env_diff:
         md += ["## Environment differences", "", md_table(["key", *labels], env_diff), ""]
@@ -150,7 +151,7 @@ def _verdict(
             f"The configurations differ in: {', '.join(r[0] for r in cfg_diff)}; speedups may not be comparable."
         )
     flips = []
-    for row in _speedup_rows(entries):
+    for row in speedup_rows(entries):
         verdicts = {cell.rsplit(" ", 1)[-1] for cell in row[2:] if cell not in (fmt.MISSING, "FAILED")}
         if "faster" in verdicts and len(verdicts) > 1:
             flips.append(f"{row[0]} at B={row[1]}")

@@ -256,12 +256,17 @@ def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tu
     return out
 
 
-def render_report(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tuple[Path, str]]) -> str:
-    """The full ``report.html`` of one run; ``figures`` maps name -> (PNG path, caption)."""
+def render_report(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tuple[Path, str]],
+                  extra: str = "") -> str:
+    """The full ``report.html`` of one run; ``figures`` maps name -> (PNG path, caption); ``extra`` is HTML
+    placed after the summary (the per-hardware-class tables of a run timed on several classes)."""
     run = snapshot.get("run") or {}
     title = f"prunebench report: {run.get('run_id', '?')}"
     head = (
         f'<h1>{esc(title)}</h1><p class="muted">run status: {esc(run.get("status"))}; '
         f"created {esc(run.get('created'))}</p>"
     )
-    return page(title, "\n".join([head, *_sections(snapshot, a, figures)]))
+    sections = _sections(snapshot, a, figures)
+    if extra:
+        sections.insert(sections.index("<h2>Benchmark cells</h2>"), extra)
+    return page(title, "\n".join([head, *sections]))

@@ -32,8 +32,10 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[str]], left: Collec
     return "\n".join(lines)
 
 
-def render_summary_md(snapshot: Mapping[str, Any], a: Analysis, figure_paths: Sequence[str] = ()) -> str:
-    """The whole ``summary.md``; ``figure_paths`` are PNG paths relative to the file, linked at the end."""
+def render_summary_md(snapshot: Mapping[str, Any], a: Analysis, figure_paths: Sequence[str] = (),
+                      extra: str = "") -> str:
+    """The whole ``summary.md``; ``figure_paths`` are PNG paths relative to the file, linked at the end;
+    ``extra`` is Markdown placed after the summary (per-hardware-class tables)."""
     run = snapshot.get("run") or {}
     rows = summary_rows(a)
     parts = [f"# prunebench summary: {md_escape(str(run.get('run_id', '?')))}", "", md_escape(verdict(a, run)), ""]
@@ -55,6 +57,8 @@ def render_summary_md(snapshot: Mapping[str, Any], a: Analysis, figure_paths: Se
         "FLOP-ideal: dense MACs / non-zero MACs. Accuracy: a difference whose paired 95% CI holds 0 reads "
         "'no measurable change'."
     )
+    if extra:
+        parts += ["", extra]
     if figure_paths:
         parts += ["", "## Figures", ""] + [f"![{p}]({p})" for p in figure_paths]
     parts += ["", "Full report: `report.html` (self-contained). Data: `results.json`, `results.csv`.", ""]

@@ -9,7 +9,15 @@ the one :class:`~prunebench.results.cell.CellRecord` that bench produces and ana
             store.put_cell({...})          # committed before it returns
 """
 
-from prunebench.results.cell import CELL_FIELDS, CELL_KEY, CELL_STATUSES, DEFAULT_BACKEND, CellRecord, flop_ideal
+from prunebench.results.cell import (
+    CELL_FIELDS,
+    CELL_KEY,
+    CELL_STATUSES,
+    DEFAULT_BACKEND,
+    LOCAL_NODE_CLASS,
+    CellRecord,
+    flop_ideal,
+)
 from prunebench.results.export import CSV_COLUMNS, csv_rows, export_csv, export_json, write_bytes_atomic
 from prunebench.results.folder import load_snapshot, open_run, store_path
 from prunebench.results.schema import SCHEMA_VERSION, STORE_FILENAME
@@ -21,6 +29,7 @@ __all__ = [
     "CELL_STATUSES",
     "CSV_COLUMNS",
     "DEFAULT_BACKEND",
+    "LOCAL_NODE_CLASS",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "STORE_FILENAME",

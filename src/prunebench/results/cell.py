@@ -4,8 +4,10 @@ A cell is one variant on one execution backend at one input shape, timed paired 
 fields and their units are named here once (``*_ms`` milliseconds, ``*_bytes`` bytes, ``*_s`` per second,
 MACs as counts) and nowhere else: the store's ``cells`` table is generated from :data:`CELL_FIELDS`, the
 bench harness builds :class:`CellRecord` directly and the analysis reads rows back with
-:meth:`CellRecord.from_row`. The key is ``(variant, backend, batch_size, seq_len)``; ``backend`` defaults to
-``"eager"`` (plain PyTorch), so execution backends add cells without a schema change.
+:meth:`CellRecord.from_row`. The key is ``(variant, backend, batch_size, seq_len, node_class)``; ``backend``
+defaults to ``"eager"`` (plain PyTorch), so execution backends add cells without a schema change, and
+``node_class`` to ``"local"`` (timed in-process): a run on a Ray cluster times every cell on every hardware
+class of its nodes, and each class's cells sit side by side.
 
 FLOP-ideal has one meaning (:func:`flop_ideal`): the baseline's dense MACs over the candidate's *effective*
 MACs (only non-zero weights counted), i.e. what a perfect sparse kernel would gain. An unstructured 50% model
@@ -26,8 +28,11 @@ DEFAULT_BACKEND = "eager"
 #: Statuses of a cell: measured, out of memory, or another error (``error`` then says what).
 CELL_STATUSES = ("ok", "oom", "error")
 
+#: Node class of a cell timed in-process (the local executor); a Ray run names each class of its nodes.
+LOCAL_NODE_CLASS = "local"
+
 #: The fields that identify a cell.
-CELL_KEY = ("variant", "backend", "batch_size", "seq_len")
+CELL_KEY = ("variant", "backend", "batch_size", "seq_len", "node_class")
 
 
 def flop_ideal(baseline_macs: float | None, effective_macs: float | None) -> float | None:
@@ -44,7 +49,7 @@ class CellRecord:
     """One benchmark cell.
 
     Attributes:
-        variant, backend, batch_size, seq_len: the key (see the module docstring).
+        variant, backend, batch_size, seq_len, node_class: the key (see the module docstring).
         baseline: the variant it was timed against (the baseline's own cell is timed against an identical
             twin: its speedup and CI are the measurement's noise floor).
         status, error: ``ok``, ``oom`` or ``error``; ``error`` is a one-line message for the last two.
@@ -73,6 +78,7 @@ class CellRecord:
     batch_size: int
     seq_len: int
     backend: str = DEFAULT_BACKEND
+    node_class: str = LOCAL_NODE_CLASS
     baseline: str = "dense"
     status: str = "ok"
     error: str | None = None
@@ -111,9 +117,9 @@ class CellRecord:
         return self.status == "ok"
 
     @property
-    def key(self) -> tuple[str, str, int, int]:
-        """``(variant, backend, batch_size, seq_len)``."""
-        return (self.variant, self.backend, self.batch_size, self.seq_len)
+    def key(self) -> tuple[str, str, int, int, str]:
+        """``(variant, backend, batch_size, seq_len, node_class)``."""
+        return (self.variant, self.backend, self.batch_size, self.seq_len, self.node_class)
 
     def to_row(self) -> dict[str, Any]:
         """The record as the store's plain dict (``extra`` merged in, so unknown fields survive a round trip)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from prunebench.results.cell import CELL_FIELDS, CELL_KEY
 
 #: Bumped on any incompatible change of the tables below; recorded in the ``meta`` table of every store.
-#: Version 2: cells keyed by (variant, backend, batch_size, seq_len), generated from ``CellRecord``.
+#: Version 2: cells keyed by (variant, backend, batch_size, seq_len, node_class), generated from ``CellRecord``.
 SCHEMA_VERSION = 2
 
 #: The store's file name inside a run folder.

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from prunebench.errors import PrunebenchError
-from prunebench.results.cell import CELL_STATUSES, DEFAULT_BACKEND, CellRecord
+from prunebench.results.cell import CELL_STATUSES, DEFAULT_BACKEND, LOCAL_NODE_CLASS, CellRecord
 from prunebench.results.codec import from_db, to_db, to_json
 from prunebench.results.schema import (
     CELLS,
@@ -222,11 +222,13 @@ class ResultStore:
         self._upsert(EVALUATIONS, evaluation)
 
     def put_cell(self, cell: CellRecord | Mapping[str, Any]) -> None:
-        """Store (or replace) one benchmark cell, keyed by ``(variant, backend, batch_size, seq_len)``; committed
-        on return. A plain dict without ``backend`` is an ``eager`` cell."""
-        row = cell.to_row() if isinstance(cell, CellRecord) else {"backend": DEFAULT_BACKEND, **cell}
-        if row.get("backend") is None:
-            row["backend"] = DEFAULT_BACKEND
+        """Store (or replace) one benchmark cell, keyed by ``(variant, backend, batch_size, seq_len, node_class)``;
+        committed on return. A plain dict without ``backend`` is an ``eager`` cell, without ``node_class`` one
+        timed in-process (``local``)."""
+        row = cell.to_row() if isinstance(cell, CellRecord) else {**cell}
+        for key, default in (("backend", DEFAULT_BACKEND), ("node_class", LOCAL_NODE_CLASS)):
+            if row.get(key) is None:
+                row[key] = default
         _check_status(CELLS, row.get("status"), CELL_STATUSES)
         self._upsert(CELLS, row)
 
@@ -241,10 +243,11 @@ class ResultStore:
         return self._exists(EVALUATIONS, "variant=?", (name,))
 
     def has_cell(self, variant: str, batch_size: int, seq_len: int, status: str | None = None,
-                 backend: str = DEFAULT_BACKEND) -> bool:
-        """Whether that benchmark cell is stored (with that status, if given, e.g. ``"ok"`` to retry errors)."""
-        where = "variant=? AND backend=? AND batch_size=? AND seq_len=?"
-        params: tuple[Any, ...] = (variant, backend, int(batch_size), int(seq_len))
+                 backend: str = DEFAULT_BACKEND, node_class: str = LOCAL_NODE_CLASS) -> bool:
+        """Whether that benchmark cell is stored for that backend and node class (with that status, if given,
+        e.g. ``"ok"`` to retry errors)."""
+        where = "variant=? AND backend=? AND batch_size=? AND seq_len=? AND node_class=?"
+        params: tuple[Any, ...] = (variant, backend, int(batch_size), int(seq_len), node_class)
         if status is not None:
             where, params = where + " AND status=?", (*params, status)
         return self._exists(CELLS, where, params)

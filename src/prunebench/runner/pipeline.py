@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from prunebench.bench import disk_bytes, environment, fingerprint_hash, make_inputs, sweep
+from prunebench.bench import disk_bytes, environment, fingerprint_hash
 from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
 from prunebench.models import TransformerEncoder, preset_config, save_model
@@ -25,10 +25,21 @@ from prunebench.report import build_report
 from prunebench.results import CellRecord, ResultStore
 from prunebench.runner.backend_stage import store_backend_stage
 from prunebench.runner.budgets import Budgets, bench_settings_for
+from prunebench.runner.executors import Executor, LocalExecutor, Unit
+from prunebench.runner.executors.units import (
+    ModelSource,
+    as_model,
+    evaluation_record,
+    folder_files,
+    model_files,
+    prepare_unit,
+    time_unit,
+    write_folder,
+)
 from prunebench.runner.rundir import RunDir
 from prunebench.runner.searched import SEARCH_METHOD, run_search
-from prunebench.runner.variants import check_finite, describe, load_variant, make_variant, prune_spec
-from prunebench.tasks import RecoveryCallback, Task, build_task, calibration_batches, evaluate
+from prunebench.runner.variants import check_finite, describe, load_variant
+from prunebench.tasks import Task, build_task, calibration_batches, evaluate
 from prunebench.tasks.baseline import load_or_train_baseline
 
 logger = logging.getLogger(__name__)
@@ -71,6 +82,7 @@ def execute_run(
     cache_dir: Path,
     progress: Progress | None = None,
     corpus_root: Path | None = None,
+    executor: Executor | None = None,
 ) -> RunOutcome:
     """Run (or resume) the whole job in ``run_dir``; see the module docstring.
 
@@ -80,6 +92,8 @@ def execute_run(
         cache_dir: where tokenizers, tokenized corpora and trained dense baselines are cached.
         progress: optional ``progress(stage, detail, done, total)`` callback.
         corpus_root: override of the stdlib corpus location (tests).
+        executor: where prepare and timing units run (default: in this process, see
+            :mod:`prunebench.runner.executors`); this function stays the only writer of the store.
 
     Raises:
         PrunebenchError: CUDA asked for but absent; errors of the task or the dense baseline (without them
@@ -94,7 +108,7 @@ def execute_run(
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)  # pinned for the whole run, and recorded below
-    stage = _Stages(config, run_dir, cache_dir, corpus_root, progress)
+    stage = _Stages(config, run_dir, cache_dir, corpus_root, progress, executor or LocalExecutor())
     env = environment(config.device, torch.get_num_threads())
     env.setdefault("fingerprint_hash", fingerprint_hash(env))
     try:
@@ -126,8 +140,9 @@ class _Stages:
     """The stages of one run, sharing its config, budgets, folder, progress counter and outcome."""
 
     def __init__(self, config: RunConfig, run_dir: RunDir, cache_dir: Path, corpus_root: Path | None,
-                 progress: Progress | None) -> None:
+                 progress: Progress | None, executor: Executor) -> None:
         self.config, self.run_dir, self.cache_dir, self.corpus_root = config, run_dir, cache_dir, corpus_root
+        self.executor = executor
         self.budgets = Budgets.of(config)
         self.vocab = preset_config(config.model).vocab_size
         n_variants, n_batches = len(config.variants()), len(config.batch_sizes)
@@ -137,6 +152,14 @@ class _Stages:
         if self.budgets.eval_batches:
             eval_kwargs["max_batches"] = self.budgets.eval_batches
         self.eval_kwargs = eval_kwargs
+        b = self.budgets
+        # What every unit needs beside its own keys (plain data: it may travel to another machine).
+        self.unit_base: dict[str, Any] = {
+            "seed": config.seed, "seq_len": config.seq_len, "vocab": self.vocab, "threads": torch.get_num_threads(),
+            "iterative_steps": b.iterative_steps, "schedule": config.schedule, "finetune_steps": b.finetune_steps,
+            "train_precision": config.train_precision, "calib_sequences": b.calib_sequences,
+            "eval_kwargs": eval_kwargs,
+        }
 
     def dense(self, store: ResultStore) -> tuple[Task, TransformerEncoder]:
         """The task (tokenizer + corpus, cached) and the trained dense model (cached); dense described,
@@ -172,47 +195,57 @@ class _Stages:
         _evaluate(store, DENSE, dense, task, dense, self.eval_kwargs, tick)
         return task, dense
 
-    def variants(self, store: ResultStore, task: Task, dense: TransformerEncoder) -> dict[str, TransformerEncoder]:
-        """Every pruned variant: pruned (or reloaded from an earlier attempt), checked, saved, evaluated."""
-        config, budgets, tick = self.config, self.budgets, self.tick
-        models: dict[str, TransformerEncoder] = {DENSE: dense}
-        check_batch = make_inputs(self.vocab, 2, config.seq_len, seed=config.seed + 1, pad_fraction=0.25)
-        calib = None
+    def variants(self, store: ResultStore, task: Task, dense: TransformerEncoder) -> dict[str, ModelSource]:
+        """Every pruned variant: pruned (or reloaded from an earlier attempt), checked, saved, evaluated, each
+        as a prepare unit of the executor; the results are committed here, as they arrive."""
+        config, tick, ship = self.config, self.tick, self.executor.ships_models
+        dense_src: ModelSource = model_files(dense) if ship else dense
+        models: dict[str, ModelSource] = {DENSE: dense_src}
+        folders = {name: self.run_dir.model_dir(name) if config.save_models else None for name, _, _ in
+                   config.variants()}
+        units = []
         for name, method, sparsity in config.variants():
             if method == SEARCH_METHOD:
                 continue  # every target is searched together below (one latency table)
-            folder = self.run_dir.model_dir(name) if config.save_models else None
-            if store.has_variant(name, status="ok") and folder is not None and (folder / "config.json").exists():
-                models[name] = load_variant(folder)
+            folder = folders[name]
+            done = store.has_variant(name, status="ok") and folder is not None and (folder / "config.json").exists()
+            if done and store.has_evaluation(name):
+                models[name] = folder_files(folder) if ship else load_variant(folder)
                 tick("prune", f"{name}: reloaded")
-                _evaluate(store, name, models[name], task, dense, self.eval_kwargs, tick)
+                tick("eval", f"{name}: done earlier")
                 continue
-            spec = prune_spec(method, sparsity, seed=config.seed, iterative_steps=budgets.iterative_steps,
-                              schedule=config.schedule)
-            if spec.needs_calib and calib is None:  # the criterion says what it needs (labelled batches)
-                calib = calibration_batches(task, budgets.calib_sequences, seed=config.seed)
-            on_step = None
-            if spec.gradual and budgets.finetune_steps:
-                on_step = RecoveryCallback(task, budgets.finetune_steps, seed=config.seed,
-                                            precision=config.train_precision)
-            tick("prune", name, 0)
-            try:
-                model, record = make_variant(dense, name, spec, seq_len=config.seq_len,
-                                             calib=calib if spec.needs_calib else None, on_step=on_step,
-                                             check_batch=check_batch, save_dir=folder)
-            except RECOVERABLE as exc:
-                logger.exception("pruning %s failed", name)
-                store.put_variant({"name": name, "method": method, "requested_sparsity": sparsity,
-                                   "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+            payload = {**self.unit_base, "name": name, "method": method, "sparsity": sparsity,
+                       "evaluate": not store.has_evaluation(name), "ship": ship,
+                       "save_dir": str(folder) if folder is not None and not ship else None}
+            if done:
+                payload["reuse"] = folder_files(folder) if ship else str(folder)
+            units.append(Unit(f"prepare:{name}", "prepare", payload))
+        def commit(unit: Unit, res: dict[str, Any]) -> None:
+            name, folder = res["name"], folders[res["name"]]
+            if res["failed"]:
+                logger.error("pruning %s failed: %s", name, res["error"])
+                store.put_variant({"name": name, "method": unit.payload["method"], "status": "failed",
+                                   "requested_sparsity": unit.payload["sparsity"], "error": res["error"]})
                 self.outcome.failed_variants.append(name)
                 tick("prune", f"{name}: FAILED", 2)
-                continue
-            store.put_variant(record)
-            models[name] = model
-            tick("prune", f"{name}: sparsity {record['measured_sparsity']:.3f}")
-            _evaluate(store, name, model, task, dense, self.eval_kwargs, tick)
-        if config.targets:
-            models.update(self._searched(store, task, dense))
+                return
+            if res["record"] is not None:
+                if res["files"] is not None and folder is not None:
+                    write_folder(res["files"], folder)  # the model folder first, then the record that names it
+                store.put_variant(res["record"])
+                tick("prune", f"{name}: sparsity {res['record']['measured_sparsity']:.3f}")
+            else:
+                tick("prune", f"{name}: reloaded")
+            models[name] = (res["files"] or unit.payload.get("reuse")) if ship else res["model"]
+            if res["evaluation"] is not None:
+                store.put_evaluation(res["evaluation"])
+                tick("eval", f"{name}: accuracy {res['evaluation']['accuracy']:.3f}")
+            else:
+                tick("eval", f"{name}: " + (f"FAILED ({res['eval_error']})" if res["eval_error"] else "done earlier"))
+
+        self.executor.run(prepare_unit, units, {"task": task, "dense": dense_src}, commit)
+        if config.targets:  # searched on the driver (one latency table for every target)
+            models.update({n: model_files(m) if ship else m for n, m in self._searched(store, task, dense).items()})
         return models
 
     def _searched(self, store: ResultStore, task: Task, dense: TransformerEncoder) -> dict[str, TransformerEncoder]:
@@ -241,50 +274,59 @@ class _Stages:
                 _evaluate(store, name, done[name], task, dense, self.eval_kwargs, tick)
         return done
 
-    def benchmarks(self, store: ResultStore, models: dict[str, TransformerEncoder]) -> None:
-        """Every variant timed paired against dense at every batch size, through the one sweep
-        (:func:`prunebench.bench.sweep`: blocks round-robin over all cells); each cell is stored the moment it
-        is finished, and cells already stored ok (a resumed run) are not timed again.
+    def benchmarks(self, store: ResultStore, models: dict[str, ModelSource]) -> None:
+        """Every variant timed paired against dense at every batch size on every node class, through the one
+        sweep (:func:`prunebench.bench.sweep`: blocks round-robin over the unit's cells) inside time units of
+        the executor (a class's batch sizes dealt over at most as many units as it has nodes: one unit locally);
+        each cell is stored the moment it reaches the driver, and cells already stored ok are not timed again.
 
         The dense row is dense against an identical copy of itself: its interval is the harness's noise
-        floor on this machine, shown rather than assumed (and what the verdicts are judged against).
+        floor on that node, shown rather than assumed (and what the verdicts are judged against).
         """
         config, tick = self.config, self.tick
-        settings = bench_settings_for(config, self.budgets)
-        device = torch.device(config.device)
-        on_device = {n: m.to(device) for n, m in models.items()}
+        counts = self.executor.node_counts()
         names = [v[0] for v in config.variants()]
+        tick.total += (len(counts) - 1) * (len(names) + 1) * len(config.batch_sizes)
         for name in names:
-            if name not in on_device:
-                tick("bench", f"{name}: skipped (variant failed)", len(config.batch_sizes))
-        timed = {n: on_device[n] for n in [*names, DENSE] if n in on_device}
+            if name not in models:
+                tick("bench", f"{name}: skipped (variant failed)", len(config.batch_sizes) * len(counts))
+        timed = [n for n in [*names, DENSE] if n in models]
+        units = []
+        for node_class, n_nodes in counts.items():
+            k = min(n_nodes, len(config.batch_sizes))
+            for group in (config.batch_sizes[i::k] for i in range(k)):
+                todo = []
+                for batch_size in group:
+                    for name in timed:
+                        if store.has_cell(name, batch_size, config.seq_len, status="ok", node_class=node_class):
+                            tick("bench", f"{name} b={batch_size} on {node_class}: done earlier")
+                        else:
+                            todo.append((name, batch_size))
+                if todo:
+                    payload = {**self.unit_base, "todo": todo, "batch_sizes": list(group), "node_class": node_class,
+                               "pad_fraction": config.pad_fraction, "device": config.device}
+                    units.append(Unit(f"time:{node_class}:b={','.join(map(str, group))}", "time", payload,
+                                      node_class))
+        shared = {"models": {n: models[n] for n in timed}, "settings": bench_settings_for(config, self.budgets)}
 
-        def done_earlier(name: str, batch_size: int, seq_len: int) -> bool:
-            if store.has_cell(name, batch_size, seq_len, status="ok"):
-                tick("bench", f"{name} b={batch_size}: done earlier")
-                return True
-            return False
-
-        def put(cell: CellRecord) -> None:
+        def put(unit: Unit, cell: CellRecord) -> None:
             store.put_cell(cell)
             if not cell.ok:
                 self.outcome.failed_cells += 1
-            tick("bench", f"{cell.variant} b={cell.batch_size}: "
+            tick("bench", f"{cell.variant} b={cell.batch_size} on {unit.node_class}: "
                  + (f"{cell.speedup:.2f}x" if cell.speedup else cell.status))
 
-        def inputs(batch_size: int, seq_len: int) -> dict[str, torch.Tensor]:
-            return make_inputs(self.vocab, batch_size, seq_len, seed=config.seed, pad_fraction=config.pad_fraction,
-                               device=device)
-
-        tick("bench", f"timing {len(timed)} models x {len(config.batch_sizes)} batch sizes in blocks", 0)
-        sweep(timed, inputs, config.batch_sizes, (config.seq_len,), DENSE, settings=settings, on_cell=put,
-              skip=done_earlier)
+        tick("bench", f"timing {len(timed)} models x {len(config.batch_sizes)} batch sizes on {len(counts)} "
+             "node class(es) in blocks", 0)
+        self.executor.run(time_unit, units, shared, put)
 
 
-    def backends(self, store: ResultStore, task: Task, models: dict[str, TransformerEncoder]) -> None:
-        """Every variant on each extra backend (``--backends``), against dense eager: see runner/backend_stage."""
+    def backends(self, store: ResultStore, task: Task, models: dict[str, ModelSource]) -> None:
+        """Every variant on each extra backend (``--backends``), against dense eager: see runner/backend_stage.
+        Runs in this process (shipped models are loaded here)."""
         if len(self.config.backends) < 2:
             return
+        models = {n: as_model(m) for n, m in models.items()}
         settings = bench_settings_for(self.config, self.budgets)
         self.outcome.failed_cells += store_backend_stage(
             store, self.config, settings, models, task, self.eval_kwargs, models[DENSE],
@@ -306,9 +348,5 @@ def _evaluate(
         logger.exception("evaluating %s failed", name)
         tick("eval", f"{name}: FAILED ({exc})")
         return
-    store.put_evaluation({
-        "variant": name, "accuracy": result.accuracy, "loss": result.loss, "agreement": result.agreement,
-        "kl": result.kl_divergence, "cosine": result.hidden_cosine, "trivial_accuracy": result.trivial_accuracy,
-        "metric_name": result.metric, "details": result.to_dict(),
-    })
+    store.put_evaluation(evaluation_record(name, result))
     tick("eval", f"{name}: accuracy {result.accuracy:.3f}")

@@ -32,7 +32,7 @@ def test_ok_cell_records_backend_fidelity_and_conditions(model):
     cand = prepare_variant(BACKENDS.get("int8-legacy"), "dense", model, OPTS)
     cell = backend_cell(base, cand, make_inputs(97, 2, 8), FAST)
     assert cell.ok and cell.speedup > 0 and cell.n_pairs >= 2 and cell.threads == 1
-    assert cell.key == ("dense", "int8-legacy", 2, 8) and cell.extra["baseline_backend"] == "eager"
+    assert cell.key == ("dense", "int8-legacy", 2, 8, "local") and cell.extra["baseline_backend"] == "eager"
     assert cell.extra["fidelity"]["ok"] and cell.extra["fidelity"]["cosine"] > 0.99
     assert "quantize_dynamic" in cell.extra["backend_env"]["int8_path"]
     assert cell.peak_memory_bytes is not None and cell.macs > 0 and cell.flop_ideal_speedup == pytest.approx(1.0)

@@ -81,6 +81,10 @@ class ToyAdapter:
         return self.model.embed.num_embeddings
 
     @property
+    def head_kind(self) -> str:
+        return "mlm"  # its loss is masked-token cross-entropy over the vocabulary
+
+    @property
     def max_seq_len(self) -> int | None:
         return None
 

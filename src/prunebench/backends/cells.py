@@ -28,7 +28,6 @@ from prunebench.bench.settings import BenchSettings
 from prunebench.bench.timing import pinned_threads, timer_for
 from prunebench.models.adapters import find_adapter
 from prunebench.models.batch import Batch
-from prunebench.models.encoder import TransformerEncoder
 from prunebench.results.cell import CellRecord, flop_ideal
 
 logger = logging.getLogger(__name__)
@@ -208,7 +207,7 @@ def backend_sweep(baseline_model: nn.Module, model: nn.Module, backend: str, bat
     with pinned_threads(settings.threads):
         base = prepare_variant(BACKENDS.get("eager"), names[0], baseline_model, options)
         cand = prepare_variant(BACKENDS.get(backend), names[1], model, options)
-    vocabs = [m.config.vocab_size for m in (baseline_model, model) if isinstance(m, TransformerEncoder)]
+    vocabs = [a.vocab_size for a in map(find_adapter, (baseline_model, model)) if a is not None]
     done: list[CellRecord] = []
 
     def emit(cell: CellRecord) -> None:

@@ -28,7 +28,6 @@ from prunebench.backends.base import (
 )
 from prunebench.models.adapters import find_adapter
 from prunebench.models.batch import Batch
-from prunebench.models.encoder import TransformerEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ def hidden_fn(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor | None],
     A prunebench encoder (or anything with an ``encode``) is called directly, which is what its adapter does.
     """
     encode = getattr(model, "encode", None)
-    if isinstance(model, TransformerEncoder) or callable(encode):
+    if callable(encode):
         return encode
     adapter = find_adapter(model)
     if adapter is None:

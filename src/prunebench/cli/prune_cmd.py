@@ -13,8 +13,6 @@ from torch import nn
 from prunebench.cli.common import console, load_hf_arg, positive_int, seed_value
 from prunebench.models.adapters import adapter_for
 from prunebench.models.batch import IGNORE_INDEX, Batch
-from prunebench.models.config import TaskHead
-from prunebench.models.encoder import TransformerEncoder
 from prunebench.models.io import load_model
 from prunebench.models.presets import create_model as build_preset
 from prunebench.models.presets import model_names
@@ -106,9 +104,7 @@ def synthetic_calib(model: nn.Module, batches: int, seq_len: int, seed: int) -> 
 
 def _label_kind(model: nn.Module) -> tuple[bool, int]:
     """(MLM head?, number of classes) of a prunebench encoder or an HF model (whose config says so)."""
-    if isinstance(model, TransformerEncoder):
-        return model.config.head is TaskHead.MLM, model.config.num_labels
-    kind = getattr(adapter_for(model), "head_kind", "base")
+    kind = adapter_for(model).head_kind
     return kind == "mlm", int(getattr(model.config, "num_labels", 2))
 
 

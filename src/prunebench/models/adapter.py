@@ -76,6 +76,11 @@ class EncoderAdapter:
         return self.model.embed_tokens.num_embeddings
 
     @property
+    def head_kind(self) -> str:
+        """``mlm`` or ``classifier``: the task head, in the words the HF adapters use too."""
+        return "mlm" if self.model.head_kind is TaskHead.MLM else "classifier"
+
+    @property
     def max_seq_len(self) -> int:
         """Longest sequence the learned position table covers."""
         return self.model.max_positions

@@ -105,6 +105,11 @@ class ArchAdapter(Protocol):
         """A JSON description of the current architecture; plans record it and check it on replay."""
         ...
 
+    @property
+    def head_kind(self) -> str:
+        """The task head: ``mlm``, ``classifier`` or ``base`` (no head of its own)."""
+        ...
+
     # ---------------------------------------------------------------------------------- group weights
     def group_weights(self, kind: str, layer: int) -> list[torch.Tensor]:
         """Weights of every group of ``kind`` in ``layer``, each laid out as [groups, elements-per-group]."""

@@ -118,13 +118,11 @@ def l2_scores(adapter: Any) -> dict[str, list[torch.Tensor]]:
 
 def group_scores(adapter: Any, criterion: str, calib: Sequence[Batch] | None = None) -> dict[str, list[torch.Tensor]]:
     """Scores by ``criterion`` (see :data:`GROUP_SCORES`); ValueError lists the valid names."""
-    if criterion == "activation":
-        return activation_scores(adapter, calib or [])
-    if criterion == "taylor":
-        return taylor_scores(adapter, calib or [])
-    if criterion == "l2":
-        return l2_scores(adapter)
-    raise ValueError(f"unknown group score {criterion!r}; choose from: {', '.join(GROUP_SCORES)}")
+    scorers = {"activation": lambda: activation_scores(adapter, calib or []),
+               "taylor": lambda: taylor_scores(adapter, calib or []), "l2": lambda: l2_scores(adapter)}
+    if criterion not in scorers:
+        raise ValueError(f"unknown group score {criterion!r}; choose from: {', '.join(GROUP_SCORES)}")
+    return scorers[criterion]()
 
 
 def top_k(scores: torch.Tensor, keep: int) -> list[int]:

@@ -35,6 +35,7 @@ from prunebench.models import save_model
 from prunebench.models.batch import Batch
 from prunebench.pruning import apply_plan_, check_fidelity, prune_with_plan_, save_pruned
 from prunebench.pruning.group_importance import activation_scores, shrink_refit_, shrink_uniform_
+from prunebench.pruning.spec import METHODS
 from prunebench.results import ResultStore
 from prunebench.runner.variants import prune_spec
 from prunebench.tasks.hf_distill import calibration_batches, distill_, text_stream
@@ -177,10 +178,11 @@ class HFRun:
         adapter = self.adapter_for(model, loss_fn=self.loss_fn)
         report, plan = prune_with_plan_(adapter, spec, calib=self.calib if spec.needs_calib else None)
         model.eval()
-        reference = copy.deepcopy(model if method == "iterative" else self.dense)
+        gradual = METHODS.get(method).gradual  # fine-tuned between steps: its own masks are the reference
+        reference = copy.deepcopy(model if gradual else self.dense)
         apply_plan_(self.adapter_for(reference), plan, "zeros")
         fidelity = {**check_fidelity(reference, model, self.check_batch, atol=FIDELITY_ATOL),
-                    "reference": "masks-reapplied" if method == "iterative" else "masked-dense"}
+                    "reference": "masks-reapplied" if gradual else "masked-dense"}
         extra = {"fidelity": fidelity, "materialization": report.materialization,
                  "measured_sparsity": report.measured_sparsity,
                  "details": {"spec": spec.to_dict(), "prune_report": report.to_dict()}}
@@ -192,7 +194,7 @@ class HFRun:
 
         start = time.perf_counter()
         plan = report = None
-        if method == "structured":
+        if METHODS.get(method).structured:
             model, extra = self.structured(sparsity)
         else:
             model, extra, plan, report = self.engine(name, method, sparsity)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from prunebench.bench import environment, fingerprint_hash, make_inputs, sweep
 from prunebench.bench.settings import BenchSettings
@@ -65,7 +66,7 @@ def model_files(model: TransformerEncoder) -> dict[str, bytes]:
 
 def as_model(source: ModelSource) -> TransformerEncoder:
     """A live model in eval mode from either form of :data:`ModelSource` (files are loaded, never unpickled)."""
-    if isinstance(source, TransformerEncoder):
+    if isinstance(source, nn.Module):
         return source
     with tempfile.TemporaryDirectory(prefix="prunebench-model-") as tmp:
         write_folder(source, Path(tmp) / "m")

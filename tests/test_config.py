@@ -67,7 +67,7 @@ def test_malformed_toml_reports_the_line(tmp_path):
 
 
 def test_unknown_and_mistyped_keys(tmp_path):
-    with pytest.raises(ValueError, match="unknown run option.*modle; valid: batch_sizes"):
+    with pytest.raises(ValueError, match="unknown run option.*modle; valid: backends, batch_sizes"):
         RunConfig.from_dict({"modle": "small"})
     with pytest.raises(ValueError, match="seq_len must be an integer"):
         RunConfig.from_dict({"seq_len": "128"})
@@ -87,3 +87,12 @@ def test_quick_shrinks_every_stage_but_explicit_settings_win():
     assert quick.train_budget == "40" and full.train_budget is None  # None: the model's own default
     explicit = Budgets.of(RunConfig(quick=True, train_budget="7", eval_batches=5, min_time=0.2))
     assert (explicit.train_budget, explicit.eval_batches, explicit.bench_min_time) == ("7", 5, 0.2)
+
+
+def test_backends_are_validated_and_eager_always_comes_first():
+    assert RunConfig().backends == ("eager",)
+    assert RunConfig(backends=("onnxruntime-int8", "eager", "sparse")).backends == ("eager", "onnxruntime-int8",
+                                                                                    "sparse")
+    assert RunConfig.from_dict({"backends": ["int8"]}).backends == ("eager", "int8")
+    with pytest.raises(ValueError, match="unknown backend 'trt'; choose from: eager, int8"):
+        RunConfig(backends=("trt",))

@@ -70,6 +70,10 @@ class RunConfig:
         min_time: minimum seconds of paired timing per benchmark cell (0 = 0.5 s, or the quick preset's).
         pad_fraction: fraction of each benchmark sequence that is padding.
         save_models: keep every pruned model in the run folder (needed to resume without re-pruning).
+        targets: speedups (> 1) for the latency-budget search; each adds a ``search@<t>x`` variant, searched
+            at the first batch size and ``seq_len`` and verified by paired timing (``prunebench.search``).
+        backends: execution backends every variant is timed on (``eager`` first: the main sweep; others are
+            timed against dense eager after a fidelity check, see :mod:`prunebench.backends`).
     """
 
     model: str = "medium"
@@ -92,6 +96,8 @@ class RunConfig:
     min_time: float = 0.0
     pad_fraction: float = 0.0
     save_models: bool = True
+    targets: tuple[float, ...] = ()
+    backends: tuple[str, ...] = ("eager",)
 
     def __post_init__(self) -> None:
         if self.model not in model_names() or self.model == "custom":
@@ -100,6 +106,10 @@ class RunConfig:
         object.__setattr__(self, "methods", tuple(self.methods))
         object.__setattr__(self, "sparsities", tuple(float(s) for s in self.sparsities))
         object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
+        object.__setattr__(self, "targets", tuple(self.targets))
+        for t in self.targets:
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 1.0:
+                raise ValueError(f"speedup target {t!r} must be a number above 1 (a speedup over the dense model)")
         if not self.methods:
             raise ValueError(f"methods is empty; choose from: {', '.join(RUN_METHODS)}")
         for method in self.methods:
@@ -137,6 +147,11 @@ class RunConfig:
             raise ValueError(f"min_time must be a finite number of seconds >= 0, got {self.min_time}")
         if self.train_budget:
             Budget.parse(self.train_budget)  # a bad budget is an error now, not after the store exists
+        from prunebench.backends import parse_backends  # lazy: backends import bench, which is heavier
+
+        # eager is always timed (every speedup is against dense eager); unknown names list the valid ones.
+        names = parse_backends(self.backends)
+        object.__setattr__(self, "backends", ("eager", *(b for b in names if b != "eager")))
 
     def variants(self) -> list[tuple[str, str, float]]:
         """The (variant name, method, sparsity) triples this run produces, dense excluded, in run order."""
@@ -148,6 +163,8 @@ class RunConfig:
                 continue
             for s in self.sparsities or (DEFAULT_SPARSITY[method],):
                 out.append((f"{method}@{s:g}", method, s))
+        # Searched variants: the third field is the speedup target, not a sparsity (see runner/searched.py).
+        out.extend((f"search@{float(t):g}x", "search", float(t)) for t in self.targets)
         return out
 
     def to_dict(self) -> dict[str, Any]:

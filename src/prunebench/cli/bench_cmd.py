@@ -11,6 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch import nn
 
+from prunebench.backends import BACKENDS, DEFAULT_BACKEND
+from prunebench.backends.cells import backend_sweep
 from prunebench.bench.env import environment, fingerprint_hash
 from prunebench.bench.inputs import parse_device
 from prunebench.bench.memory import parameter_report
@@ -61,6 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--seed", type=seed_value, default=0, help="seed of the inputs, the bootstrap and preset weights")
     p.add_argument("--json", metavar="OUT", type=Path, help="write all records to this JSON file")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, metavar="B",
+                   help=f"run MODEL on this backend ({', '.join(BACKENDS.names())}); timed against the baseline "
+                   "(default: MODEL itself) on eager, after its outputs matched eager")
     p.set_defaults(handler=run)
 
 
@@ -120,6 +125,7 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the models, run the sweep with a progress bar, print the table, write JSON."""
     device = parse_device(args.device)
+    BACKENDS.get(args.backend)  # an unknown backend names the valid ones before any model is loaded
     settings = bench_settings(
         args.budget, min_time=args.min_time, max_time=args.max_time, threads=args.threads, device=device.type,
         include_head=args.include_head, pad_fraction=args.pad_fraction, measure_memory=not args.no_memory,
@@ -135,12 +141,20 @@ def run(args: argparse.Namespace) -> int:
     name, model, folder = _load(args.model, device, args.seed)
     models = {name: (model, folder)}
     baseline = name
+    if args.backend != DEFAULT_BACKEND:
+        name = f"{name} [{args.backend}]"
+        models = {baseline: (model, folder), name: (model, folder)}
     if args.baseline is not None:
         base_name, base_model, base_folder = _load(args.baseline, device, args.seed)
         if base_name == name:
             base_name = f"{base_name} (baseline)"
         models = {base_name: (base_model, base_folder), name: (model, folder)}
         baseline = base_name
+    if args.backend != DEFAULT_BACKEND:
+        backend = BACKENDS.get(args.backend)
+        reason = backend.availability() or backend.skip_reason(model)
+        if reason:
+            raise PrunebenchError(f"backend {args.backend}: {reason}")
     for label, (m, _) in models.items():
         bad = nonfinite_tensor(m)
         if bad is not None:
@@ -153,13 +167,18 @@ def run(args: argparse.Namespace) -> int:
     out = console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console(stderr=True), transient=True) as bar:
-        task = bar.add_task("benchmarking", total=len(args.batch_sizes) * len(models))
+        per_shape = len(models) if args.backend == DEFAULT_BACKEND else 1  # a backend sweep has no baseline cell
+        task = bar.add_task("benchmarking", total=len(args.batch_sizes) * per_shape)
 
         def tick(done: int, total: int, cell: CellRecord) -> None:
             bar.update(task, completed=done, description=f"{cell.variant} b={cell.batch_size}")
 
-        cells = sweep({k: m for k, (m, _) in models.items()}, batch_sizes=args.batch_sizes, seq_lens=(args.seq_len,),
-                      baseline=baseline, settings=settings, progress=tick)
+        if args.backend == DEFAULT_BACKEND:
+            cells = sweep({k: m for k, (m, _) in models.items()}, batch_sizes=args.batch_sizes,
+                          seq_lens=(args.seq_len,), baseline=baseline, settings=settings, progress=tick)
+        else:
+            cells = backend_sweep(models[baseline][0], model, args.backend, args.batch_sizes, args.seq_len, settings,
+                                  names=(baseline, name), progress=tick)
     env = environment(device, threads=cells[0].threads if cells else settings.threads)
     memory = {k: parameter_report(m, f).to_dict() for k, (m, f) in models.items()}
     mem_table = Table(title="Model size")

@@ -1,4 +1,4 @@
-"""``prunebench list {models,methods,criteria,schedules,tasks}``: what can be chosen by name, from the registries."""
+"""``prunebench list {models,methods,criteria,schedules,tasks,backends}``: what can be chosen by name."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from rich.table import Table
 
+from prunebench.backends import BACKENDS
 from prunebench.cli.common import console
 from prunebench.cli.prune_cmd import methods_table
 from prunebench.models.config import count_parameters
@@ -58,16 +59,30 @@ def _list_tasks() -> Table:
     return table
 
 
+def _list_backends() -> Table:
+    table = Table(title="Execution backends (--backend NAME / --backends A,B; accuracy re-evaluated where the "
+                  "numerics change)")
+    for col in ("name", "here", "numerics", "description"):
+        table.add_column(col)
+    for name, backend in BACKENDS:
+        reason = backend.availability()
+        doc = (type(backend).__doc__ or "").strip().splitlines()[0]
+        table.add_row(name, "yes" if reason is None else f"no: {reason}",
+                      "changed" if backend.changes_numerics else "fp32", doc)
+    return table
+
+
 #: What ``prunebench list`` can show; later subsystems add their own entries here.
 LISTINGS: dict[str, Callable[[], Table]] = {
-    "criteria": _list_criteria, "methods": methods_table, "models": _list_models, "schedules": _list_schedules,
+    "backends": _list_backends, "criteria": _list_criteria, "methods": methods_table, "models": _list_models,
+    "schedules": _list_schedules,
     "tasks": _list_tasks,
 }
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``list`` subcommand."""
-    p = sub.add_parser("list", help="list models, methods, criteria, schedules or tasks")
+    p = sub.add_parser("list", help="list models, methods, criteria, schedules, tasks or backends")
     p.add_argument("what", choices=sorted(LISTINGS), help="what to list")
     p.set_defaults(handler=run)
 

@@ -8,12 +8,22 @@ import sys
 from collections.abc import Sequence
 
 from prunebench._version import __version__
-from prunebench.cli import bench_cmd, compare_cmd, eval_cmd, list_cmd, prune_cmd, report_cmd, run_cmd, train_cmd
+from prunebench.cli import (
+    bench_cmd,
+    compare_cmd,
+    eval_cmd,
+    list_cmd,
+    prune_cmd,
+    report_cmd,
+    run_cmd,
+    search_cmd,
+    train_cmd,
+)
 from prunebench.cli.common import OneLineParser
 from prunebench.errors import PrunebenchError
 
 #: Subcommand modules; each exposes ``register(subparsers)`` and sets ``handler`` on its parser.
-COMMANDS = (run_cmd, list_cmd, report_cmd, compare_cmd, bench_cmd, prune_cmd, train_cmd, eval_cmd)
+COMMANDS = (run_cmd, list_cmd, report_cmd, compare_cmd, bench_cmd, prune_cmd, search_cmd, train_cmd, eval_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

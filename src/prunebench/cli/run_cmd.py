@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from prunebench.backends import BACKENDS, parse_backends
 from prunebench.cli.common import console, float_list, int_list, positive_int, seed_value, warn_threads
 from prunebench.config import DEVICES, RUN_METHODS, RunConfig, load_toml
 from prunebench.outdir import check_writable_dir
@@ -26,7 +27,7 @@ from prunebench.tasks.baseline import resolve_cache_dir
 FIELDS = {
     "model": "model", "methods": "methods", "sparsity": "sparsities", "batch_sizes": "batch_sizes",
     "seq_len": "seq_len", "threads": "threads", "seed": "seed", "device": "device", "quick": "quick",
-    "task": "task", "train_budget": "train_budget",
+    "task": "task", "train_budget": "train_budget", "targets": "targets", "backends": "backends",
 }
 
 
@@ -38,6 +39,13 @@ def _methods(value: str) -> tuple[str, ...]:
     if not items:
         raise argparse.ArgumentTypeError(f"expected a comma-separated list of: {', '.join(RUN_METHODS)}")
     return items
+
+
+def _backends(value: str) -> tuple[str, ...]:
+    try:
+        return parse_backends(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _setting(value: str) -> tuple[str, Any]:
@@ -63,6 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", type=_methods, help=f"comma list of {','.join(RUN_METHODS)} (default: all)")
     p.add_argument("--sparsity", type=float_list, help="one sparsity or a list (e.g. 0.3,0.5,0.7,0.9): the sweep "
                    "that draws degradation curves (default: magnitude/structured/wanda 0.5, iterative 0.8)")
+    p.add_argument("--targets", type=float_list,
+                   help="speedup targets for the latency-budget search, e.g. 1.5,2: adds search@<t>x variants")
     p.add_argument("--batch-sizes", type=int_list, help="benchmark batch sizes (default: 1,2,4,8,16)")
     p.add_argument("--seq-len", type=positive_int, help="sequence length (default: 128)")
     p.add_argument("--threads", type=positive_int, help="torch threads, pinned for the run (default: torch's)")
@@ -70,6 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=DEVICES, help="cpu | cuda (default: cpu)")
     p.add_argument("--task", help="mlm (built-in, Python stdlib source) | csv:PATH | jsonl:PATH (default: mlm)")
     p.add_argument("--train-budget", help="dense training budget: steps (600) or seconds (90s)")
+    p.add_argument("--backends", type=_backends, metavar="B,B",
+                   help="execution backends to time every variant on, e.g. eager,int8,onnxruntime-int8,sparse "
+                   f"(default: eager; choose from: {', '.join(BACKENDS.names())})")
     p.add_argument("--quick", action="store_true", default=None, help="small budgets everywhere, for a first look")
     p.add_argument("--config", type=Path, help="TOML file with any of these options (the command line wins)")
     p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="KEY=VALUE",

@@ -221,6 +221,31 @@ class EncoderAdapter:
             raise ValueError("cannot remove every layer: an encoder needs at least one")
         self.model.layers = nn.ModuleList(self.model.layers[i] for i in keep)
 
+    # ------------------------------------------------------------------------------ search / rescaling
+    def output_linear(self, kind: str, layer: int) -> nn.Linear:
+        """The Linear that reads every group of ``kind`` (heads: ``out_proj``, neurons: ``fc_out``).
+
+        Its input columns are the groups' outputs, so a least-squares refit of this one Linear can make up
+        for removed groups (mask rescaling) without touching anything else.
+        """
+        check_kind(kind)
+        if kind == "layers":
+            raise ValueError("a whole layer has no single output projection; use 'heads' or 'neurons'")
+        block = self.layer(layer)
+        return block.attn.out_proj if kind == "heads" else block.ffn.fc_out
+
+    def layer_call(self, index: int, batch_size: int, seq_len: int, seed: int = 0) -> Callable[[], torch.Tensor]:
+        """A zero-argument call running layer ``index`` alone on seeded hidden states [B, S, D] (no padding).
+
+        What the latency table times: one layer's forward as the model runs it in eval mode.
+        """
+        block = self.layer(index)
+        d_model = block.norm1.normalized_shape[0]
+        gen = torch.Generator().manual_seed(seed)
+        hidden = torch.randn(batch_size, seq_len, d_model, generator=gen).to(  # [B, S, D]
+            device=block.norm1.weight.device, dtype=block.norm1.weight.dtype)
+        return lambda: block(hidden, None)
+
     # ------------------------------------------------------------------------------------------ gates
     @contextmanager
     def gates(self, kind: str) -> Iterator[list[torch.Tensor]]:

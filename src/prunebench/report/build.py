@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prunebench.analysis import analyze
+from prunebench.report.deploy import deploy_html, deploy_markdown, eager_only, snapshot_rows
 from prunebench.report.html import render_report
 from prunebench.report.markdown import render_summary_md
 from prunebench.report.plots import FIGURES, write_figures
@@ -33,6 +34,10 @@ def write_report(snapshot: Mapping[str, Any], out_dir: str | Path) -> dict[str, 
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # The run's tables and figures are about eager cells; other backends get their own "what to deploy" section.
+    full = snapshot
+    deploy = deploy_markdown(*snapshot_rows(snapshot))
+    snapshot = eager_only(snapshot)
     a = analyze(snapshot)
     figures = write_figures(a, out / FIGURE_DIR)
     paths: dict[str, Path] = {}
@@ -40,11 +45,15 @@ def write_report(snapshot: Mapping[str, Any], out_dir: str | Path) -> dict[str, 
         for ext, path in files.items():
             paths[f"{FIGURE_DIR}/{name}.{ext}"] = path
     embedded = {name: (files["png"], FIGURES[name][1]) for name, files in figures.items()}
-    paths["report.html"] = write_bytes_atomic(out / "report.html", render_report(snapshot, a, embedded).encode())
+    page = render_report(snapshot, a, embedded)
+    if deploy:
+        page = page.replace("</body></html>", deploy_html(deploy) + "</body></html>", 1)
+    paths["report.html"] = write_bytes_atomic(out / "report.html", page.encode())
     pngs = [f"{FIGURE_DIR}/{name}.png" for name in figures]
-    paths["summary.md"] = write_bytes_atomic(out / "summary.md", render_summary_md(snapshot, a, pngs).encode())
-    paths["results.json"] = export_json(snapshot, out / "results.json")
-    paths["results.csv"] = export_csv(snapshot, out / "results.csv")
+    summary = render_summary_md(snapshot, a, pngs) + ("\n" + deploy if deploy else "")
+    paths["summary.md"] = write_bytes_atomic(out / "summary.md", summary.encode())
+    paths["results.json"] = export_json(full, out / "results.json")
+    paths["results.csv"] = export_csv(full, out / "results.csv")
     logger.info("report of run %s written to %s", (snapshot.get("run") or {}).get("run_id"), out)
     return dict(sorted(paths.items()))
 

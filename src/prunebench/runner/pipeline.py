@@ -23,8 +23,10 @@ from prunebench.errors import PrunebenchError
 from prunebench.models import TransformerEncoder, preset_config, save_model
 from prunebench.report import build_report
 from prunebench.results import CellRecord, ResultStore
+from prunebench.runner.backend_stage import store_backend_stage
 from prunebench.runner.budgets import Budgets, bench_settings_for
 from prunebench.runner.rundir import RunDir
+from prunebench.runner.searched import SEARCH_METHOD, run_search
 from prunebench.runner.variants import check_finite, describe, load_variant, make_variant, prune_spec
 from prunebench.tasks import RecoveryCallback, Task, build_task, calibration_batches, evaluate
 from prunebench.tasks.baseline import load_or_train_baseline
@@ -103,6 +105,7 @@ def execute_run(
                 task, dense = stage.dense(store)
                 models = stage.variants(store, task, dense)
                 stage.benchmarks(store, models)
+                stage.backends(store, task, models)
             except BaseException:
                 store.set_run_status("failed")
                 raise
@@ -172,6 +175,8 @@ class _Stages:
         check_batch = make_inputs(self.vocab, 2, config.seq_len, seed=config.seed + 1, pad_fraction=0.25)
         calib = None
         for name, method, sparsity in config.variants():
+            if method == SEARCH_METHOD:
+                continue  # every target is searched together below (one latency table)
             folder = self.run_dir.model_dir(name) if config.save_models else None
             if store.has_variant(name, status="ok") and folder is not None and (folder / "config.json").exists():
                 models[name] = load_variant(folder)
@@ -202,7 +207,35 @@ class _Stages:
             models[name] = model
             tick("prune", f"{name}: sparsity {record['measured_sparsity']:.3f}")
             _evaluate(store, name, model, task, dense, self.eval_kwargs, tick)
+        if config.targets:
+            models.update(self._searched(store, task, dense))
         return models
+
+    def _searched(self, store: ResultStore, task: Task, dense: TransformerEncoder) -> dict[str, TransformerEncoder]:
+        """The ``search@<t>x`` variants (reloaded when an earlier attempt finished them), evaluated."""
+        config, tick = self.config, self.tick
+        names = [n for n, method, _ in config.variants() if method == SEARCH_METHOD]
+        folders = {n: self.run_dir.model_dir(n) if config.save_models else None for n in names}
+        done = {n: load_variant(f) for n, f in folders.items()
+                if store.has_variant(n, status="ok") and f is not None and (f / "config.json").exists()}
+        if len(done) < len(names):
+            tick("prune", "latency-budget search", 0)
+            try:
+                calib = calibration_batches(task, max(self.budgets.calib_sequences, 64), seed=config.seed)
+                for name, (model, record) in run_search(dense, calib, config, folders).items():
+                    store.put_variant(record)
+                    done[name] = model
+            except RECOVERABLE as exc:
+                logger.exception("latency-budget search failed")
+                for name in set(names) - set(done):
+                    store.put_variant({"name": name, "method": SEARCH_METHOD, "requested_sparsity": 0.0,
+                                       "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+                    self.outcome.failed_variants.append(name)
+        for name in names:
+            tick("prune", f"{name}: {'searched' if name in done else 'FAILED'}")
+            if name in done:
+                _evaluate(store, name, done[name], task, dense, self.eval_kwargs, tick)
+        return done
 
     def benchmarks(self, store: ResultStore, models: dict[str, TransformerEncoder]) -> None:
         """Every variant timed paired against dense at every batch size, through the one sweep
@@ -242,6 +275,16 @@ class _Stages:
         tick("bench", f"timing {len(timed)} models x {len(config.batch_sizes)} batch sizes in blocks", 0)
         sweep(timed, inputs, config.batch_sizes, (config.seq_len,), DENSE, settings=settings, on_cell=put,
               skip=done_earlier)
+
+
+    def backends(self, store: ResultStore, task: Task, models: dict[str, TransformerEncoder]) -> None:
+        """Every variant on each extra backend (``--backends``), against dense eager: see runner/backend_stage."""
+        if len(self.config.backends) < 2:
+            return
+        settings = bench_settings_for(self.config, self.budgets)
+        self.outcome.failed_cells += store_backend_stage(
+            store, self.config, settings, models, task, self.eval_kwargs, models[DENSE],
+            progress=lambda detail: self.tick("backends", detail, 0))
 
 
 def _evaluate(

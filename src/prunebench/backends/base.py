@@ -1,0 +1,172 @@
+"""What an execution backend is: it turns a (pruned) model into a :class:`Runnable` that is checked, then timed.
+
+A backend never edits the model it is given (it works on a copy or an export), says whether it can express
+a model at all (:meth:`Backend.skip_reason`; a skip is recorded with its reason, never an error), how its
+threads are controlled, how its memory is measured, what environment it adds to a record and which
+:class:`Tolerance` its outputs must meet against the eager model before anything is timed.
+
+The comparison is always on the encoder's last hidden states ``[B, S, D]`` (what pruning changes and what
+``prunebench.bench`` times by default), as float32 on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+from prunebench.errors import PrunebenchError
+from prunebench.models.batch import Batch
+
+
+class BackendUnavailable(PrunebenchError):
+    """A backend's package (or hardware) is missing; the message is one line with what to install."""
+
+
+class FidelityError(PrunebenchError):
+    """A runnable's outputs do not match the eager model, or it is not in eval mode: it must not be timed."""
+
+
+def missing(module: str, extra: str) -> str | None:
+    """None when ``module`` is installed (without importing it), else the one-line install instruction."""
+    if importlib.util.find_spec(module) is None:
+        return f"{module} is not installed; install it with: pip install 'prunebench[{extra}]'"
+    return None
+
+
+def require(module: str, extra: str) -> Any:
+    """Import ``module`` or raise :class:`BackendUnavailable` naming ``pip install 'prunebench[extra]'``."""
+    reason = missing(module, extra)
+    if reason is not None:
+        raise BackendUnavailable(reason)
+    with quiet_loggers(module, "torch.utils._pytree"):
+        return importlib.import_module(module)
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Raise the given loggers to ERROR for the block (import-time notices of optional packages), then restore.
+
+    torchao, for one, warns about every optional CUDA kernel library it cannot load on a CPU machine.
+    """
+    loggers = [logging.getLogger(n) for n in names]
+    before = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, before, strict=True):
+            lg.setLevel(level)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How close a backend's hidden states must be to the eager model's.
+
+    Attributes:
+        max_abs: largest allowed absolute difference of any element (None: not checked).
+        min_cosine: smallest allowed cosine similarity of the flattened outputs (None: not checked).
+        note: why these numbers (recorded with the check).
+    """
+
+    max_abs: float | None = 1e-4
+    min_cosine: float | None = None
+    note: str = "fp32: same math, only summation order may differ"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+#: fp32 backends: the same function computed by other kernels.
+FP32 = Tolerance()
+#: Dynamic int8 backends. Measured on random and trained ``medium`` encoders: cosine 0.9994-0.9999 and max
+#: diff 0.1-0.25 on LayerNorm'd outputs of unit scale; 0.99 leaves room for other models while a broken
+#: quantization (a wrong scale, a dropped bias, dropout on) lands far below it.
+INT8 = Tolerance(max_abs=None, min_cosine=0.99, note="dynamic int8: rounding error, checked by cosine >= 0.99")
+
+
+@dataclass
+class Runnable:
+    """A prepared model: what is called, how it is checked and what it records.
+
+    Attributes:
+        backend: registry name of the backend that made it.
+        bind: ``bind(batch) -> fn``: pre-converts a batch (e.g. to numpy for ONNX Runtime) and returns the
+            zero-argument call that is timed; ``fn()`` returns the hidden states in the backend's own type.
+        outputs: ``outputs(batch) -> [B, S, D]`` float32 CPU tensor of the hidden states (fidelity checks).
+        modules: torch modules the calls run through, for the eval-mode check before timing ([] for runtimes
+            outside torch, which have no training mode once exported).
+        tolerance: what the fidelity check against eager demands.
+        threads: how intra-op threads are controlled (``"torch.set_num_threads"`` or a fixed session count).
+        memory_method: how :func:`~prunebench.backends.cells.runnable_peak_memory` measures a call:
+            ``tensors`` (live torch tensors), ``cuda`` (the CUDA allocator) or ``rss-first-call`` (ORT).
+        env: backend-specific environment (versions, providers, which quantization path).
+        info: what preparation decided (e.g. the sparse format per Linear), recorded with the cell.
+        memory: ``memory(batch) -> bytes | None`` for runtimes whose memory torch cannot see (None: torch's
+            accounting by ``memory_method``).
+    """
+
+    backend: str
+    bind: Callable[[Batch], Callable[[], Any]]
+    outputs: Callable[[Batch], torch.Tensor]
+    modules: list[nn.Module]
+    tolerance: Tolerance
+    threads: str = "torch.set_num_threads"
+    memory_method: str = "tensors"
+    env: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    memory: Callable[[Batch], int | None] | None = None
+
+    def training_modules(self) -> list[str]:
+        """Names of every submodule (of :attr:`modules`) left in training mode; [] when all are in eval."""
+        bad = []
+        for i, root in enumerate(self.modules):
+            bad += [f"{i}:{name or type(root).__name__}" for name, m in root.named_modules() if m.training]
+        return bad
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """What a backend needs to know about the run to prepare for it.
+
+    Attributes:
+        threads: intra-op threads the timing pins (sessions outside torch are created with this count).
+        shapes: the ``(batch_size, seq_len)`` shapes that will be timed (the sparse backend benchmarks its
+            kernels at these).
+        device: ``cpu`` or ``cuda``.
+        seed: seeds any inputs preparation builds.
+    """
+
+    threads: int | None = None
+    shapes: tuple[tuple[int, int], ...] = ((1, 128),)
+    device: str = "cpu"
+    seed: int = 0
+
+
+class Backend(Protocol):
+    """An execution backend (see the module docstring)."""
+
+    name: ClassVar[str]
+    #: Whether outputs differ from eager beyond fp32 rounding, so accuracy must be evaluated on it.
+    changes_numerics: ClassVar[bool]
+
+    def availability(self) -> str | None:
+        """None when usable here, else a one-line reason (a missing package names its install command)."""
+        ...
+
+    def skip_reason(self, model: nn.Module) -> str | None:
+        """None when this backend can express ``model``, else why not (recorded as a skip)."""
+        ...
+
+    def prepare(self, model: nn.Module, options: PrepareOptions) -> Runnable:
+        """A runnable computing ``model``'s hidden states; ``model`` itself is left exactly as it was."""
+        ...

@@ -1,0 +1,136 @@
+"""Fidelity before timing: a runnable is timed only after its outputs matched the eager model, in eval mode.
+
+:func:`check_fidelity` compares a runnable's hidden states with the eager model's on the same batch (max
+absolute difference and cosine of the flattened outputs) against the runnable's tolerance.
+:func:`time_runnables` is the only timing entry point for runnables: it asserts eval mode on both sides and
+checks both against the reference immediately before :func:`~prunebench.bench.timing.time_paired`, and
+raises :class:`~prunebench.backends.base.FidelityError` (nothing timed) when either fails.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunebench.backends.base import FidelityError, Runnable, Tolerance
+from prunebench.backends.torch_backends import effective_mask, hidden_fn
+from prunebench.bench.records import PairedResult
+from prunebench.bench.timing import time_paired
+from prunebench.models.batch import Batch
+
+
+@dataclass(frozen=True)
+class FidelityResult:
+    """One comparison of a runnable with the eager reference.
+
+    Attributes:
+        backend: the runnable's backend.
+        max_abs: largest absolute difference of any hidden-state element.
+        cosine: cosine similarity of the flattened hidden states.
+        ok: whether both met the tolerance (and the output shapes agreed).
+        tolerance: what was demanded.
+        message: one line saying what failed ("" when ok).
+    """
+
+    backend: str
+    max_abs: float
+    cosine: float
+    ok: bool
+    tolerance: Tolerance
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        out = asdict(self)
+        out["tolerance"] = self.tolerance.to_dict()
+        return out
+
+
+def reference_outputs(reference: nn.Module, batch: Batch) -> torch.Tensor:
+    """The eager model's hidden states [B, S, D] (float32, CPU); the reference must be in eval mode."""
+    if reference.training:
+        raise FidelityError("the eager reference model is in training mode; call .eval() before checking")
+    with torch.inference_mode():
+        return hidden_fn(reference)(batch["input_ids"], effective_mask(batch)).detach().float().cpu()
+
+
+def compare(backend: str, got: torch.Tensor, want: torch.Tensor, tolerance: Tolerance) -> FidelityResult:
+    """Compare hidden states ``got`` with ``want`` under ``tolerance``."""
+    if got.shape != want.shape:
+        return FidelityResult(backend, math.inf, 0.0, False, tolerance,
+                              f"{backend}: output shape {tuple(got.shape)} != eager {tuple(want.shape)}")
+    got, want = got.float(), want.float()
+    max_abs = float((got - want).abs().max()) if got.numel() else 0.0
+    cosine = float(F.cosine_similarity(got.flatten(), want.flatten(), dim=0)) if got.numel() else 1.0
+    problems = []
+    if not math.isfinite(max_abs):
+        problems.append("non-finite outputs")
+    if tolerance.max_abs is not None and not max_abs <= tolerance.max_abs:
+        problems.append(f"max |diff| {max_abs:.3g} > {tolerance.max_abs:g}")
+    if tolerance.min_cosine is not None and not cosine >= tolerance.min_cosine:
+        problems.append(f"cosine {cosine:.6f} < {tolerance.min_cosine:g}")
+    message = f"{backend} does not match eager: {'; '.join(problems)}" if problems else ""
+    return FidelityResult(backend, max_abs, cosine, not problems, tolerance, message)
+
+
+def assert_eval(runnable: Runnable) -> None:
+    """Raise :class:`FidelityError` if any module the runnable calls is in training mode."""
+    bad = runnable.training_modules()
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise FidelityError(f"{runnable.backend}: module(s) in training mode would be timed: {shown}")
+
+
+def check_fidelity(runnable: Runnable, reference: nn.Module, batch: Batch,
+                   want: torch.Tensor | None = None) -> FidelityResult:
+    """Eval-mode check, then the runnable's outputs against the reference's on ``batch``.
+
+    Args:
+        runnable: what will be timed.
+        reference: the eager model (the dense or pruned model itself), in eval mode.
+        batch: the inputs that will be timed.
+        want: the reference's outputs if already computed (saves a forward).
+
+    Raises:
+        FidelityError: the runnable or the reference is in training mode.
+    """
+    assert_eval(runnable)
+    want = reference_outputs(reference, batch) if want is None else want
+    return compare(runnable.backend, runnable.outputs(batch), want, runnable.tolerance)
+
+
+def time_runnables(baseline: tuple[Runnable, nn.Module], candidate: tuple[Runnable, nn.Module], batch: Batch,
+                   *, timer: Callable[..., PairedResult] = time_paired,
+                   **timing: Any) -> tuple[PairedResult, FidelityResult, FidelityResult]:
+    """Paired timing of two runnables on ``batch``, each first checked against its own eager reference.
+
+    Args:
+        baseline, candidate: ``(runnable, eager reference)``; the reference of a backend's runnable is the
+            model it was prepared from.
+        batch: the inputs both are timed on.
+        timer: the paired timing function (``time_paired``; injected by tests).
+        **timing: keyword arguments of ``time_paired``.
+
+    Returns:
+        The paired result and both fidelity results.
+
+    Raises:
+        FidelityError: a side is in training mode or does not match its reference; nothing was timed.
+    """
+    checks = []
+    for runnable, reference in (baseline, candidate):
+        result = check_fidelity(runnable, reference, batch)
+        if not result.ok:
+            raise FidelityError(result.message)
+        checks.append(result)
+    base_fn, cand_fn = baseline[0].bind(batch), candidate[0].bind(batch)
+    # Checked again right before the clock starts: nothing may flip a mode between the check and the timing.
+    assert_eval(baseline[0])
+    assert_eval(candidate[0])
+    return timer(base_fn, cand_fn, **timing), checks[0], checks[1]

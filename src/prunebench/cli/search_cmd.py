@@ -1,0 +1,115 @@
+"""``prunebench search``: the most accurate model meeting each measured speedup target (one family per run)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from prunebench.cli.common import console, float_list, positive_int
+from prunebench.cli.train_cmd import apply_threads, build_task_from, cache_dir_from_args
+from prunebench.models.io import load_model, read_config
+from prunebench.models.presets import model_names, preset_config
+from prunebench.search import IMPORTANCE, SEARCH_BACKENDS, SearchOptions, check_targets, search_family
+from prunebench.tasks import TASK_SPECS, calibration_batches, evaluate, load_or_train_baseline
+from prunebench.tasks.tokenizer import TOKENIZER_FILE
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``search`` subcommand."""
+    p = sub.add_parser(
+        "search", help="prune to measured speedup targets (latency-budget search, no retraining)",
+        description="Measure a latency model of MODEL on this machine, score every head and FFN neuron on "
+        "calibration data, and for each target search per-layer widths that keep the most importance; "
+        "every result is verified by paired timing and compared with uniform pruning at the same measured speed.",
+    )
+    p.add_argument("--model", required=True, metavar="PRESET|DIR",
+                   help=f"a preset ({', '.join(model_names()[:-1])}: its trained baseline, cached) or a saved "
+                        "model folder with its tokenizer.json")
+    p.add_argument("--targets", required=True, type=float_list, help="speedups over dense, e.g. 1.5,2,3")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="timed batch size (default 1)")
+    p.add_argument("--seq-len", type=positive_int, default=128, help="timed sequence length (default 128)")
+    p.add_argument("--backend", default="eager", help=f"one of: {', '.join(SEARCH_BACKENDS.names())}")
+    p.add_argument("--task", default=None, metavar="SPEC", help=f"calibration/eval task: {' | '.join(TASK_SPECS)}")
+    p.add_argument("--text-col", default="text", help="text column of a csv/jsonl task")
+    p.add_argument("--label-col", default="label", help="label column of a csv/jsonl task")
+    p.add_argument("--calib-sequences", type=int, default=256, help="training sequences scored (default 256)")
+    p.add_argument("--criterion", default="fisher", help=f"importance: {', '.join(IMPORTANCE.names())}")
+    p.add_argument("--neuron-step", type=positive_int, default=32, help="kept FFN widths: multiples of this")
+    p.add_argument("--no-rescale", action="store_true", help="skip the least-squares refit of output projections")
+    p.add_argument("--check-configs", type=int, default=20, help="random widths to check the latency model on")
+    p.add_argument("--no-uniform", action="store_true", help="skip the uniform-pruning comparison")
+    p.add_argument("--eval-batches", type=positive_int, default=16, help="test batches of 32 evaluated")
+    p.add_argument("--cache-dir", default=None, help="cache folder (default $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default torch's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of calibration sample, inputs and checks")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.set_defaults(handler=run)
+
+
+def _model_and_task(args: argparse.Namespace) -> tuple[Any, Any]:
+    cache = cache_dir_from_args(args.cache_dir)
+    options = {"spec": args.task or "mlm", "seq_len": None, "text_col": args.text_col, "label_col": args.label_col,
+               "split_col": None}
+    path = Path(args.model)
+    if path.is_dir():
+        config, _ = read_config(path)
+        if not (path / TOKENIZER_FILE).is_file():
+            raise ValueError(f"no calibration data for {path}: it has no {TOKENIZER_FILE}, so its task's text "
+                             "cannot be tokenized as it was trained; save the model with its tokenizer "
+                             "(prunebench train does) and pass --task")
+        task = build_task_from(options, config.vocab_size, cache, path / TOKENIZER_FILE)
+        return load_model(path).eval(), task
+    if args.model not in model_names():
+        presets = ", ".join(model_names()[:-1])
+        raise ValueError(f"--model {args.model!r} is neither a folder nor a preset; presets: {presets}")
+    task = build_task_from(options, preset_config(args.model).vocab_size, cache)
+    dense, _ = load_or_train_baseline(args.model, task, cache_dir=cache, seed=args.seed)
+    return dense.eval(), task
+
+
+def _ci(d: dict[str, Any] | None, key: str = "accuracy") -> str:
+    if not d:
+        return "-"
+    lo, hi = d[f"{key}_ci"]
+    return f"{d[key]:.2%} [{lo:.2%}-{hi:.2%}]"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the search and print one row per target."""
+    apply_threads(args)
+    check_targets(args.targets)  # before loading or training anything
+    options = SearchOptions(targets=args.targets, batch_size=args.batch_size, seq_len=args.seq_len,
+                            backend=args.backend, criterion=args.criterion, neuron_step=args.neuron_step,
+                            rescale=not args.no_rescale, check_configs=max(0, args.check_configs),
+                            compare_uniform=not args.no_uniform, seed=args.seed)
+    dense, task = _model_and_task(args)
+    calib = calibration_batches(task, args.calib_sequences, seed=args.seed) if args.calib_sequences > 0 else None
+    err = console(stderr=True)
+
+    def score(model: Any, reference: Any) -> dict[str, Any]:
+        return evaluate(model, task, reference=reference, max_batches=args.eval_batches, seed=args.seed).to_dict()
+
+    report = search_family(dense, calib, options, evaluate=score, out_dir=args.out,
+                           progress=lambda line: err.print(f"[dim]search:[/dim] {line}")).report
+    t = Table(title=f"prunebench search {args.model} at B={args.batch_size}, S={args.seq_len} -> {args.out}")
+    for col in ("target", "met", "tries", "heads / neurons per layer", "measured [CI]", "accuracy [95% CI]",
+                "agreement", "uniform: measured", "uniform: accuracy"):
+        t.add_column(col)
+    t.add_row("dense", "", "", "", "1.00x", _ci(report["dense"]["accuracy"]), "", "", "")
+    for e in report["targets"]:
+        m, u = e["measured"], e.get("uniform")
+        t.add_row(f"{e['target']:g}x", "yes" if e["met"] else "NO", str(len(e["tries"])),
+                  " ".join(f"{w['heads']}/{w['neurons']}" for w in e["widths"]),
+                  f"{m['speedup']:.2f}x [{m['ci'][0]:.2f}-{m['ci'][1]:.2f}]", _ci(e["accuracy"]),
+                  _ci(e["accuracy"], "agreement") if e["accuracy"] else "-",
+                  f"{u['measured']['speedup']:.2f}x" if u else "-", _ci(u["accuracy"]) if u else "-")
+    console().print(t)
+    check = report.get("latency_check")
+    if check:
+        console().print(f"latency model: median |error| {check['median_abs_error']:.1%}, max "
+                        f"{check['max_abs_error']:.1%} over {len(check['configs'])} random configurations; "
+                        f"search (table + check + importance) {report['search_seconds']:.0f}s")
+    return 0 if all(e["met"] for e in report["targets"]) else 1

@@ -1,0 +1,147 @@
+"""The run's backend stage: every variant prepared on every extra backend, evaluated where the numerics change,
+and timed against dense eager; each cell handed on as it finishes (the pipeline stores it).
+
+``eager`` cells come from the run's main sweep; this stage adds the others (``--backends``). Storage and
+evaluation arrive as callbacks so the stage knows nothing of the store's layout.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from prunebench.backends import BACKENDS
+from prunebench.backends.cells import Prepared, backend_cell, default_options, prepare_variant
+from prunebench.backends.evaluation import backend_encoder
+from prunebench.bench.inputs import make_inputs
+from prunebench.bench.settings import BenchSettings
+from prunebench.bench.timing import pinned_threads
+from prunebench.results.cell import CellRecord
+
+logger = logging.getLogger(__name__)
+
+#: ``done(variant, backend, batch_size, seq_len) -> bool``: the cell is already stored ok (resume).
+Done = Callable[[str, str, int, int], bool]
+#: ``evaluate(variant, backend, model_like) -> None``: evaluates and stores one (variant, backend).
+Evaluate = Callable[[str, str, Any], None]
+
+
+def run_backend_stage(
+    backends: Sequence[str],
+    models: dict[str, nn.Module],
+    batch_sizes: Sequence[int],
+    seq_len: int,
+    settings: BenchSettings,
+    *,
+    vocab_size: int,
+    dense: str = "dense",
+    done: Done | None = None,
+    on_cell: Callable[[CellRecord], None] | None = None,
+    evaluate: Evaluate | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, str]:
+    """Prepare, check, evaluate and time every (variant, backend) for the non-eager ``backends``.
+
+    Args:
+        backends: backend names (``eager`` is left to the main sweep).
+        models: variant name -> eval-mode model (must hold ``dense``).
+        batch_sizes, seq_len, settings: the timed shapes and budget.
+        vocab_size: inputs are drawn below it.
+        dense: the baseline variant (timed on eager).
+        done: cells already measured are skipped.
+        on_cell: receives each finished cell (skipped and fidelity-failed cells included).
+        evaluate: called once per (variant, backend) whose backend changes the numerics.
+        progress: one-line status updates.
+
+    Returns:
+        ``"variant / backend" -> reason`` of every skip.
+    """
+    extra = [b for b in backends if b != "eager"]
+    skips: dict[str, str] = {}
+    if not extra:
+        return skips
+    options = default_options(settings, batch_sizes, seq_len)
+    with pinned_threads(settings.threads):
+        base = prepare_variant(BACKENDS.get("eager"), dense, models[dense], options)
+    for name in extra:
+        backend = BACKENDS.get(name)
+        for variant, model in models.items():
+            todo = [b for b in batch_sizes if done is None or not done(variant, name, b, seq_len)]
+            if not todo:
+                continue
+            if progress is not None:
+                progress(f"{variant} on {name}: preparing")
+            with pinned_threads(settings.threads):
+                cand = prepare_variant(backend, variant, model, options)
+            if cand.skip:
+                skips[f"{variant} / {name}"] = cand.skip
+            elif evaluate is not None and backend.changes_numerics and cand.runnable is not None:
+                evaluate(variant, name, backend_encoder(model, cand.runnable))
+            _time(base, cand, todo, seq_len, settings, vocab_size, on_cell, progress)
+    return skips
+
+
+def _time(base: Prepared, cand: Prepared, batch_sizes: Sequence[int], seq_len: int, settings: BenchSettings,
+          vocab_size: int, on_cell: Callable[[CellRecord], None] | None,
+          progress: Callable[[str], None] | None) -> None:
+    for batch_size in batch_sizes:
+        batch = make_inputs(vocab_size, batch_size, seq_len, seed=settings.seed, pad_fraction=settings.pad_fraction,
+                            device=settings.device)
+        cell = backend_cell(base, cand, batch, settings)
+        if progress is not None:
+            got = f"{cell.speedup:.2f}x" if cell.ok and cell.speedup else cell.status
+            progress(f"{cand.variant} on {cand.backend} b={batch_size}: {got}")
+        if on_cell is not None:
+            on_cell(cell)
+
+
+def store_backend_stage(store: Any, config: Any, settings: BenchSettings, models: dict[str, nn.Module], task: Any,
+                        eval_kwargs: dict[str, Any], dense: nn.Module,
+                        progress: Callable[[str], None] | None = None) -> int:
+    """:func:`run_backend_stage` for ``prunebench run``: cells and per-backend accuracy into the run's store.
+
+    Accuracy on a backend that changes the numerics is the task's evaluation on the backend's hidden states
+    (against the eager dense model as reference), attached to each of that pair's cells as
+    ``backend_accuracy`` (and ``backend_evaluation``), so the report's deploy view never borrows eager's.
+
+    Returns:
+        The number of cells that failed (skips are not failures).
+    """
+    from prunebench.tasks import evaluate as task_evaluate
+
+    accuracy: dict[tuple[str, str], dict[str, Any]] = {}
+    failed = 0
+
+    def done(variant: str, backend: str, batch_size: int, seq_len: int) -> bool:
+        return bool(store.has_cell(variant, batch_size, seq_len, status="ok", backend=backend))
+
+    def evaluate(variant: str, backend: str, model_like: Any) -> None:
+        try:
+            result = task_evaluate(model_like, task, reference=dense, **eval_kwargs)
+        except (RuntimeError, ValueError) as exc:
+            logger.warning("evaluating %s on %s failed: %s", variant, backend, exc)
+            return
+        accuracy[variant, backend] = {"backend_accuracy": result.accuracy, "backend_evaluation": result.to_dict()}
+
+    def on_cell(cell: Any) -> None:
+        nonlocal failed
+        key = (cell.variant, cell.backend)
+        extra = {**cell.extra, **accuracy.get(key, {}),
+                 "backend_changes_numerics": BACKENDS.get(cell.backend).changes_numerics}
+        store.put_cell(_replace_extra(cell, extra))
+        if not cell.ok and cell.extra.get("backend_status") != "skipped":
+            failed += 1
+
+    run_backend_stage(config.backends, models, config.batch_sizes, config.seq_len, settings,
+                      vocab_size=int(getattr(dense.config, "vocab_size", 0)) or 2, done=done, on_cell=on_cell,
+                      evaluate=evaluate, progress=progress)
+    return failed
+
+
+def _replace_extra(cell: Any, extra: dict[str, Any]) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(cell, extra=extra)

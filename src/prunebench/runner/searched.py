@@ -1,0 +1,67 @@
+"""Searched variants of a run (``targets`` run option): one ``search@<t>x`` model per speedup target.
+
+All targets share one latency table, measured at the run's first batch size and its sequence length; each
+model is checked against its masked reference before any timing, saved with plan and manifest, and then
+joins the run's table like every other variant (evaluated, benchmarked at every batch size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prunebench.bench import disk_bytes
+from prunebench.config import RunConfig
+from prunebench.models import TransformerEncoder
+from prunebench.models.adapters import adapter_for
+from prunebench.models.batch import Batch
+from prunebench.runner.variants import describe
+from prunebench.search import SearchOptions, search_family
+from prunebench.search.family import save_member
+
+#: Method name of searched variants in the store and the report.
+SEARCH_METHOD = "search"
+
+
+def _encoder_params(model: TransformerEncoder) -> int:
+    return sum(p.numel() for p in adapter_for(model).encoder_parameters())
+
+
+def search_name(target: float) -> str:
+    """Variant name of a target (``search@1.5x``)."""
+    return f"{SEARCH_METHOD}@{target:g}x"
+
+
+def run_search(
+    dense: TransformerEncoder, calib: Sequence[Batch], config: RunConfig, folders: dict[str, Path | None],
+) -> dict[str, tuple[TransformerEncoder, dict[str, Any]]]:
+    """Search every target of ``config``; returns ``name -> (model, variant record)``.
+
+    Args:
+        dense: the trained dense model.
+        calib: labelled calibration batches.
+        config: the run (targets, first batch size, seq_len, seed).
+        folders: where each variant is saved, by name (None or missing: not saved).
+    """
+    options = SearchOptions(targets=config.targets, batch_size=config.batch_sizes[0], seq_len=config.seq_len,
+                            check_configs=0, compare_uniform=False, seed=config.seed)
+    family = search_family(dense, calib, options)
+    dense_encoder = _encoder_params(dense)
+    out = {}
+    for entry in family.report["targets"]:
+        target = entry["target"]
+        name = search_name(target)
+        model = family.models[target].eval()
+        folder = folders.get(name)
+        if folder is not None:
+            save_member(folder, model, family.plans[target], {**entry, "variant": name})
+        record = describe(model, name, SEARCH_METHOD, config.seq_len, requested=0.0,
+                          disk=disk_bytes(folder) if folder is not None else None)
+        record.update(
+            measured_sparsity=1.0 - _encoder_params(model) / dense_encoder,
+            materialization="shrunk", fidelity={**entry["fidelity"], "reference": "masked-dense"},
+            details={"config": model.config.to_dict(), "search": entry},
+        )
+        out[name] = (model, record)
+    return out

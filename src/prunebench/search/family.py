@@ -1,0 +1,239 @@
+"""One search run: latency table -> importance -> per target: search, build, verify (retry tighter), rescale,
+compare against uniform pruning at the same measured speed -> a family of models, one per target.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from prunebench.bench.settings import BenchSettings
+from prunebench.models.batch import Batch
+from prunebench.models.io import save_model
+from prunebench.pruning import PLAN_FILE
+from prunebench.registry import Registry
+from prunebench.search._arch import adapter_of, full_widths
+from prunebench.search.allocate import Allocation, check_targets, reachable_speedup, search_widths
+from prunebench.search.importance import IMPORTANCE, check_search_calib, group_importance
+from prunebench.search.latency import TABLE_TIMING, LatencyTable, check_latency_model, measure_latency_table
+from prunebench.search.rescale import rescale_
+from prunebench.search.verify import VERIFY_TIMING, build, measure_speedup, uniform_at_measured
+
+log = logging.getLogger(__name__)
+
+#: Execution backends the search can time (more arrive with the backends seam).
+SEARCH_BACKENDS: Registry[str] = Registry("search backend")
+SEARCH_BACKENDS.add("eager", "the model called as users call it, in eval mode")
+
+MANIFEST_FILE = "manifest.json"
+#: Evaluates ``model`` against ``reference``: a mapping with ``accuracy``, ``n_predictions`` and fidelity keys.
+Evaluate = Callable[[nn.Module, nn.Module], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Settings of a search run (validated at construction).
+
+    Attributes:
+        targets: speedups to reach (> 1), measured against the dense model at the shape below.
+        batch_size, seq_len: the timed shape.
+        backend: how models are run when timed (``eager``).
+        criterion: importance (``fisher`` or ``taylor``).
+        neuron_step: kept FFN widths are 1 or multiples of this.
+        rescale: least-squares refit of output projections (kept only when it lowers held-out loss).
+        check_configs: random widths the latency model is checked on (0: skip the check).
+        max_tries: searches per target (each later one with a budget tightened by the measured miss).
+        compare_uniform: also build and time uniform pruning at the searched model's measured speed.
+        seed: input and check seed.
+    """
+
+    targets: tuple[float, ...]
+    batch_size: int = 1
+    seq_len: int = 128
+    backend: str = "eager"
+    criterion: str = "fisher"
+    neuron_step: int = 32
+    rescale: bool = True
+    check_configs: int = 20
+    max_tries: int = 2
+    compare_uniform: bool = True
+    seed: int = 0
+    table_timing: BenchSettings = TABLE_TIMING
+    verify_timing: BenchSettings = VERIFY_TIMING
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", check_targets(tuple(self.targets)))
+        SEARCH_BACKENDS.get(self.backend)
+        IMPORTANCE.get(self.criterion)
+        for name in ("batch_size", "seq_len", "neuron_step", "max_tries"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion ``p`` over ``n`` trials."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (centre - half, centre + half)
+
+
+def _accuracy(evaluate: Evaluate | None, model: nn.Module, dense: nn.Module) -> dict[str, Any] | None:
+    if evaluate is None:
+        return None
+    res = dict(evaluate(model, dense))
+    n = int(res["n_predictions"])
+    res["accuracy_ci"] = list(wilson(float(res["accuracy"]), n))
+    if res.get("agreement") is not None:
+        res["agreement_ci"] = list(wilson(float(res["agreement"]), n))
+    return res
+
+
+def save_member(folder: Path, model: nn.Module, plan: Any, manifest: dict[str, Any]) -> None:
+    """Save one searched model: weights + config, ``plan.json`` and ``manifest.json`` (per-layer widths)."""
+    save_model(model, folder, metadata={"search": {k: manifest[k] for k in ("target", "widths", "met")}})
+    (folder / PLAN_FILE).write_text(json.dumps(plan.to_dict()) + "\n")
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+@dataclass
+class FamilyResult:
+    """What :func:`search_family` returns.
+
+    Attributes:
+        report: JSON-ready report (what ``search.json`` holds).
+        models: the searched model per target (shrunk, eval mode).
+        plans: the plan (kept heads and neurons per layer of the dense model) per target.
+    """
+
+    report: dict[str, Any]
+    models: dict[float, nn.Module]
+    plans: dict[float, Any]
+
+
+def _widths_rows(alloc: Allocation) -> list[dict[str, int]]:
+    return [{"layer": i, "heads": h, "neurons": f} for i, (h, f) in enumerate(alloc.widths)]
+
+
+def search_family(
+    dense: nn.Module,
+    calib: Sequence[Batch] | None,
+    options: SearchOptions,
+    *,
+    evaluate: Evaluate | None = None,
+    out_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    table: LatencyTable | None = None,
+) -> FamilyResult:
+    """Search, verify and save one model per target.
+
+    Args:
+        dense: the trained dense model (not modified).
+        calib: labelled calibration batches (importance; the last quarter is held out to check rescaling).
+        options: the run's settings.
+        evaluate: accuracy and fidelity of a model against ``dense``; None skips accuracy.
+        out_dir: where ``search-<target>x/`` folders, ``latency_table.json`` and ``search.json`` go.
+        progress: called with one line per stage.
+        table: a latency table measured earlier for this model and shape (None: measure it now).
+
+    Returns:
+        The models and the report written to ``search.json``: table, latency-model check, and per target the
+        tries, the final model's widths, measured speedup and accuracy, and the uniform comparison.
+
+    Raises:
+        ValueError: no calibration data, or a target outside the reachable range (one line).
+    """
+    say = progress or (lambda line: log.info("%s", line))
+    batches = check_search_calib(calib)  # before any timing: fail fast
+    dense.eval()
+    start = time.perf_counter()
+    if table is None:
+        say(f"latency table at B={options.batch_size}, S={options.seq_len}")
+        table = measure_latency_table(dense, options.batch_size, options.seq_len, timing=options.table_timing,
+                                      backend=options.backend, seed=options.seed)
+    elif (table.batch_size, table.seq_len, table.full) != (options.batch_size, options.seq_len,
+                                                           full_widths(adapter_of(dense))):
+        raise ValueError("the latency table was measured for another shape or model; measure it again")
+    top = reachable_speedup(table)
+    check_targets(options.targets, table)
+    report: dict[str, Any] = {"options": {k: v for k, v in options.__dict__.items() if "timing" not in k},
+                              "latency_table": table.to_dict(), "reachable": [1.0, top]}
+    say(f"latency table: {table.measure_seconds:.0f}s, fixed {table.fixed:.2f} units, scale {table.scale:.2f}, "
+        f"reachable up to {top:.2f}x")
+    stages = {"latency_table": time.perf_counter() - start}
+    if options.check_configs:
+        report["latency_check"] = check_latency_model(dense, table, n_configs=options.check_configs,
+                                                      neuron_step=options.neuron_step, seed=options.seed)
+        say(f"latency model: median |error| {report['latency_check']['median_abs_error']:.1%} over "
+            f"{options.check_configs} random configurations")
+        stages["latency_check"] = time.perf_counter() - start - stages["latency_table"]
+    split = max(1, len(batches) * 3 // 4) if len(batches) > 1 else 1
+    fit, held = batches[:split], batches[split:] or batches[:1]
+    t0 = time.perf_counter()
+    importance = group_importance(dense, batches, options.criterion)
+    stages["importance"] = time.perf_counter() - t0
+    report["search_seconds"] = time.perf_counter() - start  # table + check + importance: the search's cost
+    report["stage_seconds"] = stages
+    say(f"importance ({options.criterion}) from {importance.n_batches} batches")
+    out = None if out_dir is None else Path(out_dir)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "latency_table.json").write_text(json.dumps(table.to_dict(), indent=2) + "\n")
+    dense_acc = _accuracy(evaluate, dense, dense)
+    report["dense"] = {"accuracy": dense_acc}
+    results, models, plans = [], {}, {}
+    for target in options.targets:
+        tries, aim = [], target
+        for attempt in range(1, options.max_tries + 1):
+            t0 = time.perf_counter()
+            alloc = search_widths(importance, table, aim, neuron_step=options.neuron_step)
+            model, plan, fidelity = build(dense, alloc, options.seq_len, options.seed)
+            got = measure_speedup(dense, model, table, options.verify_timing, options.seed)
+            met = got.ci_low >= target
+            tries.append({"attempt": attempt, "aimed_at": aim, "predicted": alloc.predicted_speedup,
+                          "widths": _widths_rows(alloc), "retained_importance": alloc.retained,
+                          "measured": got.to_dict(), "met": met, "seconds": time.perf_counter() - t0})
+            say(f"{target:g}x try {attempt}: predicted {alloc.predicted_speedup:.2f}x, measured {got.speedup:.2f}x "
+                f"[{got.ci_low:.2f}-{got.ci_high:.2f}] -> {'met' if met else 'not met'}")
+            if met or aim >= top * 0.999:
+                break
+            aim = min(top * 0.999, aim * target / max(got.ci_low, 1e-6) * 1.01)  # tighten by the measured miss
+        entry: dict[str, Any] = {"target": target, "met": met, "tries": tries, "widths": _widths_rows(alloc),
+                                 "measured": got.to_dict(), "fidelity": fidelity}
+        if options.rescale:
+            # Accuracy before the refit too: uniform pruning is compared without one, so both are shown.
+            entry["accuracy_before_rescale"] = _accuracy(evaluate, model, dense)
+            entry["rescale"] = rescale_(model, dense, fit, held)
+            if not entry["rescale"]["applied"]:
+                entry["accuracy"] = entry["accuracy_before_rescale"]
+        if "accuracy" not in entry:
+            entry["accuracy"] = _accuracy(evaluate, model, dense)
+        if options.compare_uniform:
+            u_model, u_widths, fraction, u_got, attempts = uniform_at_measured(
+                dense, importance, table, got.speedup, options.verify_timing, seed=options.seed)
+            entry["uniform"] = {"fraction": fraction, "widths": [list(w) for w in u_widths],
+                                "measured": u_got.to_dict(), "attempts": attempts,
+                                "accuracy": _accuracy(evaluate, u_model, dense)}
+        if out is not None:
+            folder = out / f"search-{target:g}x"
+            entry["path"] = str(folder)
+            save_member(folder, model, plan, {**entry, "criterion": options.criterion, "backend": options.backend,
+                                        "batch_size": options.batch_size, "seq_len": options.seq_len})
+        results.append(entry)
+        models[target], plans[target] = model, plan
+    report["targets"] = results
+    report["total_seconds"] = time.perf_counter() - start
+    if out is not None:
+        (out / "search.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return FamilyResult(report, models, plans)

@@ -1,0 +1,113 @@
+"""Importance of every head and FFN neuron from real calibration data, through the adapter's gates.
+
+The adapter multiplies each group's output by a gate of ones; ``dLoss/dgate`` of a batch is the first-order
+change of the loss if that group were scaled. Two estimates of what removing a group costs:
+
+    fisher  sum over batches of (dL/dgate)^2   the diagonal empirical Fisher of the gates (Kwon et al. 2022):
+                                               ~ twice the loss increase of removing the group, to 2nd order
+    taylor  sum over batches of |dL/dgate|     first-order Taylor (Molchanov et al. 2019, Michel et al. 2019)
+
+Heads and neurons are scored on the same scale (a loss change), so the search may trade one for the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from prunebench.models.batch import Batch
+from prunebench.pruning.calibration import evaluation_mode, model_device, to_device
+from prunebench.registry import Registry
+from prunebench.search._arch import adapter_of
+
+#: Kinds of group the search prices and removes.
+SEARCH_KINDS = ("heads", "neurons")
+
+#: How one batch's gate gradients add to the running importance.
+IMPORTANCE: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("importance")
+IMPORTANCE.add("fisher", lambda g: g * g)
+IMPORTANCE.add("taylor", lambda g: g.abs())
+
+CALIB_HELP = (
+    "the latency-budget search needs calibration data: pass calib=[labelled batch, ...], e.g. "
+    "prunebench.tasks.calibration_batches(task, 256); in the CLI give the model's task (--task mlm | csv:PATH) "
+    "and keep --calib-sequences > 0"
+)
+
+
+@dataclass(frozen=True)
+class Importance:
+    """Per-layer importance of heads and neurons (higher = more costly to remove).
+
+    Attributes:
+        heads: per layer a [H] tensor.
+        neurons: per layer a [F] tensor.
+        criterion: registry name that produced them.
+        n_batches: calibration batches used.
+    """
+
+    heads: tuple[torch.Tensor, ...]
+    neurons: tuple[torch.Tensor, ...]
+    criterion: str
+    n_batches: int
+
+    def of(self, kind: str) -> tuple[torch.Tensor, ...]:
+        """The per-layer scores of ``kind`` (``heads`` or ``neurons``)."""
+        if kind not in SEARCH_KINDS:
+            raise ValueError(f"unknown group kind {kind!r}; choose from: {', '.join(SEARCH_KINDS)}")
+        return self.heads if kind == "heads" else self.neurons
+
+    def ranking(self, kind: str, layer: int) -> list[int]:
+        """Group indices of ``layer`` from most to least important (ties by index, so it is deterministic)."""
+        scores = self.of(kind)[layer]
+        return sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+
+    def kept(self, kind: str, layer: int, count: int) -> tuple[int, ...]:
+        """The ``count`` most important groups of ``layer``, in index order."""
+        return tuple(sorted(self.ranking(kind, layer)[:count]))
+
+    def retained(self, kind: str, layer: int) -> torch.Tensor:
+        """[G + 1] importance kept when keeping the top 0, 1, ..., G groups (cumulative sums)."""
+        s = torch.sort(self.of(kind)[layer].double(), descending=True).values  # [G]
+        return torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(s, 0)])  # [G + 1]
+
+
+def check_search_calib(calib: Sequence[Batch] | None) -> list[Batch]:
+    """``calib`` as a list of labelled batches, or a one-line ValueError saying how to provide them."""
+    if calib is None or len(calib) == 0:
+        raise ValueError(CALIB_HELP)
+    batches = list(calib)
+    for i, batch in enumerate(batches):
+        if not isinstance(batch, dict) or "input_ids" not in batch or "labels" not in batch:
+            raise ValueError(f"calibration batch {i} is not a labelled batch dict ('input_ids' and 'labels'); "
+                             + CALIB_HELP)
+    return batches
+
+
+def group_importance(model: nn.Module, calib: Sequence[Batch] | None, criterion: str = "fisher") -> Importance:
+    """Score every head and neuron of ``model`` on ``calib`` (one forward/backward per batch; model unchanged).
+
+    Raises:
+        ValueError: no (labelled) calibration data, or an unknown criterion.
+    """
+    accumulate = IMPORTANCE.get(criterion)
+    batches = check_search_calib(calib)
+    adapter = adapter_of(model)
+    device = model_device(model)
+    with ExitStack() as stack:
+        gates = {kind: stack.enter_context(adapter.gates(kind)) for kind in SEARCH_KINDS}
+        flat = [g for kind in SEARCH_KINDS for g in gates[kind]]
+        acc = [torch.zeros_like(g, dtype=torch.float64) for g in flat]
+        with evaluation_mode(model), torch.enable_grad():
+            for batch in batches:
+                loss = adapter.loss(to_device(batch, device))
+                grads = torch.autograd.grad(loss, flat, allow_unused=True)
+                for a, g in zip(acc, grads, strict=True):
+                    if g is not None:  # a layer without heads never uses its (empty) gate
+                        a += accumulate(g.detach().double())
+    n = adapter.n_layers
+    return Importance(tuple(a.cpu() for a in acc[:n]), tuple(a.cpu() for a in acc[n:]), criterion, len(batches))

@@ -1,0 +1,113 @@
+"""Building a searched model, checking it, and timing it against the dense model (paired).
+
+A target counts as *met* only when the lower end of the measured speedup's confidence interval reaches it:
+the same standard the run's table uses for "faster" (the whole CI above 1).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunebench.bench.inputs import make_inputs
+from prunebench.bench.settings import BenchSettings
+from prunebench.bench.timing import time_paired
+from prunebench.pruning import PrunePlan, PruneSpec, apply_plan_, check_fidelity
+from prunebench.search._arch import Widths, adapter_of, full_widths
+from prunebench.search.allocate import Allocation, allocation_of, uniform_fraction_for, uniform_widths
+from prunebench.search.importance import Importance
+from prunebench.search.latency import LatencyTable, model_call
+
+#: Verification budget: longer than a table point, since this is the figure a target is judged on.
+VERIFY_TIMING = BenchSettings(warmup=3, min_time=2.0, min_pairs=20, max_time=12.0, target_ci=0.01,
+                              measure_memory=False)
+#: Outputs of the shrunk model and the masked dense model must agree this closely (float32).
+FIDELITY_ATOL = 1e-4
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A paired speedup against the dense model, with its bootstrap CI."""
+
+    speedup: float
+    ci_low: float
+    ci_high: float
+    pairs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"speedup": self.speedup, "ci": [self.ci_low, self.ci_high], "pairs": self.pairs}
+
+
+def plan_of(model: nn.Module, alloc: Allocation) -> PrunePlan:
+    """The :class:`PrunePlan` (per-layer kept heads and neurons) of ``alloc`` on the dense ``model``."""
+    full = full_widths(adapter_of(model))
+    groups = sum(h + f for h, f in full)
+    removed = sum(h + f for h, f in full) - sum(h + f for h, f in alloc.widths)
+    # The nearest PruneSpec: structured, one global ranking; the search's own settings go in the manifest.
+    spec = PruneSpec(method="structured", sparsity=min(removed / groups, 0.999), scope="global",
+                     granularity="both", criterion="taylor")
+    return PrunePlan(spec=spec, config=adapter_of(model).config_dict(), heads=dict(alloc.heads),
+                     neurons=dict(alloc.neurons))
+
+
+def build(model: nn.Module, alloc: Allocation, seq_len: int, seed: int = 0) -> tuple[nn.Module, PrunePlan, dict]:
+    """Shrink a copy of ``model`` to ``alloc`` and check it against the masked dense model (before timing).
+
+    Raises:
+        RuntimeError: the shrunk model's outputs differ from the masked reference.
+    """
+    plan = plan_of(model, alloc)
+    adapter = adapter_of(model)
+    pruned = copy.deepcopy(model).eval()
+    apply_plan_(pruned, plan, "shrink")
+    masked = copy.deepcopy(model).eval()
+    apply_plan_(masked, plan, "zeros")
+    batch = make_inputs(adapter.vocab_size, 2, seq_len, seed=seed + 1, pad_fraction=0.25)
+    fidelity = check_fidelity(masked, pruned, batch, atol=FIDELITY_ATOL)
+    if not fidelity["ok"]:
+        raise RuntimeError(f"shrunk model differs from the masked reference by {fidelity['max_abs_diff']:.3g}")
+    return pruned, plan, fidelity
+
+
+def measure_speedup(dense: nn.Module, candidate: nn.Module, table: LatencyTable, timing: BenchSettings,
+                    seed: int = 0) -> Measured:
+    """Paired (ABBA) speedup of ``candidate`` over ``dense`` at the table's shape."""
+    with torch.inference_mode():
+        res = time_paired(model_call(dense, table.batch_size, table.seq_len, seed),
+                          model_call(candidate, table.batch_size, table.seq_len, seed), **timing.compare_kwargs())
+    return Measured(res.speedup, res.ci_low, res.ci_high, len(res.ratios))
+
+
+def uniform_at_measured(
+    dense: nn.Module, importance: Importance, table: LatencyTable, speedup: float, timing: BenchSettings,
+    *, tries: int = 4, tolerance: float = 0.02, seed: int = 0,
+) -> tuple[nn.Module, Widths, float, Measured, list[dict[str, Any]]]:
+    """Uniform structured pruning (same fraction of heads and neurons everywhere, top ones by ``importance``)
+    tuned until its *measured* speedup is within ``tolerance`` of ``speedup``.
+
+    Returns:
+        ``(model, widths, fraction, measured, attempts)``: the attempt closest to ``speedup``.
+    """
+    aim = speedup
+    best: tuple[float, nn.Module, Widths, float, Measured] | None = None
+    attempts = []
+    for _ in range(tries):
+        fraction = uniform_fraction_for(table, aim)
+        widths = uniform_widths(table.full, fraction)
+        model, _, _ = build(dense, allocation_of(importance, table, widths, aim), table.seq_len, seed)
+        got = measure_speedup(dense, model, table, timing, seed)
+        attempts.append({"fraction": fraction, "widths": [list(w) for w in widths], "predicted": table.speedup(widths),
+                         "measured": got.to_dict()})
+        gap = abs(got.speedup - speedup) / speedup
+        if best is None or gap < best[0]:
+            best = (gap, model, widths, fraction, got)
+        if gap <= tolerance:
+            break
+        aim = max(1.0 + 1e-6, aim * speedup / got.speedup)  # correct the aim by the measured miss
+    assert best is not None
+    return best[1], best[2], best[3], best[4], attempts

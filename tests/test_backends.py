@@ -1,0 +1,201 @@
+"""Execution backends: registry, preparation, fidelity before timing, skips and missing packages."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from prunebench.backends import (
+    BACKENDS,
+    FP32,
+    INT8,
+    BackendUnavailable,
+    FidelityError,
+    PrepareOptions,
+    check_fidelity,
+    compare,
+    parse_backends,
+    time_runnables,
+)
+from prunebench.backends.base import missing
+from prunebench.backends.semistructured import is_two_four
+from prunebench.backends.sparse import SparseBackend, SparseLinear, block_density, choose_formats, zero_fraction
+from prunebench.backends.torch_backends import CompileBackend, EagerBackend, torch_runnable
+from prunebench.bench.records import PairedResult
+from prunebench.models import EncoderConfig, build_encoder
+from tests.conftest import random_batch
+
+OPTS = PrepareOptions(threads=1, shapes=((3, 10),))
+
+
+@pytest.fixture
+def model():
+    """d_model 32 (torchao and sparse kernels want a few columns), eval mode."""
+    cfg = EncoderConfig.uniform(vocab_size=97, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_positions=64)
+    return build_encoder(cfg, seed=0).eval()
+
+
+def sparsify_(model: nn.Module, fraction: float, seed: int = 0) -> nn.Module:
+    """Zero ``fraction`` of every encoder-layer Linear weight at random."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if isinstance(mod, nn.Linear) and name.startswith("layers."):
+                mod.weight[torch.rand(mod.weight.shape, generator=gen) < fraction] = 0.0
+    return model
+
+
+def params_equal(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_registry_names_and_unknown_backend_lists_valid_ones():
+    assert BACKENDS.names()[0] == "eager"
+    for name in ("int8", "sparse", "onnxruntime", "onnxruntime-int8", "compile", "semi-structured"):
+        assert name in BACKENDS
+    assert parse_backends("eager, int8,eager") == ("eager", "int8")
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'; choose from: eager, int8"):
+        parse_backends("eager,tensorrt")
+    with pytest.raises(ValueError, match="no backend given"):
+        parse_backends(" , ")
+
+
+def test_missing_package_is_one_line_with_install_command():
+    reason = missing("no_such_package_xyz", "onnx")
+    assert reason == "no_such_package_xyz is not installed; install it with: pip install 'prunebench[onnx]'"
+
+
+@pytest.mark.parametrize("name", ["eager", "int8", "int8-legacy", "sparse"])
+def test_torch_backends_match_eager_and_leave_model_untouched(model, name):
+    backend = BACKENDS.get(name)
+    if backend.availability() is not None:
+        pytest.skip(backend.availability())
+    sparsify_(model, 0.9)
+    before = copy.deepcopy(model)
+    fast = {"warmup": 1, "min_time": 0.0, "min_pairs": 2, "max_time": 0.2, "target_ci": None}
+    # margin -1: every Linear takes a sparse kernel, so the SparseLinear path itself is checked.
+    be = SparseBackend(margin=-1.0, timing=fast) if name == "sparse" else backend
+    runnable = be.prepare(model, OPTS)
+    if name == "sparse":
+        assert runnable.info["sparse_linears"] == 8
+    for batch in (random_batch(97), {**random_batch(97), "attention_mask": torch.ones(3, 10, dtype=torch.long)}):
+        result = check_fidelity(runnable, model, batch)
+        assert result.ok, result.message
+        assert result.tolerance == (INT8 if backend.changes_numerics else FP32)
+        if backend.changes_numerics:
+            assert result.max_abs > 0  # really quantized, not the fp32 model under another name
+    assert params_equal(model, before) and not model.training
+    assert runnable.training_modules() == []
+
+
+def test_int8_records_the_quantization_path(model):
+    for name, path in (("int8", "torchao"), ("int8-legacy", "torch.ao.quantization.quantize_dynamic")):
+        backend = BACKENDS.get(name)
+        if backend.availability() is not None:
+            continue
+        assert path in backend.prepare(model, OPTS).env["int8_path"]
+
+
+def test_a_model_left_in_training_mode_is_caught_and_not_timed(model):
+    batch = random_batch(97)
+    wrong = copy.deepcopy(model).train()  # dropout on: outputs differ from eval and change from call to call
+    runnable = torch_runnable("eager", wrong, FP32)
+    calls = []
+
+    def timer(*args, **kwargs) -> PairedResult:
+        calls.append(1)
+        raise AssertionError("must not be timed")
+
+    with pytest.raises(FidelityError, match="training mode"):
+        time_runnables((EagerBackend().prepare(model, OPTS), model), (runnable, model), batch, timer=timer)
+    # Even without the mode check, the outputs themselves fail against eager (dropout p=0.1).
+    with torch.inference_mode():
+        want = model.encode(batch["input_ids"], batch["attention_mask"])
+    assert not compare("eager", runnable.outputs(batch), want, FP32).ok
+    assert calls == []
+
+
+def test_wrong_outputs_are_caught_and_not_timed(model):
+    batch = random_batch(97)
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.layers[0].ffn.fc_out.bias[0] += 0.01  # a small, silent numerical bug (one channel)
+    runnable = torch_runnable("sparse", broken, FP32)
+    calls = []
+    with pytest.raises(FidelityError, match=r"sparse does not match eager: max \|diff\|"):
+        time_runnables((EagerBackend().prepare(model, OPTS), model), (runnable, model), batch,
+                       timer=lambda *a, **k: calls.append(1))
+    assert calls == []
+
+
+def test_time_runnables_times_after_checks(model):
+    batch = random_batch(97)
+    eager = EagerBackend().prepare(model, OPTS)
+    result, fa, fb = time_runnables((eager, model), (eager, model), batch, warmup=1, min_time=0.0, min_pairs=2,
+                                    max_time=1.0)
+    assert fa.ok and fb.ok and fa.max_abs == 0.0
+    assert len(result.ratios) >= 2 and result.speedup > 0
+
+
+def test_quantized_tolerance_rejects_garbage():
+    want = torch.randn(2, 5, 8)
+    assert compare("int8", want + 0.01 * torch.randn(2, 5, 8), want, INT8).ok
+    bad = compare("int8", torch.randn(2, 5, 8), want, INT8)
+    assert not bad.ok and "cosine" in bad.message
+    assert not compare("x", want[:, :4], want, FP32).ok
+    assert not compare("x", want * float("nan"), want, FP32).ok
+
+
+def test_sparse_skips_a_dense_or_shrunk_model(model):
+    reason = SparseBackend().skip_reason(model)
+    assert reason is not None and "50% zeros" in reason
+    assert SparseBackend().skip_reason(sparsify_(model, 0.9)) is None
+
+
+def test_sparse_goes_sparse_only_where_measured_faster(model):
+    sparsify_(model, 0.95)
+    linear = model.layers[0].ffn.fc_in
+    fast = {"warmup": 1, "min_time": 0.0, "min_pairs": 2, "max_time": 0.2, "target_ci": None}
+    # A margin no kernel can beat: every token count stays dense, and the record says why.
+    chosen, record = choose_formats(linear, [4, 8], threads=1, margin=1e9, timing=fast)
+    assert chosen == {} and record["4"]["chosen"] == "dense" and "csr" in record["4"]["measured"]
+    # A margin every kernel beats (speedup > 0): the sparse format is taken at the measured counts only.
+    chosen, _ = choose_formats(linear, [4, 8], threads=1, margin=-1.0, timing=fast)
+    assert set(chosen) == {4, 8}
+    sl = SparseLinear(linear, {30: "csr"}, {"csr": linear.weight.detach().to_sparse_csr()})
+    x = torch.randn(3, 10, 32)
+    with torch.inference_mode():
+        assert torch.allclose(sl(x), linear(x), atol=1e-5)  # 30 tokens: the CSR path
+        assert torch.equal(sl(x[:1]), linear(x[:1]))  # 10 tokens: not measured, the dense kernel
+
+
+def test_sparsity_helpers():
+    w = torch.zeros(8, 8)
+    w[0, 0] = 1.0
+    assert zero_fraction(w) == pytest.approx(63 / 64)
+    assert block_density(w, 4) == pytest.approx(1 / 4) and block_density(w, 3) is None
+    two_four = torch.tensor([[1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 3.0, 4.0]])
+    assert is_two_four(two_four) and not is_two_four(torch.ones(1, 8))
+
+
+def test_compile_skips_without_a_compiler_and_traces_with_one(model):
+    no_cc = CompileBackend(which=lambda name: None)
+    assert "C++ compiler" in no_cc.availability()
+    with pytest.raises(BackendUnavailable, match="C\\+\\+ compiler"):
+        no_cc.prepare(model, OPTS)
+    traced = CompileBackend(which=lambda name: "/usr/bin/" + name, compiler_backend="eager").prepare(model, OPTS)
+    result = check_fidelity(traced, model, random_batch(97))
+    assert result.ok and traced.env["compiler"] == "/usr/bin/g++"
+
+
+def test_semi_structured_skips_cleanly_without_a_capable_gpu(model):
+    backend = BACKENDS.get("semi-structured")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present; tests/test_backends_gpu.py covers it")
+    assert "CUDA" in backend.availability()
+    with pytest.raises(BackendUnavailable, match="CUDA"):
+        backend.prepare(model, OPTS)
+    assert "2:4" in backend.skip_reason(model)

@@ -1,0 +1,246 @@
+"""Latency-budget search: latency model arithmetic, the knapsack, importance, rescaling, the family run, CLI."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from prunebench.bench.settings import BenchSettings
+from prunebench.cli.main import main
+from prunebench.models import load_model
+from prunebench.models.adapters import adapter_for
+from prunebench.models.batch import IGNORE_INDEX
+from prunebench.models.encoder import build_encoder
+from prunebench.pruning import PrunePlan, apply_plan_
+from prunebench.search import (
+    Importance,
+    LatencyTable,
+    LayerTable,
+    SearchOptions,
+    check_targets,
+    group_importance,
+    measure_latency_table,
+    rescale_,
+    search_family,
+    search_widths,
+)
+from prunebench.search.allocate import reachable_speedup, uniform_fraction_for, uniform_widths
+from prunebench.search.latency import monotone, neuron_choices
+from prunebench.search.rescale import _refit
+
+FAST = BenchSettings(warmup=1, min_time=0.0, min_pairs=2, max_time=0.05, target_ci=None, n_boot=50,
+                     measure_memory=False)
+
+
+def _table(fixed: float = 0.5) -> LatencyTable:
+    """Two layers, 4 heads / 32 neurons; attention costs 0.1 per head, the FFN 0.01 per neuron, overhead 0.1."""
+    heads, neurons = (1, 2, 3, 4), (1, 8, 16, 24, 32)
+    layer = LayerTable(heads, tuple(0.1 + 0.1 * h + 0.32 for h in heads), neurons,
+                       tuple(0.1 + 0.4 + 0.01 * f for f in neurons), 0.1 + 0.4 + 0.32, (0, 1))
+    return LatencyTable(1, 8, "eager", 1, 1e-3, (layer,), fixed, 1.0, ((4, 32), (4, 32)))
+
+
+def _importance(seed: int = 0) -> Importance:
+    g = torch.Generator().manual_seed(seed)
+    return Importance(tuple(torch.rand(4, generator=g) for _ in range(2)),
+                      tuple(torch.rand(32, generator=g) / 4 for _ in range(2)), "fisher", 1)
+
+
+def _calib(vocab: int, n: int = 4, seq: int = 12, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(1, vocab, (4, seq), generator=g)
+        labels = torch.where(torch.rand(ids.shape, generator=g) < 0.3, ids, torch.full_like(ids, IGNORE_INDEX))
+        labels[:, 0] = ids[:, 0]
+        out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
+    return out
+
+
+def test_latency_table_predicts_separable_costs_and_round_trips():
+    table = _table()
+    layer = table.tables[0]
+    assert layer.predict(4, 32) == pytest.approx(layer.full_cost)
+    assert layer.predict(2, 16) == pytest.approx(0.1 + 0.2 + 0.16)  # overhead + 2 heads + 16 neurons
+    assert layer.predict(2, 20) == pytest.approx(0.1 + 0.2 + 0.20)  # linear between grid points
+    full = table.latency(table.full)
+    assert table.speedup(((2, 16), (4, 32))) == pytest.approx(full / (0.5 + 0.46 + 0.82))
+    assert LatencyTable.from_dict(json.loads(json.dumps(table.to_dict()))) == table
+
+
+def test_monotone_pools_noisy_dips_and_keeps_sorted_input():
+    assert monotone((0.5, 0.7, 0.6, 1.0)) == pytest.approx((0.5, 0.65, 0.65, 1.0))
+    assert monotone((0.1, 0.2, 0.3)) == (0.1, 0.2, 0.3)
+
+
+def test_search_finds_the_best_widths_a_brute_force_finds():
+    table, imp = _table(), _importance()
+    step = 8
+    choices = [(h, f) for h in range(1, 5) for f in neuron_choices(32, step)]
+    for target in (1.2, 1.5, 2.0):
+        got = search_widths(imp, table, target, neuron_step=step, bins=20000)
+        assert got.predicted_speedup >= target
+        best = max(
+            (sum(float(imp.retained("heads", i)[h] + imp.retained("neurons", i)[f]) for i, (h, f) in enumerate(w)), w)
+            for w in itertools.product(choices, repeat=2) if table.speedup(w) >= target
+        )
+        kept = sum(float(imp.retained("heads", i)[h] + imp.retained("neurons", i)[f])
+                   for i, (h, f) in enumerate(got.widths))
+        assert kept == pytest.approx(best[0], rel=1e-3)
+        # The kept groups are the top-scored ones of each layer.
+        for i, (h, _) in enumerate(got.widths):
+            assert set(got.heads[i]) == set(torch.argsort(imp.heads[i], descending=True)[:h].tolist())
+
+
+def test_targets_out_of_range_are_one_line_errors_stating_the_range():
+    table = _table()
+    top = reachable_speedup(table)
+    with pytest.raises(ValueError, match="above 1"):
+        check_targets([1.0])
+    with pytest.raises(ValueError, match=rf"reachable range \(1, {top:.2f}\]"):
+        check_targets([top * 1.01], table)
+    with pytest.raises(ValueError, match="reachable range"):
+        search_widths(_importance(), table, 0.9)
+    assert check_targets([1.5, 2], table) == (1.5, 2.0)
+
+
+def test_uniform_fraction_reaches_the_asked_prediction():
+    table = _table()
+    fraction = uniform_fraction_for(table, 1.6)
+    assert table.speedup(uniform_widths(table.full, fraction)) >= 1.6
+    assert table.speedup(uniform_widths(table.full, max(0.0, fraction - 0.05))) < 1.6
+
+
+def test_importance_fisher_squares_the_gate_gradient_and_dead_groups_score_zero(tiny_model):
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():  # head 1 of layer 0 writes nothing: its gate has no effect on the loss
+        model.layers[0].attn.out_proj.weight[:, 4:8] = 0.0
+    calib = _calib(97, n=1)
+    fisher = group_importance(model, calib, "fisher")
+    taylor = group_importance(model, calib, "taylor")
+    assert fisher.heads[0][1] == 0.0 and fisher.heads[0][0] > 0
+    for f, t in zip(fisher.neurons + fisher.heads, taylor.neurons + taylor.heads, strict=True):
+        torch.testing.assert_close(f, t * t)
+    assert not any(p.grad is not None for p in model.parameters())
+
+
+def test_missing_calibration_data_says_how_to_provide_it(tiny_model):
+    with pytest.raises(ValueError, match="needs calibration data.*calibration_batches"):
+        group_importance(tiny_model, None)
+    with pytest.raises(ValueError, match="labelled batch"):
+        search_family(tiny_model, [{"input_ids": torch.ones(1, 4, dtype=torch.long)}], SearchOptions(targets=(1.5,)))
+
+
+def test_refit_recovers_an_exact_linear_map():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 6, generator=g)
+    a, b = torch.randn(3, 6, generator=g), torch.randn(3, generator=g)
+    lin = nn.Linear(6, 3)
+    _refit(lin, [x[:100], x[100:]], [x[:100] @ a.T + b, x[100:] @ a.T + b], ridge=1e-9)
+    torch.testing.assert_close(lin.weight.data, a, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(lin.bias.data, b, atol=1e-4, rtol=1e-4)
+
+
+def test_rescale_is_kept_only_when_held_out_loss_drops(tiny_model):
+    pruned = copy.deepcopy(tiny_model)
+    plan = PrunePlan(spec=_any_spec(), config=adapter_for(tiny_model).config_dict(), heads={0: (0, 2)},
+                     neurons={1: (1, 5, 9)})
+    apply_plan_(pruned, plan, "shrink")
+    before = {n: p.detach().clone() for n, p in pruned.named_parameters()}
+    calib = _calib(97, n=4)
+    out = rescale_(pruned, tiny_model, calib[:3], calib[3:])
+    assert out["refit"] == ["0.heads", "1.neurons"]
+    changed = any(not torch.equal(before[n], p) for n, p in pruned.named_parameters())
+    assert changed == out["applied"]
+    if out["applied"]:
+        assert out["loss_after"] < out["loss_before"]
+
+
+def _any_spec():
+    from prunebench.pruning import PruneSpec
+
+    return PruneSpec(method="structured", sparsity=0.5, granularity="both")
+
+
+def test_measured_table_shares_identical_layers_and_is_consistent(tiny_model):
+    table = measure_latency_table(tiny_model, 1, 8, timing=FAST)
+    assert len(table.tables) == 1 and table.tables[0].layers == (0, 1)  # both layers have one shape
+    assert table.tables[0].heads == (1, 2, 3, 4) and table.tables[0].full_cost == 1.0
+    assert table.speedup(table.full) == pytest.approx(1.0)
+    assert table.scale > 0 and table.unit_seconds > 0
+
+
+def test_search_family_saves_models_that_match_their_plan_and_manifest(tmp_path, tiny_model):
+    calib = _calib(97, n=4)
+    options = SearchOptions(targets=(1.05,), seq_len=8, check_configs=2, neuron_step=8, table_timing=FAST,
+                            verify_timing=FAST, max_tries=2)
+    seen = []
+
+    def score(model, reference):
+        seen.append(model)
+        return {"accuracy": 0.5, "n_predictions": 100, "agreement": 0.9}
+
+    # A hand-made table of the tiny model's shape: timings of a model this small are all overhead and noise.
+    result = search_family(tiny_model, calib, options, evaluate=score, out_dir=tmp_path, table=_table())
+    report = result.report
+    entry = report["targets"][0]
+    assert 1 <= len(entry["tries"]) <= 2 and entry["met"] == entry["tries"][-1]["met"]
+    folder = tmp_path / "search-1.05x"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    saved = load_model(folder)
+    widths = [(layer.n_heads, layer.d_ff) for layer in saved.config.layers]
+    assert widths == [(w["heads"], w["neurons"]) for w in manifest["widths"]]
+    replay = build_encoder(tiny_model.config, seed=0)
+    replay.load_state_dict(tiny_model.state_dict())
+    apply_plan_(replay, PrunePlan.from_dict(json.loads((folder / "plan.json").read_text())), "shrink")
+    assert replay.config == saved.config == result.models[1.05].config
+    assert "uniform" in entry and entry["accuracy"]["accuracy_ci"][0] < 0.5 < entry["accuracy"]["accuracy_ci"][1]
+    assert len(report["latency_check"]["configs"]) == 2
+    # dense, searched before the refit (and after it, when kept), uniform
+    assert (tmp_path / "search.json").is_file() and len(seen) == (4 if entry["rescale"]["applied"] else 3)
+
+
+def test_cli_rejects_a_target_not_above_one(capsys, tmp_path):
+    assert main(["search", "--model", "medium", "--targets", "0.8,2", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "above 1" in err
+
+
+def test_cli_model_folder_without_tokenizer_says_how_to_provide_calibration(capsys, tmp_path, tiny_model):
+    from prunebench.models import save_model
+
+    save_model(tiny_model, tmp_path / "m")
+    assert main(["search", "--model", str(tmp_path / "m"), "--targets", "2", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no calibration data" in err and "tokenizer" in err
+
+
+def test_run_config_targets_add_search_variants_and_reject_bad_targets():
+    from prunebench.config import RunConfig
+
+    config = RunConfig(methods=("structured",), targets=(1.5, 2))
+    assert [v[0] for v in config.variants()] == ["structured@0.5", "search@1.5x", "search@2x"]
+    assert RunConfig.from_dict({"targets": [1.5]}).targets == (1.5,)
+    with pytest.raises(ValueError, match="above 1"):
+        RunConfig(targets=(1.0,))
+
+
+def test_run_search_records_and_saves_each_target(tmp_path, tiny_model, monkeypatch):
+    from prunebench.config import RunConfig
+    from prunebench.runner import searched
+
+    real = searched.search_family
+    monkeypatch.setattr(searched, "search_family", lambda d, c, o: real(
+        d, c, SearchOptions(**{**o.__dict__, "table_timing": FAST, "verify_timing": FAST}), table=_table()))
+    config = RunConfig(methods=("structured",), targets=(1.05,), batch_sizes=(1,), seq_len=8)
+    out = searched.run_search(tiny_model, _calib(97), config, {"search@1.05x": tmp_path / "s"})
+    model, record = out["search@1.05x"]
+    assert record["method"] == "search" and record["materialization"] == "shrunk" and record["fidelity"]["ok"]
+    assert 0.0 < record["measured_sparsity"] < 1.0
+    assert load_model(tmp_path / "s").config == model.config
+    assert (tmp_path / "s" / "plan.json").is_file() and (tmp_path / "s" / "manifest.json").is_file()

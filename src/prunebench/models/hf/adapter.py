@@ -20,8 +20,9 @@ from torch import nn
 
 from prunebench.models.arch import check_kind
 from prunebench.models.batch import Batch
+from prunebench.models.edit_ops import new_linear
 from prunebench.models.hf.forwards import HFForwardsMixin
-from prunebench.models.hf.layout import HeadlessAttention, Layout, SkippedLayer, new_linear, set_submodule
+from prunebench.models.hf.layout import HeadlessAttention, Layout, SkippedLayer, set_submodule
 from prunebench.models.hf.manifest import HFManifestMixin
 
 #: ``loss_fn(model, batch) -> scalar``: a task loss for models without one of their own (base encoders).

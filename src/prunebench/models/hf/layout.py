@@ -7,7 +7,6 @@ projections, plus the attribute and config names that must follow a shrink. The 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -75,19 +74,6 @@ def set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
     parent_path, _, name = path.rpartition(".")
     parent = root.get_submodule(parent_path) if parent_path else root
     setattr(parent, name, module)
-
-
-def new_linear(weight: torch.Tensor, bias: torch.Tensor | None, requires_grad: bool) -> nn.Linear:
-    """An ``nn.Linear`` holding copies of ``weight`` [out, in] and ``bias`` [out], without random init."""
-    out_f, in_f = weight.shape
-    with warnings.catch_warnings():
-        # A fully removed FFN gives a zero-sized Linear; torch warns that initializing it is a no-op.
-        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
-        lin = nn.Linear(in_f, out_f, bias=bias is not None, device="meta", dtype=weight.dtype)
-    lin.weight = nn.Parameter(weight.detach().clone(), requires_grad=requires_grad)
-    if bias is not None:
-        lin.bias = nn.Parameter(bias.detach().clone(), requires_grad=requires_grad)
-    return lin
 
 
 class SkippedLayer(nn.Module):

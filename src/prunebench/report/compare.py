@@ -32,13 +32,7 @@ def speedup_rows(entries: Sequence[RunEntry]) -> list[list[str]]:
     for variant, b in keys:
         row = [variant, str(b)]
         for e in entries:
-            c = e.analysis.cell(variant, b)
-            if c is None:
-                row.append(fmt.MISSING)
-            elif c.status != "ok":
-                row.append("FAILED")
-            else:
-                row.append(f"{fmt.speedup_ci(c.speedup, c.speedup_ci_low, c.speedup_ci_high)} {c.verdict}")
+            row.append(fmt.cell_speedup(e.analysis.cell(variant, b)))
         rows.append(row)
     return rows
 

@@ -74,3 +74,12 @@ def plain(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(plain(v) for v in value)
     return str(value)
+
+
+def cell_speedup(cell: Any) -> str:
+    """A speedup cell as tables show it: missing, ``FAILED``, or ``speedup [CI] verdict``."""
+    if cell is None:
+        return MISSING
+    if cell.status != "ok":
+        return "FAILED"
+    return f"{speedup_ci(cell.speedup, cell.speedup_ci_low, cell.speedup_ci_high)} {cell.verdict}"

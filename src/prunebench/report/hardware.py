@@ -68,13 +68,7 @@ def _class_table(entry: RunEntry) -> tuple[list[str], list[list[str]]]:
     for v in a.variants:
         row = [v.name]
         for b in batches:
-            c = a.cell(v.name, b)
-            if c is None:
-                row.append(fmt.MISSING)
-            elif c.status != "ok":
-                row.append("FAILED")
-            else:
-                row.append(f"{fmt.speedup_ci(c.speedup, c.speedup_ci_low, c.speedup_ci_high)} {c.verdict}")
+            row.append(fmt.cell_speedup(a.cell(v.name, b)))
         rows.append(row)
     return headers, rows
 

@@ -7,8 +7,6 @@ Hugging Face folder; the store, the resume rules, the benchmark cells and the re
 from __future__ import annotations
 
 import logging
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -19,7 +17,7 @@ from prunebench.report import build_report
 from prunebench.results import CellRecord, ResultStore
 from prunebench.runner.budgets import Budgets, bench_settings_for
 from prunebench.runner.hf_run import HFRun, corpus_of, hf_variants, save_dense
-from prunebench.runner.pipeline import DENSE, RECOVERABLE, Progress, RunOutcome, _Ticker
+from prunebench.runner.pipeline import DENSE, RECOVERABLE, Progress, RunOutcome, _Ticker, start_run_record
 from prunebench.runner.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -43,12 +41,7 @@ def execute_hf_run(config: RunConfig, run_dir: RunDir, *, progress: Progress | N
     model_dir = run_dir.model_dir if config.save_models else None
     try:
         with ResultStore(run_dir.store) as store:
-            run = store.get_run()
-            store.start_run({
-                "run_id": run["run_id"] if run else uuid.uuid4().hex[:12],
-                "created": run["created"] if run else datetime.now(UTC).isoformat(timespec="seconds"),
-                "config": config.to_dict(), "environment": env, "corpus": {},
-            })
+            start_run_record(store, config, env)
             try:
                 tick("data", f"model, tokenizer and task ({config.model})", 0)
                 hf = HFRun(config, model_dir, tick)

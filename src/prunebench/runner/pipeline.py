@@ -113,12 +113,7 @@ def execute_run(
     env.setdefault("fingerprint_hash", fingerprint_hash(env))
     try:
         with ResultStore(run_dir.store) as store:
-            run = store.get_run()
-            store.start_run({
-                "run_id": run["run_id"] if run else uuid.uuid4().hex[:12],
-                "created": run["created"] if run else datetime.now(UTC).isoformat(timespec="seconds"),
-                "config": config.to_dict(), "environment": env, "corpus": {},
-            })
+            start_run_record(store, config, env)
             try:
                 task, dense = stage.dense(store)
                 models = stage.variants(store, task, dense)
@@ -350,3 +345,13 @@ def _evaluate(
         return
     store.put_evaluation(evaluation_record(name, result))
     tick("eval", f"{name}: accuracy {result.accuracy:.3f}")
+
+
+def start_run_record(store: ResultStore, config: RunConfig, env: dict[str, Any]) -> None:
+    """Write the run record; a resumed run keeps its id and creation time (the HF run uses this too)."""
+    run = store.get_run()
+    store.start_run({
+        "run_id": run["run_id"] if run else uuid.uuid4().hex[:12],
+        "created": run["created"] if run else datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": config.to_dict(), "environment": env, "corpus": {},
+    })

@@ -22,6 +22,7 @@ from prunebench.search import (
     LatencyTable,
     LayerTable,
     SearchOptions,
+    check_latency_model,
     check_targets,
     group_importance,
     measure_latency_table,
@@ -30,19 +31,28 @@ from prunebench.search import (
     search_widths,
 )
 from prunebench.search.allocate import reachable_speedup, uniform_fraction_for, uniform_widths
-from prunebench.search.latency import monotone, neuron_choices
+from prunebench.search.latency import fit_in_model, monotone, neuron_choices
+from prunebench.search.measure import random_widths
 from prunebench.search.rescale import _refit
 
 FAST = BenchSettings(warmup=1, min_time=0.0, min_pairs=2, max_time=0.05, target_ci=None, n_boot=50,
                      measure_memory=False)
 
 
-def _table(fixed: float = 0.5) -> LatencyTable:
-    """Two layers, 4 heads / 32 neurons; attention costs 0.1 per head, the FFN 0.01 per neuron, overhead 0.1."""
+def _layer() -> LayerTable:
+    """4 heads / 32 neurons; attention costs 0.1 per head, the FFN 0.01 per neuron, overhead 0.1."""
     heads, neurons = (1, 2, 3, 4), (1, 8, 16, 24, 32)
-    layer = LayerTable(heads, tuple(0.1 + 0.1 * h + 0.32 for h in heads), neurons,
-                       tuple(0.1 + 0.4 + 0.01 * f for f in neurons), 0.1 + 0.4 + 0.32, (0, 1))
-    return LatencyTable(1, 8, "eager", 1, 1e-3, (layer,), fixed, 1.0, ((4, 32), (4, 32)))
+    return LayerTable(heads, tuple(0.1 + 0.1 * h + 0.32 for h in heads), neurons,
+                      tuple(0.1 + 0.4 + 0.01 * f for f in neurons), 0.1 + 0.4 + 0.32, (0, 1))
+
+
+def _table(fixed: float = 0.5) -> LatencyTable:
+    """Two layers of :func:`_layer` and ``fixed`` units outside them (both factors 1: as alone).
+
+    Each layer's ``head_cost + neuron_cost`` counts its ``full_cost`` twice, so the intercept takes one back.
+    """
+    layer = _layer()
+    return LatencyTable(1, 8, "eager", 1, 1e-3, (layer,), fixed - 2 * layer.full_cost, 1.0, 1.0, ((4, 32), (4, 32)))
 
 
 def _importance(seed: int = 0) -> Importance:
@@ -73,6 +83,52 @@ def test_latency_table_predicts_separable_costs_and_round_trips():
     assert LatencyTable.from_dict(json.loads(json.dumps(table.to_dict()))) == table
 
 
+def _true_speedups(configs, fixed: float, scale: float, neuron_scale: float) -> list[float]:
+    """Speedups a deterministic machine gives: layers cost ``scale`` x alone on the head axis, ``neuron_scale`` x
+    on the FFN axis, ``fixed`` outside them (what the in-model fit must recover)."""
+    truth = LatencyTable(**{**_table().__dict__, "fixed": fixed, "scale": scale, "neuron_scale": neuron_scale})
+    return [truth.speedup(w) for w in configs]
+
+
+def test_in_model_fit_recovers_known_factors_and_intercept_on_a_deterministic_machine():
+    draft = _table()
+    gen = torch.Generator().manual_seed(3)
+    configs = [((1, 1), (1, 1))] + [random_widths(draft, gen) for _ in range(6)]
+    dense_units = 0.4 + 1.3 * 2 * 0.82 + 0.7 * 2 * 0.82  # fixed + scale * heads sum + neuron_scale * FFN sum
+    fitted = fit_in_model(draft, configs, _true_speedups(configs, 0.4, 1.3, 0.7), dense_units)
+    assert fitted.scale == pytest.approx(1.3) and fitted.neuron_scale == pytest.approx(0.7)
+    assert fitted.fixed == pytest.approx(0.4)
+    held_out = [random_widths(draft, torch.Generator().manual_seed(9)) for _ in range(5)]
+    assert [fitted.speedup(w) for w in held_out] == pytest.approx(_true_speedups(held_out, 0.4, 1.3, 0.7))
+    assert [c["predicted"] for c in fitted.calibration] == pytest.approx([c["measured"] for c in fitted.calibration])
+    # The old two-point fit (dense and all-(1, 1), one common factor) is biased on this machine.
+    h0, f0 = draft.axis_sums(draft.full)
+    hm, fm = draft.axis_sums(configs[0])
+    common = (1 / _true_speedups(configs[:1], 0.4, 1.3, 0.7)[0] - 1) / (hm + fm - h0 - f0) * dense_units
+    old = LatencyTable(**{**draft.__dict__, "scale": common, "neuron_scale": common,
+                          "fixed": dense_units - common * (h0 + f0)})
+    heads_only = ((1, 32), (1, 32))
+    assert old.speedup(configs[0]) == pytest.approx(fitted.speedup(configs[0]))  # exact at its two points
+    assert old.speedup(heads_only) / _true_speedups([heads_only], 0.4, 1.3, 0.7)[0] - 1 < -0.05
+
+
+def test_in_model_fit_falls_back_when_noise_makes_a_factor_non_positive():
+    draft = _table()
+    configs = [((1, 32), (1, 32)), ((4, 1), (4, 1)), ((1, 1), (1, 1))]
+    fitted = fit_in_model(draft, configs, [1.3, 0.8, 1.25], 3.0)  # removing neurons "slows" the model
+    assert fitted.scale > 0 and fitted.neuron_scale > 0 and fitted.scale == pytest.approx(fitted.neuron_scale)
+    with pytest.raises(ValueError, match="needs measured configurations"):
+        fit_in_model(draft, [], [], 3.0)
+
+
+def test_latency_table_v1_dicts_load_as_the_same_model():
+    table = _table(fixed=0.5)
+    old = {**table.to_dict(), "schema_version": 1, "fixed": 0.5}
+    del old["neuron_scale"], old["calibration"]
+    loaded = LatencyTable.from_dict(old)
+    assert loaded.speedup(((2, 16), (3, 8))) == pytest.approx(table.speedup(((2, 16), (3, 8))))
+
+
 def test_monotone_pools_noisy_dips_and_keeps_sorted_input():
     assert monotone((0.5, 0.7, 0.6, 1.0)) == pytest.approx((0.5, 0.65, 0.65, 1.0))
     assert monotone((0.1, 0.2, 0.3)) == (0.1, 0.2, 0.3)
@@ -83,7 +139,7 @@ def test_search_finds_the_best_widths_a_brute_force_finds():
     step = 8
     choices = [(h, f) for h in range(1, 5) for f in neuron_choices(32, step)]
     for target in (1.2, 1.5, 2.0):
-        got = search_widths(imp, table, target, neuron_step=step, bins=20000)
+        got = search_widths(imp, table, target, bins=20000)
         assert got.predicted_speedup >= target
         best = max(
             (sum(float(imp.retained("heads", i)[h] + imp.retained("neurons", i)[f]) for i, (h, f) in enumerate(w)), w)
@@ -168,17 +224,25 @@ def _any_spec():
 
 
 def test_measured_table_shares_identical_layers_and_is_consistent(tiny_model):
-    table = measure_latency_table(tiny_model, 1, 8, timing=FAST)
+    table = measure_latency_table(tiny_model, 1, 8, neuron_step=8, calibration_configs=3, timing=FAST,
+                                  config_timing=FAST)
     assert len(table.tables) == 1 and table.tables[0].layers == (0, 1)  # both layers have one shape
     assert table.tables[0].heads == (1, 2, 3, 4) and table.tables[0].full_cost == 1.0
+    assert table.tables[0].neurons == neuron_choices(tiny_model.config.layers[0].d_ff, 8)
     assert table.speedup(table.full) == pytest.approx(1.0)
-    assert table.scale > 0 and table.unit_seconds > 0
+    assert table.scale > 0 and table.neuron_scale > 0 and table.unit_seconds > 0
+    calibrated = [c["widths"] for c in table.calibration]
+    assert len(calibrated) == 4 and calibrated[0] == [[1, 1], [1, 1]]
+    check = check_latency_model(tiny_model, table, n_configs=3, timing=FAST)
+    grid = set(table.tables[0].choices())
+    assert all(tuple(w) in grid for c in check["configs"] for w in c["widths"])
+    assert not any(c["widths"] in calibrated for c in check["configs"])  # held out: another seed
 
 
 def test_search_family_saves_models_that_match_their_plan_and_manifest(tmp_path, tiny_model):
     calib = _calib(97, n=4)
     options = SearchOptions(targets=(1.05,), seq_len=8, check_configs=2, neuron_step=8, table_timing=FAST,
-                            verify_timing=FAST, max_tries=2)
+                            verify_timing=FAST, config_timing=FAST, max_tries=2)
     seen = []
 
     def score(model, reference):

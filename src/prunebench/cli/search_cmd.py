@@ -12,7 +12,14 @@ from prunebench.cli.common import console, float_list, positive_int
 from prunebench.cli.train_cmd import apply_threads, build_task_from, cache_dir_from_args
 from prunebench.models.io import load_model, read_config
 from prunebench.models.presets import model_names, preset_config
-from prunebench.search import IMPORTANCE, SEARCH_BACKENDS, SearchOptions, check_targets, search_family
+from prunebench.search import (
+    IMPORTANCE,
+    SEARCH_BACKENDS,
+    SearchOptions,
+    check_search_backend,
+    check_targets,
+    search_family,
+)
 from prunebench.tasks import TASK_SPECS, calibration_batches, evaluate, load_or_train_baseline
 from prunebench.tasks.tokenizer import TOKENIZER_FILE
 
@@ -31,13 +38,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--targets", required=True, type=float_list, help="speedups over dense, e.g. 1.5,2,3")
     p.add_argument("--batch-size", type=positive_int, default=1, help="timed batch size (default 1)")
     p.add_argument("--seq-len", type=positive_int, default=128, help="timed sequence length (default 128)")
-    p.add_argument("--backend", default="eager", help=f"one of: {', '.join(SEARCH_BACKENDS.names())}")
+    p.add_argument("--backend", default="eager",
+                   help=f"execution backend timed: {', '.join(SEARCH_BACKENDS)} (the latency table times one "
+                        "layer alone, which the other backends cannot)")
     p.add_argument("--task", default=None, metavar="SPEC", help=f"calibration/eval task: {' | '.join(TASK_SPECS)}")
     p.add_argument("--text-col", default="text", help="text column of a csv/jsonl task")
     p.add_argument("--label-col", default="label", help="label column of a csv/jsonl task")
     p.add_argument("--calib-sequences", type=int, default=256, help="training sequences scored (default 256)")
     p.add_argument("--criterion", default="fisher", help=f"importance: {', '.join(IMPORTANCE.names())}")
-    p.add_argument("--neuron-step", type=positive_int, default=32, help="kept FFN widths: multiples of this")
+    p.add_argument("--neuron-step", type=positive_int, default=None,
+                   help="kept FFN widths: 1 and multiples of this, each measured (default d_ff / 16)")
     p.add_argument("--no-rescale", action="store_true", help="skip the least-squares refit of output projections")
     p.add_argument("--check-configs", type=int, default=20, help="random widths to check the latency model on")
     p.add_argument("--no-uniform", action="store_true", help="skip the uniform-pruning comparison")
@@ -81,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the search and print one row per target."""
     apply_threads(args)
     check_targets(args.targets)  # before loading or training anything
+    check_search_backend(args.backend)
     options = SearchOptions(targets=args.targets, batch_size=args.batch_size, seq_len=args.seq_len,
                             backend=args.backend, criterion=args.criterion, neuron_step=args.neuron_step,
                             rescale=not args.no_rescale, check_configs=max(0, args.check_configs),

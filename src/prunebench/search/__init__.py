@@ -1,17 +1,25 @@
 """Prune to a target: the most accurate model that meets a *measured* speedup on this machine.
 
-Stages (each its own module): :mod:`~prunebench.search.latency` (latency table measured with paired timing,
-and its check), :mod:`~prunebench.search.importance` (Fisher / Taylor scores of heads and neurons from
-calibration data), :mod:`~prunebench.search.allocate` (per-layer widths under the predicted latency),
+Stages (each its own module): :mod:`~prunebench.search.latency` and :mod:`~prunebench.search.measure`
+(latency table measured with paired timing, its in-model fit and its held-out check),
+:mod:`~prunebench.search.importance` (Fisher / Taylor scores of heads and neurons from calibration data),
+:mod:`~prunebench.search.allocate` (per-layer widths under the predicted latency),
 :mod:`~prunebench.search.rescale` (least-squares refit of output projections), :mod:`~prunebench.search.verify`
 (build, fidelity, paired verification, uniform pruning at equal measured speed) and
-:mod:`~prunebench.search.family` (one run: a model per target, saved with plan and manifest).
-"""
+:mod:`~prunebench.search.family` (one run: a model per target, saved with plan and manifest)."""
 
 from prunebench.search.allocate import Allocation, check_targets, reachable_speedup, search_widths, uniform_widths
-from prunebench.search.family import MANIFEST_FILE, SEARCH_BACKENDS, FamilyResult, SearchOptions, search_family
+from prunebench.search.family import (
+    MANIFEST_FILE,
+    SEARCH_BACKENDS,
+    FamilyResult,
+    SearchOptions,
+    check_search_backend,
+    search_family,
+)
 from prunebench.search.importance import IMPORTANCE, Importance, group_importance
-from prunebench.search.latency import LatencyTable, LayerTable, check_latency_model, measure_latency_table
+from prunebench.search.latency import LatencyTable, LayerTable, fit_in_model
+from prunebench.search.measure import check_latency_model, measure_latency_table
 from prunebench.search.rescale import rescale_
 
 __all__ = [
@@ -25,7 +33,9 @@ __all__ = [
     "LayerTable",
     "SearchOptions",
     "check_latency_model",
+    "check_search_backend",
     "check_targets",
+    "fit_in_model",
     "group_importance",
     "measure_latency_table",
     "reachable_speedup",

@@ -17,7 +17,7 @@ import numpy as np
 
 from prunebench.search._arch import Widths
 from prunebench.search.importance import Importance
-from prunebench.search.latency import LatencyTable, neuron_choices
+from prunebench.search.latency import LatencyTable
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,11 @@ def allocation_of(importance: Importance, table: LatencyTable, widths: Widths, a
 
 
 def search_widths(
-    importance: Importance, table: LatencyTable, target: float, *, neuron_step: int = 32, bins: int = 4000
+    importance: Importance, table: LatencyTable, target: float, *, bins: int = 4000
 ) -> Allocation:
     """Most retained importance whose predicted speedup is at least ``target``.
+
+    Each layer chooses among its table's measured (heads, neurons) points, so no cost is interpolated.
 
     Raises:
         ValueError: ``target`` outside the reachable range (one line, stating the range).
@@ -96,8 +98,8 @@ def search_widths(
     dp = np.full(bins + 1, -np.inf)
     dp[0] = 0.0
     back: list[tuple[np.ndarray, list[tuple[int, int]], np.ndarray]] = []
-    for i, (H, F) in enumerate(full):
-        choices = [(h, f) for h in range(1, H + 1) for f in neuron_choices(F, neuron_step)]
+    for i in range(len(full)):
+        choices = table.table_of(i).choices()
         rh, rf = importance.retained("heads", i).numpy(), importance.retained("neurons", i).numpy()
         value = np.array([rh[h] + rf[f] for h, f in choices])  # [C]
         cost = np.ceil(np.array([table.layer_cost(i, h, f) for h, f in choices]) / delta - 1e-9)  # [C] bins

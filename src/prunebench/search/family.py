@@ -19,19 +19,30 @@ from prunebench.bench.settings import BenchSettings
 from prunebench.models.batch import Batch
 from prunebench.models.io import save_model
 from prunebench.pruning import PLAN_FILE
-from prunebench.registry import Registry
-from prunebench.search._arch import adapter_of, full_widths
+from prunebench.search._arch import LossFn, adapter_of, full_widths
 from prunebench.search.allocate import Allocation, check_targets, reachable_speedup, search_widths
 from prunebench.search.importance import IMPORTANCE, check_search_calib, group_importance
-from prunebench.search.latency import TABLE_TIMING, LatencyTable, check_latency_model, measure_latency_table
+from prunebench.search.latency import LatencyTable
+from prunebench.search.measure import CONFIG_TIMING, TABLE_TIMING, check_latency_model, measure_latency_table
 from prunebench.search.rescale import rescale_
 from prunebench.search.verify import VERIFY_TIMING, build, measure_speedup, uniform_at_measured
 
 log = logging.getLogger(__name__)
 
-#: Execution backends the search can time (more arrive with the backends seam).
-SEARCH_BACKENDS: Registry[str] = Registry("search backend")
-SEARCH_BACKENDS.add("eager", "the model called as users call it, in eval mode")
+#: Execution backends (of :data:`prunebench.backends.BACKENDS`) the search can time: its tables time one
+#: layer alone, which only the eager model can do (the others prepare and run whole models).
+SEARCH_BACKENDS = ("eager",)
+
+
+def check_search_backend(name: str) -> str:
+    """``name`` if the search can time it; else a one-line ValueError naming what is supported."""
+    from prunebench.backends import BACKENDS
+
+    BACKENDS.get(name)  # unknown names: the registry's own message, listing every backend
+    if name not in SEARCH_BACKENDS:
+        raise ValueError(f"backend {name!r} runs whole prepared models, and the search's latency table times "
+                         f"one layer alone; the search supports: {', '.join(SEARCH_BACKENDS)}")
+    return name
 
 MANIFEST_FILE = "manifest.json"
 #: Evaluates ``model`` against ``reference``: a mapping with ``accuracy``, ``n_predictions`` and fidelity keys.
@@ -47,10 +58,11 @@ class SearchOptions:
         batch_size, seq_len: the timed shape.
         backend: how models are run when timed (``eager``).
         criterion: importance (``fisher`` or ``taylor``).
-        neuron_step: kept FFN widths are 1 or multiples of this.
+        neuron_step: kept FFN widths are 1 or multiples of this, each measured in the table (None: d_ff / 16).
+        calibration_configs: random whole-model configurations the table's in-model factors are fitted to.
         rescale: least-squares refit of output projections (kept only when it lowers held-out loss).
         check_configs: random widths the latency model is checked on (0: skip the check).
-        max_tries: searches per target (each later one with a budget tightened by the measured miss).
+        max_tries: searches per target (each later one aims higher by the measured shortfall of the CI's low end).
         compare_uniform: also build and time uniform pruning at the searched model's measured speed.
         seed: input and check seed.
     """
@@ -60,22 +72,26 @@ class SearchOptions:
     seq_len: int = 128
     backend: str = "eager"
     criterion: str = "fisher"
-    neuron_step: int = 32
+    neuron_step: int | None = None
+    calibration_configs: int = 8
     rescale: bool = True
     check_configs: int = 20
-    max_tries: int = 2
+    max_tries: int = 3
     compare_uniform: bool = True
     seed: int = 0
     table_timing: BenchSettings = TABLE_TIMING
     verify_timing: BenchSettings = VERIFY_TIMING
+    config_timing: BenchSettings = CONFIG_TIMING
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", check_targets(tuple(self.targets)))
-        SEARCH_BACKENDS.get(self.backend)
+        check_search_backend(self.backend)
         IMPORTANCE.get(self.criterion)
         for name in ("batch_size", "seq_len", "neuron_step", "max_tries"):
             value = getattr(self, name)
+            if name == "neuron_step" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
@@ -135,6 +151,7 @@ def search_family(
     out_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
     table: LatencyTable | None = None,
+    loss_fn: LossFn | None = None,
 ) -> FamilyResult:
     """Search, verify and save one model per target.
 
@@ -146,6 +163,7 @@ def search_family(
         out_dir: where ``search-<target>x/`` folders, ``latency_table.json`` and ``search.json`` go.
         progress: called with one line per stage.
         table: a latency table measured earlier for this model and shape (None: measure it now).
+        loss_fn: the task loss of a model without one (an HF base encoder's frozen probe); None: the adapter's.
 
     Returns:
         The models and the report written to ``search.json``: table, latency-model check, and per target the
@@ -160,8 +178,10 @@ def search_family(
     start = time.perf_counter()
     if table is None:
         say(f"latency table at B={options.batch_size}, S={options.seq_len}")
-        table = measure_latency_table(dense, options.batch_size, options.seq_len, timing=options.table_timing,
-                                      backend=options.backend, seed=options.seed)
+        table = measure_latency_table(dense, options.batch_size, options.seq_len, neuron_step=options.neuron_step,
+                                      calibration_configs=options.calibration_configs, timing=options.table_timing,
+                                      config_timing=options.config_timing, backend=options.backend,
+                                      seed=options.seed)
     elif (table.batch_size, table.seq_len, table.full) != (options.batch_size, options.seq_len,
                                                            full_widths(adapter_of(dense))):
         raise ValueError("the latency table was measured for another shape or model; measure it again")
@@ -169,19 +189,19 @@ def search_family(
     check_targets(options.targets, table)
     report: dict[str, Any] = {"options": {k: v for k, v in options.__dict__.items() if "timing" not in k},
                               "latency_table": table.to_dict(), "reachable": [1.0, top]}
-    say(f"latency table: {table.measure_seconds:.0f}s, fixed {table.fixed:.2f} units, scale {table.scale:.2f}, "
-        f"reachable up to {top:.2f}x")
+    say(f"latency table: {table.measure_seconds:.0f}s, fixed {table.fixed:.2f} units, in-model factors "
+        f"{table.scale:.2f} (heads) / {table.neuron_scale:.2f} (FFN), reachable up to {top:.2f}x")
     stages = {"latency_table": time.perf_counter() - start}
     if options.check_configs:
         report["latency_check"] = check_latency_model(dense, table, n_configs=options.check_configs,
-                                                      neuron_step=options.neuron_step, seed=options.seed)
+                                                      seed=options.seed, timing=options.config_timing)
         say(f"latency model: median |error| {report['latency_check']['median_abs_error']:.1%} over "
             f"{options.check_configs} random configurations")
         stages["latency_check"] = time.perf_counter() - start - stages["latency_table"]
     split = max(1, len(batches) * 3 // 4) if len(batches) > 1 else 1
     fit, held = batches[:split], batches[split:] or batches[:1]
     t0 = time.perf_counter()
-    importance = group_importance(dense, batches, options.criterion)
+    importance = group_importance(dense, batches, options.criterion, loss_fn)
     stages["importance"] = time.perf_counter() - t0
     report["search_seconds"] = time.perf_counter() - start  # table + check + importance: the search's cost
     report["stage_seconds"] = stages
@@ -197,7 +217,7 @@ def search_family(
         tries, aim = [], target
         for attempt in range(1, options.max_tries + 1):
             t0 = time.perf_counter()
-            alloc = search_widths(importance, table, aim, neuron_step=options.neuron_step)
+            alloc = search_widths(importance, table, aim)
             model, plan, fidelity = build(dense, alloc, options.seq_len, options.seed)
             got = measure_speedup(dense, model, table, options.verify_timing, options.seed)
             met = got.ci_low >= target
@@ -214,7 +234,7 @@ def search_family(
         if options.rescale:
             # Accuracy before the refit too: uniform pruning is compared without one, so both are shown.
             entry["accuracy_before_rescale"] = _accuracy(evaluate, model, dense)
-            entry["rescale"] = rescale_(model, dense, fit, held)
+            entry["rescale"] = rescale_(model, dense, fit, held, loss_fn=loss_fn)
             if not entry["rescale"]["applied"]:
                 entry["accuracy"] = entry["accuracy_before_rescale"]
         if "accuracy" not in entry:

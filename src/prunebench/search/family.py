@@ -59,7 +59,8 @@ class SearchOptions:
         backend: how models are run when timed (``eager``).
         criterion: importance (``fisher`` or ``taylor``).
         neuron_step: kept FFN widths are 1 or multiples of this, each measured in the table (None: d_ff / 16).
-        calibration_configs: random whole-model configurations the table's in-model factors are fitted to.
+        calibration_configs: random whole-model configurations the table's in-model factors are fitted to
+            (besides four that separate the head and FFN axes).
         rescale: least-squares refit of output projections (kept only when it lowers held-out loss).
         check_configs: random widths the latency model is checked on (0: skip the check).
         max_tries: searches per target (each later one aims higher by the measured shortfall of the CI's low end).
@@ -73,7 +74,7 @@ class SearchOptions:
     backend: str = "eager"
     criterion: str = "fisher"
     neuron_step: int | None = None
-    calibration_configs: int = 8
+    calibration_configs: int = 6
     rescale: bool = True
     check_configs: int = 20
     max_tries: int = 3
@@ -204,7 +205,8 @@ def search_family(
     report: dict[str, Any] = {"options": {k: v for k, v in options.__dict__.items() if "timing" not in k},
                               "latency_table": table.to_dict(), "reachable": [1.0, top]}
     say(f"latency table: {table.measure_seconds:.0f}s, fixed {table.fixed:.2f} units, in-model factors "
-        f"{table.scale:.2f} (heads) / {table.neuron_scale:.2f} (FFN), reachable up to {top:.2f}x")
+        f"{table.scale:.2f} (heads) / {table.neuron_scale:.2f} (FFN) + linear {table.head_width_cost:.2f} / "
+        f"{table.neuron_width_cost:.2f} units per layer, reachable up to {top:.2f}x")
     stages = {"latency_table": time.perf_counter() - start}
     if options.check_configs:
         report["latency_check"] = check_latency_model(dense, table, n_configs=options.check_configs,

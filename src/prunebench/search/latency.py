@@ -9,19 +9,21 @@ two calls interleaved in one process, which is what survives a noisy shared mach
   shape run identical kernels on identical inputs, so they share one measured table (a 12-layer BERT times
   once). The grid points are the only widths the search may choose, so no prediction interpolates;
 * a few whole-model *calibration* configurations (random widths, and every layer at one head and one neuron)
-  paired against the dense model. A least-squares fit to them gives one in-model factor for the attention
-  axis and one for the FFN axis, and the intercept (the cost outside the layers).
+  paired against the dense model. A non-negative least-squares fit to them gives the in-model factors of
+  each axis' measured cost, a part linear in the kept widths, and the intercept (the cost outside the layers).
 
-Predicted latency of widths ``w`` = ``fixed + sum_i (scale * head_cost_i(h_i) + neuron_scale * neuron_cost_i(f_i))``.
+Predicted latency of widths ``w`` = ``fixed + sum_i (scale * head_cost_i(h_i) + neuron_scale * neuron_cost_i(f_i)
++ head_width_cost * h_i / H_i + neuron_width_cost * f_i / F_i)`` (:class:`LatencyTable`).
 
 *Learned*: fitting ``fixed`` and one ``scale`` through just two whole-model points (dense and all-(1, 1)) left
 the model biased (17 of 20 held-out configurations predicted faster than measured): a layer in the model does
-not cost what it costs alone, by a different factor for attention than for the FFN, and one noisy end point
-tilts every prediction. A fit over several configurations averages the noise and has both factors.
+not cost what it costs alone (alone, its weights stay in cache), by different amounts for attention and the
+FFN, and one noisy end point tilts every prediction. A fit over several configurations averages the noise.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -95,15 +97,21 @@ class LayerTable:
 class LatencyTable:
     """The latency model of one model at one shape and backend on this machine.
 
+    A layer at (h, f) costs, in the model, ``scale * head_cost(h) + neuron_scale * neuron_cost(f) +
+    head_width_cost * h / H + neuron_width_cost * f / F`` units: the measured shape of each axis alone, scaled,
+    plus a part linear in the kept fraction of its weights (what a layer pays in the model and not alone: its
+    weights stream from memory instead of sitting in a cache that one layer called over and over keeps warm).
+
     Attributes:
         batch_size, seq_len, backend, threads: the conditions it was measured under.
         unit_seconds: median time of layer 0 at full width (what one unit is).
         tables: one :class:`LayerTable` per distinct layer shape.
-        fixed: intercept of the fit, in units (the cost outside the layers, less what the two factors
-            move into it: ``head_cost`` and ``neuron_cost`` both include the layer's own overhead).
-        scale: in-model factor on the head axis' costs (1.0 = as alone).
-        neuron_scale: in-model factor on the FFN axis' costs.
+        fixed: intercept of the fit, in units (the cost outside the layers, less what the factors move into
+            it: ``head_cost`` and ``neuron_cost`` both include the layer's own overhead).
+        scale, neuron_scale: in-model factors on the head and FFN axis' costs alone (1.0 = as alone).
         full: the model's widths when measured.
+        head_width_cost, neuron_width_cost: in-model cost (units) of a layer's full head set / FFN linear in the
+            kept fraction, beyond the scaled tables.
         calibration: the fit's data: per configuration ``{"widths", "measured", "predicted"}`` (speedups).
         measure_seconds: wall time of the measurement.
     """
@@ -118,6 +126,8 @@ class LatencyTable:
     scale: float
     neuron_scale: float
     full: Widths
+    head_width_cost: float = 0.0
+    neuron_width_cost: float = 0.0
     calibration: tuple[dict[str, Any], ...] = ()
     measure_seconds: float = 0.0
     schema_version: int = SCHEMA_VERSION
@@ -129,23 +139,30 @@ class LatencyTable:
                 return t
         raise ValueError(f"layer {layer} is not in this latency table (layers 0..{len(self.full) - 1})")
 
-    def axis_sums(self, widths: Widths) -> tuple[float, float]:
-        """(sum of head-axis costs, sum of FFN-axis costs) of ``widths``, layers alone: the fit's features."""
+    @property
+    def coefficients(self) -> np.ndarray:
+        """[4] the in-model coefficients, in the order of :meth:`layer_features`."""
+        return np.array([self.scale, self.neuron_scale, self.head_width_cost, self.neuron_width_cost])
+
+    def layer_features(self, layer: int, heads: int, neurons: int) -> np.ndarray:
+        """[4] what a layer at (heads, neurons) is priced by: head-axis cost, FFN-axis cost (alone), kept head
+        fraction, kept neuron fraction."""
+        t, (H, F) = self.table_of(layer), self.full[layer]
+        return np.array([t.head_at(heads), t.neuron_at(neurons), heads / H, neurons / F])
+
+    def features(self, widths: Widths) -> np.ndarray:
+        """[4] the sum of :meth:`layer_features` over the layers of ``widths``: the fit's features."""
         if len(widths) != len(self.full):
             raise ValueError(f"widths give {len(widths)} layers, the table has {len(self.full)}")
-        tabs = [self.table_of(i) for i in range(len(widths))]
-        return (sum(t.head_at(h) for t, (h, _) in zip(tabs, widths, strict=True)),
-                sum(t.neuron_at(f) for t, (_, f) in zip(tabs, widths, strict=True)))
+        return np.sum([self.layer_features(i, h, f) for i, (h, f) in enumerate(widths)], axis=0)
 
     def latency(self, widths: Widths) -> float:
         """Predicted latency of the model at ``widths``, in units."""
-        heads, neurons = self.axis_sums(widths)
-        return self.fixed + self.scale * heads + self.neuron_scale * neurons
+        return self.fixed + float(self.coefficients @ self.features(widths))
 
     def layer_cost(self, layer: int, heads: int, neurons: int) -> float:
         """Predicted in-model cost of one layer at (heads, neurons), in units (``latency`` = fixed + their sum)."""
-        t = self.table_of(layer)
-        return self.scale * t.head_at(heads) + self.neuron_scale * t.neuron_at(neurons)
+        return float(self.coefficients @ self.layer_features(layer, heads, neurons))
 
     def speedup(self, widths: Widths) -> float:
         """Predicted speedup of ``widths`` over the full model."""
@@ -172,15 +189,38 @@ class LatencyTable:
         return cls(**data)
 
 
+def nonnegative_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """argmin ||x c - y|| subject to c >= 0, exactly, for the few columns here (every support tried).
+
+    The optimum is the unconstrained least squares on its own support, so the best non-negative solution
+    among all supports is it.
+    """
+    n = x.shape[1]
+    best, best_res = np.zeros(n), float(y @ y)
+    for support in itertools.product((False, True), repeat=n):
+        idx = [j for j in range(n) if support[j]]
+        if not idx:
+            continue
+        sol = np.linalg.lstsq(x[:, idx], y, rcond=None)[0]
+        if (sol < 0).any():
+            continue
+        coef = np.zeros(n)
+        coef[idx] = sol
+        res = float(np.sum((x @ coef - y) ** 2))
+        if res < best_res:
+            best, best_res = coef, res
+    return best
+
+
 def fit_in_model(draft: LatencyTable, widths: Sequence[Widths], speedups: Sequence[float],
                  dense_units: float) -> LatencyTable:
-    """``draft`` with ``fixed``, ``scale`` and ``neuron_scale`` fitted to measured whole-model speedups.
+    """``draft`` with ``fixed`` and the four in-model coefficients fitted to measured whole-model speedups.
 
-    With ``c`` the dense model's latency in units (``dense_units``) and ``dH_k``, ``dF_k`` configuration k's
-    change of the head- and FFN-axis sums from dense, the model says ``1 / speedup_k - 1 = a dH_k + b dF_k``
-    with ``a = scale / c``, ``b = neuron_scale / c``: linear least squares, weighted by ``speedup_k`` so each
-    residual is a relative error of the predicted speedup (what the check reports). Factors that come out
-    non-positive (noise swamping a tiny model) fall back to one common factor, then to 1 (as alone).
+    With ``c`` the dense model's latency in units (``dense_units``) and ``d_k`` configuration k's change of
+    :meth:`LatencyTable.features` from dense, the model says ``1 / speedup_k - 1 = d_k . beta`` with
+    ``beta = coefficients / c``: linear least squares with ``beta >= 0`` (no layer may get slower by losing
+    width), weighted by ``speedup_k`` so each residual is a relative error of the predicted speedup (what the
+    check reports). When noise leaves nothing positive (a tiny model), the layers cost what they cost alone.
 
     Raises:
         ValueError: no configuration, or lengths that differ.
@@ -188,19 +228,16 @@ def fit_in_model(draft: LatencyTable, widths: Sequence[Widths], speedups: Sequen
     if not widths or len(widths) != len(speedups):
         raise ValueError(f"the in-model fit needs measured configurations; got {len(widths)} widths and "
                          f"{len(speedups)} speedups")
-    h0, f0 = draft.axis_sums(draft.full)
-    x = np.array([[h - h0, f - f0] for h, f in (draft.axis_sums(w) for w in widths)])  # [K, 2]
+    base = draft.features(draft.full)  # [4]
+    x = np.array([draft.features(w) - base for w in widths])  # [K, 4]
     r = np.asarray(speedups, dtype=float)  # [K]
-    y, wt = 1.0 / r - 1.0, r  # [K]
-    coef = np.linalg.lstsq(x * wt[:, None], y * wt, rcond=None)[0]  # [2]
-    if not (coef > 0).all():
-        common = x.sum(1) * wt  # [K]: one factor on both axes
-        denom = float(common @ common)
-        a = float(common @ (y * wt)) / denom if denom > 0 else 0.0
-        coef = np.array([a, a]) if a > 0 else np.full(2, 1.0 / dense_units)
-    scale, neuron_scale = (float(c) * dense_units for c in coef)
-    fitted = LatencyTable(**{**draft.__dict__, "scale": scale, "neuron_scale": neuron_scale,
-                             "fixed": dense_units - scale * h0 - neuron_scale * f0})
+    beta = nonnegative_lstsq(x * r[:, None], (1.0 / r - 1.0) * r)  # [4]
+    if not beta[:2].any() and not beta[2:].any():
+        beta = np.array([1.0, 1.0, 0.0, 0.0]) / dense_units
+    coef = beta * dense_units  # [4] in units
+    fitted = LatencyTable(**{**draft.__dict__, "scale": float(coef[0]), "neuron_scale": float(coef[1]),
+                             "head_width_cost": float(coef[2]), "neuron_width_cost": float(coef[3]),
+                             "fixed": dense_units - float(coef @ base)})
     rows = tuple({"widths": [list(w) for w in ws], "measured": float(m), "predicted": fitted.speedup(ws)}
                  for ws, m in zip(widths, speedups, strict=True))
     return LatencyTable(**{**fitted.__dict__, "calibration": rows})

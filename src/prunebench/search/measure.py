@@ -73,6 +73,15 @@ def random_widths(table: LatencyTable, generator: torch.Generator) -> Widths:
     return tuple(out)
 
 
+def axis_configs(table: LatencyTable) -> list[Widths]:
+    """Whole-model configurations that separate the two axes (so their factors are not confounded, as they
+    are in random widths): every layer at one head and one neuron, heads only, FFN only, and mid-grid."""
+    tabs = [table.table_of(i) for i in range(len(table.full))]
+    return [tuple((1, 1) for _ in tabs), tuple((1, t.neurons[-1]) for t in tabs),
+            tuple((t.heads[-1], 1) for t in tabs),
+            tuple((t.heads[len(t.heads) // 2], t.neurons[len(t.neurons) // 2]) for t in tabs)]
+
+
 def _cost_at(widths: Widths, *, model: nn.Module, layer: int, ref: Any, full_cost: float, batch_size: int,
              seq_len: int, seed: int, timing: BenchSettings) -> float:
     """Cost (units) of ``layer`` at ``widths[layer]``: its full cost over the paired ratio full / small."""
@@ -122,7 +131,7 @@ def measure_latency_table(
     seq_len: int,
     *,
     neuron_step: int | None = None,
-    calibration_configs: int = 8,
+    calibration_configs: int = 6,
     timing: BenchSettings = TABLE_TIMING,
     config_timing: BenchSettings = CONFIG_TIMING,
     backend: str = "eager",
@@ -134,8 +143,8 @@ def measure_latency_table(
         model: the dense model (not modified).
         batch_size, seq_len: the shape every timing uses.
         neuron_step: FFN grid (and search choices): 1 and multiples of it (None: d_ff / 16).
-        calibration_configs: random whole-model configurations the in-model factors are fitted to, besides
-            every layer at one head and one neuron (seeded ``seed + CALIBRATION_SEED_OFFSET``).
+        calibration_configs: random whole-model configurations the in-model factors are fitted to (seeded
+            ``seed + CALIBRATION_SEED_OFFSET``), besides the four of :func:`axis_configs`.
         timing: paired-timing budget of each grid point; ``config_timing`` of each calibration configuration.
         backend: recorded with the table (only ``eager`` is timed today).
         seed: seed of the inputs.
@@ -149,7 +158,7 @@ def measure_latency_table(
     dense_units = _ratio(model_call(model, batch_size, seq_len, seed), unit_call, timing)  # model / layer 0
     draft = LatencyTable(batch_size, seq_len, backend, torch.get_num_threads(), 0.0, tables, 0.0, 1.0, 1.0, full)
     gen = torch.Generator().manual_seed(seed + CALIBRATION_SEED_OFFSET)
-    configs = [tuple((1, 1) for _ in full)] + [random_widths(draft, gen) for _ in range(calibration_configs)]
+    configs = axis_configs(draft) + [random_widths(draft, gen) for _ in range(calibration_configs)]
     measured = [r.speedup for r in paired_speedups(model, configs, batch_size, seq_len, config_timing, seed)]
     unit_seconds = time_paired(unit_call, unit_call, **timing.compare_kwargs()).baseline.median
     fitted = fit_in_model(draft, configs, measured, dense_units)

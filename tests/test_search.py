@@ -327,3 +327,25 @@ def test_run_search_records_and_saves_each_target(tmp_path, tiny_model, monkeypa
     assert 0.0 < record["measured_sparsity"] < 1.0
     assert load_model(tmp_path / "s").config == model.config
     assert (tmp_path / "s" / "plan.json").is_file() and (tmp_path / "s" / "manifest.json").is_file()
+
+
+def test_a_missed_target_is_searched_again_tighter_until_the_measured_ci_reaches_it(tiny_model, monkeypatch):
+    from prunebench.search import family
+    from prunebench.search._arch import adapter_of, full_widths
+    from prunebench.search.verify import Measured
+
+    def slow_machine(dense, model, table, timing, seed=0):  # every model 12% slower than predicted
+        s = table.speedup(full_widths(adapter_of(model))) * 0.88
+        return Measured(s, s - 0.02, s + 0.02, 10)
+
+    monkeypatch.setattr(family, "measure_speedup", slow_machine)
+    options = SearchOptions(targets=(1.3,), seq_len=8, check_configs=0, neuron_step=8, table_timing=FAST,
+                            verify_timing=FAST, config_timing=FAST, max_tries=3, rescale=False,
+                            compare_uniform=False)
+    entry = search_family(tiny_model, _calib(97), options, table=_table()).report["targets"][0]
+    tries = entry["tries"]
+    assert not tries[0]["met"] and entry["met"] and tries[-1]["met"] and 2 <= len(tries) <= 3
+    assert all(b["aimed_at"] > a["aimed_at"] for a, b in itertools.pairwise(tries))
+    assert tries[-1]["measured"]["ci"][0] >= 1.3  # met means the CI's low end reaches the target
+    # The aim grows by the measured shortfall: target / CI low of the previous try (and 1% more).
+    assert tries[1]["aimed_at"] == pytest.approx(1.3 * 1.3 / tries[0]["measured"]["ci"][0] * 1.01)

@@ -34,6 +34,8 @@ from prunebench.search._arch import Widths
 from prunebench.serde import check_schema_version, reject_unknown
 
 SCHEMA_VERSION = 2
+#: The fitted model must predict at least this fraction of dense latency for the smallest widths.
+MIN_LATENCY_FRACTION = 0.01
 
 
 def neuron_choices(d_ff: int, step: int) -> tuple[int, ...]:
@@ -220,7 +222,8 @@ def fit_in_model(draft: LatencyTable, widths: Sequence[Widths], speedups: Sequen
     :meth:`LatencyTable.features` from dense, the model says ``1 / speedup_k - 1 = d_k . beta`` with
     ``beta = coefficients / c``: linear least squares with ``beta >= 0`` (no layer may get slower by losing
     width), weighted by ``speedup_k`` so each residual is a relative error of the predicted speedup (what the
-    check reports). When noise leaves nothing positive (a tiny model), the layers cost what they cost alone.
+    check reports). A fit that predicts no positive latency for the smallest widths drops the linear terms;
+    when noise leaves nothing usable (a tiny model), the layers cost what they cost alone.
 
     Raises:
         ValueError: no configuration, or lengths that differ.
@@ -231,8 +234,14 @@ def fit_in_model(draft: LatencyTable, widths: Sequence[Widths], speedups: Sequen
     base = draft.features(draft.full)  # [4]
     x = np.array([draft.features(w) - base for w in widths])  # [K, 4]
     r = np.asarray(speedups, dtype=float)  # [K]
-    beta = nonnegative_lstsq(x * r[:, None], (1.0 / r - 1.0) * r)  # [4]
-    if not beta[:2].any() and not beta[2:].any():
+    smallest = draft.features(tuple((t.heads[0], t.neurons[0]) for t in map(draft.table_of, range(len(draft.full)))))
+    for terms in ((0, 1, 2, 3), (0, 1)):  # all four terms; the scaled tables alone; else as alone
+        beta = np.zeros(4)
+        beta[list(terms)] = nonnegative_lstsq((x * r[:, None])[:, terms], (1.0 / r - 1.0) * r)
+        # Noise can fit a model that predicts a non-positive latency for the smallest widths: refuse it.
+        if beta.any() and 1.0 + (smallest - base) @ beta > MIN_LATENCY_FRACTION:
+            break
+    else:
         beta = np.array([1.0, 1.0, 0.0, 0.0]) / dense_units
     coef = beta * dense_units  # [4] in units
     fitted = LatencyTable(**{**draft.__dict__, "scale": float(coef[0]), "neuron_scale": float(coef[1]),

@@ -195,6 +195,18 @@ class ToyAdapter:
         ids = batch["input_ids"]
         return (lambda: self.model(ids)) if include_head else (lambda: self.model.hidden(ids))
 
+    def output_linear(self, kind: str, layer: int) -> nn.Linear:
+        if kind not in ("heads", "neurons"):
+            raise ValueError("a whole layer has no single output projection; use 'heads' or 'neurons'")
+        block = self.model.blocks[layer]
+        return block.out if kind == "heads" else block.down
+
+    def layer_call(self, index: int, batch_size: int, seq_len: int, seed: int = 0) -> Callable[[], Any]:
+        block = self.model.blocks[index]
+        hidden = torch.randn(batch_size, seq_len, self.model.embed.embedding_dim,
+                             generator=torch.Generator().manual_seed(seed))  # [B, S, D]
+        return lambda: block(hidden)
+
     def macs(self, batch_size: int, seq_len: int, *, effective: bool = False,
              include_head: bool = False) -> dict[str, int]:
         tokens = batch_size * seq_len

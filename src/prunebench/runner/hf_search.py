@@ -20,6 +20,9 @@ from prunebench.models.batch import Batch
 
 #: Texts scored for importance and refitted on (the HF run's calibration size).
 CALIB_TEXTS = 256
+#: Texts per calibration batch. Fisher importance sums one squared gradient per batch, so small batches give
+#: it more samples (256 texts: 32; the HF run's batches of 32 would give 8, a noisy estimate).
+CALIB_BATCH = 8
 
 
 @dataclass
@@ -68,7 +71,7 @@ def hf_search_inputs(folder: str | Path, task: str | None = None, *, calib_texts
     source = labelled or corpus
     assert source is not None
     labels = labelled.labels["train"] if labelled is not None and labelled.labels is not None else None
-    calib = (calibration_batches(tokenizer, source.texts["train"], calib_texts, batch_size=32, labels=labels,
+    calib = (calibration_batches(tokenizer, source.texts["train"], calib_texts, batch_size=CALIB_BATCH, labels=labels,
                                  mlm=kind == "mlm", seed=seed + 1) if calib_texts > 0 else [])
     loss_fn = probe_loss(evaluator.probe, pooling) if evaluator.probe is not None else None
 

@@ -110,6 +110,14 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, frozenset[str]]:
     return RunConfig.from_dict(data), frozenset(data)
 
 
+def stage_line(seconds: dict[str, float], load: dict[str, float | None]) -> str:
+    """One line: where the run's time went, and the machine's load (figures from a shared machine need it)."""
+    stages = ", ".join(f"{stage} {s:.0f} s" for stage, s in seconds.items()) or "none"
+    shown = {k: f"{v:.1f}" for k, v in load.items() if v is not None}
+    loads = ", ".join(f"{k} {v}" for k, v in shown.items()) or "unknown"
+    return f"stages: {stages}; 1-minute load average: {loads} (on {os.cpu_count()} cores)"
+
+
 def _attach_log(path: Path) -> logging.Handler:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.DEBUG)
@@ -166,6 +174,7 @@ def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path, executor_name:
     snapshot = load_snapshot(run_dir.root)
     con.print(summary_table(summary_rows(main_snapshot(snapshot))))
     con.print(f"finished in {elapsed:.0f} s; report: {run_dir.root / 'report.html'}  log: {run_dir.log}")
+    con.print(stage_line(outcome.stage_seconds, outcome.load))
     problems = [f"{name} (pruning failed)" for name in outcome.failed_variants]
     problems += [f"{v['name']} (FIDELITY CHECK FAILED)" for v in snapshot["variants"]
                  if v.get("status") == "ok" and not (v.get("fidelity") or {}).get("ok", False)]

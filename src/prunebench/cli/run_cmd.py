@@ -70,12 +70,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "against dense across batch sizes, and write report.html, summary.md, results.json/csv and figures.",
     )
     p.add_argument("--model", help="small | medium | large, or a Hugging Face model folder (default: medium)")
-    p.add_argument("--methods", type=_methods, help=f"comma list of {','.join(RUN_METHODS)} (default: all)")
+    p.add_argument("--methods", type=_methods, help=f"comma list of {','.join(RUN_METHODS)} (default: all; "
+                   "a Hugging Face model: structured,wanda)")
     p.add_argument("--sparsity", type=float_list, help="one sparsity or a list (e.g. 0.3,0.5,0.7,0.9): the sweep "
-                   "that draws degradation curves (default: magnitude/structured/wanda 0.5, iterative 0.8)")
+                   "that draws degradation curves (default: magnitude/structured/wanda 0.5, iterative 0.8; "
+                   "a Hugging Face model: 0.3,0.5,0.7)")
     p.add_argument("--targets", type=float_list,
                    help="speedup targets for the latency-budget search, e.g. 1.5,2: adds search@<t>x variants")
-    p.add_argument("--batch-sizes", type=int_list, help="benchmark batch sizes (default: 1,2,4,8,16)")
+    p.add_argument("--batch-sizes", type=int_list, help="benchmark batch sizes (default: 1,2,4,8,16; "
+                   "a Hugging Face model: 1,16)")
     p.add_argument("--seq-len", type=positive_int, help="sequence length (default: 128)")
     p.add_argument("--threads", type=positive_int, help="torch threads, pinned for the run (default: torch's)")
     p.add_argument("--seed", type=seed_value, help="seed of init, data, masking and inputs (default: 0)")

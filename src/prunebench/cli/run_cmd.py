@@ -113,9 +113,12 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, frozenset[str]]:
     return RunConfig.from_dict(data), frozenset(data)
 
 
-def stage_line(seconds: dict[str, float], load: dict[str, float | None]) -> str:
-    """One line: where the run's time went, and the machine's load (figures from a shared machine need it)."""
-    stages = ", ".join(f"{stage} {s:.0f} s" for stage, s in seconds.items()) or "none"
+def stage_line(seconds: dict[str, float], load: dict[str, float | None], cpu: dict[str, float] | None = None) -> str:
+    """One line: where the run's time went (wall, and CPU where known), and the machine's load (figures from a
+    shared machine need it)."""
+    cpu = cpu or {}
+    stages = ", ".join(f"{stage} {s:.0f} s" + (f" (CPU {cpu[stage]:.0f} s)" if stage in cpu else "")
+                       for stage, s in seconds.items()) or "none"
     shown = {k: f"{v:.1f}" for k, v in load.items() if v is not None}
     loads = ", ".join(f"{k} {v}" for k, v in shown.items()) or "unknown"
     return f"stages: {stages}; 1-minute load average: {loads} (on {os.cpu_count()} cores)"
@@ -177,7 +180,7 @@ def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path, executor_name:
     snapshot = load_snapshot(run_dir.root)
     con.print(summary_table(summary_rows(main_snapshot(snapshot))))
     con.print(f"finished in {elapsed:.0f} s; report: {run_dir.root / 'report.html'}  log: {run_dir.log}")
-    con.print(stage_line(outcome.stage_seconds, outcome.load))
+    con.print(stage_line(outcome.stage_seconds, outcome.load, outcome.stage_cpu_seconds))
     problems = [f"{name} (pruning failed)" for name in outcome.failed_variants]
     problems += [f"{v['name']} (FIDELITY CHECK FAILED)" for v in snapshot["variants"]
                  if v.get("status") == "ok" and not (v.get("fidelity") or {}).get("ok", False)]

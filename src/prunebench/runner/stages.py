@@ -45,6 +45,8 @@ class RunOutcome:
     baseline_info: dict[str, Any] = field(default_factory=dict)
     #: Wall seconds per stage (``data``, ``train``, ``prune`` + ``eval`` interleaved, ``bench``, ...).
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds of this process per stage (all its threads): what a busy machine does not inflate much.
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)
     #: The 1-minute load average at the start, its highest reading at a stage change, and at the end.
     load: dict[str, float | None] = field(default_factory=dict)
 
@@ -57,27 +59,31 @@ class Ticker:
     Args:
         total: units of work expected (the progress bar's length; stages may add to it).
         progress: the callback, or None.
-        clock: seconds (injected in tests).
+        clock: wall seconds; cpu_clock: this process's CPU seconds (both injected in tests).
         load: the 1-minute load average, read at each change of stage (injected in tests).
     """
 
     def __init__(self, total: int, progress: Progress | None, clock: Callable[[], float] = time.perf_counter,
-                 load: Callable[[], float | None] = load_1m) -> None:
+                 load: Callable[[], float | None] = load_1m,
+                 cpu_clock: Callable[[], float] = time.process_time) -> None:
         self.total, self.done, self.progress, self.clock, self.load = total, 0, progress, clock, load
+        self.cpu_clock = cpu_clock
         self.stage_seconds: dict[str, float] = {}
+        self.stage_cpu_seconds: dict[str, float] = {}
         self.load_max: float | None = None
         self._stage: str | None = None
-        self._since = clock()
+        self._since, self._cpu_since = clock(), cpu_clock()
 
     def __call__(self, stage: str, detail: str, advance: int = 1) -> None:
-        now = self.clock()
+        now, cpu = self.clock(), self.cpu_clock()
         if self._stage is not None:
             self.stage_seconds[self._stage] = self.stage_seconds.get(self._stage, 0.0) + now - self._since
+            self.stage_cpu_seconds[self._stage] = self.stage_cpu_seconds.get(self._stage, 0.0) + cpu - self._cpu_since
         if stage != self._stage:
             reading = self.load()
             if reading is not None:
                 self.load_max = max(reading, self.load_max or 0.0)
-        self._stage, self._since = stage, now
+        self._stage, self._since, self._cpu_since = stage, now, cpu
         self.done += advance
         if self.progress is not None:
             self.progress(stage, detail, self.done, self.total)
@@ -122,6 +128,8 @@ def run_stages(config: RunConfig, run_dir: RunDir, tick: Ticker, outcome: RunOut
     finally:
         torch.set_num_threads(previous_threads)
     outcome.stage_seconds = {k: round(v, 1) for k, v in tick.stage_seconds.items()}
+    outcome.stage_cpu_seconds = {k: round(v, 1) for k, v in tick.stage_cpu_seconds.items()}
     outcome.load.update(max=tick.load_max, end=load_1m())
-    logger.info("seconds per stage: %s; 1-minute load average: %s", outcome.stage_seconds, outcome.load)
+    logger.info("seconds per stage: %s; CPU seconds per stage: %s; 1-minute load average: %s",
+                outcome.stage_seconds, outcome.stage_cpu_seconds, outcome.load)
     return outcome

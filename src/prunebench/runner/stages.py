@@ -52,9 +52,10 @@ class RunOutcome:
 
 
 class Ticker:
-    """Counts units of work for the progress callback, and clocks the stages: the time from one call to the
-    next is charged to the stage of the earlier call (so ``prune`` and ``eval``, which alternate per variant,
-    each get their own share).
+    """Counts units of work for the progress callback, and clocks the stages: the time since the previous call
+    is charged to the stage of this call, which reports that work done (``tick("eval", "x: 0.68")`` after
+    scoring x) or, with ``advance=0``, that a stage starts (the gap before it is nil), so ``prune`` and
+    ``eval``, which alternate per variant, each get their own share.
 
     Args:
         total: units of work expected (the progress bar's length; stages may add to it).
@@ -76,9 +77,8 @@ class Ticker:
 
     def __call__(self, stage: str, detail: str, advance: int = 1) -> None:
         now, cpu = self.clock(), self.cpu_clock()
-        if self._stage is not None:
-            self.stage_seconds[self._stage] = self.stage_seconds.get(self._stage, 0.0) + now - self._since
-            self.stage_cpu_seconds[self._stage] = self.stage_cpu_seconds.get(self._stage, 0.0) + cpu - self._cpu_since
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + now - self._since
+        self.stage_cpu_seconds[stage] = self.stage_cpu_seconds.get(stage, 0.0) + cpu - self._cpu_since
         if stage != self._stage:
             reading = self.load()
             if reading is not None:

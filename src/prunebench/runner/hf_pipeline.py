@@ -17,7 +17,7 @@ from prunebench.results import CellRecord, ResultStore
 from prunebench.runner.budgets import Budgets, bench_settings_for
 from prunebench.runner.hf_run import HFRun, corpus_of, hf_variants, save_dense
 from prunebench.runner.rundir import RunDir
-from prunebench.runner.stages import DENSE, RECOVERABLE, Progress, RunOutcome, Ticker, run_stages
+from prunebench.runner.stages import DENSE, RECOVERABLE, Progress, RunOutcome, Ticker, pinned_threads, run_stages
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ def execute_hf_run(config: RunConfig, run_dir: RunDir, *, progress: Progress | N
         models = _dense_and_variants(store, hf, variants, outcome, tick)
         _benchmarks(store, hf, config, models, variants, outcome, tick)
 
-    return run_stages(config, run_dir, tick, outcome, stages)
+    with pinned_threads(config.threads):
+        return run_stages(config, run_dir, tick, outcome, stages)
 
 
 def _dense_and_variants(store: ResultStore, hf: HFRun, variants: list[tuple[str, str, float]],

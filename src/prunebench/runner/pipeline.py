@@ -39,6 +39,7 @@ from prunebench.runner.stages import (
     Progress,
     RunOutcome,
     Ticker,
+    pinned_threads,
     run_stages,
     start_run_record,
 )
@@ -81,15 +82,16 @@ def execute_run(
         from prunebench.runner.hf_pipeline import execute_hf_run
 
         return execute_hf_run(config, run_dir, progress=progress)
-    stage = _Stages(config, run_dir, cache_dir, corpus_root, progress, executor or LocalExecutor())
+    with pinned_threads(config.threads):  # before _Stages, whose units carry the thread count
+        stage = _Stages(config, run_dir, cache_dir, corpus_root, progress, executor or LocalExecutor())
 
-    def stages(store: ResultStore) -> None:
-        task, dense = stage.dense(store)
-        models = stage.variants(store, task, dense)
-        stage.benchmarks(store, models)
-        stage.backends(store, task, models)
+        def stages(store: ResultStore) -> None:
+            task, dense = stage.dense(store)
+            models = stage.variants(store, task, dense)
+            stage.benchmarks(store, models)
+            stage.backends(store, task, models)
 
-    return run_stages(config, run_dir, stage.tick, stage.outcome, stages)
+        return run_stages(config, run_dir, stage.tick, stage.outcome, stages)
 
 
 class _Stages:

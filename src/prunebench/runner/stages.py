@@ -5,10 +5,11 @@ the frame around the stages (threads pinned, the run record, the final status, t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,34 +100,43 @@ def start_run_record(store: ResultStore, config: RunConfig, env: dict[str, Any])
     })
 
 
+@contextlib.contextmanager
+def pinned_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` (None: left as they are) inside, and restored after.
+
+    A run pins them before anything reads ``torch.get_num_threads()`` (the executors' units carry the count).
+    """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run_stages(config: RunConfig, run_dir: RunDir, tick: Ticker, outcome: RunOutcome,
                stages: Callable[[ResultStore], None]) -> RunOutcome:
     """Run ``stages(store)`` inside the frame every run shares, and write the report.
 
-    Threads are pinned (``config.threads``) for the whole run and restored after; the run record is written
-    (or resumed) first, its status set to ``failed`` when a stage raises and ``finished`` otherwise; the stage
-    durations and the load go into ``outcome`` and the run's log (and the CLI prints them).
+    Called with the run's threads pinned (:func:`pinned_threads`, recorded in the environment here); the run
+    record is written (or resumed) first, its status set to ``failed`` when a stage raises and ``finished``
+    otherwise; the stage durations and the load go into ``outcome`` and the run's log (and the CLI prints them).
     """
-    previous_threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)  # pinned for the whole run, and recorded below
     env = environment(config.device, torch.get_num_threads())
     env.setdefault("fingerprint_hash", fingerprint_hash(env))
     outcome.load = {"start": load_1m()}
-    try:
-        with ResultStore(run_dir.store) as store:
-            start_run_record(store, config, env)
-            try:
-                stages(store)
-            except BaseException:
-                store.set_run_status("failed")
-                raise
-            store.set_run_status("finished")
-        tick("report", "writing report.html, summary.md, results.json/csv, figures", 0)
-        outcome.report_files = build_report(run_dir.root)
-        tick("report", "done")
-    finally:
-        torch.set_num_threads(previous_threads)
+    with ResultStore(run_dir.store) as store:
+        start_run_record(store, config, env)
+        try:
+            stages(store)
+        except BaseException:
+            store.set_run_status("failed")
+            raise
+        store.set_run_status("finished")
+    tick("report", "writing report.html, summary.md, results.json/csv, figures", 0)
+    outcome.report_files = build_report(run_dir.root)
+    tick("report", "done")
     outcome.stage_seconds = {k: round(v, 1) for k, v in tick.stage_seconds.items()}
     outcome.stage_cpu_seconds = {k: round(v, 1) for k, v in tick.stage_cpu_seconds.items()}
     outcome.load.update(max=tick.load_max, end=load_1m())

@@ -9,7 +9,7 @@ from typing import Any
 
 from prunebench.analysis.accuracy import accuracy_verdict, delta_ci, measurably_better
 from prunebench.analysis.records import Analysis, CellAnalysis, Crossover, ParetoPoint, VariantAnalysis
-from prunebench.results.cell import DEFAULT_BACKEND, CellRecord, flop_ideal
+from prunebench.results.cell import DEFAULT_BACKEND, CellRecord, flop_ideal, normalize_cell_row
 
 #: Name of the dense baseline variant in every run.
 BASELINE = "dense"
@@ -114,7 +114,7 @@ def analyze_cells(cells: Sequence[Mapping[str, Any]], variants: Sequence[Variant
     """
     by_name = {v.name: v for v in variants}
     order = {v.name: i for i, v in enumerate(variants)}
-    records = [CellRecord.from_row({**c, "status": c.get("status") or "error"}) for c in cells]
+    records = [CellRecord.from_row(normalize_cell_row({**c, "status": c.get("status") or "error"})) for c in cells]
     twins = {(r.backend, r.batch_size, r.seq_len): r for r in records if r.variant == BASELINE and r.ok}
     out = []
     for r in records:

@@ -3,9 +3,9 @@
 A cell is a :class:`~prunebench.results.cell.CellRecord` keyed (variant, backend, batch size, sequence length);
 its ``extra`` records the baseline's backend, the fidelity check that preceded the timing, how threads and
 memory were controlled, and the backend's environment. A runnable that fails its fidelity check is never timed
-(``backend_status`` ``fidelity``); a backend that cannot express a variant, or is not installed, is a skip
-(``backend_status`` ``skipped``) with its reason. Both are stored with status ``error`` and a message that
-starts with their kind, since the store's statuses are ok|oom|error.
+(status ``error``, ``backend_status`` ``fidelity``, a message that starts with ``fidelity:``); a backend that
+cannot express a variant, or is not installed, is a skip: status ``skipped`` with its reason in ``error``
+(a skip is not a failure: it fails no run).
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ from prunebench.bench.settings import BenchSettings
 from prunebench.bench.timing import pinned_threads, timer_for
 from prunebench.models.adapters import find_adapter
 from prunebench.models.batch import Batch
+from prunebench.results.cell import SKIPPED as CELL_SKIPPED
 from prunebench.results.cell import CellRecord, flop_ideal
 
 logger = logging.getLogger(__name__)
 
 #: Cell status of a runnable whose outputs (or mode) failed the check before timing.
 FIDELITY = "fidelity"
-#: Cell status of a backend that cannot express a variant, or is not available here.
-SKIPPED = "skipped"
+#: Cell status of a backend that cannot express a variant, or is not available here (the store's own status).
+SKIPPED = CELL_SKIPPED
 
 
 @dataclass
@@ -92,10 +93,14 @@ def _macs(model: nn.Module, batch_size: int, seq_len: int) -> tuple[int | None, 
 
 
 def _failed(common: dict[str, Any], extra: dict[str, Any], status: str, message: str) -> CellRecord:
-    """A cell that was not timed. The store knows ok|oom|error: a skip or a failed fidelity check is stored as
-    ``error`` whose message starts with its kind, and ``backend_status`` keeps the kind itself."""
-    store_status = status if status in ("oom", "error") else "error"
-    return CellRecord(status=store_status, error=f"{status}: {message}",
+    """A cell that was not timed: a skip (status ``skipped``, the reason as its message), or a failure (oom,
+    error, or a failed fidelity check stored as ``error`` whose message starts with ``fidelity:``);
+    ``backend_status`` keeps the kind itself."""
+    if status == SKIPPED:
+        store_status, error = SKIPPED, message
+    else:
+        store_status, error = (status if status in ("oom", "error") else "error"), f"{status}: {message}"
+    return CellRecord(status=store_status, error=error,
                       extra={**extra, "backend_status": status, "backend_message": message}, **common)
 
 

@@ -17,6 +17,7 @@ from prunebench.cli.common import console, float_list, int_list, positive_int, s
 from prunebench.config import DEVICES, RUN_METHODS, RunConfig, load_toml
 from prunebench.outdir import check_writable_dir
 from prunebench.report import summary_rows, summary_table
+from prunebench.report.deploy import eager_only, snapshot_rows
 from prunebench.report.hardware import main_snapshot
 from prunebench.results import load_snapshot
 from prunebench.runner import default_out, execute_run
@@ -178,7 +179,11 @@ def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path, executor_name:
         handler.close()
     elapsed = time.perf_counter() - start
     snapshot = load_snapshot(run_dir.root)
-    con.print(summary_table(summary_rows(main_snapshot(snapshot))))
+    # The table is about eager cells, as summary.md's; other backends' skips are listed, not counted as failures.
+    con.print(summary_table(summary_rows(main_snapshot(eager_only(snapshot)))))
+    skips = snapshot_rows(snapshot)[1]
+    if skips:
+        con.print(f"skipped (variant / backend): {'; '.join(f'{k}: {v}' for k, v in skips.items())}")
     con.print(f"finished in {elapsed:.0f} s; report: {run_dir.root / 'report.html'}  log: {run_dir.log}")
     con.print(stage_line(outcome.stage_seconds, outcome.load, outcome.stage_cpu_seconds))
     problems = [f"{name} (pruning failed)" for name in outcome.failed_variants]

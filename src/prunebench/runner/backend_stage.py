@@ -132,7 +132,7 @@ def store_backend_stage(store: Any, config: Any, settings: BenchSettings, models
         extra = {**cell.extra, **accuracy.get(key, {}),
                  "backend_changes_numerics": BACKENDS.get(cell.backend).changes_numerics}
         store.put_cell(_replace_extra(cell, extra))
-        if not cell.ok and cell.extra.get("backend_status") != "skipped":
+        if cell.failed:
             failed += 1
 
     run_backend_stage(config.backends, models, config.batch_sizes, config.seq_len, settings,

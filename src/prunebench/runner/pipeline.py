@@ -269,7 +269,7 @@ class _Stages:
 
         def put(unit: Unit, cell: CellRecord) -> None:
             store.put_cell(cell)
-            if not cell.ok:
+            if cell.failed:
                 self.outcome.failed_cells += 1
             tick("bench", f"{cell.variant} b={cell.batch_size} on {unit.node_class}: "
                  + (f"{cell.speedup:.2f}x" if cell.speedup else cell.status))

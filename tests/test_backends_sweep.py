@@ -123,3 +123,14 @@ def test_a_runnable_switched_to_train_mode_between_blocks_is_caught(model):
     assert "bad" not in later[later.index("good"):]
     # The other cell of the same sweep is unaffected.
     assert good_cell.ok and good_cell.n_blocks == 3
+
+
+def test_a_baseline_with_its_own_call_is_never_twinned(model):
+    from prunebench.bench.inputs import make_inputs
+    from prunebench.bench.sweep import sweep
+    from prunebench.bench.sweep_state import Subject
+
+    runnable = torch_runnable("eager", model, FP32)
+    base = Subject("dense", model, "eager", call_for=runnable.bind)
+    with pytest.raises(ValueError, match="cannot be twinned; skip its cell"):
+        sweep({"dense": base}, lambda b, s: make_inputs(97, b, s), (1,), (8,), "dense", settings=BLOCKS)

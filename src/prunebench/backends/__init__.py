@@ -1,8 +1,8 @@
 """Execution backends: how a (pruned) model is run when it is timed.
 
 ``BACKENDS.get(name)`` gives a backend; ``backend.prepare(model, PrepareOptions(...))`` a
-:class:`~prunebench.backends.base.Runnable`, which :func:`~prunebench.backends.fidelity.time_runnables` checks
-against the eager model and only then times. Registered, in order:
+:class:`~prunebench.backends.base.Runnable`, which :func:`~prunebench.backends.cells.bench_backends` checks
+against the eager model and only then times in a block sweep. Registered, in order:
 
 =====================  =======================================================================================
 ``eager``              the model as it is (default; the reference)

@@ -8,7 +8,9 @@ right before the clock starts). The speedup against dense on the same backend is
 speedups against dense eager (both measured against the same baseline in the same process).
 
 A second table checks the ``sparse`` promise: magnitude 90% on ``sparse`` timed paired against the same
-model on ``eager`` (dense kernels on zeros) at every batch size: never measurably slower.
+model on ``eager`` (dense kernels on zeros) at every batch size: never measurably slower. Preparing ``sparse``
+already checks each token count on the whole model (``backends/sparse_guard.py``) and falls back to dense
+kernels where it is not faster; those checks are printed and kept under ``sparse_decisions.whole_model``.
 
 Contention: every cell records the 1-minute load average before and after it. On the shared 2-core machine
 under a load of 8-12, dense eager with 2 threads ran 30-60x slower than unloaded (0.8-1.4 s instead of ~23 ms
@@ -97,6 +99,9 @@ def main() -> None:
             t0 = time.perf_counter()
             prepared[vname, bname] = backend.prepare(m, opts)
             print(f"prepared {vname:15s} on {bname:17s} in {time.perf_counter() - t0:5.1f} s", flush=True)
+            for tokens, entry in (prepared[vname, bname].info.get("whole_model") or {}).items():
+                tried = ", ".join(f"{a['set']} ({a['linears']} Linears) {_fmt(a)}" for a in entry["attempts"])
+                print(f"  whole-model check T={tokens}: kept {entry['kept']}; {tried or entry.get('why')}", flush=True)
 
     cells: list[dict[str, Any]] = []
     for batch_size in args.batch_sizes:

@@ -85,15 +85,18 @@ def test_snapshot_rows_take_backend_accuracy_and_skips():
     cells = [cell("dense", "eager", 1, 1.0), cell("structured@0.5", "eager", 1, 1.75),
              {**cell("structured@0.5", "int8", 1, 2.5), "backend_changes_numerics": True, "backend_accuracy": 0.11},
              {**cell("dense", "int8", 1, 1.8), "backend_changes_numerics": True},
-             {**cell("dense", "sparse", 1, 1.0, status="error"), "speedup": None, "backend_status": "skipped",
-              "backend_message": "no zeros"}]
+             {**cell("dense", "sparse", 1, 1.0, status="skipped"), "speedup": None, "error": "no zeros"},
+             # A skip as stores written before the ``skipped`` status kept it: read as the same skip.
+             {**cell("structured@0.5", "sparse", 1, 1.0, status="error"), "speedup": None, "error": "skipped: shrunk",
+              "backend_status": "skipped", "backend_message": "shrunk"}]
     snap = {"cells": cells, "evaluations": [{"variant": "dense", "accuracy": 0.12},
                                             {"variant": "structured@0.5", "accuracy": 0.113}]}
     rows, skips = snapshot_rows(snap)
     by = {(r.variant, r.backend): r for r in rows}
     assert by["structured@0.5", "int8"].accuracy == 0.11 and by["structured@0.5", "eager"].accuracy == 0.113
     assert by["dense", "int8"].accuracy is None  # int8 changes numerics: not eager's accuracy
-    assert skips == {"dense / sparse": "no zeros"}
+    assert skips == {"dense / sparse": "no zeros", "structured@0.5 / sparse": "shrunk"}
+    assert ("dense", "sparse") not in by and ("structured@0.5", "sparse") not in by
     fragment = deploy_html(deploy_markdown(rows, skips))
     assert fragment.startswith('<section id="deploy">') and "<td>structured@0.5</td>" in fragment
     assert "<h2>What to deploy</h2>" in fragment and "no zeros" in fragment

@@ -76,8 +76,8 @@ def test_torch_backends_match_eager_and_leave_model_untouched(model, name):
     sparsify_(model, 0.9)
     before = copy.deepcopy(model)
     fast = {"warmup": 1, "min_time": 0.0, "min_pairs": 2, "max_time": 0.2, "target_ci": None}
-    # margin -1: every Linear takes a sparse kernel, so the SparseLinear path itself is checked.
-    be = SparseBackend(margin=-1.0, timing=fast) if name == "sparse" else backend
+    # margin -1 and no whole-model check: every Linear takes a sparse kernel, so the SparseLinear path is checked.
+    be = SparseBackend(margin=-1.0, timing=fast, whole_margin=None) if name == "sparse" else backend
     runnable = be.prepare(model, OPTS)
     if name == "sparse":
         assert runnable.info["sparse_linears"] == 8

@@ -45,8 +45,9 @@ def test_skipped_variant_is_a_cell_with_its_reason(model):
     cand = prepare_variant(BACKENDS.get("sparse"), "structured@0.5", model, OPTS)
     assert cand.runnable is None and "zeros" in cand.skip
     cell = backend_cell(base, cand, make_inputs(97, 2, 8), FAST)
-    assert cell.extra["backend_status"] == SKIPPED and cell.error == f"skipped: {cand.skip}"
-    assert cell.status == "error" and cell.latency_ms is None
+    # A skip is its own status with its reason (not an error, not a failure).
+    assert cell.status == "skipped" and cell.skipped and not cell.failed and cell.error == cand.skip
+    assert cell.extra["backend_status"] == SKIPPED and cell.latency_ms is None
 
 
 def test_a_runnable_in_training_mode_becomes_a_fidelity_cell_and_is_not_timed(model):

@@ -197,3 +197,44 @@ def test_from_manifest_is_the_inverse_of_shape_manifest():
     assert torch.equal(_logits(model, batch), _logits(rebuilt.eval(), batch))
     with pytest.raises(ValueError, match="has no architecture"):
         type(adapter).from_manifest({}, {**adapter.shape_manifest(), "architecture": "BertModel"})
+
+
+def _run_error(capsys, folder, tmp_path) -> str:
+    """``prunebench run --model folder``: exit 2, one line, and no run folder left behind."""
+    capsys.readouterr()
+    out = tmp_path / "run-out"
+    assert main(["run", "--model", str(folder), "--seq-len", "16", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert not out.exists()
+    return err
+
+
+def test_run_refuses_each_bad_hf_input_before_its_folder_exists(tmp_path, capsys, monkeypatch):
+    good = tmp_path / "good"
+    tiny_model("bert", "BertModel").save_pretrained(str(good))
+    write_tokenizer(good)
+    no_tokenizer = tmp_path / "no_tokenizer"
+    tiny_model("bert", "BertModel").save_pretrained(str(no_tokenizer))
+    assert "has no tokenizer" in _run_error(capsys, no_tokenizer, tmp_path)
+    no_weights = tmp_path / "no_weights"
+    tiny_model("bert", "BertModel").config.save_pretrained(str(no_weights))
+    write_tokenizer(no_weights)
+    assert "no weights" in _run_error(capsys, no_weights, tmp_path)
+    odd = tmp_path / "odd"
+    tiny_model("bert", "BertModel").save_pretrained(str(odd))
+    write_tokenizer(odd)
+    doc = json.loads((odd / "config.json").read_text())
+    (odd / "config.json").write_text(json.dumps({**doc, "num_attention_heads": 5}))
+    assert "not divisible by the head count 5" in _run_error(capsys, odd, tmp_path)
+    other = tmp_path / "other"
+    transformers.BertForTokenClassification(transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=8)).save_pretrained(str(other))
+    write_tokenizer(other)
+    assert "unsupported architecture BertForTokenClassification; supported: BertModel" in _run_error(
+        capsys, other, tmp_path)
+    real = hf_deps.importlib.util.find_spec
+    monkeypatch.setattr(hf_deps.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "transformers" else real(name, *a))
+    assert "pip install 'prunebench[hf]'" in _run_error(capsys, good, tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prunebench.config import HF_SPARSITIES, RunConfig
+from prunebench.config import HF_DEFAULTS, HF_SPARSITIES, RunConfig
 from prunebench.results import ResultStore
 from prunebench.runner.hf_run import hf_variants
 from prunebench.runner.pipeline import execute_run
@@ -35,6 +35,23 @@ def test_hf_run_defaults_to_three_sparsities_and_rejects_unknown_models(model_di
     assert len(config.variants()) == 3 * (len(config.methods) - 1) + 1  # 2:4 fixes its own sparsity
     with pytest.raises(ValueError, match="or a Hugging Face model folder"):
         RunConfig(model=str(model_dir.parent))
+
+
+def test_hf_run_defaults_are_trimmed_and_every_option_still_wins(model_dir: Path):
+    # What the CLI and TOML build (from_dict): the default HF run's methods and batch sizes ...
+    config = RunConfig.from_dict({"model": str(model_dir), "seq_len": 32})
+    assert config.methods == HF_DEFAULTS["methods"] and config.batch_sizes == HF_DEFAULTS["batch_sizes"]
+    assert {s for _, _, s in config.variants()} == set(HF_SPARSITIES)
+    # ... which explicit options replace, one by one.
+    wide = RunConfig.from_dict({"model": str(model_dir), "seq_len": 32, "batch_sizes": [1, 2, 4, 8, 16]})
+    assert wide.batch_sizes == (1, 2, 4, 8, 16) and wide.methods == HF_DEFAULTS["methods"]
+    every = RunConfig.from_dict({"model": str(model_dir), "seq_len": 32, "methods": list(RunConfig().methods)})
+    assert every.methods == RunConfig().methods and every.batch_sizes == HF_DEFAULTS["batch_sizes"]
+    # The run of our own encoder keeps its defaults.
+    assert RunConfig.from_dict({"model": "medium"}) == RunConfig()
+    assert RunConfig.from_dict({"model": str(model_dir), "seq_len": 32, "recovery_seconds": 0}).recovery_seconds == 0
+    with pytest.raises(ValueError, match="recovery_seconds"):
+        RunConfig(recovery_seconds=-1.0)
     with pytest.raises(ValueError, match="max_positions 64"):
         RunConfig(model=str(model_dir), seq_len=128)
 

@@ -132,8 +132,12 @@ def test_distillation_moves_the_student_towards_the_teacher(tok, task):
     with torch.no_grad():
         before = float(distill_loss(student, teacher, batches[0], Pooling()))
     hist = distill_(student, teacher, text_stream(tok, task.texts["train"], batch_size=8), seconds=None,
-                    max_steps=30, lr=3e-3, precision="fp32")
+                    max_steps=30, lr=3e-3, precision="fp32", held_out=batches[1], checks=4)
     assert hist.steps == 30 and not student.training
+    # start, 4 checks, end; the best of them kept (here a late one: distillation helped)
+    assert len(hist.held_out_checks) == 6 and hist.held_out_checks[0] == (0, hist.held_out_before)
+    assert hist.held_out_after == min(loss for _, loss in hist.held_out_checks) < hist.held_out_before
+    assert hist.kept_step > 0 and not hist.reverted
     with torch.no_grad():
         assert float(distill_loss(student, teacher, batches[0], Pooling())) < 0.7 * before
     with pytest.raises(ValueError, match="time budget"):
@@ -141,7 +145,8 @@ def test_distillation_moves_the_student_towards_the_teacher(tok, task):
     before_state = {k: v.clone() for k, v in student.state_dict().items()}
     wrecked = distill_(student, teacher, iter(batches * 3), seconds=None, max_steps=3, lr=5.0, warmup_steps=1,
                        precision="fp32", held_out=batches[1])
-    assert wrecked.reverted and wrecked.held_out_after > wrecked.held_out_before
+    assert wrecked.reverted and wrecked.kept_step == 0 and wrecked.held_out_after == wrecked.held_out_before
+    assert wrecked.held_out_checks[-1][1] > wrecked.held_out_before  # what it would have left
     assert all(torch.equal(v, before_state[k]) for k, v in student.state_dict().items())
 
 

@@ -10,6 +10,7 @@ import pytest
 from prunebench.cli.compare_cmd import default_out
 from prunebench.cli.main import main
 from prunebench.report import build_comparison
+from prunebench.report.compare import backend_speedup_rows, speedup_rows
 from prunebench.report.runs import differing, groups, load_runs
 from tests.test_results_synthetic import fill_store, make_snapshot
 
@@ -81,3 +82,33 @@ def test_compare_bad_input(runs: list[Path], tmp_path: Path, capsys) -> None:
 def test_default_out_is_stable(runs: list[Path]) -> None:
     assert default_out(runs) == default_out(list(reversed(runs)))
     assert default_out(runs).parent == Path("runs") and default_out(runs) != default_out(runs[:2])
+
+
+def _backend_cell(variant: str, b: int, figures: tuple[float, float, float]) -> dict:
+    s, lo, hi = figures
+    return {"variant": variant, "backend": "int8", "batch_size": b, "seq_len": 32, "status": "ok",
+            "speedup": s, "speedup_ci_low": lo, "speedup_ci_high": hi, "latency_ms": 3.0 / s,
+            "baseline_backend": "eager", "n_pairs": 20}
+
+
+def test_backend_cells_are_compared_per_backend_not_mixed_with_eager(tmp_path: Path) -> None:
+    dirs = []
+    for name, structured in (("a", (1.5, 1.45, 1.55)), ("b", (0.9, 0.85, 0.95))):
+        snap = make_snapshot()
+        snap["run"].update(run_id=f"run-{name}")
+        # Stored before the eager cells: a lookup by (variant, B) alone would return these.
+        snap["cells"] = [_backend_cell("dense", 1, (1.8, 1.75, 1.85)), _backend_cell("structured@0.5", 1, structured),
+                         *snap["cells"]]
+        assert {c["seq_len"] for c in snap["cells"][2:]} == {32}
+        dirs.append(fill_store(tmp_path / name, snap))
+    entries = load_runs(dirs)
+    eager_row = next(r for r in speedup_rows(entries) if r[:2] == ["structured@0.5", "1"])
+    assert eager_row[2:] == ["1.05× [0.98–1.12] same"] * 2  # eager's own cells only
+    rows = {tuple(r[:3]): r[3:] for r in backend_speedup_rows(entries)}
+    assert set(rows) == {("dense", "int8", "1"), ("structured@0.5", "int8", "1")}
+    # Judged against the eager twin's noise floor (its baseline), not dense-int8-vs-dense-eager's 1.8x band.
+    assert rows["structured@0.5", "int8", "1"] == ["1.50× [1.45–1.55] faster", "0.90× [0.85–0.95] slower"]
+    md = build_comparison(dirs, tmp_path / "out")["compare.md"].read_text(encoding="utf-8")
+    assert "## Other backends: speedup vs dense eager per run" in md
+    assert "| structured@0.5 | int8 | 1 | 1.50× [1.45–1.55] faster |" in md
+    assert "structured@0.5 on int8 at B=1" in md  # the verdict names the backend of a flip

@@ -34,6 +34,12 @@ DEFAULT_SPARSITY: dict[str, float] = {
 RUN_METHODS = tuple(DEFAULT_SPARSITY)
 #: Sparsities of every method of a Hugging Face run when none are given: a degradation curve needs several.
 HF_SPARSITIES = (0.3, 0.5, 0.7)
+#: What a Hugging Face run does when not told otherwise (:meth:`RunConfig.from_dict`), sized so that
+#: ``prunebench run --model <MiniLM folder>`` fits 10 minutes on 2 cores (README): structured (shrunk, refitted,
+#: distilled: the recovered variants, and the ones that get faster) and Wanda (one-shot, calibrated) at
+#: :data:`HF_SPARSITIES`, timed at batch sizes 1 and 16 for at most 4 s per cell. ``--methods``,
+#: ``--batch-sizes`` and ``--set max_time=10`` bring back the rest.
+HF_DEFAULTS: dict[str, Any] = {"methods": ("structured", "wanda"), "batch_sizes": (1, 16), "max_time": 4.0}
 DEVICES = ("cpu", "cuda")
 #: Seeds are stored as SQLite integers and fed to torch and numpy generators: 0 .. 2^63 - 1.
 MAX_SEED = 2**63 - 1
@@ -74,6 +80,8 @@ class RunConfig:
         task: ``mlm`` (built-in, Python stdlib source) or ``csv:PATH`` / ``jsonl:PATH``.
         train_budget: dense training budget (``"600"`` steps or ``"90s"``); empty = the task's default.
         finetune_steps: recovery fine-tuning steps after each iterative pruning step.
+        recovery_seconds: Hugging Face runs: seconds of distillation from dense after each structured shrink
+            and refit (``--quick``: at most 1).
         train_precision: precision of dense training and recovery fine-tuning: ``auto`` (bf16 mixed precision
             where the hardware has native bf16, else fp32), ``fp32`` or ``bf16``.
         iterative_steps: pruning steps of the iterative method.
@@ -81,6 +89,8 @@ class RunConfig:
         calib_sequences: calibration sequences for Wanda (and Taylor importance).
         eval_batches: test batches evaluated per variant (0 = the task's default).
         min_time: minimum seconds of paired timing per benchmark cell (0 = 0.5 s, or the quick preset's).
+        max_time: maximum seconds of paired timing per benchmark cell, which wins over the minimums (0 = the
+            preset's: 10 s, quick 2.5 s; a Hugging Face run's default is 4 s, see :data:`HF_DEFAULTS`).
         pad_fraction: fraction of each benchmark sequence that is padding.
         save_models: keep every pruned model in the run folder (needed to resume without re-pruning).
         targets: speedups (> 1) for the latency-budget search; each adds a ``search@<t>x`` variant, searched
@@ -101,12 +111,14 @@ class RunConfig:
     task: str = "mlm"
     train_budget: str = ""
     finetune_steps: int = 10
+    recovery_seconds: float = 20.0
     train_precision: str = "auto"
     iterative_steps: int = 4
     schedule: str = "cubic"
     calib_sequences: int = 32
     eval_batches: int = 0
     min_time: float = 0.0
+    max_time: float = 0.0
     pad_fraction: float = 0.0
     save_models: bool = True
     targets: tuple[float, ...] = ()
@@ -156,8 +168,11 @@ class RunConfig:
         SCHEDULE_REGISTRY.get(self.schedule)  # unknown -> ValueError listing the registered schedules
         if not 0.0 <= self.pad_fraction < 1.0:
             raise ValueError(f"pad_fraction must lie in [0, 1), got {self.pad_fraction}")
-        if not (math.isfinite(self.min_time) and self.min_time >= 0):
-            raise ValueError(f"min_time must be a finite number of seconds >= 0, got {self.min_time}")
+        if not (math.isfinite(self.recovery_seconds) and self.recovery_seconds >= 0):
+            raise ValueError(f"recovery_seconds must be a finite number of seconds >= 0, got {self.recovery_seconds}")
+        for name in ("min_time", "max_time"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {getattr(self, name)}")
         if self.train_budget:
             Budget.parse(self.train_budget)  # a bad budget is an error now, not after the store exists
         from prunebench.backends import parse_backends  # lazy: backends import bench, which is heavier
@@ -192,8 +207,16 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Build from a (TOML or JSON) mapping, type-checking every value; unknown keys are errors."""
-        return replace(cls(), **_coerce(data)) if data else cls()
+        """Build from a (TOML or JSON) mapping, type-checking every value; unknown keys are errors.
+
+        A Hugging Face model folder gets :data:`HF_DEFAULTS` for whichever of those keys ``data`` leaves out.
+        """
+        if not data:
+            return cls()
+        given = _coerce(data)
+        model = given.get("model")
+        hf = isinstance(model, str) and model not in model_names() and is_hf_folder(model)
+        return replace(cls(), **({**HF_DEFAULTS, **given} if hf else given))
 
     def merged(self, overrides: dict[str, Any]) -> RunConfig:
         """A copy with ``overrides`` (already-typed values, None = keep) applied."""

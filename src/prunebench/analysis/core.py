@@ -9,7 +9,7 @@ from typing import Any
 
 from prunebench.analysis.accuracy import accuracy_verdict, delta_ci, measurably_better
 from prunebench.analysis.records import Analysis, CellAnalysis, Crossover, ParetoPoint, VariantAnalysis
-from prunebench.results.cell import DEFAULT_BACKEND, CellRecord, flop_ideal
+from prunebench.results.cell import DEFAULT_BACKEND, CellRecord, flop_ideal, normalize_cell_row
 
 #: Name of the dense baseline variant in every run.
 BASELINE = "dense"
@@ -106,6 +106,10 @@ _FIGURES = (
 )
 
 
+def _baseline_backend(r: CellRecord) -> str:
+    return str(r.extra.get("baseline_backend") or r.backend)
+
+
 def analyze_cells(cells: Sequence[Mapping[str, Any]], variants: Sequence[VariantAnalysis] = ()) -> list[CellAnalysis]:
     """Per-cell comparisons with dense, sorted by variant order, seq len, then batch size.
 
@@ -114,14 +118,17 @@ def analyze_cells(cells: Sequence[Mapping[str, Any]], variants: Sequence[Variant
     """
     by_name = {v.name: v for v in variants}
     order = {v.name: i for i, v in enumerate(variants)}
-    records = [CellRecord.from_row({**c, "status": c.get("status") or "error"}) for c in cells]
-    twins = {(r.backend, r.batch_size, r.seq_len): r for r in records if r.variant == BASELINE and r.ok}
+    records = [CellRecord.from_row(normalize_cell_row({**c, "status": c.get("status") or "error"})) for c in cells]
+    # The twin is dense timed against dense on the same backend; a backend cell is timed against dense *eager*
+    # (``baseline_backend``), so its noise floor is eager's twin, never dense-on-that-backend vs dense eager.
+    twins = {(r.backend, r.batch_size, r.seq_len): r for r in records
+             if r.variant == BASELINE and r.ok and _baseline_backend(r) == r.backend}
     out = []
     for r in records:
         if not r.ok:
             r = dataclasses.replace(r, **dict.fromkeys(_FIGURES))
         v = by_name.get(r.variant)
-        twin = twins.get((r.backend, r.batch_size, r.seq_len))
+        twin = twins.get((_baseline_backend(r), r.batch_size, r.seq_len))
         margin = noise_margin(twin)
         ideal = r.flop_ideal_speedup if r.flop_ideal_speedup is not None else (v.flop_ideal_speedup if v else None)
         fields = {f.name: getattr(r, f.name) for f in dataclasses.fields(r)}

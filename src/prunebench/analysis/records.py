@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prunebench.results.cell import CellRecord
+from prunebench.results.cell import DEFAULT_BACKEND, CellRecord
 
 
 @dataclass(frozen=True)
@@ -98,11 +98,13 @@ class Analysis:
     #: batch size -> the Pareto points at that batch size (smallest and largest batch size of the run).
     pareto: dict[int, tuple[ParetoPoint, ...]] = field(default_factory=dict)
 
-    def cell(self, variant: str, batch_size: int, seq_len: int | None = None) -> CellAnalysis | None:
-        """The cell of ``variant`` at ``batch_size`` (and the run's main seq len unless given)."""
+    def cell(self, variant: str, batch_size: int, seq_len: int | None = None,
+             backend: str = DEFAULT_BACKEND) -> CellAnalysis | None:
+        """The cell of ``variant`` at ``batch_size`` (and the run's main seq len unless given) on ``backend``
+        (eager unless given: a run with ``--backends`` holds one cell per backend at the same shape)."""
         want = self.seq_len if seq_len is None else seq_len
         for c in self.cells:
-            if c.variant == variant and c.batch_size == batch_size and c.seq_len == want:
+            if c.variant == variant and c.batch_size == batch_size and c.seq_len == want and c.backend == backend:
                 return c
         return None
 

@@ -1,14 +1,14 @@
 """Execution backends: how a (pruned) model is run when it is timed.
 
 ``BACKENDS.get(name)`` gives a backend; ``backend.prepare(model, PrepareOptions(...))`` a
-:class:`~prunebench.backends.base.Runnable`, which :func:`~prunebench.backends.fidelity.time_runnables` checks
-against the eager model and only then times. Registered, in order:
+:class:`~prunebench.backends.base.Runnable`, which :func:`~prunebench.backends.cells.bench_backends` checks
+against the eager model and only then times in a block sweep. Registered, in order:
 
 =====================  =======================================================================================
 ``eager``              the model as it is (default; the reference)
 ``int8``               torchao dynamic int8 of the encoder Linears (``pip install 'prunebench[int8]'``)
 ``int8-legacy``        ``torch.ao.quantization.quantize_dynamic`` (deprecated, still in torch 2.13)
-``sparse``             unstructured Linears as CSR/BSR where a micro-benchmark at the run's shapes says faster
+``sparse``             unstructured Linears as CSR/BSR where micro-benchmarks, then the whole model, are faster
 ``onnxruntime``        ONNX export + ORT CPU session, fp32 (``pip install 'prunebench[onnx]'``)
 ``onnxruntime-int8``   the export with ORT dynamic int8 quantization
 ``compile``            ``torch.compile`` (inductor); skipped where no C++ compiler is found

@@ -1,41 +1,47 @@
-"""Benchmark cells over (variant, backend): each runnable checked against its eager model, then timed paired.
+"""Benchmark cells over (variant, backend): each runnable checked against its eager model, then timed in blocks.
 
-A cell is a :class:`~prunebench.results.cell.CellRecord` keyed (variant, backend, batch size, sequence length);
-its ``extra`` records the baseline's backend, the fidelity check that preceded the timing, how threads and
-memory were controlled, and the backend's environment. A runnable that fails its fidelity check is never timed
-(``backend_status`` ``fidelity``); a backend that cannot express a variant, or is not installed, is a skip
-(``backend_status`` ``skipped``) with its reason. Both are stored with status ``error`` and a message that
-starts with their kind, since the store's statuses are ok|oom|error.
+The runnables of one batch size are timed by one block sweep (:func:`prunebench.bench.sweep.sweep`) against
+dense eager, like the eager cells: ABBA/BAAB blocks round-robin over the cells, a two-stage bootstrap CI, and
+eval mode asserted on both runnables before every block. A cell is a
+:class:`~prunebench.results.cell.CellRecord` keyed (variant, backend, batch size, sequence length); its
+``extra`` records the baseline's backend, the fidelity check that preceded the timing, how threads and memory
+were controlled, and the backend's environment. A runnable that fails its fidelity check (before the first
+block, or its eval-mode check before a later one) is never timed: status ``error``, ``backend_status``
+``fidelity``, a message that starts with ``fidelity:``, no timings. A backend that cannot express a variant,
+or is not installed, is a skip: status ``skipped`` with its reason in ``error`` (a skip is not a failure: it
+fails no run).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from prunebench.backends.base import BackendUnavailable, FidelityError, PrepareOptions, Runnable
-from prunebench.backends.fidelity import time_runnables
+from prunebench.backends.fidelity import assert_eval, check_fidelity
 from prunebench.bench.flops import forward_macs
 from prunebench.bench.inputs import make_inputs
-from prunebench.bench.load import LoadProbe
 from prunebench.bench.memory import peak_forward_memory
 from prunebench.bench.settings import BenchSettings
-from prunebench.bench.timing import pinned_threads, timer_for
+from prunebench.bench.sweep import sweep
+from prunebench.bench.sweep_state import CellRejected, Subject, cell_failure
+from prunebench.bench.timing import pinned_threads
 from prunebench.models.adapters import find_adapter
 from prunebench.models.batch import Batch
+from prunebench.results.cell import SKIPPED as CELL_SKIPPED
 from prunebench.results.cell import CellRecord, flop_ideal
 
 logger = logging.getLogger(__name__)
 
 #: Cell status of a runnable whose outputs (or mode) failed the check before timing.
 FIDELITY = "fidelity"
-#: Cell status of a backend that cannot express a variant, or is not available here.
-SKIPPED = "skipped"
+#: Cell status of a backend that cannot express a variant, or is not available here (the store's own status).
+SKIPPED = CELL_SKIPPED
 
 
 @dataclass
@@ -91,70 +97,123 @@ def _macs(model: nn.Module, batch_size: int, seq_len: int) -> tuple[int | None, 
     return forward_macs(model, batch_size, seq_len), forward_macs(model, batch_size, seq_len, effective=True)
 
 
-def _failed(common: dict[str, Any], extra: dict[str, Any], status: str, message: str) -> CellRecord:
-    """A cell that was not timed. The store knows ok|oom|error: a skip or a failed fidelity check is stored as
-    ``error`` whose message starts with its kind, and ``backend_status`` keeps the kind itself."""
-    store_status = status if status in ("oom", "error") else "error"
-    return CellRecord(status=store_status, error=f"{status}: {message}",
-                      extra={**extra, "backend_status": status, "backend_message": message}, **common)
+def _failure(status: str, message: str) -> dict[str, Any]:
+    """The fields of a cell that was not timed: a skip (status ``skipped``, the reason as its message), or a
+    failure (oom, error, or a failed fidelity check stored as ``error`` whose message starts with
+    ``fidelity:``); ``backend_status`` keeps the kind itself."""
+    if status == SKIPPED:
+        store_status, error = SKIPPED, message
+    else:
+        store_status, error = (status if status in ("oom", "error") else "error"), f"{status}: {message}"
+    return {"status": store_status, "error": error,
+            "extra": {"backend_status": status, "backend_message": message}}
 
 
-def backend_cell(base: Prepared, cand: Prepared, batch: Batch, settings: BenchSettings) -> CellRecord:
-    """Time ``cand`` against ``base`` on ``batch`` after both passed their fidelity checks (one cell).
-
-    Failures never raise: a skip, a failed fidelity check, or a runtime error become the cell's status.
-    """
+def _failed(base: Prepared, cand: Prepared, batch: Batch, settings: BenchSettings, status: str,
+            message: str) -> CellRecord:
+    """A cell that was never timed (see :func:`_failure`)."""
     batch_size, seq_len = (int(n) for n in batch["input_ids"].shape)
     macs, effective = _macs(cand.reference, batch_size, seq_len)
     baseline_macs, _ = _macs(base.reference, batch_size, seq_len)
-    common: dict[str, Any] = {
-        "variant": cand.variant, "backend": cand.backend, "baseline": base.variant, "batch_size": batch_size,
-        "seq_len": seq_len, "device": settings.device, "threads": settings.threads, "include_head": False,
-        "pad_fraction": settings.pad_fraction, "macs": macs, "effective_macs": effective,
-        "baseline_macs": baseline_macs, "flop_ideal_speedup": flop_ideal(baseline_macs, effective),
-    }
-    extra = _fields(base, cand)
-    if cand.runnable is None or base.runnable is None:
-        return _failed(common, extra, SKIPPED, cand.skip or base.skip)
-    probe = LoadProbe()
-    with pinned_threads(settings.threads):
-        try:
-            probe.start()
-            result, _, fid = time_runnables((base.runnable, base.reference), (cand.runnable, cand.reference), batch,
-                                            timer=_timer(settings), **settings.compare_kwargs())
-            probe.stop()
-            peak = runnable_peak_memory(cand.runnable, batch, settings.device) if settings.measure_memory else None
-        except FidelityError as exc:
-            logger.warning("cell %s/%s b=%d not timed: %s", cand.variant, cand.backend, batch_size, exc)
-            return _failed(common, extra, FIDELITY, str(exc))
-        except (RuntimeError, ValueError) as exc:
-            text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            status = "oom" if "out of memory" in text.lower() else "error"
-            return _failed(common, extra, status, f"{type(exc).__name__}: {text}")
-    lat = result.candidate
-    extra.update(fidelity=fid.to_dict(), backend_status="ok")
-    tput = {}
-    if lat.median > 0:
-        tput = {"throughput_samples_s": batch_size / lat.median,
-                "throughput_tokens_s": batch_size * seq_len / lat.median}
+    fields = _failure(status, message)
     return CellRecord(
-        latency_ms=lat.median * 1e3, latency_p90_ms=lat.p90 * 1e3, latency_cv=lat.cv,
-        baseline_latency_ms=result.baseline.median * 1e3, speedup=result.speedup, speedup_ci_low=result.ci_low,
-        speedup_ci_high=result.ci_high, n_pairs=result.n_pairs, n_blocks=len(result.block_sizes),
-        stop_reason=result.stop_reason, peak_memory_bytes=peak, timing=result.to_dict(), extra=extra,
-        **{**common, "threads": lat.threads}, **tput, **probe.finish(),
+        variant=cand.variant, backend=cand.backend, baseline=base.variant, batch_size=batch_size, seq_len=seq_len,
+        device=settings.device, threads=settings.threads, include_head=False, pad_fraction=settings.pad_fraction,
+        macs=macs, effective_macs=effective, baseline_macs=baseline_macs,
+        flop_ideal_speedup=flop_ideal(baseline_macs, effective), status=fields["status"], error=fields["error"],
+        extra={**_fields(base, cand), **fields["extra"]},
     )
 
 
-def _timer(settings: BenchSettings) -> Callable[..., Any]:
-    from prunebench.bench.timing import time_paired
+def _eval_check(runnable: Runnable) -> Callable[[], None]:
+    """The sweep's check before every block: eval mode, or the cell stops as a failed fidelity check."""
 
-    timer = timer_for(settings.device)
+    def check() -> None:
+        try:
+            assert_eval(runnable)
+        except FidelityError as exc:
+            raise CellRejected(_failure(FIDELITY, str(exc))) from exc
 
-    def paired(a: Callable[[], Any], b: Callable[[], Any], **kwargs: Any) -> Any:
-        return time_paired(a, b, timer=timer, **kwargs)
+    return check
 
-    return paired
+
+def _subject(prepared: Prepared, runnable: Runnable, settings: BenchSettings, extra: dict[str, Any]) -> Subject:
+    """A prepared runnable as a sweep subject: its own call, memory measure and eval check before each block."""
+    def memory(batch: Batch) -> int | None:
+        return runnable_peak_memory(runnable, batch, settings.device)
+
+    return Subject(prepared.variant, prepared.reference, prepared.backend, call_for=runnable.bind,
+                   check=_eval_check(runnable), memory=memory, extra=extra)
+
+
+def _checked(base: Prepared, cand: Prepared, batch: Batch, settings: BenchSettings) -> Subject | CellRecord:
+    """``cand`` as a subject once both sides matched their eager models on ``batch``, else its untimed cell."""
+    if cand.runnable is None or base.runnable is None:
+        return _failed(base, cand, batch, settings, SKIPPED, cand.skip or base.skip)
+    try:
+        checks = [check_fidelity(r, p.reference, batch) for p, r in ((base, base.runnable), (cand, cand.runnable))]
+    except FidelityError as exc:
+        logger.warning("cell %s/%s not timed: %s", cand.variant, cand.backend, exc)
+        return _failed(base, cand, batch, settings, FIDELITY, str(exc))
+    except (RuntimeError, ValueError) as exc:
+        status, message = cell_failure(exc)
+        return _failed(base, cand, batch, settings, status, message)
+    bad = next((c for c in checks if not c.ok), None)
+    if bad is not None:
+        logger.warning("cell %s/%s not timed: %s", cand.variant, cand.backend, bad.message)
+        return _failed(base, cand, batch, settings, FIDELITY, bad.message)
+    extra = {**_fields(base, cand), "fidelity": checks[1].to_dict(), "backend_status": "ok"}
+    return _subject(cand, cand.runnable, settings, extra)
+
+
+#: The baseline's key in a backend sweep (candidates are keyed by their index; the baseline's own cell is skipped).
+_BASE = "baseline"
+
+
+def _sweep_batch(base: Prepared, prepared: Sequence[Prepared], batch: Batch, settings: BenchSettings,
+                 on_cell: Callable[[CellRecord], None] | None, **timing: Any) -> list[CellRecord]:
+    """One block sweep at ``batch``'s shape of every prepared runnable against ``base``; cells in input order.
+
+    Each runnable's fidelity check runs once, here, before the sweep's first block; a skip or a failed check
+    is a cell that is never timed. The baseline's own cell is not timed: a backend cell's noise floor is the
+    main sweep's eager twin at the same shape (``analysis.noise_margin``).
+    """
+    batch_size, seq_len = (int(n) for n in batch["input_ids"].shape)
+    out: list[CellRecord | None] = []
+    subjects: dict[str, Subject] = {}
+    with pinned_threads(settings.threads):
+        for i, cand in enumerate(prepared):
+            got = _checked(base, cand, batch, settings)
+            if isinstance(got, CellRecord):
+                out.append(got)
+                if on_cell is not None:
+                    on_cell(got)
+            else:
+                out.append(None)
+                subjects[str(i)] = got
+        if subjects:
+            assert base.runnable is not None  # else every candidate was a skip
+            subjects[_BASE] = _subject(base, base.runnable, settings, {})
+            timed = iter(sweep(subjects, lambda b, s: batch, (batch_size,), (seq_len,), _BASE, settings=settings,
+                               on_cell=on_cell, skip=lambda n, b, s: n == _BASE, **timing))
+            out = [cell if cell is not None else next(timed) for cell in out]
+    return [cell for cell in out if cell is not None]
+
+
+def backend_cell(base: Prepared, cand: Prepared, batch: Batch, settings: BenchSettings,
+                 **timing: Any) -> CellRecord:
+    """Time ``cand`` against ``base`` on ``batch`` after both passed their fidelity checks (a sweep of one cell).
+
+    Failures never raise: a skip, a failed fidelity check (also one found before a later block), or a runtime
+    error become the cell's status. ``timing``: ``timer`` / ``clock`` / ``probe`` of :func:`sweep` (tests).
+    """
+    (cell,) = _sweep_batch(base, [cand], batch, _backend_settings(settings), None, **timing)
+    return cell
+
+
+def _backend_settings(settings: BenchSettings) -> BenchSettings:
+    # A runnable computes the encoder's hidden states: the head is never timed or counted.
+    return replace(settings, include_head=False)
 
 
 def bench_backends(
@@ -166,8 +225,10 @@ def bench_backends(
     *,
     vocab_size: int,
     on_cell: Callable[[CellRecord], None] | None = None,
+    done: Callable[[str, str, int, int], bool] | None = None,
+    **timing: Any,
 ) -> list[CellRecord]:
-    """Every prepared (variant, backend) against ``baseline`` (dense eager) at each batch size.
+    """Every prepared (variant, backend) against ``baseline`` (dense eager): one block sweep per batch size.
 
     Args:
         prepared: the (variant, backend) runnables (skips included: they become skipped cells).
@@ -176,16 +237,21 @@ def bench_backends(
         settings: the timing budget and conditions.
         vocab_size: inputs are drawn below it.
         on_cell: called with each finished cell.
+        done: ``done(variant, backend, batch_size, seq_len)``: cells already measured are not timed again.
+        **timing: ``timer`` / ``clock`` / ``probe`` of :func:`sweep` (tests inject fakes).
+
+    Returns:
+        The cells, by batch size and then in the order of ``prepared``.
     """
+    settings = _backend_settings(settings)
     cells = []
     for batch_size in batch_sizes:
+        todo = [p for p in prepared if done is None or not done(p.variant, p.backend, batch_size, seq_len)]
+        if not todo:
+            continue
         batch = make_inputs(vocab_size, batch_size, seq_len, seed=settings.seed, pad_fraction=settings.pad_fraction,
                             device=settings.device)
-        for cand in prepared:
-            cell = backend_cell(baseline, cand, batch, settings)
-            cells.append(cell)
-            if on_cell is not None:
-                on_cell(cell)
+        cells += _sweep_batch(baseline, todo, batch, settings, on_cell, **timing)
     return cells
 
 

@@ -2,9 +2,11 @@
 
 :func:`check_fidelity` compares a runnable's hidden states with the eager model's on the same batch (max
 absolute difference and cosine of the flattened outputs) against the runnable's tolerance.
-:func:`time_runnables` is the only timing entry point for runnables: it asserts eval mode on both sides and
-checks both against the reference immediately before :func:`~prunebench.bench.timing.time_paired`, and
-raises :class:`~prunebench.backends.base.FidelityError` (nothing timed) when either fails.
+Cells are timed by :func:`~prunebench.backends.cells.bench_backends`: :func:`check_fidelity` once, then a
+block sweep that calls :func:`assert_eval` on both runnables before every block. :func:`time_runnables` is
+the one-stretch form (``benchmarks/backends.py``): it asserts eval mode on both sides and checks both against
+the reference immediately before :func:`~prunebench.bench.timing.time_paired`, and raises
+:class:`~prunebench.backends.base.FidelityError` (nothing timed) when either fails.
 """
 
 from __future__ import annotations

@@ -3,11 +3,13 @@
 Sparse kernels beat a dense GEMM only at high sparsity and few tokens (measured on ``medium``, 90% zeros, 2
 threads: CSR 2.4x faster than dense for the 1536x512 qkv projection at 128 tokens, 0.9-1.1x at 2048 tokens,
 and BSR slower everywhere for unstructured zeros). So the format of each Linear is chosen by a paired
-micro-benchmark at the token counts the run will time (``batch_size * seq_len`` of every shape), and a Linear
+micro-benchmark at the token counts the run will time (``batch_size * seq_len`` of every shape): a Linear
 switches to a sparse format at a token count only where the whole confidence interval of its speedup over
-the dense kernel lies above ``1 + margin``; everywhere else (and at token counts that were not measured) it
-runs the dense kernel on the same zeros. That is what makes ``sparse`` never slower than ``zeros``, up to the
-per-call overhead of the format lookup.
+the dense kernel lies above ``1 + margin``. Those choices are then checked on the whole model at each token
+count (:mod:`prunebench.backends.sparse_guard`): where the sparse copy is not faster than the same model on
+dense kernels, that token count runs the dense kernel in every Linear, i.e. exactly what ``zeros`` runs. That
+fallback is what makes ``sparse`` never slower than ``zeros`` by construction (up to one dictionary lookup per
+Linear call); both measurements are kept in the runnable's ``info`` (``linears``, ``whole_model``).
 
 The replaced Linears keep their dense weight too (for the token counts that stay dense), so the prepared copy
 holds more parameter memory than the model; the peak-memory figure counts activations only, as for eager.
@@ -18,7 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -26,7 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunebench.backends.base import FP32, PrepareOptions, Runnable
+from prunebench.backends.sparse_guard import guard_token_counts
 from prunebench.backends.torch_backends import _prunable_linears, torch_runnable
+from prunebench.bench.records import PairedResult
 from prunebench.bench.timing import pinned_threads, time_paired
 
 logger = logging.getLogger(__name__)
@@ -131,22 +135,34 @@ def choose_formats(linear: nn.Linear, token_counts: Sequence[int], *, threads: i
 
 
 class SparseBackend:
-    """Unstructured Linears as CSR/BSR kernels, chosen per Linear and token count by measurement.
+    """Unstructured Linears as CSR/BSR kernels, chosen per Linear and token count by measurement, then checked
+    on the whole model per token count (:mod:`prunebench.backends.sparse_guard`).
 
     Args:
         min_zero_fraction: a Linear with fewer zeros is left dense without timing (sparse kernels lose there).
         margin: a format must be faster than dense by more than this (CI lower bound) to be chosen.
         timing: overrides of the micro-benchmark budget (``time_paired`` keyword arguments).
+        whole_margin: the whole model must be faster than dense on zeros by more than this (CI lower bound)
+            for a token count to keep any sparse kernel; None skips the whole-model check (tests only).
+        fallback_margin: after a failed whole-model check, only Linears whose own kernel won by more than
+            this are tried once more.
+        whole_timing: overrides of the whole-model check's budget (``sparse_guard.GUARD_TIMING``).
+        timer: the paired timing function of the whole-model check (``time_paired``; tests inject a fake).
     """
 
     name: ClassVar[str] = "sparse"
     changes_numerics: ClassVar[bool] = False
 
-    def __init__(self, min_zero_fraction: float = 0.5, margin: float = 0.02,
-                 timing: dict[str, Any] | None = None) -> None:
+    def __init__(self, min_zero_fraction: float = 0.5, margin: float = 0.02, timing: dict[str, Any] | None = None,
+                 *, whole_margin: float | None = 0.0, fallback_margin: float = 0.25,
+                 whole_timing: dict[str, Any] | None = None, timer: Callable[..., PairedResult] = time_paired) -> None:
         self.min_zero_fraction = min_zero_fraction
         self.margin = margin
         self.timing = timing
+        self.whole_margin = whole_margin
+        self.fallback_margin = fallback_margin
+        self.whole_timing = whole_timing
+        self.timer = timer
 
     def availability(self) -> str | None:
         return None
@@ -166,7 +182,8 @@ class SparseBackend:
         copied = copy.deepcopy(model).eval()
         token_counts = sorted({b * s for b, s in options.shapes})
         decisions: dict[str, Any] = {}
-        n_sparse = 0
+        replaced: dict[str, tuple[nn.Linear, SparseLinear]] = {}
+        micro_low: dict[str, dict[int, float]] = {}
         with pinned_threads(options.threads), torch.no_grad():
             for name, frac in self._zeros(copied).items():
                 linear = copied.get_submodule(name)
@@ -176,12 +193,31 @@ class SparseBackend:
                 formats, record = choose_formats(linear, token_counts, threads=options.threads, margin=self.margin,
                                                  seed=options.seed, timing=self.timing)
                 decisions[name] = {"zeros": round(frac, 4), "by_tokens": record}
+                micro_low[name] = {int(t): r["measured"][r["chosen"]]["ci"][0] for t, r in record.items()
+                                   if r["chosen"] != "dense"}
                 if formats:
-                    n_sparse += 1
                     sparse = {f: w for f, w in candidate_formats(linear.weight).items() if f in formats.values()}
-                    parent, _, child = name.rpartition(".")
-                    setattr(copied.get_submodule(parent), child, SparseLinear(linear, formats, sparse))
-        copied.eval()  # a new nn.Module starts in training mode (the eval check before timing caught exactly that)
+                    replaced[name] = (linear, SparseLinear(linear, formats, sparse))
+                    _swap(copied, name, replaced[name][1])
+            copied.eval()  # a new nn.Module starts in training mode (the eval check before timing caught exactly that)
+            whole = None
+            if self.whole_margin is not None and replaced:
+                whole = guard_token_counts(copied, model, {n: sl.formats for n, (_, sl) in replaced.items()},
+                                           micro_low, options.shapes, timer=self.timer, threads=options.threads,
+                                           seed=options.seed, margin=self.whole_margin,
+                                           fallback_margin=self.fallback_margin, timing=self.whole_timing)
+        for name, (linear, sl) in replaced.items():
+            if not sl.formats:  # dense at every token count after the whole-model check: the plain Linear again
+                _swap(copied, name, linear)
+        n_sparse = sum(1 for _, sl in replaced.values() if sl.formats)
         logger.info("sparse: %d of %d Linears use a sparse kernel at some shape", n_sparse, len(decisions))
-        info = {"token_counts": token_counts, "sparse_linears": n_sparse, "linears": decisions}
+        info = {"token_counts": token_counts, "sparse_linears": n_sparse, "linears": decisions,
+                "sparse_by_tokens": {str(t): sum(t in sl.formats for _, sl in replaced.values())
+                                     for t in token_counts},
+                "whole_model": whole}
         return torch_runnable(self.name, copied, FP32, info=info)
+
+
+def _swap(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent), child, module)

@@ -15,14 +15,15 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from torch import nn
 
 from prunebench.bench.inputs import check_device, make_inputs
 from prunebench.bench.load import LoadProbe
 from prunebench.bench.settings import BenchSettings
-from prunebench.bench.sweep_state import CellState, Progress, SweepState, cell_failure
+from prunebench.bench.sweep_state import CellState, Progress, Subject, SweepState, cell_failure
 from prunebench.bench.timing import Timer, pinned_threads
 from prunebench.models.adapters import find_adapter
 from prunebench.models.batch import Batch
@@ -61,7 +62,7 @@ def _check_shapes(batch_sizes: Sequence[int], seq_lens: Sequence[int]) -> None:
 
 
 def sweep(
-    models: dict[str, nn.Module],
+    models: Mapping[str, nn.Module | Subject],
     input_fn: InputFn | None = None,
     batch_sizes: Sequence[int] = (1, 2, 4, 8, 16),
     seq_lens: Sequence[int] = (128,),
@@ -79,8 +80,10 @@ def sweep(
     """Time every model against ``baseline`` at every (batch size, sequence length); see the module docstring.
 
     Args:
-        models: name -> model (eval mode, on ``settings.device``); must contain ``baseline``. The baseline's
-            own cell is timed against a deep copy of it (the noise floor).
+        models: name -> model (eval mode, on ``settings.device``) or :class:`Subject` (e.g. a backend's
+            runnable with its eager model, its own call, check and record fields); must contain ``baseline``.
+            The baseline's own cell is timed against a deep copy of it (the noise floor; a baseline subject
+            with its own call cannot be copied, so its cell must be skipped).
         input_fn: ``(batch_size, seq_len) -> batch``; by default seeded inputs shared by all models.
         batch_sizes, seq_lens: the grid.
         baseline: name of the reference model.
@@ -88,7 +91,7 @@ def sweep(
         on_cell: called with each cell (also failed ones) the moment it is finished.
         progress: called as ``progress(done, total, cell)`` after each cell (the library never prints).
         skip: cells for which it returns True are not timed (and not returned).
-        backend: recorded in every cell's key.
+        backend: recorded in the key of every cell whose model is a plain module (a subject names its own).
         probe: makes the machine-load probe of each cell (tests pass a faked load).
         timer, clock: how one call is timed and the budget clock (default: the device's timer and
             ``time.perf_counter``; tests pass a fake clock).
@@ -100,15 +103,16 @@ def sweep(
     if baseline not in models:
         raise ValueError(f"baseline {baseline!r} is not among the models; choose from: {', '.join(models)}")
     _check_shapes(batch_sizes, seq_lens)
-    for model in models.values():
-        check_device(model, settings.device)
-    input_fn = input_fn or default_input_fn(models.values(), settings)
-    base = models[baseline]
-    names = [*(n for n in models if n != baseline), baseline]
+    subjects = {n: m if isinstance(m, Subject) else Subject(n, m, backend) for n, m in models.items()}
+    for subject in subjects.values():
+        check_device(subject.model, settings.device)
+    input_fn = input_fn or default_input_fn((s.model for s in subjects.values()), settings)
+    base = subjects[baseline]
+    names = [*(n for n in subjects if n != baseline), baseline]
     grid = [(s, b, n) for s in seq_lens for b in batch_sizes for n in names if not (skip and skip(n, b, s))]
-    run = SweepState(settings, baseline, backend, len(grid), on_cell, progress, probe, timer, clock)
+    run = SweepState(settings, base, len(grid), on_cell, progress, probe, timer, clock)
     with pinned_threads(settings.threads):
-        twin = copy.deepcopy(base) if any(n == baseline for _, _, n in grid) else None
+        twin = _twin(base) if any(n == baseline for _, _, n in grid) else None
         active: list[CellState] = []
         batches: dict[tuple[int, int], Batch | str] = {}
         for order, (seq_len, batch_size, name) in enumerate(grid):
@@ -120,10 +124,10 @@ def sweep(
             batch = batches[(batch_size, seq_len)]
             if isinstance(batch, str):
                 status = "oom" if "out of memory" in batch.lower() else "error"
-                run.failed(order, name, models[name], batch_size, seq_len, status, batch)
+                run.failed(order, subjects[name], batch_size, seq_len, status, batch)
                 continue
-            candidate = twin if name == baseline else models[name]
-            cell = run.open(order, name, base, candidate, batch, batch_size, seq_len)
+            candidate = twin if name == baseline and twin is not None else subjects[name]
+            cell = run.open(order, base, candidate, batch, batch_size, seq_len)
             if cell is not None:
                 active.append(cell)
         rnd = 0
@@ -133,6 +137,13 @@ def sweep(
             active = [c for c in active if id(c) not in finished]
             rnd += 1
     return [cell for _, cell in sorted(run.done, key=lambda oc: oc[0])]
+
+
+def _twin(base: Subject) -> Subject:
+    """An identical copy of the baseline to time it against (its own cell: the noise floor)."""
+    if base.call_for is not None:
+        raise ValueError(f"baseline {base.variant!r} has its own call and cannot be twinned; skip its cell")
+    return replace(base, model=copy.deepcopy(base.model))
 
 
 def bench_pair(

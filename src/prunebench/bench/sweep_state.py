@@ -1,7 +1,9 @@
 """The state of one sweep and its cells: timing a cell block by block, stopping it, finishing its record.
 
 :func:`prunebench.bench.sweep.sweep` schedules; this module does the work of one visit (see there for the
-scheduling and why cells are revisited).
+scheduling and why cells are revisited). What a side of a cell runs is a :class:`Subject`: an eager model
+(its ``forward_call``), or a backend's runnable with its own call, memory measure, pre-block check and
+record fields, so backend cells are timed by the same blocks as eager ones.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from prunebench.bench.settings import BenchSettings
 from prunebench.bench.timing import Timer, timer_for
 from prunebench.models.adapters import find_adapter
 from prunebench.models.batch import Batch
-from prunebench.results.cell import CellRecord, flop_ideal
+from prunebench.results.cell import DEFAULT_BACKEND, CellRecord, flop_ideal
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +51,52 @@ def cell_failure(exc: BaseException) -> tuple[str, str]:
     return ("oom" if oom else "error"), f"{type(exc).__name__}: {text}"
 
 
+class CellRejected(Exception):
+    """Raised by a :attr:`Subject.check`: the cell stops now and is recorded with ``fields`` and no timings.
+
+    Args:
+        fields: the failed record's fields (``status``, ``error``, ``extra``, ...).
+    """
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        super().__init__(str(fields.get("error", "")))
+        self.fields = fields
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What one side of a cell runs: an eager model, or a backend's runnable prepared from one.
+
+    Attributes:
+        variant: the variant recorded in the cell's key.
+        model: the eager model: the cell's MACs are its, its device is checked, default inputs fit it.
+        backend: the backend recorded in the cell's key.
+        call_for: ``call_for(batch) -> fn``, the zero-argument call that is timed (None: the model's
+            ``forward_call``).
+        check: called before every block of each cell this subject is in; raises :class:`CellRejected` to
+            stop the cell untimed (e.g. a runnable found in training mode).
+        memory: ``memory(batch) -> bytes | None``, one call's peak memory (None: torch's accounting of the call).
+        extra: merged into the ``extra`` of the cells this subject is the candidate of.
+    """
+
+    variant: str
+    model: nn.Module
+    backend: str = DEFAULT_BACKEND
+    call_for: Callable[[Batch], Callable[[], Any]] | None = None
+    check: Callable[[], None] | None = None
+    memory: Callable[[Batch], int | None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class CellState:
     """One cell being timed: what it compares, its blocks so far and its load probe."""
 
-    name: str
     order: int
     batch_size: int
     seq_len: int
-    baseline: nn.Module
-    candidate: nn.Module
+    baseline: Subject
+    candidate: Subject
     batch: Batch
     blocks: PairedBlocks
     probe: LoadProbe = field(default_factory=LoadProbe)
@@ -67,10 +105,10 @@ class CellState:
 class SweepState:
     """The state of one sweep: settings, the baseline, and how finished cells are reported."""
 
-    def __init__(self, settings: BenchSettings, baseline: str, backend: str, total: int,
+    def __init__(self, settings: BenchSettings, baseline: Subject, total: int,
                  on_cell: Callable[[CellRecord], None] | None, progress: Progress | None,
                  probe: Callable[[], LoadProbe], timer: Timer | None, clock: Callable[[], float]) -> None:
-        self.settings, self.baseline, self.backend, self.total = settings, baseline, backend, total
+        self.settings, self.baseline, self.total = settings, baseline, total
         self.on_cell, self.progress, self.probe = on_cell, progress, probe
         self.timer = timer or timer_for(settings.device)
         self.clock = clock
@@ -83,42 +121,66 @@ class SweepState:
         if self.progress is not None:
             self.progress(len(self.done), self.total, cell)
 
-    def failed(self, order: int, name: str, model: nn.Module | None, batch_size: int, seq_len: int, status: str,
-               message: str, **fields: Any) -> None:
-        logger.warning("cell %s b=%d s=%d failed: %s", name, batch_size, seq_len, message)
-        self.emit(order, self.record(name, model, batch_size, seq_len, status=status, error=message, **fields))
+    def failed(self, order: int, subject: Subject, batch_size: int, seq_len: int, status: str, message: str,
+               **fields: Any) -> None:
+        logger.warning("cell %s/%s b=%d s=%d failed: %s", subject.variant, subject.backend, batch_size, seq_len,
+                       message)
+        self.emit(order, self.record(subject, batch_size, seq_len, status=status, error=message, **fields))
 
-    def record(self, name: str, model: nn.Module | None, batch_size: int, seq_len: int, **fields: Any) -> CellRecord:
+    def record(self, subject: Subject, batch_size: int, seq_len: int, extra: dict[str, Any] | None = None,
+               **fields: Any) -> CellRecord:
         s = self.settings
-        macs, eff = _macs(model, batch_size, seq_len, s.include_head) if model is not None else (None, None)
+        macs, eff = _macs(subject.model, batch_size, seq_len, s.include_head)
         return CellRecord(
-            variant=name, backend=self.backend, batch_size=batch_size, seq_len=seq_len, baseline=self.baseline,
-            device=s.device, threads=torch.get_num_threads(), include_head=s.include_head,
-            pad_fraction=s.pad_fraction, macs=macs, effective_macs=eff, **fields,
+            variant=subject.variant, backend=subject.backend, batch_size=batch_size, seq_len=seq_len,
+            baseline=self.baseline.variant, device=s.device, threads=torch.get_num_threads(),
+            include_head=s.include_head, pad_fraction=s.pad_fraction, macs=macs, effective_macs=eff,
+            extra={**subject.extra, **(extra or {})}, **fields,
         )
 
-    def open(self, order: int, name: str, baseline: nn.Module, candidate: nn.Module, batch: Batch,
+    def call(self, subject: Subject, batch: Batch) -> Callable[[], Any]:
+        """The zero-argument call of ``subject`` on ``batch`` (its own builder, else the model's forward)."""
+        if subject.call_for is not None:
+            return subject.call_for(batch)
+        return forward_call(subject.model, batch, include_head=self.settings.include_head)
+
+    def open(self, order: int, baseline: Subject, candidate: Subject, batch: Batch,
              batch_size: int, seq_len: int) -> CellState | None:
         s = self.settings
         try:
-            base_fn = forward_call(baseline, batch, include_head=s.include_head)
-            cand_fn = forward_call(candidate, batch, include_head=s.include_head)
+            base_fn, cand_fn = self.call(baseline, batch), self.call(candidate, batch)
         except (RuntimeError, ValueError) as exc:
-            self.failed(order, name, candidate, batch_size, seq_len, *cell_failure(exc))
+            self.failed(order, candidate, batch_size, seq_len, *cell_failure(exc))
             return None
         blocks = PairedBlocks(base_fn, cand_fn, self.timer, clock=self.clock, warmup=s.warmup,
                               block_warmup=s.block_warmup, calls_per_sample=s.calls_per_sample)
-        return CellState(name, order, batch_size, seq_len, baseline, candidate, batch, blocks, self.probe())
+        return CellState(order, batch_size, seq_len, baseline, candidate, batch, blocks, self.probe())
 
     def step(self, cell: CellState) -> bool:
-        """Time one block of ``cell``; True when the cell is finished (stopped or failed) and was emitted."""
+        """Time one block of ``cell``; True when the cell is finished (stopped or failed) and was emitted.
+
+        Both subjects' checks run right before the block: nothing may change a runnable (its mode, say)
+        between two blocks and still be timed.
+        """
         s, pb = self.settings, cell.blocks
+        try:
+            for subject in (cell.baseline, cell.candidate):
+                if subject.check is not None:
+                    subject.check()
+        except CellRejected as exc:
+            logger.warning("cell %s/%s b=%d stopped before a block: %s", cell.candidate.variant,
+                           cell.candidate.backend, cell.batch_size, exc)
+            base_macs = _macs(cell.baseline.model, cell.batch_size, cell.seq_len, s.include_head)[0]
+            record = self.record(cell.candidate, cell.batch_size, cell.seq_len, baseline_macs=base_macs,
+                                 **exc.fields)
+            self.emit(cell.order, _with_ideal(record))
+            return True
         cell.probe.start()
         try:
             with torch.inference_mode():
                 pb.block(s.block_pairs)
         except (RuntimeError, ValueError) as exc:
-            self.failed(cell.order, cell.name, cell.candidate, cell.batch_size, cell.seq_len, *cell_failure(exc))
+            self.failed(cell.order, cell.candidate, cell.batch_size, cell.seq_len, *cell_failure(exc))
             return True
         finally:
             cell.probe.stop()
@@ -141,23 +203,23 @@ class SweepState:
         return "precision" if pb.rel_half_width(s.confidence) <= s.target_ci else ""
 
     def finish(self, cell: CellState, reason: str) -> None:
-        s = self.settings
+        s, cand = self.settings, cell.candidate
         result = cell.blocks.result(confidence=s.confidence, n_boot=s.n_boot, seed=s.seed, stop_reason=reason,
                                     threads=torch.get_num_threads(), timer_kind=self.timer.kind)
         load = cell.probe.finish()
         peak, note = None, {}
         if s.measure_memory:
             try:
-                peak = peak_forward_memory(forward_call(cell.candidate, cell.batch, include_head=s.include_head),
-                                           s.device)
+                peak = (cand.memory(cell.batch) if cand.memory is not None
+                        else peak_forward_memory(self.call(cand, cell.batch), s.device))
             except (RuntimeError, ValueError) as exc:
                 note = {"memory_error": cell_failure(exc)[1]}
-        base_macs = _macs(cell.baseline, cell.batch_size, cell.seq_len, s.include_head)[0]
-        record = self.record(cell.name, cell.candidate, cell.batch_size, cell.seq_len, **_figures(result, cell),
+        base_macs = _macs(cell.baseline.model, cell.batch_size, cell.seq_len, s.include_head)[0]
+        record = self.record(cand, cell.batch_size, cell.seq_len, **_figures(result, cell),
                              peak_memory_bytes=peak, baseline_macs=base_macs, **load, extra=note)
         record = _with_ideal(record)
-        logger.debug("cell %s b=%d: %.3f [%.3f, %.3f] in %d blocks (%s)", cell.name, cell.batch_size,
-                     result.speedup, result.ci_low, result.ci_high, result.n_pairs, reason)
+        logger.debug("cell %s/%s b=%d: %.3f [%.3f, %.3f] in %d blocks (%s)", cand.variant, cand.backend,
+                     cell.batch_size, result.speedup, result.ci_low, result.ci_high, result.n_pairs, reason)
         self.emit(cell.order, record)
 
 

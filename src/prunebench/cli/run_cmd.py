@@ -17,6 +17,7 @@ from prunebench.cli.common import console, float_list, int_list, positive_int, s
 from prunebench.config import DEVICES, RUN_METHODS, RunConfig, load_toml
 from prunebench.outdir import check_writable_dir
 from prunebench.report import summary_rows, summary_table
+from prunebench.report.deploy import eager_only, snapshot_rows
 from prunebench.report.hardware import main_snapshot
 from prunebench.results import load_snapshot
 from prunebench.runner import default_out, execute_run
@@ -70,12 +71,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "against dense across batch sizes, and write report.html, summary.md, results.json/csv and figures.",
     )
     p.add_argument("--model", help="small | medium | large, or a Hugging Face model folder (default: medium)")
-    p.add_argument("--methods", type=_methods, help=f"comma list of {','.join(RUN_METHODS)} (default: all)")
+    p.add_argument("--methods", type=_methods, help=f"comma list of {','.join(RUN_METHODS)} (default: all; "
+                   "a Hugging Face model: structured,wanda)")
     p.add_argument("--sparsity", type=float_list, help="one sparsity or a list (e.g. 0.3,0.5,0.7,0.9): the sweep "
-                   "that draws degradation curves (default: magnitude/structured/wanda 0.5, iterative 0.8)")
+                   "that draws degradation curves (default: magnitude/structured/wanda 0.5, iterative 0.8; "
+                   "a Hugging Face model: 0.3,0.5,0.7)")
     p.add_argument("--targets", type=float_list,
                    help="speedup targets for the latency-budget search, e.g. 1.5,2: adds search@<t>x variants")
-    p.add_argument("--batch-sizes", type=int_list, help="benchmark batch sizes (default: 1,2,4,8,16)")
+    p.add_argument("--batch-sizes", type=int_list, help="benchmark batch sizes (default: 1,2,4,8,16; "
+                   "a Hugging Face model: 1,16)")
     p.add_argument("--seq-len", type=positive_int, help="sequence length (default: 128)")
     p.add_argument("--threads", type=positive_int, help="torch threads, pinned for the run (default: torch's)")
     p.add_argument("--seed", type=seed_value, help="seed of init, data, masking and inputs (default: 0)")
@@ -108,6 +112,17 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, frozenset[str]]:
     data.update(dict(args.settings))
     data.update({field: getattr(args, opt) for opt, field in FIELDS.items() if getattr(args, opt) is not None})
     return RunConfig.from_dict(data), frozenset(data)
+
+
+def stage_line(seconds: dict[str, float], load: dict[str, float | None], cpu: dict[str, float] | None = None) -> str:
+    """One line: where the run's time went (wall, and CPU where known), and the machine's load (figures from a
+    shared machine need it)."""
+    cpu = cpu or {}
+    stages = ", ".join(f"{stage} {s:.0f} s" + (f" (CPU {cpu[stage]:.0f} s)" if stage in cpu else "")
+                       for stage, s in seconds.items()) or "none"
+    shown = {k: f"{v:.1f}" for k, v in load.items() if v is not None}
+    loads = ", ".join(f"{k} {v}" for k, v in shown.items()) or "unknown"
+    return f"stages: {stages}; 1-minute load average: {loads} (on {os.cpu_count()} cores)"
 
 
 def _attach_log(path: Path) -> logging.Handler:
@@ -164,8 +179,13 @@ def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path, executor_name:
         handler.close()
     elapsed = time.perf_counter() - start
     snapshot = load_snapshot(run_dir.root)
-    con.print(summary_table(summary_rows(main_snapshot(snapshot))))
+    # The table is about eager cells, as summary.md's; other backends' skips are listed, not counted as failures.
+    con.print(summary_table(summary_rows(main_snapshot(eager_only(snapshot)))))
+    skips = snapshot_rows(snapshot)[1]
+    if skips:
+        con.print(f"skipped (variant / backend): {'; '.join(f'{k}: {v}' for k, v in skips.items())}")
     con.print(f"finished in {elapsed:.0f} s; report: {run_dir.root / 'report.html'}  log: {run_dir.log}")
+    con.print(stage_line(outcome.stage_seconds, outcome.load, outcome.stage_cpu_seconds))
     problems = [f"{name} (pruning failed)" for name in outcome.failed_variants]
     problems += [f"{v['name']} (FIDELITY CHECK FAILED)" for v in snapshot["variants"]
                  if v.get("status") == "ok" and not (v.get("fidelity") or {}).get("ok", False)]

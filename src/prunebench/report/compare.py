@@ -3,6 +3,10 @@
 Runs are grouped by their environment fingerprint hash: runs with the same hash were measured on the same
 hardware/software stack and should agree within their CIs; runs with different hashes show what the
 environment changes. Only the stores are read; nothing is re-measured.
+
+The main speedup table and the figures are eager cells only (as in each run's own report); runs timed with
+``--backends`` get a second table, one row per (variant, backend, batch size), each against dense eager of
+its own run, so a backend's cell is never read as, or beside, eager's cell of the same variant and shape.
 """
 
 from __future__ import annotations
@@ -17,24 +21,35 @@ from prunebench.report.markdown import md_escape, md_table
 from prunebench.report.plots import save_figure
 from prunebench.report.runs import RunEntry, differing, groups, load_runs
 from prunebench.results import write_bytes_atomic
+from prunebench.results.cell import DEFAULT_BACKEND
 
 FIGURE_DIR = "figures"
+#: Title of the table of non-eager cells.
+BACKENDS_TITLE = "Other backends: speedup vs dense eager per run"
+
+
+def _keys(entries: Sequence[RunEntry], eager: bool) -> list[tuple[str, str, int]]:
+    """``(variant, backend, B)`` of the entries' cells at their main seq len: eager ones, or all the others."""
+    keys = {(c.variant, c.backend, c.batch_size) for e in entries for c in e.analysis.cells
+            if c.seq_len == e.analysis.seq_len and (c.backend == DEFAULT_BACKEND) == eager}
+    order = list(dict.fromkeys(v.name for e in entries for v in e.analysis.variants))
+    backends = list(dict.fromkeys(c.backend for e in entries for c in e.analysis.cells))
+    return sorted(keys, key=lambda k: (order.index(k[0]) if k[0] in order else len(order), k[0],
+                                       backends.index(k[1]), k[2]))
 
 
 def speedup_rows(entries: Sequence[RunEntry]) -> list[list[str]]:
-    """``[variant, B, one "speedup [CI] verdict" per entry]`` rows, in variant order then batch size."""
-    keys = sorted(
-        {(c.variant, c.batch_size) for e in entries for c in e.analysis.cells if c.seq_len == e.analysis.seq_len}
-    )
-    order = list(dict.fromkeys(v.name for e in entries for v in e.analysis.variants))
-    keys.sort(key=lambda k: (order.index(k[0]) if k[0] in order else len(order), k[1]))
-    rows = []
-    for variant, b in keys:
-        row = [variant, str(b)]
-        for e in entries:
-            row.append(fmt.cell_speedup(e.analysis.cell(variant, b)))
-        rows.append(row)
-    return rows
+    """``[variant, B, one "speedup [CI] verdict" per entry]`` rows of eager cells, in variant order then B."""
+    return [[variant, str(b), *(fmt.cell_speedup(e.analysis.cell(variant, b)) for e in entries)]
+            for variant, _, b in _keys(entries, eager=True)]
+
+
+def backend_speedup_rows(entries: Sequence[RunEntry]) -> list[list[str]]:
+    """``[variant, backend, B, one cell per entry]`` rows of the non-eager cells (each vs its run's dense
+    eager); [] when no run timed another backend."""
+    return [[variant, backend, str(b),
+             *(fmt.cell_speedup(e.analysis.cell(variant, b, backend=backend)) for e in entries)]
+            for variant, backend, b in _keys(entries, eager=False)]
 
 
 def _overview(entries: Sequence[RunEntry]) -> tuple[list[str], list[list[str]]]:
@@ -99,8 +114,12 @@ def build_comparison(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dic
         f"<li><b>{esc(fp)}</b>: {esc(', '.join(e.label for e in members))}</li>" for fp, members in grouped.items()
     ]
     body.append("</ul>")
-    body += ["<h2>Speedup vs dense per run</h2>", table(speed_headers, speedup_rows(entries), left=2)]
-    body += ["<h2>Accuracy per run</h2>", table(["variant", *labels], acc_rows)]
+    body += ["<h2>Speedup vs dense per run (eager)</h2>", table(speed_headers, speedup_rows(entries), left=2)]
+    backend_rows = backend_speedup_rows(entries)
+    backend_headers = ["variant", "backend", "B", *labels]
+    if backend_rows:
+        body += [f"<h2>{BACKENDS_TITLE}</h2>", table(backend_headers, backend_rows, left=3)]
+    body += ["<h2>Accuracy per run (eager)</h2>", table(["variant", *labels], acc_rows)]
     body += ["<h2>Figures</h2>", *(figure(png, cap, name) for name, (png, cap) in figs.items())]
     body += [
         "<h2>Environment differences</h2>",
@@ -125,8 +144,11 @@ def build_comparison(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dic
         md_escape(_verdict(entries, grouped, env_diff, cfg_diff)),
         "",
     ]
-    md += ["## Runs", "", md_table(ov_headers, ov_rows), "", "## Speedup vs dense per run", ""]
-    md += [md_table(speed_headers, speedup_rows(entries)), "", "## Accuracy per run", ""]
+    md += ["## Runs", "", md_table(ov_headers, ov_rows), "", "## Speedup vs dense per run (eager)", ""]
+    md += [md_table(speed_headers, speedup_rows(entries)), ""]
+    if backend_rows:
+        md += [f"## {BACKENDS_TITLE}", "", md_table(backend_headers, backend_rows), ""]
+    md += ["## Accuracy per run (eager)", ""]
     md += [md_table(["variant", *labels], acc_rows), ""]
     if env_diff:
         md += ["## Environment differences", "", md_table(["key", *labels], env_diff), ""]
@@ -145,10 +167,12 @@ def _verdict(
             f"The configurations differ in: {', '.join(r[0] for r in cfg_diff)}; speedups may not be comparable."
         )
     flips = []
-    for row in speedup_rows(entries):
-        verdicts = {cell.rsplit(" ", 1)[-1] for cell in row[2:] if cell not in (fmt.MISSING, "FAILED")}
+    rows = [(f"{r[0]} at B={r[1]}", r[2:]) for r in speedup_rows(entries)]
+    rows += [(f"{r[0]} on {r[1]} at B={r[2]}", r[3:]) for r in backend_speedup_rows(entries)]
+    for where, cells in rows:
+        verdicts = {cell.rsplit(" ", 1)[-1] for cell in cells if cell not in (fmt.MISSING, "FAILED", "skipped")}
         if "faster" in verdicts and len(verdicts) > 1:
-            flips.append(f"{row[0]} at B={row[1]}")
+            flips.append(where)
     if flips:
         parts.append(f"Faster than dense in some runs but not in others: {', '.join(flips)}.")
     else:

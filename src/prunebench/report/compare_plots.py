@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from prunebench.analysis import BASELINE
 from prunebench.report.plots import RC, batch_axis, legend, new_figure
 from prunebench.report.runs import RunEntry, groups
+from prunebench.results.cell import DEFAULT_BACKEND
 
 
 def _styles(entries: Sequence[RunEntry]) -> dict[str, tuple[Any, str]]:
@@ -37,7 +38,8 @@ def speedup_comparison_figure(entries: Sequence[RunEntry]) -> Figure:
             for e in entries:
                 a = e.analysis
                 cells = sorted(
-                    (c for c in a.cells if c.variant == name and c.seq_len == a.seq_len and c.speedup is not None),
+                    (c for c in a.cells if c.variant == name and c.seq_len == a.seq_len and c.speedup is not None
+                     and c.backend == DEFAULT_BACKEND),  # eager only: other backends are tables, not lines
                     key=lambda c: c.batch_size,
                 )
                 if not cells:
@@ -80,7 +82,8 @@ def latency_comparison_figure(entries: Sequence[RunEntry]) -> Figure:
         for e in entries:
             a = e.analysis
             cells = sorted(
-                (c for c in a.cells if c.variant == BASELINE and c.seq_len == a.seq_len and c.latency_ms is not None),
+                (c for c in a.cells if c.variant == BASELINE and c.seq_len == a.seq_len and c.latency_ms is not None
+                 and c.backend == DEFAULT_BACKEND),
                 key=lambda c: c.batch_size,
             )
             if cells:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prunebench.analysis.deploy import DeployRow, best_per_batch, crossovers, deploy_rows, pareto_front
+from prunebench.results.cell import SKIPPED, normalize_cell_row
 
 
 def _x(value: float | None) -> str:
@@ -68,7 +69,7 @@ def snapshot_rows(snapshot: Mapping[str, Any]) -> tuple[list[DeployRow], dict[st
     Accuracy: each variant's eager evaluation, and for a backend that changes the numerics the evaluation
     attached to its cells (``backend_accuracy``), never eager's.
     """
-    cells = list(snapshot.get("cells") or [])
+    cells = [normalize_cell_row(dict(c)) for c in snapshot.get("cells") or []]
     if not any((c.get("backend") or "eager") != "eager" for c in cells):
         return [], {}
     accuracy = {(e["variant"], "eager"): e["accuracy"] for e in snapshot.get("evaluations") or []
@@ -80,8 +81,8 @@ def snapshot_rows(snapshot: Mapping[str, Any]) -> tuple[list[DeployRow], dict[st
             changed.add(backend)
         if c.get("backend_accuracy") is not None:
             accuracy[c["variant"], backend] = c["backend_accuracy"]
-        if c.get("backend_status") == "skipped":
-            skips[f"{c['variant']} / {backend}"] = c.get("backend_message") or ""
+        if c.get("status") == SKIPPED:
+            skips[f"{c['variant']} / {backend}"] = c.get("error") or c.get("backend_message") or ""
     return deploy_rows(cells, accuracy, numerics_changed=changed), skips
 
 

@@ -77,9 +77,11 @@ def plain(value: Any) -> str:
 
 
 def cell_speedup(cell: Any) -> str:
-    """A speedup cell as tables show it: missing, ``FAILED``, or ``speedup [CI] verdict``."""
+    """A speedup cell as tables show it: missing, ``skipped``, ``FAILED``, or ``speedup [CI] verdict``."""
     if cell is None:
         return MISSING
+    if cell.status == "skipped":
+        return "skipped"
     if cell.status != "ok":
         return "FAILED"
     return f"{speedup_ci(cell.speedup, cell.speedup_ci_low, cell.speedup_ci_high)} {cell.verdict}"

@@ -192,7 +192,7 @@ def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tu
     )
     out.append("<h2>Benchmark cells</h2>")
     out.append(
-        table(CELL_HEADERS, [cell_row(c) for c in a.cells], [c.status != "ok" for c in a.cells], left={0, 3, 8, 17, 18})
+        table(CELL_HEADERS, [cell_row(c) for c in a.cells], [c.failed for c in a.cells], left={0, 3, 8, 17, 18})
     )
     out.append("<h2>Crossover batch sizes</h2>")
     if a.crossovers:

@@ -52,6 +52,8 @@ class SummaryRow:
     accuracy_verdict: str = "n/a"
     #: how many of the variant's cells were measured while the machine was busy (see ``bench.load``).
     contended_cells: int = 0
+    #: how many of the variant's cells were skipped (a backend that cannot express it; not a failure).
+    skipped_cells: int = 0
 
 
 def _as_analysis(source: Any) -> Analysis:
@@ -70,7 +72,7 @@ def _variant_problems(analysis: Analysis, name: str, status: str | None, error: 
         out.append(f"pruning failed: {error or 'no error message'}")
     if ok is False:
         out.append("fidelity check FAILED")
-    bad = [c for c in analysis.cells if c.variant == name and c.status != "ok"]
+    bad = [c for c in analysis.cells if c.variant == name and c.failed]
     for c in bad:
         out.append(f"cell B={c.batch_size} seq={c.seq_len} failed: {c.error or 'no error message'}")
     return tuple(out)
@@ -102,7 +104,8 @@ def summary_rows(source: Any) -> list[SummaryRow]:
                 disk_bytes=v.disk_bytes,
                 disk_ratio=v.disk_ratio,
                 fidelity_ok=v.fidelity_ok,
-                failed_cells=sum(1 for c in a.cells if c.variant == v.name and c.status != "ok"),
+                failed_cells=sum(1 for c in a.cells if c.variant == v.name and c.failed),
+                skipped_cells=sum(1 for c in a.cells if c.variant == v.name and c.skipped),
                 problems=_variant_problems(a, v.name, v.status, v.error, v.fidelity_ok),
                 accuracy_delta_ci_low=v.accuracy_delta_ci_low,
                 accuracy_delta_ci_high=v.accuracy_delta_ci_high,
@@ -135,7 +138,7 @@ def _speed(cell: CellAnalysis | None) -> str:
     if cell is None:
         return fmt.MISSING
     if cell.status != "ok":
-        return "FAILED"
+        return "skipped" if cell.skipped else "FAILED"
     return fmt.speedup_ci(cell.speedup, cell.speedup_ci_low, cell.speedup_ci_high)
 
 
@@ -180,6 +183,8 @@ def status_tag(row: SummaryRow) -> str:
         tags.append("FIDELITY FAILED")
     if row.failed_cells:
         tags.append(f"{row.failed_cells} CELL{'S' if row.failed_cells > 1 else ''} FAILED")
+    if row.skipped_cells:
+        tags.append(f"{row.skipped_cells} cell{'s' if row.skipped_cells > 1 else ''} skipped")
     if row.contended_cells:
         tags.append(f"{row.contended_cells} cell{'s' if row.contended_cells > 1 else ''} contended")
     return ", ".join(tags) or "ok"

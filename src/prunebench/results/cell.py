@@ -25,8 +25,12 @@ from typing import Any
 #: Backend of a cell when none is named: eager PyTorch.
 DEFAULT_BACKEND = "eager"
 
-#: Statuses of a cell: measured, out of memory, or another error (``error`` then says what).
-CELL_STATUSES = ("ok", "oom", "error")
+#: A cell that was deliberately not timed: its backend cannot express the variant, or is not installed here.
+SKIPPED = "skipped"
+
+#: Statuses of a cell: measured, out of memory, another error (``error`` then says what), or skipped
+#: (``error`` then holds the reason). A skip is not a failure: it is shown as a skip and fails no run.
+CELL_STATUSES = ("ok", "oom", "error", SKIPPED)
 
 #: Node class of a cell timed in-process (the local executor); a Ray run names each class of its nodes.
 LOCAL_NODE_CLASS = "local"
@@ -52,7 +56,8 @@ class CellRecord:
         variant, backend, batch_size, seq_len, node_class: the key (see the module docstring).
         baseline: the variant it was timed against (the baseline's own cell is timed against an identical
             twin: its speedup and CI are the measurement's noise floor).
-        status, error: ``ok``, ``oom`` or ``error``; ``error`` is a one-line message for the last two.
+        status, error: ``ok``, ``oom``, ``error`` or ``skipped``; ``error`` is a one-line message for the
+            others (for ``skipped``, the reason of the skip).
         device, threads, include_head, pad_fraction: the conditions of the measurement.
         latency_ms, latency_p90_ms, latency_cv: this variant's per-call latency (median, p90) and its
             coefficient of variation, over the timed pairs.
@@ -117,6 +122,16 @@ class CellRecord:
         return self.status == "ok"
 
     @property
+    def skipped(self) -> bool:
+        """Whether the cell was deliberately not timed (a recorded skip, not a failure)."""
+        return self.status == SKIPPED
+
+    @property
+    def failed(self) -> bool:
+        """Whether the cell should have been measured and was not (oom or error; a skip is not a failure)."""
+        return self.status not in ("ok", SKIPPED)
+
+    @property
     def key(self) -> tuple[str, str, int, int, str]:
         """``(variant, backend, batch_size, seq_len, node_class)``."""
         return (self.variant, self.backend, self.batch_size, self.seq_len, self.node_class)
@@ -162,3 +177,15 @@ def _kind(annotation: str) -> str:
 CELL_FIELDS: tuple[tuple[str, str], ...] = tuple(
     (f.name, _kind(str(f.type))) for f in dataclasses.fields(CellRecord) if f.name != "extra"
 )
+
+
+def normalize_cell_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored cell row as this version reads it (in place; returned for convenience).
+
+    Stores written before ``skipped`` was a status kept a skip as ``error`` with a message ``"skipped: why"``
+    and ``backend_status`` ``skipped`` in ``extra``; such a row reads as ``skipped`` with ``why`` as its reason.
+    """
+    if row.get("status") == "error" and row.get("backend_status") == SKIPPED:
+        row["status"] = SKIPPED
+        row["error"] = row.get("backend_message") or str(row.get("error") or "").removeprefix(f"{SKIPPED}: ")
+    return row

@@ -14,6 +14,9 @@ from prunebench.results.cell import CELL_FIELDS, CELL_KEY
 
 #: Bumped on any incompatible change of the tables below; recorded in the ``meta`` table of every store.
 #: Version 2: cells keyed by (variant, backend, batch_size, seq_len, node_class), generated from ``CellRecord``.
+#: A cell status ``skipped`` was added within version 2 (a new value of the ``status`` text column, no layout
+#: change): older version-2 stores stored a skip as ``error`` and read back as ``skipped``
+#: (:func:`~prunebench.results.cell.normalize_cell_row`); an older prunebench shows a new store's skips as errors.
 SCHEMA_VERSION = 2
 
 #: The store's file name inside a run folder.

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from prunebench.errors import PrunebenchError
-from prunebench.results.cell import CELL_STATUSES, DEFAULT_BACKEND, LOCAL_NODE_CLASS, CellRecord
+from prunebench.results.cell import CELL_STATUSES, DEFAULT_BACKEND, LOCAL_NODE_CLASS, CellRecord, normalize_cell_row
 from prunebench.results.codec import from_db, to_db, to_json
 from prunebench.results.schema import (
     CELLS,
@@ -262,9 +262,8 @@ class ResultStore:
 
     def cells(self, variant: str | None = None) -> list[dict[str, Any]]:
         """All benchmark cells (or those of one variant), in the order they were first stored."""
-        if variant is None:
-            return self._rows(CELLS)
-        return self._rows(CELLS, "WHERE variant=?", (variant,))
+        rows = self._rows(CELLS) if variant is None else self._rows(CELLS, "WHERE variant=?", (variant,))
+        return [normalize_cell_row(row) for row in rows]
 
     def cell_records(self) -> list[CellRecord]:
         """All benchmark cells as :class:`CellRecord`, in the order they were first stored."""

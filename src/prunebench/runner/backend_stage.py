@@ -1,5 +1,6 @@
 """The run's backend stage: every variant prepared on every extra backend, evaluated where the numerics change,
-and timed against dense eager; each cell handed on as it finishes (the pipeline stores it).
+and timed against dense eager (one block sweep per backend and batch size over its variants); each cell handed
+on as it finishes (the pipeline stores it).
 
 ``eager`` cells come from the run's main sweep; this stage adds the others (``--backends``). Storage and
 evaluation arrive as callbacks so the stage knows nothing of the store's layout.
@@ -14,9 +15,8 @@ from typing import Any
 from torch import nn
 
 from prunebench.backends import BACKENDS
-from prunebench.backends.cells import Prepared, backend_cell, default_options, prepare_variant
+from prunebench.backends.cells import bench_backends, default_options, prepare_variant
 from prunebench.backends.evaluation import backend_encoder
-from prunebench.bench.inputs import make_inputs
 from prunebench.bench.settings import BenchSettings
 from prunebench.bench.timing import pinned_threads
 from prunebench.results.cell import CellRecord
@@ -66,11 +66,18 @@ def run_backend_stage(
     options = default_options(settings, batch_sizes, seq_len)
     with pinned_threads(settings.threads):
         base = prepare_variant(BACKENDS.get("eager"), dense, models[dense], options)
+    def emit(cell: CellRecord) -> None:
+        if progress is not None:
+            got = f"{cell.speedup:.2f}x" if cell.ok and cell.speedup else cell.status
+            progress(f"{cell.variant} on {cell.backend} b={cell.batch_size}: {got}")
+        if on_cell is not None:
+            on_cell(cell)
+
     for name in extra:
         backend = BACKENDS.get(name)
+        prepared = []
         for variant, model in models.items():
-            todo = [b for b in batch_sizes if done is None or not done(variant, name, b, seq_len)]
-            if not todo:
+            if done is not None and all(done(variant, name, b, seq_len) for b in batch_sizes):
                 continue
             if progress is not None:
                 progress(f"{variant} on {name}: preparing")
@@ -80,22 +87,10 @@ def run_backend_stage(
                 skips[f"{variant} / {name}"] = cand.skip
             elif evaluate is not None and backend.changes_numerics and cand.runnable is not None:
                 evaluate(variant, name, backend_encoder(model, cand.runnable))
-            _time(base, cand, todo, seq_len, settings, vocab_size, on_cell, progress)
+            prepared.append(cand)
+        # The variants of one backend are swept together, so drift lands in each of their cells alike.
+        bench_backends(prepared, base, batch_sizes, seq_len, settings, vocab_size=vocab_size, on_cell=emit, done=done)
     return skips
-
-
-def _time(base: Prepared, cand: Prepared, batch_sizes: Sequence[int], seq_len: int, settings: BenchSettings,
-          vocab_size: int, on_cell: Callable[[CellRecord], None] | None,
-          progress: Callable[[str], None] | None) -> None:
-    for batch_size in batch_sizes:
-        batch = make_inputs(vocab_size, batch_size, seq_len, seed=settings.seed, pad_fraction=settings.pad_fraction,
-                            device=settings.device)
-        cell = backend_cell(base, cand, batch, settings)
-        if progress is not None:
-            got = f"{cell.speedup:.2f}x" if cell.ok and cell.speedup else cell.status
-            progress(f"{cand.variant} on {cand.backend} b={batch_size}: {got}")
-        if on_cell is not None:
-            on_cell(cell)
 
 
 def store_backend_stage(store: Any, config: Any, settings: BenchSettings, models: dict[str, nn.Module], task: Any,
@@ -132,7 +127,7 @@ def store_backend_stage(store: Any, config: Any, settings: BenchSettings, models
         extra = {**cell.extra, **accuracy.get(key, {}),
                  "backend_changes_numerics": BACKENDS.get(cell.backend).changes_numerics}
         store.put_cell(_replace_extra(cell, extra))
-        if not cell.ok and cell.extra.get("backend_status") != "skipped":
+        if cell.failed:
             failed += 1
 
     run_backend_stage(config.backends, models, config.batch_sizes, config.seq_len, settings,

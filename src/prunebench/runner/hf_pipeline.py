@@ -11,14 +11,13 @@ from pathlib import Path
 
 import torch
 
-from prunebench.bench import environment, fingerprint_hash, make_inputs, sweep
+from prunebench.bench import make_inputs, sweep
 from prunebench.config import RunConfig
-from prunebench.report import build_report
 from prunebench.results import CellRecord, ResultStore
 from prunebench.runner.budgets import Budgets, bench_settings_for
 from prunebench.runner.hf_run import HFRun, corpus_of, hf_variants, save_dense
-from prunebench.runner.pipeline import DENSE, RECOVERABLE, Progress, RunOutcome, _Ticker, start_run_record
 from prunebench.runner.rundir import RunDir
+from prunebench.runner.stages import DENSE, RECOVERABLE, Progress, RunOutcome, Ticker, pinned_threads, run_stages
 
 logger = logging.getLogger(__name__)
 
@@ -31,39 +30,25 @@ def execute_hf_run(config: RunConfig, run_dir: RunDir, *, progress: Progress | N
             single variants and cells are recorded, not raised.
     """
     variants = hf_variants(config)
-    tick = _Ticker(2 + 2 + 2 * len(variants) + (len(variants) + 1) * len(config.batch_sizes) + 1, progress)
+    tick = Ticker(2 + 2 + 2 * len(variants) + (len(variants) + 1) * len(config.batch_sizes) + 1, progress)
     outcome = RunOutcome(run_dir=run_dir.root)
-    previous_threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    env = environment(config.device, torch.get_num_threads())
-    env.setdefault("fingerprint_hash", fingerprint_hash(env))
     model_dir = run_dir.model_dir if config.save_models else None
-    try:
-        with ResultStore(run_dir.store) as store:
-            start_run_record(store, config, env)
-            try:
-                tick("data", f"model, tokenizer and task ({config.model})", 0)
-                hf = HFRun(config, model_dir, tick)
-                store.update_run({"corpus": corpus_of(hf)})
-                tick("data", f"{hf.kind} model, task ready")
-                tick("train", "pretrained: nothing to train")
-                models = _dense_and_variants(store, hf, variants, outcome, tick)
-                _benchmarks(store, hf, config, models, variants, outcome, tick)
-            except BaseException:
-                store.set_run_status("failed")
-                raise
-            store.set_run_status("finished")
-        tick("report", "writing report.html, summary.md, results.json/csv, figures", 0)
-        outcome.report_files = build_report(run_dir.root)
-        tick("report", "done")
-    finally:
-        torch.set_num_threads(previous_threads)
-    return outcome
+
+    def stages(store: ResultStore) -> None:
+        tick("data", f"model, tokenizer and task ({config.model})", 0)
+        hf = HFRun(config, model_dir, tick)
+        store.update_run({"corpus": corpus_of(hf)})
+        tick("data", f"{hf.kind} model, task ready")
+        tick("train", "pretrained: nothing to train")
+        models = _dense_and_variants(store, hf, variants, outcome, tick)
+        _benchmarks(store, hf, config, models, variants, outcome, tick)
+
+    with pinned_threads(config.threads):
+        return run_stages(config, run_dir, tick, outcome, stages)
 
 
 def _dense_and_variants(store: ResultStore, hf: HFRun, variants: list[tuple[str, str, float]],
-                        outcome: RunOutcome, tick: _Ticker) -> dict[str, torch.nn.Module]:
+                        outcome: RunOutcome, tick: Ticker) -> dict[str, torch.nn.Module]:
     from prunebench.models import load_model
 
     if not store.has_variant(DENSE, status="ok"):
@@ -107,7 +92,7 @@ def _dense_and_variants(store: ResultStore, hf: HFRun, variants: list[tuple[str,
 
 
 def _benchmarks(store: ResultStore, hf: HFRun, config: RunConfig, models: dict[str, torch.nn.Module],
-                variants: list[tuple[str, str, float]], outcome: RunOutcome, tick: _Ticker) -> None:
+                variants: list[tuple[str, str, float]], outcome: RunOutcome, tick: Ticker) -> None:
     """Every variant paired against dense per batch size through the one sweep, as the main run times them
     (dense against its identical twin: the noise floor); cells stored ok earlier are not timed again."""
     settings = bench_settings_for(config, Budgets.of(config))
@@ -128,7 +113,7 @@ def _benchmarks(store: ResultStore, hf: HFRun, config: RunConfig, models: dict[s
 
     def put(cell: CellRecord) -> None:
         store.put_cell(cell)
-        if not cell.ok:
+        if cell.failed:  # a skipped cell is no failure (as in the main run)
             outcome.failed_cells += 1
         shown = f"{cell.speedup:.2f}x" if cell.speedup else cell.status
         tick("bench", f"{cell.variant} b={cell.batch_size}: {shown}")

@@ -19,7 +19,6 @@ accuracy deltas get their paired bootstrap CI, plus every HF metric with its own
 
 from __future__ import annotations
 
-import base64
 import copy
 import logging
 import time
@@ -37,6 +36,7 @@ from prunebench.pruning import apply_plan_, check_fidelity, prune_with_plan_, sa
 from prunebench.pruning.group_importance import activation_scores, shrink_refit_, shrink_uniform_
 from prunebench.pruning.spec import METHODS
 from prunebench.results import ResultStore
+from prunebench.results.correctness import pack_correct
 from prunebench.runner.variants import prune_spec
 from prunebench.tasks.hf_distill import calibration_batches, distill_, text_stream
 from prunebench.tasks.hf_eval import model_kind, read_pooling
@@ -45,18 +45,12 @@ from prunebench.tasks.hf_text import TextTask, corpus_text_task, labelled_text_t
 
 logger = logging.getLogger(__name__)
 
-#: Seconds of distillation after each structured shrink (the refit does most of the work; see the README);
-#: ``--quick`` runs a token second.
-RECOVERY_SECONDS = 20.0
+#: ``--quick`` distils for a token second at most (``config.recovery_seconds`` otherwise; the refit does most
+#: of the work, see the README).
 QUICK_RECOVERY_SECONDS = 1.0
 #: Calibration texts for activation scores, the refit and Wanda / Taylor.
 CALIB_TEXTS = 256
 FIDELITY_ATOL = 1e-4
-
-
-def pack_bits(hits: np.ndarray) -> str:
-    """Per-prediction 0/1 as base64 of their packed bits (the store's per-prediction correctness format)."""
-    return base64.b64encode(np.packbits(np.asarray(hits, dtype=bool).astype(np.uint8)).tobytes()).decode("ascii")
 
 
 def hf_task(config: RunConfig, kind: str) -> tuple[TextTask | None, TextTask | None]:
@@ -104,6 +98,7 @@ class HFRun:
         ids = torch.randint(5, len(self.tokenizer), (2, 24), generator=gen)  # [2, 24]
         mask = torch.ones_like(ids)
         mask[1, 16:] = 0  # a padded row: masks must keep applying after the shrink
+        self._scores: dict[str, list[torch.Tensor]] | None = None
         self.check_batch: Batch = {"input_ids": ids.masked_fill(mask == 0, pad), "attention_mask": mask}
 
     def fingerprint(self) -> dict[str, Any]:
@@ -133,7 +128,7 @@ class HFRun:
         res = self.evaluator.score(model)
         bits = res.correct if res.correct is not None else np.zeros(0, dtype=bool)
         source = self.task if self.task is not None and self.kind != "mlm" else self.corpus
-        details = {**res.to_dict(), "correct": pack_bits(bits), "n_predictions": len(bits),
+        details = {**res.to_dict(), "correct": pack_correct(bits), "n_predictions": len(bits),
                    "task_key": source.key() if source else "", "split": "test", "seed": self.config.seed}
         store.put_evaluation({
             "variant": name, "accuracy": res.metrics[res.primary], "loss": None,
@@ -143,10 +138,17 @@ class HFRun:
         self.tick("eval", f"{name}: {res.describe()}")
 
     # -------------------------------------------------------------------------------------- variants
+    def recovery_seconds(self) -> float:
+        """Seconds of distillation after each structured shrink (``--quick``: at most a token second)."""
+        seconds = self.config.recovery_seconds
+        return min(seconds, QUICK_RECOVERY_SECONDS) if self.config.quick else seconds
+
     def structured(self, sparsity: float) -> tuple[torch.nn.Module, dict[str, Any]]:
         """Activation-ranked heads + neurons removed, checked against the masked reference, refitted, distilled."""
         dense_ad = self.adapter_for(self.dense)
-        scores = activation_scores(dense_ad, self.calib[:8])
+        if self._scores is None:  # the dense model's scores: the same for every sparsity
+            self._scores = activation_scores(dense_ad, self.calib[:8])
+        scores = self._scores
         shrunk, masked = copy.deepcopy(self.dense), copy.deepcopy(self.dense)
         kept = shrink_uniform_(self.adapter_for(shrunk), sparsity, scores)
         mad = self.adapter_for(masked)
@@ -160,14 +162,15 @@ class HFRun:
         start = time.perf_counter()
         shrink_refit_(self.adapter_for(model), dense_ad, sparsity, scores, self.calib)
         refit_s = time.perf_counter() - start
-        history = distill_(model, self.dense, text_stream(self.tokenizer, self.train_texts, batch_size=16,
-                                                          seed=self.config.seed, mlm=self.kind == "mlm"),
-                           held_out=self.held_out,
-                           seconds=QUICK_RECOVERY_SECONDS if self.config.quick else RECOVERY_SECONDS,
-                           pooling=self.pooling)
+        details: dict[str, Any] = {"kept": kept, "criterion": "activation", "refit_seconds": refit_s}
+        if self.recovery_seconds() > 0:
+            stream = text_stream(self.tokenizer, self.train_texts, batch_size=16, seed=self.config.seed,
+                                 mlm=self.kind == "mlm")
+            # One held-out check mid-way (each costs about a training step; the budget is short).
+            history = distill_(model, self.dense, stream, held_out=self.held_out, seconds=self.recovery_seconds(),
+                               pooling=self.pooling, checks=1)
+            details["recovery"] = history.to_dict()
         model.eval()
-        details = {"kept": kept, "criterion": "activation", "refit_seconds": refit_s,
-                   "recovery": history.to_dict()}
         return model, {"fidelity": fidelity, "materialization": "shrink", "details": details}
 
     def engine(self, name: str, method: str, sparsity: float) -> tuple[torch.nn.Module, dict[str, Any], Any, Any]:

@@ -8,20 +8,15 @@ recorded and the run goes on, so nothing already computed is lost because a late
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from prunebench.bench import disk_bytes, environment, fingerprint_hash
+from prunebench.bench import disk_bytes
 from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
 from prunebench.models import TransformerEncoder, preset_config, save_model
-from prunebench.report import build_report
 from prunebench.results import CellRecord, ResultStore
 from prunebench.runner.backend_stage import store_backend_stage
 from prunebench.runner.budgets import Budgets, bench_settings_for
@@ -38,41 +33,23 @@ from prunebench.runner.executors.units import (
 )
 from prunebench.runner.rundir import RunDir
 from prunebench.runner.searched import SEARCH_METHOD, run_search
+from prunebench.runner.stages import (
+    DENSE,
+    RECOVERABLE,
+    Progress,
+    RunOutcome,
+    Ticker,
+    pinned_threads,
+    run_stages,
+    start_run_record,
+)
 from prunebench.runner.variants import check_finite, describe, load_variant
 from prunebench.tasks import Task, build_task, calibration_batches, evaluate
 from prunebench.tasks.baseline import load_or_train_baseline
 
 logger = logging.getLogger(__name__)
 
-#: ``progress(stage, detail, done, total)``; the CLI draws it, the library never prints.
-Progress = Callable[[str, str, int, int], None]
-
-DENSE = "dense"
-#: Failures of one unit that are recorded and survived (anything else is a bug and propagates).
-RECOVERABLE = (RuntimeError, ValueError, PrunebenchError)
-
-
-@dataclass
-class RunOutcome:
-    """What a run produced: counts of units done and failed, and the report files."""
-
-    run_dir: Path
-    failed_variants: list[str] = field(default_factory=list)
-    failed_cells: int = 0
-    report_files: dict[str, Path] = field(default_factory=dict)
-    baseline_info: dict[str, Any] = field(default_factory=dict)
-
-
-class _Ticker:
-    """Counts units of work for the progress callback."""
-
-    def __init__(self, total: int, progress: Progress | None) -> None:
-        self.total, self.done, self.progress = total, 0, progress
-
-    def __call__(self, stage: str, detail: str, advance: int = 1) -> None:
-        self.done += advance
-        if self.progress is not None:
-            self.progress(stage, detail, self.done, self.total)
+__all__ = ["DENSE", "RECOVERABLE", "Progress", "RunOutcome", "Ticker", "execute_run", "start_run_record"]
 
 
 def execute_run(
@@ -105,30 +82,16 @@ def execute_run(
         from prunebench.runner.hf_pipeline import execute_hf_run
 
         return execute_hf_run(config, run_dir, progress=progress)
-    previous_threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)  # pinned for the whole run, and recorded below
-    stage = _Stages(config, run_dir, cache_dir, corpus_root, progress, executor or LocalExecutor())
-    env = environment(config.device, torch.get_num_threads())
-    env.setdefault("fingerprint_hash", fingerprint_hash(env))
-    try:
-        with ResultStore(run_dir.store) as store:
-            start_run_record(store, config, env)
-            try:
-                task, dense = stage.dense(store)
-                models = stage.variants(store, task, dense)
-                stage.benchmarks(store, models)
-                stage.backends(store, task, models)
-            except BaseException:
-                store.set_run_status("failed")
-                raise
-            store.set_run_status("finished")
-        stage.tick("report", "writing report.html, summary.md, results.json/csv, figures", 0)
-        stage.outcome.report_files = build_report(run_dir.root)
-        stage.tick("report", "done")
-    finally:
-        torch.set_num_threads(previous_threads)
-    return stage.outcome
+    with pinned_threads(config.threads):  # before _Stages, whose units carry the thread count
+        stage = _Stages(config, run_dir, cache_dir, corpus_root, progress, executor or LocalExecutor())
+
+        def stages(store: ResultStore) -> None:
+            task, dense = stage.dense(store)
+            models = stage.variants(store, task, dense)
+            stage.benchmarks(store, models)
+            stage.backends(store, task, models)
+
+        return run_stages(config, run_dir, stage.tick, stage.outcome, stages)
 
 
 class _Stages:
@@ -141,7 +104,7 @@ class _Stages:
         self.budgets = Budgets.of(config)
         self.vocab = preset_config(config.model).vocab_size
         n_variants, n_batches = len(config.variants()), len(config.batch_sizes)
-        self.tick = _Ticker(2 + 2 + 2 * n_variants + (n_variants + 1) * n_batches + 1, progress)
+        self.tick = Ticker(2 + 2 + 2 * n_variants + (n_variants + 1) * n_batches + 1, progress)
         self.outcome = RunOutcome(run_dir=run_dir.root)
         eval_kwargs: dict[str, Any] = {"seed": config.seed}
         if self.budgets.eval_batches:
@@ -306,7 +269,7 @@ class _Stages:
 
         def put(unit: Unit, cell: CellRecord) -> None:
             store.put_cell(cell)
-            if not cell.ok:
+            if cell.failed:
                 self.outcome.failed_cells += 1
             tick("bench", f"{cell.variant} b={cell.batch_size} on {unit.node_class}: "
                  + (f"{cell.speedup:.2f}x" if cell.speedup else cell.status))
@@ -330,7 +293,7 @@ class _Stages:
 
 def _evaluate(
     store: ResultStore, name: str, model: TransformerEncoder, task: Task, dense: TransformerEncoder,
-    kwargs: dict[str, Any], tick: _Ticker,
+    kwargs: dict[str, Any], tick: Ticker,
 ) -> None:
     """Evaluate one variant against the dense reference unless the store already holds the result."""
     if store.has_evaluation(name):
@@ -346,12 +309,3 @@ def _evaluate(
     store.put_evaluation(evaluation_record(name, result))
     tick("eval", f"{name}: accuracy {result.accuracy:.3f}")
 
-
-def start_run_record(store: ResultStore, config: RunConfig, env: dict[str, Any]) -> None:
-    """Write the run record; a resumed run keeps its id and creation time (the HF run uses this too)."""
-    run = store.get_run()
-    store.start_run({
-        "run_id": run["run_id"] if run else uuid.uuid4().hex[:12],
-        "created": run["created"] if run else datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": config.to_dict(), "environment": env, "corpus": {},
-    })

@@ -1,7 +1,9 @@
 """Checks of a run's inputs against this machine, made before its folder or store is created.
 
 :class:`~prunebench.config.RunConfig` checks everything that needs no look at the machine (values, ranges,
-forms); this module adds what does: the task's data file is readable, and a CUDA device exists if asked for.
+forms); this module adds what does: the task's data file is readable, a CUDA device exists if asked for, and
+a Hugging Face model folder can be used (transformers installed, a supported architecture whose hidden size
+the head count divides, safetensors weights, a tokenizer).
 A failed check leaves nothing behind, so the corrected command simply runs.
 """
 
@@ -57,9 +59,17 @@ def check_run_inputs(config: RunConfig) -> None:
 
     Raises:
         ValueError: an unknown task kind.
-        PrunebenchError: an unreadable task file, or ``device="cuda"`` without a CUDA device.
+        PrunebenchError: an unreadable task file, ``device="cuda"`` without a CUDA device, or an HF model
+            folder that cannot be used (HFModelError / CheckpointError, one line each).
     """
     check_task_spec(config.task)
     check_task_file(config.task)
+    if config.is_hf:
+        from prunebench.models.hf.deps import require_transformers
+
+        require_transformers()  # before the package import, which needs it
+        from prunebench.models.hf import check_hf_folder
+
+        check_hf_folder(config.model)
     if config.device == "cuda" and not torch.cuda.is_available():
         raise PrunebenchError("--device cuda was asked for, but torch sees no CUDA device here")

@@ -131,6 +131,7 @@ class HFEvaluator:
                 self.probe = LinearProbe().fit(train_emb, task.label_tensor("train"), task.num_labels)
         self.dense_emb = self._test_embeddings(dense)  # [N, D]
         self.dense_out = self._outputs(dense)
+        self._dense = dense  # scoring it again reuses what was just computed (the test set costs most)
 
     # ---------------------------------------------------------------------------------------- internals
     def _embed(self, model: nn.Module, texts: list[str]) -> torch.Tensor:
@@ -164,13 +165,17 @@ class HFEvaluator:
 
     # ------------------------------------------------------------------------------------------ scoring
     def score(self, model: nn.Module) -> HFAccuracy:
-        """Scores of ``model`` (a variant of the dense model, same tokenizer) with paired deltas to dense."""
-        emb = self._test_embeddings(model)  # [N, D]
+        """Scores of ``model`` (a variant of the dense model, same tokenizer) with paired deltas to dense.
+
+        The dense model itself (the same object, which must not have changed since) is scored from the
+        outputs computed at construction.
+        """
+        emb = self.dense_emb if model is self._dense else self._test_embeddings(model)  # [N, D]
         if emb.shape[1] != self.dense_emb.shape[1]:
             raise ValueError(f"embedding width {emb.shape[1]} differs from dense {self.dense_emb.shape[1]}")
         cos = F.cosine_similarity(emb.double(), self.dense_emb.double(), dim=-1).numpy()  # [N]
         cos_mean, cos_low, cos_high = mean_ci(cos, seed=self.seed)
-        out = self._outputs(model, emb)
+        out = self.dense_out if model is self._dense else self._outputs(model, emb)
         ref = self.dense_out
         metrics: dict[str, float] = {"embedding_cosine": cos_mean}
         deltas: dict[str, DeltaCI] = {}

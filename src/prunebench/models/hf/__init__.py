@@ -26,7 +26,7 @@ from prunebench.models.hf.families import (  # noqa: E402
 )
 from prunebench.models.hf.io import MANIFEST_FILE, load_saved_hf, save_hf_model  # noqa: E402
 from prunebench.models.hf.layout import SkippedLayer  # noqa: E402
-from prunebench.models.hf.loading import load_hf_model, load_hf_tokenizer  # noqa: E402
+from prunebench.models.hf.loading import check_hf_folder, load_hf_model, load_hf_tokenizer  # noqa: E402
 
 # Registered once per process, on first import; prunebench.models.adapters imports this package lazily.
 for _adapter in HF_ADAPTERS:
@@ -51,6 +51,7 @@ __all__ = [
     "RobertaAdapter",
     "SkippedLayer",
     "XLMRobertaAdapter",
+    "check_hf_folder",
     "class_for_architecture",
     "hf_adapter_class",
     "hf_adapter_for",

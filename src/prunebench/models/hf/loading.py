@@ -56,6 +56,31 @@ def _check_weights(folder: Path) -> None:
     raise HFModelError(f"{folder} has a config.json but no weights (model.safetensors)")
 
 
+def _folder_class(folder: Path) -> type:
+    """The model class of a local folder, after every check that needs no weights loaded."""
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{folder} is not a model folder: config.json is missing")
+    _check_weights(folder)
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+    except (OSError, ValueError, KeyError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{folder}/config.json is not a usable transformers config ({reason})") from None
+    return _check_config(config, str(folder))
+
+
+def check_hf_folder(path: str | Path) -> None:
+    """Raise what :func:`load_hf_model` and :func:`load_hf_tokenizer` would, without loading any weights
+    (``prunebench run`` checks its model before the run folder exists).
+
+    Raises:
+        HFModelError, CheckpointError: one-line reasons (see the module docstring).
+    """
+    folder = Path(path)
+    _folder_class(folder)
+    _check_tokenizer(folder)
+
+
 def load_hf_model(
     path: str | Path, *, attn_implementation: str | None = None, device: str | torch.device = "cpu",
 ) -> nn.Module:
@@ -76,15 +101,7 @@ def load_hf_model(
                          f"choose from: {', '.join(ATTN_IMPLEMENTATIONS)}")
     folder = Path(path)
     if folder.is_dir():
-        if not (folder / "config.json").is_file():
-            raise CheckpointError(f"{folder} is not a model folder: config.json is missing")
-        _check_weights(folder)
-        try:
-            config = AutoConfig.from_pretrained(str(folder))
-        except (OSError, ValueError, KeyError, RecursionError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise CheckpointError(f"{folder}/config.json is not a usable transformers config ({reason})") from None
-        cls = _check_config(config, str(folder))
+        cls = _folder_class(folder)
         if (folder / MANIFEST_FILE).is_file():
             model = load_saved_hf(folder, attn_implementation)
         else:
@@ -127,7 +144,11 @@ def load_hf_tokenizer(path: str | Path) -> Any:
         HFModelError: the folder has no tokenizer files.
     """
     folder = Path(path)
+    _check_tokenizer(folder)
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def _check_tokenizer(folder: Path) -> None:
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise HFModelError(f"{folder} has no tokenizer ({' / '.join(TOKENIZER_FILES)}): copy the model's "
                            "tokenizer files into the folder")
-    return AutoTokenizer.from_pretrained(str(folder))

@@ -23,6 +23,7 @@ from prunebench.bench import environment, fingerprint_hash, make_inputs, sweep
 from prunebench.bench.settings import BenchSettings
 from prunebench.models import TransformerEncoder, load_model, save_model
 from prunebench.results import CellRecord
+from prunebench.runner.stages import DENSE, RECOVERABLE
 from prunebench.runner.variants import load_variant, make_variant, prune_spec
 from prunebench.tasks import RecoveryCallback, Task, calibration_batches, evaluate
 
@@ -93,8 +94,6 @@ def prepare_unit(payload: Mapping[str, Any], emit: Emit, *, task: Task, dense: M
     Emits one ``{"name", "record" (variant record or None), "model" (live, local) or "files" (shipped),
     "evaluation" (record or None), "eval_error", "failed"}``; failures are emitted, never raised.
     """
-    from prunebench.runner.pipeline import RECOVERABLE  # the pipeline imports this module
-
     p = payload
     torch.set_num_threads(int(p["threads"]))  # the driver's count: same numerics as an in-process run
     dense_model = as_model(dense)
@@ -147,8 +146,6 @@ def time_unit(payload: Mapping[str, Any], emit: Emit, *, models: Mapping[str, Mo
 
     Payload keys: ``todo, batch_sizes, seq_len, vocab, seed, pad_fraction, device, threads, node_class``.
     """
-    from prunebench.runner.pipeline import DENSE  # the pipeline imports this module
-
     p = payload
     torch.set_num_threads(int(p["threads"]))
     device = torch.device(p["device"])

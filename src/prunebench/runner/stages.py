@@ -1,0 +1,145 @@
+"""What the run of our own encoder (:mod:`prunebench.runner.pipeline`) and the HF run
+(:mod:`prunebench.runner.hf_pipeline`) share: the outcome, the progress counter with its per-stage clock, and
+the frame around the stages (threads pinned, the run record, the final status, the report).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunebench.bench import environment, fingerprint_hash
+from prunebench.bench.load import load_1m
+from prunebench.config import RunConfig
+from prunebench.errors import PrunebenchError
+from prunebench.report import build_report
+from prunebench.results import ResultStore
+from prunebench.runner.rundir import RunDir
+
+logger = logging.getLogger(__name__)
+
+#: ``progress(stage, detail, done, total)``; the CLI draws it, the library never prints.
+Progress = Callable[[str, str, int, int], None]
+
+DENSE = "dense"
+#: Failures of one unit that are recorded and survived (anything else is a bug and propagates).
+RECOVERABLE = (RuntimeError, ValueError, PrunebenchError)
+
+
+@dataclass
+class RunOutcome:
+    """What a run produced: counts of units done and failed, the report files, and where the time went."""
+
+    run_dir: Path
+    failed_variants: list[str] = field(default_factory=list)
+    failed_cells: int = 0
+    report_files: dict[str, Path] = field(default_factory=dict)
+    baseline_info: dict[str, Any] = field(default_factory=dict)
+    #: Wall seconds per stage (``data``, ``train``, ``prune`` + ``eval`` interleaved, ``bench``, ...).
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds of this process per stage (all its threads): what a busy machine does not inflate much.
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)
+    #: The 1-minute load average at the start, its highest reading at a stage change, and at the end.
+    load: dict[str, float | None] = field(default_factory=dict)
+
+
+class Ticker:
+    """Counts units of work for the progress callback, and clocks the stages: the time since the previous call
+    is charged to the stage of this call, which reports that work done (``tick("eval", "x: 0.68")`` after
+    scoring x) or, with ``advance=0``, that a stage starts (the gap before it is nil), so ``prune`` and
+    ``eval``, which alternate per variant, each get their own share.
+
+    Args:
+        total: units of work expected (the progress bar's length; stages may add to it).
+        progress: the callback, or None.
+        clock: wall seconds; cpu_clock: this process's CPU seconds (both injected in tests).
+        load: the 1-minute load average, read at each change of stage (injected in tests).
+    """
+
+    def __init__(self, total: int, progress: Progress | None, clock: Callable[[], float] = time.perf_counter,
+                 load: Callable[[], float | None] = load_1m,
+                 cpu_clock: Callable[[], float] = time.process_time) -> None:
+        self.total, self.done, self.progress, self.clock, self.load = total, 0, progress, clock, load
+        self.cpu_clock = cpu_clock
+        self.stage_seconds: dict[str, float] = {}
+        self.stage_cpu_seconds: dict[str, float] = {}
+        self.load_max: float | None = None
+        self._stage: str | None = None
+        self._since, self._cpu_since = clock(), cpu_clock()
+
+    def __call__(self, stage: str, detail: str, advance: int = 1) -> None:
+        now, cpu = self.clock(), self.cpu_clock()
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + now - self._since
+        self.stage_cpu_seconds[stage] = self.stage_cpu_seconds.get(stage, 0.0) + cpu - self._cpu_since
+        if stage != self._stage:
+            reading = self.load()
+            if reading is not None:
+                self.load_max = max(reading, self.load_max or 0.0)
+        self._stage, self._since, self._cpu_since = stage, now, cpu
+        self.done += advance
+        if self.progress is not None:
+            self.progress(stage, detail, self.done, self.total)
+
+
+def start_run_record(store: ResultStore, config: RunConfig, env: dict[str, Any]) -> None:
+    """Write the run record; a resumed run keeps its id and creation time."""
+    run = store.get_run()
+    store.start_run({
+        "run_id": run["run_id"] if run else uuid.uuid4().hex[:12],
+        "created": run["created"] if run else datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": config.to_dict(), "environment": env, "corpus": {},
+    })
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` (None: left as they are) inside, and restored after.
+
+    A run pins them before anything reads ``torch.get_num_threads()`` (the executors' units carry the count).
+    """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_stages(config: RunConfig, run_dir: RunDir, tick: Ticker, outcome: RunOutcome,
+               stages: Callable[[ResultStore], None]) -> RunOutcome:
+    """Run ``stages(store)`` inside the frame every run shares, and write the report.
+
+    Called with the run's threads pinned (:func:`pinned_threads`, recorded in the environment here); the run
+    record is written (or resumed) first, its status set to ``failed`` when a stage raises and ``finished``
+    otherwise; the stage durations and the load go into ``outcome`` and the run's log (and the CLI prints them).
+    """
+    env = environment(config.device, torch.get_num_threads())
+    env.setdefault("fingerprint_hash", fingerprint_hash(env))
+    outcome.load = {"start": load_1m()}
+    with ResultStore(run_dir.store) as store:
+        start_run_record(store, config, env)
+        try:
+            stages(store)
+        except BaseException:
+            store.set_run_status("failed")
+            raise
+        store.set_run_status("finished")
+    tick("report", "writing report.html, summary.md, results.json/csv, figures", 0)
+    outcome.report_files = build_report(run_dir.root)
+    tick("report", "done")
+    outcome.stage_seconds = {k: round(v, 1) for k, v in tick.stage_seconds.items()}
+    outcome.stage_cpu_seconds = {k: round(v, 1) for k, v in tick.stage_cpu_seconds.items()}
+    outcome.load.update(max=tick.load_max, end=load_1m())
+    logger.info("seconds per stage: %s; CPU seconds per stage: %s; 1-minute load average: %s",
+                outcome.stage_seconds, outcome.stage_cpu_seconds, outcome.load)
+    return outcome

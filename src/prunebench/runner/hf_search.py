@@ -56,6 +56,7 @@ def hf_search_inputs(folder: str | Path, task: str | None = None, *, calib_texts
         seed: calibration sample and evaluation seed.
     """
     from prunebench.models.hf import load_hf_model, load_hf_tokenizer
+    from prunebench.results.correctness import pack_correct
     from prunebench.tasks.hf_distill import calibration_batches
     from prunebench.tasks.hf_eval import model_kind, read_pooling
     from prunebench.tasks.hf_suite import HFEvaluator, probe_loss
@@ -78,7 +79,8 @@ def hf_search_inputs(folder: str | Path, task: str | None = None, *, calib_texts
     def evaluate(model: nn.Module, reference: nn.Module) -> dict[str, Any]:
         res = evaluator.score(model)  # paired against the evaluator's dense model (``reference``)
         n = len(res.correct) if res.correct is not None else res.n_examples
-        return {"accuracy": res.metrics[res.primary], "metric": res.primary, "n_predictions": n,
+        bits = pack_correct(res.correct) if res.correct is not None else None  # paired comparisons need them
+        return {"accuracy": res.metrics[res.primary], "metric": res.primary, "n_predictions": n, "correct": bits,
                 "embedding_cosine": res.metrics["embedding_cosine"], "cosine_ci": list(res.cosine_ci),
                 "metrics": dict(res.metrics), "deltas": {k: v.to_dict() for k, v in res.deltas.items()}}
 

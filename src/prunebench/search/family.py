@@ -19,13 +19,16 @@ from prunebench.bench.settings import BenchSettings
 from prunebench.models.batch import Batch
 from prunebench.models.io import save_model
 from prunebench.pruning import PLAN_FILE
+from prunebench.results.correctness import unpack_correct
 from prunebench.search._arch import LossFn, adapter_of, full_widths
 from prunebench.search.allocate import Allocation, check_targets, reachable_speedup, search_widths
 from prunebench.search.importance import IMPORTANCE, check_search_calib, group_importance
 from prunebench.search.latency import LatencyTable
 from prunebench.search.measure import CONFIG_TIMING, TABLE_TIMING, check_latency_model, measure_latency_table
 from prunebench.search.rescale import rescale_
+from prunebench.search.select import choose_allocation
 from prunebench.search.verify import VERIFY_TIMING, build, measure_speedup, uniform_at_measured
+from prunebench.tasks.paired_ci import paired_delta_ci
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,9 @@ class SearchOptions:
         calibration_configs: random whole-model configurations the table's in-model factors are fitted to
             (besides four that separate the head and FFN axes).
         rescale: least-squares refit of output projections (kept only when it lowers held-out loss).
+        select: propose several allocations per aim (raw, layer-balanced and layer-normalized importance, and
+            uniform fractions; :mod:`prunebench.search.select`) and keep the one with the lowest held-out
+            calibration loss; False: the raw-importance knapsack alone.
         check_configs: random widths the latency model is checked on (0: skip the check).
         max_tries: searches per target (each later one aims higher by the measured shortfall of the CI's low end).
         compare_uniform: also build and time uniform pruning at the searched model's measured speed.
@@ -76,6 +82,7 @@ class SearchOptions:
     neuron_step: int | None = None
     calibration_configs: int = 6
     rescale: bool = True
+    select: bool = True
     check_configs: int = 20
     max_tries: int = 3
     compare_uniform: bool = True
@@ -115,6 +122,23 @@ def _accuracy(evaluate: Evaluate | None, model: nn.Module, dense: nn.Module) -> 
     if res.get("agreement") is not None:
         res["agreement_ci"] = list(wilson(float(res["agreement"]), n))
     return res
+
+
+def paired_vs(candidate: Mapping[str, Any] | None, reference: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Paired-bootstrap CI of ``candidate`` accuracy minus ``reference`` accuracy over the same predictions.
+
+    Both are :func:`_accuracy` results carrying per-prediction ``correct`` bits (packed); None when either lacks
+    them or they scored a different number of predictions. Point accuracies of two models a few examples apart
+    say nothing; this CI says whether one is *measurably* worse.
+    """
+    if not candidate or not reference or not candidate.get("correct") or not reference.get("correct"):
+        return None
+    n = int(candidate["n_predictions"])
+    if n != int(reference["n_predictions"]):
+        return None
+    new, ref = unpack_correct(candidate["correct"], n), unpack_correct(reference["correct"], n)
+    ci = paired_delta_ci(ref, new)
+    return {**ci.to_dict(), "describe": ci.describe()}
 
 
 def save_member(folder: Path, model: nn.Module, plan: Any, manifest: dict[str, Any]) -> None:
@@ -233,19 +257,28 @@ def search_family(
         tries, aim = [], target
         for attempt in range(1, options.max_tries + 1):
             t0 = time.perf_counter()
-            alloc = search_widths(importance, table, aim)
-            model, plan, fidelity = build(dense, alloc, options.seq_len, options.seed)
+            if options.select:
+                choice = choose_allocation(importance, table, aim,
+                                           lambda a: build(dense, a, options.seq_len, options.seed), dense,
+                                           fit=fit, held=held, rescale=options.rescale, loss_fn=loss_fn)
+                alloc, chosen, candidates = choice.allocation, choice.name, choice.record
+                model, plan, fidelity = choice.built
+            else:
+                alloc, chosen, candidates = search_widths(importance, table, aim), "importance", []
+                model, plan, fidelity = build(dense, alloc, options.seq_len, options.seed)
             got = measure_speedup(dense, model, table, options.verify_timing, options.seed)
             met = got.ci_low >= target
             tries.append({"attempt": attempt, "aimed_at": aim, "predicted": alloc.predicted_speedup,
                           "widths": _widths_rows(alloc), "retained_importance": alloc.retained,
+                          "chosen": chosen, "candidates": candidates,
                           "measured": got.to_dict(), "met": met, "seconds": time.perf_counter() - t0})
-            say(f"{target:g}x try {attempt}: predicted {alloc.predicted_speedup:.2f}x, measured {got.speedup:.2f}x "
-                f"[{got.ci_low:.2f}-{got.ci_high:.2f}] -> {'met' if met else 'not met'}")
+            say(f"{target:g}x try {attempt}: {chosen} allocation, predicted {alloc.predicted_speedup:.2f}x, "
+                f"measured {got.speedup:.2f}x [{got.ci_low:.2f}-{got.ci_high:.2f}] -> {'met' if met else 'not met'}")
             if met or aim >= top * 0.999:
                 break
             aim = min(top * 0.999, aim * target / max(got.ci_low, 1e-6) * 1.01)  # tighten by the measured miss
         entry: dict[str, Any] = {"target": target, "met": met, "tries": tries, "widths": _widths_rows(alloc),
+                                 "chosen": chosen,
                                  "measured": got.to_dict(), "fidelity": fidelity}
         finish = {"rescale": options.rescale, "fit": fit, "held": held, "loss_fn": loss_fn}
         entry.update(_rescaled_accuracy(model, dense, evaluate, **finish))
@@ -255,6 +288,7 @@ def search_family(
             entry["uniform"] = {"fraction": fraction, "widths": [list(w) for w in u_widths],
                                 "measured": u_got.to_dict(), "attempts": attempts,
                                 **_rescaled_accuracy(u_model, dense, evaluate, **finish)}
+            entry["vs_uniform"] = paired_vs(entry.get("accuracy"), entry["uniform"].get("accuracy"))
         if out is not None:
             folder = out / f"search-{target:g}x"
             entry["path"] = str(folder)

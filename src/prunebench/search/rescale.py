@@ -75,7 +75,8 @@ def _refit(lin: nn.Linear, xs: list[torch.Tensor], ys: list[torch.Tensor], ridge
     lin.bias.copy_(w[k].to(lin.bias))
 
 
-def _mean_loss(model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn | None) -> float:
+def mean_loss(model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn | None) -> float:
+    """Mean task loss of ``model`` (eval mode, no gradients) over ``batches``."""
     device = model_device(model)
     with evaluation_mode(model), torch.no_grad():
         return sum(float(task_loss(model, to_device(b, device), loss_fn)) for b in batches) / len(batches)
@@ -107,7 +108,7 @@ def rescale_(
             if lin.in_features and lin.in_features < da.output_linear(kind, i).in_features:
                 targets[f"{i}.{kind}"] = lin
                 sources[f"{i}.{kind}"] = da.output_linear(kind, i)
-    before = _mean_loss(pruned, check, loss_fn)
+    before = mean_loss(pruned, check, loss_fn)
     if not targets:
         return {"applied": False, "loss_before": before, "loss_after": before, "refit": []}
     saved = {name: (lin.weight.detach().clone(), lin.bias.detach().clone()) for name, lin in targets.items()}
@@ -115,7 +116,7 @@ def rescale_(
     for name, lin in targets.items():  # insertion order is forward order: layer by layer, attention first
         xs = _capture(pruned, {name: lin}, fit, "in")[name]
         _refit(lin, xs, dense_out[name], ridge)
-    after = _mean_loss(pruned, check, loss_fn)
+    after = mean_loss(pruned, check, loss_fn)
     applied = after < before
     if not applied:
         with torch.no_grad():

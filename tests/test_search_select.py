@@ -103,3 +103,18 @@ def test_searched_against_uniform_is_a_paired_ci_over_the_same_predictions():
     assert bad["high"] < 0 and bad["measurable"]
     assert paired_vs(acc(base[:100]), acc(base)) is None  # different predictions do not pair
     assert paired_vs({"accuracy": 0.5, "n_predictions": 4}, acc(base)) is None
+
+
+def test_a_one_linear_capture_stops_early_and_sees_what_a_full_forward_sees(tiny_model):
+    from prunebench.models.adapters import adapter_for
+    from prunebench.search.rescale import _capture
+
+    ad = adapter_for(tiny_model)
+    first, last = ad.output_linear("neurons", 0), ad.output_linear("neurons", ad.n_layers - 1)
+    batches = _calib(97, n=2)
+    alone = _capture(tiny_model, {"a": first}, batches, "in")["a"]
+    together = _capture(tiny_model, {"a": first, "b": last}, batches, "in")["a"]
+    assert len(alone) == len(together) == 2
+    for x, y in zip(alone, together, strict=True):
+        assert torch.equal(x, y)
+    assert not first._forward_hooks and not last._forward_hooks  # removed even though the forward was cut

@@ -30,17 +30,28 @@ from prunebench.search.importance import SEARCH_KINDS
 log = logging.getLogger(__name__)
 
 
+class _Captured(Exception):
+    """Raised by a one-Linear capture hook once it has its tensor: the rest of the forward cannot change it."""
+
+
 def _capture(model: nn.Module, linears: dict[str, nn.Linear], batches: Sequence[Batch], what: str
              ) -> dict[str, list[torch.Tensor]]:
-    """Per Linear, its inputs (``what="in"``) or outputs (``"out"``) at real tokens, per batch [n, width]."""
+    """Per Linear, its inputs (``what="in"``) or outputs (``"out"``) at real tokens, per batch [n, width].
+
+    With a single Linear each forward stops right after it (half the layers run, on average): the refit
+    captures one projection at a time, as many times as there are projections.
+    """
     got: dict[str, list[torch.Tensor]] = {name: [] for name in linears}
     keep: dict[str, torch.Tensor | None] = {"mask": None}
+    stop = len(linears) == 1
 
     def hook(name: str):
         def fn(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
             t = (args[0] if what == "in" else out).detach()  # [B, S, width]
             mask = keep["mask"]
             got[name].append(t[mask] if mask is not None else t.reshape(-1, t.shape[-1]))  # [n, width]
+            if stop:
+                raise _Captured
         return fn
 
     handles = [lin.register_forward_hook(hook(name)) for name, lin in linears.items()]
@@ -51,7 +62,10 @@ def _capture(model: nn.Module, linears: dict[str, nn.Linear], batches: Sequence[
                 b = to_device(batch, device)
                 mask = b.get("attention_mask")
                 keep["mask"] = None if mask is None else mask.to(torch.bool)
-                adapter.hidden_states(b)
+                try:
+                    adapter.hidden_states(b)
+                except _Captured:
+                    pass
     finally:
         for h in handles:
             h.remove()

@@ -42,6 +42,14 @@ def base_model(tok, seed: int = 0):
     return transformers.BertModel(config(tok)).eval()
 
 
+def base_model_folder(tmp: Path, name: str = "tiny-bert") -> Path:
+    """A saved tiny random ``BertModel`` with its WordPiece tokenizer, in ``tmp / name``."""
+    folder = tmp / name
+    tok = tokenizer(folder)
+    base_model(tok).save_pretrained(str(folder))
+    return folder
+
+
 def mlm_model(tok, seed: int = 0):
     """A seeded random ``BertForMaskedLM`` in eval mode."""
     transformers.set_seed(seed)

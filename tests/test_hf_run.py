@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from prunebench.config import HF_DEFAULTS, HF_SPARSITIES, RunConfig
 from prunebench.results import ResultStore
+from prunebench.results.correctness import unpack_correct
 from prunebench.runner.hf_run import hf_variants
 from prunebench.runner.pipeline import execute_run
 from prunebench.runner.rundir import prepare
 from tests import hf_text_fixtures as fx
 
 
-def unpack_bits(packed: str, n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(base64.b64decode(packed), dtype=np.uint8))[:n]
-
-
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "tiny-bert"
-    tok = fx.tokenizer(folder)
-    fx.base_model(tok).save_pretrained(str(folder))
-    return folder
+    return fx.base_model_folder(tmp_path)
 
 
 def test_hf_run_defaults_to_three_sparsities_and_rejects_unknown_models(model_dir: Path):
@@ -74,7 +66,7 @@ def test_hf_run_prunes_checks_evaluates_and_times(model_dir: Path, tmp_path: Pat
     dense = evals["dense"]["details"]
     assert evals["dense"]["metric_name"] == "probe_accuracy"
     assert dense["deltas"]["probe_accuracy"]["delta"] == 0.0
-    bits = unpack_bits(dense["correct"], dense["n_predictions"])
+    bits = unpack_correct(dense["correct"], dense["n_predictions"])
     assert bits.mean() == pytest.approx(evals["dense"]["accuracy"])
     assert evals["structured@0.5"]["cosine"] < 1.0
     assert {c["variant"] for c in snap["cells"]} == {"dense", "structured@0.5", "magnitude@0.5"}

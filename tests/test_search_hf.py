@@ -30,10 +30,7 @@ def _synthetic_table(model, batch_size, seq_len, *, neuron_step=None, backend="e
 
 @pytest.fixture
 def hf_folder(tmp_path: Path) -> Path:
-    folder = tmp_path / "tiny-bert"
-    tok = fx.tokenizer(folder)
-    fx.base_model(tok).save_pretrained(str(folder))
-    return folder
+    return fx.base_model_folder(tmp_path)
 
 
 def test_hf_adapter_answers_what_the_search_asks(hf_folder: Path):

@@ -8,24 +8,22 @@ import torch
 from prunebench.backends import BACKENDS, FP32, PrepareOptions
 from prunebench.backends.evaluation import backend_encoder, evaluate_on_backend
 from prunebench.backends.torch_backends import torch_runnable
-from prunebench.models import create_model
-from prunebench.tasks import build_task, evaluate, train
+from prunebench.tasks import evaluate
+from tests.tiny_mlm import SEQ, mlm_task, trained_mlm
 
-VOCAB, SEQ = 300, 32
 OPTS = PrepareOptions(threads=1, shapes=((8, SEQ),))
 KW = {"max_batches": 2, "batch_size": 8, "seed": 3}
 
 
 @pytest.fixture(scope="module")
 def task():
-    return build_task("mlm", vocab_size=VOCAB, seq_len=SEQ, max_files=20, max_chars=80_000)
+    return mlm_task()
 
 
 @pytest.fixture(scope="module")
 def trained(task):
-    model = create_model("custom", vocab_size=VOCAB, d_model=32, n_heads=2, n_layers=2, d_ff=64, max_positions=SEQ)
-    train(model, task, 30, lr=3e-3, batch_size=16, n_evals=0)
-    return model.eval()
+    return trained_mlm(task)
+
 
 
 def test_eager_runnable_gives_the_eager_evaluation(task, trained):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ cluster_utils = pytest.importorskip("ray.cluster_utils")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from prunebench.runner.executors.ray_executor import node_resources  # noqa: E402
+from tests.store_probe import kill_when, rows  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -62,14 +62,6 @@ def _cmd(*args: str) -> list[str]:
 
 def _run(args: list[str], cache: Path) -> subprocess.CompletedProcess:
     return subprocess.run(_cmd(*args), capture_output=True, text=True, env=_env(cache), check=False, timeout=600)
-
-
-def _rows(store: Path, sql: str) -> list[tuple]:
-    con = sqlite3.connect(store)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _worker_pid(title: str) -> int | None:
@@ -113,8 +105,8 @@ def test_a_killed_worker_is_retried_and_the_run_completes(ray_run):
     out, killed = ray_run
     assert killed, "the structured prepare task was never seen running"
     store = out / "results.sqlite"
-    assert {r[0] for r in _rows(store, "SELECT name FROM variants WHERE status='ok'")} == set(VARIANTS)
-    assert _rows(store, "SELECT status FROM runs")[0][0] == "finished"
+    assert {r[0] for r in rows(store, "SELECT name FROM variants WHERE status='ok'")} == set(VARIANTS)
+    assert rows(store, "SELECT status FROM runs")[0][0] == "finished"
 
 
 def test_ray_and_local_give_identical_models_and_accuracy_and_agreeing_timings(local_run, ray_run):
@@ -128,10 +120,10 @@ def test_ray_and_local_give_identical_models_and_accuracy_and_agreeing_timings(l
             plans = [json.loads((r / "models" / folder / "plan.json").read_text()) for r in (local_run, out)]
             assert plans[0] == plans[1], f"{name}: masks differ"
     acc = "SELECT variant, accuracy, loss FROM evaluations ORDER BY variant"
-    assert _rows(local_run / "results.sqlite", acc) == _rows(out / "results.sqlite", acc)
+    assert rows(local_run / "results.sqlite", acc) == rows(out / "results.sqlite", acc)
     cells = "SELECT variant, batch_size, node_class, speedup, speedup_ci_low, speedup_ci_high, extra FROM cells"
-    local = {(v, b): (x, lo, hi) for v, b, _, x, lo, hi, _ in _rows(local_run / "results.sqlite", cells)}
-    remote = _rows(out / "results.sqlite", cells)
+    local = {(v, b): (x, lo, hi) for v, b, _, x, lo, hi, _ in rows(local_run / "results.sqlite", cells)}
+    remote = rows(out / "results.sqlite", cells)
     # every node class timed every cell, each stamped with its node's environment fingerprint
     assert sorted((v, b, c) for v, b, c, *_ in remote) == sorted(
         (v, b, c) for v in VARIANTS for b in BATCHES for c in ("alpha", "beta"))
@@ -163,34 +155,22 @@ def test_a_killed_driver_resumes_skipping_everything_committed(tmp_path, cache, 
     child = subprocess.Popen(_cmd(*CONFIG, "--out", str(out), "--executor", "ray", "--ray-address", cluster),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(cache))
     store = out / "results.sqlite"
-    deadline = time.monotonic() + 240
-    try:
-        # dense (committed by the driver) and the first variant a worker sent back
-        while time.monotonic() < deadline and child.poll() is None:
-            try:
-                if store.exists() and _rows(store, "SELECT COUNT(*) FROM variants")[0][0] >= 2:
-                    break
-            except sqlite3.Error:
-                pass  # the child may be creating the tables right now
-            time.sleep(0.1)
-        assert child.poll() is None, "the run finished before it could be killed"
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.wait(timeout=60)
+    # dense (committed by the driver) and the first variant a worker sent back
+    kill_when(child, store, "SELECT COUNT(*) FROM variants", 2, timeout=240)
     variants = "SELECT name, prune_seconds, disk_bytes, details FROM variants ORDER BY name"
     evaluations = "SELECT variant, accuracy, details FROM evaluations ORDER BY variant"
-    before_variants, before_evals = _rows(store, variants), _rows(store, evaluations)
-    before_cells = {r[:3]: r[3] for r in _rows(store, "SELECT variant, batch_size, node_class, timing FROM cells")}
-    assert len(before_variants) >= 2 and _rows(store, "SELECT status FROM runs")[0][0] == "running"
+    before_variants, before_evals = rows(store, variants), rows(store, evaluations)
+    before_cells = {r[:3]: r[3] for r in rows(store, "SELECT variant, batch_size, node_class, timing FROM cells")}
+    assert len(before_variants) >= 2 and rows(store, "SELECT status FROM runs")[0][0] == "running"
 
     proc = _run(["--resume", str(out), "--executor", "ray", "--ray-address", cluster], cache)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    after_variants, after_evals = _rows(store, variants), _rows(store, evaluations)
+    after_variants, after_evals = rows(store, variants), rows(store, evaluations)
     assert {r[0] for r in after_variants} == set(VARIANTS) and len(after_evals) == len(VARIANTS)
     # what was committed before the kill is kept, not redone
     assert [r for r in after_variants if r in before_variants] == before_variants
     assert [r for r in after_evals if r in before_evals] == before_evals
-    after_cells = {r[:3]: r[3] for r in _rows(store, "SELECT variant, batch_size, node_class, timing FROM cells")}
+    after_cells = {r[:3]: r[3] for r in rows(store, "SELECT variant, batch_size, node_class, timing FROM cells")}
     assert len(after_cells) == len(VARIANTS) * len(BATCHES) * 2
     assert all(after_cells[k] == raw for k, raw in before_cells.items())
-    assert _rows(store, "SELECT status FROM runs")[0][0] == "finished"
+    assert rows(store, "SELECT status FROM runs")[0][0] == "finished"

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.store_probe import kill_when, rows
 
 pytestmark = pytest.mark.slow
 
@@ -41,32 +40,24 @@ def finished_run(tmp_path_factory, cache) -> Path:
     return out
 
 
-def _rows(store: Path, sql: str) -> list[tuple]:
-    con = sqlite3.connect(store)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 def test_run_fills_the_store_exports_and_report(finished_run):
     store = finished_run / "results.sqlite"
-    names = {r[0] for r in _rows(store, "SELECT name FROM variants WHERE status='ok'")}
+    names = {r[0] for r in rows(store, "SELECT name FROM variants WHERE status='ok'")}
     assert names == {"dense", "magnitude@0.5", "structured@0.5", "iterative@0.8", "wanda@0.5", "nm2:4"}
     # every variant passed its fidelity check and reloads bit-exactly from its saved folder
-    for name, fidelity in _rows(store, "SELECT name, fidelity FROM variants"):
+    for name, fidelity in rows(store, "SELECT name, fidelity FROM variants"):
         assert json.loads(fidelity)["ok"], (name, fidelity)
     # measured sparsity is measured, and matches the request for the unstructured methods
-    sparsity = dict(_rows(store, "SELECT name, measured_sparsity FROM variants"))
+    sparsity = dict(rows(store, "SELECT name, measured_sparsity FROM variants"))
     assert sparsity["magnitude@0.5"] == pytest.approx(0.5, abs=0.01)
     assert sparsity["nm2:4"] == pytest.approx(0.5, abs=0.01)
     assert sparsity["iterative@0.8"] == pytest.approx(0.8, abs=0.01)
-    assert {r[0] for r in _rows(store, "SELECT variant FROM evaluations")} == names
-    cells = _rows(store, "SELECT variant, batch_size, status, speedup, speedup_ci_low, speedup_ci_high FROM cells")
+    assert {r[0] for r in rows(store, "SELECT variant FROM evaluations")} == names
+    cells = rows(store, "SELECT variant, batch_size, status, speedup, speedup_ci_low, speedup_ci_high FROM cells")
     assert len(cells) == 6 * 2
     for variant, _, status, speedup, low, high in cells:
         assert status == "ok" and low <= speedup <= high, variant
-    (run_status,) = _rows(store, "SELECT status FROM runs")[0]
+    (run_status,) = rows(store, "SELECT status FROM runs")[0]
     assert run_status == "finished"
     for name in ("report.html", "summary.md", "results.json", "results.csv", "run.log"):
         assert (finished_run / name).stat().st_size > 0, name
@@ -90,7 +81,7 @@ def test_report_rebuild_is_byte_stable(finished_run):
 def test_bench_and_run_give_the_same_flop_ideal_for_the_same_pair(finished_run, tmp_path):
     from prunebench.cli.main import main
 
-    stored = dict(_rows(finished_run / "results.sqlite",
+    stored = dict(rows(finished_run / "results.sqlite",
                         "SELECT variant, flop_ideal_speedup FROM cells WHERE batch_size=1"))
     for variant, folder in (("magnitude@0.5", "magnitude_0.5"), ("structured@0.5", "structured_0.5")):
         out = tmp_path / f"{folder}.json"
@@ -120,32 +111,19 @@ def test_kill_9_mid_run_then_resume_finishes_only_what_is_missing(tmp_path, cach
     child = subprocess.Popen([sys.executable, "-m", "prunebench", "run", *QUICK, "--out", str(out)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     store = out / "results.sqlite"
-    deadline = time.monotonic() + 600
-    try:
-        while time.monotonic() < deadline and child.poll() is None:
-            if store.exists():
-                try:
-                    if _rows(store, "SELECT COUNT(*) FROM cells")[0][0] >= 2:
-                        break
-                except sqlite3.Error:
-                    pass  # the child may be creating the tables right now
-            time.sleep(0.2)
-        assert child.poll() is None, "the run finished before it could be killed"
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.wait(timeout=60)
-    assert _rows(store, "PRAGMA integrity_check")[0][0] == "ok"
-    before = {r[0:2]: r[2] for r in _rows(store, "SELECT variant, batch_size, timing FROM cells")}
+    kill_when(child, store, "SELECT COUNT(*) FROM cells", 2, timeout=600, poll=0.2)
+    assert rows(store, "PRAGMA integrity_check")[0][0] == "ok"
+    before = {r[0:2]: r[2] for r in rows(store, "SELECT variant, batch_size, timing FROM cells")}
     assert len(before) >= 2
-    assert _rows(store, "SELECT status FROM runs")[0][0] == "running"
+    assert rows(store, "SELECT status FROM runs")[0][0] == "running"
 
     proc = _run(["--resume", str(out)], cache)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    after = {r[0:2]: r[2] for r in _rows(store, "SELECT variant, batch_size, timing FROM cells")}
+    after = {r[0:2]: r[2] for r in rows(store, "SELECT variant, batch_size, timing FROM cells")}
     assert len(after) == 12
     for key, raw in before.items():
         assert after[key] == raw, f"cell {key} was measured again instead of kept"
-    assert _rows(store, "SELECT status FROM runs")[0][0] == "finished"
+    assert rows(store, "SELECT status FROM runs")[0][0] == "finished"
 
 
 @pytest.mark.parametrize(

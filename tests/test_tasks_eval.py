@@ -11,23 +11,19 @@ import torch
 from prunebench.cli import eval_cmd, train_cmd
 from prunebench.cli.main import main
 from prunebench.models import IGNORE_INDEX, create_model
-from prunebench.tasks import CACHE_ENV, EvalResult, build_task, calibration_batches, evaluate, train
-
-VOCAB = 300
-SEQ = 32
-
+from prunebench.tasks import CACHE_ENV, EvalResult, calibration_batches, evaluate
+from tests.tiny_mlm import SEQ, VOCAB, mlm_task, trained_mlm
 
 
 @pytest.fixture(scope="module")
 def task():
-    return build_task("mlm", vocab_size=VOCAB, seq_len=SEQ, max_files=20, max_chars=80_000)
+    return mlm_task()
 
 
 @pytest.fixture(scope="module")
 def trained(task):
-    model = create_model("custom", vocab_size=VOCAB, d_model=32, n_heads=2, n_layers=2, d_ff=64, max_positions=SEQ)
-    train(model, task, 30, lr=3e-3, batch_size=16, n_evals=0)
-    return model
+    return trained_mlm(task)
+
 
 
 def test_evaluate_is_deterministic(task, trained) -> None:

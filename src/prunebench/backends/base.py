@@ -30,6 +30,22 @@ class BackendUnavailable(PrunebenchError):
     """A backend's package (or hardware) is missing; the message is one line with what to install."""
 
 
+def ensure_available(backend: Any, options: Any, device: str | None = None, needs: str = "") -> None:
+    """Raise :class:`BackendUnavailable` unless ``backend`` is installed and ``options.device`` is ``device``.
+
+    Args:
+        backend: has ``availability() -> str | None`` (None: installed).
+        options: the :class:`PrepareOptions` of the call (its ``device``).
+        device: the device type the backend runs on (None: any).
+        needs: the one-line message for another device.
+    """
+    reason = backend.availability()
+    if reason is not None:
+        raise BackendUnavailable(reason)
+    if device is not None and torch.device(options.device).type != device:
+        raise BackendUnavailable(needs)
+
+
 class FidelityError(PrunebenchError):
     """A runnable's outputs do not match the eager model, or it is not in eval mode: it must not be timed."""
 

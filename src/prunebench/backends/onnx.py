@@ -33,7 +33,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunebench.backends.base import FP32, INT8, BackendUnavailable, PrepareOptions, Runnable, missing, require
+from prunebench.backends.base import (
+    FP32,
+    INT8,
+    PrepareOptions,
+    Runnable,
+    ensure_available,
+    missing,
+    require,
+)
 from prunebench.backends.memory import rss_peak
 from prunebench.backends.torch_backends import effective_mask, hidden_fn
 from prunebench.models.batch import Batch
@@ -133,11 +141,7 @@ class OnnxRuntimeBackend:
         return ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"]), len(blob)
 
     def prepare(self, model: nn.Module, options: PrepareOptions) -> Runnable:
-        reason = self.availability()
-        if reason is not None:
-            raise BackendUnavailable(reason)
-        if torch.device(options.device).type != "cpu":
-            raise BackendUnavailable(f"{self.name} runs on the CPU execution provider only")
+        ensure_available(self, options, "cpu", f"{self.name} runs on the CPU execution provider only")
         ort = require("onnxruntime", "onnx")
         onnx = require("onnx", "onnx")
         threads = options.threads or torch.get_num_threads()

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from prunebench.backends.base import BackendUnavailable, PrepareOptions, Runnable, Tolerance
+from prunebench.backends.base import PrepareOptions, Runnable, Tolerance, ensure_available
 from prunebench.backends.torch_backends import _prunable_linears, torch_runnable
 
 #: fp16 against the fp32 eager model: rounding only.
@@ -61,11 +61,7 @@ class SemiStructuredBackend:
         return None
 
     def prepare(self, model: nn.Module, options: PrepareOptions) -> Runnable:
-        reason = self.availability()
-        if reason is not None:
-            raise BackendUnavailable(reason)
-        if torch.device(options.device).type != "cuda":
-            raise BackendUnavailable("semi-structured needs --device cuda")
+        ensure_available(self, options, "cuda", "semi-structured needs --device cuda")
         from torch.sparse import to_sparse_semi_structured
 
         copied = copy.deepcopy(model).eval().half()

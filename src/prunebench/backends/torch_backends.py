@@ -19,10 +19,10 @@ from torch import nn
 from prunebench.backends.base import (
     FP32,
     INT8,
-    BackendUnavailable,
     PrepareOptions,
     Runnable,
     Tolerance,
+    ensure_available,
     missing,
     require,
 )
@@ -141,9 +141,7 @@ class CompileBackend:
         return None
 
     def prepare(self, model: nn.Module, options: PrepareOptions) -> Runnable:
-        reason = self.availability()
-        if reason is not None:
-            raise BackendUnavailable(reason)
+        ensure_available(self, options)
         copied = copy.deepcopy(model).eval()
         fn = hidden_fn(copied)
         # dynamic=False: one specialized graph per (batch, seq) shape, as a deployment with fixed shapes gets;
@@ -220,11 +218,7 @@ class Int8LegacyBackend:
         return None if _prunable_linears(model) else "no non-empty Linear to quantize"
 
     def prepare(self, model: nn.Module, options: PrepareOptions) -> Runnable:
-        reason = self.availability()
-        if reason is not None:
-            raise BackendUnavailable(reason)
-        if torch.device(options.device).type != "cpu":
-            raise BackendUnavailable("int8-legacy runs on the CPU only")
+        ensure_available(self, options, "cpu", "int8-legacy runs on the CPU only")
         copied = copy.deepcopy(model).eval()
         names = set(_prunable_linears(copied))
         with warnings.catch_warnings():

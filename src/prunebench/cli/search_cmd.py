@@ -14,6 +14,7 @@ from prunebench.models.io import is_hf_folder, load_model, read_config
 from prunebench.models.presets import model_names, preset_config
 from prunebench.search import (
     IMPORTANCE,
+    KEEP_CHOICES,
     SEARCH_BACKENDS,
     SearchOptions,
     check_search_backend,
@@ -51,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--neuron-step", type=positive_int, default=None,
                    help="kept FFN widths: 1 and multiples of this, each measured (default d_ff / 16)")
     p.add_argument("--no-rescale", action="store_true", help="skip the least-squares refit of output projections")
+    p.add_argument("--keep", choices=KEEP_CHOICES, default=None,
+                   help="which groups stay at a width: obs (greedy OBS, assumes the refit; default with rescaling) "
+                        "or score (top importance; default with --no-rescale)")
     p.add_argument("--check-configs", type=int, default=20, help="random widths to check the latency model on")
     p.add_argument("--no-uniform", action="store_true", help="skip the uniform-pruning comparison")
     p.add_argument("--eval-batches", type=positive_int, default=16, help="test batches of 32 evaluated")
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     check_search_backend(args.backend)
     options = SearchOptions(targets=args.targets, batch_size=args.batch_size, seq_len=args.seq_len,
                             backend=args.backend, criterion=args.criterion, neuron_step=args.neuron_step,
-                            rescale=not args.no_rescale, check_configs=max(0, args.check_configs),
+                            rescale=not args.no_rescale, keep=args.keep, check_configs=max(0, args.check_configs),
                             compare_uniform=not args.no_uniform, seed=args.seed)
     dense, calib, score, loss_fn = _inputs(args)
     err = console(stderr=True)

@@ -3,6 +3,7 @@
 Stages (each its own module): :mod:`~prunebench.search.latency` and :mod:`~prunebench.search.measure`
 (latency table measured with paired timing, its in-model fit and its held-out check),
 :mod:`~prunebench.search.importance` (Fisher / Taylor scores of heads and neurons from calibration data),
+:mod:`~prunebench.search.reconstruct` (which groups stay at a width: greedy OBS on the output projection),
 :mod:`~prunebench.search.allocate` (per-layer widths under the predicted latency),
 :mod:`~prunebench.search.rescale` (least-squares refit of output projections), :mod:`~prunebench.search.verify`
 (build, fidelity, paired verification, uniform pruning at equal measured speed) and
@@ -10,6 +11,7 @@ Stages (each its own module): :mod:`~prunebench.search.latency` and :mod:`~prune
 
 from prunebench.search.allocate import Allocation, check_targets, reachable_speedup, search_widths, uniform_widths
 from prunebench.search.family import (
+    KEEP_CHOICES,
     MANIFEST_FILE,
     SEARCH_BACKENDS,
     FamilyResult,
@@ -24,6 +26,7 @@ from prunebench.search.rescale import rescale_
 
 __all__ = [
     "IMPORTANCE",
+    "KEEP_CHOICES",
     "MANIFEST_FILE",
     "SEARCH_BACKENDS",
     "Allocation",

@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from prunebench.search.allocate import Allocation, check_targets, reachable_spee
 from prunebench.search.importance import IMPORTANCE, check_search_calib, group_importance
 from prunebench.search.latency import LatencyTable
 from prunebench.search.measure import CONFIG_TIMING, TABLE_TIMING, check_latency_model, measure_latency_table
+from prunebench.search.reconstruct import reconstruction_orders
 from prunebench.search.rescale import rescale_
 from prunebench.search.select import choose_allocation
 from prunebench.search.verify import VERIFY_TIMING, build, measure_speedup, uniform_at_measured
@@ -48,6 +49,8 @@ def check_search_backend(name: str) -> str:
                      f"one layer alone; the search supports: {', '.join(SEARCH_BACKENDS)}")
 
 MANIFEST_FILE = "manifest.json"
+#: How the groups kept at a width are chosen (:attr:`SearchOptions.keep`).
+KEEP_CHOICES = ("obs", "score")
 #: Evaluates ``model`` against ``reference``: a mapping with ``accuracy``, ``n_predictions`` and fidelity keys.
 Evaluate = Callable[[nn.Module, nn.Module], Mapping[str, Any]]
 
@@ -63,8 +66,11 @@ class SearchOptions:
         criterion: importance (``fisher`` or ``taylor``).
         neuron_step: kept FFN widths are 1 or multiples of this, each measured in the table (None: d_ff / 16).
         calibration_configs: random whole-model configurations the table's in-model factors are fitted to
-            (besides four that separate the head and FFN axes).
+            (besides three that separate the head and FFN axes).
         rescale: least-squares refit of output projections (kept only when it lowers held-out loss).
+        keep: which groups of a layer stay at a given width: ``obs`` (greedy group OBS on the output
+            projection's least squares, :mod:`prunebench.search.reconstruct`; it assumes the refit) or
+            ``score`` (the top ``criterion`` scores). None: ``obs`` with rescaling, ``score`` without.
         select: propose several allocations per aim (raw, layer-balanced and layer-normalized importance, and
             uniform fractions; :mod:`prunebench.search.select`) and keep the one with the lowest held-out
             calibration loss; False: the raw-importance knapsack alone.
@@ -80,8 +86,9 @@ class SearchOptions:
     backend: str = "eager"
     criterion: str = "fisher"
     neuron_step: int | None = None
-    calibration_configs: int = 6
+    calibration_configs: int = 10
     rescale: bool = True
+    keep: str | None = None
     select: bool = True
     check_configs: int = 20
     max_tries: int = 3
@@ -96,6 +103,10 @@ class SearchOptions:
         object.__setattr__(self, "targets", check_targets(tuple(self.targets)))
         check_search_backend(self.backend)
         IMPORTANCE.get(self.criterion)
+        if self.keep is None:
+            object.__setattr__(self, "keep", "obs" if self.rescale else "score")
+        if self.keep not in KEEP_CHOICES:
+            raise ValueError(f"unknown keep rule {self.keep!r}; choose from: {', '.join(KEEP_CHOICES)}")
         for name in ("batch_size", "seq_len", "neuron_step", "max_tries"):
             value = getattr(self, name)
             if name == "neuron_step" and value is None:
@@ -242,10 +253,12 @@ def search_family(
     fit, held = batches[:split], batches[split:] or batches[:1]
     t0 = time.perf_counter()
     importance = group_importance(dense, batches, options.criterion, loss_fn)
+    if options.keep == "obs":  # the fit batches only: the held-out ones judge candidates and the refit
+        importance = replace(importance, orders=reconstruction_orders(dense, fit))
     stages["importance"] = time.perf_counter() - t0
     report["search_seconds"] = time.perf_counter() - start  # table + check + importance: the search's cost
     report["stage_seconds"] = stages
-    say(f"importance ({options.criterion}) from {importance.n_batches} batches")
+    say(f"importance ({options.criterion}) from {importance.n_batches} batches, kept groups by {options.keep}")
     out = None if out_dir is None else Path(out_dir)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -292,8 +305,9 @@ def search_family(
         if out is not None:
             folder = out / f"search-{target:g}x"
             entry["path"] = str(folder)
-            save_member(folder, model, plan, {**entry, "criterion": options.criterion, "backend": options.backend,
-                                        "batch_size": options.batch_size, "seq_len": options.seq_len})
+            save_member(folder, model, plan, {**entry, "criterion": options.criterion, "keep": options.keep,
+                                              "backend": options.backend, "batch_size": options.batch_size,
+                                              "seq_len": options.seq_len})
         results.append(entry)
         models[target], plans[target] = model, plan
     report["targets"] = results

@@ -12,7 +12,7 @@ Heads and neurons are scored on the same scale (a loss change), so the search ma
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -48,12 +48,16 @@ class Importance:
         neurons: per layer a [F] tensor.
         criterion: registry name that produced them.
         n_batches: calibration batches used.
+        orders: per kind, per layer, the group indices from most to least worth keeping, when something
+            other than the scores decides which groups stay (:mod:`prunebench.search.reconstruct`: greedy
+            OBS, which accounts for the output projection's refit); None: by descending score.
     """
 
     heads: tuple[torch.Tensor, ...]
     neurons: tuple[torch.Tensor, ...]
     criterion: str
     n_batches: int
+    orders: Mapping[str, tuple[tuple[int, ...], ...]] | None = None
 
     def of(self, kind: str) -> tuple[torch.Tensor, ...]:
         """The per-layer scores of ``kind`` (``heads`` or ``neurons``)."""
@@ -62,7 +66,10 @@ class Importance:
         return self.heads if kind == "heads" else self.neurons
 
     def ranking(self, kind: str, layer: int) -> list[int]:
-        """Group indices of ``layer`` from most to least important (ties by index, so it is deterministic)."""
+        """Group indices of ``layer`` from most to least worth keeping (``orders`` if set, else by score;
+        ties by index, so it is deterministic)."""
+        if self.orders is not None:
+            return list(self.orders[kind][layer])
         scores = self.of(kind)[layer]
         return sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
 
@@ -71,8 +78,9 @@ class Importance:
         return tuple(sorted(self.ranking(kind, layer)[:count]))
 
     def retained(self, kind: str, layer: int) -> torch.Tensor:
-        """[G + 1] importance kept when keeping the top 0, 1, ..., G groups (cumulative sums)."""
-        s = torch.sort(self.of(kind)[layer].double(), descending=True).values  # [G]
+        """[G + 1] importance kept when keeping the top 0, 1, ..., G groups of :meth:`ranking` (cumulative)."""
+        scores = self.of(kind)[layer].double()  # [G]
+        s = scores[torch.tensor(self.ranking(kind, layer), dtype=torch.long)]  # [G] in keeping order
         return torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(s, 0)])  # [G + 1]
 
 

@@ -75,9 +75,16 @@ def random_widths(table: LatencyTable, generator: torch.Generator) -> Widths:
 
 def axis_configs(table: LatencyTable) -> list[Widths]:
     """Whole-model configurations that separate the two axes (so their factors are not confounded, as they
-    are in random widths): every layer at one head and one neuron, heads only, FFN only, and mid-grid."""
+    are in random widths): heads only, FFN only, and mid-grid.
+
+    *Learned*: every layer at one head and one neuron (a 5-7x configuration) was here too. Its latency is
+    mostly what the table extrapolates worst (fixed costs of near-empty layers), and it tilted the fit: on
+    all-MiniLM-L6-v2, 19 of 20 held-out configurations came out over-predicted (mean +3.3%, +2.4% in a second
+    run). Refitting those two runs' own measurements without it gave +1.9% and +0.8%; the targets live at
+    1.5-3x, where the remaining configurations are.
+    """
     tabs = [table.table_of(i) for i in range(len(table.full))]
-    return [tuple((1, 1) for _ in tabs), tuple((1, t.neurons[-1]) for t in tabs),
+    return [tuple((1, t.neurons[-1]) for t in tabs),
             tuple((t.heads[-1], 1) for t in tabs),
             tuple((t.heads[len(t.heads) // 2], t.neurons[len(t.neurons) // 2]) for t in tabs)]
 
@@ -131,7 +138,7 @@ def measure_latency_table(
     seq_len: int,
     *,
     neuron_step: int | None = None,
-    calibration_configs: int = 6,
+    calibration_configs: int = 10,
     timing: BenchSettings = TABLE_TIMING,
     config_timing: BenchSettings = CONFIG_TIMING,
     backend: str = "eager",
@@ -144,7 +151,7 @@ def measure_latency_table(
         batch_size, seq_len: the shape every timing uses.
         neuron_step: FFN grid (and search choices): 1 and multiples of it (None: d_ff / 16).
         calibration_configs: random whole-model configurations the in-model factors are fitted to (seeded
-            ``seed + CALIBRATION_SEED_OFFSET``), besides the four of :func:`axis_configs`.
+            ``seed + CALIBRATION_SEED_OFFSET``), besides the three of :func:`axis_configs`.
         timing: paired-timing budget of each grid point; ``config_timing`` of each calibration configuration.
         backend: recorded with the table (only ``eager`` is timed today).
         seed: seed of the inputs.

@@ -80,7 +80,7 @@ def _row(e: dict[str, Any], dense_acc: float) -> dict[str, Any]:
     fidelity_keys = ("agreement", "kl_divergence", "embedding_cosine", "deltas")
     return {
         "target": e["target"], "met": e["met"], "measured": e["measured"], "widths": e["widths"],
-        "tries": [{k: t[k] for k in ("attempt", "aimed_at", "predicted", "measured", "met", "widths")}
+        "tries": [{k: t[k] for k in ("attempt", "aimed_at", "predicted", "measured", "met", "widths", "seconds")}
                   for t in e["tries"]],
         "accuracy": acc["accuracy"], "accuracy_ci": acc["accuracy_ci"],
         **{k: acc[k] for k in fidelity_keys if k in acc},

@@ -7,21 +7,15 @@ Stages (each its own module): :mod:`~prunebench.search.latency` and :mod:`~prune
 :mod:`~prunebench.search.allocate` (per-layer widths under the predicted latency),
 :mod:`~prunebench.search.rescale` (least-squares refit of output projections), :mod:`~prunebench.search.verify`
 (build, fidelity, paired verification, uniform pruning at equal measured speed) and
-:mod:`~prunebench.search.family` (one run: a model per target, saved with plan and manifest)."""
+:mod:`~prunebench.search.family` (one run: a model per target, saved with plan and manifest; its settings are
+:class:`~prunebench.search.options.SearchOptions`)."""
 
 from prunebench.search.allocate import Allocation, check_targets, reachable_speedup, search_widths, uniform_widths
-from prunebench.search.family import (
-    KEEP_CHOICES,
-    MANIFEST_FILE,
-    SEARCH_BACKENDS,
-    FamilyResult,
-    SearchOptions,
-    check_search_backend,
-    search_family,
-)
+from prunebench.search.family import MANIFEST_FILE, FamilyResult, search_family
 from prunebench.search.importance import IMPORTANCE, Importance, group_importance
 from prunebench.search.latency import LatencyTable, LayerTable, fit_in_model
 from prunebench.search.measure import check_latency_model, measure_latency_table
+from prunebench.search.options import KEEP_CHOICES, SEARCH_BACKENDS, SearchOptions, check_search_backend
 from prunebench.search.rescale import rescale_
 
 __all__ = [

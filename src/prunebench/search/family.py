@@ -9,110 +9,33 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from prunebench.bench.settings import BenchSettings
 from prunebench.models.batch import Batch
 from prunebench.models.io import save_model
 from prunebench.pruning import PLAN_FILE
 from prunebench.results.correctness import unpack_correct
 from prunebench.search._arch import LossFn, adapter_of, full_widths
 from prunebench.search.allocate import Allocation, check_targets, reachable_speedup, search_widths
-from prunebench.search.importance import IMPORTANCE, check_search_calib, group_importance
+from prunebench.search.importance import check_search_calib, group_importance
 from prunebench.search.latency import LatencyTable
-from prunebench.search.measure import CONFIG_TIMING, TABLE_TIMING, check_latency_model, measure_latency_table
+from prunebench.search.measure import check_latency_model, measure_latency_table
+from prunebench.search.options import SearchOptions
 from prunebench.search.reconstruct import reconstruction_orders
 from prunebench.search.rescale import rescale_
 from prunebench.search.select import choose_allocation
-from prunebench.search.verify import VERIFY_TIMING, build, measure_speedup, uniform_at_measured
+from prunebench.search.verify import build, measure_speedup, uniform_at_measured
 from prunebench.tasks.paired_ci import paired_delta_ci
 
 log = logging.getLogger(__name__)
 
-#: Execution backends (of :data:`prunebench.backends.BACKENDS`) the search can time: its tables time one
-#: layer alone, which only the eager model can do (the others prepare and run whole models).
-SEARCH_BACKENDS = ("eager",)
-
-
-def check_search_backend(name: str) -> str:
-    """``name`` if the search can time it; else a one-line ValueError naming what is supported."""
-    if name in SEARCH_BACKENDS:
-        return name  # without importing the backends (and their optional dependencies)
-    from prunebench.backends import BACKENDS
-
-    BACKENDS.get(name)  # unknown names: the registry's own message, listing every backend
-    raise ValueError(f"backend {name!r} runs whole prepared models, and the search's latency table times "
-                     f"one layer alone; the search supports: {', '.join(SEARCH_BACKENDS)}")
-
 MANIFEST_FILE = "manifest.json"
-#: How the groups kept at a width are chosen (:attr:`SearchOptions.keep`).
-KEEP_CHOICES = ("obs", "score")
 #: Evaluates ``model`` against ``reference``: a mapping with ``accuracy``, ``n_predictions`` and fidelity keys.
 Evaluate = Callable[[nn.Module, nn.Module], Mapping[str, Any]]
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """Settings of a search run (validated at construction).
-
-    Attributes:
-        targets: speedups to reach (> 1), measured against the dense model at the shape below.
-        batch_size, seq_len: the timed shape.
-        backend: how models are run when timed (``eager``).
-        criterion: importance (``fisher`` or ``taylor``).
-        neuron_step: kept FFN widths are 1 or multiples of this, each measured in the table (None: d_ff / 16).
-        calibration_configs: random whole-model configurations the table's in-model factors are fitted to
-            (besides three that separate the head and FFN axes).
-        rescale: least-squares refit of output projections (kept only when it lowers held-out loss).
-        keep: which groups of a layer stay at a given width: ``obs`` (greedy group OBS on the output
-            projection's least squares, :mod:`prunebench.search.reconstruct`; it assumes the refit) or
-            ``score`` (the top ``criterion`` scores). None: ``obs`` with rescaling, ``score`` without.
-        select: propose several allocations per aim (raw, layer-balanced and layer-normalized importance, and
-            uniform fractions; :mod:`prunebench.search.select`) and keep the one with the lowest held-out
-            calibration loss; False: the raw-importance knapsack alone.
-        check_configs: random widths the latency model is checked on (0: skip the check).
-        max_tries: searches per target (each later one aims higher by the measured shortfall of the CI's low end).
-        compare_uniform: also build and time uniform pruning at the searched model's measured speed.
-        seed: input and check seed.
-    """
-
-    targets: tuple[float, ...]
-    batch_size: int = 1
-    seq_len: int = 128
-    backend: str = "eager"
-    criterion: str = "fisher"
-    neuron_step: int | None = None
-    calibration_configs: int = 10
-    rescale: bool = True
-    keep: str | None = None
-    select: bool = True
-    check_configs: int = 20
-    max_tries: int = 3
-    compare_uniform: bool = True
-    seed: int = 0
-    table_timing: BenchSettings = TABLE_TIMING
-    verify_timing: BenchSettings = VERIFY_TIMING
-    config_timing: BenchSettings = CONFIG_TIMING
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "targets", check_targets(tuple(self.targets)))
-        check_search_backend(self.backend)
-        IMPORTANCE.get(self.criterion)
-        if self.keep is None:
-            object.__setattr__(self, "keep", "obs" if self.rescale else "score")
-        if self.keep not in KEEP_CHOICES:
-            raise ValueError(f"unknown keep rule {self.keep!r}; choose from: {', '.join(KEEP_CHOICES)}")
-        for name in ("batch_size", "seq_len", "neuron_step", "max_tries"):
-            value = getattr(self, name)
-            if name == "neuron_step" and value is None:
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:

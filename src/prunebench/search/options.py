@@ -1,0 +1,90 @@
+"""Settings of a latency-budget search (:class:`SearchOptions`), validated when they are built, so a bad
+value fails in one line before anything is measured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prunebench.bench.settings import BenchSettings
+from prunebench.search.allocate import check_targets
+from prunebench.search.importance import IMPORTANCE
+from prunebench.search.measure import CONFIG_TIMING, TABLE_TIMING
+from prunebench.search.verify import VERIFY_TIMING
+
+#: Execution backends (of :data:`prunebench.backends.BACKENDS`) the search can time: its tables time one
+#: layer alone, which only the eager model can do (the others prepare and run whole models).
+SEARCH_BACKENDS = ("eager",)
+
+
+def check_search_backend(name: str) -> str:
+    """``name`` if the search can time it; else a one-line ValueError naming what is supported."""
+    if name in SEARCH_BACKENDS:
+        return name  # without importing the backends (and their optional dependencies)
+    from prunebench.backends import BACKENDS
+
+    BACKENDS.get(name)  # unknown names: the registry's own message, listing every backend
+    raise ValueError(f"backend {name!r} runs whole prepared models, and the search's latency table times "
+                     f"one layer alone; the search supports: {', '.join(SEARCH_BACKENDS)}")
+
+#: How the groups kept at a width are chosen (:attr:`SearchOptions.keep`).
+KEEP_CHOICES = ("obs", "score")
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Settings of a search run (validated at construction).
+
+    Attributes:
+        targets: speedups to reach (> 1), measured against the dense model at the shape below.
+        batch_size, seq_len: the timed shape.
+        backend: how models are run when timed (``eager``).
+        criterion: importance (``fisher`` or ``taylor``).
+        neuron_step: kept FFN widths are 1 or multiples of this, each measured in the table (None: d_ff / 16).
+        calibration_configs: random whole-model configurations the table's in-model factors are fitted to
+            (besides three that separate the head and FFN axes).
+        rescale: least-squares refit of output projections (kept only when it lowers held-out loss).
+        keep: which groups of a layer stay at a given width: ``obs`` (greedy group OBS on the output
+            projection's least squares, :mod:`prunebench.search.reconstruct`; it assumes the refit) or
+            ``score`` (the top ``criterion`` scores). None: ``obs`` with rescaling, ``score`` without.
+        select: propose several allocations per aim (raw, layer-balanced and layer-normalized importance, and
+            uniform fractions; :mod:`prunebench.search.select`) and keep the one with the lowest held-out
+            calibration loss; False: the raw-importance knapsack alone.
+        check_configs: random widths the latency model is checked on (0: skip the check).
+        max_tries: searches per target (each later one aims higher by the measured shortfall of the CI's low end).
+        compare_uniform: also build and time uniform pruning at the searched model's measured speed.
+        seed: input and check seed.
+    """
+
+    targets: tuple[float, ...]
+    batch_size: int = 1
+    seq_len: int = 128
+    backend: str = "eager"
+    criterion: str = "fisher"
+    neuron_step: int | None = None
+    calibration_configs: int = 10
+    rescale: bool = True
+    keep: str | None = None
+    select: bool = True
+    check_configs: int = 20
+    max_tries: int = 3
+    compare_uniform: bool = True
+    seed: int = 0
+    table_timing: BenchSettings = TABLE_TIMING
+    verify_timing: BenchSettings = VERIFY_TIMING
+    config_timing: BenchSettings = CONFIG_TIMING
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", check_targets(tuple(self.targets)))
+        check_search_backend(self.backend)
+        IMPORTANCE.get(self.criterion)
+        if self.keep is None:
+            object.__setattr__(self, "keep", "obs" if self.rescale else "score")
+        if self.keep not in KEEP_CHOICES:
+            raise ValueError(f"unknown keep rule {self.keep!r}; choose from: {', '.join(KEEP_CHOICES)}")
+        for name in ("batch_size", "seq_len", "neuron_step", "max_tries"):
+            value = getattr(self, name)
+            if name == "neuron_step" and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")

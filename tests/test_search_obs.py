@@ -67,6 +67,7 @@ def test_orders_cover_every_group_of_every_layer_and_change_what_is_kept(tiny_mo
     by_obs = Importance(scores.heads, scores.neurons, "fisher", 1, orders=orders)
     assert by_obs.kept("neurons", 0, 3) == tuple(sorted(orders["neurons"][0][:3]))
     assert scores.kept("neurons", 0, 3) == tuple(range(full[0][1] - 3, full[0][1]))  # top scores: the last
+    assert any(by_obs.kept("neurons", i, 3) != scores.kept("neurons", i, 3) for i in range(n))  # orders decide
     # retained importance follows the keeping order: its total is unchanged, its first step is that group's score
     for i in range(n):
         r = by_obs.retained("neurons", i)

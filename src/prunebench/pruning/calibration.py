@@ -7,7 +7,7 @@ when a batch is malformed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -58,6 +58,60 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
+
+
+class _Tapped(Exception):
+    """Raised by a stopping tap once its Linear has run: the rest of the forward cannot change what it saw."""
+
+
+@torch.no_grad()
+def tap_linears(
+    model: ArchAdapter | nn.Module, linears: Mapping[Hashable, nn.Linear], batches: Sequence[Batch],
+    on_rows: Callable[[Hashable, torch.Tensor], None], *, what: str = "in", stop: bool = False,
+) -> None:
+    """Run ``batches`` through ``model`` (eval mode, no gradients) and hand every Linear's inputs
+    (``what="in"``) or outputs (``"out"``) at real tokens to ``on_rows(key, rows)``, rows [n, width].
+
+    Padding positions are dropped (by the attention mask), so statistics are over real text. The caller
+    decides what to keep of each batch's rows (all of them, or a running sum such as ``X^T X``), so a whole
+    calibration set of activations is held only where the caller needs it.
+
+    Args:
+        model: a model or its adapter; batches run through the adapter's ``hidden_states``.
+        stop: end each forward right after the Linear (one Linear only): later layers cannot change what it
+            saw, and on average half the layers are not run.
+    """
+    if what not in ("in", "out"):
+        raise ValueError(f"what must be 'in' or 'out', got {what!r}")
+    if stop and len(linears) != 1:
+        raise ValueError(f"stop needs exactly one Linear, got {len(linears)}")
+    adapter = as_adapter(model)
+    mask: dict[str, torch.Tensor | None] = {"now": None}  # the running batch's mask, read by the hooks
+
+    def make_hook(key: Hashable):
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            t = (args[0] if what == "in" else out).detach()  # [B, S, width]
+            m = mask["now"]
+            on_rows(key, t[m] if m is not None else t.reshape(-1, t.shape[-1]))  # [n, width]
+            if stop:
+                raise _Tapped
+        return hook
+
+    handles = [lin.register_forward_hook(make_hook(key)) for key, lin in linears.items()]
+    device = model_device(adapter.model)
+    try:
+        with evaluation_mode(adapter.model):
+            for batch in batches:
+                b = to_device(batch, device)
+                m = b.get("attention_mask")
+                mask["now"] = None if m is None else m.to(torch.bool)
+                try:
+                    adapter.hidden_states(b)
+                except _Tapped:
+                    pass
+    finally:
+        for h in handles:
+            h.remove()
 
 
 @torch.no_grad()

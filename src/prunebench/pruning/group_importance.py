@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from prunebench.models.batch import Batch
+from prunebench.pruning.calibration import tap_linears
 
 GROUP_SCORES = ("activation", "taylor", "l2")
 
@@ -152,10 +153,6 @@ def shrink_uniform_(adapter: Any, sparsity: float, scores: dict[str, list[torch.
     return kept
 
 
-class _Stop(Exception):
-    """Raised by a capture hook once it has what it needs, so the rest of the forward is not run."""
-
-
 def _capture(adapter: Any, lins: Sequence[torch.nn.Linear], calib: Sequence[Batch], want: str,
              stop: bool = False) -> list[torch.Tensor]:
     """Per Linear of ``lins``, [real tokens, width] of its ``want`` (``input`` / ``output``) over ``calib``.
@@ -163,27 +160,8 @@ def _capture(adapter: Any, lins: Sequence[torch.nn.Linear], calib: Sequence[Batc
     With ``stop`` (one Linear) the forward ends right after it: later layers cannot change what it saw.
     """
     stores: list[list[torch.Tensor]] = [[] for _ in lins]
-    state: dict[str, torch.Tensor] = {}
-
-    def make(k: int):
-        def hook(module: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            x = args[0] if want == "input" else out
-            stores[k].append(x[state["mask"]].detach().double())  # [tokens, width]
-            if stop:
-                raise _Stop
-        return hook
-
-    handles = [lin.register_forward_hook(make(k)) for k, lin in enumerate(lins)]
-    try:
-        for batch in calib:
-            state["mask"] = batch["attention_mask"].bool()
-            try:
-                adapter.hidden_states(batch)
-            except _Stop:
-                pass
-    finally:
-        for h in handles:
-            h.remove()
+    tap_linears(adapter, dict(enumerate(lins)), calib, lambda k, rows: stores[k].append(rows.double()),
+                what="in" if want == "input" else "out", stop=stop)
     return [torch.cat(st) for st in stores]
 
 

@@ -17,10 +17,12 @@ after which ``W -= W_G (Hinv_GG)^-1 Hinv_G:`` and ``Hinv -= Hinv_:G (Hinv_GG)^-1
 cheapest group, updating and repeating gives every layer a *removal order* (a head is a group of
 ``head_dim`` columns, a neuron a single column), hence nested kept sets for every width the search may pick.
 
-Measured (all-MiniLM-L6-v2, tweets probe, widths of the searched 1.5x model, refit on): keeping the OBS sets
-instead of the top-Fisher ones raised probe accuracy from 66.6% to 69.1% (dense 71.1%) and the embedding
-cosine to dense from 0.82 to 0.89. Without the refit OBS sets are worse than Fisher's (52% vs 63%): they
-assume the compensation, which is why the search uses them only when rescaling is on.
+Measured (``python benchmarks/search_keep.py``: all-MiniLM-L6-v2, tweets probe, dense 71.05%, the widths of
+a searched 1.5x model held fixed, refit on): keeping the OBS sets instead of the top-Fisher ones raises the
+probe from 68.1% to 70.65% (cosine to dense 0.87 -> 0.91), and from 67.0% to 70.1% at the widths of an
+earlier search (``--widths-from`` that run's JSON). Without the refit the OBS sets are 10.7 pp worse than
+Fisher's at the earlier widths (52.85% vs 63.5%) though 6.2 pp better at the later ones: they assume the
+compensation, which is why the search uses them by default only when rescaling is on.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch
 from torch import nn
 
 from prunebench.models.batch import Batch
-from prunebench.pruning.calibration import evaluation_mode, model_device, to_device
+from prunebench.pruning.calibration import tap_linears
 from prunebench.search._arch import adapter_of, full_widths
 from prunebench.search.importance import SEARCH_KINDS
 
@@ -50,28 +52,12 @@ def input_gram(model: nn.Module, batches: Sequence[Batch]) -> dict[tuple[str, in
     adapter = adapter_of(model)
     linears = {(kind, i): adapter.output_linear(kind, i) for i in range(adapter.n_layers) for kind in SEARCH_KINDS}
     grams = {key: torch.zeros(lin.in_features, lin.in_features, dtype=torch.float64) for key, lin in linears.items()}
-    state: dict[str, torch.Tensor | None] = {"mask": None}
 
-    def hook(key: tuple[str, int]):
-        def fn(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            x = args[0].detach()  # [B, S, k]
-            mask = state["mask"]
-            rows = (x[mask] if mask is not None else x.reshape(-1, x.shape[-1])).double().cpu()  # [n, k]
-            grams[key] += rows.T @ rows
-        return fn
+    def accumulate(key: tuple[str, int], rows: torch.Tensor) -> None:
+        rows = rows.double().cpu()  # [n, k]
+        grams[key] += rows.T @ rows
 
-    handles = [lin.register_forward_pre_hook(hook(key)) for key, lin in linears.items()]
-    device = model_device(model)
-    try:
-        with evaluation_mode(model), torch.no_grad():
-            for batch in batches:
-                b = to_device(batch, device)
-                mask = b.get("attention_mask")
-                state["mask"] = None if mask is None else mask.to(torch.bool)
-                adapter.hidden_states(b)
-    finally:
-        for h in handles:
-            h.remove()
+    tap_linears(model, linears, batches, accumulate)
     return grams
 
 
@@ -86,7 +72,8 @@ def removal_order(weight: torch.Tensor, gram: torch.Tensor, n_groups: int, *, da
         damp: diagonal dampening relative to the mean diagonal.
         batch_divisor: single columns are removed ``alive // batch_divisor`` at a time (at least one), the
             cheapest ones by the current scores, with one joint update: exact greedy removes one per step,
-            which costs a [k, k] update each time (20 s for one 1536-wide FFN on 2 cores); removing a small
+            which costs a [k, k] update each time (10-13 s for MiniLM's 1536-wide FFN at 1 thread, 1.4-1.5 s
+            batched, reconstruction error 0.04% higher: ``benchmarks/search_keep.py``); removing a small
             fraction per step takes about ``batch_divisor * ln(k)`` steps instead. Groups (heads) go one by one.
 
     Returns:
@@ -140,6 +127,5 @@ def reconstruction_orders(model: nn.Module, batches: Sequence[Batch]) -> dict[st
     for i, (n_heads, n_neurons) in enumerate(full):
         for kind, n in (("heads", n_heads), ("neurons", n_neurons)):
             lin = adapter.output_linear(kind, i)
-            order = removal_order(lin.weight, grams[(kind, i)], n) if n > 1 else list(range(n))
-            out[kind].append(tuple(reversed(order)))
+            out[kind].append(tuple(reversed(removal_order(lin.weight, grams[(kind, i)], n))))
     return {kind: tuple(orders) for kind, orders in out.items()}

@@ -23,15 +23,11 @@ import torch
 from torch import nn
 
 from prunebench.models.batch import Batch
-from prunebench.pruning.calibration import evaluation_mode, model_device, to_device
+from prunebench.pruning.calibration import evaluation_mode, model_device, tap_linears, to_device
 from prunebench.search._arch import LossFn, adapter_of, task_loss
 from prunebench.search.importance import SEARCH_KINDS
 
 log = logging.getLogger(__name__)
-
-
-class _Captured(Exception):
-    """Raised by a one-Linear capture hook once it has its tensor: the rest of the forward cannot change it."""
 
 
 def _capture(model: nn.Module, linears: dict[str, nn.Linear], batches: Sequence[Batch], what: str
@@ -42,33 +38,8 @@ def _capture(model: nn.Module, linears: dict[str, nn.Linear], batches: Sequence[
     captures one projection at a time, as many times as there are projections.
     """
     got: dict[str, list[torch.Tensor]] = {name: [] for name in linears}
-    keep: dict[str, torch.Tensor | None] = {"mask": None}
-    stop = len(linears) == 1
-
-    def hook(name: str):
-        def fn(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            t = (args[0] if what == "in" else out).detach()  # [B, S, width]
-            mask = keep["mask"]
-            got[name].append(t[mask] if mask is not None else t.reshape(-1, t.shape[-1]))  # [n, width]
-            if stop:
-                raise _Captured
-        return fn
-
-    handles = [lin.register_forward_hook(hook(name)) for name, lin in linears.items()]
-    device, adapter = model_device(model), adapter_of(model)
-    try:
-        with evaluation_mode(model), torch.no_grad():
-            for batch in batches:
-                b = to_device(batch, device)
-                mask = b.get("attention_mask")
-                keep["mask"] = None if mask is None else mask.to(torch.bool)
-                try:
-                    adapter.hidden_states(b)
-                except _Captured:
-                    pass
-    finally:
-        for h in handles:
-            h.remove()
+    tap_linears(model, linears, batches, lambda name, rows: got[name].append(rows), what=what,
+                stop=len(linears) == 1)
     return got
 
 

@@ -38,6 +38,12 @@ MANIFEST_FILE = "manifest.json"
 Evaluate = Callable[[nn.Module, nn.Module], Mapping[str, Any]]
 
 
+def split_calibration(batches: Sequence[Batch]) -> tuple[Sequence[Batch], Sequence[Batch]]:
+    """(fit, held-out): the first three quarters fit (OBS orders, refit), the rest judge; one batch does both."""
+    split = max(1, len(batches) * 3 // 4) if len(batches) > 1 else 1
+    return batches[:split], batches[split:] or batches[:1]
+
+
 def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a proportion ``p`` over ``n`` trials."""
     if n <= 0:
@@ -172,8 +178,7 @@ def search_family(
         say(f"latency model: median |error| {report['latency_check']['median_abs_error']:.1%} over "
             f"{options.check_configs} random configurations")
         stages["latency_check"] = time.perf_counter() - start - stages["latency_table"]
-    split = max(1, len(batches) * 3 // 4) if len(batches) > 1 else 1
-    fit, held = batches[:split], batches[split:] or batches[:1]
+    fit, held = split_calibration(batches)
     t0 = time.perf_counter()
     importance = group_importance(dense, batches, options.criterion, loss_fn)
     if options.keep == "obs":  # the fit batches only: the held-out ones judge candidates and the refit

@@ -8,9 +8,10 @@ two calls interleaved in one process, which is what survives a noisy shared mach
   against the same layer at full width; costs are in *units* of layer 0's full-width time. Layers of identical
   shape run identical kernels on identical inputs, so they share one measured table (a 12-layer BERT times
   once). The grid points are the only widths the search may choose, so no prediction interpolates;
-* a few whole-model *calibration* configurations (random widths, and every layer at one head and one neuron)
-  paired against the dense model. A non-negative least-squares fit to them gives the in-model factors of
-  each axis' measured cost, a part linear in the kept widths, and the intercept (the cost outside the layers).
+* a few whole-model *calibration* configurations (random widths, and ones that separate the head and FFN
+  axes: :func:`prunebench.search.measure.axis_configs`) paired against the dense model. A non-negative
+  least-squares fit to them gives the in-model factors of each axis' measured cost, a part linear in the
+  kept widths, and the intercept (the cost outside the layers).
 
 Predicted latency of widths ``w`` = ``fixed + sum_i (scale * head_cost_i(h_i) + neuron_scale * neuron_cost_i(f_i)
 + head_width_cost * h_i / H_i + neuron_width_cost * f_i / F_i)`` (:class:`LatencyTable`).

@@ -80,8 +80,8 @@ def axis_configs(table: LatencyTable) -> list[Widths]:
     *Learned*: every layer at one head and one neuron (a 5-7x configuration) was here too. Its latency is
     mostly what the table extrapolates worst (fixed costs of near-empty layers), and it tilted the fit: on
     all-MiniLM-L6-v2, 19 of 20 held-out configurations came out over-predicted (mean +3.3%, +2.4% in a second
-    run). Refitting those two runs' own measurements without it gave +1.9% and +0.8%; the targets live at
-    1.5-3x, where the remaining configurations are.
+    run). Refitting those two runs' own measurements without it gave +1.9% and +0.8%
+    (``benchmarks/latency_refit.py``); the targets live at 1.5-3x, where the remaining configurations are.
     """
     tabs = [table.table_of(i) for i in range(len(table.full))]
     return [tuple((1, t.neurons[-1]) for t in tabs),

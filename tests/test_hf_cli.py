@@ -40,18 +40,6 @@ def test_prune_then_bench_an_hf_folder(hf_dir, tmp_path, capsys, method):
     assert "pruned" in json.dumps(doc) and "dense" in json.dumps(doc)
 
 
-def test_hub_id_without_network_is_one_line(capsys, monkeypatch):
-    from prunebench.models.hf import loading
-
-    def offline(*args, **kwargs):
-        raise OSError("no network")
-
-    monkeypatch.setattr(loading.AutoConfig, "from_pretrained", offline)
-    assert main(["prune", "--model", "someone/some-model", "--method", "magnitude", "--out", "/tmp/x-unused"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "pass a local folder" in err
-
-
 def test_transformers_missing_is_one_line_exit_2(hf_dir, capsys, monkeypatch):
     from prunebench.models.hf import deps
 

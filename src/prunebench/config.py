@@ -47,12 +47,12 @@ MAX_SEED = 2**63 - 1
 
 def _hf_max_positions(folder: str) -> int:
     """``max_position_embeddings`` of an HF folder's ``config.json`` (512 where it says none)."""
-    import json
+    from prunebench.user_files import UnsafeFileError, read_json
 
     try:
-        return int(json.loads((Path(folder) / "config.json").read_text()).get("max_position_embeddings", 512))
-    except (OSError, ValueError, TypeError):
-        return 512
+        return int(read_json(Path(folder) / "config.json").get("max_position_embeddings", 512))
+    except (UnsafeFileError, ValueError, TypeError, AttributeError):
+        return 512  # the folder check that follows names what is wrong with the file
 
 
 def check_seed(seed: object, what: str = "seed") -> int:

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "also timed against an identical twin (its CI is the noise floor). Cells are timed in "
                        "blocks, round-robin. MODEL is a saved model folder or a preset name (randomly initialized).")
     p.add_argument("model", metavar="MODEL_DIR|PRESET", help="saved model folder, preset (small, medium, large), "
-                   "or a Hugging Face folder / hub id")
+                   "or a Hugging Face model folder")
     p.add_argument("--baseline", metavar="MODEL_DIR|PRESET",
                    help="reference model; omitted: MODEL against an identical twin (the noise floor)")
     p.add_argument("--batch-sizes", type=int_list, default=(1, 2, 4, 8, 16), help="e.g. 1,2,4,8,16")
@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(spec: str, device: Any, seed: int) -> tuple[str, nn.Module, Path | None]:
-    """(label, model in eval mode on device, folder or None) for a folder path, a preset name or an HF hub id."""
+    """(label, model in eval mode on device, folder or None) for a folder path or a preset name."""
     path = Path(spec)
     hf = load_hf_arg(spec, device)
     if hf is not None:

@@ -26,7 +26,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def load_hf_arg(name: str, device: str | torch.device = "cpu") -> nn.Module | None:
-    """The Hugging Face model a model argument names (a transformers folder or an ``org/name`` hub id), else None.
+    """The Hugging Face model a model argument names (a transformers folder), else None.
+
+    A name with a "/" that is no folder is refused with one line (prunebench reads local folders only).
 
     Prunebench folders and preset names give None (the caller loads them). transformers' own progress bars
     are turned off: the CLI draws its own progress.

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "model, plan.json and prune_report.json to --out. --steps > 1 runs the method gradually (iterative).",
     )
     p.add_argument("--model", required=True, metavar="PRESET|DIR",
-                   help=f"{', '.join(model_names()[:-1])}, a saved folder, or a Hugging Face folder / hub id")
+                   help=f"{', '.join(model_names()[:-1])}, a saved folder, or a Hugging Face model folder")
     p.add_argument("--method", default="magnitude", help=f"one of: {', '.join(METHODS.names())}")
     p.add_argument("--sparsity", type=float, default=None, help="fraction in [0, 1) (nm: fixed by N:M)")
     p.add_argument("--scope", default="layer", help=f"one of: {', '.join(SCOPES)}")
@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(name: str, seed: int) -> nn.Module:
-    hf = load_hf_arg(name)  # a transformers folder or hub id
+    hf = load_hf_arg(name)  # a transformers folder (a name with a "/" that is none: one-line error)
     if hf is not None:
         return hf
     path = Path(name)

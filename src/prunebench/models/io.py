@@ -23,6 +23,7 @@ from prunebench.errors import CheckpointError
 from prunebench.models.adapter import EncoderAdapter
 from prunebench.models.adapters import adapter_class, adapter_for
 from prunebench.models.config import EncoderConfig, count_parameters
+from prunebench.user_files import UnsafeFileError, read_json
 
 FORMAT = "prunebench-model"
 SCHEMA_VERSION = 1
@@ -207,8 +208,8 @@ def is_hf_folder(directory: str | Path) -> bool:
     if not path.is_file():
         return False
     try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError):
+        doc = read_json(path)  # bounded: a 10 GB or endless config.json is no HF folder
+    except UnsafeFileError:
         return False  # not an HF folder; read_document then names what is wrong with the file
     return isinstance(doc, dict) and "model_type" in doc and doc.get("format") != FORMAT
 

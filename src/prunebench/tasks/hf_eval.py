@@ -10,7 +10,6 @@ embedding scored is the one the model's users get; without one it is the mean ov
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch import nn
 
 from prunebench.tasks.base import SplitData
 from prunebench.tasks.hf_text import encode_texts, length_batches, pad_batch, pad_id
+from prunebench.user_files import UnsafeFileError, contained, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -44,20 +44,27 @@ class Pooling:
 
 
 def read_pooling(folder: str | Path | None) -> Pooling:
-    """The pooling a sentence-transformers folder declares (``modules.json``), else mean pooling."""
+    """The pooling a sentence-transformers folder declares (``modules.json``), else mean pooling.
+
+    Every path is read through :mod:`prunebench.user_files`: bounded JSON, and the pooling folder that
+    ``modules.json`` names must lie inside the model folder (a hostile ``"path": "../../etc"`` is refused).
+    """
     if folder is None or not (Path(folder) / "modules.json").is_file():
         return Pooling()
     root = Path(folder)
     try:
-        modules = json.loads((root / "modules.json").read_text())
+        modules = read_json(root / "modules.json")
         types = {str(m.get("type", "")).rsplit(".", 1)[-1]: m for m in modules}
         mode = "mean"
         if "Pooling" in types:
-            cfg = json.loads((root / str(types["Pooling"].get("path", "")) / "config.json").read_text())
+            pooling_dir = contained(root, str(types["Pooling"].get("path", "")))
+            cfg = read_json(pooling_dir / "config.json")
             chosen = [m for m in ("cls", "max", "mean_sqrt_len", "mean") if cfg.get(f"pooling_mode_{m}_token")
                       or cfg.get(f"pooling_mode_{m}_tokens")]
             mode = chosen[0] if chosen else "mean"
         return Pooling(mode, "Normalize" in types, "sentence-transformers")
+    except UnsafeFileError:
+        raise  # a path outside the folder or an unreadable file is the user's to see, not a silent default
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         logger.warning("unreadable sentence-transformers config in %s (%s); using mean pooling", root, exc)
         return Pooling()

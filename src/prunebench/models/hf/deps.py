@@ -11,7 +11,7 @@ INSTALL_HINT = "pip install 'prunebench[hf]'"
 
 
 class HFModelError(PrunebenchError):
-    """A Hugging Face model folder, hub id or architecture that prunebench cannot use (one-line message)."""
+    """A Hugging Face model folder or architecture that prunebench cannot use (one-line message)."""
 
 
 def transformers_available() -> bool:

@@ -4,7 +4,8 @@ A saved folder holds
     ``model.safetensors``   the weights (tied copies written once, as transformers does); never pickle
     ``config.json``         the HF config, with the current layer count (and FFN width where uniform)
     ``prunebench_hf.json``  the shape manifest: per-layer heads and neurons, skipped and kept layers, metadata
-    tokenizer files         and the sentence-transformers files (pooling), copied from the source folder
+    tokenizer files         and the sentence-transformers files (pooling), copied by name from the source
+                            folder (:func:`side_files`: checked, bounded, never a whole folder)
 :func:`load_saved_hf` rebuilds the exact shape from the manifest. Where the shape is one plain
 ``transformers`` can express (every layer with the config's head count, one FFN width; removed layers are
 fine), ``AutoModel.from_pretrained(folder)`` loads the same model without prunebench.
@@ -13,7 +14,6 @@ fine), ``AutoModel.from_pretrained(folder)`` loads the same model without pruneb
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +21,82 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig
+from transformers import PretrainedConfig
 
 from prunebench._version import __version__
 from prunebench.errors import CheckpointError
+from prunebench.models.hf.deps import HFModelError
 from prunebench.models.hf.families import HF_ADAPTERS, class_for_architecture, hf_adapter_class
+from prunebench.user_files import (
+    METADATA_MAX_BYTES,
+    TOKENIZER_MAX_BYTES,
+    UnsafeFileError,
+    contained,
+    read_bounded,
+    read_json,
+    regular_file_size,
+)
 
 MANIFEST_FILE = "prunebench_hf.json"
 FORMAT = "prunebench-hf-model"
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
-#: Files copied from the source folder: tokenizers of every supported family and sentence-transformers config.
-SIDE_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
-    "vocab.json", "merges.txt", "sentencepiece.bpe.model", "spiece.model", "modules.json",
-    "sentence_bert_config.json", "config_sentence_transformers.json",
-)
-SIDE_DIRS = ("1_Pooling", "2_Normalize")
+#: Side files copied by name from the source folder (every supported family's tokenizer and the
+#: sentence-transformers configuration), each with the size it may have. Never a folder as a whole: a model
+#: folder is untrusted, and a linked ``1_Pooling/`` once carried a stranger's files into a pruned model.
+SIDE_FILES: dict[str, int] = {
+    **{name: METADATA_MAX_BYTES for name in (
+        "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "modules.json",
+        "sentence_bert_config.json", "config_sentence_transformers.json")},
+    **{name: TOKENIZER_MAX_BYTES for name in (
+        "tokenizer.json", "vocab.json", "vocab.txt", "merges.txt", "sentencepiece.bpe.model", "spiece.model")},
+}
+#: sentence-transformers modules whose folder (named in ``modules.json``) holds only a ``config.json`` we copy;
+#: Normalize's folder may be empty, and is recreated so that ``modules.json`` names a folder that exists.
+ST_MODULES = ("Pooling", "Normalize")
+#: Their usual folder names.
+ST_MODULE_FOLDERS = ("1_Pooling", "2_Normalize")
+
+
+def side_files(src: Path) -> tuple[dict[str, Path], list[str]]:
+    """The side files of ``src`` to copy into a saved folder (relative name -> checked source file) and the
+    sentence-transformers module folders to create, every file checked before anything is written.
+
+    A file may be a link (the Hugging Face cache links each file to a blob) but must resolve to a regular file
+    within its size limit; JSON files must parse; module folders named by ``modules.json`` must lie inside
+    ``src``. Nothing else of ``src`` is ever read.
+
+    Raises:
+        UnsafeFileError: one line naming the offending file.
+    """
+    files: dict[str, Path] = {}
+    for name, limit in SIDE_FILES.items():
+        path = src / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if name.endswith(".json"):
+            read_json(path, limit)
+        else:
+            regular_file_size(path, limit)
+        files[name] = path
+    named: list[str] = []
+    if "modules.json" in files:
+        modules = read_json(files["modules.json"])
+        if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+            raise UnsafeFileError(f"{files['modules.json']} is not a list of sentence-transformers modules")
+        named = [str(m.get("path", "")) for m in modules
+                 if str(m.get("type", "")).rsplit(".", 1)[-1] in ST_MODULES]
+    # The usual folder names count even without modules.json (older sentence-transformers folders).
+    named += [name for name in ST_MODULE_FOLDERS if name not in named and (src / name).is_dir()]
+    folders: list[str] = []
+    for relative in named:
+        folder = contained(src, relative)
+        config = folder / "config.json"
+        if config.exists() or config.is_symlink():
+            read_json(config)
+            files[f"{folder.relative_to(src).as_posix()}/config.json"] = config
+        folders.append(folder.relative_to(src).as_posix())
+    return files, folders
 
 
 def _unique_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -71,6 +130,13 @@ def save_hf_model(
     """
     adapter = hf_adapter_class(model)(model)
     out = Path(directory)
+    src = Path(source) if source is not None else loaded_from(model)
+    copy = None
+    if src is not None and (not out.exists() or src.resolve() != out.resolve()):
+        try:
+            copy = side_files(src)  # a bad side file refuses the save before anything is written
+        except UnsafeFileError as exc:
+            raise CheckpointError(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (WEIGHTS_FILE + ".tmp")
     save_file(_unique_tensors(model), str(tmp), metadata={"format": "pt"})  # "pt": what transformers expects
@@ -81,9 +147,8 @@ def save_hf_model(
            "metadata": metadata or {}}
     (out / MANIFEST_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     tmp.replace(out / WEIGHTS_FILE)
-    src = Path(source) if source is not None else loaded_from(model)
-    if src is not None:
-        _copy_side_files(src, out)
+    if copy is not None:
+        _copy_side_files(*copy, out)
     return out
 
 
@@ -93,24 +158,59 @@ def loaded_from(model: nn.Module) -> Path | None:
     return Path(name) if name and Path(name).is_dir() else None
 
 
-def _copy_side_files(src: Path, out: Path) -> None:
-    if src.resolve() == out.resolve():
-        return
-    for name in SIDE_FILES:
-        if (src / name).is_file():
-            shutil.copy2(src / name, out / name)
-    for name in SIDE_DIRS:
-        if (src / name).is_dir():
-            shutil.copytree(src / name, out / name, dirs_exist_ok=True)
+def _copy_side_files(files: dict[str, Path], folders: list[str], out: Path) -> None:
+    """Write :func:`side_files` into ``out`` by name: bytes read bounded, written as new regular files."""
+    for relative in folders:
+        (out / relative).mkdir(parents=True, exist_ok=True)
+    for relative, path in files.items():
+        target = out / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = read_bounded(path, SIDE_FILES.get(relative, METADATA_MAX_BYTES))
+        target.unlink(missing_ok=True)  # never write through a link that may already stand there
+        target.write_bytes(data)
+
+
+#: The metadata files through which transformers would import a folder's own Python code (``auto_map``).
+CODE_NAMING_FILES = ("config.json", "tokenizer_config.json")
+
+
+def refuse_remote_code(folder: Path) -> None:
+    """Refuse a folder whose metadata names Python code of its own, before transformers reads any of it.
+
+    transformers imports a folder's ``auto_map`` modules when allowed to, and asks on stdin when not told, so a
+    ``yes |`` pipe once ran a folder's code. prunebench loads only transformers' built-in classes. The
+    ``auto_map`` of a prunebench-saved folder's ``config.json`` is for users (who load it with
+    ``trust_remote_code=True``); prunebench itself rebuilds such a folder from its manifest
+    (:func:`saved_config`), which never reads ``auto_map``.
+
+    Raises:
+        HFModelError: one line naming the file and the code it names.
+        UnsafeFileError: a metadata file that is not a bounded regular JSON file.
+    """
+    ours = (folder / MANIFEST_FILE).is_file()
+    for name in CODE_NAMING_FILES:
+        path = folder / name
+        if not path.is_file() and not path.is_symlink():
+            continue
+        doc = read_json(path)
+        auto_map = doc.get("auto_map") if isinstance(doc, dict) else None
+        if not auto_map or (ours and name == "config.json"):
+            continue
+        values = list(auto_map.values()) if isinstance(auto_map, dict) else [auto_map]
+        # a tokenizer's entry is a [slow, fast] pair, either of which may be null
+        named = sorted({str(v) for value in values for v in (value if isinstance(value, list) else [value]) if v})
+        shown = ", ".join(named)[:120]
+        raise HFModelError(f"{folder} needs Python code of its own ({name} auto_map: {shown}); prunebench never "
+                           "runs a model folder's code: use a folder of a built-in transformers architecture")
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
     """The manifest document of a folder saved by :func:`save_hf_model` (one-line CheckpointError if bad)."""
     path = folder / MANIFEST_FILE
     try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+        doc = read_json(path)
+    except UnsafeFileError as exc:
+        raise CheckpointError(str(exc)) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a prunebench HF manifest (format is not {FORMAT!r})")
     version = doc.get("schema_version")
@@ -119,15 +219,42 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return doc
 
 
+def saved_config(folder: Path) -> tuple[type, PretrainedConfig, dict[str, Any]]:
+    """The model class, HF config and shape manifest of a prunebench-saved folder, without transformers' Auto*.
+
+    The config is built by the config class of the manifest's architecture from ``config.json``'s values
+    (``auto_map`` and ``model_type`` dropped): whatever a saved folder tells other tools, prunebench reads it as
+    the built-in family it was pruned from and never imports code named in it.
+
+    Raises:
+        CheckpointError: a bad manifest or config.
+    """
+    manifest = read_manifest(folder).get("manifest")
+    path = folder / "config.json"
+    try:
+        doc = read_json(path)
+        model_cls = class_for_architecture(str(manifest["architecture"]))  # type: ignore[index]
+    except UnsafeFileError as exc:
+        raise CheckpointError(str(exc)) from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{folder / MANIFEST_FILE} names no supported architecture ({exc})") from None
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{path} is not a JSON object")
+    values = {k: v for k, v in doc.items() if k not in ("auto_map", "model_type", "transformers_version")}
+    try:
+        config = model_cls.config_class.from_dict(values)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path} is not a usable {model_cls.__name__} config ({exc})") from None
+    return model_cls, config, manifest
+
+
 def load_saved_hf(folder: Path, attn_implementation: str | None = None) -> nn.Module:
     """Rebuild the exact model saved in ``folder`` from config + manifest, then load its weights (eval mode).
 
     Raises:
         CheckpointError: a bad manifest, missing weights, or a tensor that does not fit the manifest's shapes.
     """
-    manifest = read_manifest(folder)["manifest"]
-    config = AutoConfig.from_pretrained(str(folder))
-    model_cls = class_for_architecture(manifest["architecture"])
+    model_cls, config, manifest = saved_config(folder)
     adapter_cls = next(a for a in HF_ADAPTERS if model_cls in a.model_classes)
     try:
         model = adapter_cls.build_shaped(model_cls, config, manifest, attn_implementation)

@@ -1,9 +1,17 @@
-"""Load a Hugging Face encoder (and its tokenizer) from a local folder, offline, or from a hub id.
+"""Load a Hugging Face encoder (and its tokenizer) from a local folder, offline; never a folder's own code.
 
 Every failure a user can cause is one line (:class:`~prunebench.models.hf.deps.HFModelError` or
 :class:`~prunebench.errors.CheckpointError`): a folder without ``config.json`` or without safetensors
 weights (pickled ``pytorch_model.bin`` is refused), an unsupported architecture, a hidden size not
-divisible by the head count, a missing tokenizer, a hub id that needs a network there is none of.
+divisible by the head count, a missing tokenizer, a name that is not a folder.
+
+A model folder is untrusted input. One whose ``config.json`` or ``tokenizer_config.json`` names Python code of
+its own (``auto_map``) is refused before transformers reads it, and every transformers call passes
+``trust_remote_code=False``: without that, transformers asks "[y/N]" on stdin and a ``yes |`` pipe ran the
+folder's code. prunebench's own saved folders are rebuilt from their shape manifest with the config class of
+the manifest's architecture, so an ``auto_map`` that a prunebench export writes for *users* is never followed
+here. Hub ids are not resolved: nothing is downloaded, and a name with a "/" that is not a folder is one line
+(naming the snapshot folder when the local Hugging Face cache holds that model, so the user can opt in to it).
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 from prunebench.errors import CheckpointError
 from prunebench.models.hf.deps import HFModelError
 from prunebench.models.hf.families import HF_ADAPTERS, class_for_architecture, supported_architectures
-from prunebench.models.hf.io import MANIFEST_FILE, load_saved_hf
+from prunebench.models.hf.io import MANIFEST_FILE, load_saved_hf, refuse_remote_code, saved_config, side_files
+from prunebench.user_files import UnsafeFileError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +71,14 @@ def _folder_class(folder: Path) -> type:
         raise CheckpointError(f"{folder} is not a model folder: config.json is missing")
     _check_weights(folder)
     try:
-        config = AutoConfig.from_pretrained(str(folder))
+        refuse_remote_code(folder)  # before transformers reads anything of the folder
+    except UnsafeFileError as exc:
+        raise CheckpointError(str(exc)) from None
+    if (folder / MANIFEST_FILE).is_file():
+        _, config, _ = saved_config(folder)  # prunebench's own folder: its manifest names the class
+        return _check_config(config, str(folder))
+    try:
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False, local_files_only=True)
     except (OSError, ValueError, KeyError, RecursionError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{folder}/config.json is not a usable transformers config ({reason})") from None
@@ -79,17 +95,20 @@ def check_hf_folder(path: str | Path) -> None:
     folder = Path(path)
     _folder_class(folder)
     _check_tokenizer(folder)
+    try:
+        side_files(folder)  # what a save will copy: checked now, not after minutes of pruning
+    except UnsafeFileError as exc:
+        raise HFModelError(str(exc)) from None
 
 
 def load_hf_model(
     path: str | Path, *, attn_implementation: str | None = None, device: str | torch.device = "cpu",
 ) -> nn.Module:
-    """A supported HF encoder, in eval mode, from a local folder (offline) or a hub id.
+    """A supported HF encoder, in eval mode, from a local folder (offline; never its own code).
 
     Args:
         path: a folder with ``config.json`` and safetensors weights (a prunebench-saved folder is rebuilt
-            from its shape manifest), or a hub id, which goes to transformers' own resolution (its cache
-            first, then the network).
+            from its shape manifest). Anything else is refused (see :func:`not_a_folder`).
         attn_implementation: ``sdpa`` or ``eager``; None keeps transformers' default (sdpa).
         device: where the model is put.
 
@@ -105,9 +124,10 @@ def load_hf_model(
         if (folder / MANIFEST_FILE).is_file():
             model = load_saved_hf(folder, attn_implementation)
         else:
-            model = cls.from_pretrained(str(folder), use_safetensors=True, **_attn_kwargs(attn_implementation))
+            model = cls.from_pretrained(str(folder), use_safetensors=True, trust_remote_code=False,
+                                        local_files_only=True, **_attn_kwargs(attn_implementation))
     else:
-        model = _from_hub(str(path), attn_implementation)
+        raise not_a_folder(str(path))
     return model.eval().to(device)
 
 
@@ -115,26 +135,32 @@ def _attn_kwargs(attn_implementation: str | None) -> dict[str, Any]:
     return {"attn_implementation": attn_implementation} if attn_implementation else {}
 
 
-def _from_hub(hub_id: str, attn_implementation: str | None) -> nn.Module:
-    """Resolve ``hub_id`` through transformers: its local cache first, the network only if needed."""
-    if hub_id.startswith((".", "/", "~")) or hub_id.count("/") > 1:
-        raise CheckpointError(f"no model folder at {hub_id}")
-    config = None
-    for local_only in (True, False):
-        try:
-            config = AutoConfig.from_pretrained(hub_id, local_files_only=local_only)
-            break
-        except OSError:
-            log.debug("hub id %s: not resolved with local_files_only=%s", hub_id, local_only)
-    if config is None:
-        raise HFModelError(f"{hub_id!r} is no folder, and the Hugging Face hub could not resolve it (no network, or "
-                           "no such model): pass a local folder with config.json and model.safetensors")
-    cls = _check_config(config, hub_id)
+def not_a_folder(name: str) -> HFModelError:
+    """The one-line error for a model argument that is no folder (prunebench never goes to the hub).
+
+    When the local Hugging Face cache already holds ``name`` (an ``org/model`` id), the message names its
+    snapshot folder: passing that folder is the explicit opt-in to the cache, and it is read offline.
+    """
+    hint = ""
+    snapshot = cached_snapshot(name)
+    if snapshot is not None:
+        hint = f"; the Hugging Face cache holds it: pass --model {snapshot}"
+    return HFModelError(f"no model folder at {name!r}: prunebench reads local model folders only (config.json "
+                        f"and model.safetensors), it downloads nothing{hint}")
+
+
+def cached_snapshot(name: str) -> Path | None:
+    """The snapshot folder of ``name`` in the local Hugging Face cache, if it is there (never the network)."""
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        return None
     try:
-        return cls.from_pretrained(hub_id, use_safetensors=True, **_attn_kwargs(attn_implementation))
-    except OSError as exc:
-        raise HFModelError(f"could not load the weights of {hub_id!r} ({str(exc).splitlines()[0]}); "
-                           "pass a local folder instead") from None
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json")  # a path, a "cached as missing" marker, or None
+    except Exception:  # an invalid repo id, a cache that cannot be read: no hint, the same error
+        log.debug("hub cache lookup of %s failed", name, exc_info=True)
+        return None
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def load_hf_tokenizer(path: str | Path) -> Any:
@@ -144,8 +170,14 @@ def load_hf_tokenizer(path: str | Path) -> Any:
         HFModelError: the folder has no tokenizer files.
     """
     folder = Path(path)
+    if not folder.is_dir():
+        raise not_a_folder(str(path))
+    try:
+        refuse_remote_code(folder)
+    except UnsafeFileError as exc:
+        raise HFModelError(str(exc)) from None
     _check_tokenizer(folder)
-    return AutoTokenizer.from_pretrained(str(folder))
+    return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False, local_files_only=True)
 
 
 def _check_tokenizer(folder: Path) -> None:

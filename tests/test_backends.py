@@ -54,7 +54,8 @@ def params_equal(a: nn.Module, b: nn.Module) -> bool:
 
 def test_registry_names_and_unknown_backend_lists_valid_ones():
     assert BACKENDS.names()[0] == "eager"
-    for name in ("int8", "sparse", "onnxruntime", "onnxruntime-int8", "compile", "semi-structured"):
+    for name in ("int8", "sparse", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8",
+                 "compile", "semi-structured"):
         assert name in BACKENDS
     assert parse_backends("eager, int8,eager") == ("eager", "int8")
     with pytest.raises(ValueError, match="unknown backend 'tensorrt'; choose from: eager, int8"):

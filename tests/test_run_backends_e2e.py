@@ -15,11 +15,13 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ARGS = ["--model", "small", "--quick", "--methods", "magnitude,structured", "--sparsity", "0.75", "--batch-sizes",
-        "1,2", "--seq-len", "32", "--threads", "1", "--backends", "eager,int8-legacy,sparse,onnxruntime-int8"]
+        "1,2", "--seq-len", "32", "--threads", "1", "--backends",
+        "eager,int8-legacy,sparse,onnxruntime-int8,openvino-int8"]
 
 
 def test_run_with_backends(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
     env = {**os.environ, "PRUNEBENCH_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "prunebench", "run", *ARGS, "--out", str(out)], capture_output=True,
@@ -35,7 +37,7 @@ def test_run_with_backends(tmp_path: Path) -> None:
     for v in variants:
         for bs in (1, 2):
             assert cells[v, "eager", bs][0] == "ok"
-            for backend in ("int8-legacy", "onnxruntime-int8"):
+            for backend in ("int8-legacy", "onnxruntime-int8", "openvino-int8"):
                 status, speedup, extra = cells[v, backend, bs]
                 assert status == "ok" and speedup > 0 and extra["fidelity"]["ok"], (v, backend, extra)
                 assert extra["backend_accuracy"] is not None and extra["backend_changes_numerics"]

@@ -11,6 +11,9 @@ against the eager model and only then times in a block sweep. Registered, in ord
 ``sparse``             unstructured Linears as CSR/BSR where micro-benchmarks, then the whole model, are faster
 ``onnxruntime``        ONNX export + ORT CPU session, fp32 (``pip install 'prunebench[onnx]'``)
 ``onnxruntime-int8``   the export with ORT dynamic int8 quantization
+``openvino``           OpenVINO CPU runtime, fp32 pinned (``pip install 'prunebench[openvino]'``)
+``openvino-bf16``      OpenVINO with bf16 inference precision (CPUs with native bf16 only)
+``openvino-int8``      OpenVINO after NNCF post-training int8 quantization, calibrated on task text
 ``compile``            ``torch.compile`` (inductor); skipped where no C++ compiler is found
 ``semi-structured``    2:4 Linears as torch semi-structured sparse tensors (CUDA, compute capability >= 8.0)
 =====================  =======================================================================================
@@ -30,6 +33,7 @@ from prunebench.backends.base import (
 )
 from prunebench.backends.fidelity import FidelityResult, assert_eval, check_fidelity, compare, time_runnables
 from prunebench.backends.onnx import OnnxRuntimeBackend, OnnxRuntimeInt8Backend
+from prunebench.backends.openvino import OpenVinoBackend, OpenVinoBf16Backend, OpenVinoInt8Backend
 from prunebench.backends.semistructured import SemiStructuredBackend
 from prunebench.backends.sparse import SparseBackend
 from prunebench.backends.torch_backends import CompileBackend, EagerBackend, Int8Backend, Int8LegacyBackend
@@ -38,7 +42,8 @@ from prunebench.registry import Registry
 #: Backend name -> backend (default settings). ``eager`` is the default and the reference.
 BACKENDS: Registry[Backend] = Registry("backend")
 for _backend in (EagerBackend(), Int8Backend(), Int8LegacyBackend(), SparseBackend(), OnnxRuntimeBackend(),
-                 OnnxRuntimeInt8Backend(), CompileBackend(), SemiStructuredBackend()):
+                 OnnxRuntimeInt8Backend(), OpenVinoBackend(), OpenVinoBf16Backend(), OpenVinoInt8Backend(),
+                 CompileBackend(), SemiStructuredBackend()):
     BACKENDS.add(_backend.name, _backend)
 
 #: The backend used when none is named.

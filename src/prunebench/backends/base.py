@@ -160,12 +160,15 @@ class PrepareOptions:
             kernels at these).
         device: ``cpu`` or ``cuda``.
         seed: seeds any inputs preparation builds.
+        calibration: batches of real task text for backends that calibrate (static int8 scales); a backend
+            that needs them refuses when none are given, never falls back to random tokens.
     """
 
     threads: int | None = None
     shapes: tuple[tuple[int, int], ...] = ((1, 128),)
     device: str = "cpu"
     seed: int = 0
+    calibration: tuple[Batch, ...] = ()
 
 
 class Backend(Protocol):

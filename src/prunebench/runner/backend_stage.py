@@ -8,6 +8,7 @@ evaluation arrive as callbacks so the stage knows nothing of the store's layout.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,10 +20,14 @@ from prunebench.backends.cells import bench_backends, default_options, prepare_v
 from prunebench.backends.evaluation import backend_encoder
 from prunebench.bench.settings import BenchSettings
 from prunebench.bench.timing import pinned_threads
+from prunebench.models.batch import Batch
 from prunebench.results.cell import CellRecord
 
 logger = logging.getLogger(__name__)
 
+#: Task sequences a calibrating backend (static int8 scales) sees: NNCF's default subset is 300 samples; on 2
+#: cores 64 keep a ``medium`` calibration to seconds.
+CALIBRATION_SEQUENCES = 64
 #: ``done(variant, backend, batch_size, seq_len) -> bool``: the cell is already stored ok (resume).
 Done = Callable[[str, str, int, int], bool]
 #: ``evaluate(variant, backend, model_like) -> None``: evaluates and stores one (variant, backend).
@@ -42,6 +47,7 @@ def run_backend_stage(
     on_cell: Callable[[CellRecord], None] | None = None,
     evaluate: Evaluate | None = None,
     progress: Callable[[str], None] | None = None,
+    calibration: Sequence[Batch] = (),
 ) -> dict[str, str]:
     """Prepare, check, evaluate and time every (variant, backend) for the non-eager ``backends``.
 
@@ -55,6 +61,7 @@ def run_backend_stage(
         on_cell: receives each finished cell (skipped and fidelity-failed cells included).
         evaluate: called once per (variant, backend) whose backend changes the numerics.
         progress: one-line status updates.
+        calibration: batches of the run's task text for backends that calibrate (``openvino-int8``).
 
     Returns:
         ``"variant / backend" -> reason`` of every skip.
@@ -63,7 +70,7 @@ def run_backend_stage(
     skips: dict[str, str] = {}
     if not extra:
         return skips
-    options = default_options(settings, batch_sizes, seq_len)
+    options = dataclasses.replace(default_options(settings, batch_sizes, seq_len), calibration=tuple(calibration))
     with pinned_threads(settings.threads):
         base = prepare_variant(BACKENDS.get("eager"), dense, models[dense], options)
     def emit(cell: CellRecord) -> None:
@@ -105,6 +112,7 @@ def store_backend_stage(store: Any, config: Any, settings: BenchSettings, models
     Returns:
         The number of cells that failed (skips are not failures).
     """
+    from prunebench.tasks import calibration_batches
     from prunebench.tasks import evaluate as task_evaluate
 
     accuracy: dict[tuple[str, str], dict[str, Any]] = {}
@@ -132,11 +140,10 @@ def store_backend_stage(store: Any, config: Any, settings: BenchSettings, models
 
     run_backend_stage(config.backends, models, config.batch_sizes, config.seq_len, settings,
                       vocab_size=int(getattr(dense.config, "vocab_size", 0)) or 2, done=done, on_cell=on_cell,
-                      evaluate=evaluate, progress=progress)
+                      evaluate=evaluate, progress=progress,
+                      calibration=calibration_batches(task, CALIBRATION_SEQUENCES, seed=config.seed))
     return failed
 
 
 def _replace_extra(cell: Any, extra: dict[str, Any]) -> Any:
-    import dataclasses
-
     return dataclasses.replace(cell, extra=extra)

@@ -93,3 +93,11 @@ def test_missing_openvino_is_one_line_with_the_extra(model, monkeypatch):
 def test_cuda_is_refused_in_one_line(model):
     with pytest.raises(BackendUnavailable, match="CPU plugin only"):
         BACKENDS.get("openvino").prepare(model, PrepareOptions(device="cuda"))
+
+
+def test_bench_refuses_openvino_int8_in_one_line_before_loading_anything(capsys):
+    from prunebench.cli.main import main
+
+    assert main(["bench", "small", "--backend", "openvino-int8", "--batch-sizes", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "calibrates on task text" in err and "run --backends openvino-int8" in err

@@ -102,6 +102,8 @@ class OpenVinoBackend:
     #: OpenVINO's ``INFERENCE_PRECISION_HINT``.
     precision: ClassVar[str] = "f32"
     quantize: ClassVar[bool] = False
+    #: Whether :attr:`PrepareOptions.calibration` (task text) is required.
+    needs_calibration: ClassVar[bool] = False
 
     def availability(self) -> str | None:
         reason = missing("openvino", "openvino") or (missing("nncf", "openvino") if self.quantize else None)
@@ -138,7 +140,7 @@ class OpenVinoBackend:
 
     def prepare(self, model: nn.Module, options: PrepareOptions) -> Runnable:
         ensure_available(self, options, "cpu", f"{self.name} runs on OpenVINO's CPU plugin only")
-        if self.quantize and not options.calibration:
+        if self.needs_calibration and not options.calibration:
             raise BackendUnavailable(f"{self.name} calibrates its int8 scales on task text, and none was given: "
                                      "use `prunebench run --backends openvino-int8` (it passes the run's task text)")
         ov = _openvino()
@@ -204,3 +206,4 @@ class OpenVinoInt8Backend(OpenVinoBackend):
     name: ClassVar[str] = "openvino-int8"
     changes_numerics: ClassVar[bool] = True
     quantize: ClassVar[bool] = True
+    needs_calibration: ClassVar[bool] = True

@@ -125,7 +125,10 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the models, run the sweep with a progress bar, print the table, write JSON."""
     device = parse_device(args.device)
-    BACKENDS.get(args.backend)  # an unknown backend names the valid ones before any model is loaded
+    chosen = BACKENDS.get(args.backend)  # an unknown backend names the valid ones before any model is loaded
+    if getattr(chosen, "needs_calibration", False):
+        raise PrunebenchError(f"backend {args.backend} calibrates on task text, which `bench` has none of: use "
+                              f"`prunebench run --backends {args.backend}` (it calibrates on the run's task)")
     settings = bench_settings(
         args.budget, min_time=args.min_time, max_time=args.max_time, threads=args.threads, device=device.type,
         include_head=args.include_head, pad_fraction=args.pad_fraction, measure_memory=not args.no_memory,

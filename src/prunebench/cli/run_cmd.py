@@ -21,8 +21,8 @@ from prunebench.report.deploy import eager_only, snapshot_rows
 from prunebench.report.hardware import main_snapshot
 from prunebench.results import load_snapshot
 from prunebench.runner import default_out, execute_run
-from prunebench.runner.executors import EXECUTORS, make_executor
-from prunebench.runner.rundir import RunDir, check_target, claim
+from prunebench.runner.executors import EXECUTORS, check_executor, make_executor
+from prunebench.runner.rundir import RunDir, check_target, claim, inspect_folder
 from prunebench.runner.validate import check_run_inputs
 from prunebench.tasks.baseline import resolve_cache_dir
 
@@ -138,21 +138,22 @@ def _attach_log(path: Path) -> logging.Handler:
 def run(args: argparse.Namespace) -> int:
     """Validate everything cheap first, then lock the run folder and run; print progress and the summary."""
     config, explicit = build_config(args)
-    if args.ray_address is not None and args.executor != "ray":
-        raise ValueError("--ray-address needs --executor ray")
+    check_executor(args.executor, args.ray_address)
     out = Path(args.resume or args.out or default_out(config.model))
     resume = args.resume is not None
     if not resume:
         warn_threads(config.threads)
-    # Every check that can fail on bad input runs before the folder, its lock or a store is created.
+    # Every check that can fail on bad input runs before the folder, its lock or a store is created, so a
+    # refused command leaves the folder as it found it.
     check_run_inputs(config)
     check_target(out, resume=resume)
     cache_dir = resolve_cache_dir(args.cache_dir, os.environ)
     check_writable_dir(cache_dir, "--cache-dir")
+    plan = inspect_folder(out, config, resume=resume, force=args.force, explicit=explicit)
+    if resume:
+        check_run_inputs(plan.config)  # the stored config, which the run actually uses
+        warn_threads(plan.config.threads)
     with claim(out, config, resume=resume, force=args.force, explicit=explicit) as (run_dir, config):
-        if resume:
-            check_run_inputs(config)  # the stored config, which the run actually uses
-            warn_threads(config.threads)
         return _execute(config, run_dir, cache_dir, args.executor, args.ray_address)
 
 

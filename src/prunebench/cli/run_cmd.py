@@ -95,12 +95,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="any run option by name, e.g. --set finetune_steps=50 (repeatable)")
     p.add_argument("--out", type=Path, help="run folder (default: runs/<timestamp>-<model>)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="finish the run stored in DIR (only what is missing)")
-    p.add_argument("--force", action="store_true", help="replace the run stored in --out")
+    p.add_argument("--force", action="store_true", help="replace the run stored in --out (only its own files are "
+                   "removed; a folder holding files a run did not write where a run writes is refused)")
     p.add_argument("--executor", choices=EXECUTORS.names(), default="local",
                    help="where prepare and timing units run: local (this process, default) | ray (Ray tasks; "
                    "every node class times every cell; needs pip install 'prunebench[ray]')")
     p.add_argument("--ray-address", metavar="auto|HOST:PORT",
-                   help="the Ray cluster to use with --executor ray (default: start a one-node Ray here)")
+                   help="the Ray cluster to use with --executor ray (default: start a one-node Ray here); "
+                   "HOST:PORT must accept a connection within 5 s")
     p.add_argument("--cache-dir", type=Path, help="cache of tokenizers and trained dense models "
                    "(default: $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
     p.set_defaults(handler=run)

@@ -38,9 +38,11 @@ logger = logging.getLogger(__name__)
 STORE_FILE = STORE_FILENAME
 LOG_FILE = "run.log"
 MODELS_DIR = "models"
+#: ``report.build.FIGURE_DIR``, named here too: that module loads matplotlib.
+FIGURE_DIR = "figures"
 #: Files and folders a run writes at the top of its folder (the report's names: ``report.build``).
 RUN_ARTIFACTS = (
-    STORE_FILE, STORE_FILE + "-wal", STORE_FILE + "-shm", LOG_FILE, MODELS_DIR, "figures",
+    STORE_FILE, STORE_FILE + "-wal", STORE_FILE + "-shm", LOG_FILE, MODELS_DIR, FIGURE_DIR,
     "report.html", "summary.md", "results.json", "results.csv",
 )
 #: Of those, the ones a new run may find without a store and keep: it appends to the log.
@@ -143,15 +145,6 @@ def _read_store(out: Path, *, resume: bool) -> _StoredRun | None:
     return _StoredRun(config, variants)
 
 
-def stored_config(store_path: Path) -> RunConfig | None:
-    """The config recorded in an existing store (opened read-only), or None if the store holds no run yet."""
-    with ResultStore(store_path, readonly=True) as store:
-        run = store.get_run()
-    if run is None:
-        return None
-    return RunConfig.from_dict(run["config"])
-
-
 def _figure_names() -> frozenset[str]:
     """The files a report writes into its figure folder (imported here only when that folder exists: the
     report's modules load matplotlib)."""
@@ -195,7 +188,7 @@ def _run_files(out: Path, stored: _StoredRun) -> tuple[list[Path], list[Path]]:
         if name == MODELS_DIR:
             expected = frozenset(run_dir.model_dir(n).name for n in names)
             mine, theirs = _split_owned(path, expected) if _plain_dir(path) else ([], [path])
-        elif name == "figures":
+        elif name == FIGURE_DIR:
             mine, theirs = _split_owned(path, _figure_names()) if _plain_dir(path) else ([], [path])
         else:
             mine, theirs = ([path], []) if _plain_file(path) else ([], [path])
@@ -283,7 +276,7 @@ def apply_plan(plan: FolderPlan) -> None:
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    for name in (MODELS_DIR, "figures"):
+    for name in (MODELS_DIR, FIGURE_DIR):
         folder = out / name
         if _plain_dir(folder) and not any(folder.iterdir()):
             folder.rmdir()  # emptied above (only the run's own entries were in it)

@@ -14,7 +14,7 @@ from prunebench.cli.main import main
 from prunebench.errors import PrunebenchError
 from prunebench.models import create_model
 from prunebench.report.hardware import hardware_html, hardware_md, main_snapshot, node_classes
-from prunebench.runner.executors import EXECUTORS, LocalExecutor, Unit, make_executor
+from prunebench.runner.executors import EXECUTOR_CHECKS, EXECUTORS, LocalExecutor, Unit, check_executor, make_executor
 from prunebench.runner.executors.ray_executor import (
     NODE_RESOURCE,
     classes_of,
@@ -89,6 +89,11 @@ def test_unknown_executor_names_the_valid_ones_and_an_address_needs_ray() -> Non
     with pytest.raises(ValueError, match="--ray-address needs --executor ray"):
         make_executor("local", "auto")
     assert EXECUTORS.names() == ["local", "ray"]
+    assert EXECUTOR_CHECKS.names() == EXECUTORS.names()  # every executor is checked before a run folder exists
+    with pytest.raises(ValueError, match="unknown executor 'dask'; choose from: local, ray"):
+        check_executor("dask")
+    with pytest.raises(ValueError, match="--ray-address needs --executor ray"):
+        check_executor("local", "auto")
 
 
 def test_cli_refuses_a_ray_address_without_the_ray_executor(tmp_path, capsys) -> None:

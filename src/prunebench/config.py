@@ -43,6 +43,9 @@ HF_DEFAULTS: dict[str, Any] = {"methods": ("structured", "wanda"), "batch_sizes"
 DEVICES = ("cpu", "cuda")
 #: Seeds are stored as SQLite integers and fed to torch and numpy generators: 0 .. 2^63 - 1.
 MAX_SEED = 2**63 - 1
+#: The most torch threads a run may pin: above any machine's core count, below what overflows torch's
+#: ``set_num_threads`` (a C int), so a typo such as ``--set threads=1e20`` is refused before the run folder exists.
+MAX_THREADS = 4096
 
 
 def _hf_max_positions(folder: str) -> int:
@@ -156,8 +159,8 @@ class RunConfig:
         limit = _hf_max_positions(self.model) if self.is_hf else preset_config(self.model).max_positions
         if self.seq_len > limit:
             raise ValueError(f"seq_len {self.seq_len} exceeds the {self.model} model's max_positions {limit}")
-        if self.threads is not None and (not _is_int(self.threads) or self.threads <= 0):
-            raise ValueError(f"threads must be a positive integer, got {self.threads!r}")
+        if self.threads is not None and (not _is_int(self.threads) or not 0 < self.threads <= MAX_THREADS):
+            raise ValueError(f"threads must be an integer in [1, {MAX_THREADS}], got {self.threads!r}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose from: {', '.join(DEVICES)}")
         if self.train_precision not in PRECISIONS:

@@ -63,6 +63,9 @@ def pid_alive(pid: int) -> bool:
 def exclusive_lock(path: str | Path, *, wait: bool) -> Iterator[int | None]:
     """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block.
 
+    The holder may remove ``path`` inside the block (a refused run removes the ``run.lock`` it created): a
+    process waiting for the removed file finds that out once it gets it, and locks the name's new file instead.
+
     Args:
         path: the lock file; its folder must exist.
         wait: block until the holder releases it; False raises :class:`LockBusy` at once.
@@ -75,21 +78,8 @@ def exclusive_lock(path: str | Path, *, wait: bool) -> Iterator[int | None]:
         PrunebenchError: the lock file cannot be created or opened.
     """
     lock_path = Path(path)
+    fd = _open_locked(lock_path, wait)
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise PrunebenchError(f"cannot create the lock file {lock_path}: {exc.strerror or exc}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise PrunebenchError(f"cannot lock {lock_path}: {exc.strerror or exc}") from None
-            holder = _holder_pid(fd)
-            if not wait:
-                raise LockBusy(lock_path, holder) from None
-            logger.info("waiting for %s, held by pid %s", lock_path, holder)
-            fcntl.flock(fd, fcntl.LOCK_EX)
         previous = _read_pid(fd)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
@@ -99,3 +89,51 @@ def exclusive_lock(path: str | Path, *, wait: bool) -> Iterator[int | None]:
             os.ftruncate(fd, 0)  # a clean release: the next holder finds no pid, so nothing was "taken over"
     finally:
         os.close(fd)  # closing the file releases the flock
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (its holder may have removed it meanwhile)."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _open_locked(lock_path: Path, wait: bool) -> int:
+    """Open ``lock_path`` (created if missing) and lock it; returns the descriptor.
+
+    A holder may remove the lock file while it holds it (a refused run leaves no ``run.lock`` behind). A lock
+    on a file that no longer has that name would lock nothing, so after each acquisition the name is checked
+    against the open file, and on a mismatch the name is opened (created) again.
+
+    Raises:
+        LockBusy: ``wait`` is False and another process holds the lock.
+        PrunebenchError: the lock file cannot be created, opened or locked.
+    """
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise PrunebenchError(f"cannot create the lock file {lock_path}: {exc.strerror or exc}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise PrunebenchError(f"cannot lock {lock_path}: {exc.strerror or exc}") from None
+                if not _same_file(fd, lock_path):
+                    os.close(fd)  # its holder removed it: the name is free (or names a new file) now
+                    continue
+                holder = _holder_pid(fd)
+                if not wait:
+                    raise LockBusy(lock_path, holder) from None
+                logger.info("waiting for %s, held by pid %s", lock_path, holder)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        if _same_file(fd, lock_path):
+            return fd
+        os.close(fd)  # its holder removed the file before releasing it: lock whatever the name holds now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Sequence
@@ -43,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line (an OSError with its file name, whatever else is in it)."""
-    if isinstance(exc, OSError) and exc.strerror:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        # Said plainly: the results store's own wording ("database or disk is full") read as a broken store.
+        text = f"disk full: no space left to write {exc.filename}" if exc.filename else "disk full: no space left"
+    elif isinstance(exc, OSError) and exc.strerror:
         text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     elif isinstance(exc, RecursionError):
         text = "input nested too deeply"

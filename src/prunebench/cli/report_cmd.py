@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from prunebench.cli.common import console
-from prunebench.outdir import check_writable_dir, find_run_folder
+from prunebench.outdir import OutDirError, check_writable_dir, find_run_folder
 from prunebench.runner.rundir import RunFolderError
 
 
@@ -29,8 +29,15 @@ def run(args: argparse.Namespace) -> int:
     from prunebench.report.hardware import main_snapshot
     from prunebench.results import load_snapshot
 
-    snapshot = load_snapshot(args.run_dir)  # a folder without a run is an error before anything is written
-    if args.out is not None:
+    # The store is read read-only: a folder without a run is an error before anything is written, and a run on
+    # a read-only mount can still be reported elsewhere (--out).
+    snapshot = load_snapshot(args.run_dir)
+    if args.out is None:
+        try:
+            check_writable_dir(args.run_dir, "RUN_DIR")
+        except OutDirError as exc:
+            raise OutDirError(f"{exc}; write the report elsewhere with --out DIR") from None
+    else:
         check_writable_dir(args.out)
         other = find_run_folder(args.out)
         if other is not None and other.resolve() != Path(args.run_dir).resolve():

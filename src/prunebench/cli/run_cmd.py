@@ -21,8 +21,8 @@ from prunebench.report.deploy import eager_only, snapshot_rows
 from prunebench.report.hardware import main_snapshot
 from prunebench.results import load_snapshot
 from prunebench.runner import default_out, execute_run
-from prunebench.runner.executors import EXECUTORS, make_executor
-from prunebench.runner.rundir import RunDir, check_target, claim
+from prunebench.runner.executors import EXECUTORS, check_executor, make_executor
+from prunebench.runner.rundir import RunDir, check_target, claim, inspect_folder
 from prunebench.runner.validate import check_run_inputs
 from prunebench.tasks.baseline import resolve_cache_dir
 
@@ -95,12 +95,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="any run option by name, e.g. --set finetune_steps=50 (repeatable)")
     p.add_argument("--out", type=Path, help="run folder (default: runs/<timestamp>-<model>)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="finish the run stored in DIR (only what is missing)")
-    p.add_argument("--force", action="store_true", help="replace the run stored in --out")
+    p.add_argument("--force", action="store_true", help="replace the run stored in --out (only its own files are "
+                   "removed; a folder holding files a run did not write where a run writes is refused)")
     p.add_argument("--executor", choices=EXECUTORS.names(), default="local",
                    help="where prepare and timing units run: local (this process, default) | ray (Ray tasks; "
                    "every node class times every cell; needs pip install 'prunebench[ray]')")
     p.add_argument("--ray-address", metavar="auto|HOST:PORT",
-                   help="the Ray cluster to use with --executor ray (default: start a one-node Ray here)")
+                   help="the Ray cluster to use with --executor ray (default: start a one-node Ray here); "
+                   "HOST:PORT must accept a connection within 5 s")
     p.add_argument("--cache-dir", type=Path, help="cache of tokenizers and trained dense models "
                    "(default: $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
     p.set_defaults(handler=run)
@@ -138,21 +140,22 @@ def _attach_log(path: Path) -> logging.Handler:
 def run(args: argparse.Namespace) -> int:
     """Validate everything cheap first, then lock the run folder and run; print progress and the summary."""
     config, explicit = build_config(args)
-    if args.ray_address is not None and args.executor != "ray":
-        raise ValueError("--ray-address needs --executor ray")
+    check_executor(args.executor, args.ray_address)
     out = Path(args.resume or args.out or default_out(config.model))
     resume = args.resume is not None
     if not resume:
         warn_threads(config.threads)
-    # Every check that can fail on bad input runs before the folder, its lock or a store is created.
+    # Every check that can fail on bad input runs before the folder, its lock or a store is created, so a
+    # refused command leaves the folder as it found it.
     check_run_inputs(config)
     check_target(out, resume=resume)
     cache_dir = resolve_cache_dir(args.cache_dir, os.environ)
     check_writable_dir(cache_dir, "--cache-dir")
+    plan = inspect_folder(out, config, resume=resume, force=args.force, explicit=explicit)
+    if resume:
+        check_run_inputs(plan.config)  # the stored config, which the run actually uses
+        warn_threads(plan.config.threads)
     with claim(out, config, resume=resume, force=args.force, explicit=explicit) as (run_dir, config):
-        if resume:
-            check_run_inputs(config)  # the stored config, which the run actually uses
-            warn_threads(config.threads)
         return _execute(config, run_dir, cache_dir, args.executor, args.ray_address)
 
 

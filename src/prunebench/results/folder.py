@@ -1,4 +1,5 @@
-"""Finding and reading the store of a run folder (never creating one): what ``report`` and ``compare`` use."""
+"""Finding and reading the store of a run folder (read-only, never creating one): what ``report`` and ``compare``
+use."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def store_path(run_dir: str | Path) -> Path:
 
 
 def open_run(run_dir: str | Path) -> ResultStore:
-    """Open the store of an existing run folder (never creates one).
+    """Open the store of an existing run folder read-only (never creates, changes or adds a file).
 
     Raises:
         PrunebenchError: ``run_dir`` is not a folder, or holds no (readable) results store.
@@ -26,7 +27,7 @@ def open_run(run_dir: str | Path) -> ResultStore:
         raise PrunebenchError(f"{folder} is not a run folder (no such directory)")
     if not store_path(folder).is_file():
         raise PrunebenchError(f"{folder} is not a run folder (no {STORE_FILENAME} in it)")
-    return ResultStore(store_path(folder), create=False)
+    return ResultStore(store_path(folder), readonly=True)
 
 
 def load_snapshot(run_dir: str | Path) -> dict[str, Any]:

@@ -10,8 +10,10 @@ measurement, so one fsync per row is free by comparison and we take the stronger
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +45,38 @@ def _check_status(table: Table, value: Any, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{table.name}.status must be one of {', '.join(allowed)}; got {value!r}")
 
 
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    """A connection to ``path``; ``readonly`` never writes to the file, nor leaves a file beside it.
+
+    A read-only connection to a WAL store needs its ``-shm`` index, which SQLite creates if it is missing and
+    then leaves behind (a reader cannot remove it), and cannot create at all on a read-only mount. A WAL store
+    without a ``-wal`` file is one no connection has open (the last one to close merges the log into the file
+    and removes it: a finished or stopped run), so the file alone holds everything and is read as
+    ``immutable``, which needs neither. With a ``-wal`` file (a run writing, or one killed) the log must be read
+    too: ``mode=ro``, which needs the index.
+    """
+    if not readonly:
+        return sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
+    wal = _companions(path)[1]
+    mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+    return sqlite3.connect(f"{path.absolute().as_uri()}?{mode}", uri=True, isolation_level=None, timeout=30.0)
+
+
+def disk_full(exc: sqlite3.Error) -> bool:
+    """Whether SQLite failed because the file system is full (``SQLITE_FULL``)."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
+
+
+def disk_full_error(path: Path) -> OSError:
+    """The error a full disk raises: an ``ENOSPC`` OSError naming the file (the CLI says "disk full")."""
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def _companions(path: Path) -> tuple[Path, ...]:
+    """The store file and the files SQLite keeps beside it in WAL mode."""
+    return (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
+
+
 class ResultStore:
     """The SQLite results store of one run (``<run_dir>/results.sqlite``).
 
@@ -53,36 +87,52 @@ class ResultStore:
     Args:
         path: the ``.sqlite`` file.
         create: create the file and tables if missing; with ``False`` a missing or foreign file is an error.
+        readonly: only read (``report``, ``compare``, a run deciding what to do with a folder): the file is
+            opened read-only, so a foreign, empty or corrupt file is never rewritten, and a store on a
+            read-only mount can be read. Implies ``create=False``; ``put_*`` then fail.
 
     Raises:
         PrunebenchError: the file is missing (``create=False``), is not a prunebench store, or was written by a
             newer schema.
+        OSError: ``ENOSPC``, the disk is full; a store this call was creating is removed again.
     """
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
+        create = create and not readonly
         if not create and not self.path.is_file():
             raise PrunebenchError(f"no results store at {self.path}")
+        # What this call creates, it removes again if it fails: a failed creation leaves no table-less store.
+        new_files = [p for p in _companions(self.path) if not p.exists()] if create else []
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per record.
-            self._conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+            self._conn = _connect(self.path, readonly)
         except sqlite3.Error as exc:
             raise PrunebenchError(f"cannot open results store {self.path}: {exc}") from None
         try:
-            self._setup(create)
-        except sqlite3.DatabaseError as exc:
+            self._setup(create, readonly)
+        except (sqlite3.Error, PrunebenchError, OSError) as exc:
             self._conn.close()
+            if self.path in new_files:
+                for created in new_files:
+                    created.unlink(missing_ok=True)
+            if not isinstance(exc, sqlite3.Error):
+                raise
+            if disk_full(exc):
+                raise disk_full_error(self.path) from None
+            wal = _companions(self.path)[1]
+            if readonly and wal.exists() and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CANTOPEN:
+                raise PrunebenchError(f"{self.path} cannot be read here: its write-ahead log {wal.name} (a run "
+                                      "writing it, or one killed) needs a folder SQLite can write to") from None
             raise PrunebenchError(f"{self.path} is not a readable prunebench results store ({exc})") from None
-        except PrunebenchError:
-            self._conn.close()
-            raise
 
-    def _setup(self, create: bool) -> None:
-        mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            logger.warning("results store %s runs in journal mode %s, not WAL", self.path, mode)
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
+    def _setup(self, create: bool, readonly: bool) -> None:
+        if not readonly:
+            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                logger.warning("results store %s runs in journal mode %s, not WAL", self.path, mode)
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
         has_meta = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
         if not has_meta:
             if not create:
@@ -114,14 +164,18 @@ class ResultStore:
 
     def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
         """Run statements in one immediate transaction; committed (fsync'ed) on return, rolled back on error."""
-        self._conn.execute("BEGIN IMMEDIATE")
         try:
+            self._conn.execute("BEGIN IMMEDIATE")
             for sql, params in statements:
                 self._conn.execute(sql, params)
-        except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._conn.execute("COMMIT")
+        except BaseException as exc:
+            # A failed COMMIT (a full disk) leaves the transaction open; SQLite may also have ended it itself.
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error) and disk_full(exc):
+                raise disk_full_error(self.path) from None
             raise
-        self._conn.execute("COMMIT")
 
     def _upsert(self, table: Table, record: Mapping[str, Any]) -> None:
         if not isinstance(record, Mapping):

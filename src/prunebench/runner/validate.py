@@ -1,7 +1,8 @@
 """Checks of a run's inputs against this machine, made before its folder or store is created.
 
 :class:`~prunebench.config.RunConfig` checks everything that needs no look at the machine (values, ranges,
-forms); this module adds what does: the task's data file is readable, a CUDA device exists if asked for, and
+forms); this module adds what does: the task's data file is readable and usable (read and split as the run
+will read it: columns, classes, splits), a CUDA device exists if asked for, and
 a Hugging Face model folder can be used (transformers installed, a supported architecture whose hidden size
 the head count divides, safetensors weights, a tokenizer).
 A failed check leaves nothing behind, so the corrected command simply runs.
@@ -16,6 +17,7 @@ import torch
 
 from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
+from prunebench.tasks.classification import read_labelled_texts
 from prunebench.tasks.factory import TASKS
 
 #: Task kinds whose spec names a data file (``KIND:PATH``).
@@ -59,11 +61,15 @@ def check_run_inputs(config: RunConfig) -> None:
 
     Raises:
         ValueError: an unknown task kind.
-        PrunebenchError: an unreadable task file, ``device="cuda"`` without a CUDA device, or an HF model
-            folder that cannot be used (HFModelError / CheckpointError, one line each).
+        PrunebenchError: an unreadable or unusable task file (DataError: no data rows, a missing column, one
+            class, an empty split; a run reads its file with the default ``text`` / ``label`` columns),
+            ``device="cuda"`` without a CUDA device, or an HF model folder that cannot be used
+            (HFModelError / CheckpointError, one line each).
     """
     check_task_spec(config.task)
-    check_task_file(config.task)
+    task_file = check_task_file(config.task)
+    if task_file is not None:
+        read_labelled_texts(task_file, config.task.partition(":")[0])  # what the run reads, refused now
     if config.is_hf:
         from prunebench.models.hf.deps import require_transformers
 

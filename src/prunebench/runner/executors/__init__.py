@@ -13,14 +13,24 @@ from prunebench.registry import Registry
 from prunebench.runner.executors.base import Executor, LocalExecutor, Unit
 
 
-def _local(address: str | None = None, **_: Any) -> Executor:
+def _check_local(address: str | None = None) -> None:
     if address is not None:
         raise ValueError("--ray-address needs --executor ray")
+
+
+def _local(address: str | None = None, **_: Any) -> Executor:
+    _check_local(address)
     return LocalExecutor()
 
 
+def _check_ray(address: str | None = None) -> None:
+    from prunebench.runner.executors.ray_executor import check_ray  # Ray is an optional extra
+
+    check_ray(address)
+
+
 def _ray(address: str | None = None, **kwargs: Any) -> Executor:
-    from prunebench.runner.executors.ray_executor import RayExecutor  # Ray is an optional extra
+    from prunebench.runner.executors.ray_executor import RayExecutor
 
     return RayExecutor(address, **kwargs)
 
@@ -28,6 +38,10 @@ def _ray(address: str | None = None, **kwargs: Any) -> Executor:
 EXECUTORS: Registry[Callable[..., Executor]] = Registry("executor")
 EXECUTORS.add("local", _local)
 EXECUTORS.add("ray", _ray)
+#: What each executor checks before a run folder exists, under the same names as :data:`EXECUTORS`.
+EXECUTOR_CHECKS: Registry[Callable[[str | None], None]] = Registry("executor")
+EXECUTOR_CHECKS.add("local", _check_local)
+EXECUTOR_CHECKS.add("ray", _check_ray)
 
 
 def make_executor(name: str, address: str | None = None, **kwargs: Any) -> Executor:
@@ -35,4 +49,11 @@ def make_executor(name: str, address: str | None = None, **kwargs: Any) -> Execu
     return EXECUTORS.get(name)(address, **kwargs)
 
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "Unit", "make_executor"]
+def check_executor(name: str, address: str | None = None) -> None:
+    """Refuse, in one line and before anything is created, an executor that could not start here: an unknown
+    name (a ValueError lists the valid ones), an address without Ray, Ray not installed, or a cluster address
+    where nothing answers (see :func:`~prunebench.runner.executors.ray_executor.check_address`)."""
+    EXECUTOR_CHECKS.get(name)(address)
+
+
+__all__ = ["EXECUTORS", "EXECUTOR_CHECKS", "Executor", "LocalExecutor", "Unit", "check_executor", "make_executor"]

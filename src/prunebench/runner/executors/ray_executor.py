@@ -22,6 +22,7 @@ with it (Ray tasks die with their owner); ``--resume`` submits again only what t
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -40,6 +41,8 @@ PREPARE_SHARE = 0.01
 CLASS_SHARE = 0.01
 #: Retries of a unit whose worker died (Ray's own retry of system failures).
 MAX_RETRIES = 3
+#: Seconds a cluster address gets to accept a TCP connection before it counts as unreachable.
+CONNECT_TIMEOUT_S = 5.0
 
 
 def import_ray() -> Any:
@@ -49,6 +52,40 @@ def import_ray() -> Any:
     except ImportError:
         raise PrunebenchError("the ray executor needs Ray: pip install 'prunebench[ray]'") from None
     return ray
+
+
+def check_address(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise unless ``HOST:PORT`` (or ``ray://HOST:PORT``) accepts a TCP connection within ``timeout_s``.
+
+    ``ray.init`` keeps retrying an address where nothing listens for minutes; this answers in seconds, before
+    a run folder exists. No address (a one-node Ray started here), ``auto`` (Ray looks for the cluster started
+    on this machine and fails at once when there is none) and forms without a port are left to Ray.
+
+    Raises:
+        PrunebenchError: nothing accepted the connection (refused, unreachable, or timed out).
+    """
+    host, sep, port = (address or "").removeprefix("ray://").rpartition(":")
+    if not (sep and host and port.isdigit()):
+        return
+    if not 0 < int(port) < 65536:
+        raise PrunebenchError(f"--ray-address {address}: port {port} is outside 1-65535")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        why = f"nothing answered within {timeout_s:g} s" if isinstance(exc, TimeoutError) else exc.strerror or exc
+        raise PrunebenchError(f"cannot reach the Ray cluster at {address}: {why}; start it (ray start --head) "
+                              "or check --ray-address") from None
+
+
+def check_ray(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Everything the ray executor needs, checked before a run folder exists: Ray installed, the cluster
+    address answering (:func:`check_address`).
+
+    Raises:
+        PrunebenchError: one line naming what is missing.
+    """
+    import_ray()
+    check_address(address, timeout_s)
 
 
 def node_resources(node_class: str) -> dict[str, float]:
@@ -117,6 +154,7 @@ class RayExecutor:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING"}
             if address is None:
                 kwargs.update(num_cpus=num_cpus, resources=node_resources(LOCAL_NODE_CLASS))
+            check_address(address)  # an address where nothing listens would hang ray.init for minutes
             try:
                 ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:

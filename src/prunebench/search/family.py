@@ -15,11 +15,11 @@ from typing import Any
 
 from torch import nn
 
-from prunebench.models.batch import Batch
+from prunebench.models.batch import Batch, LossFn
 from prunebench.models.io import save_model
 from prunebench.pruning import PLAN_FILE
 from prunebench.results.correctness import unpack_correct
-from prunebench.search._arch import LossFn, adapter_of, full_widths
+from prunebench.search._arch import adapter_of, full_widths
 from prunebench.search.allocate import Allocation, check_targets, reachable_speedup, search_widths
 from prunebench.search.importance import check_search_calib, group_importance
 from prunebench.search.latency import LatencyTable

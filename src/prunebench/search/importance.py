@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from prunebench.models.batch import Batch
+from prunebench.models.batch import Batch, LossFn, task_loss
 from prunebench.pruning.calibration import evaluation_mode, model_device, to_device
 from prunebench.registry import Registry
-from prunebench.search._arch import LossFn, adapter_of, task_loss
+from prunebench.search._arch import adapter_of
 
 #: Kinds of group the search prices and removes.
 SEARCH_KINDS = ("heads", "neurons")

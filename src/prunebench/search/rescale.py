@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunebench.models.batch import Batch
+from prunebench.models.batch import Batch, LossFn, task_loss
 from prunebench.pruning.calibration import evaluation_mode, model_device, tap_linears, to_device
-from prunebench.search._arch import LossFn, adapter_of, task_loss
+from prunebench.search._arch import adapter_of
 from prunebench.search.importance import SEARCH_KINDS
 
 log = logging.getLogger(__name__)

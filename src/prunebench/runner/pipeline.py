@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from prunebench.bench import disk_bytes
+from prunebench.bench.timing import pinned_threads
 from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
 from prunebench.models import TransformerEncoder, preset_config, save_model
@@ -39,7 +40,6 @@ from prunebench.runner.stages import (
     Progress,
     RunOutcome,
     Ticker,
-    pinned_threads,
     run_stages,
     start_run_record,
 )

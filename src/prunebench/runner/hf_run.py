@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 QUICK_RECOVERY_SECONDS = 1.0
 #: Calibration texts for activation scores, the refit and Wanda / Taylor.
 CALIB_TEXTS = 256
-FIDELITY_ATOL = 1e-4
 
 
 def hf_task(config: RunConfig, kind: str) -> tuple[TextTask | None, TextTask | None]:
@@ -155,7 +154,7 @@ class HFRun:
         for kind, layers in kept.items():
             for i, keep in enumerate(layers):
                 mad.zero_groups_(kind, i, sorted(set(range(mad.group_count(kind, i))) - set(keep)))
-        fidelity = {**check_fidelity(masked, shrunk, self.check_batch, atol=FIDELITY_ATOL),
+        fidelity = {**check_fidelity(masked, shrunk, self.check_batch),
                     "reference": "masked-dense (before refit and recovery)"}
         del masked, shrunk
         model = copy.deepcopy(self.dense)
@@ -184,7 +183,7 @@ class HFRun:
         gradual = METHODS.get(method).gradual  # fine-tuned between steps: its own masks are the reference
         reference = copy.deepcopy(model if gradual else self.dense)
         apply_plan_(self.adapter_for(reference), plan, "zeros")
-        fidelity = {**check_fidelity(reference, model, self.check_batch, atol=FIDELITY_ATOL),
+        fidelity = {**check_fidelity(reference, model, self.check_batch),
                     "reference": "masks-reapplied" if gradual else "masked-dense"}
         extra = {"fidelity": fidelity, "materialization": report.materialization,
                  "measured_sparsity": report.measured_sparsity,

@@ -39,7 +39,7 @@ from prunebench.results import ResultStore
 from prunebench.results.correctness import pack_correct
 from prunebench.runner.variants import prune_spec
 from prunebench.tasks.hf_distill import calibration_batches, distill_, text_stream
-from prunebench.tasks.hf_eval import model_kind, read_pooling
+from prunebench.tasks.hf_eval import read_pooling
 from prunebench.tasks.hf_suite import HFEvaluator, probe_loss
 from prunebench.tasks.hf_text import TextTask, corpus_text_task, labelled_text_task
 
@@ -77,7 +77,7 @@ class HFRun:
         self.dense = load_hf_model(config.model).eval()
         self.tokenizer = load_hf_tokenizer(config.model)
         self.pooling = read_pooling(config.model)
-        self.kind = model_kind(self.dense)
+        self.kind = hf_adapter_for(self.dense).head_kind
         self.task, self.corpus = hf_task(config, self.kind)
         self.evaluator = HFEvaluator(self.dense, self.tokenizer, task=self.task, corpus=self.corpus,
                                      pooling=self.pooling, seed=config.seed)

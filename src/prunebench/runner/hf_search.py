@@ -55,17 +55,18 @@ def hf_search_inputs(folder: str | Path, task: str | None = None, *, calib_texts
         calib_texts: calibration texts (0: none, which the search refuses with a message saying how).
         seed: calibration sample and evaluation seed.
     """
+    from prunebench.models.adapters import adapter_for
     from prunebench.models.hf import load_hf_model, load_hf_tokenizer
     from prunebench.results.correctness import pack_correct
     from prunebench.tasks.hf_distill import calibration_batches
-    from prunebench.tasks.hf_eval import model_kind, read_pooling
+    from prunebench.tasks.hf_eval import read_pooling
     from prunebench.tasks.hf_suite import HFEvaluator, probe_loss
     from prunebench.tasks.hf_text import corpus_text_task, labelled_text_task
 
     dense = load_hf_model(folder).eval()
     tokenizer = load_hf_tokenizer(folder)
     pooling = read_pooling(folder)
-    kind = model_kind(dense)
+    kind = adapter_for(dense).head_kind
     labelled = None if kind == "mlm" else labelled_text_task(task or "tweets")
     corpus = corpus_text_task() if kind == "mlm" else None
     evaluator = HFEvaluator(dense, tokenizer, task=labelled, corpus=corpus, pooling=pooling, seed=seed)

@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunebench.models.adapters import adapter_for
 from prunebench.models.batch import Batch
-from prunebench.tasks.hf_eval import MLM_MASK_PROB, Pooling, model_kind, pool
+from prunebench.tasks.hf_eval import MLM_MASK_PROB, Pooling, pool
 from prunebench.tasks.hf_text import encode_texts, pad_batch, pad_id
 from prunebench.tasks.precision import resolve_precision, step_context
 
@@ -124,7 +125,7 @@ def distill_loss(student: nn.Module, teacher: nn.Module, batch: Batch, pooling: 
     t_pool = pool(t_hidden[-1].float(), batch["attention_mask"], pooling)  # [B, D]
     s_pool = pool(s_hidden[-1].float(), batch["attention_mask"], pooling)  # [B, D]
     loss = loss + (1.0 - F.cosine_similarity(s_pool, t_pool, dim=-1)).mean()
-    kind = model_kind(student)
+    kind = adapter_for(student).head_kind
     if kind in ("mlm", "cls"):
         t_logits, s_logits = t_out.logits.float(), s_out.logits.float()
         if kind == "mlm":

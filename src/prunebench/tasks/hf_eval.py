@@ -26,7 +26,6 @@ from prunebench.tasks.hf_text import encode_texts, length_batches, pad_batch, pa
 logger = logging.getLogger(__name__)
 
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
-MODEL_KINDS = ("mlm", "cls", "base")
 MLM_MASK_PROB = 0.15
 
 
@@ -61,16 +60,6 @@ def read_pooling(folder: str | Path | None) -> Pooling:
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         logger.warning("unreadable sentence-transformers config in %s (%s); using mean pooling", root, exc)
         return Pooling()
-
-
-def model_kind(model: nn.Module) -> str:
-    """``"mlm"``, ``"cls"`` (sequence classifier) or ``"base"``, from the model's class name."""
-    name = type(model).__name__
-    if name.endswith("ForMaskedLM"):
-        return "mlm"
-    if name.endswith("ForSequenceClassification"):
-        return "cls"
-    return "base"
 
 
 def hidden_states(model: nn.Module, batch: dict[str, torch.Tensor], *, all_layers: bool = False) -> Any:

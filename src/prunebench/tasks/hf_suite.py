@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunebench.models.adapters import adapter_for
 from prunebench.tasks.hf_eval import (
     LinearProbe,
     Pooling,
@@ -30,7 +31,6 @@ from prunebench.tasks.hf_eval import (
     hidden_states,
     mask_rows,
     mlm_hits,
-    model_kind,
     pool,
 )
 from prunebench.tasks.hf_text import TextTask, pack_rows
@@ -103,7 +103,7 @@ class HFEvaluator:
     def __init__(self, dense: nn.Module, tokenizer: Any, *, task: TextTask | None = None,
                  corpus: TextTask | None = None, pooling: Pooling | None = None, max_length: int = 128,
                  mlm_seq_len: int = 128, mlm_rows: int = 256, seed: int = 0) -> None:
-        self.kind = model_kind(dense)
+        self.kind = adapter_for(dense).head_kind
         self.tokenizer = tokenizer
         self.pooling = pooling or Pooling()
         self.max_length = max_length

@@ -42,7 +42,7 @@ class HFEncoderAdapter(HFManifestMixin, HFForwardsMixin):
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""
     layout: ClassVar[Layout]
-    #: class -> head kind: ``base`` (no task head), ``mlm`` or ``classifier``.
+    #: class -> head kind (:data:`prunebench.models.arch.HEAD_KINDS`): ``base`` (no task head), ``mlm`` or ``cls``.
     model_classes: ClassVar[dict[type, str]] = {}
 
     def __init__(self, model: nn.Module, loss_fn: LossFn | None = None) -> None:

@@ -163,6 +163,26 @@ def test_mlm_distillation_and_calibration_batches_carry_labels(tok, task):
     assert [len(b["labels"]) for b in labelled] == [4, 4, 4]
 
 
+def test_hf_mlm_masking_is_the_one_mask_tokens(tok):
+    """Evaluation rows, distillation and calibration batches of HF models mask through ``mask_tokens``: the
+    tokenizer's special tokens are never selected and every row has a masked token (short rows too)."""
+    from prunebench.tasks.hf_text import mask_batch
+    from prunebench.tasks.mlm_masking import mask_tokens
+
+    texts = ["a b", "x = 1", "c", "def f(): pass"] * 8
+    for batch in (next(text_stream(tok, texts, batch_size=32, mlm=True, seed=s)) for s in range(3)):
+        selected = batch["labels"] != -100
+        assert (selected.sum(dim=1) >= 1).all()
+        special = torch.isin(batch["labels"], torch.tensor(tok.all_special_ids))
+        assert not (selected & special).any() and bool((batch["input_ids"][selected] == tok.mask_token_id).all())
+    plain = hf_text.pad_batch(hf_text.encode_texts(tok, texts, 16), hf_text.pad_id(tok))
+    got = mask_batch(plain, tok, torch.Generator().manual_seed(5))
+    maskable = ~torch.isin(plain["input_ids"], torch.tensor(tok.all_special_ids))
+    want = mask_tokens(plain["input_ids"], plain["attention_mask"], len(tok), torch.Generator().manual_seed(5),
+                       all_mask=True, mask_id=tok.mask_token_id, maskable=maskable)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
 def test_user_files_and_spec_errors(tmp_path: Path):
     with pytest.raises(ValueError, match="tweets, csv:PATH, jsonl:PATH"):
         labelled_text_task("parquet:x")

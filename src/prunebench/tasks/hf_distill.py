@@ -28,8 +28,8 @@ from torch import nn
 
 from prunebench.models.adapters import adapter_for
 from prunebench.models.batch import Batch
-from prunebench.tasks.hf_eval import MLM_MASK_PROB, Pooling, pool
-from prunebench.tasks.hf_text import encode_texts, pad_batch, pad_id
+from prunebench.tasks.hf_eval import Pooling, pool
+from prunebench.tasks.hf_text import encode_texts, mask_batch, pad_batch, pad_id
 from prunebench.tasks.precision import resolve_precision, step_context
 
 logger = logging.getLogger(__name__)
@@ -39,13 +39,13 @@ def text_stream(tokenizer: object, texts: list[str], *, batch_size: int = 16, ma
                 seed: int = 0, labels: list[int] | None = None, mlm: bool = False) -> Iterator[Batch]:
     """Endless shuffled batches of ``texts`` (fresh order each epoch, fixed by ``seed``).
 
-    ``labels`` adds class ids ([B]); ``mlm`` masks 15% of the regular tokens and adds MLM ``labels`` ([B, S]).
+    ``labels`` adds class ids ([B]); ``mlm`` masks the batch (:func:`~prunebench.tasks.hf_text.mask_batch`)
+    and adds MLM ``labels`` ([B, S]).
     """
     rows = encode_texts(tokenizer, texts, max_length)
     if not rows:
         raise ValueError("no texts to make batches from")
     gen = torch.Generator().manual_seed(seed)
-    special = torch.tensor(sorted(set(getattr(tokenizer, "all_special_ids", []))), dtype=torch.long)
     while True:
         order = torch.randperm(len(rows), generator=gen).tolist()
         for s in range(0, len(order), batch_size):
@@ -54,19 +54,8 @@ def text_stream(tokenizer: object, texts: list[str], *, batch_size: int = 16, ma
             if labels is not None:
                 batch["labels"] = torch.tensor([labels[i] for i in idx], dtype=torch.long)  # [B]
             if mlm:
-                batch = _mask(batch, tokenizer, special, gen)
+                batch = mask_batch(batch, tokenizer, gen)
             yield batch
-
-
-def _mask(batch: Batch, tokenizer: object, special: torch.Tensor, gen: torch.Generator) -> Batch:
-    ids = batch["input_ids"]
-    regular = ~torch.isin(ids, special) & batch["attention_mask"].bool()  # [B, S]
-    selected = (torch.rand(ids.shape, generator=gen) < MLM_MASK_PROB) & regular  # [B, S]
-    mask_id = getattr(tokenizer, "mask_token_id", None)
-    if mask_id is None:
-        raise ValueError("the tokenizer has no mask token; MLM batches need one")
-    return {"input_ids": ids.masked_fill(selected, int(mask_id)), "attention_mask": batch["attention_mask"],
-            "labels": torch.where(selected, ids, torch.full_like(ids, -100))}
 
 
 def calibration_batches(tokenizer: object, texts: list[str], n_sequences: int, *, batch_size: int = 8,

@@ -29,11 +29,10 @@ from prunebench.tasks.hf_eval import (
     classifier_predictions,
     embed,
     hidden_states,
-    mask_rows,
     mlm_hits,
     pool,
 )
-from prunebench.tasks.hf_text import TextTask, pack_rows
+from prunebench.tasks.hf_text import TextTask, mask_batch, pack_rows
 from prunebench.tasks.paired_ci import DeltaCI, macro_f1, mean_ci, paired_delta_ci, paired_stat_ci
 
 logger = logging.getLogger(__name__)
@@ -114,7 +113,8 @@ class HFEvaluator:
             if corpus is None:
                 raise ValueError("a masked-LM model is scored on a text corpus; pass corpus=corpus_text_task()")
             rows = pack_rows(tokenizer, corpus.texts["test"], mlm_seq_len, mlm_rows)
-            self.masked = mask_rows(rows, tokenizer, seed)
+            self.masked = mask_batch({"input_ids": rows.input_ids, "attention_mask": rows.attention_mask}, tokenizer,
+                                     torch.Generator().manual_seed(seed))
             self.test_texts: list[str] = []
         else:
             if task is None or task.labels is None:

@@ -23,6 +23,7 @@ import torch
 from prunebench.tasks import corpus
 from prunebench.tasks.base import SPLIT_NAMES, DataError, SplitData, stable_hash
 from prunebench.tasks.classification import read_labelled_texts
+from prunebench.tasks.mlm_masking import mask_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +183,21 @@ def special_ids(tokenizer: Any) -> tuple[int, int]:
 def pad_id(tokenizer: Any) -> int:
     """The tokenizer's padding id (0 when it defines none)."""
     return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+
+
+def mask_batch(batch: dict[str, torch.Tensor], tokenizer: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """``batch`` masked for an MLM model with its own tokenizer: :func:`~prunebench.tasks.mlm_masking.mask_tokens`
+    (15% of the tokens that are not special, at least one per row, every one replaced by the mask token).
+
+    Raises:
+        ValueError: the tokenizer has no mask token.
+    """
+    if getattr(tokenizer, "mask_token_id", None) is None:
+        raise ValueError("the tokenizer has no mask token; masked-LM batches need one")
+    ids = batch["input_ids"]
+    special = torch.tensor(sorted(set(getattr(tokenizer, "all_special_ids", []))), dtype=torch.long)
+    return mask_tokens(ids, batch["attention_mask"], len(tokenizer), generator, all_mask=True,
+                       mask_id=int(tokenizer.mask_token_id), maskable=~torch.isin(ids, special))
 
 
 def encode_texts(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:

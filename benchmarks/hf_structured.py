@@ -46,10 +46,11 @@ from _common import add_timing_args, timing_kwargs
 from prunebench.bench import environment, make_inputs, time_paired
 from prunebench.models.hf import hf_adapter_for, load_hf_model, load_hf_tokenizer
 from prunebench.pruning.group_importance import group_scores, shrink_refit_, shrink_uniform_
-from prunebench.tasks.hf_distill import calibration_batches, distill_, text_stream
+from prunebench.tasks import calibration_batches
+from prunebench.tasks.hf_distill import distill_
 from prunebench.tasks.hf_eval import read_pooling
 from prunebench.tasks.hf_suite import HFEvaluator, probe_loss
-from prunebench.tasks.hf_text import labelled_text_task
+from prunebench.tasks.hf_text import TokenizedTexts, labelled_text_task
 
 OUT = Path(__file__).parent / "results" / "hf_structured.json"
 
@@ -146,8 +147,8 @@ def main() -> None:
     base = ev.score(dense)
     print(f"dense: probe accuracy {base.metrics['probe_accuracy']:.4f}, majority "
           f"{max(task.labels['test'].count(c) for c in range(task.num_labels)) / len(task.labels['test']):.4f}")
-    calib = calibration_batches(tok, task.texts["train"], args.calib, batch_size=32, labels=task.labels["train"],
-                                seed=1)
+    texts = TokenizedTexts.of(task, tok)
+    calib = calibration_batches(texts, args.calib, batch_size=32, seed=1)
     check_batch = make_inputs(len(tok), 3, 24, seed=5, pad_fraction=0.3, pad_token_id=tok.pad_token_id or 0)
     timing = timing_kwargs(args, min_pairs=10)
     rows: list[dict[str, Any]] = []
@@ -180,8 +181,8 @@ def main() -> None:
         row["refit_seconds"] = round(time.perf_counter() - t0, 1)
         row["refit"] = _scores(ev.score(model))
         if args.recovery_seconds > 0:
-            stream = text_stream(tok, task.texts["train"], batch_size=16, seed=2)
-            held_out = calibration_batches(tok, task.texts["val"], 64, batch_size=64, seed=3)[0]
+            stream = texts.train_stream(16, seed=2)
+            held_out = calibration_batches(texts, 64, batch_size=64, split="val", seed=3)[0]
             hist = distill_(model, dense, stream, seconds=args.recovery_seconds, lr=args.lr, pooling=pooling,
                             held_out=held_out)
             row["recovery"] = {**_scores(ev.score(model)), **hist.to_dict()}

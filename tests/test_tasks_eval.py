@@ -76,6 +76,10 @@ def test_calibration_batches(task) -> None:
     assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(batches, again, strict=True))
     with pytest.raises(ValueError, match="positive"):
         calibration_batches(task, 0)
+    # The sample is the start of the training stream's first (seeded) epoch: rows, masking and all.
+    stream = task.train_stream(8, seed=1)
+    for got, want in zip(batches[:2], (next(stream), next(stream)), strict=True):
+        assert all(torch.equal(got[k], want[k]) for k in want)
 
 
 def test_cli_cache_dir_comes_from_flag_then_env(monkeypatch, tmp_path: Path) -> None:

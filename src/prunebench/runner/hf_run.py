@@ -38,10 +38,11 @@ from prunebench.pruning.spec import METHODS
 from prunebench.results import ResultStore
 from prunebench.results.correctness import pack_correct
 from prunebench.runner.variants import prune_spec
-from prunebench.tasks.hf_distill import calibration_batches, distill_, text_stream
+from prunebench.tasks import calibration_batches
+from prunebench.tasks.hf_distill import distill_
 from prunebench.tasks.hf_eval import read_pooling
 from prunebench.tasks.hf_suite import HFEvaluator, probe_loss
-from prunebench.tasks.hf_text import TextTask, corpus_text_task, labelled_text_task
+from prunebench.tasks.hf_text import TextTask, TokenizedTexts, corpus_text_task, labelled_text_task
 
 logger = logging.getLogger(__name__)
 
@@ -81,15 +82,12 @@ class HFRun:
         self.task, self.corpus = hf_task(config, self.kind)
         self.evaluator = HFEvaluator(self.dense, self.tokenizer, task=self.task, corpus=self.corpus,
                                      pooling=self.pooling, seed=config.seed)
-        texts = (self.task or self.corpus).texts["train"]  # type: ignore[union-attr]
-        labels = self.task.labels["train"] if self.task is not None and self.kind != "mlm" else None
-        self.calib = calibration_batches(self.tokenizer, texts, CALIB_TEXTS, batch_size=32, labels=labels,
-                                         mlm=self.kind == "mlm", seed=config.seed + 1)
-        self.train_texts = texts
-        val = (self.task or self.corpus).texts["val"]  # type: ignore[union-attr]
+        source = self.task or self.corpus
+        assert source is not None  # hf_task gives a labelled task or the corpus
+        self.texts = TokenizedTexts.of(source, self.tokenizer, mlm=self.kind == "mlm")
+        self.calib = calibration_batches(self.texts, CALIB_TEXTS, batch_size=32, seed=config.seed + 1)
         # Unseen text that decides whether distillation helped (else its weights are put back).
-        self.held_out = calibration_batches(self.tokenizer, val, 64, batch_size=64, mlm=self.kind == "mlm",
-                                            seed=config.seed + 2)[0]
+        self.held_out = calibration_batches(self.texts, 64, batch_size=64, split="val", seed=config.seed + 2)[0]
         loss_fn = probe_loss(self.evaluator.probe, self.pooling) if self.evaluator.probe is not None else None
         self.loss_fn = loss_fn
         pad = self.tokenizer.pad_token_id or 0
@@ -163,8 +161,7 @@ class HFRun:
         refit_s = time.perf_counter() - start
         details: dict[str, Any] = {"kept": kept, "criterion": "activation", "refit_seconds": refit_s}
         if self.recovery_seconds() > 0:
-            stream = text_stream(self.tokenizer, self.train_texts, batch_size=16, seed=self.config.seed,
-                                 mlm=self.kind == "mlm")
+            stream = self.texts.train_stream(16, seed=self.config.seed)
             # One held-out check mid-way (each costs about a training step; the budget is short).
             history = distill_(model, self.dense, stream, held_out=self.held_out, seconds=self.recovery_seconds(),
                                pooling=self.pooling, checks=1)

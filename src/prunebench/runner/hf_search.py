@@ -58,10 +58,10 @@ def hf_search_inputs(folder: str | Path, task: str | None = None, *, calib_texts
     from prunebench.models.adapters import adapter_for
     from prunebench.models.hf import load_hf_model, load_hf_tokenizer
     from prunebench.results.correctness import pack_correct
-    from prunebench.tasks.hf_distill import calibration_batches
+    from prunebench.tasks import calibration_batches
     from prunebench.tasks.hf_eval import read_pooling
     from prunebench.tasks.hf_suite import HFEvaluator, probe_loss
-    from prunebench.tasks.hf_text import corpus_text_task, labelled_text_task
+    from prunebench.tasks.hf_text import TokenizedTexts, corpus_text_task, labelled_text_task
 
     dense = load_hf_model(folder).eval()
     tokenizer = load_hf_tokenizer(folder)
@@ -72,9 +72,8 @@ def hf_search_inputs(folder: str | Path, task: str | None = None, *, calib_texts
     evaluator = HFEvaluator(dense, tokenizer, task=labelled, corpus=corpus, pooling=pooling, seed=seed)
     source = labelled or corpus
     assert source is not None
-    labels = labelled.labels["train"] if labelled is not None and labelled.labels is not None else None
-    calib = (calibration_batches(tokenizer, source.texts["train"], calib_texts, batch_size=CALIB_BATCH, labels=labels,
-                                 mlm=kind == "mlm", seed=seed + 1) if calib_texts > 0 else [])
+    texts = TokenizedTexts.of(source, tokenizer, mlm=kind == "mlm")
+    calib = calibration_batches(texts, calib_texts, batch_size=CALIB_BATCH, seed=seed + 1) if calib_texts > 0 else []
     loss_fn = probe_loss(evaluator.probe, pooling) if evaluator.probe is not None else None
 
     def evaluate(model: nn.Module, reference: nn.Module) -> dict[str, Any]:

@@ -185,21 +185,3 @@ def evaluate(
         correct=pack_correct(torch.cat(hits).tolist()),
     )
 
-
-def calibration_batches(
-    task: Task, n_sequences: int, batch_size: int = 8, split: str = "train", seed: int = 0
-) -> list[Batch]:
-    """``n_sequences`` labelled sequences of ``split`` for activation- or gradient-based pruning criteria.
-
-    Batches carry labels (training-style 80/10/10 masking for MLM) so gradient criteria such as Taylor can
-    compute ``task_loss``; the selection and masking are fixed by ``seed``.
-    """
-    if n_sequences <= 0 or batch_size <= 0:
-        raise ValueError(f"n_sequences and batch_size must be positive, got {n_sequences} and {batch_size}")
-    n = task.num_sequences(split)
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n, generator=generator)[: min(n_sequences, n)]  # [n_sequences]
-    return [
-        task.batch(split, order[s : s + batch_size], generator, evaluation=False)
-        for s in range(0, len(order), batch_size)
-    ]

@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
+from prunebench.models.batch import Batch
 from prunebench.tasks import corpus
-from prunebench.tasks.base import SPLIT_NAMES, DataError, SplitData, stable_hash
+from prunebench.tasks.base import SPLIT_NAMES, BatchSource, DataError, SplitData, stable_hash
 from prunebench.tasks.classification import read_labelled_texts
 from prunebench.tasks.mlm_masking import mask_tokens
 
@@ -69,6 +70,46 @@ class TextTask:
         if self.labels is None:
             raise ValueError(f"task {self.name!r} has no labels")
         return torch.tensor(self.labels[split], dtype=torch.long)  # [N]
+
+
+class TokenizedTexts(BatchSource):
+    """Texts (and class ids) of named splits as batches through one model's own tokenizer: the
+    :class:`~prunebench.tasks.base.BatchSource` of Hugging Face encoders, so their training streams
+    (:meth:`train_stream`) and :func:`~prunebench.tasks.base.calibration_batches` are the built-in tasks' own.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        texts: split -> texts; tokenized when a batch is made (truncated to ``max_length``, padded to the
+            longest row of the batch).
+        labels: split -> class ids, added as ``labels`` [B]; None for unlabelled text.
+        mlm: mask every batch for a masked-LM model (:func:`mask_batch`, in both modes: a pretrained MLM
+            was not trained on our 80/10/10 draws of its ids) and add its ``labels`` [B, S] instead.
+        name: shown in errors.
+    """
+
+    def __init__(self, tokenizer: Any, texts: dict[str, list[str]], labels: dict[str, list[int]] | None = None,
+                 *, mlm: bool = False, max_length: int = 128, name: str = "text") -> None:
+        self.tokenizer, self.texts, self.labels = tokenizer, texts, labels
+        self.mlm, self.max_length, self.name = mlm, max_length, name
+
+    @classmethod
+    def of(cls, task: TextTask, tokenizer: Any, *, mlm: bool = False, max_length: int = 128) -> TokenizedTexts:
+        """``task``'s texts through ``tokenizer``; labelled when the task is and the model is no masked LM."""
+        labels = None if mlm else task.labels
+        return cls(tokenizer, task.texts, labels, mlm=mlm, max_length=max_length, name=task.name)
+
+    def num_sequences(self, split: str) -> int:
+        """Texts in ``split`` (0 for a split it does not have)."""
+        return len(self.texts.get(split, []))
+
+    def batch(self, split: str, index: torch.Tensor, generator: torch.Generator, *, evaluation: bool) -> Batch:
+        """Texts ``index`` of ``split``, tokenized and padded; class ids or MLM masking (drawn from ``generator``)."""
+        idx = [int(i) for i in index]
+        rows = encode_texts(self.tokenizer, [self.texts[split][i] for i in idx], self.max_length)
+        batch = pad_batch(rows, pad_id(self.tokenizer))
+        if self.labels is not None:
+            batch["labels"] = torch.tensor([self.labels[split][i] for i in idx], dtype=torch.long)  # [B]
+        return mask_batch(batch, self.tokenizer, generator) if self.mlm else batch
 
 
 def builtin_task_path() -> Path:

@@ -112,6 +112,10 @@ def test_mlm_accuracy_on_packed_corpus_rows(tok, tmp_path: Path):
     res = ev.score(dense)
     assert res.primary == "masked_token_accuracy" and res.deltas["masked_token_accuracy"].delta == 0.0
     hurt = ev.score(_damage(dense, 0.9))
+    # The delta's bootstrap resamples rows, not their masked tokens.
+    assert hurt.cluster_sizes == (ev.masked["labels"] != -100).sum(dim=1).tolist()
+    assert hurt.deltas["masked_token_accuracy"].n == len(ev.masked["labels"]) < len(hurt.correct)
+    assert len(hurt.correct) == sum(hurt.cluster_sizes)
     assert hurt.metrics["embedding_cosine"] < 1.0
     with pytest.raises(ValueError, match="corpus"):
         HFEvaluator(dense, tok)

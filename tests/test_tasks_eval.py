@@ -44,6 +44,10 @@ def test_trivial_baseline_is_the_most_frequent_token_rate(task, trained) -> None
     labels = torch.cat([b["labels"][b["labels"] != IGNORE_INDEX] for b in task.eval_batches(
         "test", batch_size=8, max_batches=3, seed=0)])
     assert result.n_predictions == labels.numel()
+    # Masked tokens per sequence, in evaluation order: what the paired bootstrap resamples whole.
+    per_row = [int(n) for b in task.eval_batches("test", batch_size=8, max_batches=3, seed=0)
+               for n in (b["labels"] != IGNORE_INDEX).sum(dim=1)]
+    assert result.cluster_sizes == per_row and len(per_row) == result.n_sequences
     assert result.trivial_accuracy == pytest.approx(float((labels == task.trivial_prediction()).float().mean()))
 
 

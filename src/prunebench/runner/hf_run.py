@@ -126,6 +126,7 @@ class HFRun:
         bits = res.correct if res.correct is not None else np.zeros(0, dtype=bool)
         source = self.task if self.task is not None and self.kind != "mlm" else self.corpus
         details = {**res.to_dict(), "correct": pack_correct(bits), "n_predictions": len(bits),
+                   "cluster_sizes": res.cluster_sizes,
                    "task_key": source.key() if source else "", "split": "test", "seed": self.config.seed}
         store.put_evaluation({
             "variant": name, "accuracy": res.metrics[res.primary], "loss": None,

@@ -81,6 +81,7 @@ def hf_search_inputs(folder: str | Path, task: str | None = None, *, calib_texts
         n = len(res.correct) if res.correct is not None else res.n_examples
         bits = pack_correct(res.correct) if res.correct is not None else None  # paired comparisons need them
         return {"accuracy": res.metrics[res.primary], "metric": res.primary, "n_predictions": n, "correct": bits,
+                "cluster_sizes": res.cluster_sizes,
                 "embedding_cosine": res.metrics["embedding_cosine"], "cosine_ci": list(res.cosine_ci),
                 "metrics": dict(res.metrics), "deltas": {k: v.to_dict() for k, v in res.deltas.items()}}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -19,7 +20,8 @@ from prunebench.results.correctness import pack_correct
 from prunebench.serde import check_schema_version, reject_unknown
 from prunebench.tasks.base import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_EVAL_BATCHES, Task
 
-SCHEMA_VERSION = 1
+#: 2: ``cluster_sizes`` added (predictions per sequence, so a bootstrap resamples sequences, not tokens).
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class EvalResult:
         correct: per-prediction correctness in evaluation order, one bit each, packed as base64 text (see
             :mod:`prunebench.results.correctness`). The same seed scores the same predictions for every model,
             so two models' bits pair up one to one: what a paired bootstrap of an accuracy difference needs.
+        cluster_sizes: predictions per evaluated sequence, in order (MLM: its masked tokens, which are
+            consecutive in ``correct``); None when every sequence is one prediction (classification). The
+            bootstrap (:mod:`prunebench.analysis.bootstrap`) resamples these sequences whole.
     """
 
     task: str
@@ -59,6 +64,7 @@ class EvalResult:
     kl_divergence: float | None = None
     hidden_cosine: float | None = None
     correct: str | None = None
+    cluster_sizes: list[int] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,7 +80,8 @@ class EvalResult:
 
 
 def _outputs(model: TransformerEncoder, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(logits [N, K], targets [N], pooled hidden [B, D]) for the predictions the task scores."""
+    """(logits [N, K], targets [N], pooled hidden [B, D]) for the predictions the task scores; an MLM row's
+    predictions are consecutive (row-major order of its masked positions)."""
     mask = batch["attention_mask"]
     hidden = model.encode(batch["input_ids"], mask)  # [B, S, D]
     pooled = model.pool(hidden, mask)  # [B, D]
@@ -85,16 +92,17 @@ def _outputs(model: TransformerEncoder, batch: Batch) -> tuple[torch.Tensor, tor
     return model.classify(hidden, mask), labels, pooled  # [B, C], [B], [B, D]
 
 
-def _macro_f1(pred: torch.Tensor, target: torch.Tensor, num_labels: int) -> float:
-    """Mean F1 over the classes that occur in targets or predictions."""
-    scores = []
-    for c in range(num_labels):
-        tp = int(((pred == c) & (target == c)).sum())
-        fp = int(((pred == c) & (target != c)).sum())
-        fn = int(((pred != c) & (target == c)).sum())
-        if tp + fp + fn > 0:
-            scores.append(2 * tp / (2 * tp + fp + fn))
-    return sum(scores) / len(scores) if scores else 0.0
+def macro_f1(pred: np.ndarray, target: np.ndarray, num_labels: int) -> float:
+    """Mean F1 over the classes present in targets or predictions (numpy: also used inside bootstraps)."""
+    pairs = np.bincount(target * num_labels + pred, minlength=num_labels * num_labels)
+    confusion = pairs.reshape(num_labels, num_labels)  # [true, pred]
+    tp = np.diag(confusion).astype(np.float64)
+    fp = confusion.sum(axis=0) - tp
+    fn = confusion.sum(axis=1) - tp
+    present = (tp + fp + fn) > 0
+    if not present.any():
+        return 0.0
+    return float((2 * tp[present] / (2 * tp[present] + fp[present] + fn[present])).mean())
 
 
 def _check_pair(model: TransformerEncoder, reference: TransformerEncoder, task: Task) -> None:
@@ -143,7 +151,7 @@ def evaluate(
         correct = total = trivial_hits = n_seq = 0
         loss_sum = kl_sum = cos_sum = 0.0
         agree = 0
-        preds, targets, hits = [], [], []
+        preds, targets, hits, sizes = [], [], [], []
         for batch in batches:
             logits, target, pooled = _outputs(model, batch)  # [N, K], [N], [B, D]
             logp = F.log_softmax(logits.double(), dim=-1)  # [N, K]
@@ -154,6 +162,8 @@ def evaluate(
             total += int(target.numel())
             loss_sum += float(F.nll_loss(logp, target, reduction="sum"))
             n_seq += int(pooled.shape[0])
+            if task.head is TaskHead.MLM:
+                sizes += (batch["labels"] != IGNORE_INDEX).sum(dim=1).tolist()  # this batch's rows, in order
             preds.append(pred)
             targets.append(target)
             if reference is not None:
@@ -178,10 +188,11 @@ def evaluate(
         n_sequences=n_seq,
         n_batches=len(batches),
         seed=seed,
-        macro_f1=None if is_mlm else _macro_f1(torch.cat(preds), torch.cat(targets), task.num_labels),
+        macro_f1=None if is_mlm else macro_f1(torch.cat(preds).numpy(), torch.cat(targets).numpy(), task.num_labels),
         agreement=None if reference is None else agree / total,
         kl_divergence=None if reference is None else kl_sum / total,
         hidden_cosine=None if reference is None else cos_sum / n_seq,
         correct=pack_correct(torch.cat(hits).tolist()),
+        cluster_sizes=sizes if is_mlm else None,
     )
 

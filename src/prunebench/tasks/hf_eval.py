@@ -1,7 +1,7 @@
 """Scoring Hugging Face encoders: pooled embeddings, a frozen linear probe, MLM and classifier accuracy.
 
 Every function returns *per-example* results (not only a mean), so that the deltas between a pruned model
-and the dense one get paired confidence intervals (:mod:`prunebench.tasks.paired_ci`).
+and the dense one get paired confidence intervals (:mod:`prunebench.analysis.bootstrap`).
 
 Pooling follows the model folder's own sentence-transformers config when it has one (``modules.json``
 naming a ``Pooling`` module, its ``config.json`` giving the mode, and a ``Normalize`` module), so the

@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunebench.analysis.bootstrap import DeltaCI, mean_ci, paired_delta_ci, paired_stat_ci
 from prunebench.models.adapters import adapter_for
+from prunebench.tasks.evaluation import macro_f1
 from prunebench.tasks.hf_eval import (
     LinearProbe,
     Pooling,
@@ -33,7 +35,6 @@ from prunebench.tasks.hf_eval import (
     pool,
 )
 from prunebench.tasks.hf_text import TextTask, mask_batch, pack_rows
-from prunebench.tasks.paired_ci import DeltaCI, macro_f1, mean_ci, paired_delta_ci, paired_stat_ci
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class HFAccuracy:
         n_examples: test examples (sequences for MLM) every metric was computed on.
         correct: per-prediction correctness of the headline metric (examples; masked tokens for MLM), in a
             fixed order shared by every model scored by one evaluator (not part of :meth:`to_dict`).
+        cluster_sizes: MLM: masked tokens per row (consecutive in ``correct``), which the paired bootstrap
+            resamples whole; None when every example is one prediction.
     """
 
     kind: str
@@ -62,6 +65,7 @@ class HFAccuracy:
     n_examples: int
     info: dict[str, Any] = field(default_factory=dict)
     correct: np.ndarray | None = field(default=None, repr=False, compare=False)
+    cluster_sizes: list[int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def primary(self) -> str:
@@ -182,7 +186,8 @@ class HFEvaluator:
         if self.kind == "mlm":
             name = "masked_token_accuracy"
             metrics[name] = float(out["hits"].sum() / out["counts"].sum())
-            deltas[name] = paired_delta_ci(ref["hits"], out["hits"], out["counts"], seed=self.seed)
+            sizes: list[int] | None = out["counts"].tolist()
+            deltas[name] = paired_delta_ci(ref["tokens"], out["tokens"], sizes, seed=self.seed)
             correct = out["tokens"]
         else:
             y = self.test_labels
@@ -195,10 +200,10 @@ class HFEvaluator:
                 lambda i: macro_f1(out["pred"][i], y[i], k), lambda i: macro_f1(ref["pred"][i], y[i], k),
                 len(y), seed=self.seed,
             )
-            correct = out["pred"] == y
+            correct, sizes = out["pred"] == y, None
         info = {"task": self.task.name if self.task else "corpus", "pooling": self.pooling.mode,
                 "normalize": self.pooling.normalize}
-        return HFAccuracy(self.kind, metrics, deltas, (cos_low, cos_high), len(cos), info, correct)
+        return HFAccuracy(self.kind, metrics, deltas, (cos_low, cos_high), len(cos), info, correct, sizes)
 
     def trivial_accuracy(self) -> float:
         """Accuracy of always predicting the majority train class (MLM: the most frequent masked test token)."""

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from prunebench.models.batch import Batch
-from prunebench.pruning.calibration import tap_linears
+from prunebench.pruning.refit import refit_outputs_
 
 GROUP_SCORES = ("activation", "taylor", "l2")
 
@@ -153,64 +153,19 @@ def shrink_uniform_(adapter: Any, sparsity: float, scores: dict[str, list[torch.
     return kept
 
 
-def _capture(adapter: Any, lins: Sequence[torch.nn.Linear], calib: Sequence[Batch], want: str,
-             stop: bool = False) -> list[torch.Tensor]:
-    """Per Linear of ``lins``, [real tokens, width] of its ``want`` (``input`` / ``output``) over ``calib``.
-
-    With ``stop`` (one Linear) the forward ends right after it: later layers cannot change what it saw.
-    """
-    stores: list[list[torch.Tensor]] = [[] for _ in lins]
-    tap_linears(adapter, dict(enumerate(lins)), calib, lambda k, rows: stores[k].append(rows.double()),
-                what="in" if want == "input" else "out", stop=stop)
-    return [torch.cat(st) for st in stores]
-
-
 @torch.no_grad()
 def shrink_refit_(adapter: Any, dense: Any, sparsity: float, scores: dict[str, list[torch.Tensor]],
                   calib: Sequence[Batch], ridge: float = 1e-3) -> dict[str, list[list[int]]]:
-    """:func:`shrink_uniform_`, then refit each shrunk output projection by least squares, layer by layer.
-
-    After removing groups of layer ``i``, its attention (then FFN) output projection is refitted, bias
-    included, so that on the calibration tokens it reproduces the *dense* model's output of that projection
-    from the inputs the *pruned* model now produces there: the kept groups take over what the removed ones
-    contributed on average, and earlier layers' errors are corrected on the way. A ridge term of
-    ``ridge * mean(diag(X^T X))`` keeps the solve well conditioned. Needs more calibration tokens than kept
-    groups' width (hundreds of short texts suffice).
+    """:func:`shrink_uniform_`, then the least-squares refit of every shrunk output projection
+    (:func:`prunebench.pruning.refit.refit_outputs_`: layer by layer, to the *dense* model's outputs, from the
+    inputs the pruned model now produces), a plain ridge of ``ridge * mean(diag(X^T X))``. Needs more
+    calibration tokens than kept groups' width (hundreds of short texts suffice).
 
     Args:
         adapter: adapter of the model to shrink (in place); ``dense``: adapter of an unpruned copy.
     """
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     if not calib:
         raise ValueError("refitting needs calibration batches")
-    was = (adapter.model.training, dense.model.training)
-    adapter.model.eval()
-    dense.model.eval()
-    kept: dict[str, list[list[int]]] = {"heads": [], "neurons": []}
-    try:
-        # Every dense target in one pass: [tokens, D] per (layer, projection).
-        targets = _capture(dense, [lin for i in range(dense.n_layers) for lin in _out_linears(dense, i)], calib,
-                           "output")
-        for i in range(adapter.n_layers):
-            for kind, slot in (("heads", 0), ("neurons", 1)):
-                n = adapter.group_count(kind, i)
-                keep = max(1 if kind == "heads" else 0, math.floor((1.0 - sparsity) * n + 0.5))
-                idx = top_k(scores[kind][i], keep)
-                kept[kind].append(idx)
-                if len(idx) == n:
-                    continue
-                target = targets[2 * i + slot]  # [T, D]
-                adapter.keep_groups_(kind, i, idx)
-                lin = _out_linears(adapter, i)[slot]
-                x = _capture(adapter, [lin], calib, "input", stop=True)[0]  # [T, K]
-                x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)  # [T, K+1]
-                gram = x1.T @ x1  # [K+1, K+1]
-                gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
-                sol = torch.linalg.solve(gram, x1.T @ target)  # [K+1, D]
-                lin.weight.copy_(sol[:-1].T.to(lin.weight.dtype))
-                lin.bias.copy_(sol[-1].to(lin.bias.dtype))
-    finally:
-        adapter.model.train(was[0])
-        dense.model.train(was[1])
+    kept = shrink_uniform_(adapter, sparsity, scores)
+    refit_outputs_(adapter, dense, calib, ridge=ridge, prior="zero")
     return kept

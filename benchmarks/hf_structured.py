@@ -45,7 +45,8 @@ from _common import add_timing_args, timing_kwargs
 
 from prunebench.bench import environment, make_inputs, time_paired
 from prunebench.models.hf import hf_adapter_for, load_hf_model, load_hf_tokenizer
-from prunebench.pruning.group_importance import group_scores, shrink_refit_, shrink_uniform_
+from prunebench.pruning.criteria import criteria_for, get_criterion
+from prunebench.pruning.group_importance import shrink_refit_, shrink_uniform_
 from prunebench.tasks import calibration_batches
 from prunebench.tasks.hf_distill import distill_
 from prunebench.tasks.hf_eval import read_pooling
@@ -53,6 +54,7 @@ from prunebench.tasks.hf_suite import HFEvaluator, probe_loss
 from prunebench.tasks.hf_text import TokenizedTexts, labelled_text_task
 
 OUT = Path(__file__).parent / "results" / "hf_structured.json"
+KINDS = ("heads", "neurons")
 
 
 def _default_model() -> str:
@@ -119,7 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="HF model folder (default: all-MiniLM-L6-v2 from its wheel)")
     parser.add_argument("--sparsities", default="0.3,0.5,0.7")
-    parser.add_argument("--criterion", default="activation", choices=("activation", "taylor", "l2"))
+    parser.add_argument("--criterion", default="activation", choices=criteria_for("structured"))
     parser.add_argument("--recovery-seconds", type=float, default=180.0)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--calib", type=int, default=256, help="calibration texts (scores and refit)")
@@ -157,8 +159,8 @@ def main() -> None:
     for sparsity in (float(s) for s in args.sparsities.split(",")):
         if args.timing_only:
             model = copy.deepcopy(dense)
-            shrink_uniform_(hf_adapter_for(model), sparsity, group_scores(hf_adapter_for(dense), "activation",
-                                                                          calib[:2]))
+            shrink_uniform_(hf_adapter_for(model), sparsity, get_criterion("activation").group_scores_many(
+                hf_adapter_for(dense), KINDS, calib[:2], 0))
             ad = hf_adapter_for(model)
             rows.append({"sparsity": sparsity, "shape": ad.layer_widths()[0]})
             pruned.append(ad)
@@ -166,7 +168,7 @@ def main() -> None:
         if scores is None:  # scores of the dense model: the same at every sparsity
             adapter = hf_adapter_for(copy.deepcopy(dense), loss_fn=probe_loss(ev.probe, pooling))
             t0 = time.perf_counter()
-            scores = group_scores(adapter, args.criterion, calib[:8])
+            scores = get_criterion(args.criterion).group_scores_many(adapter, KINDS, calib[:8], 0)
             score_s = time.perf_counter() - t0
         diff = _check_shrink(dense, scores, sparsity, check_batch)
         if diff > 1e-4:

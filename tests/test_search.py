@@ -204,6 +204,25 @@ def test_importance_fisher_squares_the_gate_gradient_and_dead_groups_score_zero(
     assert not any(p.grad is not None for p in model.parameters())
 
 
+def test_search_importance_is_the_criteria_registry_and_takes_only_loss_changes(tiny_model):
+    """The search scores groups with the same registered criteria as every pruning run; it accepts those whose
+    scores are a loss change (comparable across heads and neurons), and a given loss replaces the model's."""
+    from prunebench.pruning.criteria import get_criterion
+
+    calib = _calib(97, n=2)
+    taylor = group_importance(tiny_model, calib, "taylor")
+    engine = get_criterion("taylor").group_scores_many(adapter_for(tiny_model), ("heads", "neurons"), calib, 0)
+    assert all(torch.equal(a, b) for a, b in zip(taylor.heads + taylor.neurons,
+                                                 engine["heads"] + engine["neurons"], strict=True))
+    with pytest.raises(ValueError, match="unknown search criterion 'l2'; choose from: taylor, fisher"):
+        SearchOptions(targets=(1.5,), criterion="l2")
+    with pytest.raises(ValueError, match="choose from: taylor, fisher"):
+        group_importance(tiny_model, calib, "activation")
+    doubled = group_importance(tiny_model, calib, "taylor", loss_fn=lambda m, b: 2 * adapter_for(m).loss(b))
+    for a, b in zip(doubled.heads + doubled.neurons, taylor.heads + taylor.neurons, strict=True):
+        torch.testing.assert_close(a, 2 * b)
+
+
 def test_missing_calibration_data_says_how_to_provide_it(tiny_model):
     with pytest.raises(ValueError, match="needs calibration data.*calibration_batches"):
         group_importance(tiny_model, None)

@@ -33,7 +33,8 @@ from prunebench.config import RunConfig
 from prunebench.models import save_model
 from prunebench.models.batch import Batch
 from prunebench.pruning import apply_plan_, check_fidelity, prune_with_plan_, save_pruned
-from prunebench.pruning.group_importance import activation_scores, shrink_refit_, shrink_uniform_
+from prunebench.pruning.criteria import get_criterion
+from prunebench.pruning.group_importance import shrink_refit_, shrink_uniform_
 from prunebench.pruning.spec import METHODS
 from prunebench.results import ResultStore
 from prunebench.results.correctness import pack_correct
@@ -51,6 +52,8 @@ logger = logging.getLogger(__name__)
 QUICK_RECOVERY_SECONDS = 1.0
 #: Calibration texts for activation scores, the refit and Wanda / Taylor.
 CALIB_TEXTS = 256
+#: The criterion (registry name) ranking heads and neurons of a structured HF variant.
+STRUCTURED_CRITERION = "activation"
 
 
 def hf_task(config: RunConfig, kind: str) -> tuple[TextTask | None, TextTask | None]:
@@ -145,7 +148,8 @@ class HFRun:
         """Activation-ranked heads + neurons removed, checked against the masked reference, refitted, distilled."""
         dense_ad = self.adapter_for(self.dense)
         if self._scores is None:  # the dense model's scores: the same for every sparsity
-            self._scores = activation_scores(dense_ad, self.calib[:8])
+            self._scores = get_criterion(STRUCTURED_CRITERION).group_scores_many(
+                dense_ad, ("heads", "neurons"), self.calib[:8], self.config.seed)
         scores = self._scores
         shrunk, masked = copy.deepcopy(self.dense), copy.deepcopy(self.dense)
         kept = shrink_uniform_(self.adapter_for(shrunk), sparsity, scores)
@@ -160,7 +164,7 @@ class HFRun:
         start = time.perf_counter()
         shrink_refit_(self.adapter_for(model), dense_ad, sparsity, scores, self.calib)
         refit_s = time.perf_counter() - start
-        details: dict[str, Any] = {"kept": kept, "criterion": "activation", "refit_seconds": refit_s}
+        details: dict[str, Any] = {"kept": kept, "criterion": STRUCTURED_CRITERION, "refit_seconds": refit_s}
         if self.recovery_seconds() > 0:
             stream = self.texts.train_stream(16, seed=self.config.seed)
             # One held-out check mid-way (each costs about a training step; the budget is short).

@@ -27,6 +27,7 @@ class Fisher(Criterion):
     needs_calibration = True
     needs_labels = True
     methods = ("magnitude", "structured")
+    loss_change = True
 
     def weight_scores(
         self, adapter: ArchAdapter, calib: Sequence[Batch] | None, seed: int

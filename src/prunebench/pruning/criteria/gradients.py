@@ -20,10 +20,14 @@ Term = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def sum_over_batches(
-    adapter: ArchAdapter, tensors: list[torch.Tensor], batches: Sequence[Batch], term: Term
+    adapter: ArchAdapter, tensors: list[torch.Tensor], batches: Sequence[Batch], term: Term,
+    dtype: torch.dtype | None = None,
 ) -> list[torch.Tensor]:
-    """Per tensor, the sum over ``batches`` of ``term(dLoss/dtensor, tensor)`` (unused tensors add nothing)."""
-    acc = [torch.zeros_like(t) for t in tensors]
+    """Per tensor, the sum over ``batches`` of ``term(dLoss/dtensor, tensor)`` (unused tensors add nothing).
+
+    ``dtype``: compute each term and the sum in it (gradients cast first); None: the tensors' own dtype.
+    """
+    acc = [torch.zeros_like(t, dtype=dtype) for t in tensors]
     device = model_device(adapter.model)
     frozen = [t for t in tensors if not t.requires_grad]
     try:
@@ -35,7 +39,7 @@ def sum_over_batches(
                 grads = torch.autograd.grad(loss, tensors, allow_unused=True)
                 for a, g, t in zip(acc, grads, tensors, strict=True):
                     if g is not None:  # e.g. a layer with 0 heads never uses its (empty) gate
-                        a += term(g.detach(), t.detach())
+                        a += term(g.detach().to(a.dtype), t.detach().to(a.dtype))
     finally:
         for t in frozen:
             t.requires_grad_(False)
@@ -47,13 +51,17 @@ def gate_sums(
 ) -> dict[str, list[torch.Tensor]]:
     """:func:`sum_over_batches` of the adapter's group gates of every kind, from one backward per batch.
 
+    Terms are summed in float64 (a gate is one number per group, so it costs nothing, and a float32 sum over
+    hundreds of batches would decide near ties by rounding); the engine's structured criteria and the latency
+    search's importance read these sums.
+
     Returns:
-        kind -> per-layer [groups] tensors (``layers``: one [n_layers] tensor).
+        kind -> per-layer [groups] float64 tensors (``layers``: one [n_layers] tensor).
     """
     with ExitStack() as stack:
         gates = {kind: stack.enter_context(adapter.gates(kind)) for kind in kinds}
         flat = [g for kind in kinds for g in gates[kind]]
-        acc = sum_over_batches(adapter, flat, batches, term)
+        acc = sum_over_batches(adapter, flat, batches, term, dtype=torch.float64)
     out, start = {}, 0
     for kind in kinds:
         part = acc[start:start + len(gates[kind])]

@@ -25,6 +25,7 @@ class Taylor(Criterion):
     needs_calibration = True
     needs_labels = True
     methods = ("magnitude", "structured")
+    loss_change = True
 
     def weight_scores(
         self, adapter: ArchAdapter, calib: Sequence[Batch] | None, seed: int

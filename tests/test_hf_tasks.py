@@ -112,6 +112,19 @@ def test_mlm_accuracy_on_packed_corpus_rows(tok, tmp_path: Path):
     res = ev.score(dense)
     assert res.primary == "masked_token_accuracy" and res.deltas["masked_token_accuracy"].delta == 0.0
     hurt = ev.score(_damage(dense, 0.9))
+    # One evaluation record for every model: the HF one is an EvalResult, stored like the built-in run's.
+    from prunebench.analysis.accuracy import delta_ci
+    from prunebench.tasks.evaluation import EvalResult
+
+    record = ev.result(hurt)
+    assert EvalResult.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+    assert record.metric == "masked_token_accuracy" and record.accuracy == hurt.metrics["masked_token_accuracy"]
+    row = record.record("hurt")
+    assert set(row) == {"variant", "accuracy", "loss", "agreement", "kl", "cosine", "trivial_accuracy",
+                        "metric_name", "details"}
+    # ... whose bits and rows the report's paired bootstrap reads, as it reads the built-in run's.
+    delta = hurt.deltas["masked_token_accuracy"]
+    assert delta_ci(row, ev.result(res).record("dense")) == (delta.low, delta.high)
     # The delta's bootstrap resamples rows, not their masked tokens.
     assert hurt.cluster_sizes == (ev.masked["labels"] != -100).sum(dim=1).tolist()
     assert hurt.deltas["masked_token_accuracy"].n == len(ev.masked["labels"]) < len(hurt.correct)

@@ -33,7 +33,7 @@ def run_hf_eval(args: argparse.Namespace) -> int:
     evaluator = HFEvaluator(reference, tokenizer, task=task, corpus=corpus, pooling=pooling, seed=args.seed)
     res = evaluator.score(model)
     if args.json:
-        console().print_json(json.dumps({**res.to_dict(), "trivial_accuracy": evaluator.trivial_accuracy()}))
+        console().print_json(json.dumps(evaluator.result(res).to_dict()))  # the record `eval --json` prints for all
         return 0
     table = Table(title=f"{args.model_dir} on {task.name if task else 'corpus'} (test, {res.n_examples} examples, "
                         f"reference {reference_dir})")

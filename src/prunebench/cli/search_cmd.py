@@ -101,8 +101,8 @@ def _inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 def _ci(d: dict[str, Any] | None, key: str = "accuracy") -> str:
     if not d:
         return "-"
-    if key == "agreement" and "agreement" not in d:  # HF encoders: the embedding cosine to dense instead
-        return f"cos {d['embedding_cosine']:.3f}" if "embedding_cosine" in d else "-"
+    if key == "agreement" and d.get("agreement") is None:  # HF encoders: the embedding cosine to dense instead
+        return f"cos {d['hidden_cosine']:.3f}" if d.get("hidden_cosine") is not None else "-"
     lo, hi = d[f"{key}_ci"]
     return f"{d[key]:.2%} [{lo:.2%}-{hi:.2%}]"
 

@@ -13,8 +13,9 @@ pretrained model needs instead of training:
              calibration from task text; each saved, reloaded bit-identically, and scored on the same examples
     bench    the HF modules timed paired against dense, as the main run does
 
-Evaluation records carry per-example correctness of the headline metric (base64 bits), so the report's
-accuracy deltas get their paired bootstrap CI, plus every HF metric with its own paired CI under ``details``.
+Evaluation records are the built-in run's (:class:`~prunebench.tasks.evaluation.EvalResult`): per-example
+correctness of the headline metric (base64 bits), so the report's accuracy deltas get their paired bootstrap
+CI, plus every HF metric with its own paired CI under ``details.extra``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from prunebench.bench import disk_bytes
@@ -37,7 +37,6 @@ from prunebench.pruning.criteria import get_criterion
 from prunebench.pruning.group_importance import shrink_refit_, shrink_uniform_
 from prunebench.pruning.spec import METHODS
 from prunebench.results import ResultStore
-from prunebench.results.correctness import pack_correct
 from prunebench.runner.variants import prune_spec
 from prunebench.tasks import calibration_batches
 from prunebench.tasks.hf_distill import distill_
@@ -124,18 +123,10 @@ class HFRun:
         }
 
     def evaluate(self, store: ResultStore, name: str, model: torch.nn.Module) -> None:
-        """Score ``model`` on the HF task and store the evaluation (headline metric + per-example bits)."""
+        """Score ``model`` on the HF task and store the evaluation (the one record: headline metric and its
+        per-prediction bits, every HF metric with its paired delta under ``details.extra``)."""
         res = self.evaluator.score(model)
-        bits = res.correct if res.correct is not None else np.zeros(0, dtype=bool)
-        source = self.task if self.task is not None and self.kind != "mlm" else self.corpus
-        details = {**res.to_dict(), "correct": pack_correct(bits), "n_predictions": len(bits),
-                   "cluster_sizes": res.cluster_sizes,
-                   "task_key": source.key() if source else "", "split": "test", "seed": self.config.seed}
-        store.put_evaluation({
-            "variant": name, "accuracy": res.metrics[res.primary], "loss": None,
-            "agreement": None, "kl": None, "cosine": res.metrics["embedding_cosine"],
-            "trivial_accuracy": self.evaluator.trivial_accuracy(), "metric_name": res.primary, "details": details,
-        })
+        store.put_evaluation(self.evaluator.result(res).record(name))
         self.tick("eval", f"{name}: {res.describe()}")
 
     # -------------------------------------------------------------------------------------- variants

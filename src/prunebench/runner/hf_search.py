@@ -32,7 +32,8 @@ class HFSearchInputs:
     Attributes:
         dense: the model (eval mode).
         calib: labelled calibration batches.
-        evaluate: ``evaluate(model, dense) -> {"accuracy", "n_predictions", "metric", "embedding_cosine", ...}``.
+        evaluate: ``evaluate(model, dense) -> EvalResult.to_dict()`` (``accuracy``, ``n_predictions``, ``metric``,
+            ``hidden_cosine``, ``correct``, ``extra``, ...), as the built-in search's.
         loss_fn: the task loss of a base encoder (frozen probe), else None (the adapter's own loss).
         info: what the figures were measured on (model, kind, task, pooling).
     """
@@ -57,7 +58,6 @@ def hf_search_inputs(folder: str | Path, task: str | None = None, *, calib_texts
     """
     from prunebench.models.adapters import adapter_for
     from prunebench.models.hf import load_hf_model, load_hf_tokenizer
-    from prunebench.results.correctness import pack_correct
     from prunebench.tasks import calibration_batches
     from prunebench.tasks.hf_eval import read_pooling
     from prunebench.tasks.hf_suite import HFEvaluator, probe_loss
@@ -77,13 +77,8 @@ def hf_search_inputs(folder: str | Path, task: str | None = None, *, calib_texts
     loss_fn = probe_loss(evaluator.probe, pooling) if evaluator.probe is not None else None
 
     def evaluate(model: nn.Module, reference: nn.Module) -> dict[str, Any]:
-        res = evaluator.score(model)  # paired against the evaluator's dense model (``reference``)
-        n = len(res.correct) if res.correct is not None else res.n_examples
-        bits = pack_correct(res.correct) if res.correct is not None else None  # paired comparisons need them
-        return {"accuracy": res.metrics[res.primary], "metric": res.primary, "n_predictions": n, "correct": bits,
-                "cluster_sizes": res.cluster_sizes,
-                "embedding_cosine": res.metrics["embedding_cosine"], "cosine_ci": list(res.cosine_ci),
-                "metrics": dict(res.metrics), "deltas": {k: v.to_dict() for k, v in res.deltas.items()}}
+        # Paired against the evaluator's dense model (``reference``); the same record as the built-in search's.
+        return evaluator.result(evaluator.score(model)).to_dict()
 
     info = {"model": str(folder), "kind": kind, "task": labelled.info if labelled else None,
             "corpus": corpus.info if corpus else None, "pooling": pooling.__dict__,

@@ -25,7 +25,6 @@ from prunebench.runner.executors import Executor, LocalExecutor, Unit
 from prunebench.runner.executors.units import (
     ModelSource,
     as_model,
-    evaluation_record,
     folder_files,
     model_files,
     prepare_unit,
@@ -306,6 +305,6 @@ def _evaluate(
         logger.exception("evaluating %s failed", name)
         tick("eval", f"{name}: FAILED ({exc})")
         return
-    store.put_evaluation(evaluation_record(name, result))
+    store.put_evaluation(result.record(name))
     tick("eval", f"{name}: accuracy {result.accuracy:.3f}")
 

@@ -6,7 +6,7 @@ KL(reference || model) of the output distributions, and cosine similarity of mea
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -20,32 +20,41 @@ from prunebench.results.correctness import pack_correct
 from prunebench.serde import check_schema_version, reject_unknown
 from prunebench.tasks.base import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_EVAL_BATCHES, Task
 
-#: 2: ``cluster_sizes`` added (predictions per sequence, so a bootstrap resamples sequences, not tokens).
+#: 2: ``cluster_sizes`` (predictions per sequence, so a bootstrap resamples sequences, not tokens) and
+#: ``extra`` added, ``loss`` and ``n_batches`` optional: Hugging Face evaluations use the same record.
 SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Accuracy of one model on one split (and its fidelity to a reference, when one was given).
+    """Accuracy of one model on one split (and its fidelity to a reference, when one was given): the one
+    evaluation record of every model, built-in (:func:`evaluate`) or Hugging Face
+    (:meth:`prunebench.tasks.hf_suite.HFEvaluator.result`); :meth:`record` is its row in the store.
 
     Attributes:
         task: task name; ``task_key`` is the hash of its fingerprint.
         split: evaluated split.
-        metric: ``"masked_token_accuracy"`` (MLM) or ``"accuracy"`` (classification).
+        metric: the headline metric: ``"masked_token_accuracy"`` (MLM), ``"accuracy"`` (classification),
+            ``"probe_accuracy"`` (an HF base encoder through its frozen probe).
         accuracy: top-1 accuracy over ``n_predictions`` masked tokens or examples.
-        loss: mean cross-entropy (nats) over the same predictions.
+        loss: mean cross-entropy (nats) over the same predictions (None where the model has no loss of its
+            own to report: HF evaluations).
         trivial_accuracy: accuracy of always predicting the most frequent train token / majority class.
         macro_f1: classification only.
         agreement: fraction of predictions equal to the reference model's (None without a reference).
         kl_divergence: mean KL(reference || model) in nats per prediction.
-        hidden_cosine: mean cosine similarity of the mean-pooled final hidden states per sequence.
-        n_predictions, n_sequences, n_batches, seed: what was evaluated.
+        hidden_cosine: mean cosine similarity of each sequence's pooled final hidden state to the
+            reference's (mean pooling for prunebench encoders; an HF model's own sentence-transformers pooling).
+        n_predictions, n_sequences, n_batches, seed: what was evaluated (``n_batches`` None where batching
+            is the evaluator's own business).
         correct: per-prediction correctness in evaluation order, one bit each, packed as base64 text (see
             :mod:`prunebench.results.correctness`). The same seed scores the same predictions for every model,
             so two models' bits pair up one to one: what a paired bootstrap of an accuracy difference needs.
         cluster_sizes: predictions per evaluated sequence, in order (MLM: its masked tokens, which are
             consecutive in ``correct``); None when every sequence is one prediction (classification). The
             bootstrap (:mod:`prunebench.analysis.bootstrap`) resamples these sequences whole.
+        extra: figures particular to the evaluator, JSON-ready (HF: ``kind``, every ``metrics`` value, their
+            paired ``deltas`` to dense, ``cosine_ci``, ``pooling``).
     """
 
     task: str
@@ -53,11 +62,11 @@ class EvalResult:
     split: str
     metric: str
     accuracy: float
-    loss: float
+    loss: float | None
     trivial_accuracy: float
     n_predictions: int
     n_sequences: int
-    n_batches: int
+    n_batches: int | None
     seed: int
     macro_f1: float | None = None
     agreement: float | None = None
@@ -65,11 +74,20 @@ class EvalResult:
     hidden_cosine: float | None = None
     correct: str | None = None
     cluster_sizes: list[int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
         return asdict(self)
+
+    def record(self, variant: str) -> dict[str, Any]:
+        """The store's evaluation row of ``variant``: headline columns, everything in ``details``."""
+        return {
+            "variant": variant, "accuracy": self.accuracy, "loss": self.loss, "agreement": self.agreement,
+            "kl": self.kl_divergence, "cosine": self.hidden_cosine, "trivial_accuracy": self.trivial_accuracy,
+            "metric_name": self.metric, "details": self.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalResult:

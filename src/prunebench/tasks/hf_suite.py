@@ -24,7 +24,8 @@ from torch import nn
 
 from prunebench.analysis.bootstrap import DeltaCI, mean_ci, paired_delta_ci, paired_stat_ci
 from prunebench.models.adapters import adapter_for
-from prunebench.tasks.evaluation import macro_f1
+from prunebench.results.correctness import pack_correct
+from prunebench.tasks.evaluation import EvalResult, macro_f1
 from prunebench.tasks.hf_eval import (
     LinearProbe,
     Pooling,
@@ -112,6 +113,7 @@ class HFEvaluator:
         self.max_length = max_length
         self.seed = seed
         self.task = task
+        self.corpus = corpus
         self.probe: LinearProbe | None = None
         if self.kind == "mlm":
             if corpus is None:
@@ -204,6 +206,25 @@ class HFEvaluator:
         info = {"task": self.task.name if self.task else "corpus", "pooling": self.pooling.mode,
                 "normalize": self.pooling.normalize}
         return HFAccuracy(self.kind, metrics, deltas, (cos_low, cos_high), len(cos), info, correct, sizes)
+
+    def result(self, res: HFAccuracy) -> EvalResult:
+        """``res`` as the one evaluation record (:class:`~prunebench.tasks.evaluation.EvalResult`): the headline
+        metric and its per-prediction correctness (with masked tokens per row for MLM), what it was measured on,
+        and every HF metric with its paired delta to dense under ``extra``."""
+        source = self.corpus if self.kind == "mlm" else self.task
+        correct = res.correct if res.correct is not None else np.zeros(0, dtype=bool)
+        prefix = "probe_" if self.kind == "base" else ""
+        return EvalResult(
+            task=source.name if source else "", task_key=source.key() if source else "", split="test",
+            metric=res.primary, accuracy=res.metrics[res.primary], loss=None,
+            trivial_accuracy=self.trivial_accuracy(), n_predictions=len(correct), n_sequences=res.n_examples,
+            n_batches=None, seed=self.seed, macro_f1=res.metrics.get(f"{prefix}macro_f1"),
+            hidden_cosine=res.metrics["embedding_cosine"], correct=pack_correct(correct),
+            cluster_sizes=res.cluster_sizes,
+            extra={"kind": res.kind, "metrics": dict(res.metrics),
+                   "deltas": {k: v.to_dict() for k, v in res.deltas.items()}, "cosine_ci": list(res.cosine_ci),
+                   **{k: v for k, v in res.info.items() if k != "task"}},
+        )
 
     def trivial_accuracy(self) -> float:
         """Accuracy of always predicting the majority train class (MLM: the most frequent masked test token)."""

@@ -14,14 +14,13 @@ summed over calibration batches (each batch's mean over its real tokens). Needs 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import torch
-from torch import nn
 
 from prunebench.models.arch import ArchAdapter
 from prunebench.models.batch import Batch
-from prunebench.pruning.calibration import check_calib, evaluation_mode, model_device, to_device
+from prunebench.pruning.calibration import check_calib, tap_linears
 from prunebench.pruning.criteria.base import Criterion, register_criterion
 
 #: Group kinds with one output projection to read contributions at (a layer has none).
@@ -46,7 +45,8 @@ class Activation(Criterion):
     def group_scores_many(
         self, adapter: ArchAdapter, kinds: Sequence[str], calib: Sequence[Batch] | None, seed: int
     ) -> dict[str, list[torch.Tensor]]:
-        """Scores of every kind asked for, from one forward pass per calibration batch."""
+        """Scores of every kind asked for, from one forward pass per calibration batch: the output projections'
+        inputs at real tokens, read by :func:`~prunebench.pruning.calibration.tap_linears`."""
         bad = [k for k in kinds if k not in KINDS]
         if bad:
             raise ValueError(f"criterion {self.name!r} scores heads and neurons, not {', '.join(bad)}; "
@@ -54,43 +54,27 @@ class Activation(Criterion):
         batches = check_calib(calib, purpose=f"the {self.name} criterion")
         n = adapter.n_layers
         scores = {k: [torch.zeros(adapter.group_count(k, i), dtype=torch.float64) for i in range(n)] for k in kinds}
-        state: dict[str, torch.Tensor] = {}
-        hooks = [adapter.output_linear(k, i).register_forward_pre_hook(_hook(k, adapter, i, scores[k], state))
-                 for k in kinds for i in range(n) if adapter.group_count(k, i) > 0]
-        device = model_device(adapter.model)
-        try:
-            with evaluation_mode(adapter.model):
-                for batch in batches:
-                    b = to_device(batch, device)
-                    mask = b.get("attention_mask")
-                    state["mask"] = (torch.ones_like(b["input_ids"]) if mask is None else mask).to(torch.float32)
-                    adapter.hidden_states(b)
-        finally:
-            for h in hooks:
-                h.remove()
+        linears = {(k, i): adapter.output_linear(k, i) for k in kinds for i in range(n) if adapter.group_count(k, i)}
+        # Per projection, what turns its input rows [n, width] into per-group contributions [n, groups].
+        weights = {key: _contribution(key[0], lin.weight.detach(), adapter.group_count(*key))
+                   for key, lin in linears.items()}
+
+        def add(key: Hashable, rows: torch.Tensor) -> None:
+            kind, layer = key  # type: ignore[misc]
+            if len(rows):
+                scores[kind][layer] += weights[key](rows).mean(dim=0).double().cpu()  # this batch's token mean
+
+        tap_linears(adapter, linears, batches, add, what="in")
         return {k: [s.float() for s in per_layer] for k, per_layer in scores.items()}
 
 
-def _hook(kind: str, adapter: ArchAdapter, layer: int, out: list[torch.Tensor], state: dict[str, torch.Tensor]
-          ) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], None]:
-    """A pre-hook on ``layer``'s output projection adding each group's mean contribution to ``out[layer]``."""
-    lin = adapter.output_linear(kind, layer)
+def _contribution(kind: str, weight: torch.Tensor, groups: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``rows [n, width] -> [n, groups]``: each group's write into the residual stream, as a norm."""
     if kind == "heads":
-        h = adapter.group_count("heads", layer)
-        w = lin.weight.detach().view(lin.out_features, h, lin.in_features // h)  # [D, H, Dh]
-
-        def heads(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            ctx = args[0].view(*args[0].shape[:-1], h, w.shape[-1])  # [B, S, H, Dh]
-            contrib = torch.einsum("bshk,dhk->bshd", ctx, w).norm(dim=-1)  # [B, S, H]
-            m = state["mask"].unsqueeze(-1)  # [B, S, 1]
-            out[layer] += ((contrib * m).sum((0, 1)) / m.sum()).double().cpu()
-        return heads
-    col = lin.weight.detach().norm(dim=0)  # [F]
-
-    def neurons(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        m = state["mask"].unsqueeze(-1)  # [B, S, 1]
-        out[layer] += ((args[0].abs() * m).sum((0, 1)) / m.sum() * col).double().cpu()
-    return neurons
+        w = weight.view(weight.shape[0], groups, weight.shape[1] // groups)  # [D, H, Dh]
+        return lambda rows: torch.einsum("nhk,dhk->nhd", rows.view(len(rows), groups, -1), w).norm(dim=-1)
+    col = weight.norm(dim=0)  # [F]
+    return lambda rows: rows.abs() * col
 
 
 register_criterion(Activation())

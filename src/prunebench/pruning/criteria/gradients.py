@@ -13,7 +13,8 @@ import torch
 
 from prunebench.models.arch import ArchAdapter
 from prunebench.models.batch import Batch
-from prunebench.pruning.calibration import evaluation_mode, model_device, to_device
+from prunebench.pruning.calibration import check_calib, evaluation_mode, model_device, to_device
+from prunebench.pruning.criteria.base import Criterion
 
 #: ``term(grad, tensor)`` -> what one batch adds to the running sum for ``tensor``.
 Term = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -68,3 +69,28 @@ def gate_sums(
         start += len(part)
         out[kind] = [torch.cat(part)] if kind == "layers" else part
     return out
+
+
+class GateCriterion(Criterion):
+    """A criterion whose group scores are :func:`gate_sums` of :meth:`gate_term` over labelled calibration
+    batches (one backward pass per batch for every kind asked for); subclasses give the term."""
+
+    needs_calibration = True
+    needs_labels = True
+
+    def gate_term(self, grad: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """What one batch's gate gradient adds to a group's score."""
+        raise NotImplementedError
+
+    def group_scores(
+        self, adapter: ArchAdapter, kind: str, calib: Sequence[Batch] | None, seed: int
+    ) -> list[torch.Tensor]:
+        """The summed term of each group of ``kind``."""
+        return self.group_scores_many(adapter, (kind,), calib, seed)[kind]
+
+    def group_scores_many(
+        self, adapter: ArchAdapter, kinds: Sequence[str], calib: Sequence[Batch] | None, seed: int
+    ) -> dict[str, list[torch.Tensor]]:
+        """Scores of several group kinds from one forward/backward pass per calibration batch."""
+        batches = check_calib(calib, purpose=f"the {self.name} criterion", labelled=True)
+        return gate_sums(adapter, kinds, batches, self.gate_term)

@@ -45,13 +45,16 @@ from _common import add_timing_args, timing_kwargs
 
 from prunebench.bench import environment, make_inputs, time_paired
 from prunebench.models.hf import hf_adapter_for, load_hf_model, load_hf_tokenizer
-from prunebench.pruning.group_importance import group_scores, shrink_refit_, shrink_uniform_
-from prunebench.tasks.hf_distill import calibration_batches, distill_, text_stream
+from prunebench.pruning.criteria import criteria_for, get_criterion
+from prunebench.pruning.group_importance import shrink_refit_, shrink_uniform_
+from prunebench.tasks import calibration_batches
+from prunebench.tasks.hf_distill import distill_
 from prunebench.tasks.hf_eval import read_pooling
 from prunebench.tasks.hf_suite import HFEvaluator, probe_loss
-from prunebench.tasks.hf_text import labelled_text_task
+from prunebench.tasks.hf_text import TokenizedTexts, labelled_text_task
 
 OUT = Path(__file__).parent / "results" / "hf_structured.json"
+KINDS = ("heads", "neurons")
 
 
 def _default_model() -> str:
@@ -118,7 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="HF model folder (default: all-MiniLM-L6-v2 from its wheel)")
     parser.add_argument("--sparsities", default="0.3,0.5,0.7")
-    parser.add_argument("--criterion", default="activation", choices=("activation", "taylor", "l2"))
+    parser.add_argument("--criterion", default="activation", choices=criteria_for("structured"))
     parser.add_argument("--recovery-seconds", type=float, default=180.0)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--calib", type=int, default=256, help="calibration texts (scores and refit)")
@@ -146,8 +149,8 @@ def main() -> None:
     base = ev.score(dense)
     print(f"dense: probe accuracy {base.metrics['probe_accuracy']:.4f}, majority "
           f"{max(task.labels['test'].count(c) for c in range(task.num_labels)) / len(task.labels['test']):.4f}")
-    calib = calibration_batches(tok, task.texts["train"], args.calib, batch_size=32, labels=task.labels["train"],
-                                seed=1)
+    texts = TokenizedTexts.of(task, tok)
+    calib = calibration_batches(texts, args.calib, batch_size=32, seed=1)
     check_batch = make_inputs(len(tok), 3, 24, seed=5, pad_fraction=0.3, pad_token_id=tok.pad_token_id or 0)
     timing = timing_kwargs(args, min_pairs=10)
     rows: list[dict[str, Any]] = []
@@ -156,8 +159,8 @@ def main() -> None:
     for sparsity in (float(s) for s in args.sparsities.split(",")):
         if args.timing_only:
             model = copy.deepcopy(dense)
-            shrink_uniform_(hf_adapter_for(model), sparsity, group_scores(hf_adapter_for(dense), "activation",
-                                                                          calib[:2]))
+            shrink_uniform_(hf_adapter_for(model), sparsity, get_criterion("activation").group_scores_many(
+                hf_adapter_for(dense), KINDS, calib[:2], 0))
             ad = hf_adapter_for(model)
             rows.append({"sparsity": sparsity, "shape": ad.layer_widths()[0]})
             pruned.append(ad)
@@ -165,7 +168,7 @@ def main() -> None:
         if scores is None:  # scores of the dense model: the same at every sparsity
             adapter = hf_adapter_for(copy.deepcopy(dense), loss_fn=probe_loss(ev.probe, pooling))
             t0 = time.perf_counter()
-            scores = group_scores(adapter, args.criterion, calib[:8])
+            scores = get_criterion(args.criterion).group_scores_many(adapter, KINDS, calib[:8], 0)
             score_s = time.perf_counter() - t0
         diff = _check_shrink(dense, scores, sparsity, check_batch)
         if diff > 1e-4:
@@ -180,8 +183,8 @@ def main() -> None:
         row["refit_seconds"] = round(time.perf_counter() - t0, 1)
         row["refit"] = _scores(ev.score(model))
         if args.recovery_seconds > 0:
-            stream = text_stream(tok, task.texts["train"], batch_size=16, seed=2)
-            held_out = calibration_batches(tok, task.texts["val"], 64, batch_size=64, seed=3)[0]
+            stream = texts.train_stream(16, seed=2)
+            held_out = calibration_batches(texts, 64, batch_size=64, split="val", seed=3)[0]
             hist = distill_(model, dense, stream, seconds=args.recovery_seconds, lr=args.lr, pooling=pooling,
                             held_out=held_out)
             row["recovery"] = {**_scores(ev.score(model)), **hist.to_dict()}

@@ -77,7 +77,7 @@ def _hf(path: str, args: argparse.Namespace) -> tuple[Any, Any, Any, Any, dict[s
 
 def _row(e: dict[str, Any], dense_acc: float) -> dict[str, Any]:
     acc, uni = e["accuracy"], e["uniform"]["accuracy"]
-    fidelity_keys = ("agreement", "kl_divergence", "embedding_cosine", "deltas")
+    fidelity_keys = ("agreement", "kl_divergence", "hidden_cosine", "extra")
     return {
         "target": e["target"], "met": e["met"], "measured": e["measured"], "widths": e["widths"],
         "tries": [{k: t[k] for k in ("attempt", "aimed_at", "predicted", "measured", "met", "widths", "seconds")}

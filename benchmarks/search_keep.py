@@ -38,7 +38,7 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def _scores(result: Any) -> dict[str, float]:
-    cosine = result.get("embedding_cosine", float("nan"))
+    cosine = result.get("hidden_cosine") if result.get("hidden_cosine") is not None else float("nan")
     return {"accuracy": float(result["accuracy"]), "embedding_cosine": float(cosine)}
 
 

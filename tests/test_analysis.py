@@ -127,6 +127,29 @@ def test_pareto_front() -> None:
     assert pareto_front([]) == []
 
 
+def test_pareto_ties_and_measurability() -> None:
+    """The one tie rule: equal latency and accuracies that are not measurably different keep both points."""
+    points = [("a", 5.0, 0.80), ("b", 5.0, 0.81), ("c", 4.0, 0.79), ("d", 6.0, 0.83)]
+
+    def never(q: str, p: str) -> bool:  # every difference inside the noise
+        return False
+
+    assert {p.variant: p.on_front for p in pareto_front(points, never)} == {
+        "a": False, "b": False, "c": True, "d": False}  # c is faster and not measurably worse than all
+    tied = [("a", 5.0, 0.80), ("b", 5.0, 0.81)]
+    assert [p.on_front for p in pareto_front(tied, never)] == [True, True]  # a tie: neither dominates
+    assert {p.variant: p.on_front for p in pareto_front(tied)} == {"a": False, "b": True}  # plain numbers: b wins
+
+    def d_measurably(q: str, p: str) -> bool:
+        return q == "d"
+
+    assert {p.variant: p.on_front for p in pareto_front(points, d_measurably)} == {
+        "a": False, "b": False, "c": True, "d": True}  # slower but measurably more accurate: stays
+    # One variant timed on two node classes: its points do not compete with each other, only with others.
+    assert [p.on_front for p in pareto_front([("x", 3.0, 0.5), ("x", 4.0, 0.5), ("y", 4.5, 0.5)])] == [
+        True, True, False]
+
+
 def test_main_seq_len() -> None:
     cells = [{"seq_len": 64}, {"seq_len": 128}]
     assert main_seq_len({"config": {"seq_len": 128}}, cells) == 128

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prunebench.analysis.deploy import accuracy_of, best_per_batch, crossovers, deploy_rows, pareto_front
+from prunebench.analysis.deploy import accuracy_of, best_per_batch, crossovers, deploy_front, deploy_rows
 
 
 def cell(variant, backend, b, speedup, status="ok"):
@@ -46,11 +46,25 @@ def test_a_changed_backend_never_borrows_eager_accuracy():
 
 def test_pareto_front_keeps_only_undominated_pairs():
     rows = deploy_rows(CELLS, ACC, numerics_changed=["onnxruntime-int8"])
-    front = pareto_front(rows, 1)
+    front = deploy_front(rows, 1)
     labels = [(r.variant, r.backend) for r in front]
     # dense eager (0.121, 1.0) is the most accurate; ORT int8 dense (0.120, 3.9) and structured ORT (0.112, 5.2)
     # trade accuracy for speed; structured eager (0.113, 1.75) is dominated by dense ORT int8.
     assert labels == [("structured@0.5", "onnxruntime-int8"), ("dense", "onnxruntime-int8"), ("dense", "eager")]
+
+
+def test_deploy_front_ties_follow_the_runs_rule():
+    """Equally fast, equally accurate pairs all stay (ordered by name); equally fast but less accurate goes."""
+    from prunebench.analysis.core import pareto_front
+
+    cells = [cell("b", "eager", 1, 2.0), cell("a", "sparse", 1, 2.0), cell("c", "eager", 1, 2.0),
+             cell("dense", "eager", 1, 1.0)]
+    acc = {("a", "eager"): 0.5, ("b", "eager"): 0.5, ("c", "eager"): 0.4, ("dense", "eager"): 0.6}
+    front = deploy_front(deploy_rows(cells, acc), 1)
+    assert [(r.variant, r.backend) for r in front] == [("a", "sparse"), ("b", "eager"), ("dense", "eager")]
+    # The run's front on the same points (latency = 10 ms / speedup) marks the same ones.
+    run = pareto_front([(r.variant, r.latency_ms, r.accuracy) for r in deploy_rows(cells, acc)])
+    assert {p.variant for p in run if p.on_front} == {r.variant for r in front}
 
 
 def test_crossovers_where_the_best_choice_changes():

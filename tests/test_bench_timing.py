@@ -235,6 +235,12 @@ def test_pinned_threads_restores() -> None:
     with pinned_threads(1) as n:
         assert n == 1 == torch.get_num_threads()
     assert torch.get_num_threads() == before
+    with pinned_threads(None) as n:  # None: left as it is
+        assert n == before == torch.get_num_threads()
+    with pytest.raises(ValueError, match="positive integer"):
+        with pinned_threads(0):
+            pass
+    assert torch.get_num_threads() == before
 
 
 def test_records_json_round_trip() -> None:

@@ -1,4 +1,4 @@
-"""tap_linears: the one hook mechanism the refit, the OBS orders and the HF shrink-refit read activations by."""
+"""tap_linears: the one hook mechanism the refit, the OBS orders and the activation criterion read activations by."""
 
 from __future__ import annotations
 

@@ -23,6 +23,22 @@ def _outputs(adapter, batch):
 
 
 @pytest.mark.parametrize(("family", "cls"), MODELS)
+def test_head_kind_is_one_vocabulary_for_hf_and_built_in_models(family, cls):
+    from prunebench.models import EncoderConfig, TaskHead, build_encoder
+    from prunebench.models.adapters import adapter_for
+    from prunebench.models.arch import HEAD_KINDS
+
+    want = "mlm" if cls.endswith("ForMaskedLM") else "cls" if cls.endswith("Classification") else "base"
+    assert adapter_for(tiny_model(family, cls)).head_kind == want
+    # The built-in encoder answers in the same words (its TaskHead values), so no caller translates.
+    for head in TaskHead:
+        model = build_encoder(EncoderConfig.uniform(vocab_size=VOCAB, d_model=8, n_heads=2, n_layers=1, d_ff=8,
+                                                    max_positions=16, head=head, num_labels=3))
+        assert adapter_for(model).head_kind == head.value
+    assert {want, *(h.value for h in TaskHead)} <= set(HEAD_KINDS)
+
+
+@pytest.mark.parametrize(("family", "cls"), MODELS)
 def test_adapter_finds_the_family_and_its_modules(family, cls):
     model = tiny_model(family, cls)
     adapter = hf_adapter_for(model)

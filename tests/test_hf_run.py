@@ -65,7 +65,7 @@ def test_hf_run_prunes_checks_evaluates_and_times(model_dir: Path, tmp_path: Pat
     evals = {e["variant"]: e for e in snap["evaluations"]}
     dense = evals["dense"]["details"]
     assert evals["dense"]["metric_name"] == "probe_accuracy"
-    assert dense["deltas"]["probe_accuracy"]["delta"] == 0.0
+    assert dense["extra"]["deltas"]["probe_accuracy"]["delta"] == 0.0 and dense["loss"] is None
     bits = unpack_correct(dense["correct"], dense["n_predictions"])
     assert bits.mean() == pytest.approx(evals["dense"]["accuracy"])
     assert evals["structured@0.5"]["cosine"] < 1.0
@@ -92,7 +92,7 @@ def test_eval_command_scores_an_hf_folder_against_its_reference(model_dir: Path,
     args = ["eval", str(hurt_dir), "--reference", str(model_dir), "--task", f"csv:{csv}", "--json"]
     assert main(args) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["kind"] == "base" and doc["metrics"]["embedding_cosine"] < 1.0
-    assert set(doc["deltas"]) == {"probe_accuracy", "probe_macro_f1"}
+    assert doc["extra"]["kind"] == "base" and doc["hidden_cosine"] == doc["extra"]["metrics"]["embedding_cosine"] < 1
+    assert set(doc["extra"]["deltas"]) == {"probe_accuracy", "probe_macro_f1"} and doc["metric"] == "probe_accuracy"
     assert main(["eval", str(model_dir), "--task", f"csv:{csv}"]) == 0
     assert "no measurable change" in capsys.readouterr().out

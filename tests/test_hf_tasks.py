@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunebench.tasks import hf_text
+from prunebench.tasks import calibration_batches, hf_text
 from prunebench.tasks.base import DataError
-from prunebench.tasks.hf_distill import calibration_batches, distill_, distill_loss, text_stream
+from prunebench.tasks.hf_distill import distill_, distill_loss
 from prunebench.tasks.hf_eval import LinearProbe, Pooling, embed, pool, read_pooling
 from prunebench.tasks.hf_suite import HFEvaluator
-from prunebench.tasks.hf_text import corpus_text_task, labelled_text_task, pack_rows
+from prunebench.tasks.hf_text import TokenizedTexts, corpus_text_task, labelled_text_task, pack_rows
 from tests import hf_text_fixtures as hf_tiny
 
 
@@ -112,6 +112,23 @@ def test_mlm_accuracy_on_packed_corpus_rows(tok, tmp_path: Path):
     res = ev.score(dense)
     assert res.primary == "masked_token_accuracy" and res.deltas["masked_token_accuracy"].delta == 0.0
     hurt = ev.score(_damage(dense, 0.9))
+    # One evaluation record for every model: the HF one is an EvalResult, stored like the built-in run's.
+    from prunebench.analysis.accuracy import delta_ci
+    from prunebench.tasks.evaluation import EvalResult
+
+    record = ev.result(hurt)
+    assert EvalResult.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+    assert record.metric == "masked_token_accuracy" and record.accuracy == hurt.metrics["masked_token_accuracy"]
+    row = record.record("hurt")
+    assert set(row) == {"variant", "accuracy", "loss", "agreement", "kl", "cosine", "trivial_accuracy",
+                        "metric_name", "details"}
+    # ... whose bits and rows the report's paired bootstrap reads, as it reads the built-in run's.
+    delta = hurt.deltas["masked_token_accuracy"]
+    assert delta_ci(row, ev.result(res).record("dense")) == (delta.low, delta.high)
+    # The delta's bootstrap resamples rows, not their masked tokens.
+    assert hurt.cluster_sizes == (ev.masked["labels"] != -100).sum(dim=1).tolist()
+    assert hurt.deltas["masked_token_accuracy"].n == len(ev.masked["labels"]) < len(hurt.correct)
+    assert len(hurt.correct) == sum(hurt.cluster_sizes)
     assert hurt.metrics["embedding_cosine"] < 1.0
     with pytest.raises(ValueError, match="corpus"):
         HFEvaluator(dense, tok)
@@ -128,10 +145,11 @@ def test_pack_rows_frames_full_rows(tok):
 def test_distillation_moves_the_student_towards_the_teacher(tok, task):
     teacher = hf_tiny.base_model(tok)
     student = _damage(teacher, 0.5)
-    batches = calibration_batches(tok, task.texts["train"], 16)
+    texts = TokenizedTexts.of(task, tok)
+    batches = calibration_batches(texts, 16)
     with torch.no_grad():
         before = float(distill_loss(student, teacher, batches[0], Pooling()))
-    hist = distill_(student, teacher, text_stream(tok, task.texts["train"], batch_size=8), seconds=None,
+    hist = distill_(student, teacher, texts.train_stream(8), seconds=None,
                     max_steps=30, lr=3e-3, precision="fp32", held_out=batches[1], checks=4)
     assert hist.steps == 30 and not student.training
     # start, 4 checks, end; the best of them kept (here a late one: distillation helped)
@@ -153,14 +171,45 @@ def test_distillation_moves_the_student_towards_the_teacher(tok, task):
 def test_mlm_distillation_and_calibration_batches_carry_labels(tok, task):
     teacher = hf_tiny.mlm_model(tok)
     student = _damage(teacher, 0.5)
-    stream = text_stream(tok, task.texts["train"], batch_size=8, mlm=True)
+    stream = TokenizedTexts.of(task, tok, mlm=True).train_stream(8)
     batch = next(stream)
     assert (batch["labels"] != -100).any() and (batch["input_ids"] == tok.mask_token_id).any()
     loss = distill_loss(student, teacher, batch, Pooling())
     loss.backward()
     assert student.bert.encoder.layer[0].intermediate.dense.weight.grad is not None
-    labelled = calibration_batches(tok, task.texts["train"], 10, batch_size=4, labels=task.labels["train"])
-    assert [len(b["labels"]) for b in labelled] == [4, 4, 4]
+    texts = TokenizedTexts.of(task, tok)
+    labelled = calibration_batches(texts, 10, batch_size=4, seed=3)
+    assert [len(b["labels"]) for b in labelled] == [4, 4, 2]  # exactly the 10 sequences asked for
+    # The one calibration_batches: the start of the source's first seeded epoch, as for the built-in tasks.
+    order = torch.randperm(len(task.texts["train"]), generator=torch.Generator().manual_seed(3))[:10].tolist()
+    want = hf_text.pad_batch(hf_text.encode_texts(tok, [task.texts["train"][i] for i in order[:4]], 128),
+                             hf_text.pad_id(tok))
+    assert torch.equal(labelled[0]["input_ids"], want["input_ids"])
+    assert labelled[0]["labels"].tolist() == [task.labels["train"][i] for i in order[:4]]
+    stream = texts.train_stream(4, seed=3)
+    assert all(torch.equal(labelled[k]["input_ids"], next(stream)["input_ids"]) for k in range(2))
+    with pytest.raises(ValueError, match="'test' split of task 'cls:reviews' is empty"):
+        calibration_batches(TokenizedTexts(tok, {"train": ["a"]}, name="cls:reviews"), 4, split="test")
+
+
+def test_hf_mlm_masking_is_the_one_mask_tokens(tok):
+    """Evaluation rows, distillation and calibration batches of HF models mask through ``mask_tokens``: the
+    tokenizer's special tokens are never selected and every row has a masked token (short rows too)."""
+    from prunebench.tasks.hf_text import mask_batch
+    from prunebench.tasks.mlm_masking import mask_tokens
+
+    texts = ["a b", "x = 1", "c", "def f(): pass"] * 8
+    for batch in (next(TokenizedTexts(tok, {"train": texts}, mlm=True).train_stream(32, seed=s)) for s in range(3)):
+        selected = batch["labels"] != -100
+        assert (selected.sum(dim=1) >= 1).all()
+        special = torch.isin(batch["labels"], torch.tensor(tok.all_special_ids))
+        assert not (selected & special).any() and bool((batch["input_ids"][selected] == tok.mask_token_id).all())
+    plain = hf_text.pad_batch(hf_text.encode_texts(tok, texts, 16), hf_text.pad_id(tok))
+    got = mask_batch(plain, tok, torch.Generator().manual_seed(5))
+    maskable = ~torch.isin(plain["input_ids"], torch.tensor(tok.all_special_ids))
+    want = mask_tokens(plain["input_ids"], plain["attention_mask"], len(tok), torch.Generator().manual_seed(5),
+                       all_mask=True, mask_id=tok.mask_token_id, maskable=maskable)
+    assert all(torch.equal(got[k], want[k]) for k in want)
 
 
 def test_user_files_and_spec_errors(tmp_path: Path):

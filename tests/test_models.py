@@ -163,6 +163,10 @@ def test_task_loss_on_mlm_and_cls_batches(tiny_model):
     assert loss.ndim == 0 and loss.item() > 0
     with pytest.raises(ValueError, match="no 'labels'"):
         task_loss(tiny_model, batch)
+    # A model without a loss of its own (an HF base encoder) is given one; it replaces the adapter's.
+    seen = []
+    given = task_loss(tiny_model, batch, lambda m, b: seen.append(m) or torch.tensor(7.0))
+    assert float(given) == 7.0 and seen == [tiny_model]
 
 
 def test_lean_forward_keeps_hooks_dropout_and_the_reference_math(tiny_model):

@@ -17,7 +17,8 @@ from prunebench.analysis import (
     pareto_front,
     speedup_verdict,
 )
-from prunebench.analysis.accuracy import accuracy_verdict, paired_bootstrap_delta_ci
+from prunebench.analysis.accuracy import accuracy_verdict
+from prunebench.analysis.bootstrap import paired_delta_ci
 from prunebench.bench.inputs import make_inputs
 from prunebench.bench.load import LoadProbe, is_contended
 from prunebench.bench.settings import BenchSettings
@@ -114,11 +115,12 @@ def test_paired_accuracy_ci() -> None:
     same[:3] = ~same[:3]  # three flips either way: inside the noise
     worse = ref.copy()
     worse[np.flatnonzero(ref)[:150]] = False  # 150 of 2000 lost: -7.5 pp
-    d, lo, hi = paired_bootstrap_delta_ci(same, ref)
-    assert lo <= 0 <= hi and accuracy_verdict(lo, hi) == "no measurable change"
-    d, lo, hi = paired_bootstrap_delta_ci(worse, ref)
-    assert d == pytest.approx(-0.075) and hi < 0 and accuracy_verdict(lo, hi) == "less accurate"
-    assert paired_bootstrap_delta_ci(ref, ref) == (0.0, 0.0, 0.0)
+    ci = paired_delta_ci(ref, same)
+    assert ci.low <= 0 <= ci.high and accuracy_verdict(ci.low, ci.high) == "no measurable change"
+    ci = paired_delta_ci(ref, worse)
+    assert ci.delta == pytest.approx(-0.075) and ci.high < 0 and accuracy_verdict(ci.low, ci.high) == "less accurate"
+    ci = paired_delta_ci(ref, ref)
+    assert (ci.delta, ci.low, ci.high) == (0.0, 0.0, 0.0)
     assert (unpack_correct(pack_correct(list(worse)), 2000) == worse).all()
 
 

@@ -157,3 +157,19 @@ def test_impossible_structured_requests(spec: PruneSpec, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         prune_(model, spec)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_fidelity_tolerance_has_one_default_that_passes_rounding_and_fails_a_wrong_weight() -> None:
+    from prunebench.pruning import FIDELITY_ATOL
+
+    config = EncoderConfig(vocab_size=31, d_model=8, layers=(LayerConfig(2, 4, 12),), max_positions=16, dropout=0.0)
+    model = _randomize_(build_encoder(config), 0)
+    batch = _batch(31)
+    nudged, wrong = copy.deepcopy(model), copy.deepcopy(model)
+    with torch.no_grad():
+        nudged.mlm_bias.add_(FIDELITY_ATOL / 2)  # every logit off by 5e-5: rounding-sized, the same model
+        wrong.layers[0].ffn.fc_out.weight[0, 0] += 0.5  # one wrong weight: a pruning bug
+    same = check_fidelity(model, nudged, batch)
+    assert same["atol"] == FIDELITY_ATOL and same["ok"], same
+    assert same["max_abs_diff"] > FIDELITY_ATOL / 4  # the nudge is seen, and passes only by the tolerance
+    assert not check_fidelity(model, wrong, batch)["ok"]

@@ -30,16 +30,3 @@ def test_stage_line_names_each_stage_and_the_load():
     assert "end" not in line
     assert "unknown" in stage_line({}, {})
     assert stage_line({"prune": 10.0}, {}, {"prune": 19.6}).startswith("stages: prune 10 s (CPU 20 s);")
-
-
-def test_threads_are_pinned_inside_and_restored_after():
-    import torch
-
-    from prunebench.runner.stages import pinned_threads
-
-    before = torch.get_num_threads()
-    with pinned_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
-    with pinned_threads(None):
-        assert torch.get_num_threads() == before

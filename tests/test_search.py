@@ -18,6 +18,7 @@ from prunebench.models.adapters import adapter_for
 from prunebench.models.batch import IGNORE_INDEX
 from prunebench.models.encoder import build_encoder
 from prunebench.pruning import PrunePlan, apply_plan_
+from prunebench.pruning.refit import refit_outputs_, solve_refit_
 from prunebench.search import (
     Importance,
     LatencyTable,
@@ -34,7 +35,6 @@ from prunebench.search import (
 from prunebench.search.allocate import reachable_speedup, uniform_fraction_for, uniform_widths
 from prunebench.search.latency import fit_in_model, monotone, neuron_choices
 from prunebench.search.measure import random_widths
-from prunebench.search.rescale import _refit
 
 FAST = BenchSettings(warmup=1, min_time=0.0, min_pairs=2, max_time=0.05, target_ci=None, n_boot=50,
                      measure_memory=False)
@@ -204,6 +204,25 @@ def test_importance_fisher_squares_the_gate_gradient_and_dead_groups_score_zero(
     assert not any(p.grad is not None for p in model.parameters())
 
 
+def test_search_importance_is_the_criteria_registry_and_takes_only_loss_changes(tiny_model):
+    """The search scores groups with the same registered criteria as every pruning run; it accepts those whose
+    scores are a loss change (comparable across heads and neurons), and a given loss replaces the model's."""
+    from prunebench.pruning.criteria import get_criterion
+
+    calib = _calib(97, n=2)
+    taylor = group_importance(tiny_model, calib, "taylor")
+    engine = get_criterion("taylor").group_scores_many(adapter_for(tiny_model), ("heads", "neurons"), calib, 0)
+    assert all(torch.equal(a, b) for a, b in zip(taylor.heads + taylor.neurons,
+                                                 engine["heads"] + engine["neurons"], strict=True))
+    with pytest.raises(ValueError, match="unknown search criterion 'l2'; choose from: taylor, fisher"):
+        SearchOptions(targets=(1.5,), criterion="l2")
+    with pytest.raises(ValueError, match="choose from: taylor, fisher"):
+        group_importance(tiny_model, calib, "activation")
+    doubled = group_importance(tiny_model, calib, "taylor", loss_fn=lambda m, b: 2 * adapter_for(m).loss(b))
+    for a, b in zip(doubled.heads + doubled.neurons, taylor.heads + taylor.neurons, strict=True):
+        torch.testing.assert_close(a, 2 * b)
+
+
 def test_missing_calibration_data_says_how_to_provide_it(tiny_model):
     with pytest.raises(ValueError, match="needs calibration data.*calibration_batches"):
         group_importance(tiny_model, None)
@@ -211,14 +230,26 @@ def test_missing_calibration_data_says_how_to_provide_it(tiny_model):
         search_family(tiny_model, [{"input_ids": torch.ones(1, 4, dtype=torch.long)}], SearchOptions(targets=(1.5,)))
 
 
-def test_refit_recovers_an_exact_linear_map():
+def test_refit_recovers_an_exact_linear_map_and_its_prior_decides_where_data_is_scarce():
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(200, 6, generator=g)
-    a, b = torch.randn(3, 6, generator=g), torch.randn(3, generator=g)
-    lin = nn.Linear(6, 3)
-    _refit(lin, [x[:100], x[100:]], [x[:100] @ a.T + b, x[100:] @ a.T + b], ridge=1e-9)
-    torch.testing.assert_close(lin.weight.data, a, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(lin.bias.data, b, atol=1e-4, rtol=1e-4)
+    x = torch.randn(200, 6, generator=g).double()
+    a, b = torch.randn(3, 6, generator=g).double(), torch.randn(3, generator=g).double()
+    x1 = torch.cat([x, torch.ones(200, 1, dtype=torch.float64)], dim=1)
+    xtx, xty = x1.T @ x1, x1.T @ (x @ a.T + b)
+    for prior in ("current", "zero"):
+        lin = nn.Linear(6, 3)
+        solve_refit_(lin, xtx, xty, 1e-9, prior)
+        torch.testing.assert_close(lin.weight.data, a.float(), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(lin.bias.data, b.float(), atol=1e-4, rtol=1e-4)
+    # A strong ridge pulls toward the prior: the current weights, or zero.
+    near, small = nn.Linear(6, 3), nn.Linear(6, 3)
+    small.load_state_dict(near.state_dict())
+    w0 = near.weight.detach().clone()
+    solve_refit_(near, xtx, xty, 1e6, "current")
+    solve_refit_(small, xtx, xty, 1e6, "zero")
+    assert (near.weight - w0).abs().max() < 1e-3 and small.weight.abs().max() < 1e-3
+    with pytest.raises(ValueError, match="current, zero"):
+        solve_refit_(nn.Linear(6, 3), xtx, xty, 1.0, "dense")
 
 
 def test_rescale_is_kept_only_when_held_out_loss_drops(tiny_model):
@@ -234,6 +265,12 @@ def test_rescale_is_kept_only_when_held_out_loss_drops(tiny_model):
     assert changed == out["applied"]
     if out["applied"]:
         assert out["loss_after"] < out["loss_before"]
+    # The search's rescale is the one refit (pruning.refit) plus its held-out check.
+    again = copy.deepcopy(pruned)
+    again.load_state_dict(before)
+    assert refit_outputs_(again, tiny_model, calib[:3], ridge=1e-2, prior="current") == out["refit"]
+    assert out["applied"]  # on this seeded model the refit helps, so rescale_ kept exactly that refit
+    assert all(torch.equal(p, dict(pruned.named_parameters())[n]) for n, p in again.named_parameters())
 
 
 def _any_spec():

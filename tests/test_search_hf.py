@@ -64,7 +64,7 @@ def test_search_cli_runs_end_to_end_on_an_hf_base_encoder(hf_folder: Path, tmp_p
     report = json.loads((out / "search.json").read_text())
     entry = report["targets"][0]
     assert entry["accuracy"]["metric"] == "probe_accuracy" and 0.0 <= entry["accuracy"]["accuracy"] <= 1.0
-    assert report["dense"]["accuracy"]["embedding_cosine"] == pytest.approx(1.0)
+    assert report["dense"]["accuracy"]["hidden_cosine"] == pytest.approx(1.0)
     assert entry["uniform"]["accuracy"]["metric"] == "probe_accuracy"
     assert entry["fidelity"]["ok"] and entry["rescale"]["refit"]  # the probe loss reached the refit's check
     saved = load_model(out / "search-1.3x")

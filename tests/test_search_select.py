@@ -106,15 +106,19 @@ def test_searched_against_uniform_is_a_paired_ci_over_the_same_predictions():
 
 
 def test_a_one_linear_capture_stops_early_and_sees_what_a_full_forward_sees(tiny_model):
+    """What the refit (pruning.refit) relies on: a stopping tap sees each batch once, as a full forward does."""
     from prunebench.models.adapters import adapter_for
-    from prunebench.search.rescale import _capture
+    from prunebench.pruning.calibration import tap_linears
 
     ad = adapter_for(tiny_model)
     first, last = ad.output_linear("neurons", 0), ad.output_linear("neurons", ad.n_layers - 1)
     batches = _calib(97, n=2)
-    alone = _capture(tiny_model, {"a": first}, batches, "in")["a"]
-    together = _capture(tiny_model, {"a": first, "b": last}, batches, "in")["a"]
-    assert len(alone) == len(together) == 2
+    alone: list[torch.Tensor] = []
+    both: dict[str, list[torch.Tensor]] = {"a": [], "b": []}
+    tap_linears(tiny_model, {"a": first}, batches, lambda _, rows: alone.append(rows), stop=True)
+    tap_linears(tiny_model, {"a": first, "b": last}, batches, lambda k, rows: both[k].append(rows))
+    together = both["a"]
+    assert len(alone) == len(together) == len(both["b"]) == 2
     for x, y in zip(alone, together, strict=True):
         assert torch.equal(x, y)
     assert not first._forward_hooks and not last._forward_hooks  # removed even though the forward was cut

@@ -149,6 +149,20 @@ def test_mask_tokens_selects_at_least_one_per_row() -> None:
     assert ((batch["labels"] != IGNORE_INDEX).sum(dim=1) == 1).all()
 
 
+def test_mask_tokens_with_another_tokenizers_specials_and_mask_id() -> None:
+    """How the HF runs mask: their tokenizer says which tokens may be selected and what the mask token is."""
+    ids = torch.tensor([[101, 7, 8, 9, 102, 0], [101, 11, 102, 0, 0, 0]])
+    mask = (ids != 0).long()
+    maskable = ~torch.isin(ids, torch.tensor([0, 101, 102]))
+    batch = mask_tokens(ids, mask, 200, torch.Generator().manual_seed(3), all_mask=True, mask_id=103,
+                        maskable=maskable)
+    selected = batch["labels"] != IGNORE_INDEX
+    assert (selected.sum(dim=1) >= 1).all() and not (selected & ~maskable).any()
+    assert bool((batch["input_ids"][selected] == 103).all()) and torch.equal(batch["labels"][selected], ids[selected])
+    with pytest.raises(ValueError, match="all_mask"):
+        mask_tokens(ids, mask, 200, torch.Generator().manual_seed(3), maskable=maskable)
+
+
 @pytest.mark.parametrize(
     ("text", "kind", "value"),
     [("500", BudgetKind.STEPS, 500), (20, BudgetKind.STEPS, 20), ("90s", BudgetKind.SECONDS, 90.0),

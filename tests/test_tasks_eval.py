@@ -44,6 +44,10 @@ def test_trivial_baseline_is_the_most_frequent_token_rate(task, trained) -> None
     labels = torch.cat([b["labels"][b["labels"] != IGNORE_INDEX] for b in task.eval_batches(
         "test", batch_size=8, max_batches=3, seed=0)])
     assert result.n_predictions == labels.numel()
+    # Masked tokens per sequence, in evaluation order: what the paired bootstrap resamples whole.
+    per_row = [int(n) for b in task.eval_batches("test", batch_size=8, max_batches=3, seed=0)
+               for n in (b["labels"] != IGNORE_INDEX).sum(dim=1)]
+    assert result.cluster_sizes == per_row and len(per_row) == result.n_sequences
     assert result.trivial_accuracy == pytest.approx(float((labels == task.trivial_prediction()).float().mean()))
 
 
@@ -76,6 +80,10 @@ def test_calibration_batches(task) -> None:
     assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(batches, again, strict=True))
     with pytest.raises(ValueError, match="positive"):
         calibration_batches(task, 0)
+    # The sample is the start of the training stream's first (seeded) epoch: rows, masking and all.
+    stream = task.train_stream(8, seed=1)
+    for got, want in zip(batches[:2], (next(stream), next(stream)), strict=True):
+        assert all(torch.equal(got[k], want[k]) for k in want)
 
 
 def test_cli_cache_dir_comes_from_flag_then_env(monkeypatch, tmp_path: Path) -> None:

@@ -1,60 +1,30 @@
-"""Accuracy differences with their noise: a paired bootstrap over the evaluated predictions.
+"""Accuracy differences with their noise: the paired bootstrap over the evaluated predictions.
 
 Every variant is scored on the same seeded predictions (see ``tasks.evaluation``), whose per-prediction
-correctness is stored with the evaluation. The difference of two accuracies is then a mean of paired
-differences, and its bootstrap interval tells whether it is measurable: a difference whose interval holds 0
-reads "no measurable change" in the verdict, the summary table and the Pareto front.
+correctness is stored with the evaluation (with the predictions per sequence where one sequence holds
+several, as an MLM row does). The difference of two accuracies then gets the paired bootstrap interval of
+:func:`prunebench.analysis.bootstrap.paired_delta_ci` (sequences resampled whole), and a difference whose
+interval holds 0 reads "no measurable change" in the verdict, the summary table and the Pareto front.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
+from prunebench.analysis.bootstrap import NO_CHANGE, paired_delta_ci
 from prunebench.results.correctness import unpack_correct
 
 #: Accuracy verdicts of a variant against dense.
-ACCURACY_VERDICTS = ("more accurate", "less accurate", "no measurable change", "n/a")
-NO_CHANGE = "no measurable change"
+ACCURACY_VERDICTS = ("more accurate", "less accurate", NO_CHANGE, "n/a")
 
 
-def paired_bootstrap_delta_ci(
-    candidate: Sequence[float], reference: Sequence[float], confidence: float = 0.95, n_boot: int = 2000,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """Mean of ``candidate - reference`` over paired items (e.g. per-prediction correctness) and its CI.
-
-    Both sides are resampled together, so what both models get right or wrong alike cancels: only the items
-    where they differ move the interval.
-
-    Returns:
-        ``(delta, low, high)``.
-    """
-    a, b = np.asarray(candidate, dtype=float), np.asarray(reference, dtype=float)  # [n], [n]
-    if a.shape != b.shape or a.size == 0:
-        raise ValueError(f"need two non-empty paired sequences of one length, got {a.size} and {b.size}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    diff = a - b  # [n]
-    delta = float(diff.mean())
-    nz = np.flatnonzero(diff)
-    if nz.size == 0:
-        return delta, delta, delta
-    rng = np.random.default_rng(seed)
-    # Poisson bootstrap: each item is drawn Poisson(1) times, the large-n limit of the multinomial resample.
-    # Items where both sides agree add 0 whatever their count, so only the differing ones are drawn: the
-    # cost is O(n_boot x differing items), not O(n_boot x n).
-    counts = rng.poisson(1.0, size=(n_boot, nz.size))  # [n_boot, nnz]
-    means = (counts * diff[nz]).sum(axis=1) / a.size  # [n_boot]
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return delta, float(low), float(high)
-
-
-def correctness(evaluation: Mapping[str, Any] | None) -> tuple[np.ndarray, tuple[Any, ...]] | None:
-    """(per-prediction 0/1, what must match for two of them to pair up) of a stored evaluation, or None."""
+def correctness(evaluation: Mapping[str, Any] | None
+                ) -> tuple[np.ndarray, tuple[Any, ...], list[int] | None] | None:
+    """(per-prediction 0/1, what must match for two of them to pair up, predictions per sequence or None) of
+    a stored evaluation, or None when it holds no usable correctness."""
     details = (evaluation or {}).get("details") or {}
     packed, n = details.get("correct"), details.get("n_predictions")
     if not packed or not n:
@@ -63,18 +33,27 @@ def correctness(evaluation: Mapping[str, Any] | None) -> tuple[np.ndarray, tuple
         bits = unpack_correct(packed, int(n))
     except ValueError:
         return None
-    return bits, (details.get("task_key"), details.get("split"), details.get("seed"), int(n))
+    sizes = details.get("cluster_sizes")
+    key = (details.get("task_key"), details.get("split"), details.get("seed"), int(n))
+    return bits, key, None if sizes is None else [int(k) for k in sizes]
 
 
 def delta_ci(candidate: Mapping[str, Any] | None, reference: Mapping[str, Any] | None,
              confidence: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
     """The paired-bootstrap CI of ``candidate`` accuracy minus ``reference`` accuracy (fractions), or None
-    when either evaluation lacks per-prediction correctness or they scored different predictions."""
+    when either evaluation lacks per-prediction correctness or they scored different predictions.
+
+    Sequences are resampled whole when either record says how many predictions each holds (the same seeded
+    predictions have the same grouping, so one record saying it is enough; records that disagree did not
+    score the same predictions). Older records without it are resampled per prediction.
+    """
     a, b = correctness(candidate), correctness(reference)
     if a is None or b is None or a[1] != b[1]:
         return None
-    _, low, high = paired_bootstrap_delta_ci(a[0], b[0], confidence, seed=seed)
-    return low, high
+    if a[2] is not None and b[2] is not None and a[2] != b[2]:
+        return None
+    ci = paired_delta_ci(b[0], a[0], a[2] if a[2] is not None else b[2], level=confidence, seed=seed)
+    return ci.low, ci.high
 
 
 def accuracy_verdict(low: float | None, high: float | None) -> str:

@@ -170,31 +170,45 @@ def find_crossovers(cells: Iterable[CellAnalysis]) -> list[Crossover]:
     return out
 
 
-def pareto_front(
-    points: Iterable[tuple[str, float, float]], better: Callable[[str, str], bool] | None = None
-) -> list[ParetoPoint]:
-    """Mark each ``(name, latency_ms, accuracy)`` point as on the front (no other point is at least as fast and
-    at least as accurate, and strictly better in one) or not; returned sorted by latency, then name.
+def pareto_flags(
+    points: Sequence[tuple[str, float, float]], better: Callable[[str, str], bool] | None = None
+) -> list[bool]:
+    """Whether each ``(name, cost, accuracy)`` point is on the accuracy-vs-cost Pareto front (lower cost is
+    better: latency, or the inverse of a speedup); the one dominance rule of the run's and the deploy view's fronts.
 
-    ``better(q, p)`` says whether q is *measurably* more accurate than p (see
-    :func:`prunebench.analysis.accuracy.measurably_better`); accuracies whose difference is not measurable then
-    count as equal, so a slower variant is not kept on the front by a difference inside the noise. Without
-    it, accuracies are compared as plain numbers.
+    A point is dominated when another costs at most as much and is not measurably less accurate, and costs
+    strictly less or is measurably more accurate. ``better(q, p)`` says whether q is *measurably* more accurate
+    than p (see :func:`prunebench.analysis.accuracy.measurably_better`); accuracies whose difference is not
+    measurable then count as equal, so a slower point is not kept on the front by a difference inside the noise.
+    Without it, accuracies are compared as plain numbers.
+
+    Tie rule: points of equal cost whose accuracies count as equal dominate neither each other; all of them stay
+    on the front (none is worse, so the front does not pick one). Points of one name (a variant timed on two
+    node classes) never compete with each other, only with other names.
     """
-    pts = list(points)
-    acc_of = {name: acc for name, _, acc in pts}
+    acc_of = {name: acc for name, _, acc in points}
     if better is None:
         def better(q: str, p: str) -> bool:
             return acc_of[q] > acc_of[p]
 
-    out = []
-    for name, lat, acc in pts:
-        dominated = any(
-            lat2 <= lat and not better(name, other) and (lat2 < lat or better(other, name))
-            for other, lat2, _ in pts
+    return [
+        not any(
+            cost2 <= cost and not better(name, other) and (cost2 < cost or better(other, name))
+            for other, cost2, _ in points
             if other != name
         )
-        out.append(ParetoPoint(name, float(lat), float(acc), not dominated))
+        for name, cost, _ in points
+    ]
+
+
+def pareto_front(
+    points: Iterable[tuple[str, float, float]], better: Callable[[str, str], bool] | None = None
+) -> list[ParetoPoint]:
+    """Each ``(name, latency_ms, accuracy)`` point marked on the front or not (:func:`pareto_flags`, ``better``
+    as there); returned sorted by latency, then name."""
+    pts = list(points)
+    out = [ParetoPoint(name, float(lat), float(acc), on) for (name, lat, acc), on in zip(pts, pareto_flags(pts, better),
+                                                                                          strict=True)]
     out.sort(key=lambda p: (p.latency_ms, p.variant))
     return out
 

@@ -6,8 +6,8 @@ Three questions a user deploying a model asks, answered from the same cells:
   dense on the *same* backend (the gain pruning adds to a runtime the user already runs)?
   :func:`deploy_rows`. The second is the ratio of two speedups measured against the same dense-eager
   baseline at the same shape.
-* Which (variant, backend) pairs are worth considering at all: the accuracy-vs-latency Pareto front
-  (:func:`pareto_front`): no other pair is both at least as accurate and at least as fast, one of them strictly.
+* Which (variant, backend) pairs are worth considering at all: the accuracy-vs-speed Pareto front
+  (:func:`deploy_front`, the run's dominance and tie rule, :func:`prunebench.analysis.core.pareto_flags`).
 * Where does the best choice change with the batch size: :func:`crossovers`.
 
 Accuracy of a pair is its own evaluation where the backend changes the numerics, else the variant's eager
@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from prunebench.analysis.core import pareto_flags
 
 DENSE = "dense"
 EAGER = "eager"
@@ -104,21 +106,17 @@ def _latency_ms(cell: Any) -> float | None:
     return float(median) * 1e3 if median is not None else None
 
 
-def pareto_front(rows: Iterable[DeployRow], batch_size: int) -> list[DeployRow]:
-    """Rows at ``batch_size`` not dominated in (higher accuracy, higher speedup); fastest first.
+def deploy_front(rows: Iterable[DeployRow], batch_size: int) -> list[DeployRow]:
+    """Rows at ``batch_size`` on the Pareto front of (higher accuracy, higher speedup against dense eager);
+    fastest first, ties by variant and backend.
 
+    Dominance and ties follow :func:`~prunebench.analysis.core.pareto_flags` with accuracies compared as plain
+    numbers (the pairs' evaluations are not all paired): equally fast and equally accurate pairs all stay.
     Rows without an accuracy cannot be placed and are left out.
     """
     pts = [r for r in rows if r.batch_size == batch_size and r.accuracy is not None]
-    front = []
-    for r in pts:
-        dominated = any(
-            o.accuracy >= r.accuracy and o.speedup >= r.speedup and (o.accuracy > r.accuracy or o.speedup > r.speedup)
-            for o in pts
-        )
-        if not dominated:
-            front.append(r)
-    return sorted(front, key=lambda r: -r.speedup)
+    flags = pareto_flags([(str(i), -r.speedup, float(r.accuracy)) for i, r in enumerate(pts)])  # type: ignore[arg-type]
+    return sorted((r for r, on in zip(pts, flags, strict=True) if on), key=lambda r: (-r.speedup, r.variant, r.backend))
 
 
 def best_per_batch(rows: Iterable[DeployRow], *, min_accuracy: float | None = None) -> dict[int, DeployRow]:

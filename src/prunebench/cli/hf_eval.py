@@ -16,15 +16,16 @@ from prunebench.cli.common import console
 
 def run_hf_eval(args: argparse.Namespace) -> int:
     """Score an HF model folder (and its deltas to ``--reference``); print a table or JSON."""
+    from prunebench.models.adapters import adapter_for
     from prunebench.models.hf import load_hf_model, load_hf_tokenizer
-    from prunebench.tasks.hf_eval import model_kind, read_pooling
+    from prunebench.tasks.hf_eval import read_pooling
     from prunebench.tasks.hf_suite import HFEvaluator
     from prunebench.tasks.hf_text import corpus_text_task, labelled_text_task
 
     reference_dir = args.reference or args.model_dir
     model, reference = load_hf_model(args.model_dir), load_hf_model(reference_dir)
     tokenizer, pooling = load_hf_tokenizer(reference_dir), read_pooling(reference_dir)
-    kind = model_kind(reference)
+    kind = adapter_for(reference).head_kind
     spec = args.task or "tweets"
     task = None if kind == "mlm" and args.task is None else labelled_text_task(
         spec, text_col=args.text_col, label_col=args.label_col, split_col=args.split_col)
@@ -32,7 +33,7 @@ def run_hf_eval(args: argparse.Namespace) -> int:
     evaluator = HFEvaluator(reference, tokenizer, task=task, corpus=corpus, pooling=pooling, seed=args.seed)
     res = evaluator.score(model)
     if args.json:
-        console().print_json(json.dumps({**res.to_dict(), "trivial_accuracy": evaluator.trivial_accuracy()}))
+        console().print_json(json.dumps(evaluator.result(res).to_dict()))  # the record `eval --json` prints for all
         return 0
     table = Table(title=f"{args.model_dir} on {task.name if task else 'corpus'} (test, {res.n_examples} examples, "
                         f"reference {reference_dir})")

@@ -12,8 +12,8 @@ from prunebench.cli.common import console, float_list, positive_int
 from prunebench.cli.train_cmd import apply_threads, build_task_from, cache_dir_from_args
 from prunebench.models.io import is_hf_folder, load_model, read_config
 from prunebench.models.presets import model_names, preset_config
+from prunebench.pruning.criteria import loss_change_criteria
 from prunebench.search import (
-    IMPORTANCE,
     KEEP_CHOICES,
     SEARCH_BACKENDS,
     SearchOptions,
@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-col", default="text", help="text column of a csv/jsonl task")
     p.add_argument("--label-col", default="label", help="label column of a csv/jsonl task")
     p.add_argument("--calib-sequences", type=int, default=256, help="training sequences scored (default 256)")
-    p.add_argument("--criterion", default="fisher", help=f"importance: {', '.join(IMPORTANCE.names())}")
+    p.add_argument("--criterion", default="fisher", help=f"importance: {', '.join(loss_change_criteria())}")
     p.add_argument("--neuron-step", type=positive_int, default=None,
                    help="kept FFN widths: 1 and multiples of this, each measured (default d_ff / 16)")
     p.add_argument("--no-rescale", action="store_true", help="skip the least-squares refit of output projections")
@@ -101,8 +101,8 @@ def _inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 def _ci(d: dict[str, Any] | None, key: str = "accuracy") -> str:
     if not d:
         return "-"
-    if key == "agreement" and "agreement" not in d:  # HF encoders: the embedding cosine to dense instead
-        return f"cos {d['embedding_cosine']:.3f}" if "embedding_cosine" in d else "-"
+    if key == "agreement" and d.get("agreement") is None:  # HF encoders: the embedding cosine to dense instead
+        return f"cos {d['hidden_cosine']:.3f}" if d.get("hidden_cosine") is not None else "-"
     lo, hi = d[f"{key}_ci"]
     return f"{d[key]:.2%} [{lo:.2%}-{hi:.2%}]"
 

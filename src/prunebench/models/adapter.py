@@ -77,8 +77,8 @@ class EncoderAdapter:
 
     @property
     def head_kind(self) -> str:
-        """``mlm`` or ``classifier``: the task head, in the words the HF adapters use too."""
-        return "mlm" if self.model.head_kind is TaskHead.MLM else "classifier"
+        """``mlm`` or ``cls`` (:data:`~prunebench.models.arch.HEAD_KINDS`): the model's :class:`TaskHead`."""
+        return self.model.head_kind.value
 
     @property
     def max_seq_len(self) -> int:

@@ -17,10 +17,12 @@ import importlib
 import sys
 from typing import Any
 
+import torch
 from torch import nn
 
 from prunebench.models.adapter import EncoderAdapter
 from prunebench.models.arch import ArchAdapter
+from prunebench.models.batch import Batch, LossFn
 from prunebench.registry import Registry
 
 #: name -> adapter class, in lookup order (the first whose ``matches`` accepts a model wins).
@@ -73,6 +75,27 @@ def as_adapter(model_or_adapter: Any) -> ArchAdapter:
     if isinstance(model_or_adapter, ArchAdapter):
         return model_or_adapter
     raise ValueError(f"expected a model or an architecture adapter, got {type(model_or_adapter).__name__}")
+
+
+class _WithLoss:
+    """An adapter whose :meth:`loss` is ``loss_fn(model, batch)``; everything else is the wrapped adapter's."""
+
+    def __init__(self, adapter: ArchAdapter, loss_fn: LossFn) -> None:
+        self._adapter, self._loss_fn = adapter, loss_fn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._adapter, name)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """The given task loss of ``batch`` (e.g. an HF base encoder's frozen-probe cross-entropy)."""
+        return self._loss_fn(self._adapter.model, batch)
+
+
+def with_loss(model_or_adapter: Any, loss_fn: LossFn | None) -> ArchAdapter:
+    """The adapter of ``model_or_adapter`` with ``loss_fn`` as its task loss (None: its own), so gradient
+    criteria score a model that has no loss of its own (or should be scored by another one) unchanged."""
+    adapter = as_adapter(model_or_adapter)
+    return adapter if loss_fn is None else _WithLoss(adapter, loss_fn)  # type: ignore[return-value]
 
 
 def adapter_class(name: str) -> type[Any]:

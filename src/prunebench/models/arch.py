@@ -27,6 +27,10 @@ from prunebench.models.batch import Batch
 
 #: Group kinds an adapter can score, zero and remove.
 GROUP_KINDS = ("heads", "neurons", "layers")
+#: What a model's task head is (:attr:`ArchAdapter.head_kind`, the one answer for every model family):
+#: ``mlm`` (masked-LM logits), ``cls`` (sequence classifier; :class:`~prunebench.models.config.TaskHead`
+#: values), ``base`` (no head of its own: a sentence encoder, scored through a probe).
+HEAD_KINDS = ("mlm", "cls", "base")
 
 
 def check_kind(kind: str) -> None:
@@ -107,7 +111,7 @@ class ArchAdapter(Protocol):
 
     @property
     def head_kind(self) -> str:
-        """The task head: ``mlm``, ``classifier`` or ``base`` (no head of its own)."""
+        """The task head, one of :data:`HEAD_KINDS`: ``mlm``, ``cls`` (sequence classifier) or ``base``."""
         ...
 
     # ---------------------------------------------------------------------------------- group weights

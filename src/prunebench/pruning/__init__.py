@@ -13,12 +13,13 @@ from prunebench.pruning.engine import plan_pruning, prune_, prune_with_plan_
 from prunebench.pruning.methods import PLANNERS, OnStep
 from prunebench.pruning.persist import PLAN_FILE, REPORT_FILE, save_pruned
 from prunebench.pruning.plan import PrunePlan
-from prunebench.pruning.prune_report import ModuleRow, PruneReport, check_fidelity
+from prunebench.pruning.prune_report import FIDELITY_ATOL, ModuleRow, PruneReport, check_fidelity
 from prunebench.pruning.schedule import SCHEDULE_REGISTRY, SCHEDULES, schedule_values, sparsity_at
 from prunebench.pruning.spec import GRANULARITIES, METHODS, SCOPES, MethodInfo, PruneSpec
 
 __all__ = [
     "CRITERIA",
+    "FIDELITY_ATOL",
     "GRANULARITIES",
     "MATERIALIZATIONS",
     "METHODS",

@@ -6,7 +6,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prunebench.analysis.deploy import DeployRow, best_per_batch, crossovers, deploy_rows, pareto_front
+from prunebench.analysis.deploy import DeployRow, best_per_batch, crossovers, deploy_front, deploy_rows
 from prunebench.results.cell import SKIPPED, normalize_cell_row
 
 
@@ -40,7 +40,7 @@ def deploy_markdown(rows: Sequence[DeployRow], skips: dict[str, str] | None = No
         lines.append(f"| {variant} | {backend} | {_acc(acc)} | " + " | ".join(vs_eager + vs_same) + " |")
     lines += ["", "Accuracy-vs-latency Pareto front (no other pair is both as accurate and as fast):", ""]
     for b in batches:
-        front = pareto_front(rows, b)
+        front = deploy_front(rows, b)
         shown = ", ".join(f"{r.variant} / {r.backend} ({_x(r.speedup)}, {_acc(r.accuracy)})" for r in front)
         lines.append(f"- B={b}: {shown or '(no evaluated pair)'}")
     best = best_per_batch(rows)

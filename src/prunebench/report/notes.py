@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from prunebench.analysis import Analysis
-from prunebench.analysis.accuracy import NO_CHANGE
+from prunebench.analysis.bootstrap import NO_CHANGE
 from prunebench.report import fmt
 
 

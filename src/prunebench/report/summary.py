@@ -13,7 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from prunebench.analysis import BASELINE, Analysis, CellAnalysis, analyze
-from prunebench.analysis.accuracy import NO_CHANGE
+from prunebench.analysis.bootstrap import NO_CHANGE
 from prunebench.report import fmt
 from prunebench.report.notes import accuracy_notes
 

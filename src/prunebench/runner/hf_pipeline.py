@@ -12,12 +12,13 @@ from pathlib import Path
 import torch
 
 from prunebench.bench import make_inputs, sweep
+from prunebench.bench.timing import pinned_threads
 from prunebench.config import RunConfig
 from prunebench.results import CellRecord, ResultStore
 from prunebench.runner.budgets import Budgets, bench_settings_for
 from prunebench.runner.hf_run import HFRun, corpus_of, hf_variants, save_dense
 from prunebench.runner.rundir import RunDir
-from prunebench.runner.stages import DENSE, RECOVERABLE, Progress, RunOutcome, Ticker, pinned_threads, run_stages
+from prunebench.runner.stages import DENSE, RECOVERABLE, Progress, RunOutcome, Ticker, run_stages
 
 logger = logging.getLogger(__name__)
 

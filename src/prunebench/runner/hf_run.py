@@ -13,8 +13,9 @@ pretrained model needs instead of training:
              calibration from task text; each saved, reloaded bit-identically, and scored on the same examples
     bench    the HF modules timed paired against dense, as the main run does
 
-Evaluation records carry per-example correctness of the headline metric (base64 bits), so the report's
-accuracy deltas get their paired bootstrap CI, plus every HF metric with its own paired CI under ``details``.
+Evaluation records are the built-in run's (:class:`~prunebench.tasks.evaluation.EvalResult`): per-example
+correctness of the headline metric (base64 bits), so the report's accuracy deltas get their paired bootstrap
+CI, plus every HF metric with its own paired CI under ``details.extra``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from prunebench.bench import disk_bytes
@@ -33,15 +33,16 @@ from prunebench.config import RunConfig
 from prunebench.models import save_model
 from prunebench.models.batch import Batch
 from prunebench.pruning import apply_plan_, check_fidelity, prune_with_plan_, save_pruned
-from prunebench.pruning.group_importance import activation_scores, shrink_refit_, shrink_uniform_
+from prunebench.pruning.criteria import get_criterion
+from prunebench.pruning.group_importance import shrink_refit_, shrink_uniform_
 from prunebench.pruning.spec import METHODS
 from prunebench.results import ResultStore
-from prunebench.results.correctness import pack_correct
 from prunebench.runner.variants import prune_spec
-from prunebench.tasks.hf_distill import calibration_batches, distill_, text_stream
-from prunebench.tasks.hf_eval import model_kind, read_pooling
+from prunebench.tasks import calibration_batches
+from prunebench.tasks.hf_distill import distill_
+from prunebench.tasks.hf_eval import read_pooling
 from prunebench.tasks.hf_suite import HFEvaluator, probe_loss
-from prunebench.tasks.hf_text import TextTask, corpus_text_task, labelled_text_task
+from prunebench.tasks.hf_text import TextTask, TokenizedTexts, corpus_text_task, labelled_text_task
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ logger = logging.getLogger(__name__)
 QUICK_RECOVERY_SECONDS = 1.0
 #: Calibration texts for activation scores, the refit and Wanda / Taylor.
 CALIB_TEXTS = 256
-FIDELITY_ATOL = 1e-4
+#: The criterion (registry name) ranking heads and neurons of a structured HF variant.
+STRUCTURED_CRITERION = "activation"
 
 
 def hf_task(config: RunConfig, kind: str) -> tuple[TextTask | None, TextTask | None]:
@@ -78,19 +80,16 @@ class HFRun:
         self.dense = load_hf_model(config.model).eval()
         self.tokenizer = load_hf_tokenizer(config.model)
         self.pooling = read_pooling(config.model)
-        self.kind = model_kind(self.dense)
+        self.kind = hf_adapter_for(self.dense).head_kind
         self.task, self.corpus = hf_task(config, self.kind)
         self.evaluator = HFEvaluator(self.dense, self.tokenizer, task=self.task, corpus=self.corpus,
                                      pooling=self.pooling, seed=config.seed)
-        texts = (self.task or self.corpus).texts["train"]  # type: ignore[union-attr]
-        labels = self.task.labels["train"] if self.task is not None and self.kind != "mlm" else None
-        self.calib = calibration_batches(self.tokenizer, texts, CALIB_TEXTS, batch_size=32, labels=labels,
-                                         mlm=self.kind == "mlm", seed=config.seed + 1)
-        self.train_texts = texts
-        val = (self.task or self.corpus).texts["val"]  # type: ignore[union-attr]
+        source = self.task or self.corpus
+        assert source is not None  # hf_task gives a labelled task or the corpus
+        self.texts = TokenizedTexts.of(source, self.tokenizer, mlm=self.kind == "mlm")
+        self.calib = calibration_batches(self.texts, CALIB_TEXTS, batch_size=32, seed=config.seed + 1)
         # Unseen text that decides whether distillation helped (else its weights are put back).
-        self.held_out = calibration_batches(self.tokenizer, val, 64, batch_size=64, mlm=self.kind == "mlm",
-                                            seed=config.seed + 2)[0]
+        self.held_out = calibration_batches(self.texts, 64, batch_size=64, split="val", seed=config.seed + 2)[0]
         loss_fn = probe_loss(self.evaluator.probe, self.pooling) if self.evaluator.probe is not None else None
         self.loss_fn = loss_fn
         pad = self.tokenizer.pad_token_id or 0
@@ -124,17 +123,10 @@ class HFRun:
         }
 
     def evaluate(self, store: ResultStore, name: str, model: torch.nn.Module) -> None:
-        """Score ``model`` on the HF task and store the evaluation (headline metric + per-example bits)."""
+        """Score ``model`` on the HF task and store the evaluation (the one record: headline metric and its
+        per-prediction bits, every HF metric with its paired delta under ``details.extra``)."""
         res = self.evaluator.score(model)
-        bits = res.correct if res.correct is not None else np.zeros(0, dtype=bool)
-        source = self.task if self.task is not None and self.kind != "mlm" else self.corpus
-        details = {**res.to_dict(), "correct": pack_correct(bits), "n_predictions": len(bits),
-                   "task_key": source.key() if source else "", "split": "test", "seed": self.config.seed}
-        store.put_evaluation({
-            "variant": name, "accuracy": res.metrics[res.primary], "loss": None,
-            "agreement": None, "kl": None, "cosine": res.metrics["embedding_cosine"],
-            "trivial_accuracy": self.evaluator.trivial_accuracy(), "metric_name": res.primary, "details": details,
-        })
+        store.put_evaluation(self.evaluator.result(res).record(name))
         self.tick("eval", f"{name}: {res.describe()}")
 
     # -------------------------------------------------------------------------------------- variants
@@ -147,7 +139,8 @@ class HFRun:
         """Activation-ranked heads + neurons removed, checked against the masked reference, refitted, distilled."""
         dense_ad = self.adapter_for(self.dense)
         if self._scores is None:  # the dense model's scores: the same for every sparsity
-            self._scores = activation_scores(dense_ad, self.calib[:8])
+            self._scores = get_criterion(STRUCTURED_CRITERION).group_scores_many(
+                dense_ad, ("heads", "neurons"), self.calib[:8], self.config.seed)
         scores = self._scores
         shrunk, masked = copy.deepcopy(self.dense), copy.deepcopy(self.dense)
         kept = shrink_uniform_(self.adapter_for(shrunk), sparsity, scores)
@@ -155,17 +148,16 @@ class HFRun:
         for kind, layers in kept.items():
             for i, keep in enumerate(layers):
                 mad.zero_groups_(kind, i, sorted(set(range(mad.group_count(kind, i))) - set(keep)))
-        fidelity = {**check_fidelity(masked, shrunk, self.check_batch, atol=FIDELITY_ATOL),
+        fidelity = {**check_fidelity(masked, shrunk, self.check_batch),
                     "reference": "masked-dense (before refit and recovery)"}
         del masked, shrunk
         model = copy.deepcopy(self.dense)
         start = time.perf_counter()
         shrink_refit_(self.adapter_for(model), dense_ad, sparsity, scores, self.calib)
         refit_s = time.perf_counter() - start
-        details: dict[str, Any] = {"kept": kept, "criterion": "activation", "refit_seconds": refit_s}
+        details: dict[str, Any] = {"kept": kept, "criterion": STRUCTURED_CRITERION, "refit_seconds": refit_s}
         if self.recovery_seconds() > 0:
-            stream = text_stream(self.tokenizer, self.train_texts, batch_size=16, seed=self.config.seed,
-                                 mlm=self.kind == "mlm")
+            stream = self.texts.train_stream(16, seed=self.config.seed)
             # One held-out check mid-way (each costs about a training step; the budget is short).
             history = distill_(model, self.dense, stream, held_out=self.held_out, seconds=self.recovery_seconds(),
                                pooling=self.pooling, checks=1)
@@ -184,7 +176,7 @@ class HFRun:
         gradual = METHODS.get(method).gradual  # fine-tuned between steps: its own masks are the reference
         reference = copy.deepcopy(model if gradual else self.dense)
         apply_plan_(self.adapter_for(reference), plan, "zeros")
-        fidelity = {**check_fidelity(reference, model, self.check_batch, atol=FIDELITY_ATOL),
+        fidelity = {**check_fidelity(reference, model, self.check_batch),
                     "reference": "masks-reapplied" if gradual else "masked-dense"}
         extra = {"fidelity": fidelity, "materialization": report.materialization,
                  "measured_sparsity": report.measured_sparsity,

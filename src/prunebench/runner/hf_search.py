@@ -32,7 +32,8 @@ class HFSearchInputs:
     Attributes:
         dense: the model (eval mode).
         calib: labelled calibration batches.
-        evaluate: ``evaluate(model, dense) -> {"accuracy", "n_predictions", "metric", "embedding_cosine", ...}``.
+        evaluate: ``evaluate(model, dense) -> EvalResult.to_dict()`` (``accuracy``, ``n_predictions``, ``metric``,
+            ``hidden_cosine``, ``correct``, ``extra``, ...), as the built-in search's.
         loss_fn: the task loss of a base encoder (frozen probe), else None (the adapter's own loss).
         info: what the figures were measured on (model, kind, task, pooling).
     """
@@ -55,34 +56,29 @@ def hf_search_inputs(folder: str | Path, task: str | None = None, *, calib_texts
         calib_texts: calibration texts (0: none, which the search refuses with a message saying how).
         seed: calibration sample and evaluation seed.
     """
+    from prunebench.models.adapters import adapter_for
     from prunebench.models.hf import load_hf_model, load_hf_tokenizer
-    from prunebench.results.correctness import pack_correct
-    from prunebench.tasks.hf_distill import calibration_batches
-    from prunebench.tasks.hf_eval import model_kind, read_pooling
+    from prunebench.tasks import calibration_batches
+    from prunebench.tasks.hf_eval import read_pooling
     from prunebench.tasks.hf_suite import HFEvaluator, probe_loss
-    from prunebench.tasks.hf_text import corpus_text_task, labelled_text_task
+    from prunebench.tasks.hf_text import TokenizedTexts, corpus_text_task, labelled_text_task
 
     dense = load_hf_model(folder).eval()
     tokenizer = load_hf_tokenizer(folder)
     pooling = read_pooling(folder)
-    kind = model_kind(dense)
+    kind = adapter_for(dense).head_kind
     labelled = None if kind == "mlm" else labelled_text_task(task or "tweets")
     corpus = corpus_text_task() if kind == "mlm" else None
     evaluator = HFEvaluator(dense, tokenizer, task=labelled, corpus=corpus, pooling=pooling, seed=seed)
     source = labelled or corpus
     assert source is not None
-    labels = labelled.labels["train"] if labelled is not None and labelled.labels is not None else None
-    calib = (calibration_batches(tokenizer, source.texts["train"], calib_texts, batch_size=CALIB_BATCH, labels=labels,
-                                 mlm=kind == "mlm", seed=seed + 1) if calib_texts > 0 else [])
+    texts = TokenizedTexts.of(source, tokenizer, mlm=kind == "mlm")
+    calib = calibration_batches(texts, calib_texts, batch_size=CALIB_BATCH, seed=seed + 1) if calib_texts > 0 else []
     loss_fn = probe_loss(evaluator.probe, pooling) if evaluator.probe is not None else None
 
     def evaluate(model: nn.Module, reference: nn.Module) -> dict[str, Any]:
-        res = evaluator.score(model)  # paired against the evaluator's dense model (``reference``)
-        n = len(res.correct) if res.correct is not None else res.n_examples
-        bits = pack_correct(res.correct) if res.correct is not None else None  # paired comparisons need them
-        return {"accuracy": res.metrics[res.primary], "metric": res.primary, "n_predictions": n, "correct": bits,
-                "embedding_cosine": res.metrics["embedding_cosine"], "cosine_ci": list(res.cosine_ci),
-                "metrics": dict(res.metrics), "deltas": {k: v.to_dict() for k, v in res.deltas.items()}}
+        # Paired against the evaluator's dense model (``reference``); the same record as the built-in search's.
+        return evaluator.result(evaluator.score(model)).to_dict()
 
     info = {"model": str(folder), "kind": kind, "task": labelled.info if labelled else None,
             "corpus": corpus.info if corpus else None, "pooling": pooling.__dict__,

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from prunebench.bench import disk_bytes
+from prunebench.bench.timing import pinned_threads
 from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
 from prunebench.models import TransformerEncoder, preset_config, save_model
@@ -24,7 +25,6 @@ from prunebench.runner.executors import Executor, LocalExecutor, Unit
 from prunebench.runner.executors.units import (
     ModelSource,
     as_model,
-    evaluation_record,
     folder_files,
     model_files,
     prepare_unit,
@@ -39,7 +39,6 @@ from prunebench.runner.stages import (
     Progress,
     RunOutcome,
     Ticker,
-    pinned_threads,
     run_stages,
     start_run_record,
 )
@@ -306,6 +305,6 @@ def _evaluate(
         logger.exception("evaluating %s failed", name)
         tick("eval", f"{name}: FAILED ({exc})")
         return
-    store.put_evaluation(evaluation_record(name, result))
+    store.put_evaluation(result.record(name))
     tick("eval", f"{name}: accuracy {result.accuracy:.3f}")
 

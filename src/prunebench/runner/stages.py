@@ -5,11 +5,10 @@ the frame around the stages (threads pinned, the run record, the final status, t
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,28 +99,14 @@ def start_run_record(store: ResultStore, config: RunConfig, env: dict[str, Any])
     })
 
 
-@contextlib.contextmanager
-def pinned_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to ``threads`` (None: left as they are) inside, and restored after.
-
-    A run pins them before anything reads ``torch.get_num_threads()`` (the executors' units carry the count).
-    """
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def run_stages(config: RunConfig, run_dir: RunDir, tick: Ticker, outcome: RunOutcome,
                stages: Callable[[ResultStore], None]) -> RunOutcome:
     """Run ``stages(store)`` inside the frame every run shares, and write the report.
 
-    Called with the run's threads pinned (:func:`pinned_threads`, recorded in the environment here); the run
-    record is written (or resumed) first, its status set to ``failed`` when a stage raises and ``finished``
-    otherwise; the stage durations and the load go into ``outcome`` and the run's log (and the CLI prints them).
+    Called with the run's threads pinned (:func:`prunebench.bench.timing.pinned_threads`, recorded in the
+    environment here); the run record is written (or resumed) first, its status set to ``failed`` when a stage
+    raises and ``finished`` otherwise; the stage durations and the load go into ``outcome`` and the run's log
+    (and the CLI prints them).
     """
     env = environment(config.device, torch.get_num_threads())
     env.setdefault("fingerprint_hash", fingerprint_hash(env))

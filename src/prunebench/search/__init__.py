@@ -12,14 +12,13 @@ Stages (each its own module): :mod:`~prunebench.search.latency` and :mod:`~prune
 
 from prunebench.search.allocate import Allocation, check_targets, reachable_speedup, search_widths, uniform_widths
 from prunebench.search.family import MANIFEST_FILE, FamilyResult, search_family
-from prunebench.search.importance import IMPORTANCE, Importance, group_importance
+from prunebench.search.importance import Importance, group_importance, search_criterion
 from prunebench.search.latency import LatencyTable, LayerTable, fit_in_model
 from prunebench.search.measure import check_latency_model, measure_latency_table
 from prunebench.search.options import KEEP_CHOICES, SEARCH_BACKENDS, SearchOptions, check_search_backend
 from prunebench.search.rescale import rescale_
 
 __all__ = [
-    "IMPORTANCE",
     "KEEP_CHOICES",
     "MANIFEST_FILE",
     "SEARCH_BACKENDS",
@@ -37,6 +36,7 @@ __all__ = [
     "measure_latency_table",
     "reachable_speedup",
     "rescale_",
+    "search_criterion",
     "search_family",
     "search_widths",
     "uniform_widths",

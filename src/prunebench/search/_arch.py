@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-import torch
 from torch import nn
 
 from prunebench.models.adapters import adapter_for
 from prunebench.models.arch import ArchAdapter
-from prunebench.models.batch import Batch
 
 #: Per-layer widths ``((heads, neurons), ...)``: what the search chooses and the latency model prices.
 Widths = tuple[tuple[int, int], ...]
-#: ``loss_fn(model, batch) -> scalar``: the task loss of a model without one of its own (an HF base encoder's
-#: frozen-probe cross-entropy); None uses the adapter's :meth:`loss`.
-LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
 
 def adapter_of(model: nn.Module) -> ArchAdapter:
     """The adapter of ``model`` (one-line ValueError for a model no adapter understands)."""
     return adapter_for(model)
-
-
-def task_loss(model: nn.Module, batch: Batch, loss_fn: LossFn | None = None) -> torch.Tensor:
-    """The scalar task loss of ``batch``: ``loss_fn`` when given, else the model's adapter's."""
-    return loss_fn(model, batch) if loss_fn is not None else adapter_of(model).loss(batch)
 
 
 def full_widths(adapter: ArchAdapter) -> Widths:

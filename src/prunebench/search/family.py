@@ -15,11 +15,12 @@ from typing import Any
 
 from torch import nn
 
-from prunebench.models.batch import Batch
+from prunebench.analysis.bootstrap import paired_delta_ci
+from prunebench.models.batch import Batch, LossFn
 from prunebench.models.io import save_model
 from prunebench.pruning import PLAN_FILE
 from prunebench.results.correctness import unpack_correct
-from prunebench.search._arch import LossFn, adapter_of, full_widths
+from prunebench.search._arch import adapter_of, full_widths
 from prunebench.search.allocate import Allocation, check_targets, reachable_speedup, search_widths
 from prunebench.search.importance import check_search_calib, group_importance
 from prunebench.search.latency import LatencyTable
@@ -29,7 +30,6 @@ from prunebench.search.reconstruct import reconstruction_orders
 from prunebench.search.rescale import rescale_
 from prunebench.search.select import choose_allocation
 from prunebench.search.verify import build, measure_speedup, uniform_at_measured
-from prunebench.tasks.paired_ci import paired_delta_ci
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,9 @@ def _accuracy(evaluate: Evaluate | None, model: nn.Module, dense: nn.Module) -> 
 def paired_vs(candidate: Mapping[str, Any] | None, reference: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Paired-bootstrap CI of ``candidate`` accuracy minus ``reference`` accuracy over the same predictions.
 
-    Both are :func:`_accuracy` results carrying per-prediction ``correct`` bits (packed); None when either lacks
-    them or they scored a different number of predictions. Point accuracies of two models a few examples apart
+    Both are :func:`_accuracy` results carrying per-prediction ``correct`` bits (packed) and, where one
+    sequence holds several predictions, ``cluster_sizes`` (resampled whole); None when either lacks the bits
+    or they scored a different number of predictions. Point accuracies of two models a few examples apart
     say nothing; this CI says whether one is *measurably* worse.
     """
     if not candidate or not reference or not candidate.get("correct") or not reference.get("correct"):
@@ -77,7 +78,7 @@ def paired_vs(candidate: Mapping[str, Any] | None, reference: Mapping[str, Any] 
     if n != int(reference["n_predictions"]):
         return None
     new, ref = unpack_correct(candidate["correct"], n), unpack_correct(reference["correct"], n)
-    ci = paired_delta_ci(ref, new)
+    ci = paired_delta_ci(ref, new, candidate.get("cluster_sizes") or reference.get("cluster_sizes"))
     return {**ci.to_dict(), "describe": ci.describe()}
 
 

@@ -1,36 +1,31 @@
-"""Importance of every head and FFN neuron from real calibration data, through the adapter's gates.
+"""Importance of every head and FFN neuron from real calibration data: the pruning criteria's group scores.
 
-The adapter multiplies each group's output by a gate of ones; ``dLoss/dgate`` of a batch is the first-order
-change of the loss if that group were scaled. Two estimates of what removing a group costs:
+The scores come from the criteria registry (:mod:`prunebench.pruning.criteria`), as for every pruning run;
+the search accepts the criteria whose group scores are a loss change on one scale for heads and neurons
+(``Criterion.loss_change``), so it may trade one for the other. Built in:
 
     fisher  sum over batches of (dL/dgate)^2   the diagonal empirical Fisher of the gates (Kwon et al. 2022):
                                                ~ twice the loss increase of removing the group, to 2nd order
     taylor  sum over batches of |dL/dgate|     first-order Taylor (Molchanov et al. 2019, Michel et al. 2019)
 
-Heads and neurons are scored on the same scale (a loss change), so the search may trade one for the other.
+where the adapter multiplies each group's output by a gate of ones, so ``dLoss/dgate`` of a batch is the
+first-order change of the loss if that group were scaled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from prunebench.models.batch import Batch
-from prunebench.pruning.calibration import evaluation_mode, model_device, to_device
-from prunebench.registry import Registry
-from prunebench.search._arch import LossFn, adapter_of, task_loss
+from prunebench.models.adapters import with_loss
+from prunebench.models.batch import Batch, LossFn
+from prunebench.pruning.criteria import Criterion, get_criterion, loss_change_criteria
 
 #: Kinds of group the search prices and removes.
 SEARCH_KINDS = ("heads", "neurons")
-
-#: How one batch's gate gradients add to the running importance.
-IMPORTANCE: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("importance")
-IMPORTANCE.add("fisher", lambda g: g * g)
-IMPORTANCE.add("taylor", lambda g: g.abs())
 
 CALIB_HELP = (
     "the latency-budget search needs calibration data: pass calib=[labelled batch, ...], e.g. "
@@ -96,29 +91,28 @@ def check_search_calib(calib: Sequence[Batch] | None) -> list[Batch]:
     return batches
 
 
+def search_criterion(name: str) -> Criterion:
+    """The registered criterion ``name`` if the search can trade heads for neurons by its scores
+    (``loss_change``); a one-line ValueError naming those that it can otherwise."""
+    allowed = loss_change_criteria()
+    if name not in allowed:
+        raise ValueError(f"unknown search criterion {name!r}; choose from: {', '.join(allowed)} "
+                         "(criteria whose scores are a loss change, comparable across heads and neurons)")
+    return get_criterion(name)
+
+
 def group_importance(model: nn.Module, calib: Sequence[Batch] | None, criterion: str = "fisher",
-                     loss_fn: LossFn | None = None) -> Importance:
-    """Score every head and neuron of ``model`` on ``calib`` (one forward/backward per batch; model unchanged).
+                     loss_fn: LossFn | None = None, seed: int = 0) -> Importance:
+    """Score every head and neuron of ``model`` on ``calib`` by the registered ``criterion``'s group scores
+    (one forward/backward per batch for the gradient criteria; the model is unchanged).
 
     ``loss_fn`` is the task loss of a model without one (an HF base encoder); None: the adapter's.
 
     Raises:
-        ValueError: no (labelled) calibration data, or an unknown criterion.
+        ValueError: no (labelled) calibration data, or a criterion the search cannot use.
     """
-    accumulate = IMPORTANCE.get(criterion)
+    crit = search_criterion(criterion)
     batches = check_search_calib(calib)
-    adapter = adapter_of(model)
-    device = model_device(model)
-    with ExitStack() as stack:
-        gates = {kind: stack.enter_context(adapter.gates(kind)) for kind in SEARCH_KINDS}
-        flat = [g for kind in SEARCH_KINDS for g in gates[kind]]
-        acc = [torch.zeros_like(g, dtype=torch.float64) for g in flat]
-        with evaluation_mode(model), torch.enable_grad():
-            for batch in batches:
-                loss = task_loss(model, to_device(batch, device), loss_fn)
-                grads = torch.autograd.grad(loss, flat, allow_unused=True)
-                for a, g in zip(acc, grads, strict=True):
-                    if g is not None:  # a layer without heads never uses its (empty) gate
-                        a += accumulate(g.detach().double())
-    n = adapter.n_layers
-    return Importance(tuple(a.cpu() for a in acc[:n]), tuple(a.cpu() for a in acc[n:]), criterion, len(batches))
+    scores = crit.group_scores_many(with_loss(model, loss_fn), SEARCH_KINDS, batches, seed)
+    heads, neurons = (tuple(s.double().cpu() for s in scores[kind]) for kind in SEARCH_KINDS)
+    return Importance(heads, neurons, criterion, len(batches))

@@ -8,7 +8,7 @@ from typing import Any
 
 from prunebench.bench.settings import BenchSettings
 from prunebench.search.allocate import check_targets
-from prunebench.search.importance import IMPORTANCE
+from prunebench.search.importance import search_criterion
 from prunebench.search.measure import CONFIG_TIMING, TABLE_TIMING
 from prunebench.search.verify import VERIFY_TIMING
 
@@ -77,7 +77,7 @@ class SearchOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", check_targets(tuple(self.targets)))
         check_search_backend(self.backend)
-        IMPORTANCE.get(self.criterion)
+        search_criterion(self.criterion)
         if self.keep is None:
             object.__setattr__(self, "keep", "obs" if self.rescale else "score")
         if self.keep not in KEEP_CHOICES:

@@ -27,8 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunebench.models.batch import Batch
-from prunebench.search._arch import LossFn
+from prunebench.models.batch import Batch, LossFn
 from prunebench.search.allocate import (
     Allocation,
     allocation_of,

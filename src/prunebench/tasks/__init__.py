@@ -1,6 +1,6 @@
 """Real-data accuracy tasks: tokenizer, datasets, training, recovery fine-tuning and evaluation."""
 
-from prunebench.tasks.base import DataError, SplitData, Task
+from prunebench.tasks.base import BatchSource, DataError, SplitData, Task, calibration_batches
 from prunebench.tasks.baseline import (
     CACHE_ENV,
     DEFAULT_BUDGETS,
@@ -10,7 +10,7 @@ from prunebench.tasks.baseline import (
 )
 from prunebench.tasks.budget import Budget, BudgetKind
 from prunebench.tasks.classification import ClassificationTask
-from prunebench.tasks.evaluation import EvalResult, calibration_batches, evaluate
+from prunebench.tasks.evaluation import EvalResult, evaluate
 from prunebench.tasks.factory import TASK_SPECS, build_task
 from prunebench.tasks.mlm import MLMTask
 from prunebench.tasks.training import (
@@ -27,6 +27,7 @@ __all__ = [
     "CACHE_ENV",
     "DEFAULT_BUDGETS",
     "TASK_SPECS",
+    "BatchSource",
     "Budget",
     "BudgetKind",
     "ClassificationTask",

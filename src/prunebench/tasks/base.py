@@ -102,7 +102,65 @@ def stable_hash(data: Any, length: int = 16) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()[:length]
 
 
-class Task(ABC):
+class BatchSource(ABC):
+    """Rows of named splits that become labelled batches in the shared format, reproducibly from a generator.
+
+    The built-in tasks (:class:`Task`) and Hugging Face text through a model's own tokenizer
+    (:class:`~prunebench.tasks.hf_text.TokenizedTexts`) are both sources, so training streams and
+    :func:`calibration_batches` are written once for every model.
+    """
+
+    name: str
+
+    @abstractmethod
+    def num_sequences(self, split: str) -> int:
+        """Rows in ``split``."""
+
+    @abstractmethod
+    def batch(self, split: str, index: torch.Tensor, generator: torch.Generator, *, evaluation: bool) -> Batch:
+        """Rows ``index`` of ``split`` as a labelled batch; ``generator`` draws any masking (``evaluation``:
+        evaluation-style masking)."""
+
+    def train_stream(self, batch_size: int, seed: int = 0, split: str = "train") -> Iterator[Batch]:
+        """Endless shuffled training batches (fresh order and masking every epoch), fixed by ``seed``."""
+        n = self.num_sequences(split)
+        if n == 0:
+            raise ValueError(f"the {split!r} split of task {self.name!r} is empty")
+        generator = torch.Generator().manual_seed(seed)
+        while True:
+            order = torch.randperm(n, generator=generator)  # [N]
+            for start in range(0, n, batch_size):
+                yield self.batch(split, order[start : start + batch_size], generator, evaluation=False)
+
+
+def calibration_batches(
+    source: BatchSource, n_sequences: int, batch_size: int = 8, split: str = "train", seed: int = 0
+) -> list[Batch]:
+    """``n_sequences`` labelled sequences of ``split`` (a seeded sample) for activation- or gradient-based
+    pruning criteria, the refit and held-out checks; the one way every run makes them.
+
+    Batches carry labels (training-style masking for the built-in MLM task) so gradient criteria such as
+    Taylor can compute ``task_loss``; the selection and masking are fixed by ``seed``. The sample is the
+    first ``n_sequences`` of the seeded permutation :meth:`BatchSource.train_stream` starts with (all rows
+    when the split holds fewer).
+
+    Raises:
+        ValueError: ``n_sequences`` or ``batch_size`` is not positive, or the split is empty.
+    """
+    if n_sequences <= 0 or batch_size <= 0:
+        raise ValueError(f"n_sequences and batch_size must be positive, got {n_sequences} and {batch_size}")
+    n = source.num_sequences(split)
+    if n == 0:
+        raise ValueError(f"the {split!r} split of task {source.name!r} is empty")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator)[: min(n_sequences, n)]  # [n_sequences]
+    return [
+        source.batch(split, order[s : s + batch_size], generator, evaluation=False)
+        for s in range(0, len(order), batch_size)
+    ]
+
+
+class Task(BatchSource):
     """Base class of the accuracy tasks.
 
     Attributes:
@@ -164,17 +222,6 @@ class Task(ABC):
             # Classification rows are padded to seq_len; attention over padding is wasted work.
             batch = {k: (v[:, :width] if v.dim() == 2 else v) for k, v in batch.items()}
         return batch
-
-    def train_stream(self, batch_size: int, seed: int = 0, split: str = "train") -> Iterator[Batch]:
-        """Endless shuffled training batches (fresh order and masking every epoch), fixed by ``seed``."""
-        n = self.num_sequences(split)
-        if n == 0:
-            raise ValueError(f"the {split!r} split of task {self.name!r} is empty")
-        generator = torch.Generator().manual_seed(seed)
-        while True:
-            order = torch.randperm(n, generator=generator)  # [N]
-            for start in range(0, n, batch_size):
-                yield self.batch(split, order[start : start + batch_size], generator, evaluation=False)
 
     def eval_batches(
         self,

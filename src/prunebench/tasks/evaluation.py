@@ -6,9 +6,10 @@ KL(reference || model) of the output distributions, and cosine similarity of mea
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -19,28 +20,41 @@ from prunebench.results.correctness import pack_correct
 from prunebench.serde import check_schema_version, reject_unknown
 from prunebench.tasks.base import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_EVAL_BATCHES, Task
 
-SCHEMA_VERSION = 1
+#: 2: ``cluster_sizes`` (predictions per sequence, so a bootstrap resamples sequences, not tokens) and
+#: ``extra`` added, ``loss`` and ``n_batches`` optional: Hugging Face evaluations use the same record.
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Accuracy of one model on one split (and its fidelity to a reference, when one was given).
+    """Accuracy of one model on one split (and its fidelity to a reference, when one was given): the one
+    evaluation record of every model, built-in (:func:`evaluate`) or Hugging Face
+    (:meth:`prunebench.tasks.hf_suite.HFEvaluator.result`); :meth:`record` is its row in the store.
 
     Attributes:
         task: task name; ``task_key`` is the hash of its fingerprint.
         split: evaluated split.
-        metric: ``"masked_token_accuracy"`` (MLM) or ``"accuracy"`` (classification).
+        metric: the headline metric: ``"masked_token_accuracy"`` (MLM), ``"accuracy"`` (classification),
+            ``"probe_accuracy"`` (an HF base encoder through its frozen probe).
         accuracy: top-1 accuracy over ``n_predictions`` masked tokens or examples.
-        loss: mean cross-entropy (nats) over the same predictions.
+        loss: mean cross-entropy (nats) over the same predictions (None where the model has no loss of its
+            own to report: HF evaluations).
         trivial_accuracy: accuracy of always predicting the most frequent train token / majority class.
         macro_f1: classification only.
         agreement: fraction of predictions equal to the reference model's (None without a reference).
         kl_divergence: mean KL(reference || model) in nats per prediction.
-        hidden_cosine: mean cosine similarity of the mean-pooled final hidden states per sequence.
-        n_predictions, n_sequences, n_batches, seed: what was evaluated.
+        hidden_cosine: mean cosine similarity of each sequence's pooled final hidden state to the
+            reference's (mean pooling for prunebench encoders; an HF model's own sentence-transformers pooling).
+        n_predictions, n_sequences, n_batches, seed: what was evaluated (``n_batches`` None where batching
+            is the evaluator's own business).
         correct: per-prediction correctness in evaluation order, one bit each, packed as base64 text (see
             :mod:`prunebench.results.correctness`). The same seed scores the same predictions for every model,
             so two models' bits pair up one to one: what a paired bootstrap of an accuracy difference needs.
+        cluster_sizes: predictions per evaluated sequence, in order (MLM: its masked tokens, which are
+            consecutive in ``correct``); None when every sequence is one prediction (classification). The
+            bootstrap (:mod:`prunebench.analysis.bootstrap`) resamples these sequences whole.
+        extra: figures particular to the evaluator, JSON-ready (HF: ``kind``, every ``metrics`` value, their
+            paired ``deltas`` to dense, ``cosine_ci``, ``pooling``).
     """
 
     task: str
@@ -48,22 +62,32 @@ class EvalResult:
     split: str
     metric: str
     accuracy: float
-    loss: float
+    loss: float | None
     trivial_accuracy: float
     n_predictions: int
     n_sequences: int
-    n_batches: int
+    n_batches: int | None
     seed: int
     macro_f1: float | None = None
     agreement: float | None = None
     kl_divergence: float | None = None
     hidden_cosine: float | None = None
     correct: str | None = None
+    cluster_sizes: list[int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
         return asdict(self)
+
+    def record(self, variant: str) -> dict[str, Any]:
+        """The store's evaluation row of ``variant``: headline columns, everything in ``details``."""
+        return {
+            "variant": variant, "accuracy": self.accuracy, "loss": self.loss, "agreement": self.agreement,
+            "kl": self.kl_divergence, "cosine": self.hidden_cosine, "trivial_accuracy": self.trivial_accuracy,
+            "metric_name": self.metric, "details": self.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalResult:
@@ -74,7 +98,8 @@ class EvalResult:
 
 
 def _outputs(model: TransformerEncoder, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(logits [N, K], targets [N], pooled hidden [B, D]) for the predictions the task scores."""
+    """(logits [N, K], targets [N], pooled hidden [B, D]) for the predictions the task scores; an MLM row's
+    predictions are consecutive (row-major order of its masked positions)."""
     mask = batch["attention_mask"]
     hidden = model.encode(batch["input_ids"], mask)  # [B, S, D]
     pooled = model.pool(hidden, mask)  # [B, D]
@@ -85,16 +110,17 @@ def _outputs(model: TransformerEncoder, batch: Batch) -> tuple[torch.Tensor, tor
     return model.classify(hidden, mask), labels, pooled  # [B, C], [B], [B, D]
 
 
-def _macro_f1(pred: torch.Tensor, target: torch.Tensor, num_labels: int) -> float:
-    """Mean F1 over the classes that occur in targets or predictions."""
-    scores = []
-    for c in range(num_labels):
-        tp = int(((pred == c) & (target == c)).sum())
-        fp = int(((pred == c) & (target != c)).sum())
-        fn = int(((pred != c) & (target == c)).sum())
-        if tp + fp + fn > 0:
-            scores.append(2 * tp / (2 * tp + fp + fn))
-    return sum(scores) / len(scores) if scores else 0.0
+def macro_f1(pred: np.ndarray, target: np.ndarray, num_labels: int) -> float:
+    """Mean F1 over the classes present in targets or predictions (numpy: also used inside bootstraps)."""
+    pairs = np.bincount(target * num_labels + pred, minlength=num_labels * num_labels)
+    confusion = pairs.reshape(num_labels, num_labels)  # [true, pred]
+    tp = np.diag(confusion).astype(np.float64)
+    fp = confusion.sum(axis=0) - tp
+    fn = confusion.sum(axis=1) - tp
+    present = (tp + fp + fn) > 0
+    if not present.any():
+        return 0.0
+    return float((2 * tp[present] / (2 * tp[present] + fp[present] + fn[present])).mean())
 
 
 def _check_pair(model: TransformerEncoder, reference: TransformerEncoder, task: Task) -> None:
@@ -143,7 +169,7 @@ def evaluate(
         correct = total = trivial_hits = n_seq = 0
         loss_sum = kl_sum = cos_sum = 0.0
         agree = 0
-        preds, targets, hits = [], [], []
+        preds, targets, hits, sizes = [], [], [], []
         for batch in batches:
             logits, target, pooled = _outputs(model, batch)  # [N, K], [N], [B, D]
             logp = F.log_softmax(logits.double(), dim=-1)  # [N, K]
@@ -154,6 +180,8 @@ def evaluate(
             total += int(target.numel())
             loss_sum += float(F.nll_loss(logp, target, reduction="sum"))
             n_seq += int(pooled.shape[0])
+            if task.head is TaskHead.MLM:
+                sizes += (batch["labels"] != IGNORE_INDEX).sum(dim=1).tolist()  # this batch's rows, in order
             preds.append(pred)
             targets.append(target)
             if reference is not None:
@@ -178,28 +206,11 @@ def evaluate(
         n_sequences=n_seq,
         n_batches=len(batches),
         seed=seed,
-        macro_f1=None if is_mlm else _macro_f1(torch.cat(preds), torch.cat(targets), task.num_labels),
+        macro_f1=None if is_mlm else macro_f1(torch.cat(preds).numpy(), torch.cat(targets).numpy(), task.num_labels),
         agreement=None if reference is None else agree / total,
         kl_divergence=None if reference is None else kl_sum / total,
         hidden_cosine=None if reference is None else cos_sum / n_seq,
         correct=pack_correct(torch.cat(hits).tolist()),
+        cluster_sizes=sizes if is_mlm else None,
     )
 
-
-def calibration_batches(
-    task: Task, n_sequences: int, batch_size: int = 8, split: str = "train", seed: int = 0
-) -> list[Batch]:
-    """``n_sequences`` labelled sequences of ``split`` for activation- or gradient-based pruning criteria.
-
-    Batches carry labels (training-style 80/10/10 masking for MLM) so gradient criteria such as Taylor can
-    compute ``task_loss``; the selection and masking are fixed by ``seed``.
-    """
-    if n_sequences <= 0 or batch_size <= 0:
-        raise ValueError(f"n_sequences and batch_size must be positive, got {n_sequences} and {batch_size}")
-    n = task.num_sequences(split)
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n, generator=generator)[: min(n_sequences, n)]  # [n_sequences]
-    return [
-        task.batch(split, order[s : s + batch_size], generator, evaluation=False)
-        for s in range(0, len(order), batch_size)
-    ]

@@ -1,4 +1,4 @@
-"""Recovery of pruned Hugging Face encoders by distillation from the dense teacher, and calibration batches.
+"""Recovery of pruned Hugging Face encoders by distillation from the dense teacher.
 
 Recovery needs no labels: the student (the pruned model) learns to reproduce the dense teacher's hidden
 states on unlabelled task text. The loss per batch is
@@ -11,8 +11,8 @@ states on unlabelled task text. The loss per batch is
              text is masked as in MLM training), or a classifier's logits
 
 Dropout stays off (the model is in eval mode while its weights train): the aim is to match the teacher on
-this text, not to regularize. Calibration batches for Wanda / Taylor come from the same real text through
-the model's own tokenizer, in the shared batch format.
+this text, not to regularize. The batches come from :class:`~prunebench.tasks.hf_text.TokenizedTexts`
+(its ``train_stream``), calibration batches from :func:`prunebench.tasks.calibration_batches` of the same.
 """
 
 from __future__ import annotations
@@ -26,57 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunebench.models.adapters import adapter_for
 from prunebench.models.batch import Batch
-from prunebench.tasks.hf_eval import MLM_MASK_PROB, Pooling, model_kind, pool
-from prunebench.tasks.hf_text import encode_texts, pad_batch, pad_id
+from prunebench.tasks.hf_eval import Pooling, pool
 from prunebench.tasks.precision import resolve_precision, step_context
 
 logger = logging.getLogger(__name__)
-
-
-def text_stream(tokenizer: object, texts: list[str], *, batch_size: int = 16, max_length: int = 128,
-                seed: int = 0, labels: list[int] | None = None, mlm: bool = False) -> Iterator[Batch]:
-    """Endless shuffled batches of ``texts`` (fresh order each epoch, fixed by ``seed``).
-
-    ``labels`` adds class ids ([B]); ``mlm`` masks 15% of the regular tokens and adds MLM ``labels`` ([B, S]).
-    """
-    rows = encode_texts(tokenizer, texts, max_length)
-    if not rows:
-        raise ValueError("no texts to make batches from")
-    gen = torch.Generator().manual_seed(seed)
-    special = torch.tensor(sorted(set(getattr(tokenizer, "all_special_ids", []))), dtype=torch.long)
-    while True:
-        order = torch.randperm(len(rows), generator=gen).tolist()
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            batch = pad_batch([rows[i] for i in idx], pad_id(tokenizer))
-            if labels is not None:
-                batch["labels"] = torch.tensor([labels[i] for i in idx], dtype=torch.long)  # [B]
-            if mlm:
-                batch = _mask(batch, tokenizer, special, gen)
-            yield batch
-
-
-def _mask(batch: Batch, tokenizer: object, special: torch.Tensor, gen: torch.Generator) -> Batch:
-    ids = batch["input_ids"]
-    regular = ~torch.isin(ids, special) & batch["attention_mask"].bool()  # [B, S]
-    selected = (torch.rand(ids.shape, generator=gen) < MLM_MASK_PROB) & regular  # [B, S]
-    mask_id = getattr(tokenizer, "mask_token_id", None)
-    if mask_id is None:
-        raise ValueError("the tokenizer has no mask token; MLM batches need one")
-    return {"input_ids": ids.masked_fill(selected, int(mask_id)), "attention_mask": batch["attention_mask"],
-            "labels": torch.where(selected, ids, torch.full_like(ids, -100))}
-
-
-def calibration_batches(tokenizer: object, texts: list[str], n_sequences: int, *, batch_size: int = 8,
-                        max_length: int = 128, seed: int = 0, labels: list[int] | None = None,
-                        mlm: bool = False) -> list[Batch]:
-    """``n_sequences`` real texts (a seeded sample) as batches for Wanda / Taylor calibration."""
-    if n_sequences <= 0:
-        raise ValueError(f"n_sequences must be positive, got {n_sequences}")
-    stream = text_stream(tokenizer, texts, batch_size=batch_size, max_length=max_length, seed=seed,
-                         labels=labels, mlm=mlm)
-    return [next(stream) for _ in range(-(-min(n_sequences, len(texts)) // batch_size))]
 
 
 @dataclass
@@ -124,7 +79,7 @@ def distill_loss(student: nn.Module, teacher: nn.Module, batch: Batch, pooling: 
     t_pool = pool(t_hidden[-1].float(), batch["attention_mask"], pooling)  # [B, D]
     s_pool = pool(s_hidden[-1].float(), batch["attention_mask"], pooling)  # [B, D]
     loss = loss + (1.0 - F.cosine_similarity(s_pool, t_pool, dim=-1)).mean()
-    kind = model_kind(student)
+    kind = adapter_for(student).head_kind
     if kind in ("mlm", "cls"):
         t_logits, s_logits = t_out.logits.float(), s_out.logits.float()
         if kind == "mlm":

@@ -1,7 +1,7 @@
 """Scoring Hugging Face encoders: pooled embeddings, a frozen linear probe, MLM and classifier accuracy.
 
 Every function returns *per-example* results (not only a mean), so that the deltas between a pruned model
-and the dense one get paired confidence intervals (:mod:`prunebench.tasks.paired_ci`).
+and the dense one get paired confidence intervals (:mod:`prunebench.analysis.bootstrap`).
 
 Pooling follows the model folder's own sentence-transformers config when it has one (``modules.json``
 naming a ``Pooling`` module, its ``config.json`` giving the mode, and a ``Normalize`` module), so the
@@ -19,15 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunebench.tasks.base import SplitData
 from prunebench.tasks.hf_text import encode_texts, length_batches, pad_batch, pad_id
 from prunebench.user_files import UnsafeFileError, contained, read_json
 
 logger = logging.getLogger(__name__)
 
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
-MODEL_KINDS = ("mlm", "cls", "base")
-MLM_MASK_PROB = 0.15
 
 
 @dataclass(frozen=True)
@@ -68,16 +65,6 @@ def read_pooling(folder: str | Path | None) -> Pooling:
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         logger.warning("unreadable sentence-transformers config in %s (%s); using mean pooling", root, exc)
         return Pooling()
-
-
-def model_kind(model: nn.Module) -> str:
-    """``"mlm"``, ``"cls"`` (sequence classifier) or ``"base"``, from the model's class name."""
-    name = type(model).__name__
-    if name.endswith("ForMaskedLM"):
-        return "mlm"
-    if name.endswith("ForSequenceClassification"):
-        return "cls"
-    return "base"
 
 
 def hidden_states(model: nn.Module, batch: dict[str, torch.Tensor], *, all_layers: bool = False) -> Any:
@@ -175,27 +162,6 @@ class LinearProbe:
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """[N] predicted class ids."""
         return self.logits(x).argmax(dim=-1)
-
-
-def mask_rows(rows: SplitData, tokenizer: Any, seed: int, mask_prob: float = MLM_MASK_PROB) -> dict[str, torch.Tensor]:
-    """Evaluation masking: ``mask_prob`` of the non-special tokens become the mask token (>= 1 per row).
-
-    Returns ``input_ids``, ``attention_mask`` and ``labels`` ([N, S], -100 where not masked).
-    """
-    if tokenizer.mask_token_id is None:
-        raise ValueError("the tokenizer has no mask token; masked-token accuracy needs one")
-    ids = rows.input_ids
-    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
-    regular = ~torch.isin(ids, special) & rows.attention_mask.bool()  # [N, S]
-    u = torch.rand(ids.shape, generator=torch.Generator().manual_seed(seed))  # [N, S]
-    selected = (u < mask_prob) & regular  # [N, S]
-    # Every row with a regular token gets at least its smallest draw, so each row is a scorable example.
-    first = torch.where(regular, u, torch.full_like(u, 2.0)).argmin(dim=1)  # [N]
-    has = regular.any(dim=1)
-    selected[has.nonzero(as_tuple=True)[0], first[has]] = True
-    labels = torch.where(selected, ids, torch.full_like(ids, -100))  # [N, S]
-    corrupted = ids.masked_fill(selected, int(tokenizer.mask_token_id))  # [N, S]
-    return {"input_ids": corrupted, "attention_mask": rows.attention_mask, "labels": labels}
 
 
 @torch.no_grad()

@@ -22,19 +22,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunebench.analysis.bootstrap import DeltaCI, mean_ci, paired_delta_ci, paired_stat_ci
+from prunebench.models.adapters import adapter_for
+from prunebench.results.correctness import pack_correct
+from prunebench.tasks.evaluation import EvalResult, macro_f1
 from prunebench.tasks.hf_eval import (
     LinearProbe,
     Pooling,
     classifier_predictions,
     embed,
     hidden_states,
-    mask_rows,
     mlm_hits,
-    model_kind,
     pool,
 )
-from prunebench.tasks.hf_text import TextTask, pack_rows
-from prunebench.tasks.paired_ci import DeltaCI, macro_f1, mean_ci, paired_delta_ci, paired_stat_ci
+from prunebench.tasks.hf_text import TextTask, mask_batch, pack_rows
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class HFAccuracy:
         n_examples: test examples (sequences for MLM) every metric was computed on.
         correct: per-prediction correctness of the headline metric (examples; masked tokens for MLM), in a
             fixed order shared by every model scored by one evaluator (not part of :meth:`to_dict`).
+        cluster_sizes: MLM: masked tokens per row (consecutive in ``correct``), which the paired bootstrap
+            resamples whole; None when every example is one prediction.
     """
 
     kind: str
@@ -63,6 +66,7 @@ class HFAccuracy:
     n_examples: int
     info: dict[str, Any] = field(default_factory=dict)
     correct: np.ndarray | None = field(default=None, repr=False, compare=False)
+    cluster_sizes: list[int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def primary(self) -> str:
@@ -103,18 +107,20 @@ class HFEvaluator:
     def __init__(self, dense: nn.Module, tokenizer: Any, *, task: TextTask | None = None,
                  corpus: TextTask | None = None, pooling: Pooling | None = None, max_length: int = 128,
                  mlm_seq_len: int = 128, mlm_rows: int = 256, seed: int = 0) -> None:
-        self.kind = model_kind(dense)
+        self.kind = adapter_for(dense).head_kind
         self.tokenizer = tokenizer
         self.pooling = pooling or Pooling()
         self.max_length = max_length
         self.seed = seed
         self.task = task
+        self.corpus = corpus
         self.probe: LinearProbe | None = None
         if self.kind == "mlm":
             if corpus is None:
                 raise ValueError("a masked-LM model is scored on a text corpus; pass corpus=corpus_text_task()")
             rows = pack_rows(tokenizer, corpus.texts["test"], mlm_seq_len, mlm_rows)
-            self.masked = mask_rows(rows, tokenizer, seed)
+            self.masked = mask_batch({"input_ids": rows.input_ids, "attention_mask": rows.attention_mask}, tokenizer,
+                                     torch.Generator().manual_seed(seed))
             self.test_texts: list[str] = []
         else:
             if task is None or task.labels is None:
@@ -182,7 +188,8 @@ class HFEvaluator:
         if self.kind == "mlm":
             name = "masked_token_accuracy"
             metrics[name] = float(out["hits"].sum() / out["counts"].sum())
-            deltas[name] = paired_delta_ci(ref["hits"], out["hits"], out["counts"], seed=self.seed)
+            sizes: list[int] | None = out["counts"].tolist()
+            deltas[name] = paired_delta_ci(ref["tokens"], out["tokens"], sizes, seed=self.seed)
             correct = out["tokens"]
         else:
             y = self.test_labels
@@ -195,10 +202,29 @@ class HFEvaluator:
                 lambda i: macro_f1(out["pred"][i], y[i], k), lambda i: macro_f1(ref["pred"][i], y[i], k),
                 len(y), seed=self.seed,
             )
-            correct = out["pred"] == y
+            correct, sizes = out["pred"] == y, None
         info = {"task": self.task.name if self.task else "corpus", "pooling": self.pooling.mode,
                 "normalize": self.pooling.normalize}
-        return HFAccuracy(self.kind, metrics, deltas, (cos_low, cos_high), len(cos), info, correct)
+        return HFAccuracy(self.kind, metrics, deltas, (cos_low, cos_high), len(cos), info, correct, sizes)
+
+    def result(self, res: HFAccuracy) -> EvalResult:
+        """``res`` as the one evaluation record (:class:`~prunebench.tasks.evaluation.EvalResult`): the headline
+        metric and its per-prediction correctness (with masked tokens per row for MLM), what it was measured on,
+        and every HF metric with its paired delta to dense under ``extra``."""
+        source = self.corpus if self.kind == "mlm" else self.task
+        correct = res.correct if res.correct is not None else np.zeros(0, dtype=bool)
+        prefix = "probe_" if self.kind == "base" else ""
+        return EvalResult(
+            task=source.name if source else "", task_key=source.key() if source else "", split="test",
+            metric=res.primary, accuracy=res.metrics[res.primary], loss=None,
+            trivial_accuracy=self.trivial_accuracy(), n_predictions=len(correct), n_sequences=res.n_examples,
+            n_batches=None, seed=self.seed, macro_f1=res.metrics.get(f"{prefix}macro_f1"),
+            hidden_cosine=res.metrics["embedding_cosine"], correct=pack_correct(correct),
+            cluster_sizes=res.cluster_sizes,
+            extra={"kind": res.kind, "metrics": dict(res.metrics),
+                   "deltas": {k: v.to_dict() for k, v in res.deltas.items()}, "cosine_ci": list(res.cosine_ci),
+                   **{k: v for k, v in res.info.items() if k != "task"}},
+        )
 
     def trivial_accuracy(self) -> float:
         """Accuracy of always predicting the majority train class (MLM: the most frequent masked test token)."""

@@ -20,9 +20,11 @@ from typing import Any
 
 import torch
 
+from prunebench.models.batch import Batch
 from prunebench.tasks import corpus
-from prunebench.tasks.base import SPLIT_NAMES, DataError, SplitData, stable_hash
+from prunebench.tasks.base import SPLIT_NAMES, BatchSource, DataError, SplitData, stable_hash
 from prunebench.tasks.classification import read_labelled_texts
+from prunebench.tasks.mlm_masking import mask_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,46 @@ class TextTask:
         if self.labels is None:
             raise ValueError(f"task {self.name!r} has no labels")
         return torch.tensor(self.labels[split], dtype=torch.long)  # [N]
+
+
+class TokenizedTexts(BatchSource):
+    """Texts (and class ids) of named splits as batches through one model's own tokenizer: the
+    :class:`~prunebench.tasks.base.BatchSource` of Hugging Face encoders, so their training streams
+    (:meth:`train_stream`) and :func:`~prunebench.tasks.base.calibration_batches` are the built-in tasks' own.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        texts: split -> texts; tokenized when a batch is made (truncated to ``max_length``, padded to the
+            longest row of the batch).
+        labels: split -> class ids, added as ``labels`` [B]; None for unlabelled text.
+        mlm: mask every batch for a masked-LM model (:func:`mask_batch`, in both modes: a pretrained MLM
+            was not trained on our 80/10/10 draws of its ids) and add its ``labels`` [B, S] instead.
+        name: shown in errors.
+    """
+
+    def __init__(self, tokenizer: Any, texts: dict[str, list[str]], labels: dict[str, list[int]] | None = None,
+                 *, mlm: bool = False, max_length: int = 128, name: str = "text") -> None:
+        self.tokenizer, self.texts, self.labels = tokenizer, texts, labels
+        self.mlm, self.max_length, self.name = mlm, max_length, name
+
+    @classmethod
+    def of(cls, task: TextTask, tokenizer: Any, *, mlm: bool = False, max_length: int = 128) -> TokenizedTexts:
+        """``task``'s texts through ``tokenizer``; labelled when the task is and the model is no masked LM."""
+        labels = None if mlm else task.labels
+        return cls(tokenizer, task.texts, labels, mlm=mlm, max_length=max_length, name=task.name)
+
+    def num_sequences(self, split: str) -> int:
+        """Texts in ``split`` (0 for a split it does not have)."""
+        return len(self.texts.get(split, []))
+
+    def batch(self, split: str, index: torch.Tensor, generator: torch.Generator, *, evaluation: bool) -> Batch:
+        """Texts ``index`` of ``split``, tokenized and padded; class ids or MLM masking (drawn from ``generator``)."""
+        idx = [int(i) for i in index]
+        rows = encode_texts(self.tokenizer, [self.texts[split][i] for i in idx], self.max_length)
+        batch = pad_batch(rows, pad_id(self.tokenizer))
+        if self.labels is not None:
+            batch["labels"] = torch.tensor([self.labels[split][i] for i in idx], dtype=torch.long)  # [B]
+        return mask_batch(batch, self.tokenizer, generator) if self.mlm else batch
 
 
 def builtin_task_path() -> Path:
@@ -182,6 +224,21 @@ def special_ids(tokenizer: Any) -> tuple[int, int]:
 def pad_id(tokenizer: Any) -> int:
     """The tokenizer's padding id (0 when it defines none)."""
     return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+
+
+def mask_batch(batch: dict[str, torch.Tensor], tokenizer: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """``batch`` masked for an MLM model with its own tokenizer: :func:`~prunebench.tasks.mlm_masking.mask_tokens`
+    (15% of the tokens that are not special, at least one per row, every one replaced by the mask token).
+
+    Raises:
+        ValueError: the tokenizer has no mask token.
+    """
+    if getattr(tokenizer, "mask_token_id", None) is None:
+        raise ValueError("the tokenizer has no mask token; masked-LM batches need one")
+    ids = batch["input_ids"]
+    special = torch.tensor(sorted(set(getattr(tokenizer, "all_special_ids", []))), dtype=torch.long)
+    return mask_tokens(ids, batch["attention_mask"], len(tokenizer), generator, all_mask=True,
+                       mask_id=int(tokenizer.mask_token_id), maskable=~torch.isin(ids, special))
 
 
 def encode_texts(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:

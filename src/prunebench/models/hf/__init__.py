@@ -12,7 +12,8 @@ from prunebench.models.hf.deps import HFModelError, require_transformers
 require_transformers()
 
 from prunebench.models.adapters import ADAPTERS  # noqa: E402  (after the families: no import cycle)
-from prunebench.models.hf.adapter import HFEncoderAdapter, LossFn  # noqa: E402
+from prunebench.models.batch import LossFn  # noqa: E402
+from prunebench.models.hf.adapter import HFEncoderAdapter  # noqa: E402
 from prunebench.models.hf.families import (  # noqa: E402
     HF_ADAPTERS,
     BertAdapter,

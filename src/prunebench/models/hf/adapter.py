@@ -12,21 +12,18 @@ Module names are the model's own qualified names (``bert.encoder.layer.0.attenti
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from prunebench.models.arch import check_kind
-from prunebench.models.batch import Batch
+from prunebench.models.batch import LossFn
 from prunebench.models.edit_ops import new_linear
 from prunebench.models.hf.forwards import HFForwardsMixin
 from prunebench.models.hf.layout import HeadlessAttention, Layout, SkippedLayer, set_submodule
 from prunebench.models.hf.manifest import HFManifestMixin
-
-#: ``loss_fn(model, batch) -> scalar``: a task loss for models without one of their own (base encoders).
-LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
 
 class HFEncoderAdapter(HFManifestMixin, HFForwardsMixin):
@@ -45,7 +42,7 @@ class HFEncoderAdapter(HFManifestMixin, HFForwardsMixin):
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""
     layout: ClassVar[Layout]
-    #: class -> head kind: ``base`` (no task head), ``mlm`` or ``classifier``.
+    #: class -> head kind (:data:`prunebench.models.arch.HEAD_KINDS`): ``base`` (no task head), ``mlm`` or ``cls``.
     model_classes: ClassVar[dict[type, str]] = {}
 
     def __init__(self, model: nn.Module, loss_fn: LossFn | None = None) -> None:

@@ -38,7 +38,7 @@ class BertAdapter(HFEncoderAdapter):
     family = "BERT"
     layout = BERT_LAYOUT
     model_classes: ClassVar[dict[type, str]] = {BertModel: "base", BertForMaskedLM: "mlm",
-                                                BertForSequenceClassification: "classifier"}
+                                                BertForSequenceClassification: "cls"}
 
 
 class _RobertaStyle:
@@ -59,7 +59,7 @@ class RobertaAdapter(_RobertaStyle, HFEncoderAdapter):
     family = "RoBERTa"
     layout = BERT_LAYOUT
     model_classes: ClassVar[dict[type, str]] = {RobertaModel: "base", RobertaForMaskedLM: "mlm",
-                                                RobertaForSequenceClassification: "classifier"}
+                                                RobertaForSequenceClassification: "cls"}
 
 
 class XLMRobertaAdapter(_RobertaStyle, HFEncoderAdapter):
@@ -69,7 +69,7 @@ class XLMRobertaAdapter(_RobertaStyle, HFEncoderAdapter):
     family = "XLM-RoBERTa"
     layout = BERT_LAYOUT
     model_classes: ClassVar[dict[type, str]] = {XLMRobertaModel: "base", XLMRobertaForMaskedLM: "mlm",
-                                                XLMRobertaForSequenceClassification: "classifier"}
+                                                XLMRobertaForSequenceClassification: "cls"}
 
 
 class CamembertAdapter(_RobertaStyle, HFEncoderAdapter):
@@ -79,7 +79,7 @@ class CamembertAdapter(_RobertaStyle, HFEncoderAdapter):
     family = "CamemBERT"
     layout = BERT_LAYOUT
     model_classes: ClassVar[dict[type, str]] = {CamembertModel: "base", CamembertForMaskedLM: "mlm",
-                                                CamembertForSequenceClassification: "classifier"}
+                                                CamembertForSequenceClassification: "cls"}
 
 
 class DistilBertAdapter(HFEncoderAdapter):
@@ -94,7 +94,7 @@ class DistilBertAdapter(HFEncoderAdapter):
         return m.vocab_projector(m.vocab_layer_norm(m.activation(m.vocab_transform(hidden))))
     layout = DISTILBERT_LAYOUT
     model_classes: ClassVar[dict[type, str]] = {DistilBertModel: "base", DistilBertForMaskedLM: "mlm",
-                                                DistilBertForSequenceClassification: "classifier"}
+                                                DistilBertForSequenceClassification: "cls"}
 
 
 #: Every HF adapter, in the order they are tried.

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunebench.models.arch import check_kind
-from prunebench.models.batch import IGNORE_INDEX, Batch
+from prunebench.models.batch import IGNORE_INDEX, Batch, LossFn
 
 #: Keys of :meth:`HFForwardsMixin.macs` besides ``total`` (the same parts as the built-in encoder's count).
 PARTS = ("attn_proj", "attn_scores", "attn_values", "ffn", "head")
@@ -27,7 +27,7 @@ class HFForwardsMixin:
     # Provided by HFEncoderAdapter (declared here for readers; the mixin is never used alone).
     model: nn.Module
     head_kind: str
-    loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None
+    loss_fn: LossFn | None
     layout: Any
     base: nn.Module
     stack: nn.ModuleList

@@ -6,6 +6,8 @@ Per-weight scores (unstructured, N:M) and per-group scores (structured: heads, n
     taylor  |W * sum_batches dL/dW|              sum_batches |dL/dgate| (Michel et al. 2019)
     wanda   |W_ij| * ||X_j||_2 (Sun et al. 2023) -
     random  uniform noise from ``seed``          the same, per group (a control)
+    fisher  (W * dL/dW)^2                         sum_batches (dL/dgate)^2 (added: ``fisher.py``)
+    activation  -                                 mean contribution to the residual stream (``activation.py``)
 
 One file per criterion. The built-ins are imported first (their order is the listing order); any other
 module of this package is imported after them, so adding a criterion is one new file that calls
@@ -23,7 +25,14 @@ import torch
 
 from prunebench.models.arch import ArchAdapter
 from prunebench.models.batch import Batch
-from prunebench.pruning.criteria.base import CRITERIA, Criterion, criteria_for, get_criterion, register_criterion
+from prunebench.pruning.criteria.base import (
+    CRITERIA,
+    Criterion,
+    criteria_for,
+    get_criterion,
+    loss_change_criteria,
+    register_criterion,
+)
 
 #: Built-in criteria in listing order (``choose from`` messages and ``prunebench list criteria`` follow it).
 BUILT_IN = ("l1", "l2", "taylor", "wanda", "random")
@@ -56,6 +65,7 @@ __all__ = [
     "criteria_for",
     "get_criterion",
     "group_scores",
+    "loss_change_criteria",
     "register_criterion",
     "wanda_scores",
     "weight_scores",

@@ -26,6 +26,8 @@ class Criterion:
         needs_calibration: the scores read calibration batches (``calib``).
         needs_labels: those batches must carry ``labels`` (gradient-based criteria).
         methods: pruning methods that accept this criterion.
+        loss_change: its group scores estimate the loss increase of removing each group, on one scale for
+            heads and neurons, so one may be traded for the other (what the latency search needs).
     """
 
     name: ClassVar[str]
@@ -33,6 +35,7 @@ class Criterion:
     needs_calibration: ClassVar[bool] = False
     needs_labels: ClassVar[bool] = False
     methods: ClassVar[tuple[str, ...]] = ()
+    loss_change: ClassVar[bool] = False
 
     def weight_scores(
         self, adapter: ArchAdapter, calib: Sequence[Batch] | None, seed: int
@@ -84,6 +87,11 @@ def register_criterion(criterion: Criterion) -> Criterion:
 def criteria_for(method: str) -> tuple[str, ...]:
     """Names of the registered criteria that ``method`` accepts, in registry order."""
     return tuple(name for name, c in CRITERIA if method in c.methods)
+
+
+def loss_change_criteria() -> tuple[str, ...]:
+    """Names of the registered criteria whose group scores are a loss change (:attr:`Criterion.loss_change`)."""
+    return tuple(name for name, c in CRITERIA if c.loss_change)
 
 
 def get_criterion(name: str) -> Criterion:

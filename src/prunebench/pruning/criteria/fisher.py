@@ -15,18 +15,17 @@ import torch
 from prunebench.models.arch import ArchAdapter
 from prunebench.models.batch import Batch
 from prunebench.pruning.calibration import check_calib
-from prunebench.pruning.criteria.base import Criterion, register_criterion
-from prunebench.pruning.criteria.gradients import gate_sums, sum_over_batches
+from prunebench.pruning.criteria.base import register_criterion
+from prunebench.pruning.criteria.gradients import GateCriterion, sum_over_batches
 
 
-class Fisher(Criterion):
+class Fisher(GateCriterion):
     """Squared first-order saliency summed over labelled calibration batches."""
 
     name = "fisher"
     description = "sum of (W * dL/dW)^2 per weight, (dL/dgate)^2 per group, over labelled calibration batches"
-    needs_calibration = True
-    needs_labels = True
     methods = ("magnitude", "structured")
+    loss_change = True
 
     def weight_scores(
         self, adapter: ArchAdapter, calib: Sequence[Batch] | None, seed: int
@@ -38,18 +37,9 @@ class Fisher(Criterion):
                                   lambda g, w: (w * g).pow(2))
         return dict(zip(linears, scores, strict=True))
 
-    def group_scores_many(
-        self, adapter: ArchAdapter, kinds: Sequence[str], calib: Sequence[Batch] | None, seed: int
-    ) -> dict[str, list[torch.Tensor]]:
-        """sum_batches (dL/dgate)^2 of every group of each kind, one backward pass per batch."""
-        batches = check_calib(calib, purpose=f"the {self.name} criterion", labelled=True)
-        return gate_sums(adapter, kinds, batches, lambda g, gate: g.pow(2))
-
-    def group_scores(
-        self, adapter: ArchAdapter, kind: str, calib: Sequence[Batch] | None, seed: int
-    ) -> list[torch.Tensor]:
-        """sum_batches (dL/dgate)^2 of each group of ``kind``."""
-        return self.group_scores_many(adapter, (kind,), calib, seed)[kind]
+    def gate_term(self, grad: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """(dL/dgate)^2."""
+        return grad.pow(2)
 
 
 register_criterion(Fisher())

@@ -13,18 +13,17 @@ import torch
 from prunebench.models.arch import ArchAdapter
 from prunebench.models.batch import Batch
 from prunebench.pruning.calibration import check_calib
-from prunebench.pruning.criteria.base import Criterion, register_criterion
-from prunebench.pruning.criteria.gradients import gate_sums, sum_over_batches
+from prunebench.pruning.criteria.base import register_criterion
+from prunebench.pruning.criteria.gradients import GateCriterion, sum_over_batches
 
 
-class Taylor(Criterion):
+class Taylor(GateCriterion):
     """Gradient times weight (or gate gradient), summed over labelled calibration batches."""
 
     name = "taylor"
     description = "|W * dL/dW| per weight, |dL/dgate| per group, from labelled calibration batches"
-    needs_calibration = True
-    needs_labels = True
     methods = ("magnitude", "structured")
+    loss_change = True
 
     def weight_scores(
         self, adapter: ArchAdapter, calib: Sequence[Batch] | None, seed: int
@@ -36,18 +35,9 @@ class Taylor(Criterion):
         grads = sum_over_batches(adapter, params, batches, lambda g, w: g)
         return {n: (p.detach() * g).abs() for n, p, g in zip(linears, params, grads, strict=True)}
 
-    def group_scores(
-        self, adapter: ArchAdapter, kind: str, calib: Sequence[Batch] | None, seed: int
-    ) -> list[torch.Tensor]:
-        """sum_batches |dL/dgate| of each group of ``kind``."""
-        return self.group_scores_many(adapter, (kind,), calib, seed)[kind]
-
-    def group_scores_many(
-        self, adapter: ArchAdapter, kinds: Sequence[str], calib: Sequence[Batch] | None, seed: int
-    ) -> dict[str, list[torch.Tensor]]:
-        """Scores of several group kinds from one forward/backward pass per calibration batch."""
-        batches = check_calib(calib, purpose=f"the {self.name} criterion", labelled=True)
-        return gate_sums(adapter, kinds, batches, lambda g, gate: g.abs())
+    def gate_term(self, grad: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """|dL/dgate|."""
+        return grad.abs()
 
 
 register_criterion(Taylor())

@@ -74,15 +74,6 @@ def as_model(source: ModelSource) -> TransformerEncoder:
         return load_model(Path(tmp) / "m").eval()
 
 
-def evaluation_record(name: str, result: Any) -> dict[str, Any]:
-    """An :class:`~prunebench.tasks.EvalResult` in the store's evaluation shape."""
-    return {
-        "variant": name, "accuracy": result.accuracy, "loss": result.loss, "agreement": result.agreement,
-        "kl": result.kl_divergence, "cosine": result.hidden_cosine, "trivial_accuracy": result.trivial_accuracy,
-        "metric_name": result.metric, "details": result.to_dict(),
-    }
-
-
 def prepare_unit(payload: Mapping[str, Any], emit: Emit, *, task: Task, dense: ModelSource) -> None:
     """Make (or, with ``reuse``, reload) one variant and evaluate it; see the module docstring.
 
@@ -128,8 +119,7 @@ def prepare_unit(payload: Mapping[str, Any], emit: Emit, *, task: Task, dense: M
     out["model"] = None if p.get("ship") else model
     if p.get("evaluate", True):
         try:
-            out["evaluation"] = evaluation_record(p["name"], evaluate(model, task, reference=dense_model,
-                                                                      **p["eval_kwargs"]))
+            out["evaluation"] = evaluate(model, task, reference=dense_model, **p["eval_kwargs"]).record(p["name"])
         except RECOVERABLE as exc:
             out["eval_error"] = f"{type(exc).__name__}: {exc}"
     emit(out)

@@ -19,8 +19,9 @@ def test_stage_times_evaluates_and_skips():
     models = {"dense": dense, "other": copy.deepcopy(dense)}
     cells, evals, notes = [], [], []
 
-    def evaluate(variant, backend, model_like):
-        evals.append((variant, backend, tuple(model_like.encode(torch.ones(1, 4, dtype=torch.long)).shape)))
+    def evaluate(variant, backend, model, runnable):
+        hidden = runnable.outputs({"input_ids": torch.ones(1, 4, dtype=torch.long)})  # what was timed, [B, S, D]
+        evals.append((variant, backend, tuple(hidden.shape)))
 
     skips = run_backend_stage(
         ["eager", "int8-legacy", "sparse"], models, [1, 2], 8, FAST, vocab_size=97, on_cell=cells.append,

@@ -11,9 +11,11 @@ import torch
 
 from prunebench.bench import BenchSettings
 from prunebench.cli.main import main
+from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
 from prunebench.models import create_model
 from prunebench.report.hardware import hardware_html, hardware_md, main_snapshot, node_classes
+from prunebench.runner.budgets import Budgets
 from prunebench.runner.executors import EXECUTOR_CHECKS, EXECUTORS, LocalExecutor, Unit, check_executor, make_executor
 from prunebench.runner.executors.ray_executor import (
     NODE_RESOURCE,
@@ -31,6 +33,7 @@ from prunebench.runner.executors.units import (
     time_unit,
     write_folder,
 )
+from prunebench.sources import PresetSource
 from prunebench.tasks import build_task
 
 VOCAB, SEQ = 300, 16
@@ -41,6 +44,14 @@ def task():
     return build_task("mlm", vocab_size=VOCAB, seq_len=SEQ, max_files=10, max_chars=40_000)
 
 
+@pytest.fixture(scope="module")
+def source(task, tmp_path_factory):
+    """The units' model source over ``task`` (what a run builds from its config)."""
+    config = RunConfig(model="small", finetune_steps=1, iterative_steps=2, eval_batches=1, train_precision="fp32",
+                       calib_sequences=4)
+    return PresetSource(config, Budgets.of(config), cache_dir=tmp_path_factory.mktemp("cache"), task=task)
+
+
 @pytest.fixture
 def dense():
     return create_model("custom", vocab_size=VOCAB, d_model=16, n_heads=2, n_layers=2, d_ff=32,
@@ -48,10 +59,8 @@ def dense():
 
 
 def _payload(name: str, method: str, sparsity: float, **kw) -> dict:
-    return {"name": name, "method": method, "sparsity": sparsity, "seed": 0, "seq_len": SEQ, "vocab": VOCAB,
-            "threads": 1, "iterative_steps": 2, "schedule": "cubic", "finetune_steps": 1,
-            "train_precision": "fp32", "calib_sequences": 4, "eval_kwargs": {"seed": 0, "max_batches": 1},
-            "evaluate": True, **kw}
+    return {"name": name, "method": method, "sparsity": sparsity, "seed": 0, "seq_len": SEQ, "threads": 1,
+            "iterative_steps": 2, "schedule": "cubic", "calib_sequences": 4, "refit": True, "evaluate": True, **kw}
 
 
 def _one(fn, payload, **shared):
@@ -144,19 +153,26 @@ def test_shipped_model_folders_round_trip_bit_exactly(tmp_path, dense) -> None:
     folder = write_folder(files, tmp_path / "m")
     write_folder(files, folder)  # replaces an earlier copy in place
     assert folder_files(folder) == files and not (tmp_path / "m.tmp").exists()
-    with pytest.raises(ValueError, match="plain name"):
-        write_folder({"../evil": b"x"}, tmp_path / "n")
+    from prunebench.user_files import UnsafeFileError
+
+    for bad in ("../evil", "/etc/evil", "sub/../../evil"):
+        with pytest.raises(UnsafeFileError, match="a path outside the folder"):
+            write_folder({bad: b"x"}, tmp_path / "n")
+    nested = {"config.json": b"{}", "1_Pooling/config.json": b"{}"}  # an HF folder's side folder travels too
+    write_folder(nested, tmp_path / "hf")
+    assert folder_files(tmp_path / "hf") == nested
     with pytest.raises(ValueError, match="not a saved model folder"):
         folder_files(tmp_path)
 
 
 @pytest.mark.parametrize(("method", "sparsity"), [("magnitude", 0.5), ("wanda", 0.5), ("iterative", 0.5)])
-def test_a_shipped_prepare_gives_the_same_variant_as_an_in_process_one(tmp_path, task, dense, method,
+def test_a_shipped_prepare_gives_the_same_variant_as_an_in_process_one(tmp_path, source, dense, method,
                                                                        sparsity) -> None:
     name = f"{method}@{sparsity}"
     local = _one(prepare_unit, _payload(name, method, sparsity, save_dir=str(tmp_path / "local")),
-                 task=task, dense=copy.deepcopy(dense))
-    shipped = _one(prepare_unit, _payload(name, method, sparsity, ship=True), task=task, dense=model_files(dense))
+                 source=source, dense=copy.deepcopy(dense))
+    shipped = _one(prepare_unit, _payload(name, method, sparsity, ship=True), source=source,
+                   dense=model_files(dense))
     assert not local["failed"] and not shipped["failed"]
     assert local["model"] is not None and shipped["model"] is None and shipped["files"] is not None
     # the same bytes (same masks, same weights), all but the wall-clock seconds of the prune report
@@ -174,18 +190,19 @@ def test_a_shipped_prepare_gives_the_same_variant_as_an_in_process_one(tmp_path,
     assert local["evaluation"] == shipped["evaluation"]
 
 
-def test_a_failed_prune_comes_back_as_a_record_not_an_exception(task, dense) -> None:
-    out = _one(prepare_unit, _payload("magnitude@0.5", "magnitude", 0.5, ship=True, vocab=VOCAB + 5,
-                                      seq_len=SEQ * 8), task=task, dense=model_files(dense))
+def test_a_failed_prune_comes_back_as_a_record_not_an_exception(source, dense) -> None:
+    out = _one(prepare_unit, _payload("magnitude@0.5", "magnitude", 0.5, ship=True, seq_len=SEQ * 8),
+               source=source, dense=model_files(dense))
     assert out["failed"] and out["record"] is None and out["error"]
 
 
-def test_time_unit_stamps_each_cell_with_its_node_class_and_fingerprint(dense) -> None:
+def test_time_unit_stamps_each_cell_with_its_node_class_and_fingerprint(source, dense) -> None:
     settings = BenchSettings(warmup=1, min_time=0.0, min_pairs=2, max_pairs=4, max_time=0.5, n_boot=50)
     payload = {"todo": [("dense", 1), ("copy", 1), ("copy", 2)], "batch_sizes": [1, 2], "seq_len": SEQ,
-               "vocab": VOCAB, "seed": 0, "pad_fraction": 0.0, "device": "cpu", "threads": 1, "node_class": "epyc"}
+               "device": "cpu", "threads": 1, "node_class": "epyc"}
     records: list = []
-    time_unit(payload, records.append, models={"dense": model_files(dense), "copy": dense}, settings=settings)
+    time_unit(payload, records.append, models={"dense": model_files(dense), "copy": dense}, settings=settings,
+              source=source)
     # exactly the cells asked for (dense at B=2 was not), each emitted once
     assert sorted((r.variant, r.batch_size) for r in records) == [("copy", 1), ("copy", 2), ("dense", 1)]
     for r in records:

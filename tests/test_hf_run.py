@@ -9,7 +9,6 @@ import pytest
 from prunebench.config import HF_DEFAULTS, HF_SPARSITIES, RunConfig
 from prunebench.results import ResultStore
 from prunebench.results.correctness import unpack_correct
-from prunebench.runner.hf_run import hf_variants
 from prunebench.runner.pipeline import execute_run
 from prunebench.runner.rundir import prepare
 from tests import hf_text_fixtures as fx
@@ -23,7 +22,7 @@ def model_dir(tmp_path: Path) -> Path:
 def test_hf_run_defaults_to_three_sparsities_and_rejects_unknown_models(model_dir: Path):
     config = RunConfig(model=str(model_dir), seq_len=32)
     assert config.is_hf
-    assert {s for _, m, s in hf_variants(config) if m == "structured"} == set(HF_SPARSITIES)
+    assert {s for _, m, s in config.variants() if m == "structured"} == set(HF_SPARSITIES)
     assert len(config.variants()) == 3 * (len(config.methods) - 1) + 1  # 2:4 fixes its own sparsity
     with pytest.raises(ValueError, match="or a Hugging Face model folder"):
         RunConfig(model=str(model_dir.parent))

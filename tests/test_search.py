@@ -356,8 +356,9 @@ def test_run_search_records_and_saves_each_target(tmp_path, tiny_model, monkeypa
     from prunebench.runner import searched
 
     real = searched.search_family
-    monkeypatch.setattr(searched, "search_family", lambda d, c, o: real(
-        d, c, SearchOptions(**{**o.__dict__, "table_timing": FAST, "verify_timing": FAST}), table=_table()))
+    monkeypatch.setattr(searched, "search_family", lambda d, c, o, loss_fn=None: real(
+        d, c, SearchOptions(**{**o.__dict__, "table_timing": FAST, "verify_timing": FAST}), table=_table(),
+        loss_fn=loss_fn))
     config = RunConfig(methods=("structured",), targets=(1.05,), batch_sizes=(1,), seq_len=8)
     out = searched.run_search(tiny_model, _calib(97), config, {"search@1.05x": tmp_path / "s"})
     model, record = out["search@1.05x"]

@@ -39,7 +39,8 @@ HF_SPARSITIES = (0.3, 0.5, 0.7)
 #: distilled: the recovered variants, and the ones that get faster) and Wanda (one-shot, calibrated) at
 #: :data:`HF_SPARSITIES`, timed at batch sizes 1 and 16 for at most 4 s per cell. ``--methods``,
 #: ``--batch-sizes`` and ``--set max_time=10`` bring back the rest.
-HF_DEFAULTS: dict[str, Any] = {"methods": ("structured", "wanda"), "batch_sizes": (1, 16), "max_time": 4.0}
+HF_DEFAULTS: dict[str, Any] = {"methods": ("structured", "wanda"), "batch_sizes": (1, 16), "max_time": 4.0,
+                               "calib_sequences": 256}
 DEVICES = ("cpu", "cuda")
 #: Seeds are stored as SQLite integers and fed to torch and numpy generators: 0 .. 2^63 - 1.
 MAX_SEED = 2**63 - 1
@@ -89,7 +90,8 @@ class RunConfig:
             where the hardware has native bf16, else fp32), ``fp32`` or ``bf16``.
         iterative_steps: pruning steps of the iterative method.
         schedule: sparsity schedule of the iterative method (``one_shot``, ``linear``, ``cubic``).
-        calib_sequences: calibration sequences for Wanda (and Taylor importance).
+        calib_sequences: calibration sequences of task text for criteria that need data (Wanda, Taylor,
+            activation); a Hugging Face run's default is 256 (:data:`HF_DEFAULTS`).
         eval_batches: test batches evaluated per variant (0 = the task's default).
         min_time: minimum seconds of paired timing per benchmark cell (0 = 0.5 s, or the quick preset's).
         max_time: maximum seconds of paired timing per benchmark cell, which wins over the minimums (0 = the
@@ -100,6 +102,8 @@ class RunConfig:
             at the first batch size and ``seq_len`` and verified by paired timing (``prunebench.search``).
         backends: execution backends every variant is timed on (``eager`` first: the main sweep; others are
             timed against dense eager after a fidelity check, see :mod:`prunebench.backends`).
+        refit: after a one-shot structured shrink, refit the shrunk output projections by least squares to the
+            dense model's outputs on task text (both kinds of model; ``--no-refit`` turns it off).
     """
 
     model: str = "medium"
@@ -126,6 +130,7 @@ class RunConfig:
     save_models: bool = True
     targets: tuple[float, ...] = ()
     backends: tuple[str, ...] = ("eager",)
+    refit: bool = True
 
     def __post_init__(self) -> None:
         if (self.model not in model_names() or self.model == "custom") and not self.is_hf:
@@ -186,7 +191,7 @@ class RunConfig:
 
     @property
     def is_hf(self) -> bool:
-        """Whether ``model`` names a Hugging Face model folder (run by :mod:`prunebench.runner.hf_pipeline`)."""
+        """Whether ``model`` names a Hugging Face model folder (its source is :class:`prunebench.sources.HFSource`)."""
         return self.model not in model_names() and is_hf_folder(self.model)
 
     def variants(self) -> list[tuple[str, str, float]]:

@@ -31,6 +31,7 @@ FIELDS = {
     "model": "model", "methods": "methods", "sparsity": "sparsities", "batch_sizes": "batch_sizes",
     "seq_len": "seq_len", "threads": "threads", "seed": "seed", "device": "device", "quick": "quick",
     "task": "task", "train_budget": "train_budget", "targets": "targets", "backends": "backends",
+    "refit": "refit", "recovery_seconds": "recovery_seconds", "calib_sequences": "calib_sequences",
 }
 
 
@@ -84,7 +85,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, help="torch threads, pinned for the run (default: torch's)")
     p.add_argument("--seed", type=seed_value, help="seed of init, data, masking and inputs (default: 0)")
     p.add_argument("--device", choices=DEVICES, help="cpu | cuda (default: cpu)")
-    p.add_argument("--task", help="mlm (built-in, Python stdlib source) | csv:PATH | jsonl:PATH (default: mlm)")
+    p.add_argument("--task", help="mlm (built-in, Python stdlib source) | tweets (built-in sentiment) | csv:PATH | "
+                   "jsonl:PATH (default: mlm; a pretrained base or classifier model: tweets)")
+    p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
+                   help="after a one-shot structured shrink, refit the shrunk output projections by least squares "
+                   "to the dense model's outputs on task text (default: on, for every kind of model)")
+    p.add_argument("--recovery-seconds", type=float, metavar="S",
+                   help="recovery after each structured shrink and between iterative steps: distillation from "
+                   "dense for a pretrained model (default: 20; --quick: at most 1); our own encoder recovers "
+                   "between iterative steps by --set finetune_steps")
+    p.add_argument("--calib-sequences", type=positive_int, metavar="N",
+                   help="task sequences the data-driven criteria see (Wanda, Taylor, activation; "
+                   "default: 32, a pretrained model: 256)")
     p.add_argument("--train-budget", help="dense training budget: steps (600) or seconds (90s)")
     p.add_argument("--backends", type=_backends, metavar="B,B",
                    help="execution backends to time every variant on, e.g. eager,int8,onnxruntime-int8,sparse "

@@ -17,7 +17,6 @@ from torch import nn
 
 from prunebench.backends import BACKENDS
 from prunebench.backends.cells import bench_backends, default_options, prepare_variant
-from prunebench.backends.evaluation import backend_encoder
 from prunebench.bench.settings import BenchSettings
 from prunebench.bench.timing import pinned_threads
 from prunebench.models.batch import Batch
@@ -30,8 +29,8 @@ logger = logging.getLogger(__name__)
 CALIBRATION_SEQUENCES = 64
 #: ``done(variant, backend, batch_size, seq_len) -> bool``: the cell is already stored ok (resume).
 Done = Callable[[str, str, int, int], bool]
-#: ``evaluate(variant, backend, model_like) -> None``: evaluates and stores one (variant, backend).
-Evaluate = Callable[[str, str, Any], None]
+#: ``evaluate(variant, backend, model, runnable) -> None``: evaluates and stores one (variant, backend).
+Evaluate = Callable[[str, str, Any, Any], None]
 
 
 def run_backend_stage(
@@ -93,39 +92,41 @@ def run_backend_stage(
             if cand.skip:
                 skips[f"{variant} / {name}"] = cand.skip
             elif evaluate is not None and backend.changes_numerics and cand.runnable is not None:
-                evaluate(variant, name, backend_encoder(model, cand.runnable))
+                evaluate(variant, name, model, cand.runnable)
             prepared.append(cand)
         # The variants of one backend are swept together, so drift lands in each of their cells alike.
         bench_backends(prepared, base, batch_sizes, seq_len, settings, vocab_size=vocab_size, on_cell=emit, done=done)
     return skips
 
 
-def store_backend_stage(store: Any, config: Any, settings: BenchSettings, models: dict[str, nn.Module], task: Any,
-                        eval_kwargs: dict[str, Any], dense: nn.Module,
-                        progress: Callable[[str], None] | None = None) -> int:
+def store_backend_stage(store: Any, config: Any, settings: BenchSettings, models: dict[str, nn.Module],
+                        source: Any, dense: nn.Module, progress: Callable[[str], None] | None = None) -> int:
     """:func:`run_backend_stage` for ``prunebench run``: cells and per-backend accuracy into the run's store.
 
-    Accuracy on a backend that changes the numerics is the task's evaluation on the backend's hidden states
-    (against the eager dense model as reference), attached to each of that pair's cells as
-    ``backend_accuracy`` (and ``backend_evaluation``), so the report's deploy view never borrows eager's.
+    Accuracy on a backend that changes the numerics is the source's evaluation on the backend's hidden states
+    (against the eager dense model as reference; :meth:`ModelSource.evaluate_backend`), attached to each of
+    that pair's cells as ``backend_accuracy`` (and ``backend_evaluation``), so the report's deploy view never
+    borrows eager's. Where the source cannot evaluate on a backend, the cell says so
+    (``backend_accuracy_note``) instead.
 
     Returns:
         The number of cells that failed (skips are not failures).
     """
-    from prunebench.tasks import calibration_batches
-    from prunebench.tasks import evaluate as task_evaluate
-
     accuracy: dict[tuple[str, str], dict[str, Any]] = {}
     failed = 0
 
     def done(variant: str, backend: str, batch_size: int, seq_len: int) -> bool:
         return bool(store.has_cell(variant, batch_size, seq_len, status="ok", backend=backend))
 
-    def evaluate(variant: str, backend: str, model_like: Any) -> None:
+    def evaluate(variant: str, backend: str, model: Any, runnable: Any) -> None:
         try:
-            result = task_evaluate(model_like, task, reference=dense, **eval_kwargs)
+            result = source.evaluate_backend(model, runnable, dense)
         except (RuntimeError, ValueError) as exc:
             logger.warning("evaluating %s on %s failed: %s", variant, backend, exc)
+            accuracy[variant, backend] = {"backend_accuracy_note": f"evaluation failed: {exc}"}
+            return
+        if isinstance(result, str):  # the reason this source cannot evaluate on a backend
+            accuracy[variant, backend] = {"backend_accuracy_note": result}
             return
         accuracy[variant, backend] = {"backend_accuracy": result.accuracy, "backend_evaluation": result.to_dict()}
 
@@ -139,9 +140,8 @@ def store_backend_stage(store: Any, config: Any, settings: BenchSettings, models
             failed += 1
 
     run_backend_stage(config.backends, models, config.batch_sizes, config.seq_len, settings,
-                      vocab_size=int(getattr(dense.config, "vocab_size", 0)) or 2, done=done, on_cell=on_cell,
-                      evaluate=evaluate, progress=progress,
-                      calibration=calibration_batches(task, CALIBRATION_SEQUENCES, seed=config.seed))
+                      vocab_size=source.vocab_size, done=done, on_cell=on_cell, evaluate=evaluate,
+                      progress=progress, calibration=source.calibration(CALIBRATION_SEQUENCES, config.seed))
     return failed
 
 

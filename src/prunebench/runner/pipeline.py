@@ -1,5 +1,10 @@
 """``prunebench run``: train (or load) the dense model, prune every variant, check, evaluate, benchmark, report.
 
+One pipeline for every kind of model: what differs between our own encoder and a pretrained Hugging Face one
+(loading or training, tokenizer and task, calibration, evaluation, recovery) comes from the run's
+:class:`~prunebench.sources.ModelSource`; every stage (variants, backends, search targets, both
+executors, resume) is the same code for both.
+
 Every finished unit of work (a variant, an evaluation, a benchmark cell) is committed to the run's SQLite
 store the moment it finishes, and is skipped when the run is resumed; a failure in one variant or cell is
 recorded and the run goes on, so nothing already computed is lost because a later step failed.
@@ -12,18 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from prunebench.bench import disk_bytes
 from prunebench.bench.timing import pinned_threads
 from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
-from prunebench.models import TransformerEncoder, preset_config, save_model
+from prunebench.models import save_model
 from prunebench.results import CellRecord, ResultStore
 from prunebench.runner.backend_stage import store_backend_stage
 from prunebench.runner.budgets import Budgets, bench_settings_for
 from prunebench.runner.executors import Executor, LocalExecutor, Unit
 from prunebench.runner.executors.units import (
-    ModelSource,
+    ShippedModel,
     as_model,
     folder_files,
     model_files,
@@ -43,8 +49,7 @@ from prunebench.runner.stages import (
     start_run_record,
 )
 from prunebench.runner.variants import check_finite, describe, load_variant
-from prunebench.tasks import Task, build_task, calibration_batches, evaluate
-from prunebench.tasks.baseline import load_or_train_baseline
+from prunebench.sources import ModelSource, source_for
 
 logger = logging.getLogger(__name__)
 
@@ -77,18 +82,14 @@ def execute_run(
     """
     if config.device == "cuda" and not torch.cuda.is_available():
         raise PrunebenchError("--device cuda was asked for, but torch sees no CUDA device here")
-    if config.is_hf:
-        from prunebench.runner.hf_pipeline import execute_hf_run
-
-        return execute_hf_run(config, run_dir, progress=progress)
     with pinned_threads(config.threads):  # before _Stages, whose units carry the thread count
         stage = _Stages(config, run_dir, cache_dir, corpus_root, progress, executor or LocalExecutor())
 
         def stages(store: ResultStore) -> None:
-            task, dense = stage.dense(store)
-            models = stage.variants(store, task, dense)
+            dense = stage.dense(store)
+            models = stage.variants(store, dense)
             stage.benchmarks(store, models)
-            stage.backends(store, task, models)
+            stage.backends(store, models)
 
         return run_stages(config, run_dir, stage.tick, stage.outcome, stages)
 
@@ -101,46 +102,27 @@ class _Stages:
         self.config, self.run_dir, self.cache_dir, self.corpus_root = config, run_dir, cache_dir, corpus_root
         self.executor = executor
         self.budgets = Budgets.of(config)
-        self.vocab = preset_config(config.model).vocab_size
+        self.source = source_for(config, self.budgets, cache_dir=cache_dir, corpus_root=corpus_root)
         n_variants, n_batches = len(config.variants()), len(config.batch_sizes)
         self.tick = Ticker(2 + 2 + 2 * n_variants + (n_variants + 1) * n_batches + 1, progress)
         self.outcome = RunOutcome(run_dir=run_dir.root)
-        eval_kwargs: dict[str, Any] = {"seed": config.seed}
-        if self.budgets.eval_batches:
-            eval_kwargs["max_batches"] = self.budgets.eval_batches
-        self.eval_kwargs = eval_kwargs
         b = self.budgets
         # What every unit needs beside its own keys (plain data: it may travel to another machine).
         self.unit_base: dict[str, Any] = {
-            "seed": config.seed, "seq_len": config.seq_len, "vocab": self.vocab, "threads": torch.get_num_threads(),
-            "iterative_steps": b.iterative_steps, "schedule": config.schedule, "finetune_steps": b.finetune_steps,
-            "train_precision": config.train_precision, "calib_sequences": b.calib_sequences,
-            "eval_kwargs": eval_kwargs,
+            "seed": config.seed, "seq_len": config.seq_len, "threads": torch.get_num_threads(),
+            "iterative_steps": b.iterative_steps, "schedule": config.schedule, "calib_sequences": b.calib_sequences,
+            "refit": config.refit,
         }
 
-    def dense(self, store: ResultStore) -> tuple[Task, TransformerEncoder]:
-        """The task (tokenizer + corpus, cached) and the trained dense model (cached); dense described,
-        saved and evaluated."""
+    def dense(self, store: ResultStore) -> nn.Module:
+        """The dense model (trained or cached for a preset, loaded for a pretrained folder), described, saved
+        and evaluated."""
         config, tick = self.config, self.tick
-        tick("data", f"tokenizer and corpus ({config.task})", 0)
-        extra = {"max_files": self.budgets.max_files} if self.budgets.max_files and config.task == "mlm" else {}
-        # The task keeps its own row length (MLM trains faster on short rows); --seq-len is the timed shape.
-        task = build_task(config.task, vocab_size=self.vocab, seed=config.seed, cache_dir=self.cache_dir,
-                          corpus_root=self.corpus_root, **extra)
-        tick("data", "ready")
-
-        def train_progress(fraction: float, steps: int, loss: float) -> None:
-            tick("train", f"dense {config.model}: {fraction:.0%} (step {steps}, loss {loss:.2f})", 0)
-
-        dense, info = load_or_train_baseline(config.model, task, self.budgets.train_budget, seed=config.seed,
-                                             cache_dir=self.cache_dir, progress=train_progress,
-                                             precision=config.train_precision)
-        dense.eval()
+        dense, baseline = self.source.load_dense(tick)
         check_finite(dense, DENSE)  # NaN/Inf weights: nothing can be measured against this model
-        baseline = {k: str(v) if isinstance(v, Path) else v for k, v in info.items() if k != "history"}
         self.outcome.baseline_info = baseline
-        store.update_run({"corpus": {"task": task.fingerprint(), "baseline": baseline}})
-        tick("train", "cache hit" if info.get("cache_hit") else f"trained in {info.get('train_seconds', 0):.0f}s")
+        store.update_run({"corpus": {"task": self.source.fingerprint(), "baseline": baseline,
+                                     "source": self.source.kind}})
         if not store.has_variant(DENSE, status="ok"):
             folder = self.run_dir.model_dir(DENSE) if config.save_models else None
             if folder is not None:
@@ -149,15 +131,15 @@ class _Stages:
                               disk=disk_bytes(folder) if folder else None)
             store.put_variant({**record, "fidelity": {"ok": True, "max_abs_diff": 0.0, "reference": "itself"}})
         tick("prune", "dense: described")
-        _evaluate(store, DENSE, dense, task, dense, self.eval_kwargs, tick)
-        return task, dense
+        _evaluate(store, DENSE, dense, self.source, dense, tick)
+        return dense
 
-    def variants(self, store: ResultStore, task: Task, dense: TransformerEncoder) -> dict[str, ModelSource]:
+    def variants(self, store: ResultStore, dense: nn.Module) -> dict[str, ShippedModel]:
         """Every pruned variant: pruned (or reloaded from an earlier attempt), checked, saved, evaluated, each
         as a prepare unit of the executor; the results are committed here, as they arrive."""
         config, tick, ship = self.config, self.tick, self.executor.ships_models
-        dense_src: ModelSource = model_files(dense) if ship else dense
-        models: dict[str, ModelSource] = {DENSE: dense_src}
+        dense_src: ShippedModel = model_files(dense) if ship else dense
+        models: dict[str, ShippedModel] = {DENSE: dense_src}
         folders = {name: self.run_dir.model_dir(name) if config.save_models else None for name, _, _ in
                    config.variants()}
         units = []
@@ -200,12 +182,12 @@ class _Stages:
             else:
                 tick("eval", f"{name}: " + (f"FAILED ({res['eval_error']})" if res["eval_error"] else "done earlier"))
 
-        self.executor.run(prepare_unit, units, {"task": task, "dense": dense_src}, commit)
+        self.executor.run(prepare_unit, units, {"source": self.source, "dense": dense_src}, commit)
         if config.targets:  # searched on the driver (one latency table for every target)
-            models.update({n: model_files(m) if ship else m for n, m in self._searched(store, task, dense).items()})
+            models.update({n: model_files(m) if ship else m for n, m in self._searched(store, dense).items()})
         return models
 
-    def _searched(self, store: ResultStore, task: Task, dense: TransformerEncoder) -> dict[str, TransformerEncoder]:
+    def _searched(self, store: ResultStore, dense: nn.Module) -> dict[str, nn.Module]:
         """The ``search@<t>x`` variants (reloaded when an earlier attempt finished them), evaluated."""
         config, tick = self.config, self.tick
         names = [n for n, method, _ in config.variants() if method == SEARCH_METHOD]
@@ -215,8 +197,10 @@ class _Stages:
         if len(done) < len(names):
             tick("prune", "latency-budget search", 0)
             try:
-                calib = calibration_batches(task, max(self.budgets.calib_sequences, 64), seed=config.seed)
-                for name, (model, record) in run_search(dense, calib, config, folders).items():
+                # Fisher sums one squared gradient per batch: small batches give it more samples.
+                calib = self.source.calibration(max(self.budgets.calib_sequences, 64), config.seed, batch_size=8)
+                searched = run_search(dense, calib, config, folders, loss_fn=self.source.loss_fn(dense))
+                for name, (model, record) in searched.items():
                     store.put_variant(record)
                     done[name] = model
             except RECOVERABLE as exc:
@@ -228,10 +212,10 @@ class _Stages:
         for name in names:
             tick("prune", f"{name}: {'searched' if name in done else 'FAILED'}")
             if name in done:
-                _evaluate(store, name, done[name], task, dense, self.eval_kwargs, tick)
+                _evaluate(store, name, done[name], self.source, dense, tick)
         return done
 
-    def benchmarks(self, store: ResultStore, models: dict[str, ModelSource]) -> None:
+    def benchmarks(self, store: ResultStore, models: dict[str, ShippedModel]) -> None:
         """Every variant timed paired against dense at every batch size on every node class, through the one
         sweep (:func:`prunebench.bench.sweep`: blocks round-robin over the unit's cells) inside time units of
         the executor (a class's batch sizes dealt over at most as many units as it has nodes: one unit locally);
@@ -261,10 +245,11 @@ class _Stages:
                             todo.append((name, batch_size))
                 if todo:
                     payload = {**self.unit_base, "todo": todo, "batch_sizes": list(group), "node_class": node_class,
-                               "pad_fraction": config.pad_fraction, "device": config.device}
+                               "device": config.device}
                     units.append(Unit(f"time:{node_class}:b={','.join(map(str, group))}", "time", payload,
                                       node_class))
-        shared = {"models": {n: models[n] for n in timed}, "settings": bench_settings_for(config, self.budgets)}
+        shared = {"models": {n: models[n] for n in timed}, "settings": bench_settings_for(config, self.budgets),
+                  "source": self.source}
 
         def put(unit: Unit, cell: CellRecord) -> None:
             store.put_cell(cell)
@@ -278,7 +263,7 @@ class _Stages:
         self.executor.run(time_unit, units, shared, put)
 
 
-    def backends(self, store: ResultStore, task: Task, models: dict[str, ModelSource]) -> None:
+    def backends(self, store: ResultStore, models: dict[str, ShippedModel]) -> None:
         """Every variant on each extra backend (``--backends``), against dense eager: see runner/backend_stage.
         Runs in this process (shipped models are loaded here)."""
         if len(self.config.backends) < 2:
@@ -286,13 +271,12 @@ class _Stages:
         models = {n: as_model(m) for n, m in models.items()}
         settings = bench_settings_for(self.config, self.budgets)
         self.outcome.failed_cells += store_backend_stage(
-            store, self.config, settings, models, task, self.eval_kwargs, models[DENSE],
+            store, self.config, settings, models, self.source, models[DENSE],
             progress=lambda detail: self.tick("backends", detail, 0))
 
 
 def _evaluate(
-    store: ResultStore, name: str, model: TransformerEncoder, task: Task, dense: TransformerEncoder,
-    kwargs: dict[str, Any], tick: Ticker,
+    store: ResultStore, name: str, model: nn.Module, source: ModelSource, dense: nn.Module, tick: Ticker,
 ) -> None:
     """Evaluate one variant against the dense reference unless the store already holds the result."""
     if store.has_evaluation(name):
@@ -300,11 +284,10 @@ def _evaluate(
         return
     tick("eval", name, 0)
     try:
-        result = evaluate(model, task, reference=dense, **kwargs)
+        result = source.evaluate(model, dense)
     except RECOVERABLE as exc:
         logger.exception("evaluating %s failed", name)
         tick("eval", f"{name}: FAILED ({exc})")
         return
     store.put_evaluation(result.record(name))
     tick("eval", f"{name}: accuracy {result.accuracy:.3f}")
-

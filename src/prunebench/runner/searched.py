@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from prunebench.bench import disk_bytes
 from prunebench.config import RunConfig
-from prunebench.models import TransformerEncoder
 from prunebench.models.adapters import adapter_for
-from prunebench.models.batch import Batch
+from prunebench.models.batch import Batch, LossFn
 from prunebench.runner.variants import describe
 from prunebench.search import SearchOptions, search_family
 from prunebench.search.family import save_member
@@ -24,7 +25,7 @@ from prunebench.search.family import save_member
 SEARCH_METHOD = "search"
 
 
-def _encoder_params(model: TransformerEncoder) -> int:
+def _encoder_params(model: nn.Module) -> int:
     return sum(p.numel() for p in adapter_for(model).encoder_parameters())
 
 
@@ -34,19 +35,21 @@ def search_name(target: float) -> str:
 
 
 def run_search(
-    dense: TransformerEncoder, calib: Sequence[Batch], config: RunConfig, folders: dict[str, Path | None],
-) -> dict[str, tuple[TransformerEncoder, dict[str, Any]]]:
+    dense: nn.Module, calib: Sequence[Batch], config: RunConfig, folders: dict[str, Path | None],
+    loss_fn: LossFn | None = None,
+) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
     """Search every target of ``config``; returns ``name -> (model, variant record)``.
 
     Args:
-        dense: the trained dense model.
+        dense: the dense model (trained, or pretrained).
         calib: labelled calibration batches.
         config: the run (targets, first batch size, seq_len, seed).
         folders: where each variant is saved, by name (None or missing: not saved).
+        loss_fn: the task loss of a model without one (a pretrained base encoder's frozen probe).
     """
     options = SearchOptions(targets=config.targets, batch_size=config.batch_sizes[0], seq_len=config.seq_len,
                             check_configs=0, compare_uniform=False, seed=config.seed)
-    family = search_family(dense, calib, options)
+    family = search_family(dense, calib, options, loss_fn=loss_fn)
     dense_encoder = _encoder_params(dense)
     out = {}
     for entry in family.report["targets"]:
@@ -61,7 +64,7 @@ def run_search(
         record.update(
             measured_sparsity=1.0 - _encoder_params(model) / dense_encoder,
             materialization="shrunk", fidelity={**entry["fidelity"], "reference": "masked-dense"},
-            details={"config": model.config.to_dict(), "search": entry},
+            details={"config": adapter_for(model).config_dict(), "search": entry},
         )
         out[name] = (model, record)
     return out

@@ -1,6 +1,5 @@
-"""What the run of our own encoder (:mod:`prunebench.runner.pipeline`) and the HF run
-(:mod:`prunebench.runner.hf_pipeline`) share: the outcome, the progress counter with its per-stage clock, and
-the frame around the stages (threads pinned, the run record, the final status, the report).
+"""The frame of a run (:mod:`prunebench.runner.pipeline`): the outcome, the progress counter with its per-stage
+clock, and what surrounds the stages (threads pinned, the run record, the final status, the report).
 """
 
 from __future__ import annotations

@@ -66,16 +66,11 @@ def check_run_inputs(config: RunConfig) -> None:
             ``device="cuda"`` without a CUDA device, or an HF model folder that cannot be used
             (HFModelError / CheckpointError, one line each).
     """
-    check_task_spec(config.task)
+    from prunebench.sources import source_class
+
+    source_class(config.model).check(config)  # the task forms this kind takes, an HF folder's files
     task_file = check_task_file(config.task)
     if task_file is not None:
         read_labelled_texts(task_file, config.task.partition(":")[0])  # what the run reads, refused now
-    if config.is_hf:
-        from prunebench.models.hf.deps import require_transformers
-
-        require_transformers()  # before the package import, which needs it
-        from prunebench.models.hf import check_hf_folder
-
-        check_hf_folder(config.model)
     if config.device == "cuda" and not torch.cuda.is_available():
         raise PrunebenchError("--device cuda was asked for, but torch sees no CUDA device here")

@@ -13,30 +13,43 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from prunebench.bench import disk_bytes, forward_macs, parameter_report
 from prunebench.errors import PrunebenchError
-from prunebench.models import TransformerEncoder, count_parameters, load_model
-from prunebench.models.batch import Batch
+from prunebench.models import load_model
+from prunebench.models.adapters import adapter_for, with_loss
+from prunebench.models.batch import Batch, LossFn
 from prunebench.models.io import nonfinite_tensor
 from prunebench.pruning import METHODS, PruneSpec, apply_plan_, check_fidelity, prune_with_plan_, save_pruned
+from prunebench.pruning.refit import refit_outputs_
+
+#: Ridge of the least-squares refit after a structured shrink, relative to the mean input energy (the value
+#: the pretrained-encoder path was tuned with; it pulls the refitted weights toward zero).
+REFIT_RIDGE = 1e-3
 
 logger = logging.getLogger(__name__)
 
 OnStep = Callable[[int, float, torch.nn.Module], None]
 
 
-def prune_spec(method: str, sparsity: float, *, seed: int, iterative_steps: int, schedule: str) -> PruneSpec:
+def prune_spec(method: str, sparsity: float, *, seed: int, iterative_steps: int, schedule: str,
+               structured_criterion: str = "") -> PruneSpec:
     """The :class:`PruneSpec` a run uses for one of its methods (each method's defaults, e.g. heads and
-    neurons for structured, 2:4 for N:M; a gradual method gets the run's steps and schedule)."""
+    neurons for structured, 2:4 for N:M; a gradual method gets the run's steps and schedule).
+
+    ``structured_criterion`` (from the model source: ``activation`` for pretrained encoders) replaces the
+    default criterion of the structured method only; '' keeps it.
+    """
     info = METHODS.get(method)
+    criterion = {"criterion": structured_criterion} if structured_criterion and method == "structured" else {}
     if info.gradual:
         return PruneSpec(method=method, sparsity=sparsity, steps=iterative_steps, schedule=schedule, seed=seed)
-    return PruneSpec(method=method, sparsity=None if info.nm_pattern else sparsity, seed=seed)
+    return PruneSpec(method=method, sparsity=None if info.nm_pattern else sparsity, seed=seed, **criterion)
 
 
 def make_variant(
-    dense: TransformerEncoder,
+    dense: nn.Module,
     name: str,
     spec: PruneSpec,
     *,
@@ -45,8 +58,16 @@ def make_variant(
     on_step: OnStep | None,
     check_batch: Batch,
     save_dir: Path | None,
-) -> tuple[TransformerEncoder, dict[str, Any]]:
+    loss_fn: LossFn | None = None,
+    refit_calib: Sequence[Batch] | None = None,
+    recover: Callable[[nn.Module], dict[str, Any] | None] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
     """Prune a copy of ``dense`` and return it with its variant record (status ``ok``).
+
+    After the fidelity check, a one-shot structured variant gets the least-squares refit of its shrunk output
+    projections on ``refit_calib`` (None: no refit) and then ``recover(model)`` (the source's recovery; None:
+    none); both are recorded in ``details``. ``loss_fn`` is the task loss of gradient criteria for a model
+    without one of its own.
 
     The fidelity check compares the materialized model with a masked reference built from the same plan:
     for one-shot methods, the dense model with the plan's groups zeroed ("masked-dense"); for the iterative
@@ -59,7 +80,7 @@ def make_variant(
     """
     model = copy.deepcopy(dense)
     start = time.perf_counter()
-    report, plan = prune_with_plan_(model, spec, calib=calib, on_step=on_step)
+    report, plan = prune_with_plan_(with_loss(model, loss_fn), spec, calib=calib, on_step=on_step)
     seconds = time.perf_counter() - start
     model.eval()
     check_finite(model, name)
@@ -71,6 +92,22 @@ def make_variant(
     apply_plan_(reference, plan, "zeros")
     fidelity = {**check_fidelity(reference, model, check_batch), "reference": how}
     del reference
+    details: dict[str, Any] = {"spec": spec.to_dict(), "prune_report": report.to_dict()}
+    one_shot_shrunk = METHODS.get(spec.method).structured and not spec.gradual
+    if one_shot_shrunk and refit_calib:
+        # After the check: the refit moves kept weights on purpose, the check is of the shrink itself.
+        started = time.perf_counter()
+        refitted = refit_outputs_(model, dense, refit_calib, ridge=REFIT_RIDGE, prior="zero")
+        details["refit"] = {"projections": len(refitted), "seconds": time.perf_counter() - started,
+                            "sequences": sum(int(b["input_ids"].shape[0]) for b in refit_calib)}
+        fidelity["reference"] = how + " (before the refit)"
+    if one_shot_shrunk and recover is not None:
+        recovery = recover(model)
+        if recovery is not None:
+            details["recovery"] = recovery
+            fidelity["reference"] = how + " (before the refit and recovery)"
+    model.eval()
+    check_finite(model, name)
 
     disk = None
     if save_dir is not None:
@@ -85,13 +122,12 @@ def make_variant(
     record = describe(model, name, spec.method, seq_len, requested=spec.sparsity or 0.0, disk=disk)
     record.update(
         measured_sparsity=report.measured_sparsity, materialization=report.materialization,
-        prune_seconds=seconds, fidelity=fidelity,
-        details={"spec": spec.to_dict(), "prune_report": report.to_dict()},
+        prune_seconds=seconds, fidelity=fidelity, details=details,
     )
     return model, record
 
 
-def check_finite(model: TransformerEncoder, name: str) -> None:
+def check_finite(model: nn.Module, name: str) -> None:
     """Raise if a weight holds NaN or Inf: such a model's outputs cannot pass any fidelity check.
 
     Raises:
@@ -103,10 +139,14 @@ def check_finite(model: TransformerEncoder, name: str) -> None:
 
 
 def describe(
-    model: TransformerEncoder, name: str, method: str, seq_len: int, *, requested: float, disk: int | None
+    model: nn.Module, name: str, method: str, seq_len: int, *, requested: float, disk: int | None
 ) -> dict[str, Any]:
-    """Size and cost figures of a model as a variant record (dense by default; callers add pruning fields)."""
+    """Size and cost figures of a model as a variant record (dense by default; callers add pruning fields).
+
+    Every figure comes through the model's adapter, so our encoder and a pretrained one are described alike.
+    """
     sizes = parameter_report(model)
+    adapter = adapter_for(model)
     return {
         "name": name,
         "method": method,
@@ -115,16 +155,16 @@ def describe(
         "materialization": "dense",
         "params": sizes.param_count,
         "nonzero_params": sizes.nonzero_count,
-        "encoder_params": count_parameters(model.config)["encoder"],
+        "encoder_params": sum(p.numel() for p in adapter.encoder_parameters()),
         "disk_bytes": disk,
         "macs": forward_macs(model, 1, seq_len),
         "effective_macs": forward_macs(model, 1, seq_len, effective=True),
         "status": "ok",
         "error": None,
-        "details": {"config": model.config.to_dict()},
+        "details": {"config": adapter.config_dict()},
     }
 
 
-def load_variant(folder: Path) -> TransformerEncoder:
+def load_variant(folder: Path) -> nn.Module:
     """A variant saved by an earlier (interrupted) run of the same folder."""
     return load_model(folder).eval()

@@ -5,6 +5,8 @@ evaluate); ``time_unit`` times some cells of one batch size against dense on the
 each cell with that node's class and environment fingerprint. Neither writes the results store: they return
 records, and the driver commits them. Models travel either as live modules (the local executor) or as the
 files of their saved folder (``{file name: bytes}``, the Ray executor): :func:`as_model` accepts both.
+Which kind of model it is (our encoder, a pretrained HF encoder) only the run's
+:class:`~prunebench.sources.ModelSource` knows: units receive it with their shared inputs.
 """
 
 from __future__ import annotations
@@ -19,24 +21,28 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunebench.bench import environment, fingerprint_hash, make_inputs, sweep
+from prunebench.bench import environment, fingerprint_hash, sweep
 from prunebench.bench.settings import BenchSettings
-from prunebench.models import TransformerEncoder, load_model, save_model
+from prunebench.models import load_model, save_model
+from prunebench.pruning import METHODS
 from prunebench.results import CellRecord
 from prunebench.runner.stages import DENSE, RECOVERABLE
 from prunebench.runner.variants import load_variant, make_variant, prune_spec
-from prunebench.tasks import RecoveryCallback, Task, calibration_batches, evaluate
+from prunebench.sources import ModelSource
+from prunebench.user_files import contained
 
-#: A model as a live module or as its saved folder's files.
-ModelSource = TransformerEncoder | Mapping[str, bytes]
+#: A model as a live module or as its saved folder's files (relative POSIX path -> bytes).
+ShippedModel = nn.Module | Mapping[str, bytes]
 #: Where a unit hands each result (see :mod:`prunebench.runner.executors.base`).
 Emit = Callable[[Any], None]
 
 
 def folder_files(folder: str | Path) -> dict[str, bytes]:
-    """Every file of a saved model folder (flat), to ship it through an object store."""
+    """Every file of a saved model folder (relative POSIX paths: an HF folder has ``1_Pooling/config.json``),
+    to ship it through an object store."""
     root = Path(folder)
-    files = {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.is_file() and not p.name.endswith(".tmp")}
+    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+             if p.is_file() and not p.name.endswith(".tmp")}
     if "config.json" not in files:
         raise ValueError(f"{root} is not a saved model folder (no config.json)")
     return files
@@ -50,23 +56,23 @@ def write_folder(files: Mapping[str, bytes], folder: str | Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name, data in files.items():
-        if Path(name).name != name:
-            raise ValueError(f"a shipped model file must be a plain name, got {name!r}")
-        (tmp / name).write_bytes(data)
+        path = contained(tmp, name)  # a shipped name never climbs out of the folder
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
     shutil.rmtree(target, ignore_errors=True)
     tmp.replace(target)
     return target
 
 
-def model_files(model: TransformerEncoder) -> dict[str, bytes]:
+def model_files(model: nn.Module) -> dict[str, bytes]:
     """A live model as the files of its saved folder (safetensors + config.json), to ship it."""
     with tempfile.TemporaryDirectory(prefix="prunebench-model-") as tmp:
         save_model(model, Path(tmp) / "m")
         return folder_files(Path(tmp) / "m")
 
 
-def as_model(source: ModelSource) -> TransformerEncoder:
-    """A live model in eval mode from either form of :data:`ModelSource` (files are loaded, never unpickled)."""
+def as_model(source: ShippedModel) -> nn.Module:
+    """A live model in eval mode from either form of :data:`ShippedModel` (files are loaded, never unpickled)."""
     if isinstance(source, nn.Module):
         return source
     with tempfile.TemporaryDirectory(prefix="prunebench-model-") as tmp:
@@ -74,13 +80,13 @@ def as_model(source: ModelSource) -> TransformerEncoder:
         return load_model(Path(tmp) / "m").eval()
 
 
-def prepare_unit(payload: Mapping[str, Any], emit: Emit, *, task: Task, dense: ModelSource) -> None:
+def prepare_unit(payload: Mapping[str, Any], emit: Emit, *, source: ModelSource, dense: ShippedModel) -> None:
     """Make (or, with ``reuse``, reload) one variant and evaluate it; see the module docstring.
 
-    Payload keys: ``name, method, sparsity, seed, seq_len, vocab, threads, iterative_steps, schedule,
-    finetune_steps, train_precision, calib_sequences, eval_kwargs``; ``save_dir`` (the run folder's model
-    folder, local executor) or ``ship`` (save to a scratch folder and return its files); ``reuse`` (a model
-    source of a variant committed earlier: only evaluate it); ``evaluate`` (whether an evaluation is wanted).
+    Payload keys: ``name, method, sparsity, seed, seq_len, threads, iterative_steps, schedule, calib_sequences,
+    refit``; ``save_dir`` (the run folder's model folder, local executor) or ``ship`` (save to a scratch folder
+    and return its files); ``reuse`` (a model of a variant committed earlier: only evaluate it); ``evaluate``
+    (whether an evaluation is wanted). Calibration, recovery and evaluation come from ``source``.
 
     Emits one ``{"name", "record" (variant record or None), "model" (live, local) or "files" (shipped),
     "evaluation" (record or None), "eval_error", "failed"}``; failures are emitted, never raised.
@@ -93,21 +99,26 @@ def prepare_unit(payload: Mapping[str, Any], emit: Emit, *, task: Task, dense: M
     if p.get("reuse") is not None:
         model = as_model(p["reuse"]) if not isinstance(p["reuse"], str) else load_variant(Path(p["reuse"]))
     else:
-        spec = prune_spec(p["method"], p["sparsity"], seed=p["seed"], iterative_steps=p["iterative_steps"],
-                          schedule=p["schedule"])
-        # the spec says what its criterion needs (calibration batches) and whether it is gradual
-        calib = calibration_batches(task, p["calib_sequences"], seed=p["seed"]) if spec.needs_calib else None
-        on_step = None
-        if spec.gradual and p["finetune_steps"]:
-            on_step = RecoveryCallback(task, p["finetune_steps"], seed=p["seed"], precision=p["train_precision"])
-        check_batch = make_inputs(p["vocab"], 2, p["seq_len"], seed=p["seed"] + 1, pad_fraction=0.25)
         scratch = tempfile.mkdtemp(prefix="prunebench-variant-") if p.get("ship") else None
         save_dir = Path(scratch) / "m" if scratch else (Path(p["save_dir"]) if p.get("save_dir") else None)
         try:
-            model, record = make_variant(dense_model, p["name"], spec, seq_len=p["seq_len"], calib=calib,
-                                         on_step=on_step, check_batch=check_batch, save_dir=save_dir)
+            spec = prune_spec(p["method"], p["sparsity"], seed=p["seed"], iterative_steps=p["iterative_steps"],
+                              schedule=p["schedule"], structured_criterion=source.structured_criterion)
+            # the spec says what its criterion needs (calibration batches) and whether it is gradual
+            calib = source.calibration(p["calib_sequences"], p["seed"]) if spec.needs_calib else None
+            on_step = source.step_recovery(dense_model) if spec.gradual else None
+            shrunk = METHODS.get(spec.method).structured and not spec.gradual
+            model, record = make_variant(
+                dense_model, p["name"], spec, seq_len=p["seq_len"], calib=calib, on_step=on_step,
+                check_batch=source.check_batch(p["seq_len"], p["seed"]), save_dir=save_dir,
+                loss_fn=source.loss_fn(dense_model),
+                refit_calib=source.refit_batches(p["seed"]) if shrunk and p.get("refit") else None,
+                recover=(lambda m: source.recover(m, dense_model)) if shrunk else None)
+            histories = getattr(on_step, "histories", None)
+            if histories:  # recovery between the steps of a gradual method, whichever kind it was
+                record["details"]["recovery"] = [h if isinstance(h, dict) else h.to_dict() for h in histories]
             if scratch:
-                out["files"] = folder_files(save_dir)
+                out["files"] = folder_files(save_dir)  # type: ignore[arg-type]
         except RECOVERABLE as exc:
             out["failed"], out["error"] = True, f"{type(exc).__name__}: {exc}"
             emit(out)
@@ -119,14 +130,14 @@ def prepare_unit(payload: Mapping[str, Any], emit: Emit, *, task: Task, dense: M
     out["model"] = None if p.get("ship") else model
     if p.get("evaluate", True):
         try:
-            out["evaluation"] = evaluate(model, task, reference=dense_model, **p["eval_kwargs"]).record(p["name"])
+            out["evaluation"] = source.evaluate(model, dense_model).record(p["name"])
         except RECOVERABLE as exc:
             out["eval_error"] = f"{type(exc).__name__}: {exc}"
     emit(out)
 
 
-def time_unit(payload: Mapping[str, Any], emit: Emit, *, models: Mapping[str, ModelSource],
-              settings: BenchSettings) -> None:
+def time_unit(payload: Mapping[str, Any], emit: Emit, *, models: Mapping[str, ShippedModel],
+              settings: BenchSettings, source: ModelSource) -> None:
     """Time the cells ``payload["todo"]`` (``(variant, batch size)`` pairs) against dense on this node through
     the one sweep (blocks round-robin over the cells); emits each :class:`~prunebench.results.CellRecord` as
     it is finished, stamped with ``node_class`` and this node's ``environment`` and ``fingerprint_hash``.
@@ -134,7 +145,7 @@ def time_unit(payload: Mapping[str, Any], emit: Emit, *, models: Mapping[str, Mo
     Each variant is paired against this node's own dense model; the ``dense`` row is dense against an
     identical twin (the noise floor here), so cells timed on different hardware are never mixed up.
 
-    Payload keys: ``todo, batch_sizes, seq_len, vocab, seed, pad_fraction, device, threads, node_class``.
+    Payload keys: ``todo, batch_sizes, seq_len, device, threads, node_class``; inputs come from ``source``.
     """
     p = payload
     torch.set_num_threads(int(p["threads"]))
@@ -147,8 +158,7 @@ def time_unit(payload: Mapping[str, Any], emit: Emit, *, models: Mapping[str, Mo
     live = {name: as_model(models[name]).to(device) for name in names}
 
     def inputs(batch_size: int, seq_len: int) -> Any:
-        return make_inputs(p["vocab"], batch_size, seq_len, seed=p["seed"], pad_fraction=p["pad_fraction"],
-                           device=device)
+        return source.timing_inputs(batch_size, seq_len, device)
 
     def on_cell(cell: CellRecord) -> None:
         emit(dataclasses.replace(cell, node_class=p["node_class"], extra={**cell.extra, **stamp}))

@@ -1,0 +1,408 @@
+"""Where a run's dense model comes from: the one seam between the run pipeline and a kind of model.
+
+:mod:`prunebench.runner.pipeline` runs every stage (variants, evaluation, timing, backends, search targets,
+both executors, resume) over a :class:`ModelSource`. A source gives the run what differs by kind of model:
+
+=======================  =======================================  =============================================
+                         :class:`PresetSource` (our encoder)      :class:`HFSource` (a pretrained HF folder)
+=======================  =======================================  =============================================
+dense model              trained on the task, or the cached one   loaded offline from the folder
+tokenizer and task       the task's own (``mlm``, ``csv:``...)    the model's tokenizer over the task's texts
+calibration              task sequences (labelled)                task texts (labelled, or masked for an MLM)
+evaluation               ``tasks.evaluate``                       ``tasks.hf_suite.HFEvaluator``
+structured criterion     the method's default                     ``activation``
+recovery between steps   fine-tuning on the task                  distillation from dense
+recovery after a shrink  none                                     distillation from dense (``recovery_seconds``)
+=======================  =======================================  =============================================
+
+Both produce the same :class:`~prunebench.tasks.evaluation.EvalResult`, the same calibration batch format and
+the same unit payloads, so a new kind (a decoder, a ViT) is one new source class plus its adapter.
+
+A source travels to Ray workers with the prepare units (once per run, by Ray's serializer), so it holds no
+model: the HF evaluator, built from the dense model, is rebuilt lazily in the process that needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from prunebench.bench import make_inputs
+from prunebench.config import RunConfig
+from prunebench.models.batch import Batch, LossFn
+from prunebench.runner.budgets import Budgets
+from prunebench.tasks import calibration_batches
+from prunebench.tasks.evaluation import EvalResult
+
+logger = logging.getLogger(__name__)
+
+#: ``on_step(step, sparsity, model)``: recovery between the steps of a gradual method.
+OnStep = Callable[[int, float, nn.Module], None]
+#: ``tick(stage, detail, advance)``: the run's progress counter.
+Tick = Callable[..., None]
+#: The built-in labelled task a pretrained base or classifier encoder is scored on (the run's ``mlm`` default
+#: means it there: a pretrained encoder is not retrained on our MLM corpus).
+HF_BUILTIN_TASK = "tweets"
+#: ``--quick`` distils for a token second at most after each shrink (the refit does most of the work).
+QUICK_RECOVERY_SECONDS = 1.0
+#: Sequences the least-squares refit of shrunk output projections fits on: a refit is a regression that needs
+#: more tokens than kept widths (a criterion needs far fewer: ``calib_sequences``).
+REFIT_SEQUENCES = 256
+
+
+class ModelSource(ABC):
+    """What the run pipeline needs from one kind of model (see the module docstring).
+
+    Args:
+        config: the run config.
+        budgets: its resolved budgets.
+        cache_dir: where tokenizers, corpora and trained dense models are cached.
+        corpus_root: override of the stdlib corpus location (tests).
+    """
+
+    #: Shown in the run record and the progress line.
+    kind: ClassVar[str]
+
+    def __init__(self, config: RunConfig, budgets: Budgets, *, cache_dir: Path,
+                 corpus_root: Path | None = None) -> None:
+        self.config, self.budgets, self.cache_dir, self.corpus_root = config, budgets, cache_dir, corpus_root
+        eval_kwargs: dict[str, Any] = {"seed": config.seed}
+        if budgets.eval_batches:
+            eval_kwargs["max_batches"] = budgets.eval_batches
+        self.eval_kwargs = eval_kwargs
+
+    # ----------------------------------------------------------------------------------------- loading
+    @abstractmethod
+    def load_dense(self, tick: Tick) -> tuple[nn.Module, dict[str, Any]]:
+        """The dense model in eval mode and what to record about it (the run record's ``baseline``)."""
+
+    @abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """What the accuracy figures are measured on (the run record's ``corpus.task``)."""
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Token ids of timing and check inputs are drawn below this."""
+
+    @property
+    def pad_id(self) -> int:
+        """The padding token id of timing inputs."""
+        return 0
+
+    # ------------------------------------------------------------------------------------------ inputs
+    @abstractmethod
+    def calibration(self, n_sequences: int, seed: int, batch_size: int | None = None) -> list[Batch]:
+        """``n_sequences`` labelled sequences of real task text (criteria, Wanda, the refit, int8 scales), in
+        batches of ``batch_size`` (None: the source's own; Fisher wants small ones, a refit large ones)."""
+
+    def refit_batches(self, seed: int) -> list[Batch]:
+        """The calibration the least-squares refit fits on (:data:`REFIT_SEQUENCES` of task text)."""
+        return self.calibration(max(REFIT_SEQUENCES, self.budgets.calib_sequences), seed + 1)
+
+    def check_batch(self, seq_len: int, seed: int) -> Batch:
+        """Two rows (one padded) that fidelity and reload checks compare outputs on."""
+        return make_inputs(self.vocab_size, 2, seq_len, seed=seed + 1, pad_fraction=0.25, pad_token_id=self.pad_id)
+
+    def timing_inputs(self, batch_size: int, seq_len: int, device: torch.device) -> Batch:
+        """The inputs a timing cell feeds every model (seeded, padded as ``pad_fraction`` says)."""
+        return make_inputs(self.vocab_size, batch_size, seq_len, seed=self.config.seed,
+                           pad_fraction=self.config.pad_fraction, device=device, pad_token_id=self.pad_id)
+
+    # -------------------------------------------------------------------------------------- evaluation
+    @abstractmethod
+    def evaluate(self, model: nn.Module, reference: nn.Module) -> EvalResult:
+        """Accuracy of ``model`` and its agreement with ``reference`` (the dense model) on fixed test examples."""
+
+    def loss_fn(self, reference: nn.Module) -> LossFn | None:
+        """The task loss of models without one of their own (a base encoder's frozen probe), else None."""
+        return None
+
+    @abstractmethod
+    def evaluate_backend(self, model: nn.Module, runnable: Any, reference: nn.Module) -> EvalResult | str:
+        """:meth:`evaluate` with ``model``'s hidden states computed by a backend's ``runnable`` (what was timed),
+        or the one-line reason this source cannot evaluate there (recorded with the cells, never eager's)."""
+
+    # ---------------------------------------------------------------------------------------- recovery
+    @abstractmethod
+    def step_recovery(self, teacher: nn.Module) -> OnStep | None:
+        """Recovery between the steps of a gradual method (None: none)."""
+
+    def recovery_seconds(self) -> float:
+        """Seconds of recovery after each shrink (``--quick``: at most :data:`QUICK_RECOVERY_SECONDS`)."""
+        seconds = self.config.recovery_seconds
+        return min(seconds, QUICK_RECOVERY_SECONDS) if self.config.quick else seconds
+
+    def recover(self, model: nn.Module, teacher: nn.Module) -> dict[str, Any] | None:
+        """Recovery of a one-shot shrunk model, in place; what it did (None: this kind has none)."""
+        return None
+
+    #: The criterion of structured pruning ('' = the method's default); recorded in each spec.
+    structured_criterion: ClassVar[str] = ""
+
+    @classmethod
+    def check(cls, config: RunConfig) -> None:
+        """Everything about ``config.model`` that can be refused before a run folder exists (no weights loaded).
+
+        Raises:
+            PrunebenchError, ValueError: one line (an unusable folder, a missing extra, an unknown task).
+        """
+        from prunebench.runner.validate import check_task_spec
+
+        check_task_spec(config.task)  # our encoder trains on a registered task
+
+
+class PresetSource(ModelSource):
+    """prunebench's own encoder (``small``, ``medium``, ``large``): trained on the task, or the cached one."""
+
+    kind: ClassVar[str] = "preset"
+
+    def __init__(self, config: RunConfig, budgets: Budgets, *, cache_dir: Path,
+                 corpus_root: Path | None = None, task: Any = None) -> None:
+        from prunebench.models import preset_config
+
+        super().__init__(config, budgets, cache_dir=cache_dir, corpus_root=corpus_root)
+        #: The task; built by :meth:`load_dense`, or given (a task built elsewhere, as in tests and benchmarks).
+        self.task: Any = task
+        self._vocab = int(task.vocab_size) if task is not None else preset_config(config.model).vocab_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab
+
+    def load_dense(self, tick: Tick) -> tuple[nn.Module, dict[str, Any]]:
+        from prunebench.tasks import build_task
+        from prunebench.tasks.baseline import load_or_train_baseline
+
+        config = self.config
+        tick("data", f"tokenizer and corpus ({config.task})", 0)
+        extra = {"max_files": self.budgets.max_files} if self.budgets.max_files and config.task == "mlm" else {}
+        # The task keeps its own row length (MLM trains faster on short rows); --seq-len is the timed shape.
+        self.task = build_task(config.task, vocab_size=self._vocab, seed=config.seed, cache_dir=self.cache_dir,
+                               corpus_root=self.corpus_root, **extra)
+        tick("data", "ready")
+
+        def train_progress(fraction: float, steps: int, loss: float) -> None:
+            tick("train", f"dense {config.model}: {fraction:.0%} (step {steps}, loss {loss:.2f})", 0)
+
+        dense, info = load_or_train_baseline(config.model, self.task, self.budgets.train_budget, seed=config.seed,
+                                             cache_dir=self.cache_dir, progress=train_progress,
+                                             precision=config.train_precision)
+        tick("train", "cache hit" if info.get("cache_hit") else f"trained in {info.get('train_seconds', 0):.0f}s")
+        baseline = {k: str(v) if isinstance(v, Path) else v for k, v in info.items() if k != "history"}
+        return dense.eval(), baseline
+
+    def fingerprint(self) -> dict[str, Any]:
+        return self.task.fingerprint()
+
+    def calibration(self, n_sequences: int, seed: int, batch_size: int | None = None) -> list[Batch]:
+        return calibration_batches(self.task, n_sequences, batch_size=batch_size or 8, seed=seed)
+
+    def evaluate(self, model: nn.Module, reference: nn.Module) -> EvalResult:
+        from prunebench.tasks import evaluate
+
+        return evaluate(model, self.task, reference=reference, **self.eval_kwargs)
+
+    def evaluate_backend(self, model: nn.Module, runnable: Any, reference: nn.Module) -> EvalResult | str:
+        from prunebench.backends.evaluation import backend_encoder
+
+        return self.evaluate(backend_encoder(model, runnable), reference)
+
+    def step_recovery(self, teacher: nn.Module) -> OnStep | None:
+        from prunebench.tasks import RecoveryCallback
+
+        steps = self.budgets.finetune_steps
+        if not steps:
+            return None
+        return RecoveryCallback(self.task, steps, seed=self.config.seed, precision=self.config.train_precision)
+
+
+class HFSource(ModelSource):
+    """A pretrained Hugging Face encoder folder: loaded offline, scored through its own tokenizer."""
+
+    kind: ClassVar[str] = "hf"
+    structured_criterion: ClassVar[str] = "activation"
+
+    @classmethod
+    def check(cls, config: RunConfig) -> None:
+        from prunebench.models.hf.deps import require_transformers
+
+        require_transformers()  # before the package import, which needs it
+        from prunebench.models.hf import check_hf_folder
+        from prunebench.runner.validate import check_task_spec
+
+        if config.task != HF_BUILTIN_TASK:  # the built-in labelled task of pretrained encoders
+            check_task_spec(config.task)
+        check_hf_folder(config.model)
+
+    def __init__(self, config: RunConfig, budgets: Budgets, *, cache_dir: Path,
+                 corpus_root: Path | None = None) -> None:
+        from prunebench.models.hf import load_hf_tokenizer
+        from prunebench.tasks.hf_eval import read_pooling
+
+        super().__init__(config, budgets, cache_dir=cache_dir, corpus_root=corpus_root)
+        self.tokenizer = load_hf_tokenizer(config.model)
+        self.pooling = read_pooling(config.model)
+        self.head_kind = ""
+        self.task: Any = None
+        self.corpus: Any = None
+        self.texts: Any = None
+        self._evaluator: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_evaluator"] = None  # holds the dense model: rebuilt from the reference where it is needed
+        return state
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id or 0)
+
+    def load_dense(self, tick: Tick) -> tuple[nn.Module, dict[str, Any]]:
+        from prunebench.models.hf import hf_adapter_for, load_hf_model
+        from prunebench.tasks.hf_text import TokenizedTexts
+
+        config = self.config
+        tick("data", f"model, tokenizer and task ({config.model})", 0)
+        dense = load_hf_model(config.model).eval()
+        self.head_kind = hf_adapter_for(dense).head_kind
+        self.task, self.corpus = hf_texts(config.task, self.head_kind, self.corpus_root)
+        text_source = self.task or self.corpus
+        self.texts = TokenizedTexts.of(text_source, self.tokenizer, mlm=self.head_kind == "mlm")
+        self._evaluator = self._build_evaluator(dense)
+        tick("data", f"{self.head_kind} model, task ready")
+        tick("train", "pretrained: nothing to train")
+        return dense, {"model": str(config.model), "kind": self.head_kind}
+
+    def _build_evaluator(self, dense: nn.Module) -> Any:
+        from prunebench.tasks.hf_suite import HFEvaluator
+
+        return HFEvaluator(dense, self.tokenizer, task=self.task, corpus=self.corpus, pooling=self.pooling,
+                           seed=self.config.seed)
+
+    def evaluator(self, reference: nn.Module) -> Any:
+        """The evaluator of ``reference`` (the dense model): built once per process."""
+        if self._evaluator is None:
+            self._evaluator = self._build_evaluator(reference)
+        return self._evaluator
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"model": str(self.config.model), "kind": self.head_kind,
+                "task": self.task.info if self.task else None, "corpus": self.corpus.info if self.corpus else None,
+                "pooling": self.pooling.__dict__}
+
+    def calibration(self, n_sequences: int, seed: int, batch_size: int | None = None) -> list[Batch]:
+        return calibration_batches(self.texts, n_sequences, batch_size=batch_size or 32, seed=seed)
+
+    def evaluate(self, model: nn.Module, reference: nn.Module) -> EvalResult:
+        evaluator = self.evaluator(reference)
+        return evaluator.result(evaluator.score(model))
+
+    def evaluate_backend(self, model: nn.Module, runnable: Any, reference: nn.Module) -> EvalResult | str:
+        if self.head_kind != "base":
+            # The runnable computes the encoder's hidden states; an MLM or classifier head on top of them would
+            # have to be run eagerly through each family's own head modules, which is not built yet.
+            return f"accuracy on a backend is measured for base encoders; this is a {self.head_kind} model"
+        return self.evaluate(BackendHidden(runnable), reference)
+
+    def loss_fn(self, reference: nn.Module) -> LossFn | None:
+        from prunebench.tasks.hf_suite import probe_loss
+
+        probe = self.evaluator(reference).probe
+        return probe_loss(probe, self.pooling) if probe is not None else None
+
+    def _held_out(self) -> Batch:
+        """Unseen text that decides whether distillation helped (else its weights are put back)."""
+        return calibration_batches(self.texts, 64, batch_size=64, split="val", seed=self.config.seed + 2)[0]
+
+    def _distill(self, model: nn.Module, teacher: nn.Module, seconds: float, seed: int, checks: int) -> Any:
+        from prunebench.tasks.hf_distill import distill_
+
+        stream = self.texts.train_stream(16, seed=seed)
+        return distill_(model, teacher, stream, held_out=self._held_out(), seconds=seconds, pooling=self.pooling,
+                        checks=checks)
+
+    def step_recovery(self, teacher: nn.Module) -> OnStep | None:
+        seconds = self.recovery_seconds() / max(self.budgets.iterative_steps, 1)
+        if seconds <= 0:
+            return None
+        return DistillSteps(self, teacher, seconds)
+
+    def recover(self, model: nn.Module, teacher: nn.Module) -> dict[str, Any] | None:
+        if self.recovery_seconds() <= 0:
+            return None
+        # One held-out check mid-way (each costs about a training step; the budget is short).
+        history = self._distill(model, teacher, self.recovery_seconds(), self.config.seed, checks=1)
+        model.eval()
+        return history.to_dict()
+
+
+class BackendHidden(nn.Module):
+    """A stand-in for a pretrained base encoder whose hidden states come from a backend's runnable: called as
+    transformers models are (``input_ids``, ``attention_mask``, ``output_hidden_states``), it returns an object
+    whose ``hidden_states[-1]`` and ``last_hidden_state`` are the runnable's outputs [B, S, D]."""
+
+    def __init__(self, runnable: Any) -> None:
+        super().__init__()
+        self.runnable = runnable
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                **_: Any) -> Any:
+        from types import SimpleNamespace
+
+        batch = {"input_ids": input_ids}
+        if attention_mask is not None:
+            batch["attention_mask"] = attention_mask
+        hidden = self.runnable.outputs(batch)  # [B, S, D]
+        return SimpleNamespace(last_hidden_state=hidden, hidden_states=(hidden,))
+
+
+class DistillSteps:
+    """``on_step`` of a gradual method on a pretrained encoder: distil from dense after each pruning step."""
+
+    def __init__(self, source: HFSource, teacher: nn.Module, seconds: float) -> None:
+        self.source, self.teacher, self.seconds = source, teacher, seconds
+        self.histories: list[dict[str, Any]] = []
+
+    def __call__(self, step: int, sparsity: float, model: nn.Module) -> None:
+        history = self.source._distill(model, self.teacher, self.seconds, self.source.config.seed + 1000 * step,
+                                       checks=1)
+        model.eval()
+        self.histories.append(history.to_dict())
+        logger.info("distillation after pruning step %d (sparsity %.3f): %s", step, sparsity, history.to_dict())
+
+
+def hf_texts(task: str, head_kind: str, corpus_root: Path | None = None) -> tuple[Any, Any]:
+    """(labelled task, corpus) a pretrained encoder is scored on: ``task`` for base and classifier models
+    (the built-in ``mlm`` default means the built-in ``tweets`` task there), the stdlib corpus for masked-LM
+    models (plus the labelled task when one is named explicitly)."""
+    from prunebench.tasks.hf_text import corpus_text_task, labelled_text_task
+
+    spec = HF_BUILTIN_TASK if task == "mlm" else task
+    if head_kind == "mlm":
+        labelled = None if task == "mlm" else labelled_text_task(spec)
+        return labelled, corpus_text_task(corpus_root=corpus_root)
+    return labelled_text_task(spec), None
+
+
+def source_class(model: str) -> type[ModelSource]:
+    """The source class of a model argument: a Hugging Face model folder, else a preset name."""
+    from prunebench.models.io import is_hf_folder
+
+    return HFSource if is_hf_folder(model) else PresetSource
+
+
+def source_for(config: RunConfig, budgets: Budgets, *, cache_dir: Path,
+               corpus_root: Path | None = None) -> ModelSource:
+    """The source of ``config.model`` (see :func:`source_class`)."""
+    return source_class(config.model)(config, budgets, cache_dir=cache_dir, corpus_root=corpus_root)

@@ -15,7 +15,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ARGS = ["--model", "small", "--quick", "--methods", "magnitude,structured", "--sparsity", "0.75", "--batch-sizes",
-        "1,2", "--seq-len", "32", "--threads", "1", "--backends", "eager,int8-legacy,sparse,onnxruntime-int8"]
+        "1,2", "--seq-len", "32", "--threads", "1", "--backends", "eager,int8-legacy,sparse,onnxruntime-int8",
+        "--allow-busy"]
 
 
 def test_run_with_backends(tmp_path: Path) -> None:

@@ -97,6 +97,9 @@ class RunConfig:
             at the first batch size and ``seq_len`` and verified by paired timing (``prunebench.search``).
         backends: execution backends every variant is timed on (``eager`` first: the main sweep; others are
             timed against dense eager after a fidelity check, see :mod:`prunebench.backends`).
+        allow_busy: keep timing blocks during which other processes held the cores (flagged ``contended``)
+            instead of discarding and retiming them (:mod:`prunebench.bench.load`); the search then also goes on
+            with a latency model that missed its held-out check and judges targets on busy measurements.
     """
 
     model: str = "medium"
@@ -123,6 +126,7 @@ class RunConfig:
     save_models: bool = True
     targets: tuple[float, ...] = ()
     backends: tuple[str, ...] = ("eager",)
+    allow_busy: bool = False
 
     def __post_init__(self) -> None:
         if (self.model not in model_names() or self.model == "custom") and not self.is_hf:

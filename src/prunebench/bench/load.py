@@ -180,6 +180,47 @@ class CpuMeter:
         got = self.measure(start, end)
         return None if got is None else got[0]
 
+    def judge(self, start: CpuReading, end: CpuReading | None = None, threads: int = 1,
+              busy_share: float = BUSY_SHARE) -> Contention:
+        """Whether the stretch from ``start`` to ``end`` (default: now) was busy for a timing on ``threads``
+        threads: busy only when even the least the tick rounding allows is above :func:`busy_level`."""
+        end = end or self.read()
+        got = self.measure(start, end)
+        level = busy_level(end.cores, threads, busy_share)
+        other, rounding = got if got is not None else (None, 0.0)
+        busy = other is not None and other - rounding > level
+        return Contention(other, rounding, level, busy, end.cores, threads, self.source(end))
+
+
+@dataclass(frozen=True)
+class Contention:
+    """How busy the machine was over one stretch of timing (see :meth:`CpuMeter.judge`).
+
+    Attributes:
+        other_cores: cores other processes held on average (None: unknown).
+        rounding: how far ``other_cores`` may be off by ``/proc/stat``'s ticks, in cores.
+        level: the busy level (:func:`busy_level`); busy: ``other_cores - rounding`` above it.
+        cores, threads: the machine's cores and the timing's threads; source: one of :data:`SOURCES`.
+    """
+
+    other_cores: float | None
+    rounding: float
+    level: float
+    busy: bool
+    cores: int
+    threads: int
+    source: str
+
+    def to_dict(self) -> dict[str, float | int | bool | str | None]:
+        """JSON-ready dict."""
+        return {"other_cores": self.other_cores, "level": self.level, "busy": self.busy, "cores": self.cores,
+                "threads": self.threads, "source": self.source}
+
+    def describe(self) -> str:
+        """``other processes held 1.40 cores of 2 (busy above 0.50)``."""
+        held = "an unknown share" if self.other_cores is None else f"{self.other_cores:.2f} cores"
+        return f"other processes held {held} of {self.cores} (busy above {self.level:.2f})"
+
 
 def busy_level(cores: int, threads: int, busy_share: float = BUSY_SHARE) -> float:
     """Other processes' cores above which a block is busy: the cores the timing leaves free plus
@@ -237,13 +278,12 @@ class LoadProbe:
         self._mark = None
         self.cpu_s += end.own_cpu - start.own_cpu
         self.wall_s += end.wall - start.wall
-        self.source, self.cores = self.meter.source(end), end.cores
-        got = self.meter.measure(start, end)
+        seen = self.meter.judge(start, end, self.threads, self.busy_share)
+        self.source, self.cores, busy = seen.source, seen.cores, seen.busy
         # A figure as coarse as the busy level itself (a window of a few ticks) is no figure to keep.
-        other = got[0] if got is not None and got[1] <= FLAG_FRACTION * self.level else None
+        other = seen.other_cores if seen.rounding <= FLAG_FRACTION * seen.level else None
         if other is not None:
             self.max_other = other if self.max_other is None else max(self.max_other, other)
-        busy = got is not None and is_busy(got[0] - got[1], end.cores, self.threads, self.busy_share)
         self.busy_blocks += busy
         if busy and not self.allow_busy:
             self.discarded_blocks += 1

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,10 @@ from prunebench.bench.load import CpuMeter, busy_level, is_busy, proc_stat_idle
 from prunebench.bench.settings import BenchSettings
 from prunebench.bench.sweep import sweep
 from prunebench.bench.timing import WallTimer
+from prunebench.cli.main import main
 from prunebench.results.cell import CELL_FIELDS, CellRecord
+from prunebench.runner.stages import RunOutcome
+from tests.test_results_synthetic import fill_store, make_snapshot
 
 SETTINGS = BenchSettings(warmup=1, min_time=0.0, min_pairs=4, max_time=200.0, target_ci=None, n_boot=200,
                          measure_memory=False, block_pairs=2, min_blocks=4, block_warmup=0)
@@ -189,3 +193,42 @@ def test_the_reader_sees_a_real_competing_process() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def _busy_snapshot() -> dict:
+    """The synthetic run without its failures, every cell measured while other processes held the cores."""
+    snap = make_snapshot()
+    snap["variants"] = [{**v, "fidelity": {**(v.get("fidelity") or {}), "ok": True}} for v in snap["variants"]
+                        if v["status"] == "ok"]
+    snap["cells"] = [{**c, "contended": True, "other_cores": 0.8} for c in snap["cells"] if c["status"] == "ok"]
+    return snap
+
+
+def test_run_strict_exits_3_when_most_cells_were_busy(tmp_path, monkeypatch, capsys) -> None:
+    from prunebench.cli import run_cmd
+
+    def fake_run(config, run_dir, *, cache_dir, progress=None, executor=None, **kw):
+        fill_store(run_dir.root, _busy_snapshot())
+        return RunOutcome(run_dir=run_dir.root)
+
+    monkeypatch.setattr(run_cmd, "execute_run", fake_run)
+    args = ["run", "--model", "small", "--quick", "--batch-sizes", "1", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*args, "--out", str(tmp_path / "a"), "--strict"]) == 3
+    out = capsys.readouterr().out
+    assert "Machine busy: of 17 timed cells, 17 contended" in out and "--strict: most timed cells" in out
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0  # without --strict: reported, not failed
+
+
+def test_bench_strict_exits_3_when_most_cells_were_busy(monkeypatch) -> None:
+    from prunebench.cli import bench_cmd
+
+    real = bench_cmd.sweep
+
+    def busy_sweep(*args, **kwargs):
+        return [replace(c, contended=True) for c in real(*args, **kwargs)]
+
+    monkeypatch.setattr(bench_cmd, "sweep", busy_sweep)
+    argv = ["bench", "small", "--batch-sizes", "1", "--seq-len", "8", "--budget", "quick", "--min-time", "0",
+            "--max-time", "0.05", "--no-memory", "--threads", "1", "--allow-busy"]
+    assert main([*argv, "--strict"]) == 3
+    assert main(argv) == 0

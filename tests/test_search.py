@@ -395,6 +395,10 @@ def test_an_untrusted_latency_model_stops_the_search_before_any_pruning(tmp_path
     stored = json.loads((tmp_path / "search.json").read_text())
     assert stored["stopped"] == message and "targets" not in stored
     assert not list(tmp_path.glob("search-*"))
+    # A distorted table is refused as untrusted, not as putting the target out of reach.
+    with pytest.raises(UntrustedTiming):
+        search_family(tiny_model, _calib(97), SearchOptions(**{**options.__dict__, "targets": (50.0,)}),
+                      table=_table())
     # On a quiet machine the same error says the model does not fit, not that the machine was busy.
     monkeypatch.setattr(family, "CpuMeter", lambda: _Meter(False))
     with pytest.raises(UntrustedTiming, match="the machine looked quiet"):

@@ -184,7 +184,6 @@ def search_family(
                                                            full_widths(adapter_of(dense))):
         raise ValueError("the latency table was measured for another shape or model; measure it again")
     top = reachable_speedup(table)
-    check_targets(options.targets, table)
     report: dict[str, Any] = {"options": {k: v for k, v in options.__dict__.items() if "timing" not in k},
                               "latency_table": table.to_dict(), "reachable": [1.0, top]}
     say(f"latency table: {table.measure_seconds:.0f}s, fixed {table.fixed:.2f} units, in-model factors "
@@ -209,6 +208,8 @@ def search_family(
                 raise UntrustedTiming(stop)
             report["latency_model_untrusted"] = True
             say(f"WARNING (--allow-busy): {stop}")
+    # After the check: a table a busy machine distorted is refused as such, not as a target out of its reach.
+    check_targets(options.targets, table)
     fit, held = split_calibration(batches)
     t0 = time.perf_counter()
     importance = group_importance(dense, batches, options.criterion, loss_fn)

@@ -19,9 +19,10 @@ this process's own CPU per wall second: lagging, but the only portable figure; t
 A block is *busy* (:func:`is_busy`) when other processes held more than ``busy_share`` of the cores the
 timing uses (its threads), beyond the cores it leaves free: with 2 threads on 2 cores and the default 0.25,
 more than half a core; with 1 thread on 2 cores, more than 1.25 cores (a competitor on the core the timing
-leaves free is no competitor). *Measured* on a 2-core VM, medium at B=1, structured 50% against dense with 2
-threads: one CPU-bound competitor held 0.6-0.9 cores and moved the blocks' median ratio from 1.77x to 2.36x,
-two held 1.0-1.4 cores (1.39x); a quiet machine's other processes held 0.02-0.15. A busy block is
+leaves free is no competitor). *Learned* (a first look, 6 s per condition on the shared 2-core VM, medium at
+B=1, structured 50% against dense with 2 threads; ``benchmarks/contention.py`` is the benchmark): one
+CPU-bound competitor held 0.6-0.9 cores and moved the blocks' median ratio from 1.77x to 2.36x, two held
+1.0-1.4 cores (1.39x); the machine's own background held 0.02-0.15. A busy block is
 discarded and timed again after a back-off (:mod:`prunebench.bench.sweep_state`). A cell is flagged
 ``contended`` when its kept blocks saw other processes at half the busy level on average, when it discarded
 at least as many blocks as it kept, or when busy blocks were kept (``allow_busy``). Readers and clocks are

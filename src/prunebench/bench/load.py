@@ -152,13 +152,13 @@ class CpuMeter:
     def window_start(self, start: CpuReading, end: CpuReading) -> CpuReading:
         """``start``, or an earlier reading when the block is shorter than ``min_window`` (the latest one at
         least ``min_window`` before ``end``, else the oldest kept)."""
-        if end.wall - start.wall >= self.min_window:
+        if end.wall - start.wall >= self.min_window or not self._history:
             return start
-        earlier = [r for r in self._history if r.wall <= start.wall and (r.idle is None) == (start.idle is None)]
-        if not earlier:
+        # read() keeps exactly that reading first (the oldest one while none is old enough).
+        first = self._history[0]
+        if first.wall > start.wall or (first.idle is None) != (start.idle is None):
             return start
-        far = [r for r in earlier if r.wall <= end.wall - self.min_window]
-        return far[-1] if far else earlier[0]
+        return first
 
     def measure(self, start: CpuReading, end: CpuReading) -> tuple[float, float] | None:
         """(cores other processes held on average between ``start`` and ``end``, the rounding that figure may

@@ -55,7 +55,7 @@ class FakeMachine:
         self.own = saved
 
     def meter(self) -> CpuMeter:
-        return CpuMeter(stat=lambda: (self.idle, self.cores), cpu_clock=lambda: self.own_cpu,
+        return CpuMeter(stat=lambda: (self.idle, self.cores, 1), cpu_clock=lambda: self.own_cpu,
                         wall_clock=lambda: self.now, load=lambda: None, ticks_per_s=10**9)
 
 
@@ -150,7 +150,7 @@ def test_an_unmeasured_cell_keeps_what_its_quiet_blocks_gave() -> None:
 
 def test_a_window_of_a_few_ticks_is_not_called_busy_by_rounding() -> None:
     state = {"now": 0.0, "idle": 0.0}
-    meter = CpuMeter(stat=lambda: (state["idle"], 2), cpu_clock=lambda: 0.0, wall_clock=lambda: state["now"],
+    meter = CpuMeter(stat=lambda: (state["idle"], 2, 1), cpu_clock=lambda: 0.0, wall_clock=lambda: state["now"],
                      load=lambda: None, ticks_per_s=100)
     start = meter.read()
     state["now"] = 0.004  # 4 ms and the idle counter has not ticked yet: reads as 2 cores busy
@@ -166,6 +166,18 @@ def test_a_window_of_a_few_ticks_is_not_called_busy_by_rounding() -> None:
     state["now"], state["idle"] = 0.304, 0.59
     other, rounding = meter.measure(start, meter.read())
     assert other == pytest.approx(2 - 0.59 / 0.3, abs=1e-9) and rounding == pytest.approx(0.02 / 0.3)
+
+
+def test_proc_stat_counts_the_cores_this_process_may_run_on(tmp_path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 1000 20 0 0 5 0 0\n"
+                    "cpu0 25 0 10 200 5 0 0 1 0 0\ncpu1 25 0 10 300 5 0 0 1 0 0\n"
+                    "cpu2 25 0 15 250 5 0 0 2 0 0\ncpu3 25 0 15 250 5 0 0 1 0 0\nintr 12345\n")
+    # All four cores: the total line (idle 1000 + iowait 20 ticks), one line's rounding.
+    assert proc_stat_idle(str(stat), 100, frozenset({0, 1, 2, 3})) == (10.2, 4, 1)
+    # Pinned to cores 0 and 2 (taskset, a cpuset): work on the others competes with nothing.
+    assert proc_stat_idle(str(stat), 100, frozenset({0, 2})) == (4.6, 2, 2)
+    assert proc_stat_idle(str(stat), 100, frozenset({0, 9})) == (10.2, 4, 1)  # not a subset: the total
 
 
 def test_without_proc_stat_the_meter_falls_back_on_the_load_average() -> None:

@@ -251,13 +251,13 @@ def test_a_busy_sweep_flags_its_cells_and_the_store_keeps_the_figures() -> None:
     state = {"now": 0.0, "idle": 0.0, "cpu": 0.0}
 
     def machine(others: float) -> CpuMeter:
-        def stat() -> tuple[float, int]:
+        def stat() -> tuple[float, int, int]:
             # Whatever time has passed: this process ran at 0.5 cores and the others at ``others``.
             dt = time.perf_counter() - state["now"]
             state["now"] += dt
             state["idle"] += dt * max(0.0, 2 - 0.5 - others)
             state["cpu"] += dt * 0.5
-            return state["idle"], 2
+            return state["idle"], 2, 1
 
         return CpuMeter(stat=stat, cpu_clock=lambda: state["cpu"], wall_clock=lambda: state["now"],
                         load=lambda: 5.3, ticks_per_s=10**9)

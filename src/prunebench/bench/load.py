@@ -6,9 +6,10 @@ threads need: the two calls of a pair then run under different conditions, and t
 The 1-minute load average cannot see this: it lags by a minute and cannot say which block was hit.
 
 So a :class:`CpuMeter` reads, before and after each timed block, how much CPU time *other* processes used:
-the machine's busy time (all cores, from ``/proc/stat``: everything that is not idle or iowait, which
-includes time the hypervisor stole) minus this process's own CPU time (all its threads), per second of
-wall time, in cores. ``/proc/stat`` counts in clock ticks (10 ms), so a block shorter than
+the busy time of the cores this process may run on (from ``/proc/stat``: everything that is not idle or
+iowait, which includes time the hypervisor stole; the machine's total line unless ``taskset`` or a cpuset
+narrowed the affinity) minus this process's own CPU time (all its threads), per second of wall time, in
+cores. ``/proc/stat`` counts in clock ticks (10 ms), so a block shorter than
 :data:`MIN_WINDOW_S` is judged over a window reaching back to earlier readings of the same meter (the
 previous blocks of the sweep): two ticks of rounding over a quarter second is 0.08 cores. A block is
 called busy only when even the least the rounding allows is above the busy level, so a window still too
@@ -63,31 +64,50 @@ def _clock_ticks() -> int:
         return 100
 
 
-def proc_stat_idle(path: str = "/proc/stat", ticks_per_s: int | None = None) -> tuple[float, int] | None:
-    """(idle + iowait CPU seconds summed over all cores, number of cores) from ``/proc/stat``; None where it
-    cannot be read. Everything else (user, nice, system, irq, softirq, steal) is time the cores were busy."""
+def usable_cpus() -> frozenset[int] | None:
+    """The CPUs this process may run on (its affinity mask, which ``taskset`` and cpusets narrow); None where
+    the platform cannot say."""
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+def proc_stat_idle(path: str = "/proc/stat", ticks_per_s: int | None = None,
+                   cpus: frozenset[int] | None = None) -> tuple[float, int, int] | None:
+    """(idle + iowait CPU seconds summed over the cores, number of cores, lines summed) from ``/proc/stat``;
+    None where it cannot be read. Everything else (user, nice, system, irq, softirq, steal) is time a core was
+    busy. ``cpus`` (default: this process's affinity) limits it to the cores the timing can run on: work on
+    the others competes with nothing. All of them: the machine's total line (one line's rounding)."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError:
         return None
-    if not lines:
-        return None
-    parts = lines[0].split()
-    if len(parts) < 6 or parts[0] != "cpu":
+    rows = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 6 and parts[0].startswith("cpu"):
+            rows[parts[0]] = parts
+    total = rows.pop("cpu", None)
+    per_cpu = {int(k[3:]): v for k, v in rows.items() if k[3:].isdigit()}
+    wanted = usable_cpus() if cpus is None else cpus
+    if wanted and set(wanted) < set(per_cpu):  # some of the machine's cores: their own lines
+        chosen, cores = [per_cpu[c] for c in sorted(wanted)], len(wanted)
+    elif total is not None:
+        chosen, cores = [total], max(len(per_cpu), 1)
+    else:
         return None
     try:
-        idle, iowait = int(parts[4]), int(parts[5])
+        ticks = sum(int(p[4]) + int(p[5]) for p in chosen)
     except ValueError:
         return None
-    cores = sum(1 for line in lines[1:] if line.startswith("cpu") and line[3:4].isdigit())
-    return (idle + iowait) / (ticks_per_s or _clock_ticks()), max(cores, 1)
+    return ticks / (ticks_per_s or _clock_ticks()), cores, len(chosen)
 
 
 def usable_cores() -> int:
     """Cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    cpus = usable_cpus()
+    return len(cpus) if cpus else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -98,7 +118,7 @@ class CpuReading:
         wall: wall-clock seconds (monotonic).
         own_cpu: this process's CPU seconds (all threads).
         idle: the machine's idle + iowait seconds over all cores (None: ``/proc/stat`` unreadable).
-        cores: the cores ``idle`` covers.
+        cores: the cores ``idle`` covers (those this process may run on).
         load: the 1-minute load average (read only when ``idle`` is None).
     """
 
@@ -107,6 +127,8 @@ class CpuReading:
     idle: float | None
     cores: int
     load: float | None = None
+    #: ``/proc/stat`` lines summed into ``idle`` (each rounds idle and iowait down to a tick).
+    lines: int = 1
 
 
 @dataclass
@@ -116,13 +138,13 @@ class CpuMeter:
     One meter serves a whole sweep: its recent readings are what a short block's window reaches back to.
 
     Args:
-        stat: reads (idle + iowait seconds, cores), or None where it cannot.
+        stat: reads (idle + iowait seconds, cores, ``/proc/stat`` lines summed), or None where it cannot.
         cpu_clock: this process's CPU seconds; wall_clock: monotonic wall seconds.
         load: the 1-minute load average (the fallback).
         min_window: the shortest stretch judged, in seconds.
     """
 
-    stat: Callable[[], tuple[float, int] | None] = proc_stat_idle
+    stat: Callable[[], tuple[float, int, int] | None] = proc_stat_idle
     cpu_clock: Callable[[], float] = time.process_time
     wall_clock: Callable[[], float] = time.perf_counter
     load: Callable[[], float | None] = load_1m
@@ -136,7 +158,7 @@ class CpuMeter:
         if stat is None:
             reading = CpuReading(self.wall_clock(), self.cpu_clock(), None, os.cpu_count() or 1, self.load())
         else:
-            reading = CpuReading(self.wall_clock(), self.cpu_clock(), stat[0], stat[1])
+            reading = CpuReading(self.wall_clock(), self.cpu_clock(), stat[0], stat[1], lines=stat[2])
         history = self._history
         history.append(reading)
         # Keep the latest reading at least min_window old and every later one; older ones are never used.
@@ -171,8 +193,8 @@ class CpuMeter:
         own = (end.own_cpu - first.own_cpu) / wall
         if end.idle is not None and first.idle is not None:
             busy = end.cores - (end.idle - first.idle) / wall  # cores not idle on average
-            # idle and iowait are each rounded down to a tick at both readings: at most two ticks off.
-            return max(0.0, busy - own), 2.0 / self.ticks_per_s / wall
+            # idle and iowait of each line are rounded down to a tick at both readings: two ticks a line.
+            return max(0.0, busy - own), 2.0 * end.lines / self.ticks_per_s / wall
         loads = [x for x in (first.load, end.load) if x is not None]
         return (max(0.0, max(loads) - own), 0.0) if loads else None
 

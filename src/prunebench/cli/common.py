@@ -20,11 +20,11 @@ from prunebench.models.presets import model_names
 EXIT_UNTRUSTED = 3
 
 
-def add_busy_args(parser: argparse.ArgumentParser, *, strict: bool = True) -> None:
+def add_busy_args(parser: argparse.ArgumentParser, *, strict: bool = True, help: str | None = None) -> None:
     """``--allow-busy`` (and ``--strict``): what a command does with timings taken while the machine was busy."""
     parser.add_argument("--allow-busy", action="store_true", default=None,
-                        help="keep timings taken while other processes held the cores (flagged 'contended') "
-                        "instead of discarding and retiming them")
+                        help=help or "keep timings taken while other processes held the cores (flagged "
+                        "'contended') instead of discarding and retiming them")
     if strict:
         parser.add_argument("--strict", action="store_true",
                             help=f"exit {EXIT_UNTRUSTED} when most timed cells were contended or unmeasured")

@@ -62,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default torch's)")
     p.add_argument("--seed", type=int, default=0, help="seed of calibration sample, inputs and checks")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    add_busy_args(p, strict=False)
+    add_busy_args(p, strict=False, help="search on with a latency model that missed its held-out check, and "
+                  "judge targets on measurements taken while other processes held the cores (marked)")
     p.epilog = (f"The search stops before any pruning (exit {EXIT_UNTRUSTED}, one line) when the latency model's "
                 "held-out median error is above 10%, and judges a target only on a verifying measurement taken "
                 "while no other process held the cores (else: not met, 'BUSY', exit "

@@ -71,6 +71,9 @@ def main() -> None:
                 "--seed", str(args.seed + run)]
         proc = subprocess.run(argv, capture_output=True, text=True, check=True)
         cells = {c["variant"]: c for c in json.loads(proc.stdout.strip().splitlines()[-1])}
+        bad = [f"{n}: {c['status']} ({c.get('error')})" for n, c in cells.items() if c["status"] != "ok"]
+        if bad:  # e.g. unmeasured: the machine was busy (this benchmark needs a quiet one)
+            raise SystemExit(f"run {run}: " + "; ".join(bad))
         runs.append(cells)
         print(f"run {run}: " + "  ".join(
             f"{n} {cells[n]['speedup']:.3f} [{cells[n]['speedup_ci_low']:.3f}, {cells[n]['speedup_ci_high']:.3f}]"

@@ -10,7 +10,8 @@ from prunebench.bench.settings import bench_settings
 from prunebench.models import EncoderConfig, build_encoder
 from prunebench.runner.backend_stage import run_backend_stage
 
-FAST = bench_settings("quick", min_time=0.0, max_time=0.3, min_pairs=2, threads=1, measure_memory=False)
+FAST = bench_settings("quick", min_time=0.0, max_time=0.3, min_pairs=2, threads=1, measure_memory=False,
+                      allow_busy=True)
 
 
 def test_stage_times_evaluates_and_skips():

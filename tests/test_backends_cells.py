@@ -17,7 +17,7 @@ from prunebench.bench.settings import bench_settings
 from prunebench.cli.main import main
 from prunebench.models import EncoderConfig, build_encoder
 
-FAST = bench_settings("quick", min_time=0.0, max_time=0.5, min_pairs=2, threads=1)
+FAST = bench_settings("quick", min_time=0.0, max_time=0.5, min_pairs=2, threads=1, allow_busy=True)
 OPTS = PrepareOptions(threads=1, shapes=((2, 8),))
 
 

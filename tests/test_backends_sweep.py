@@ -18,7 +18,7 @@ from prunebench.models import EncoderConfig, build_encoder
 
 #: Three blocks of one ABBA round each, then stop: no budget clock or precision target decides.
 BLOCKS = BenchSettings(warmup=1, min_time=0.0, min_pairs=2, max_time=1e6, block_pairs=2, min_blocks=3,
-                       block_warmup=0, target_ci=None, n_boot=50, measure_memory=False, threads=1)
+                       block_warmup=0, target_ci=None, n_boot=50, measure_memory=False, threads=1, allow_busy=True)
 
 
 class FakeTimer:

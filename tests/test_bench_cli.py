@@ -11,7 +11,7 @@ from prunebench.cli.main import main
 from prunebench.models.io import save_model
 from prunebench.models.presets import create_model
 
-FAST = ["--budget", "quick", "--min-time", "0", "--max-time", "0.05", "--seq-len", "8", "--no-memory"]
+FAST = ["--budget", "quick", "--min-time", "0", "--max-time", "0.05", "--seq-len", "8", "--no-memory", "--allow-busy"]
 
 
 @pytest.fixture()

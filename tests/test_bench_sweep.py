@@ -16,8 +16,10 @@ from prunebench.bench.sweep import bench_pair, bench_single, sweep
 from prunebench.models.presets import create_model
 from prunebench.results.cell import CellRecord
 
+# allow_busy: these tests are about the sweep, not the machine (a busy shared machine would leave cells
+# unmeasured); discarding busy blocks is tested in test_contention.py.
 FAST = BenchSettings(warmup=1, min_time=0.0, min_pairs=2, max_time=0.5, target_ci=None, n_boot=50,
-                     measure_memory=False)
+                     measure_memory=False, allow_busy=True)
 
 
 def tiny(n_layers: int = 2, **kw):

@@ -68,7 +68,7 @@ def test_malformed_toml_reports_the_line(tmp_path):
 
 
 def test_unknown_and_mistyped_keys(tmp_path):
-    with pytest.raises(ValueError, match="unknown run option.*modle; valid: backends, batch_sizes"):
+    with pytest.raises(ValueError, match="unknown run option.*modle; valid: allow_busy, backends, batch_sizes"):
         RunConfig.from_dict({"modle": "small"})
     with pytest.raises(ValueError, match="seq_len must be an integer"):
         RunConfig.from_dict({"seq_len": "128"})

@@ -197,7 +197,8 @@ def test_a_failed_prune_comes_back_as_a_record_not_an_exception(source, dense) -
 
 
 def test_time_unit_stamps_each_cell_with_its_node_class_and_fingerprint(source, dense) -> None:
-    settings = BenchSettings(warmup=1, min_time=0.0, min_pairs=2, max_pairs=4, max_time=0.5, n_boot=50)
+    settings = BenchSettings(warmup=1, min_time=0.0, min_pairs=2, max_pairs=4, max_time=0.5, n_boot=50,
+                             allow_busy=True)
     payload = {"todo": [("dense", 1), ("copy", 1), ("copy", 2)], "batch_sizes": [1, 2], "seq_len": SEQ,
                "device": "cpu", "threads": 1, "node_class": "epyc"}
     records: list = []

@@ -34,7 +34,7 @@ def test_prune_then_bench_an_hf_folder(hf_dir, tmp_path, capsys, method):
     capsys.readouterr()
     result = tmp_path / "bench.json"
     assert main(["bench", str(out), "--baseline", str(hf_dir), "--batch-sizes", "1", "--seq-len", "16",
-                 "--budget", "quick", "--min-time", "0.05", "--max-time", "0.3", "--no-memory",
+                 "--budget", "quick", "--min-time", "0.05", "--max-time", "0.3", "--no-memory", "--allow-busy",
                  "--json", str(result)]) == 0
     doc = json.loads(result.read_text())
     assert "pruned" in json.dumps(doc) and "dense" in json.dumps(doc)

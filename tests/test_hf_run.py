@@ -50,7 +50,7 @@ def test_hf_run_defaults_are_trimmed_and_every_option_still_wins(model_dir: Path
 def test_hf_run_prunes_checks_evaluates_and_times(model_dir: Path, tmp_path: Path):
     csv = fx.sentiment_csv(tmp_path / "reviews.csv", n=200)
     config = RunConfig(model=str(model_dir), methods=("structured", "magnitude"), sparsities=(0.5,),
-                       batch_sizes=(1,), seq_len=16, threads=1, quick=True, task=f"csv:{csv}")
+                       batch_sizes=(1,), seq_len=16, threads=1, quick=True, task=f"csv:{csv}", allow_busy=True)
     run_dir, config = prepare(tmp_path / "run", config, resume=False, force=False)
     outcome = execute_run(config, run_dir, cache_dir=tmp_path / "cache")
     assert outcome.failed_variants == [] and outcome.failed_cells == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from prunebench.analysis import (
     analyze,
     analyze_cells,
     analyze_variants,
+    mostly_busy,
     noise_margin,
     pareto_front,
     speedup_verdict,
@@ -20,7 +22,7 @@ from prunebench.analysis import (
 from prunebench.analysis.accuracy import accuracy_verdict
 from prunebench.analysis.bootstrap import paired_delta_ci
 from prunebench.bench.inputs import make_inputs
-from prunebench.bench.load import LoadProbe, is_contended
+from prunebench.bench.load import CpuMeter
 from prunebench.bench.settings import BenchSettings
 from prunebench.bench.sweep import sweep
 from prunebench.bench.timing import WallTimer
@@ -28,12 +30,14 @@ from prunebench.models.presets import create_model
 from prunebench.report import summary_cells, summary_rows
 from prunebench.report.html import render_report
 from prunebench.report.markdown import render_summary_md
+from prunebench.report.summary import verdict
 from prunebench.results import CellRecord
 from prunebench.results.correctness import pack_correct, unpack_correct
 from tests.test_results_synthetic import make_snapshot
 
+# allow_busy: a busy shared machine must not leave these cells unmeasured (test_contention.py tests that).
 FAST = BenchSettings(warmup=1, min_time=0.0, min_pairs=4, max_time=0.5, target_ci=None, n_boot=200,
-                     measure_memory=False, block_pairs=2, min_blocks=3)
+                     measure_memory=False, block_pairs=2, min_blocks=3, allow_busy=True)
 
 
 def _cell(variant: str, s: float, lo: float, hi: float, b: int = 8) -> dict:
@@ -166,37 +170,107 @@ def test_accuracy_inside_the_noise_reads_no_measurable_change_everywhere() -> No
     assert all(v.accuracy_verdict == "n/a" for v in plain)  # no correctness stored: no claim either way
 
 
-def test_contention_rule() -> None:
-    assert is_contended(1.9, 2.2, None, cpu_count=2) is False
-    assert is_contended(1.0, 4.5, None, cpu_count=2) is True
-    assert is_contended(None, None, 0.10, cpu_count=16) is True
-    assert is_contended(None, None, None, cpu_count=2) is None
+def _flag(snap: dict, variant: str, batch: int, **fields) -> None:
+    for c in snap["cells"]:
+        if c["variant"] == variant and c["batch_size"] == batch:
+            c.update(fields)
 
 
-def test_contended_cells_are_flagged_in_the_report() -> None:
-    loads = iter([0.5, 0.7] * 100)
+def test_busy_cells_are_one_line_and_a_collapsed_list() -> None:
+    snap = make_snapshot()
+    _flag(snap, "structured@0.5", 4, contended=True, other_cores=0.7, other_cores_max=0.9, discarded_blocks=2)
+    _flag(snap, "wanda@0.5", 1, status="unmeasured", error="machine busy: 1 of 5 quiet blocks in 10.0 s (9 discarded)",
+          discarded_blocks=9, other_cores_max=1.4)
+    a = analyze(snap)
+    rows = {r.variant: r for r in summary_rows(a)}
+    structured = rows["structured@0.5"]
+    assert structured.contended_cells == 1 and "1 cell contended" in summary_cells(structured)[-1]
+    wanda = summary_cells(rows["wanda@0.5"])
+    assert wanda[5] == "unmeasured (machine busy)" and "1 cell unmeasured" in wanda[-1] and "FAILED" not in wanda[5]
+    assert rows["wanda@0.5"].failed_cells == 0  # the busy machine is no failure of the variant
+    line = ("Machine busy: of 17 timed cells, 1 contended (measured while other processes held the cores) and 1 "
+            "unmeasured (no quiet blocks within their time; shown without a speedup); 11 busy block(s) discarded "
+            "and timed again, other processes up to 1.40 cores.")
+    md = render_summary_md(snap, a)
+    assert line in md and "<details><summary>The 2 cells</summary>" in md
+    assert md.count("wanda@0.5 B=1 seq=32: unmeasured: machine busy: 1 of 5 quiet blocks") == 1
+    html = render_report(snap, a, {})
+    assert "<details><summary>The 2 cells</summary>" in html and "CONTENDED" in html
+    assert "structured@0.5 B=4 seq=32: contended: other processes held 0.70 cores on average (up to 0.90), 2 " \
+           "block(s) discarded" in html
+    # Not most cells: the verdict ends with the line rather than opening with a warning.
+    text = verdict(a, snap["run"])
+    assert not text.startswith("This run's timings are not trustworthy")
+    assert "2 of 17 timed cells were contended or unmeasured (a busy machine; listed below)." in text
 
-    def quiet() -> LoadProbe:
-        return LoadProbe(cpu_count=2, load=lambda: next(loads), jiffies=lambda: None)
 
-    def busy() -> LoadProbe:
-        return LoadProbe(cpu_count=2, load=lambda: 5.3, jiffies=lambda: None)
+def test_a_mostly_busy_run_opens_its_verdict_with_it_and_names_no_speedup_from_noise() -> None:
+    snap = make_snapshot()
+    for c in snap["cells"]:
+        if c.get("status") == "ok":
+            c["contended"] = True
+    a = analyze(snap)
+    text = verdict(a, snap["run"])
+    assert text.startswith("This run's timings are not trustworthy: 17 of 17 timed cells were measured while other "
+                           "processes held the cores")
+    assert mostly_busy(a.cells) and not mostly_busy(analyze(make_snapshot()).cells)
+    # The ideal-exceeding and in-the-noise cells of the issue: never the headline.
+    snap = make_snapshot()
+    _flag(snap, "nm2:4", 1, speedup=2.22, speedup_ci_low=0.72, speedup_ci_high=3.14)
+    _flag(snap, "wanda@0.5", 1, speedup=4.55, speedup_ci_low=2.9, speedup_ci_high=6.2)
+    text = verdict(analyze(snap), snap["run"])
+    assert "The largest speedup whose CI clears the noise floor was structured@0.5 at B=4: 1.70× [1.60–1.80]" in text
+    assert "nm2:4 at B=1" not in text.split("Faster than a perfect kernel")[0]
+    assert ("Faster than a perfect kernel could run their FLOPs, beyond their CI: wanda@0.5 at B=1 (4.55× "
+            "[2.90–6.20] against 1.92×). That is a timing fault") in text
+    assert analyze(snap).cell("wanda@0.5", 1).beyond_ideal
+    # Nothing clears the floor: said so, no speedup named.
+    snap = make_snapshot()
+    _flag(snap, "structured@0.5", 2, speedup_ci_low=0.95)
+    _flag(snap, "structured@0.5", 4, speedup_ci_low=0.99)
+    text = verdict(analyze(snap), snap["run"])
+    assert "No pruned variant's speedup cleared the noise floor" in text and "largest speedup" not in text
 
+
+def test_the_summary_says_when_accuracy_cannot_show_a_loss() -> None:
+    rng = np.random.default_rng(2)
+    n = 3000
+    snap = make_snapshot()
+    dense = rng.random(n) < 0.0666
+    snap = _with_correctness(snap, {"dense": dense})
+    ev = next(e for e in snap["evaluations"] if e["variant"] == "dense")
+    ev["trivial_accuracy"] = float(dense.mean()) - 0.001  # as --quick trains it: 6.66% against 6.56%
+    a = analyze(snap)
+    assert a.accuracy_uninformative and a.dense_accuracy_ci[0] < ev["trivial_accuracy"] < a.dense_accuracy_ci[1]
+    assert "the model has learned too little for the accuracy column to show a loss" in verdict(a, snap["run"])
+    ev["trivial_accuracy"] = float(dense.mean()) / 2  # a model that learned something
+    a = analyze(snap)
+    assert not a.accuracy_uninformative and "cannot" not in verdict(a, snap["run"])
+    assert "to show a loss" not in verdict(a, snap["run"])
+
+
+def test_a_busy_sweep_flags_its_cells_and_the_store_keeps_the_figures() -> None:
+    state = {"now": 0.0, "idle": 0.0, "cpu": 0.0}
+
+    def machine(others: float) -> CpuMeter:
+        def stat() -> tuple[float, int, int]:
+            # Whatever time has passed: this process ran at 0.5 cores and the others at ``others``.
+            dt = time.perf_counter() - state["now"]
+            state["now"] += dt
+            state["idle"] += dt * max(0.0, 2 - 0.5 - others)
+            state["cpu"] += dt * 0.5
+            return state["idle"], 2, 1
+
+        return CpuMeter(stat=stat, cpu_clock=lambda: state["cpu"], wall_clock=lambda: state["now"],
+                        load=lambda: 5.3, ticks_per_s=10**9)
+
+    state["now"] = time.perf_counter()
     kw = {"vocab_size": 50, "d_model": 16, "n_heads": 2, "d_ff": 32}
     models = {"dense": create_model("custom", n_layers=2, **kw).eval(), "half": create_model("custom", n_layers=1,
                                                                                               **kw).eval()}
-    calm = sweep(models, batch_sizes=(1,), seq_lens=(8,), settings=FAST, probe=quiet)
-    loaded = sweep(models, batch_sizes=(2,), seq_lens=(8,), settings=FAST, probe=busy)
-    assert not any(c.contended for c in calm) and all(c.contended for c in loaded)
-    assert all(c.load_1m_before == 5.3 and c.cpu_per_wall is not None for c in loaded)
-    snap = make_snapshot()
-    snap["cells"] = [c.to_row() for c in calm + loaded]
-    snap["variants"] = [v for v in snap["variants"] if v["name"] == "dense"] + [
-        {**snap["variants"][1], "name": "half"}]
-    a = analyze(snap)
-    rows = {r.variant: r for r in summary_rows(a)}
-    assert rows["half"].contended_cells == 1 and "1 cell contended" in summary_cells(rows["half"])[-1]
-    html = render_report(snap, a, {})
-    assert "Measured under contention (2)" in html and "CONTENDED" in html
-    assert "half: cell B=2 seq=8 measured under contention (1-min load 5.3)" in render_summary_md(snap, a)
+    calm = sweep(models, batch_sizes=(1,), seq_lens=(8,), settings=FAST, meter=machine(0.0))
+    allowed = BenchSettings(**{**FAST.to_dict(), "allow_busy": True})
+    loaded = sweep(models, batch_sizes=(2,), seq_lens=(8,), settings=allowed, meter=machine(1.4))
+    assert not any(c.contended for c in calm) and all(c.contended and c.busy_allowed for c in loaded)
+    assert all(c.load_1m_before == 5.3 and c.other_cores == pytest.approx(1.4, abs=0.05) for c in loaded)
     assert CellRecord.from_row(loaded[0].to_row()).contended is True

@@ -30,7 +30,7 @@ from tests.store_probe import kill_when, rows  # noqa: E402
 pytestmark = pytest.mark.slow
 
 CONFIG = ["--model", "small", "--quick", "--methods", "magnitude,structured", "--batch-sizes", "1",
-          "--seq-len", "32", "--threads", "1", "--train-budget", "20", "--set", "min_time=0.1"]
+          "--seq-len", "32", "--threads", "1", "--train-budget", "20", "--set", "min_time=0.1", "--allow-busy"]
 BATCHES = (1,)
 VARIANTS = ("dense", "magnitude@0.5", "structured@0.5")
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 ARGS = ["--model", "small", "--quick", "--methods", "magnitude,structured", "--sparsity", "0.75", "--batch-sizes",
         "1,2", "--seq-len", "32", "--threads", "1", "--backends",
-        "eager,int8-legacy,sparse,onnxruntime-int8,openvino-int8"]
+        "eager,int8-legacy,sparse,onnxruntime-int8,openvino-int8", "--allow-busy"]
 
 
 def test_run_with_backends(tmp_path: Path) -> None:

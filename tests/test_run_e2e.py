@@ -18,7 +18,8 @@ from tests.store_probe import kill_when, rows
 
 pytestmark = pytest.mark.slow
 
-QUICK = ["--model", "small", "--quick", "--batch-sizes", "1,2", "--seq-len", "32", "--threads", "1"]
+# --allow-busy: a busy shared machine must not leave these cells unmeasured (test_contention.py tests that).
+QUICK = ["--model", "small", "--quick", "--batch-sizes", "1,2", "--seq-len", "32", "--threads", "1", "--allow-busy"]
 
 
 def _run(args: list[str], cache: Path, **kwargs) -> subprocess.CompletedProcess:

@@ -24,7 +24,7 @@ from prunebench.outdir import RUN_LOCK_FILE
 from prunebench.runner.rundir import RunFolderError, claim
 
 SRC = str(Path(__file__).parents[1] / "src")
-QUICK = ["--model", "small", "--quick", "--batch-sizes", "1", "--seq-len", "32", "--threads", "1"]
+QUICK = ["--model", "small", "--quick", "--batch-sizes", "1", "--seq-len", "32", "--threads", "1", "--allow-busy"]
 
 
 def _env(**extra: str) -> dict[str, str]:

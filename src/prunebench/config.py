@@ -104,6 +104,9 @@ class RunConfig:
             timed against dense eager after a fidelity check, see :mod:`prunebench.backends`).
         refit: after a one-shot structured shrink, refit the shrunk output projections by least squares to the
             dense model's outputs on task text (both kinds of model; ``--no-refit`` turns it off).
+        allow_busy: keep timing blocks during which other processes held the cores (flagged ``contended``)
+            instead of discarding and retiming them (:mod:`prunebench.bench.load`); the search then also goes on
+            with a latency model that missed its held-out check and judges targets on busy measurements.
     """
 
     model: str = "medium"
@@ -131,6 +134,7 @@ class RunConfig:
     targets: tuple[float, ...] = ()
     backends: tuple[str, ...] = ("eager",)
     refit: bool = True
+    allow_busy: bool = False
 
     def __post_init__(self) -> None:
         if (self.model not in model_names() or self.model == "custom") and not self.is_hf:

@@ -1,6 +1,7 @@
 """Exception types whose message is a complete one-line explanation for the user.
 
-The CLI prints ``str(error)`` of these (and of ``ValueError``) as a single line and exits with code 2.
+The CLI prints ``str(error)`` of these (and of ``ValueError``) as a single line and exits with code 2
+(:class:`UntrustedTiming`: code 3).
 """
 
 
@@ -10,3 +11,8 @@ class PrunebenchError(Exception):
 
 class CheckpointError(PrunebenchError):
     """A saved model folder is missing, truncated, corrupted or does not match its config."""
+
+
+class UntrustedTiming(PrunebenchError):
+    """A measurement the result would rest on could not be trusted (most often: the machine was busy while it
+    was taken). The CLI prints the one-line message and exits with code 3, not 2: the input was fine."""

@@ -9,6 +9,7 @@ interval holds 0 reads "no measurable change" in the verdict, the summary table 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -80,3 +81,30 @@ def measurably_better(evaluations: Mapping[str, Mapping[str, Any]],
         return cache[(q, p)]
 
     return better
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion ``p`` over ``n`` trials."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (centre - half, centre + half)
+
+
+def accuracy_ci(evaluation: Mapping[str, Any] | None) -> tuple[float, float] | None:
+    """The 95% Wilson interval of a stored evaluation's accuracy over its ``n_predictions``, or None."""
+    if not evaluation or evaluation.get("accuracy") is None:
+        return None
+    n = ((evaluation.get("details") or {}).get("n_predictions")) or evaluation.get("n_predictions")
+    if not n:
+        return None
+    return wilson(float(evaluation["accuracy"]), int(n))
+
+
+def indistinct_from_trivial(evaluation: Mapping[str, Any] | None) -> bool:
+    """Whether an evaluation's accuracy CI reaches its trivial baseline (always the most frequent answer, on the
+    same predictions): a model that has learned too little for any accuracy difference to mean a loss."""
+    ci = accuracy_ci(evaluation)
+    trivial = (evaluation or {}).get("trivial_accuracy")
+    return ci is not None and trivial is not None and ci[0] <= float(trivial)

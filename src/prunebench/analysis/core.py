@@ -7,7 +7,13 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from prunebench.analysis.accuracy import accuracy_verdict, delta_ci, measurably_better
+from prunebench.analysis.accuracy import (
+    accuracy_ci,
+    accuracy_verdict,
+    delta_ci,
+    indistinct_from_trivial,
+    measurably_better,
+)
 from prunebench.analysis.records import Analysis, CellAnalysis, Crossover, ParetoPoint, VariantAnalysis
 from prunebench.results.cell import DEFAULT_BACKEND, CellRecord, flop_ideal, normalize_cell_row
 
@@ -35,6 +41,28 @@ def speedup_verdict(ci_low: float | None, ci_high: float | None, margin: float =
     if ci_high < 1.0 - margin:
         return "slower"
     return "same"
+
+
+def beyond_ideal(ci_low: float | None, ideal: float | None, margin: float = 0.0) -> bool:
+    """Whether a speedup's whole CI lies above its FLOP-ideal by more than the noise floor: faster than a
+    perfect kernel could run the FLOPs left. Either the timing is at fault (a competitor slowed one side of
+    the pairs), or the FLOP count misses a cost the pruning removed (memory traffic, a model that now fits in
+    cache, fixed costs per call)."""
+    if ci_low is None or ideal is None:
+        return False
+    return ci_low > ideal * (1.0 + margin)
+
+
+def busy_cells(cells: Iterable[CellRecord]) -> tuple[int, int]:
+    """(cells contended or unmeasured, cells timed): what the busy machine touched, of all it timed."""
+    timed = [c for c in cells if c.ok or c.unmeasured]
+    return sum(1 for c in timed if c.unmeasured or c.contended), len(timed)
+
+
+def mostly_busy(cells: Iterable[CellRecord]) -> bool:
+    """Whether most timed cells were contended or unmeasured (the verdict opens with it; ``--strict`` fails)."""
+    busy, timed = busy_cells(cells)
+    return timed > 0 and busy * 2 > timed
 
 
 def noise_margin(twin: CellRecord | None) -> float:
@@ -141,6 +169,7 @@ def analyze_cells(cells: Sequence[Mapping[str, Any]], variants: Sequence[Variant
                 noise_margin=margin,
                 realized_over_ideal=ratio(r.speedup, ideal),
                 peak_memory_ratio=ratio(r.peak_memory_bytes, twin.peak_memory_bytes if twin else None),
+                beyond_ideal=r.ok and beyond_ideal(r.speedup_ci_low, ideal, margin),
             )
         )
     out.sort(key=lambda a: (order.get(a.variant, len(order)), a.variant, a.backend, a.seq_len, a.batch_size))
@@ -257,4 +286,6 @@ def analyze(snapshot: Mapping[str, Any]) -> Analysis:
         cells=tuple(cells),
         crossovers=tuple(find_crossovers(cells)),
         pareto=pareto,
+        dense_accuracy_ci=accuracy_ci(evals.get(BASELINE)),
+        accuracy_uninformative=indistinct_from_trivial(evals.get(BASELINE)),
     )

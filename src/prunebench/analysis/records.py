@@ -21,6 +21,9 @@ class CellAnalysis(CellRecord):
     realized_over_ideal: float | None = None
     #: peak memory of this variant / peak memory of dense at the same batch size and seq len.
     peak_memory_ratio: float | None = None
+    #: the whole CI lies above the FLOP-ideal (beyond the noise floor): faster than a perfect kernel could
+    #: make it, so a timing fault or a cost the FLOP count misses (see :func:`~prunebench.analysis.core.beyond_ideal`).
+    beyond_ideal: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,10 @@ class Analysis:
     crossovers: tuple[Crossover, ...]
     #: batch size -> the Pareto points at that batch size (smallest and largest batch size of the run).
     pareto: dict[int, tuple[ParetoPoint, ...]] = field(default_factory=dict)
+    #: 95% interval of the dense model's accuracy (None: unknown), and whether it reaches the trivial baseline
+    #: (then no accuracy difference can show a loss).
+    dense_accuracy_ci: tuple[float, float] | None = None
+    accuracy_uninformative: bool = False
 
     def cell(self, variant: str, batch_size: int, seq_len: int | None = None,
              backend: str = DEFAULT_BACKEND) -> CellAnalysis | None:

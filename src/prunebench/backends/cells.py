@@ -205,7 +205,7 @@ def backend_cell(base: Prepared, cand: Prepared, batch: Batch, settings: BenchSe
     """Time ``cand`` against ``base`` on ``batch`` after both passed their fidelity checks (a sweep of one cell).
 
     Failures never raise: a skip, a failed fidelity check (also one found before a later block), or a runtime
-    error become the cell's status. ``timing``: ``timer`` / ``clock`` / ``probe`` of :func:`sweep` (tests).
+    error become the cell's status. ``timing``: ``timer`` / ``clock`` / ``meter`` / ``sleep`` of :func:`sweep` (tests).
     """
     (cell,) = _sweep_batch(base, [cand], batch, _backend_settings(settings), None, **timing)
     return cell
@@ -238,7 +238,7 @@ def bench_backends(
         vocab_size: inputs are drawn below it.
         on_cell: called with each finished cell.
         done: ``done(variant, backend, batch_size, seq_len)``: cells already measured are not timed again.
-        **timing: ``timer`` / ``clock`` / ``probe`` of :func:`sweep` (tests inject fakes).
+        **timing: ``timer`` / ``clock`` / ``meter`` / ``sleep`` of :func:`sweep` (tests inject fakes).
 
     Returns:
         The cells, by batch size and then in the order of ``prepared``.

@@ -59,6 +59,8 @@ class PairedBlocks:
         self.first_a: float | None = None
         self.first_b: float | None = None
         self.spent_s = 0.0
+        #: blocks timed and then dropped by :meth:`discard_block`.
+        self.discarded = 0
         self._open = False
         self._warmed_now = False
         self._rounds_in_block = 0
@@ -77,7 +79,7 @@ class PairedBlocks:
 
     @property
     def n_blocks(self) -> int:
-        """Blocks started so far."""
+        """Blocks started so far (discarded ones not counted)."""
         return len(self.blocks)
 
     def _sample(self, side: str) -> float:
@@ -140,9 +142,26 @@ class PairedBlocks:
 
     def block(self, pairs: int) -> None:
         """Time one whole block of ``pairs`` pairs (rounded up to whole rounds) and close it."""
+        self.time_block(pairs)
+        self.close_block()
+
+    def time_block(self, pairs: int) -> None:
+        """Time one whole block of ``pairs`` pairs (rounded up to whole rounds) and leave it open, so that the
+        caller can still :meth:`discard_block` it (timed while the machine was busy) or :meth:`close_block` it."""
         for _ in range(max(1, math.ceil(pairs / 2))):
             self.round()
-        self.close_block()
+
+    def discard_block(self) -> None:
+        """Drop the open block: its pairs leave the samples, the ratios and the running summary as if it had
+        never been timed (its time stays in :attr:`spent_s`), and the next block is timed in the same order
+        (ABBA or BAAB) as the dropped one. Counted in :attr:`discarded`."""
+        if not self._open:
+            return
+        n = len(self.blocks.pop())
+        if n:
+            del self.a[-n:], self.b[-n:]
+        self._open = False
+        self.discarded += 1
 
     def rel_half_width(self, confidence: float) -> float:
         """Relative half-width of the speedup's CI from the closed blocks (a t-interval on their log-ratios);

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from prunebench.bench.inputs import parse_device
+from prunebench.bench.load import BUSY_SHARE
 from prunebench.registry import Registry
 from prunebench.serde import reject_unknown
 
@@ -40,6 +41,11 @@ class BenchSettings:
         include_head: time the task head too (default: encoder only); recorded with every cell.
         pad_fraction: expected fraction of padding in the inputs.
         measure_memory: also measure one forward's peak memory per cell.
+        busy_share: a block during which other processes held more than this share of the cores the timing
+            uses (beyond those it leaves free) is busy (:mod:`prunebench.bench.load`): discarded and timed
+            again after a back-off; a cell without ``min_blocks`` quiet blocks within ``max_time`` is
+            ``unmeasured``.
+        allow_busy: keep busy blocks instead (the cell is flagged contended and records ``busy_allowed``).
     """
 
     warmup: int = 2
@@ -60,6 +66,8 @@ class BenchSettings:
     include_head: bool = False
     pad_fraction: float = 0.0
     measure_memory: bool = True
+    busy_share: float = BUSY_SHARE
+    allow_busy: bool = False
 
     def __post_init__(self) -> None:
         for name in ("warmup", "min_pairs", "max_pairs", "calls_per_sample", "n_boot", "block_pairs", "min_blocks"):
@@ -79,6 +87,9 @@ class BenchSettings:
         parse_device(self.device, require_available=False)  # availability is checked when measuring
         if not 0.0 <= self.pad_fraction < 1.0:
             raise ValueError(f"pad_fraction must lie in [0, 1), got {self.pad_fraction}")
+        if isinstance(self.busy_share, bool) or not isinstance(self.busy_share, (int, float)) \
+                or not 0.0 < self.busy_share <= 1.0:
+            raise ValueError(f"busy_share must lie in (0, 1], got {self.busy_share!r}")
 
     def compare_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`prunebench.bench.timing.time_paired`."""

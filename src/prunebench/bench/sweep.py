@@ -5,9 +5,12 @@ Both ``prunebench bench`` and ``prunebench run`` time through :func:`sweep`. Eac
 baseline's own cell times it against an identical twin (a deep copy), so its interval is the measured noise
 floor at that shape. Cells are visited round-robin, one block each per round (the direction alternates
 between rounds), until each meets its stopping rule: machine drift during the sweep then lands in every cell,
-between its blocks, where the block-bootstrap CI covers it. A cell is finished (FLOPs, peak memory, machine
-load added) and handed to ``on_cell`` the moment it stops, so a kill loses only cells still being timed. A
-cell that fails (out of memory, a runtime error) is recorded with its status and the sweep goes on.
+between its blocks, where the block-bootstrap CI covers it. A block during which other processes held the
+cores it needs is discarded and timed again after a back-off (:mod:`prunebench.bench.sweep_state`); a cell
+that cannot gather its quiet blocks in time is stored ``unmeasured``. A cell is finished (FLOPs, peak
+memory, machine load added) and handed to ``on_cell`` the moment it stops, so a kill loses only cells still
+being timed. A cell that fails (out of memory, a runtime error) is recorded with its status and the sweep
+goes on.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import replace
 from torch import nn
 
 from prunebench.bench.inputs import check_device, make_inputs
-from prunebench.bench.load import LoadProbe
+from prunebench.bench.load import CpuMeter
 from prunebench.bench.settings import BenchSettings
 from prunebench.bench.sweep_state import CellState, Progress, Subject, SweepState, cell_failure
 from prunebench.bench.timing import Timer, pinned_threads
@@ -73,9 +76,10 @@ def sweep(
     progress: Progress | None = None,
     skip: Skip | None = None,
     backend: str = DEFAULT_BACKEND,
-    probe: Callable[[], LoadProbe] = LoadProbe,
+    meter: CpuMeter | None = None,
     timer: Timer | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[CellRecord]:
     """Time every model against ``baseline`` at every (batch size, sequence length); see the module docstring.
 
@@ -92,9 +96,11 @@ def sweep(
         progress: called as ``progress(done, total, cell)`` after each cell (the library never prints).
         skip: cells for which it returns True are not timed (and not returned).
         backend: recorded in the key of every cell whose model is a plain module (a subject names its own).
-        probe: makes the machine-load probe of each cell (tests pass a faked load).
+        meter: reads how much CPU other processes used around every block (default: a new
+            :class:`~prunebench.bench.load.CpuMeter`; tests pass one reading a faked machine).
         timer, clock: how one call is timed and the budget clock (default: the device's timer and
             ``time.perf_counter``; tests pass a fake clock).
+        sleep: the back-off after a busy block (tests pass a fake).
 
     Returns:
         The cells measured, in grid order (seq len, batch size, then the models with the baseline last).
@@ -110,7 +116,7 @@ def sweep(
     base = subjects[baseline]
     names = [*(n for n in subjects if n != baseline), baseline]
     grid = [(s, b, n) for s in seq_lens for b in batch_sizes for n in names if not (skip and skip(n, b, s))]
-    run = SweepState(settings, base, len(grid), on_cell, progress, probe, timer, clock)
+    run = SweepState(settings, base, len(grid), on_cell, progress, meter, timer, clock, sleep)
     with pinned_threads(settings.threads):
         twin = _twin(base) if any(n == baseline for _, _, n in grid) else None
         active: list[CellState] = []

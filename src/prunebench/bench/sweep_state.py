@@ -4,11 +4,19 @@
 scheduling and why cells are revisited). What a side of a cell runs is a :class:`Subject`: an eager model
 (its ``forward_call``), or a backend's runnable with its own call, memory measure, pre-block check and
 record fields, so backend cells are timed by the same blocks as eager ones.
+
+Every block is read by the sweep's :class:`~prunebench.bench.load.CpuMeter`. A block during which other
+processes held more than the busy level (:func:`~prunebench.bench.load.is_busy`) is discarded, and the
+sweep backs off (sleeps :data:`BACKOFF_S`, doubling with every busy block in a row, at most
+:data:`MAX_BACKOFF_S`) before it times the next one; the sleep is charged to the cell's ``max_time``. A cell
+that reaches ``max_time`` with fewer than ``min_blocks`` quiet blocks is stored ``unmeasured`` with what it
+has. Quiet blocks cost two reads of ``/proc/stat`` each and no sleep.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -19,19 +27,22 @@ from torch import nn
 from prunebench.bench.blocks import PairedBlocks
 from prunebench.bench.flops import forward_macs
 from prunebench.bench.inputs import forward_call
-from prunebench.bench.load import LoadProbe
+from prunebench.bench.load import CpuMeter, LoadProbe
 from prunebench.bench.memory import peak_forward_memory
 from prunebench.bench.records import PairedResult
 from prunebench.bench.settings import BenchSettings
 from prunebench.bench.timing import Timer, timer_for
 from prunebench.models.adapters import find_adapter
 from prunebench.models.batch import Batch
-from prunebench.results.cell import DEFAULT_BACKEND, CellRecord, flop_ideal
+from prunebench.results.cell import DEFAULT_BACKEND, UNMEASURED, CellRecord, flop_ideal
 
 logger = logging.getLogger(__name__)
 
 #: ``progress(done, total, cell)`` after each finished cell.
 Progress = Callable[[int, int, CellRecord], None]
+#: First back-off after a busy block, in seconds; it doubles with each busy block in a row, up to the maximum.
+BACKOFF_S = 0.2
+MAX_BACKOFF_S = 1.6
 
 
 def _macs(model: nn.Module, batch_size: int, seq_len: int, include_head: bool) -> tuple[int | None, int | None]:
@@ -90,7 +101,7 @@ class Subject:
 
 @dataclass
 class CellState:
-    """One cell being timed: what it compares, its blocks so far and its load probe."""
+    """One cell being timed: what it compares, its blocks so far, its load probe and its back-off time."""
 
     order: int
     batch_size: int
@@ -100,6 +111,13 @@ class CellState:
     batch: Batch
     blocks: PairedBlocks
     probe: LoadProbe = field(default_factory=LoadProbe)
+    #: seconds slept backing off after this cell's busy blocks (charged to its ``max_time``).
+    waited_s: float = 0.0
+
+    @property
+    def spent_s(self) -> float:
+        """Seconds this cell has cost: its blocks (discarded ones too), warm-ups and back-offs."""
+        return self.blocks.spent_s + self.waited_s
 
 
 class SweepState:
@@ -107,12 +125,16 @@ class SweepState:
 
     def __init__(self, settings: BenchSettings, baseline: Subject, total: int,
                  on_cell: Callable[[CellRecord], None] | None, progress: Progress | None,
-                 probe: Callable[[], LoadProbe], timer: Timer | None, clock: Callable[[], float]) -> None:
+                 meter: CpuMeter | None, timer: Timer | None, clock: Callable[[], float],
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings, self.baseline, self.total = settings, baseline, total
-        self.on_cell, self.progress, self.probe = on_cell, progress, probe
+        self.on_cell, self.progress = on_cell, progress
+        self.meter = meter or CpuMeter()
         self.timer = timer or timer_for(settings.device)
-        self.clock = clock
+        self.clock, self.sleep = clock, sleep
         self.done: list[tuple[int, CellRecord]] = []
+        #: busy blocks in a row, over every cell (the back-off doubles with each).
+        self.busy_streak = 0
 
     def emit(self, order: int, cell: CellRecord) -> None:
         self.done.append((order, cell))
@@ -154,7 +176,9 @@ class SweepState:
             return None
         blocks = PairedBlocks(base_fn, cand_fn, self.timer, clock=self.clock, warmup=s.warmup,
                               block_warmup=s.block_warmup, calls_per_sample=s.calls_per_sample)
-        return CellState(order, batch_size, seq_len, baseline, candidate, batch, blocks, self.probe())
+        probe = LoadProbe(self.meter, threads=torch.get_num_threads(), busy_share=s.busy_share,
+                          allow_busy=s.allow_busy)
+        return CellState(order, batch_size, seq_len, baseline, candidate, batch, blocks, probe)
 
     def step(self, cell: CellState) -> bool:
         """Time one block of ``cell``; True when the cell is finished (stopped or failed) and was emitted.
@@ -178,35 +202,52 @@ class SweepState:
         cell.probe.start()
         try:
             with torch.inference_mode():
-                pb.block(s.block_pairs)
+                pb.time_block(s.block_pairs)
         except (RuntimeError, ValueError) as exc:
+            cell.probe.stop()
             self.failed(cell.order, cell.candidate, cell.batch_size, cell.seq_len, *cell_failure(exc))
             return True
-        finally:
-            cell.probe.stop()
-        reason = self.stop_reason(pb)
+        if cell.probe.stop() and not s.allow_busy:
+            pb.discard_block()
+            self.back_off(cell)
+        else:
+            pb.close_block()
+            self.busy_streak = 0
+        reason = self.stop_reason(pb, cell.spent_s)
         if not reason:
             return False
         self.finish(cell, reason)
         return True
 
-    def stop_reason(self, pb: PairedBlocks) -> str:
+    def back_off(self, cell: CellState) -> None:
+        """Sleep after a discarded block (longer with every busy block in a row), charged to ``cell``."""
+        self.busy_streak += 1
+        wait = min(BACKOFF_S * 2 ** (self.busy_streak - 1), MAX_BACKOFF_S)
+        self.sleep(wait)
+        cell.waited_s += wait
+
+    def stop_reason(self, pb: PairedBlocks, spent_s: float | None = None) -> str:
+        """Why the cell stops now (empty: it goes on); ``spent_s`` is all it has cost (default its blocks)."""
         s = self.settings
-        if pb.spent_s >= s.max_time:
+        spent = pb.spent_s if spent_s is None else spent_s
+        if spent >= s.max_time:
             return "max_time"
         if pb.n_pairs >= s.max_pairs:
             return "max_pairs"
-        if pb.n_pairs < s.min_pairs or pb.spent_s < s.min_time or pb.n_blocks < s.min_blocks:
+        if pb.n_pairs < s.min_pairs or spent < s.min_time or pb.n_blocks < s.min_blocks:
             return ""
         if s.target_ci is None:
             return "min_reached"
         return "precision" if pb.rel_half_width(s.confidence) <= s.target_ci else ""
 
     def finish(self, cell: CellState, reason: str) -> None:
-        s, cand = self.settings, cell.candidate
-        result = cell.blocks.result(confidence=s.confidence, n_boot=s.n_boot, seed=s.seed, stop_reason=reason,
-                                    threads=torch.get_num_threads(), timer_kind=self.timer.kind)
+        s, cand, pb = self.settings, cell.candidate, cell.blocks
         load = cell.probe.finish()
+        if pb.discarded and pb.n_blocks < s.min_blocks:
+            self.unmeasured(cell, reason, load)
+            return
+        result = pb.result(confidence=s.confidence, n_boot=s.n_boot, seed=s.seed, stop_reason=reason,
+                           threads=torch.get_num_threads(), timer_kind=self.timer.kind)
         peak, note = None, {}
         if s.measure_memory:
             try:
@@ -221,6 +262,27 @@ class SweepState:
         logger.debug("cell %s/%s b=%d: %.3f [%.3f, %.3f] in %d blocks (%s)", cand.variant, cand.backend,
                      cell.batch_size, result.speedup, result.ci_low, result.ci_high, result.n_pairs, reason)
         self.emit(cell.order, record)
+
+    def unmeasured(self, cell: CellState, reason: str, load: dict[str, Any]) -> None:
+        """Store a cell the busy machine left without its minimum of quiet blocks: status ``unmeasured``, a
+        one-line reason, and what its quiet blocks gave (never shown as a ratio)."""
+        s, pb = self.settings, cell.blocks
+        peak = load.get("other_cores_max")
+        busy = f"; other processes held up to {peak:.2f} cores" if isinstance(peak, float) else ""
+        message = (f"machine busy: {pb.n_blocks} of {s.min_blocks} quiet blocks in {cell.spent_s:.1f} s "
+                   f"({pb.discarded} discarded{busy})")
+        figures: dict[str, Any] = {}
+        if pb.n_blocks:
+            result = pb.result(confidence=s.confidence, n_boot=s.n_boot, seed=s.seed, stop_reason=reason,
+                               threads=torch.get_num_threads(), timer_kind=self.timer.kind)
+            figures = _figures(result, cell)
+        logger.warning("cell %s/%s b=%d unmeasured: %s", cell.candidate.variant, cell.candidate.backend,
+                       cell.batch_size, message)
+        base_macs = _macs(cell.baseline.model, cell.batch_size, cell.seq_len, s.include_head)[0]
+        record = self.record(cell.candidate, cell.batch_size, cell.seq_len,
+                             **{**figures, "stop_reason": reason}, status=UNMEASURED, error=message,
+                             baseline_macs=base_macs, **load)
+        self.emit(cell.order, _with_ideal(record))
 
 
 def _figures(result: PairedResult, cell: CellState) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch import nn
 
+from prunebench.analysis import mostly_busy
 from prunebench.backends import BACKENDS, DEFAULT_BACKEND
 from prunebench.backends.cells import backend_sweep
 from prunebench.bench.env import environment, fingerprint_hash
@@ -19,7 +20,17 @@ from prunebench.bench.memory import parameter_report
 from prunebench.bench.records import BenchReport
 from prunebench.bench.settings import BENCH_PRESETS, bench_settings
 from prunebench.bench.sweep import sweep
-from prunebench.cli.common import console, int_list, load_hf_arg, positive_int, seconds, seed_value, warn_threads
+from prunebench.cli.common import (
+    EXIT_UNTRUSTED,
+    add_busy_args,
+    console,
+    int_list,
+    load_hf_arg,
+    positive_int,
+    seconds,
+    seed_value,
+    warn_threads,
+)
 from prunebench.errors import PrunebenchError
 from prunebench.models.adapters import find_adapter
 from prunebench.models.io import load_model, nonfinite_tensor
@@ -43,9 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand."""
     p = sub.add_parser("bench", help="time a model (against a baseline) across batch sizes",
                        description="Paired, interleaved timing of MODEL against --baseline on identical inputs, "
-                       "with throughput, speedup CI, peak memory, FLOPs and the machine's load; the baseline is "
-                       "also timed against an identical twin (its CI is the noise floor). Cells are timed in "
-                       "blocks, round-robin. MODEL is a saved model folder or a preset name (randomly initialized).")
+                       "with throughput, speedup CI, peak memory, FLOPs and the CPU other processes used; the "
+                       "baseline is also timed against an identical twin (its CI is the noise floor). Cells are "
+                       "timed in blocks, round-robin; a block during which other processes held the cores is "
+                       "discarded and timed again, and a cell without enough quiet blocks is 'unmeasured'. "
+                       "MODEL is a saved model folder or a preset name (randomly initialized).")
     p.add_argument("model", metavar="MODEL_DIR|PRESET", help="saved model folder, preset (small, medium, large), "
                    "or a Hugging Face model folder")
     p.add_argument("--baseline", metavar="MODEL_DIR|PRESET",
@@ -66,6 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default=DEFAULT_BACKEND, metavar="B",
                    help=f"run MODEL on this backend ({', '.join(BACKENDS.names())}); timed against the baseline "
                    "(default: MODEL itself) on eager, after its outputs matched eager")
+    add_busy_args(p)
     p.set_defaults(handler=run)
 
 
@@ -90,7 +104,7 @@ def _table(cells: list[CellRecord], baseline: str) -> Table:
     table = Table(title=f"Latency and throughput (speedup = {baseline} time / model time: median of pairs, 95% CI; "
                   f"the {baseline} row is timed against an identical twin: the noise floor)")
     for col in ("model", "batch", "seq", "median ms", "p90 ms", "cv", "samples/s", "tokens/s", "speedup [95% CI]",
-                "pairs", "FLOP-ideal", "GMACs", "peak MB", "load", "status"):
+                "pairs", "FLOP-ideal", "GMACs", "peak MB", "other CPU", "status"):
         table.add_column(col, justify="left" if col in ("model", "status") else "right")
     for c in cells:
         speed = "-"
@@ -98,7 +112,9 @@ def _table(cells: list[CellRecord], baseline: str) -> Table:
             speed = f"{c.speedup:.3f} [{c.speedup_ci_low:.3f}, {c.speedup_ci_high:.3f}]"
             if c.variant == baseline:
                 speed += " (twin)"
-        load = "-" if c.load_1m_after is None else f"{c.load_1m_after:.1f}" + (" CONTENDED" if c.contended else "")
+        load = "-" if c.other_cores_max is None else f"{c.other_cores or 0.0:.2f} (max {c.other_cores_max:.2f})"
+        load += f", {c.discarded_blocks} discarded" if c.discarded_blocks else ""
+        load += " CONTENDED" if c.ok and c.contended else ""
         table.add_row(
             c.variant, str(c.batch_size), str(c.seq_len),
             f"{c.latency_ms:.2f}" if c.latency_ms is not None else "-",
@@ -132,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     settings = bench_settings(
         args.budget, min_time=args.min_time, max_time=args.max_time, threads=args.threads, device=device.type,
         include_head=args.include_head, pad_fraction=args.pad_fraction, measure_memory=not args.no_memory,
-        seed=args.seed,
+        seed=args.seed, allow_busy=args.allow_busy,
     )
     if settings.max_time < settings.min_time:
         raise ValueError(f"--max-time ({settings.max_time}) must be >= --min-time ({settings.min_time})")
@@ -202,4 +218,9 @@ def run(args: argparse.Namespace) -> int:
         )
         _write_json(args.json, report.to_dict())
         out.print(f"wrote {args.json}")
-    return 0 if not any(c.failed for c in cells) else 1  # a skip (the backend cannot express it) is no failure
+    if any(c.failed for c in cells):  # a skip (the backend cannot express it) is no failure, nor an unmeasured cell
+        return 1
+    if args.strict and mostly_busy(cells):
+        out.print(f"--strict: most timed cells were contended or unmeasured (exit {EXIT_UNTRUSTED})")
+        return EXIT_UNTRUSTED
+    return 0

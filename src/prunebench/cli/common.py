@@ -16,6 +16,19 @@ from torch import nn
 from prunebench.models.io import is_hf_folder
 from prunebench.models.presets import model_names
 
+#: Exit code of a command whose timings cannot be trusted (a busy machine): ``--strict`` and ``UntrustedTiming``.
+EXIT_UNTRUSTED = 3
+
+
+def add_busy_args(parser: argparse.ArgumentParser, *, strict: bool = True, help: str | None = None) -> None:
+    """``--allow-busy`` (and ``--strict``): what a command does with timings taken while the machine was busy."""
+    parser.add_argument("--allow-busy", action="store_true", default=None,
+                        help=help or "keep timings taken while other processes held the cores (flagged "
+                        "'contended') instead of discarding and retiming them")
+    if strict:
+        parser.add_argument("--strict", action="store_true",
+                            help=f"exit {EXIT_UNTRUSTED} when most timed cells were contended or unmeasured")
+
 
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are a single line on stderr and exit code 2."""

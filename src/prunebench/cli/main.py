@@ -20,8 +20,8 @@ from prunebench.cli import (
     search_cmd,
     train_cmd,
 )
-from prunebench.cli.common import OneLineParser
-from prunebench.errors import PrunebenchError
+from prunebench.cli.common import EXIT_UNTRUSTED, OneLineParser
+from prunebench.errors import PrunebenchError, UntrustedTiming
 
 #: Subcommand modules; each exposes ``register(subparsers)`` and sets ``handler`` on its parser.
 COMMANDS = (run_cmd, list_cmd, report_cmd, compare_cmd, bench_cmd, prune_cmd, search_cmd, train_cmd, eval_cmd)
@@ -71,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.setLevel(level)
     try:
         return int(args.handler(args) or 0)
+    except UntrustedTiming as exc:
+        sys.stderr.write(f"prunebench {args.command}: {_one_line(exc)}\n")
+        return EXIT_UNTRUSTED
     except (PrunebenchError, ValueError) as exc:
         if args.verbose:
             logging.getLogger("prunebench").exception("failed")

@@ -12,13 +12,24 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from prunebench.analysis import analyze, mostly_busy
 from prunebench.backends import BACKENDS, parse_backends
-from prunebench.cli.common import console, float_list, int_list, positive_int, seed_value, warn_threads
+from prunebench.cli.common import (
+    EXIT_UNTRUSTED,
+    add_busy_args,
+    console,
+    float_list,
+    int_list,
+    positive_int,
+    seed_value,
+    warn_threads,
+)
 from prunebench.config import DEVICES, RUN_METHODS, RunConfig, load_toml
 from prunebench.outdir import check_writable_dir
 from prunebench.report import summary_rows, summary_table
 from prunebench.report.deploy import eager_only, snapshot_rows
 from prunebench.report.hardware import main_snapshot
+from prunebench.report.notes import contention_line
 from prunebench.results import load_snapshot
 from prunebench.runner import default_out, execute_run
 from prunebench.runner.executors import EXECUTORS, check_executor, make_executor
@@ -32,6 +43,7 @@ FIELDS = {
     "seq_len": "seq_len", "threads": "threads", "seed": "seed", "device": "device", "quick": "quick",
     "task": "task", "train_budget": "train_budget", "targets": "targets", "backends": "backends",
     "refit": "refit", "recovery_seconds": "recovery_seconds", "calib_sequences": "calib_sequences",
+    "allow_busy": "allow_busy",
 }
 
 
@@ -117,6 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "HOST:PORT must accept a connection within 5 s")
     p.add_argument("--cache-dir", type=Path, help="cache of tokenizers and trained dense models "
                    "(default: $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
+    add_busy_args(p)
     p.set_defaults(handler=run)
 
 
@@ -168,11 +181,13 @@ def run(args: argparse.Namespace) -> int:
         check_run_inputs(plan.config)  # the stored config, which the run actually uses
         warn_threads(plan.config.threads)
     with claim(out, config, resume=resume, force=args.force, explicit=explicit) as (run_dir, config):
-        return _execute(config, run_dir, cache_dir, args.executor, args.ray_address)
+        return _execute(config, run_dir, cache_dir, args.executor, args.ray_address, strict=args.strict)
 
 
-def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path, executor_name: str, address: str | None) -> int:
-    """The run itself, in a prepared and locked folder, its units run by the named executor."""
+def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path, executor_name: str, address: str | None,
+             strict: bool = False) -> int:
+    """The run itself, in a prepared and locked folder, its units run by the named executor; ``strict``: exit
+    3 when most timed cells were contended or unmeasured."""
     handler = _attach_log(run_dir.log)
     con = console()
     con.print(f"[bold]prunebench run[/] -> {run_dir.root}  (model {config.model}, "
@@ -195,7 +210,11 @@ def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path, executor_name:
     elapsed = time.perf_counter() - start
     snapshot = load_snapshot(run_dir.root)
     # The table is about eager cells, as summary.md's; other backends' skips are listed, not counted as failures.
-    con.print(summary_table(summary_rows(main_snapshot(eager_only(snapshot)))))
+    analysis = analyze(main_snapshot(eager_only(snapshot)))
+    con.print(summary_table(summary_rows(analysis)))
+    busy = contention_line(analysis)
+    if busy:
+        con.print(f"[bold yellow]{busy}[/] (the report lists the cells)")
     skips = snapshot_rows(snapshot)[1]
     if skips:
         con.print(f"skipped (variant / backend): {'; '.join(f'{k}: {v}' for k, v in skips.items())}")
@@ -209,4 +228,7 @@ def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path, executor_name:
     if problems:
         con.print(f"[bold red]finished with failures: {', '.join(problems)} (see the report and run.log)[/]")
         return 1
+    if strict and mostly_busy(analysis.cells):
+        con.print(f"[bold red]--strict: most timed cells were contended or unmeasured (exit {EXIT_UNTRUSTED})[/]")
+        return EXIT_UNTRUSTED
     return 0

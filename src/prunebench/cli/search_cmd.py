@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
-from prunebench.cli.common import console, float_list, positive_int
+from prunebench.cli.common import EXIT_UNTRUSTED, add_busy_args, console, float_list, positive_int
 from prunebench.cli.train_cmd import apply_threads, build_task_from, cache_dir_from_args
 from prunebench.models.io import is_hf_folder, load_model, read_config
 from prunebench.models.presets import model_names, preset_config
@@ -62,6 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default torch's)")
     p.add_argument("--seed", type=int, default=0, help="seed of calibration sample, inputs and checks")
     p.add_argument("--out", required=True, type=Path, help="output folder")
+    add_busy_args(p, strict=False, help="search on with a latency model that missed its held-out check, and "
+                  "judge targets on measurements taken while other processes held the cores (marked)")
+    p.epilog = (f"The search stops before any pruning (exit {EXIT_UNTRUSTED}, one line) when the latency model's "
+                "held-out median error is above 10%, and judges a target only on a verifying measurement taken "
+                "while no other process held the cores (else: not met, 'BUSY', exit "
+                f"{EXIT_UNTRUSTED}); --allow-busy lets both through, marked in search.json.")
     p.set_defaults(handler=run)
 
 
@@ -115,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     options = SearchOptions(targets=args.targets, batch_size=args.batch_size, seq_len=args.seq_len,
                             backend=args.backend, criterion=args.criterion, neuron_step=args.neuron_step,
                             rescale=not args.no_rescale, keep=args.keep, check_configs=max(0, args.check_configs),
-                            compare_uniform=not args.no_uniform, seed=args.seed)
+                            compare_uniform=not args.no_uniform, seed=args.seed, allow_busy=bool(args.allow_busy))
     dense, calib, score, loss_fn = _inputs(args)
     err = console(stderr=True)
     report = search_family(dense, calib, options, evaluate=score, out_dir=args.out, loss_fn=loss_fn,
@@ -127,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
     t.add_row("dense", "", "", "", "1.00x", _ci(report["dense"]["accuracy"]), "", "", "")
     for e in report["targets"]:
         m, u = e["measured"], e.get("uniform")
-        t.add_row(f"{e['target']:g}x", "yes" if e["met"] else "NO", str(len(e["tries"])),
+        t.add_row(f"{e['target']:g}x", "yes" if e["met"] else "BUSY" if e.get("machine_busy") else "NO",
+                  str(len(e["tries"])),
                   " ".join(f"{w['heads']}/{w['neurons']}" for w in e["widths"]),
                   f"{m['speedup']:.2f}x [{m['ci'][0]:.2f}-{m['ci'][1]:.2f}]", _ci(e["accuracy"]),
                   _ci(e["accuracy"], "agreement"),
@@ -138,4 +145,10 @@ def run(args: argparse.Namespace) -> int:
         console().print(f"latency model: median |error| {check['median_abs_error']:.1%}, max "
                         f"{check['max_abs_error']:.1%} over {len(check['configs'])} random configurations; "
                         f"search (table + check + importance) {report['search_seconds']:.0f}s")
+    if report.get("stopped"):
+        console().print(f"[bold]--allow-busy[/]: {report['stopped']}")
+    if any(e.get("machine_busy") for e in report["targets"]):
+        console().print("BUSY: other processes held the cores during every verifying measurement of that target; "
+                        "it was not judged (rerun on a quiet machine, or --allow-busy)")
+        return EXIT_UNTRUSTED
     return 0 if all(e["met"] for e in report["targets"]) else 1

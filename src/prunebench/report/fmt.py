@@ -6,6 +6,8 @@ from typing import Any
 
 #: What a missing figure looks like everywhere.
 MISSING = "–"
+#: What a cell the busy machine left unmeasured shows instead of a speedup (never a ratio, never a verdict).
+UNMEASURED = "unmeasured (machine busy)"
 
 
 def num(value: float | None, digits: int = 3) -> str:
@@ -77,11 +79,14 @@ def plain(value: Any) -> str:
 
 
 def cell_speedup(cell: Any) -> str:
-    """A speedup cell as tables show it: missing, ``skipped``, ``FAILED``, or ``speedup [CI] verdict``."""
+    """A speedup cell as tables show it: missing, ``skipped``, :data:`UNMEASURED`, ``FAILED``, or
+    ``speedup [CI] verdict``."""
     if cell is None:
         return MISSING
     if cell.status == "skipped":
         return "skipped"
+    if cell.status == "unmeasured":
+        return UNMEASURED
     if cell.status != "ok":
         return "FAILED"
     return f"{speedup_ci(cell.speedup, cell.speedup_ci_low, cell.speedup_ci_high)} {cell.verdict}"

@@ -16,7 +16,7 @@ from typing import Any
 from prunebench._version import __version__
 from prunebench.analysis import Analysis, CellAnalysis
 from prunebench.report import fmt
-from prunebench.report.notes import contention_warnings
+from prunebench.report.notes import contention_items, contention_line
 from prunebench.report.summary import (
     SUMMARY_TEXT_COLUMNS,
     problems,
@@ -39,7 +39,7 @@ tr.bad td{background:#fde8e8;color:#9b1111;font-weight:600}
 .problems{background:#fde8e8;border:2px solid #c62828;color:#8e0000;padding:.6em 1.2em}
 .problems h2{border:none;color:#c62828;margin-top:.3em}
 .contended{background:#fff8e1;border:2px solid #f9a825;color:#6d4c00;padding:.6em 1.2em}
-.contended h2{border:none;color:#8d6e00;margin-top:.3em}
+.contended h2{border:none;color:#8d6e00;margin-top:.3em}.contended summary{cursor:pointer}
 figure{margin:1.5em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.85em}
 .muted{color:#666;font-size:.85em}
@@ -122,7 +122,7 @@ CELL_HEADERS = (
     "peak mem vs dense",
     "pairs",
     "blocks",
-    "load (1 min)",
+    "other processes (cores)",
     "error",
 )
 
@@ -153,11 +153,19 @@ def cell_row(c: CellAnalysis) -> list[str]:
 
 
 def _load(c: CellAnalysis) -> str:
-    """``2.1 → 2.4``, with ``CONTENDED`` when the cell was measured while the machine was busy."""
-    if c.load_1m_before is None and c.load_1m_after is None:
-        return fmt.MISSING
-    text = f"{fmt.num(c.load_1m_before, 2)} → {fmt.num(c.load_1m_after, 2)}"
-    return text + (" CONTENDED" if c.contended else "")
+    """``0.05 (max 0.31)``, discarded blocks, and ``CONTENDED`` when the cell's figures were measured while other
+    processes held the cores; a store from before per-block contention shows its 1-minute load averages."""
+    if c.other_cores is None and c.other_cores_max is None:
+        if c.load_1m_before is None and c.load_1m_after is None:
+            return fmt.MISSING
+        text = f"load {fmt.num(c.load_1m_before, 2)} → {fmt.num(c.load_1m_after, 2)}"
+    else:
+        text = f"{fmt.num(c.other_cores, 2)} (max {fmt.num(c.other_cores_max, 2)})"
+    if c.discarded_blocks:
+        text += f", {c.discarded_blocks} blocks discarded"
+    if c.busy_allowed and c.busy_blocks:
+        text += f", {c.busy_blocks} busy blocks kept"
+    return text + (" CONTENDED" if c.ok and c.contended else "")
 
 
 def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tuple[Path, str]]) -> list[str]:
@@ -168,10 +176,12 @@ def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tu
     if issues:
         items = "".join(f"<li>{esc(p)}</li>" for p in issues)
         out.append(f'<div class="problems"><h2>Problems ({len(issues)})</h2><ul>{items}</ul></div>')
-    busy = contention_warnings(a)
-    if busy:
+    line = contention_line(a)
+    if line:
+        busy = contention_items(a)
         items = "".join(f"<li>{esc(p)}</li>" for p in busy)
-        out.append(f'<div class="contended"><h2>Measured under contention ({len(busy)})</h2><ul>{items}</ul></div>')
+        out.append(f'<div class="contended"><p>{esc(line)}</p><details><summary>The {len(busy)} cells</summary>'
+                   f"<ul>{items}</ul></details></div>")
     out.append("<h2>Summary</h2>")
     out.append(
         table(

@@ -6,7 +6,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from prunebench.analysis import Analysis
-from prunebench.report.notes import contention_warnings
+from prunebench.report.notes import contention_items, contention_line
 from prunebench.report.summary import (
     SUMMARY_TEXT_COLUMNS,
     problems,
@@ -42,9 +42,11 @@ def render_summary_md(snapshot: Mapping[str, Any], a: Analysis, figure_paths: Se
     issues = run_problems(run) + problems(a)
     if issues:
         parts += [f"## ⚠ Problems ({len(issues)})", ""] + [f"- **{md_escape(p)}**" for p in issues] + [""]
-    busy = contention_warnings(a)
-    if busy:
-        parts += [f"## Measured under contention ({len(busy)})", ""] + [f"- {md_escape(p)}" for p in busy] + [""]
+    line = contention_line(a)
+    if line:
+        busy = contention_items(a)
+        parts += [md_escape(line), "", f"<details><summary>The {len(busy)} cells</summary>", ""]
+        parts += [f"- {md_escape(p)}" for p in busy] + ["", "</details>", ""]
     parts += [
         "## Summary",
         "",

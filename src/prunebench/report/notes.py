@@ -1,25 +1,88 @@
-"""Sentences and lists the summary adds about noise: accuracy differences with their CI, contended cells."""
+"""Sentences and lists the summary adds about noise: accuracy differences with their CI, accuracy that cannot
+show a loss, and the cells a busy machine touched (one line, and a list the report shows collapsed)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from prunebench.analysis import Analysis
+from prunebench.analysis import Analysis, CellAnalysis, busy_cells, mostly_busy
 from prunebench.analysis.bootstrap import NO_CHANGE
 from prunebench.report import fmt
 
 
-def contention_warnings(analysis: Analysis) -> list[str]:
-    """One line per cell measured while the machine was busy (its figures may be noisier than their CI says)."""
+def _busy(analysis: Analysis) -> list[CellAnalysis]:
+    return [c for c in analysis.cells if c.unmeasured or (c.ok and c.contended)]
+
+
+def contention_line(analysis: Analysis) -> str | None:
+    """One line about the cells a busy machine touched (None when it touched none)."""
+    busy = _busy(analysis)
+    if not busy:
+        return None
+    timed = busy_cells(analysis.cells)[1]
+    unmeasured = sum(1 for c in busy if c.unmeasured)
+    discarded = sum(c.discarded_blocks for c in analysis.cells)
+    peaks = [c.other_cores_max for c in analysis.cells if c.other_cores_max is not None]
+    parts = []
+    if len(busy) > unmeasured:
+        parts.append(f"{len(busy) - unmeasured} contended (measured while other processes held the cores)")
+    if unmeasured:
+        parts.append(f"{unmeasured} unmeasured (no quiet blocks within their time; shown without a speedup)")
+    extra = f"; {discarded} busy block(s) discarded and timed again" if discarded else ""
+    peak = f", other processes up to {max(peaks):.2f} cores" if peaks else ""
+    return f"Machine busy: of {timed} timed cells, {' and '.join(parts)}{extra}{peak}."
+
+
+def contention_items(analysis: Analysis) -> list[str]:
+    """One line per cell the busy machine touched (what the report lists collapsed under
+    :func:`contention_line`)."""
     out = []
-    for c in analysis.cells:
-        if c.contended:
-            loads = [x for x in (c.load_1m_before, c.load_1m_after) if x is not None]
-            load = f"1-min load {max(loads):.1f}" if loads else "load unknown"
-            steal = f", {100 * c.steal_fraction:.1f}% CPU stolen" if c.steal_fraction else ""
-            out.append(f"{c.variant}: cell B={c.batch_size} seq={c.seq_len} measured under contention ({load}{steal})")
+    for c in _busy(analysis):
+        where = f"{c.variant}{'' if c.backend == 'eager' else ' on ' + c.backend} B={c.batch_size} seq={c.seq_len}"
+        if c.unmeasured:
+            out.append(f"{where}: unmeasured: {c.error or 'machine busy'}")
+            continue
+        other = (f"other processes held {c.other_cores:.2f} cores on average"
+                 if c.other_cores is not None else _load_text(c))
+        peak = f" (up to {c.other_cores_max:.2f})" if c.other_cores_max is not None else ""
+        kept = f", {c.busy_blocks} busy block(s) kept (--allow-busy)" if c.busy_allowed and c.busy_blocks else ""
+        dropped = f", {c.discarded_blocks} block(s) discarded" if c.discarded_blocks else ""
+        out.append(f"{where}: contended: {other}{peak}{dropped}{kept}")
     return out
+
+
+def _load_text(c: CellAnalysis) -> str:
+    """A store written before per-block contention: its 1-minute load and stolen CPU."""
+    loads = [x for x in (c.load_1m_before, c.load_1m_after) if x is not None]
+    load = f"1-min load {max(loads):.1f}" if loads else "load unknown"
+    steal = f", {100 * c.steal_fraction:.1f}% CPU stolen" if c.steal_fraction else ""
+    return load + steal
+
+
+def busy_opening(analysis: Analysis) -> str | None:
+    """The verdict's first sentence when most timed cells were contended or unmeasured (None otherwise)."""
+    if not mostly_busy(analysis.cells):
+        return None
+    busy, timed = busy_cells(analysis.cells)
+    return (f"This run's timings are not trustworthy: {busy} of {timed} timed cells were measured while "
+            "other processes held the cores, or could not be measured at all; rerun on a quiet machine "
+            "(`prunebench run --strict` fails such a run).")
+
+
+def accuracy_floor_note(analysis: Analysis, pruned: Sequence[Any]) -> list[str]:
+    """The sentence saying the accuracy column cannot show a loss, when the dense model's accuracy CI reaches the
+    trivial baseline (it has learned next to nothing, as ``--quick`` trains it)."""
+    if not analysis.accuracy_uninformative or analysis.dense_accuracy_ci is None:
+        return []
+    dense = next((v for v in analysis.variants if v.name == "dense"), None)
+    trivial = dense.trivial_accuracy if dense is not None else None
+    low, high = analysis.dense_accuracy_ci
+    return [f"Dense accuracy {fmt.pct(dense.accuracy if dense else None, 2)} [{fmt.pct(low, 2)}–{fmt.pct(high, 2)}] "
+            f"does not clear the trivial baseline ({fmt.pct(trivial, 2)}, always the most frequent answer): the "
+            "model has learned too little for the accuracy column to show a loss"
+            + (f", so the accuracy of the {len(pruned)} pruned variants says nothing about what pruning costs."
+               if pruned else ".")]
 
 
 def accuracy_notes(pruned: Sequence[Any]) -> list[str]:

@@ -12,10 +12,10 @@ from typing import Any
 
 from rich.table import Table
 
-from prunebench.analysis import BASELINE, Analysis, CellAnalysis, analyze
+from prunebench.analysis import BASELINE, Analysis, CellAnalysis, analyze, busy_cells
 from prunebench.analysis.bootstrap import NO_CHANGE
 from prunebench.report import fmt
-from prunebench.report.notes import accuracy_notes
+from prunebench.report.notes import accuracy_floor_note, accuracy_notes, busy_opening
 
 #: Columns of :func:`summary_headers` that hold text (left-aligned); the others hold figures.
 SUMMARY_TEXT_COLUMNS = (0, 2, 9)
@@ -54,6 +54,8 @@ class SummaryRow:
     contended_cells: int = 0
     #: how many of the variant's cells were skipped (a backend that cannot express it; not a failure).
     skipped_cells: int = 0
+    #: how many of the variant's cells the busy machine left unmeasured (not a failure; no speedup shown).
+    unmeasured_cells: int = 0
 
 
 def _as_analysis(source: Any) -> Analysis:
@@ -110,7 +112,8 @@ def summary_rows(source: Any) -> list[SummaryRow]:
                 accuracy_delta_ci_low=v.accuracy_delta_ci_low,
                 accuracy_delta_ci_high=v.accuracy_delta_ci_high,
                 accuracy_verdict=v.accuracy_verdict,
-                contended_cells=sum(1 for c in a.cells if c.variant == v.name and c.contended),
+                contended_cells=sum(1 for c in a.cells if c.variant == v.name and c.ok and c.contended),
+                unmeasured_cells=sum(1 for c in a.cells if c.variant == v.name and c.unmeasured),
             )
         )
     return rows
@@ -138,7 +141,7 @@ def _speed(cell: CellAnalysis | None) -> str:
     if cell is None:
         return fmt.MISSING
     if cell.status != "ok":
-        return "skipped" if cell.skipped else "FAILED"
+        return "skipped" if cell.skipped else fmt.UNMEASURED if cell.unmeasured else "FAILED"
     return fmt.speedup_ci(cell.speedup, cell.speedup_ci_low, cell.speedup_ci_high)
 
 
@@ -185,6 +188,8 @@ def status_tag(row: SummaryRow) -> str:
         tags.append(f"{row.failed_cells} CELL{'S' if row.failed_cells > 1 else ''} FAILED")
     if row.skipped_cells:
         tags.append(f"{row.skipped_cells} cell{'s' if row.skipped_cells > 1 else ''} skipped")
+    if row.unmeasured_cells:
+        tags.append(f"{row.unmeasured_cells} cell{'s' if row.unmeasured_cells > 1 else ''} unmeasured")
     if row.contended_cells:
         tags.append(f"{row.contended_cells} cell{'s' if row.contended_cells > 1 else ''} contended")
     return ", ".join(tags) or "ok"
@@ -226,6 +231,7 @@ def _faster_at(analysis: Analysis, batch: int) -> list[str]:
         c.variant
         for c in analysis.cells
         if c.batch_size == batch and c.seq_len == analysis.seq_len and c.variant != BASELINE and c.verdict == "faster"
+        and not c.beyond_ideal
     ]
 
 
@@ -236,14 +242,16 @@ def _span(values: Sequence[float]) -> str:
 
 
 def _materialization_notes(analysis: Analysis) -> list[str]:
-    """Per materialization, the measured speedups at the largest batch next to the FLOP-ideal ones."""
+    """Per materialization, the measured speedups at the largest batch next to the FLOP-ideal ones (cells a busy
+    machine touched are left out: their figures are not the variant's)."""
     if not analysis.batch_sizes:
         return []
     large = analysis.batch_sizes[-1]
     notes = []
     for kind in sorted({v.materialization for v in analysis.variants if v.materialization and v.name != BASELINE}):
         names = [v.name for v in analysis.variants if v.materialization == kind and v.name != BASELINE]
-        cells = [c for n in names if (c := analysis.cell(n, large)) is not None and c.speedup is not None]
+        cells = [c for n in names if (c := analysis.cell(n, large)) is not None and c.speedup is not None
+                 and c.ok and not c.contended]
         ideal = [c.flop_ideal_speedup for c in cells if c.flop_ideal_speedup is not None]
         if not cells or not ideal:
             continue
@@ -253,20 +261,60 @@ def _materialization_notes(analysis: Analysis) -> list[str]:
     return notes
 
 
+def _headline(analysis: Analysis) -> list[str]:
+    """The largest speedup, named only when its whole CI clears the noise floor and it does not run faster than
+    its FLOP count allows; cells beyond the FLOP-ideal get their own sentence saying what that means."""
+    cells = [c for c in analysis.cells if c.variant != BASELINE and c.ok]
+    out = []
+    candidates = [c for c in cells if c.verdict == "faster" and not c.beyond_ideal]
+    quiet = [c for c in candidates if not c.contended]
+    if candidates:
+        best = max(quiet or candidates, key=lambda c: (c.speedup or 0.0, -c.batch_size))
+        v = analysis.variant(best.variant)
+        busy = " (measured while other processes held the cores)" if best.contended else ""
+        out.append(
+            f"The largest speedup whose CI clears the noise floor was {best.variant} at B={best.batch_size}{busy}: "
+            f"{fmt.speedup_ci(best.speedup, best.speedup_ci_low, best.speedup_ci_high)} "
+            f"against a FLOP-ideal {fmt.times(best.flop_ideal_speedup)}, "
+            + (f"with no measurable accuracy change ({fmt.delta_pp(v.accuracy_delta)})."
+               if v is not None and v.accuracy_verdict == NO_CHANGE
+               else f"at an accuracy change of {fmt.delta_pp(v.accuracy_delta if v else None)}.")
+        )
+    elif cells:
+        out.append("No pruned variant's speedup cleared the noise floor (dense against its identical twin) at any "
+                   "batch size.")
+    beyond = [c for c in cells if c.beyond_ideal]
+    if beyond:
+        names = ", ".join(f"{c.variant} at B={c.batch_size} "
+                          f"({fmt.speedup_ci(c.speedup, c.speedup_ci_low, c.speedup_ci_high)} against "
+                          f"{fmt.times(c.flop_ideal_speedup)})" for c in beyond)
+        out.append(f"Faster than a perfect kernel could run their FLOPs, beyond their CI: {names}. That is a "
+                   "timing fault (something slowed the dense side of the pairs) or a cost the FLOP count misses "
+                   "(memory traffic, a model that now fits in cache, fixed costs per call); they are not named "
+                   "as the largest speedup.")
+    return out
+
+
 def verdict(analysis: Analysis, run: Mapping[str, Any] | None = None) -> str:
-    """A one-paragraph verdict stating what the numbers say (no judgement the data does not support)."""
+    """A one-paragraph verdict stating what the numbers say (no judgement the data does not support).
+
+    It opens with the busy machine when most timed cells were contended or unmeasured, and names a speedup only
+    when its whole CI clears the noise floor and stays within its FLOP-ideal.
+    """
     run = run or {}
     config, env = run.get("config") or {}, run.get("environment") or {}
     pruned = [v for v in analysis.variants if v.name != BASELINE]
     device = env.get("device_name") or env.get("cpu_model") or env.get("device") or "unknown device"
     batches = fmt.plain(list(analysis.batch_sizes)) if analysis.batch_sizes else "(none measured)"
     n_failed = sum(v.status == "failed" for v in pruned)
-    parts = [
+    opening = busy_opening(analysis)
+    parts = [opening] if opening else []
+    parts.append(
         f"Run {run.get('run_id', '?')} (model {config.get('model', '?')}, seq len {fmt.plain(analysis.seq_len)}, "
         f"batch sizes {batches}, torch {env.get('torch', '?')}, {device}, {env.get('threads', '?')} threads) "
         f"compared {len(pruned)} pruned variants with the dense baseline"
         + (f" ({n_failed} failed to prune)." if n_failed else ".")
-    ]
+    )
     if analysis.batch_sizes:
         for b in sorted({analysis.batch_sizes[0], analysis.batch_sizes[-1]}):
             faster = _faster_at(analysis, b)
@@ -275,29 +323,16 @@ def verdict(analysis: Analysis, run: Mapping[str, Any] | None = None) -> str:
                 f"(whole CI above the noise floor of dense against its identical twin)"
                 + (f": {', '.join(faster)}." if faster else ".")
             )
-        ok_cells = [c for c in analysis.cells if c.speedup is not None and c.variant != BASELINE]
-        if ok_cells:
-            best = max(ok_cells, key=lambda c: (c.speedup or 0.0, -c.batch_size))
-            v = analysis.variant(best.variant)
-            parts.append(
-                f"The largest speedup was {best.variant} at B={best.batch_size}: "
-                f"{fmt.speedup_ci(best.speedup, best.speedup_ci_low, best.speedup_ci_high)} "
-                f"against a FLOP-ideal {fmt.times(best.flop_ideal_speedup)}, "
-                + (f"with no measurable accuracy change ({fmt.delta_pp(v.accuracy_delta)})."
-                   if v is not None and v.accuracy_verdict == NO_CHANGE
-                   else f"at an accuracy change of {fmt.delta_pp(v.accuracy_delta if v else None)}.")
-            )
+        parts += _headline(analysis)
     parts += _materialization_notes(analysis)
     for c in analysis.crossovers:
         verb = "becomes faster than dense" if c.kind == "starts_faster" else "stops being faster than dense"
         parts.append(f"{c.variant} {verb} at B={c.batch_size} (seq len {c.seq_len}).")
+    parts += accuracy_floor_note(analysis, pruned)
     parts += accuracy_notes(pruned)
-    n_contended = sum(1 for c in analysis.cells if c.contended)
-    if n_contended:
-        parts.append(
-            f"{n_contended} of {len(analysis.cells)} cells were measured while something else competed for the "
-            "cores (load above the core count, or CPU stolen); they are flagged 'contended' below."
-        )
+    busy, timed = busy_cells(analysis.cells)
+    if busy and not opening:
+        parts.append(f"{busy} of {timed} timed cells were contended or unmeasured (a busy machine; listed below).")
     issues = run_problems(run) + problems(analysis)
     if issues:
         parts.append(f"{len(issues)} problem(s) need attention, listed below.")

@@ -28,9 +28,19 @@ DEFAULT_BACKEND = "eager"
 #: A cell that was deliberately not timed: its backend cannot express the variant, or is not installed here.
 SKIPPED = "skipped"
 
-#: Statuses of a cell: measured, out of memory, another error (``error`` then says what), or skipped
-#: (``error`` then holds the reason). A skip is not a failure: it is shown as a skip and fails no run.
-CELL_STATUSES = ("ok", "oom", "error", SKIPPED)
+#: A cell that could not gather its minimum of quiet timing blocks within its maximum time: the machine was
+#: busy (:mod:`prunebench.bench.load`). It keeps what it measured, but is never shown as a ratio with a verdict.
+UNMEASURED = "unmeasured"
+
+#: Statuses of a cell: measured, out of memory, another error (``error`` then says what), skipped (``error``
+#: then holds the reason) or unmeasured (``error`` says how busy the machine was). Neither a skip nor an
+#: unmeasured cell is a failure of the variant: each is shown as what it is and fails no run (``--strict``
+#: fails a run whose cells are mostly unmeasured or contended).
+CELL_STATUSES = ("ok", "oom", "error", SKIPPED, UNMEASURED)
+
+#: Field metadata of a record field kept in the store's ``extra`` column rather than a column of its own:
+#: fields added within a schema version (no layout change; older stores simply lack them).
+IN_EXTRA = {"column": False}
 
 #: Node class of a cell timed in-process (the local executor); a Ray run names each class of its nodes.
 LOCAL_NODE_CLASS = "local"
@@ -73,8 +83,15 @@ class CellRecord:
         peak_memory_bytes: peak memory of one forward (None when not measured).
         load_1m_before, load_1m_after: the machine's 1-minute load average when the cell started and ended.
         cpu_per_wall: process CPU seconds / wall seconds while the cell was timed.
-        steal_fraction: share of CPU time the hypervisor stole while the cell was timed (None if unknown).
-        contended: whether the cell was measured while something else competed for the cores.
+        steal_fraction: share of CPU time the hypervisor stole while the cell was timed (stores written before
+            per-block contention; it is now part of ``other_cores``).
+        contended: whether the cell's kept blocks were measured while something else competed for the cores
+            (:mod:`prunebench.bench.load`).
+        other_cores: cores other processes held on average during the blocks kept (steal included);
+            other_cores_max: the most during any block timed, kept or discarded.
+        busy_blocks: blocks during which other processes held more than the busy level; discarded_blocks: of
+            those, the ones dropped and timed again (all of them unless ``busy_allowed``: ``--allow-busy``).
+        contention_source: ``proc-stat`` (per block) or ``load-average`` (the portable fallback).
         timing: the full paired result (raw ratios per block, both sides' statistics), as plain data.
         extra: anything else a producer wants kept.
     """
@@ -113,6 +130,12 @@ class CellRecord:
     cpu_per_wall: float | None = None
     steal_fraction: float | None = None
     contended: bool | None = None
+    other_cores: float | None = field(default=None, metadata=IN_EXTRA)
+    other_cores_max: float | None = field(default=None, metadata=IN_EXTRA)
+    busy_blocks: int = field(default=0, metadata=IN_EXTRA)
+    discarded_blocks: int = field(default=0, metadata=IN_EXTRA)
+    busy_allowed: bool = field(default=False, metadata=IN_EXTRA)
+    contention_source: str | None = field(default=None, metadata=IN_EXTRA)
     timing: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -127,9 +150,14 @@ class CellRecord:
         return self.status == SKIPPED
 
     @property
+    def unmeasured(self) -> bool:
+        """Whether the machine was too busy to measure the cell (a recorded state, not a failure)."""
+        return self.status == UNMEASURED
+
+    @property
     def failed(self) -> bool:
-        """Whether the cell should have been measured and was not (oom or error; a skip is not a failure)."""
-        return self.status not in ("ok", SKIPPED)
+        """Whether the cell failed (oom or error; neither a skip nor a cell the busy machine left unmeasured)."""
+        return self.status not in ("ok", SKIPPED, UNMEASURED)
 
     @property
     def key(self) -> tuple[str, str, int, int, str]:
@@ -174,8 +202,10 @@ def _kind(annotation: str) -> str:
     return _KINDS[base]
 
 
+#: The store's columns: every field but ``extra`` and those kept in it (:data:`IN_EXTRA`).
 CELL_FIELDS: tuple[tuple[str, str], ...] = tuple(
-    (f.name, _kind(str(f.type))) for f in dataclasses.fields(CellRecord) if f.name != "extra"
+    (f.name, _kind(str(f.type))) for f in dataclasses.fields(CellRecord)
+    if f.name != "extra" and f.metadata.get("column", True)
 )
 
 

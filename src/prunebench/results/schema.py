@@ -17,6 +17,10 @@ from prunebench.results.cell import CELL_FIELDS, CELL_KEY
 #: A cell status ``skipped`` was added within version 2 (a new value of the ``status`` text column, no layout
 #: change): older version-2 stores stored a skip as ``error`` and read back as ``skipped``
 #: (:func:`~prunebench.results.cell.normalize_cell_row`); an older prunebench shows a new store's skips as errors.
+#: A cell status ``unmeasured`` (the machine was too busy) and the per-block contention fields were added the
+#: same way: a new status value, and fields kept in the ``extra`` column (``CellRecord`` fields marked
+#: ``IN_EXTRA``), so older version-2 stores read as before (no discarded blocks recorded) and an older
+#: prunebench shows an unmeasured cell as failed, without figures.
 SCHEMA_VERSION = 2
 
 #: The store's file name inside a run folder.

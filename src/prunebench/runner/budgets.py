@@ -41,8 +41,10 @@ class Budgets:
 
 
 def bench_settings_for(config: RunConfig, budgets: Budgets) -> BenchSettings:
-    """The harness settings of a run: the budget's preset with the run's seed, threads, device and padding."""
+    """The harness settings of a run: the budget's preset with the run's seed, threads, device, padding and
+    what to do with busy blocks."""
     return bench_settings(
         budgets.bench_preset, seed=config.seed, threads=config.threads, device=config.device,
         pad_fraction=config.pad_fraction, min_time=budgets.bench_min_time, max_time=budgets.bench_max_time,
+        allow_busy=config.allow_busy,
     )

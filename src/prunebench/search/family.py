@@ -1,21 +1,31 @@
 """One search run: latency table -> importance -> per target: search, build, verify (retry tighter), rescale,
 compare against uniform pruning at the same measured speed -> a family of models, one per target.
+
+Two guards keep a busy machine from producing a confident wrong model. The latency model's held-out check
+must be within :attr:`SearchOptions.max_model_error` (median error) or the search stops before any pruning,
+with one line naming the error, the load seen and what to do (:func:`untrusted_model`); and a target is
+judged only on a quiet verifying measurement (:func:`prunebench.search.verify.measure_speedup`): a busy one
+ends the target's tries, unmet and marked ``machine_busy``, instead of aiming higher on a distorted figure.
+``allow_busy`` lets both through, marked.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from prunebench.analysis.accuracy import wilson
 from prunebench.analysis.bootstrap import paired_delta_ci
+from prunebench.bench.load import Contention, CpuMeter
+from prunebench.errors import UntrustedTiming
 from prunebench.models.batch import Batch, LossFn
 from prunebench.models.io import save_model
 from prunebench.pruning import PLAN_FILE
@@ -42,15 +52,6 @@ def split_calibration(batches: Sequence[Batch]) -> tuple[Sequence[Batch], Sequen
     """(fit, held-out): the first three quarters fit (OBS orders, refit), the rest judge; one batch does both."""
     split = max(1, len(batches) * 3 // 4) if len(batches) > 1 else 1
     return batches[:split], batches[split:] or batches[:1]
-
-
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion ``p`` over ``n`` trials."""
-    if n <= 0:
-        return (math.nan, math.nan)
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (centre - half, centre + half)
 
 
 def _accuracy(evaluate: Evaluate | None, model: nn.Module, dense: nn.Module) -> dict[str, Any] | None:
@@ -104,6 +105,20 @@ class FamilyResult:
     plans: dict[float, Any]
 
 
+def untrusted_model(check: Mapping[str, Any], seen: Contention, limit: float) -> str | None:
+    """The one line that stops a search whose latency model missed its held-out check by more than ``limit``
+    (median relative error), saying how busy the machine was and what to do; None when the model is trusted."""
+    error = float(check["median_abs_error"])
+    if error <= limit:
+        return None
+    what = (f"latency model not trusted: held-out median error {error:.0%} (max {check['max_abs_error']:.0%}) over "
+            f"{len(check['configs'])} configurations, above {limit:.0%}; while it was measured {seen.describe()}")
+    if seen.other_cores is not None and seen.other_cores > seen.level / 2:
+        return f"{what}: rerun on a quiet machine (or pass --allow-busy to search on this model anyway)"
+    return (f"{what}: the machine looked quiet, so the model does not fit this network at this shape; rerun "
+            "(a passing burst), or pass --allow-busy to search on it anyway")
+
+
 def _widths_rows(alloc: Allocation) -> list[dict[str, int]]:
     return [{"layer": i, "heads": h, "neurons": f} for i, (h, f) in enumerate(alloc.widths)]
 
@@ -151,11 +166,15 @@ def search_family(
 
     Raises:
         ValueError: no calibration data, or a target outside the reachable range (one line).
+        UntrustedTiming: the latency model's held-out check missed by more than ``options.max_model_error``
+            (unless ``options.allow_busy``); ``search.json`` holds the table and the check.
     """
     say = progress or (lambda line: log.info("%s", line))
     batches = check_search_calib(calib)  # before any timing: fail fast
     dense.eval()
     start = time.perf_counter()
+    meter = CpuMeter()
+    measuring = meter.read()
     if table is None:
         say(f"latency table at B={options.batch_size}, S={options.seq_len}")
         table = measure_latency_table(dense, options.batch_size, options.seq_len, neuron_step=options.neuron_step,
@@ -166,19 +185,32 @@ def search_family(
                                                            full_widths(adapter_of(dense))):
         raise ValueError("the latency table was measured for another shape or model; measure it again")
     top = reachable_speedup(table)
-    check_targets(options.targets, table)
     report: dict[str, Any] = {"options": {k: v for k, v in options.__dict__.items() if "timing" not in k},
                               "latency_table": table.to_dict(), "reachable": [1.0, top]}
     say(f"latency table: {table.measure_seconds:.0f}s, fixed {table.fixed:.2f} units, in-model factors "
         f"{table.scale:.2f} (heads) / {table.neuron_scale:.2f} (FFN) + linear {table.head_width_cost:.2f} / "
         f"{table.neuron_width_cost:.2f} units per layer, reachable up to {top:.2f}x")
     stages = {"latency_table": time.perf_counter() - start}
+    out = None if out_dir is None else Path(out_dir)
     if options.check_configs:
-        report["latency_check"] = check_latency_model(dense, table, n_configs=options.check_configs,
-                                                      seed=options.seed, timing=options.config_timing)
-        say(f"latency model: median |error| {report['latency_check']['median_abs_error']:.1%} over "
-            f"{options.check_configs} random configurations")
+        check = report["latency_check"] = check_latency_model(dense, table, n_configs=options.check_configs,
+                                                              seed=options.seed, timing=options.config_timing)
+        seen = meter.judge(measuring, threads=options.config_timing.threads or torch.get_num_threads(),
+                           busy_share=options.config_timing.busy_share)
+        check["contention"] = seen.to_dict()
+        say(f"latency model: median |error| {check['median_abs_error']:.1%} over "
+            f"{options.check_configs} random configurations; {seen.describe()}")
         stages["latency_check"] = time.perf_counter() - start - stages["latency_table"]
+        stop = untrusted_model(check, seen, options.max_model_error)
+        if stop is not None:
+            report["stopped"] = stop
+            if not options.allow_busy:
+                _write_report(out, report)
+                raise UntrustedTiming(stop)
+            report["latency_model_untrusted"] = True
+            say(f"WARNING (--allow-busy): {stop}")
+    # After the check: a table a busy machine distorted is refused as such, not as a target out of its reach.
+    check_targets(options.targets, table)
     fit, held = split_calibration(batches)
     t0 = time.perf_counter()
     importance = group_importance(dense, batches, options.criterion, loss_fn)
@@ -188,7 +220,6 @@ def search_family(
     report["search_seconds"] = time.perf_counter() - start  # table + check + importance: the search's cost
     report["stage_seconds"] = stages
     say(f"importance ({options.criterion}) from {importance.n_batches} batches, kept groups by {options.keep}")
-    out = None if out_dir is None else Path(out_dir)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "latency_table.json").write_text(json.dumps(table.to_dict(), indent=2) + "\n")
@@ -208,19 +239,22 @@ def search_family(
             else:
                 alloc, chosen, candidates = search_widths(importance, table, aim), "importance", []
                 model, plan, fidelity = build(dense, alloc, options.seq_len, options.seed)
-            got = measure_speedup(dense, model, table, options.verify_timing, options.seed)
-            met = got.ci_low >= target
+            got = measure_speedup(dense, model, table, options.verify_timing, options.seed, meter=meter)
+            busy = got.busy and not options.allow_busy  # no verdict on a measurement the machine distorted
+            met = got.ci_low >= target and not busy
             tries.append({"attempt": attempt, "aimed_at": aim, "predicted": alloc.predicted_speedup,
                           "widths": _widths_rows(alloc), "retained_importance": alloc.retained,
                           "chosen": chosen, "candidates": candidates,
-                          "measured": got.to_dict(), "met": met, "seconds": time.perf_counter() - t0})
+                          "measured": got.to_dict(), "met": met, "machine_busy": busy,
+                          "seconds": time.perf_counter() - t0})
+            verdict = "machine busy, not judged" if busy else "met" if met else "not met"
             say(f"{target:g}x try {attempt}: {chosen} allocation, predicted {alloc.predicted_speedup:.2f}x, "
-                f"measured {got.speedup:.2f}x [{got.ci_low:.2f}-{got.ci_high:.2f}] -> {'met' if met else 'not met'}")
-            if met or aim >= top * 0.999:
+                f"measured {got.speedup:.2f}x [{got.ci_low:.2f}-{got.ci_high:.2f}] -> {verdict}")
+            if met or busy or aim >= top * 0.999:
                 break
             aim = min(top * 0.999, aim * target / max(got.ci_low, 1e-6) * 1.01)  # tighten by the measured miss
-        entry: dict[str, Any] = {"target": target, "met": met, "tries": tries, "widths": _widths_rows(alloc),
-                                 "chosen": chosen,
+        entry: dict[str, Any] = {"target": target, "met": met, "machine_busy": busy, "tries": tries,
+                                 "widths": _widths_rows(alloc), "chosen": chosen,
                                  "measured": got.to_dict(), "fidelity": fidelity}
         finish = {"rescale": options.rescale, "fit": fit, "held": held, "loss_fn": loss_fn}
         entry.update(_rescaled_accuracy(model, dense, evaluate, **finish))
@@ -241,6 +275,12 @@ def search_family(
         models[target], plans[target] = model, plan
     report["targets"] = results
     report["total_seconds"] = time.perf_counter() - start
-    if out is not None:
-        (out / "search.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    _write_report(out, report)
     return FamilyResult(report, models, plans)
+
+
+def _write_report(out: Path | None, report: dict[str, Any]) -> None:
+    """``search.json`` in ``out`` (nothing without one)."""
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "search.json").write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -3,7 +3,7 @@ value fails in one line before anything is measured."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prunebench.bench.settings import BenchSettings
@@ -29,6 +29,8 @@ def check_search_backend(name: str) -> str:
 
 #: How the groups kept at a width are chosen (:attr:`SearchOptions.keep`).
 KEEP_CHOICES = ("obs", "score")
+#: The latency model is trusted only when its held-out median error is at most this (:attr:`max_model_error`).
+MAX_MODEL_ERROR = 0.10
 
 @dataclass(frozen=True)
 class SearchOptions:
@@ -53,6 +55,10 @@ class SearchOptions:
         max_tries: searches per target (each later one aims higher by the measured shortfall of the CI's low end).
         compare_uniform: also build and time uniform pruning at the searched model's measured speed.
         seed: input and check seed.
+        max_model_error: the search stops before any pruning when the latency model's held-out median error
+            (``check_configs``) is above this (:class:`prunebench.errors.UntrustedTiming`).
+        allow_busy: search on with a latency model above ``max_model_error``, and judge targets on verifying
+            measurements taken while the machine was busy (both marked in the report); copied into the timings.
     """
 
     targets: tuple[float, ...]
@@ -69,6 +75,8 @@ class SearchOptions:
     max_tries: int = 3
     compare_uniform: bool = True
     seed: int = 0
+    max_model_error: float = MAX_MODEL_ERROR
+    allow_busy: bool = False
     table_timing: BenchSettings = TABLE_TIMING
     verify_timing: BenchSettings = VERIFY_TIMING
     config_timing: BenchSettings = CONFIG_TIMING
@@ -82,6 +90,10 @@ class SearchOptions:
             object.__setattr__(self, "keep", "obs" if self.rescale else "score")
         if self.keep not in KEEP_CHOICES:
             raise ValueError(f"unknown keep rule {self.keep!r}; choose from: {', '.join(KEEP_CHOICES)}")
+        if not 0.0 < self.max_model_error:
+            raise ValueError(f"max_model_error must be positive, got {self.max_model_error!r}")
+        for name in ("table_timing", "verify_timing", "config_timing"):
+            object.__setattr__(self, name, replace(getattr(self, name), allow_busy=self.allow_busy))
         for name in ("batch_size", "seq_len", "neuron_step", "max_tries"):
             value = getattr(self, name)
             if name == "neuron_step" and value is None:

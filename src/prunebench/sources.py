@@ -49,6 +49,8 @@ Tick = Callable[..., None]
 #: The built-in labelled task a pretrained base or classifier encoder is scored on (the run's ``mlm`` default
 #: means it there: a pretrained encoder is not retrained on our MLM corpus).
 HF_BUILTIN_TASK = "tweets"
+#: Tokens per text a pretrained encoder reads (at most: its position embeddings may cover fewer).
+TEXT_TOKENS = 128
 #: ``--quick`` distils for a token second at most after each shrink (the refit does most of the work).
 QUICK_RECOVERY_SECONDS = 1.0
 #: Sequences the least-squares refit of shrunk output projections fits on: a refit is a regression that needs
@@ -250,6 +252,7 @@ class HFSource(ModelSource):
         self.tokenizer = load_hf_tokenizer(config.model)
         self.pooling = read_pooling(config.model)
         self.head_kind = ""
+        self.max_length = TEXT_TOKENS
         self.task: Any = None
         self.corpus: Any = None
         self.texts: Any = None
@@ -275,10 +278,14 @@ class HFSource(ModelSource):
         config = self.config
         tick("data", f"model, tokenizer and task ({config.model})", 0)
         dense = load_hf_model(config.model).eval()
-        self.head_kind = hf_adapter_for(dense).head_kind
+        adapter = hf_adapter_for(dense)
+        self.head_kind = adapter.head_kind
+        # Texts are cut to what the position embeddings cover (a small model may cover fewer than 128 tokens).
+        self.max_length = min(TEXT_TOKENS, adapter.max_seq_len or TEXT_TOKENS)
         self.task, self.corpus = hf_texts(config.task, self.head_kind, self.corpus_root)
         text_source = self.task or self.corpus
-        self.texts = TokenizedTexts.of(text_source, self.tokenizer, mlm=self.head_kind == "mlm")
+        self.texts = TokenizedTexts.of(text_source, self.tokenizer, mlm=self.head_kind == "mlm",
+                                       max_length=self.max_length)
         self._evaluator = self._build_evaluator(dense)
         tick("data", f"{self.head_kind} model, task ready")
         tick("train", "pretrained: nothing to train")
@@ -288,7 +295,7 @@ class HFSource(ModelSource):
         from prunebench.tasks.hf_suite import HFEvaluator
 
         return HFEvaluator(dense, self.tokenizer, task=self.task, corpus=self.corpus, pooling=self.pooling,
-                           seed=self.config.seed)
+                           seed=self.config.seed, max_length=self.max_length, mlm_seq_len=self.max_length)
 
     def evaluator(self, reference: nn.Module) -> Any:
         """The evaluator of ``reference`` (the dense model): built once per process."""

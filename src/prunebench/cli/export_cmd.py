@@ -29,9 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"compared with prunebench's own forward (max |diff|, cosine), printed and stored in {EXPORT_FILE}.",
     )
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a saved model folder (prunebench's or a transformers one)")
-    p.add_argument("--format", required=True, dest="format_name", type=_format_arg,
+    p.add_argument("--format", required=True, dest="format_name", type=_format_arg, metavar="|".join(_format_names()),
                    help=f"one of: {', '.join(_format_names())}")
-    p.add_argument("--out", required=True, type=Path, help="output folder (new or empty; never inside a run folder)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="output folder (new or empty; never inside a run folder)")
     p.add_argument("--force", action="store_true", help="write into a non-empty --out, replacing an earlier export")
     p.set_defaults(handler=run)
 

@@ -187,3 +187,15 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path, capsys):
     (taken / "x.txt").write_text("keep")
     rc, _, err = _export(capsys, str(encoder), "--format", "onnx", "--out", str(taken))
     assert rc == 2 and "is not empty; use --force" in err and sorted(p.name for p in taken.iterdir()) == ["x.txt"]
+
+
+def test_hf_model_with_a_head_is_checked_on_its_logits_too(tmp_path):
+    model = tiny_model("roberta", "RobertaForSequenceClassification")
+    hf_adapter_for(model).keep_groups_("neurons", 0, range(4))
+    hf_adapter_for(model).keep_groups_("heads", 2, [0, 3])
+    src = save_hf_model(model, tmp_path / "src")
+    result = export_model(src, "hf", tmp_path / "out")
+    outputs = result.record["check"]["outputs"]
+    assert result.ok and set(outputs) == {"hidden", "outputs"} and outputs["outputs"]["max_abs"] <= 1e-5
+    assert result.record["loads_with"] == [
+        "transformers.AutoModelForSequenceClassification.from_pretrained(DIR, trust_remote_code=True)"]

@@ -161,7 +161,7 @@ def test_force_replaces_an_earlier_export_and_keeps_other_files(tmp_path):
     assert result.ok and not (folder / "model.onnx").exists() and (folder / "notes.txt").read_text() == "the user's"
 
 
-def test_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path, capsys):
+def test_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path, capsys, monkeypatch):
     encoder = _encoder_source(tmp_path)
     empty_heads = _hf_source(tmp_path / "e", empty=True)
     not_a_model = tmp_path / "notes"
@@ -182,6 +182,13 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path, capsys):
         rc, _, err = _export(capsys, *argv)
         assert rc == 2 and "\n" not in err and message in err, (argv, err)
         assert not (tmp_path / "out").exists()
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    rc, _, err = _export(capsys, str(encoder), "--format", "onnx", "--out", str(tmp_path / "out"))
+    assert rc == 2 and "\n" not in err and "pip install 'prunebench[onnx]'" in err and not (tmp_path / "out").exists()
+    monkeypatch.undo()
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "x.txt").write_text("keep")

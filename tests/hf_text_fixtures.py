@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,21 @@ def base_model_folder(tmp: Path, name: str = "tiny-bert") -> Path:
     folder = tmp / name
     tok = tokenizer(folder)
     base_model(tok).save_pretrained(str(folder))
+    return folder
+
+
+def st_folder(tmp: Path, name: str = "st") -> Path:
+    """A tiny sentence-transformers folder: model, tokenizer, modules.json, mean pooling and normalize."""
+    folder = base_model_folder(tmp, name)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 64, "do_lower_case": false}')
+    (folder / "1_Pooling").mkdir()
+    pooling = {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    (folder / "2_Normalize").mkdir()
     return folder
 
 

@@ -200,3 +200,28 @@ def test_semi_structured_skips_cleanly_without_a_capable_gpu(model):
     with pytest.raises(BackendUnavailable, match="CUDA"):
         backend.prepare(model, OPTS)
     assert "2:4" in backend.skip_reason(model)
+
+
+@pytest.mark.parametrize("gone", ["module", "function", "broken"])
+def test_int8_legacy_is_a_skip_with_its_reason_once_torch_drops_it(model, monkeypatch, gone):
+    import sys
+    import types
+
+    from prunebench.backends.cells import prepare_variant
+
+    if gone == "module":  # removed from torch: importing it fails
+        monkeypatch.setitem(sys.modules, "torch.ao.quantization", None)
+    elif gone == "function":  # the module stays, the function is gone
+        monkeypatch.setitem(sys.modules, "torch.ao.quantization", types.ModuleType("torch.ao.quantization"))
+    else:  # the module raises on import
+        def broken(name, *args, **kwargs):
+            raise RuntimeError("torch.ao.quantization was removed")
+
+        monkeypatch.setattr("importlib.import_module", broken)
+    backend = BACKENDS.get("int8-legacy")
+    reason = backend.availability()
+    assert reason is not None and "no longer has torch.ao.quantization.quantize_dynamic; use int8" in reason
+    with pytest.raises(BackendUnavailable, match="no longer has"):
+        backend.prepare(model, OPTS)
+    prepared = prepare_variant(backend, "dense", model, OPTS)  # what a run's backend stage records
+    assert prepared.runnable is None and prepared.skip == reason

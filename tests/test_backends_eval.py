@@ -32,7 +32,10 @@ def test_eager_runnable_gives_the_eager_evaluation(task, trained):
 
 
 def test_quantized_backend_is_evaluated_on_its_own_numerics(task, trained):
-    runnable = BACKENDS.get("int8-legacy").prepare(trained, OPTS)
+    backend = BACKENDS.get("int8-legacy")
+    if backend.availability() is not None:  # torch dropped torch.ao.quantization: tests/test_backends.py covers it
+        pytest.skip(backend.availability())
+    runnable = backend.prepare(trained, OPTS)
     got = evaluate_on_backend(trained, runnable, task, reference=trained, **KW)
     want = evaluate(trained, task, **KW)
     assert got.loss != want.loss  # int8 numerics, not the fp32 model's

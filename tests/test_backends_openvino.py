@@ -101,3 +101,24 @@ def test_bench_refuses_openvino_int8_in_one_line_before_loading_anything(capsys)
     assert main(["bench", "small", "--backend", "openvino-int8", "--batch-sizes", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "calibrates on task text" in err and "run --backends openvino-int8" in err
+
+
+def test_a_hugging_face_layer_left_empty_is_a_skip_with_its_reason():
+    """OpenVINO computes a zero-width matrix product wrongly or not at all; prunebench's own encoder skips empty
+    blocks in Python, so it converts fine (hetero widths with an empty layer: checked by the export tests)."""
+    pytest.importorskip("transformers")
+    from prunebench.backends.cells import prepare_variant
+    from prunebench.models.hf import hf_adapter_for
+    from tests.hf_tiny import tiny_model
+
+    backend = BACKENDS.get("openvino")
+    for kind, what in (("heads", "attention head"), ("neurons", "FFN neuron")):
+        model = tiny_model("bert", "BertModel")
+        hf_adapter_for(model).keep_groups_(kind, 1, [])
+        prepared = prepare_variant(backend, "structured", model, OPTS)
+        assert prepared.runnable is None and prepared.skip.startswith(f"layer 1 has no {what} left")
+    model = tiny_model("distilbert", "DistilBertModel")
+    hf_adapter_for(model).keep_groups_("heads", 1, [0])
+    hf_adapter_for(model).keep_groups_("heads", 2, [])
+    hf_adapter_for(model).zero_layer_(2)  # emptied, then skipped: never run, so not refused
+    assert backend.skip_reason(model) is None

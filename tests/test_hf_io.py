@@ -80,8 +80,9 @@ def test_uneven_shapes_are_refused_by_plain_transformers(tmp_path):
     model = tiny_model("bert", "BertModel")
     hf_adapter_for(model).keep_groups_("heads", 0, [0])
     save_hf_model(model, tmp_path)
-    with pytest.raises(RuntimeError):  # a size mismatch, never silently re-initialized weights
-        transformers.AutoModel.from_pretrained(str(tmp_path))
+    for kwargs in ({}, {"ignore_mismatched_sizes": True}):  # never silently re-initialised weights
+        with pytest.raises(ValueError, match="trust_remote_code=True"):
+            transformers.AutoModel.from_pretrained(str(tmp_path), trust_remote_code=False, **kwargs)
 
 
 def test_unpruned_folder_loads_offline_and_tokenizer_travels(tmp_path):
@@ -179,6 +180,11 @@ def test_corrupted_weights_and_a_manifest_that_does_not_fit(tmp_path):
     doc = json.loads((tmp_path / MANIFEST_FILE).read_text())
     doc["manifest"]["layers"][0]["heads"] = 3
     (tmp_path / MANIFEST_FILE).write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="config.json and prunebench_hf.json disagree on the layer shapes"):
+        load_model(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["prunebench_layers"] = doc["manifest"]["layers"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="has shape"):
         load_model(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"\x00" * 16)

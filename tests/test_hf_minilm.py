@@ -68,3 +68,29 @@ def test_minilm_saved_pruned_reloads_and_plain_shapes_load_in_transformers(folde
     assert plain.config.num_hidden_layers == 4
     with torch.no_grad():
         assert torch.equal(layers(**batch).last_hidden_state, plain(**batch).last_hidden_state)
+
+
+@pytest.mark.slow
+def test_minilm_with_per_layer_widths_exports_to_transformers_and_sentence_transformers(folder, batch, tmp_path):
+    """The deployment target: a MiniLM whose layers keep different head and neuron counts, exported as hf, loads in
+    AutoModel and SentenceTransformer (trust_remote_code=True) and matches prunebench's own forward to 1e-5."""
+    from prunebench.cli.main import main
+    from prunebench.tasks.hf_eval import embed, read_pooling
+
+    model = load_model(folder)
+    prune_with_plan_(model, PruneSpec(method="structured", sparsity=0.5, scope="global", granularity="both"))
+    widths = adapter_for(model).layer_widths()
+    assert len({w["heads"] for w in widths}) > 1 and len({w["neurons"] for w in widths}) > 1  # really per layer
+    save_model(model, tmp_path / "pruned")
+    out = tmp_path / "exported"
+    assert main(["export", str(tmp_path / "pruned"), "--format", "hf", "--out", str(out)]) == 0
+    loaded = transformers.AutoModel.from_pretrained(str(out), trust_remote_code=True).eval()
+    with torch.no_grad():
+        got, want = loaded(**batch).last_hidden_state, model(**batch).last_hidden_state
+    real = batch["attention_mask"].bool()
+    assert (got[real] - want[real]).abs().max() <= 1e-5
+    st = pytest.importorskip("sentence_transformers", reason="pip install sentence-transformers")
+    sentence_model = st.SentenceTransformer(str(out), trust_remote_code=True, device="cpu")
+    embedded = sentence_model.encode(TEXT, convert_to_tensor=True)
+    reference = embed(model, load_hf_tokenizer(out), TEXT, read_pooling(out))
+    assert read_pooling(out).normalize and (embedded - reference).abs().max() <= 1e-5

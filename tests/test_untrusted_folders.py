@@ -21,7 +21,7 @@ from prunebench.models.hf import loading as hf_loading  # noqa: E402
 from prunebench.models.io import load_model, save_model  # noqa: E402
 from prunebench.tasks.hf_eval import read_pooling  # noqa: E402
 from prunebench.user_files import UnsafeFileError, contained, read_bounded, read_json  # noqa: E402
-from tests.hf_text_fixtures import base_model_folder  # noqa: E402
+from tests.hf_text_fixtures import base_model_folder, st_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = """
@@ -161,24 +161,10 @@ def test_bounded_reads_refuse_fifos_devices_and_huge_files(tmp_path):
         read_json(tmp_path / "bad.json")
 
 
-def _st_folder(tmp: Path) -> Path:
-    """A tiny sentence-transformers-style folder: model, tokenizer, modules.json, pooling and normalize."""
-    folder = base_model_folder(tmp, "st")
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-               {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
-    (folder / "modules.json").write_text(json.dumps(modules))
-    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 64, "do_lower_case": false}')
-    (folder / "1_Pooling").mkdir()
-    pooling = {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
-    (folder / "2_Normalize").mkdir()
-    return folder
-
-
-#: What `prune` writes for :func:`_st_folder`: the model, its plan, and the side files by name.
+#: What `prune` writes for :func:`st_folder`: the model, its plan, and the side files by name (and, since half the
+#: heads are gone, the modelling file that loads that shape in plain transformers).
 EXPECTED = {"config.json", MANIFEST_FILE, "model.safetensors", "plan.json", "prune_report.json", "tokenizer.json",
-            "tokenizer_config.json",
+            "tokenizer_config.json", "modeling_prunebench.py",
             "modules.json", "sentence_bert_config.json", "1_Pooling", "1_Pooling/config.json", "2_Normalize"}
 
 
@@ -187,7 +173,7 @@ def _prune_cli(folder: Path, out: Path) -> int:
 
 
 def test_saving_copies_named_side_files_only_never_a_linked_folder(tmp_path, capsys):
-    folder = _st_folder(tmp_path)
+    folder = st_folder(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "secret.txt").write_text("not part of any model")
@@ -206,7 +192,7 @@ def test_saving_copies_named_side_files_only_never_a_linked_folder(tmp_path, cap
 
 
 def test_a_side_file_linked_to_a_non_json_file_refuses_the_save_before_anything_is_written(tmp_path, capsys):
-    folder = _st_folder(tmp_path)
+    folder = st_folder(tmp_path)
     secret = tmp_path / "secret.txt"
     secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
     (folder / "special_tokens_map.json").symlink_to(secret)
@@ -223,7 +209,7 @@ def test_a_side_file_linked_to_a_non_json_file_refuses_the_save_before_anything_
 
 
 def test_an_hf_cache_style_folder_of_links_to_blobs_prunes_and_its_output_loads(tmp_path, capsys):
-    source = _st_folder(tmp_path)
+    source = st_folder(tmp_path)
     snapshot = tmp_path / "cache" / "snapshots" / "rev"
     blobs = tmp_path / "cache" / "blobs"
     blobs.mkdir(parents=True)

@@ -86,9 +86,10 @@ def check_model_out(path: str | Path, *, force: bool, what: str = "--out") -> Pa
     return target
 
 
-def clear_model_files(folder: Path) -> None:
-    """Remove a saved model's files from ``folder`` (``--force``), so no stale plan or tokenizer survives."""
-    for name in MODEL_FILES:
+def clear_model_files(folder: Path, names: tuple[str, ...] = MODEL_FILES) -> None:
+    """Remove a saved model's files (or the given ``names``) from ``folder`` (``--force``), so no stale plan or
+    tokenizer survives; nothing else of the folder is touched."""
+    for name in names:
         path = folder / name
         if path.is_dir():
             shutil.rmtree(path)

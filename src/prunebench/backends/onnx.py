@@ -1,9 +1,11 @@
 """``onnxruntime`` (fp32) and ``onnxruntime-int8`` (ORT dynamic quantization): export, then a pinned session.
 
 The encoder (``encode``: ids [+ mask] -> hidden states) is exported with the TorchScript-based exporter
-(``dynamo=False``; the dynamo exporter needs ``onnxscript`` and gives the same graph here) with dynamic batch
-and sequence axes, once without a mask input (batches without padding, as the eager timed call drops an
-all-ones mask) and, on first need, once with one.
+(``dynamo=False``: the maintained dynamo exporter, which needs ``onnxscript``, exported 6-10x slower and its graph
+of a per-layer MiniLM ran ~15% slower in ONNX Runtime; ``benchmarks/onnx_exporters.py``, docs/DESIGN.md) with
+dynamic batch and sequence axes, once without a mask input (batches without padding, as the eager timed call drops
+an all-ones mask) and, on first need, once with one. ``prunebench export --format onnx`` writes the same export
+with the mask input.
 
 *Why the export is guarded*: ``torch.onnx.export`` puts the module it exports into eval mode and afterwards
 restores *that module's* previous mode recursively. Exporting a fresh wrapper (``nn.Module`` starts in training

@@ -7,6 +7,7 @@ so the shared model the run times as dense eager is never touched.
 from __future__ import annotations
 
 import copy
+import importlib
 import logging
 import shutil
 import warnings
@@ -19,6 +20,7 @@ from torch import nn
 from prunebench.backends.base import (
     FP32,
     INT8,
+    BackendUnavailable,
     PrepareOptions,
     Runnable,
     Tolerance,
@@ -196,19 +198,36 @@ class Int8Backend:
                               memory_method=_memory_method(options))
 
 
+def legacy_quantize_dynamic() -> Callable[..., nn.Module] | None:
+    """``torch.ao.quantization.quantize_dynamic``, or None where this torch no longer has it.
+
+    Deprecated in favour of torchao: a torch without the module, or with a module that no longer imports or no
+    longer has the function, makes ``int8-legacy`` a skip with its reason, never a crash.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # importing the deprecated module may warn
+        try:
+            module = importlib.import_module("torch.ao.quantization")
+        except Exception:  # gone, or broken on import: either way this torch has no legacy path
+            logger.debug("torch.ao.quantization does not import", exc_info=True)
+            return None
+    fn = getattr(module, "quantize_dynamic", None)
+    return fn if callable(fn) else None
+
+
 class Int8LegacyBackend:
     """``torch.ao.quantization.quantize_dynamic`` (qint8, FBGEMM/oneDNN kernels): deprecated, still in torch 2.13.
 
     Kept beside ``int8`` because on this project's CPU it is the faster of the two in eager mode (see
-    ``benchmarks/backends.py``); its deprecation warnings are silenced and the path is recorded.
+    ``benchmarks/backends.py``); its deprecation warnings are silenced and the path is recorded. Once torch drops
+    it, the backend is unavailable (:func:`legacy_quantize_dynamic`), so every cell of it is a recorded skip.
     """
 
     name: ClassVar[str] = "int8-legacy"
     changes_numerics: ClassVar[bool] = True
 
     def availability(self) -> str | None:
-        quant = getattr(torch.ao, "quantization", None)
-        if quant is None or not hasattr(quant, "quantize_dynamic"):
+        if legacy_quantize_dynamic() is None:
             return f"torch {torch.__version__} no longer has torch.ao.quantization.quantize_dynamic; use int8"
         if torch.backends.quantized.engine == "none":
             return "no quantized engine (fbgemm/onednn/qnnpack) in this torch build"
@@ -219,13 +238,16 @@ class Int8LegacyBackend:
 
     def prepare(self, model: nn.Module, options: PrepareOptions) -> Runnable:
         ensure_available(self, options, "cpu", "int8-legacy runs on the CPU only")
+        quantize_dynamic = legacy_quantize_dynamic()
+        if quantize_dynamic is None:  # ensure_available has refused already; this keeps the type checker sure
+            raise BackendUnavailable(str(self.availability()))
         copied = copy.deepcopy(model).eval()
         names = set(_prunable_linears(copied))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", UserWarning)
             # quantize_dynamic's new quantized modules start in training mode (caught by the eval check).
-            quantized = torch.ao.quantization.quantize_dynamic(copied, names, dtype=torch.qint8).eval()
+            quantized = quantize_dynamic(copied, names, dtype=torch.qint8).eval()
         env = {"int8_path": "torch.ao.quantization.quantize_dynamic(qint8) [deprecated]",
                "quantized_engine": torch.backends.quantized.engine}
         return torch_runnable(self.name, quantized, INT8, env=env, info={"quantized_linears": len(names)})

@@ -13,6 +13,7 @@ from prunebench.cli import (
     bench_cmd,
     compare_cmd,
     eval_cmd,
+    export_cmd,
     list_cmd,
     prune_cmd,
     report_cmd,
@@ -24,7 +25,8 @@ from prunebench.cli.common import EXIT_UNTRUSTED, OneLineParser
 from prunebench.errors import PrunebenchError, UntrustedTiming
 
 #: Subcommand modules; each exposes ``register(subparsers)`` and sets ``handler`` on its parser.
-COMMANDS = (run_cmd, list_cmd, report_cmd, compare_cmd, bench_cmd, prune_cmd, search_cmd, train_cmd, eval_cmd)
+COMMANDS = (run_cmd, list_cmd, report_cmd, compare_cmd, bench_cmd, prune_cmd, search_cmd, train_cmd, eval_cmd,
+            export_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,13 +2,17 @@
 
 A saved folder holds
     ``model.safetensors``   the weights (tied copies written once, as transformers does); never pickle
-    ``config.json``         the HF config, with the current layer count (and FFN width where uniform)
+    ``config.json``         the HF config, with the current layer count (and FFN width where uniform); where
+                            the shape is one no built-in config expresses, prunebench's own model type with
+                            per-layer shapes and an ``auto_map`` (:mod:`prunebench.models.hf.portable`)
+    ``modeling_prunebench.py``  only then: the modelling file users load it with (``trust_remote_code=True``)
     ``prunebench_hf.json``  the shape manifest: per-layer heads and neurons, skipped and kept layers, metadata
     tokenizer files         and the sentence-transformers files (pooling), copied by name from the source
                             folder (:func:`side_files`: checked, bounded, never a whole folder)
 :func:`load_saved_hf` rebuilds the exact shape from the manifest. Where the shape is one plain
 ``transformers`` can express (every layer with the config's head count, one FFN width; removed layers are
-fine), ``AutoModel.from_pretrained(folder)`` loads the same model without prunebench.
+fine), ``AutoModel.from_pretrained(folder)`` loads the same model without prunebench; any other shape loads with
+``trust_remote_code=True`` and is refused without it, never half-initialised.
 """
 
 from __future__ import annotations
@@ -27,78 +31,21 @@ from prunebench._version import __version__
 from prunebench.errors import CheckpointError
 from prunebench.models.hf.deps import HFModelError
 from prunebench.models.hf.families import HF_ADAPTERS, class_for_architecture, hf_adapter_class
-from prunebench.user_files import (
-    METADATA_MAX_BYTES,
-    TOKENIZER_MAX_BYTES,
-    UnsafeFileError,
-    contained,
-    read_bounded,
-    read_json,
-    regular_file_size,
+from prunebench.models.hf.portable import (
+    LAYERS_KEY,
+    MODELLING_FILE,
+    PORTABLE_KEYS,
+    modelling_source,
+    name_tokenizer_class,
+    portable_config,
 )
+from prunebench.models.side_files import copy_side_files, side_files
+from prunebench.user_files import UnsafeFileError, read_json
 
 MANIFEST_FILE = "prunebench_hf.json"
 FORMAT = "prunebench-hf-model"
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
-#: Side files copied by name from the source folder (every supported family's tokenizer and the
-#: sentence-transformers configuration), each with the size it may have. Never a folder as a whole: a model
-#: folder is untrusted, and a linked ``1_Pooling/`` once carried a stranger's files into a pruned model.
-SIDE_FILES: dict[str, int] = {
-    **{name: METADATA_MAX_BYTES for name in (
-        "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "modules.json",
-        "sentence_bert_config.json", "config_sentence_transformers.json")},
-    **{name: TOKENIZER_MAX_BYTES for name in (
-        "tokenizer.json", "vocab.json", "vocab.txt", "merges.txt", "sentencepiece.bpe.model", "spiece.model")},
-}
-#: sentence-transformers modules whose folder (named in ``modules.json``) holds only a ``config.json`` we copy;
-#: Normalize's folder may be empty, and is recreated so that ``modules.json`` names a folder that exists.
-ST_MODULES = ("Pooling", "Normalize")
-#: Their usual folder names.
-ST_MODULE_FOLDERS = ("1_Pooling", "2_Normalize")
-
-
-def side_files(src: Path) -> tuple[dict[str, Path], list[str]]:
-    """The side files of ``src`` to copy into a saved folder (relative name -> checked source file) and the
-    sentence-transformers module folders to create, every file checked before anything is written.
-
-    A file may be a link (the Hugging Face cache links each file to a blob) but must resolve to a regular file
-    within its size limit; JSON files must parse; module folders named by ``modules.json`` must lie inside
-    ``src``. Nothing else of ``src`` is ever read.
-
-    Raises:
-        UnsafeFileError: one line naming the offending file.
-    """
-    files: dict[str, Path] = {}
-    for name, limit in SIDE_FILES.items():
-        path = src / name
-        if not (path.exists() or path.is_symlink()):
-            continue
-        if name.endswith(".json"):
-            read_json(path, limit)
-        else:
-            regular_file_size(path, limit)
-        files[name] = path
-    named: list[str] = []
-    if "modules.json" in files:
-        modules = read_json(files["modules.json"])
-        if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
-            raise UnsafeFileError(f"{files['modules.json']} is not a list of sentence-transformers modules")
-        named = [str(m.get("path", "")) for m in modules
-                 if str(m.get("type", "")).rsplit(".", 1)[-1] in ST_MODULES]
-    # The usual folder names count even without modules.json (older sentence-transformers folders).
-    named += [name for name in ST_MODULE_FOLDERS if name not in named and (src / name).is_dir()]
-    folders: list[str] = []
-    for relative in named:
-        folder = contained(src, relative)
-        config = folder / "config.json"
-        if config.exists() or config.is_symlink():
-            read_json(config)
-            files[f"{folder.relative_to(src).as_posix()}/config.json"] = config
-        folders.append(folder.relative_to(src).as_posix())
-    return files, folders
-
-
 def _unique_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """The state dict with tied tensors written once (the first name of each storage, as transformers keeps)."""
     seen: set[tuple[int, tuple[int, ...]]] = set()
@@ -140,15 +87,22 @@ def save_hf_model(
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (WEIGHTS_FILE + ".tmp")
     save_file(_unique_tensors(model), str(tmp), metadata={"format": "pt"})  # "pt": what transformers expects
+    plain = adapter.plain_loadable()
     model.config.architectures = [type(model).__name__]
-    model.config.to_json_file(str(out / "config.json"))
+    (out / MODELLING_FILE).unlink(missing_ok=True)  # a stale one from an earlier save of another shape
+    if plain:
+        model.config.to_json_file(str(out / "config.json"))
+    else:  # a built-in config would describe shapes the folder does not hold: prunebench's model type
+        (out / "config.json").write_text(json.dumps(portable_config(adapter), indent=2, sort_keys=True) + "\n")
+        (out / MODELLING_FILE).write_bytes(modelling_source())
     doc = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "prunebench_version": __version__,
-           "manifest": adapter.shape_manifest(), "plain_transformers": adapter.plain_loadable(),
-           "metadata": metadata or {}}
+           "manifest": adapter.shape_manifest(), "plain_transformers": plain, "metadata": metadata or {}}
     (out / MANIFEST_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     tmp.replace(out / WEIGHTS_FILE)
     if copy is not None:
-        _copy_side_files(*copy, out)
+        copy_side_files(*copy, out)
+    if not plain:
+        name_tokenizer_class(out, str(model.config.model_type))
     return out
 
 
@@ -156,18 +110,6 @@ def loaded_from(model: nn.Module) -> Path | None:
     """The local folder ``model`` was loaded from, if it was loaded from one."""
     name = str(getattr(model, "name_or_path", "") or "")
     return Path(name) if name and Path(name).is_dir() else None
-
-
-def _copy_side_files(files: dict[str, Path], folders: list[str], out: Path) -> None:
-    """Write :func:`side_files` into ``out`` by name: bytes read bounded, written as new regular files."""
-    for relative in folders:
-        (out / relative).mkdir(parents=True, exist_ok=True)
-    for relative, path in files.items():
-        target = out / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        data = read_bounded(path, SIDE_FILES.get(relative, METADATA_MAX_BYTES))
-        target.unlink(missing_ok=True)  # never write through a link that may already stand there
-        target.write_bytes(data)
 
 
 #: The metadata files through which transformers would import a folder's own Python code (``auto_map``).
@@ -223,7 +165,8 @@ def saved_config(folder: Path) -> tuple[type, PretrainedConfig, dict[str, Any]]:
     """The model class, HF config and shape manifest of a prunebench-saved folder, without transformers' Auto*.
 
     The config is built by the config class of the manifest's architecture from ``config.json``'s values
-    (``auto_map`` and ``model_type`` dropped): whatever a saved folder tells other tools, prunebench reads it as
+    (``auto_map``, ``model_type`` and the per-layer shapes of a prunebench model type dropped, the latter checked
+    against the manifest first): whatever a saved folder tells other tools, prunebench reads it as
     the built-in family it was pruned from and never imports code named in it.
 
     Raises:
@@ -240,7 +183,11 @@ def saved_config(folder: Path) -> tuple[type, PretrainedConfig, dict[str, Any]]:
         raise CheckpointError(f"{folder / MANIFEST_FILE} names no supported architecture ({exc})") from None
     if not isinstance(doc, dict):
         raise CheckpointError(f"{path} is not a JSON object")
-    values = {k: v for k, v in doc.items() if k not in ("auto_map", "model_type", "transformers_version")}
+    layers = doc.get(LAYERS_KEY)
+    if layers is not None and layers != manifest.get("layers"):  # type: ignore[union-attr]
+        raise CheckpointError(f"{path} and {MANIFEST_FILE} disagree on the layer shapes")
+    values = {k: v for k, v in doc.items() if k not in (*PORTABLE_KEYS, "transformers_version")}
+    values["architectures"] = [model_cls.__name__]  # a prunebench model type names its modelling file's class
     try:
         config = model_cls.config_class.from_dict(values)
     except (TypeError, ValueError, KeyError) as exc:

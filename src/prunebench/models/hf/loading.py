@@ -27,13 +27,12 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 from prunebench.errors import CheckpointError
 from prunebench.models.hf.deps import HFModelError
 from prunebench.models.hf.families import HF_ADAPTERS, class_for_architecture, supported_architectures
-from prunebench.models.hf.io import MANIFEST_FILE, load_saved_hf, refuse_remote_code, saved_config, side_files
+from prunebench.models.hf.io import MANIFEST_FILE, load_saved_hf, refuse_remote_code, saved_config
+from prunebench.models.side_files import TOKENIZER_FILES, side_files
 from prunebench.user_files import UnsafeFileError
 
 log = logging.getLogger(__name__)
 
-#: Files of which at least one means "this folder has a tokenizer".
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
 #: Attention implementations prunebench checks its pruning against.
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 

@@ -1,0 +1,76 @@
+"""One pipeline for every model: our own encoder and a pretrained Hugging Face folder go through the same stages
+(every method, extra backends, a search target, both executors) and store the same cells.
+
+The Ray run keeps every method but times two backends and searches no target: the search runs on the driver
+whatever the executor, and the backend stage likewise (in the driver process); what Ray adds, prepare and timing
+units for a pretrained model shipped as its folder's files, is what it tests, within the suite's time budget.
+
+Targets: a tiny model cannot reach 1.5x (its fixed per-call costs dominate: the search says the reachable range
+is about (1, 1.13] here), so the search target is 1.05; what is tested is that the search runs for both kinds.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("onnxruntime")
+
+from tests import hf_text_fixtures as fx
+
+pytestmark = pytest.mark.slow
+
+METHODS = "magnitude,structured,iterative,wanda,nm"
+BACKENDS = "eager,int8-legacy,onnxruntime-int8,sparse"
+ARGS = ["--quick", "--methods", METHODS, "--sparsity", "0.5", "--backends", BACKENDS, "--targets", "1.05",
+        "--batch-sizes", "1", "--seq-len", "16", "--threads", "1", "--train-budget", "20",
+        "--set", "min_time=0.1", "--set", "max_time=0.4", "--set", "iterative_steps=2", "--allow-busy"]
+VARIANTS = {"dense", "magnitude@0.5", "structured@0.5", "iterative@0.5", "wanda@0.5", "nm2:4", "search@1.05x"}
+
+
+def _run(model: str, out: Path, cache: Path, *args: str) -> set[tuple[str, str, int]]:
+    """Run the CLI; the stored cell keys, after checking every variant is stored ok and evaluated."""
+    env = {**os.environ, "PRUNEBENCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    proc = subprocess.run([sys.executable, "-m", "prunebench", "run", "--model", model, *args, "--out", str(out)],
+                          capture_output=True, text=True, env=env, check=False, timeout=900)
+    assert (out / "results.sqlite").exists(), proc.stderr[-3000:]
+    con = sqlite3.connect(out / "results.sqlite")
+    try:
+        cells = {(v, b, bs) for v, b, bs in con.execute("SELECT variant, backend, batch_size FROM cells")}
+        variants = dict(con.execute("SELECT name, status FROM variants").fetchall())
+        evaluated = {v for (v,) in con.execute("SELECT variant FROM evaluations")}
+    finally:
+        con.close()
+    wanted = VARIANTS if "--targets" in args else VARIANTS - {"search@1.05x"}
+    assert variants.keys() == wanted, (variants, proc.stderr[-3000:])
+    assert all(status == "ok" for status in variants.values()), (variants, proc.stderr[-3000:])
+    assert evaluated == wanted
+    return cells
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory) -> Path:
+    return fx.base_model_folder(tmp_path_factory.mktemp("hf"))
+
+
+def test_built_in_and_pretrained_models_store_the_same_cells(tmp_path: Path, hf_folder: Path) -> None:
+    cache = tmp_path / "cache"
+    ours = _run("small", tmp_path / "small", cache, *ARGS)
+    theirs = _run(str(hf_folder), tmp_path / "hf", cache, *ARGS)
+    expected = {(v, b, 1) for v in VARIANTS for b in BACKENDS.split(",")}
+    assert ours == theirs == expected
+
+
+def test_a_pretrained_model_runs_on_the_ray_executor(tmp_path: Path, hf_folder: Path) -> None:
+    pytest.importorskip("ray")
+    args = [a for a in ARGS if a not in (BACKENDS, "--targets", "1.05")]
+    args[args.index("--backends") + 1:args.index("--backends") + 1] = ["eager,int8-legacy"]
+    cells = _run(str(hf_folder), tmp_path / "ray", tmp_path / "cache", *args, "--executor", "ray")
+    assert cells == {(v, b, 1) for v in VARIANTS - {"search@1.05x"} for b in ("eager", "int8-legacy")}

@@ -25,8 +25,8 @@ def hf_dir(tmp_path):
                                     ["--method", "wanda"], ["--method", "structured", "--criterion", "taylor"]])
 def test_prune_then_bench_an_hf_folder(hf_dir, tmp_path, capsys, method):
     out = tmp_path / "pruned"
-    assert main(["prune", "--model", str(hf_dir), *method, "--sparsity", "0.5", "--calib-batches", "1",
-                 "--calib-seq-len", "16", "--out", str(out)]) == 0
+    assert main(["prune", "--model", str(hf_dir), *method, "--sparsity", "0.5", "--calib-sequences", "8",
+                 "--out", str(out)]) == 0
     assert (out / MANIFEST_FILE).is_file() and (out / "plan.json").is_file() and (out / "vocab.txt").is_file()
     report = json.loads((out / "prune_report.json").read_text())
     assert report["measured_sparsity"] > 0.3

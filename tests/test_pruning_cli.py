@@ -35,15 +35,31 @@ def test_prune_structured_writes_model_plan_and_report(model_dir, tmp_path, caps
     assert check_fidelity(replay, pruned, batch, atol=0.0)["ok"]
 
 
-def test_prune_gradual_with_steps_and_calibration(model_dir, tmp_path) -> None:
+def test_prune_gradual_with_steps_and_calibration_on_real_text(tmp_path, capsys) -> None:
     out = tmp_path / "gradual"
-    rc = main(["prune", "--model", str(model_dir), "--method", "magnitude", "--criterion", "taylor", "--sparsity",
-               "0.6", "--steps", "3", "--schedule", "cubic", "--calib-batches", "1", "--calib-seq-len", "16",
-               "--out", str(out)])
+    rc = main(["prune", "--model", "small", "--method", "magnitude", "--criterion", "taylor", "--sparsity",
+               "0.6", "--steps", "3", "--schedule", "cubic", "--calib-sequences", "8", "--task", "mlm",
+               "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
     assert rc == 0
+    printed = capsys.readouterr().out
+    assert "8 sequences of mlm (train split)" in printed and "random" not in printed
+    assert "fidelity to dense (held out)" in printed and "cosine" in printed
     report = json.loads((out / "prune_report.json").read_text())
     assert report["method"] == "iterative" and report["spec"]["base_method"] == "magnitude"
     assert len(report["schedule"]) == 3 and abs(report["measured_sparsity"] - 0.6) < 0.01
+
+
+def test_no_usable_task_text_is_one_line_never_random_tokens(model_dir, tmp_path, capsys) -> None:
+    """A toy encoder (97 ids) that no built-in task's tokenizer fits: a data-driven criterion is refused."""
+    out = tmp_path / "x"
+    rc = main(["prune", "--model", str(model_dir), "--method", "wanda", "--sparsity", "0.5",
+               "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "never calibrates on random tokens" in err
+    assert not out.exists()
+    rc = main(["prune", "--model", str(model_dir), "--method", "magnitude", "--refit", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--method magnitude removes none" in err and not out.exists()
 
 
 @pytest.mark.parametrize(

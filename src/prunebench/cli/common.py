@@ -60,6 +60,12 @@ def load_hf_arg(name: str, device: str | torch.device = "cpu") -> nn.Module | No
     return load_hf_model(name, device=device)
 
 
+def load_hf_folder_arg(name: str) -> Path | None:
+    """The folder a model argument names when it is a Hugging Face model folder, else None."""
+    path = Path(name)
+    return path if path.is_dir() and is_hf_folder(path) else None
+
+
 def console(stderr: bool = False) -> Console:
     """A rich console; user-facing output goes through these and nowhere else."""
     # Off a terminal rich would wrap at 80 columns and cut table cells; logs and CI want whole rows.

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 from pathlib import Path
 
-import torch
 from rich.table import Table
 from torch import nn
 
-from prunebench.cli.common import console, load_hf_arg, positive_int, seed_value
-from prunebench.models.adapters import adapter_for
-from prunebench.models.batch import IGNORE_INDEX, Batch
+from prunebench.cli.common import console, load_hf_arg, load_hf_folder_arg, positive_int, seed_value
+from prunebench.cli.train_cmd import cache_dir_from_args
+from prunebench.config import RunConfig
+from prunebench.errors import PrunebenchError
+from prunebench.models.adapters import adapter_for, with_loss
 from prunebench.models.io import load_model
 from prunebench.models.presets import create_model as build_preset
 from prunebench.models.presets import model_names
@@ -29,7 +31,12 @@ from prunebench.pruning import (
     save_pruned,
 )
 from prunebench.pruning.criteria import CRITERIA
+from prunebench.pruning.refit import refit_outputs_
 from prunebench.pruning.spec import GRADUAL_METHOD, ITERATIVE_BASES
+from prunebench.runner.budgets import Budgets
+from prunebench.runner.validate import check_task_spec as check_task_spec_for
+from prunebench.runner.variants import REFIT_RIDGE
+from prunebench.sources import FIDELITY_WARNING, HF_BUILTIN_TASK, HFSource, ModelSource, PresetSource, fidelity_to_dense
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +65,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--round-to", type=positive_int, default=1, help="structured: kept counts multiples of this")
     p.add_argument("--allow-empty-layers", action="store_true", help="structured: a layer may lose every head")
     p.add_argument("--materialize", default="default", help=f"one of: {', '.join(MATERIALIZATIONS)}")
-    p.add_argument("--calib-batches", type=positive_int, default=4,
-                   help="synthetic random-token calibration batches of 8 sequences for wanda/taylor (default 4)")
-    p.add_argument("--calib-seq-len", type=positive_int, default=128, help="tokens per calibration sequence")
+    p.add_argument("--task", default=None, metavar="SPEC",
+                   help="the text calibration, the refit and the fidelity check read: tweets | csv:PATH | jsonl:PATH "
+                   "| mlm (default: tweets for a pretrained base or classifier encoder, mlm, the stdlib corpus, "
+                   "for a masked LM and for our own encoder); never random tokens")
+    p.add_argument("--calib-sequences", type=positive_int, default=32,
+                   help="task sequences the data-driven criteria see (wanda, taylor, fisher, activation; default 32)")
+    p.add_argument("--refit", action="store_true",
+                   help="after a structured shrink, refit the shrunk output projections by least squares to the "
+                   "dense model's outputs on task text (256 sequences)")
+    p.add_argument("--cache-dir", default=None,
+                   help="cache of the built-in task's tokenizer (default $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
     p.add_argument("--seed", type=seed_value, default=0, help="seed of preset weights, calibration data and 'random'")
     p.add_argument("--out", required=True, type=Path, help="output folder (new or empty; never inside a run folder)")
     p.add_argument("--force", action="store_true", help="replace the model in a non-empty --out")
@@ -77,35 +92,6 @@ def _load(name: str, seed: int) -> nn.Module:
     if name not in model_names():
         raise ValueError(f"--model {name!r} is neither a folder nor a preset; presets: {', '.join(model_names())}")
     return build_preset(name, seed=seed).eval()
-
-
-def synthetic_calib(model: nn.Module, batches: int, seq_len: int, seed: int) -> list[Batch]:
-    """Random-token batches with labels (MLM: 15% of positions; CLS: random classes).
-
-    The CLI has no task data; the accuracy pipeline passes real batches to ``prune_`` instead.
-    """
-    adapter = adapter_for(model)
-    seq = min(seq_len, adapter.max_seq_len or seq_len)
-    mlm, num_labels = _label_kind(model)
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(batches):
-        ids = torch.randint(0, adapter.vocab_size, (8, seq), generator=g)
-        batch: Batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        if mlm:
-            picked = torch.rand(ids.shape, generator=g) < 0.15
-            picked[:, 0] = True  # at least one labelled position per row
-            batch["labels"] = torch.where(picked, ids, torch.full_like(ids, IGNORE_INDEX))
-        else:
-            batch["labels"] = torch.randint(0, num_labels, (8,), generator=g)
-        out.append(batch)
-    return out
-
-
-def _label_kind(model: nn.Module) -> tuple[bool, int]:
-    """(MLM head?, number of classes) of a prunebench encoder or an HF model (whose config says so)."""
-    kind = adapter_for(model).head_kind
-    return kind == "mlm", int(getattr(model.config, "num_labels", 2))
 
 
 def _spec(args: argparse.Namespace) -> PruneSpec:
@@ -142,22 +128,90 @@ def _table(report: PruneReport, out: Path, calib_note: str) -> Table:
     return t
 
 
+def _source(args: argparse.Namespace, model: nn.Module, needed: bool) -> ModelSource | None:
+    """The model source whose task text calibrates, refits and checks ``model`` (the built-in task's tokenizer for
+    our encoder, the folder's own for a pretrained one); None for our encoder when nothing ``needed`` task text
+    and no ``--task`` was given, or no task fits its vocabulary (then the fidelity check is skipped, and the
+    table says so)."""
+    if isinstance(load_hf_folder_arg(args.model), Path):
+        adapter = adapter_for(model)
+        seq_len = min(128, adapter.max_seq_len or 128)
+        config = RunConfig(model=str(args.model), task=args.task or "mlm", seed=args.seed, seq_len=seq_len,
+                           calib_sequences=args.calib_sequences)
+        source: ModelSource = HFSource(config, Budgets.of(config), cache_dir=cache_dir_from_args(args.cache_dir))
+        source.load_dense(lambda *a, **k: None)
+        return source
+    from prunebench.tasks import build_task
+
+    if not needed and args.task is None:
+        return None  # our encoder needs the task's tokenizer: built only when asked for or needed
+    try:
+        task = build_task(args.task or "mlm", vocab_size=adapter_for(model).vocab_size, seed=args.seed,
+                          cache_dir=cache_dir_from_args(args.cache_dir))
+    except (ValueError, PrunebenchError) as exc:
+        if not needed:
+            return None  # nothing reads task text: prune without, and say the fidelity was not measured
+        raise PrunebenchError(f"no usable task text for {args.model} ({exc}); this method needs calibration "
+                              "text: pass --task csv:PATH or jsonl:PATH (prunebench never calibrates on random "
+                              "tokens)") from None
+    config = RunConfig(model="small", seed=args.seed, calib_sequences=args.calib_sequences)
+    return PresetSource(config, Budgets.of(config), cache_dir=cache_dir_from_args(args.cache_dir), task=task)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Prune, save, print the summary table."""
+    """Prune (on real task text where the criterion needs data), optionally refit, check fidelity to dense on
+    held-out text, save, print the summary table."""
     spec = _spec(args)
+    if args.refit and not METHODS.get(spec.method).structured:
+        raise ValueError(f"--refit refits output projections that lost heads or neurons; --method {spec.method} "
+                         "removes none (use --method structured)")
+    if args.task is not None and not (args.task == HF_BUILTIN_TASK and load_hf_folder_arg(args.model)):
+        check_task_spec_for(args.task)  # a pretrained encoder also takes the built-in labelled task
     out: Path = check_model_out(args.out, force=args.force)
     model = _load(args.model, args.seed)
+    source = _source(args, model, needed=spec.needs_calib or args.refit)
+    dense = copy.deepcopy(model)
     calib, note = None, "none"
-    if spec.needs_calib:
-        calib = synthetic_calib(model, args.calib_batches, args.calib_seq_len, args.seed)
-        note = f"{len(calib)} synthetic random-token batches"
-    report, the_plan = prune_with_plan_(model, spec, calib, materialize=args.materialize)
+    if spec.needs_calib and source is not None:
+        calib = source.calibration(args.calib_sequences, args.seed)
+        note = f"{sum(int(b['input_ids'].shape[0]) for b in calib)} sequences of {_task_name(source)} (train split)"
+    # A gradient criterion on a model without a loss of its own (a base encoder) scores through the task's.
+    needs_loss = source is not None and spec.needs_calib and CRITERIA.get(spec.criterion).needs_labels
+    report, the_plan = prune_with_plan_(with_loss(model, source.loss_fn(dense) if needs_loss else None), spec,
+                                        calib, materialize=args.materialize)
+    refit = "no"
+    if args.refit and source is not None:
+        fit = source.refit_batches(args.seed)
+        names = refit_outputs_(model, dense, fit, ridge=REFIT_RIDGE, prior="zero")
+        refit = f"{len(names)} projections on {sum(int(b['input_ids'].shape[0]) for b in fit)} sequences"
+    model.eval()
+    fidelity = fidelity_to_dense(source, model, dense) if source is not None else None
     if args.force and out.is_dir():
         clear_model_files(out)
     save_pruned(model, out, the_plan, report,
-                metadata={"pruning": {"spec": spec.to_dict(), "source": str(args.model)}})
-    console().print(_table(report, out, note))
+                metadata={"pruning": {"spec": spec.to_dict(), "source": str(args.model), "refit": args.refit,
+                                      "task": _task_name(source) if source else None, "fidelity": fidelity}})
+    table = _table(report, out, note)
+    table.add_row("least-squares refit", refit)
+    if fidelity is None:
+        table.add_row("fidelity to dense (held out)", "not measured: pass --task (text this model's vocabulary "
+                      "fits) to check it on held-out text")
+    else:
+        shown = f"cosine {fidelity['cosine']:.3f}" + (f", agreement {fidelity['agreement']:.3f}"
+                                                     if fidelity["agreement"] is not None else "")
+        table.add_row("fidelity to dense (held out)", f"{shown} on {fidelity['n']} {fidelity['on']}")
+    console().print(table)
+    if fidelity is not None and fidelity["cosine"] is not None and fidelity["cosine"] < FIDELITY_WARNING:
+        console(stderr=True).print(
+            f"warning: the pruned model's outputs have cosine {fidelity['cosine']:.2f} to dense on held-out text "
+            f"(below {FIDELITY_WARNING}): it no longer computes what the dense model did; try a lower sparsity, "
+            "--refit, or another granularity", markup=False)
     return 0
+
+
+def _task_name(source: ModelSource) -> str:
+    task = getattr(source, "task", None) or getattr(source, "corpus", None)
+    return str(getattr(task, "name", "task"))
 
 
 def methods_table() -> Table:

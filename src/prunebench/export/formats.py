@@ -100,6 +100,7 @@ class HfFormat:
     def write(self, model: nn.Module, out: Path, source: Path) -> dict[str, Any]:
         from prunebench.models.hf import MANIFEST_FILE, save_hf_model
         from prunebench.models.hf.io import read_manifest
+        from prunebench.models.hf.portable import AUTO_CLASSES
 
         metadata: dict[str, Any] = {}
         if (source / MANIFEST_FILE).is_file():  # keep the pruning provenance of a prunebench-saved folder
@@ -107,8 +108,7 @@ class HfFormat:
         save_hf_model(model, out, source=source, metadata={**metadata, "exported_from": str(source.absolute())})
         plain = bool(read_manifest(out)["plain_transformers"])
         trust = "" if plain else ", trust_remote_code=True"
-        auto = {"base": "AutoModel", "mlm": "AutoModelForMaskedLM", "classifier": "AutoModelForSequenceClassification"}
-        loads = [f"transformers.{auto[adapter_for(model).head_kind]}.from_pretrained(DIR{trust})"]
+        loads = [f"transformers.{AUTO_CLASSES[adapter_for(model).head_kind]}.from_pretrained(DIR{trust})"]
         if (out / "modules.json").is_file():
             loads.append(f"sentence_transformers.SentenceTransformer(DIR{trust})")
         return {"plain_transformers": plain, "loads_with": loads,

@@ -58,17 +58,17 @@ def hf_search_inputs(folder: str | Path, task: str | None = None, *, calib_texts
     """
     from prunebench.models.adapters import adapter_for
     from prunebench.models.hf import load_hf_model, load_hf_tokenizer
+    from prunebench.sources import hf_texts
     from prunebench.tasks import calibration_batches
     from prunebench.tasks.hf_eval import read_pooling
     from prunebench.tasks.hf_suite import HFEvaluator, probe_loss
-    from prunebench.tasks.hf_text import TokenizedTexts, corpus_text_task, labelled_text_task
+    from prunebench.tasks.hf_text import TokenizedTexts
 
     dense = load_hf_model(folder).eval()
     tokenizer = load_hf_tokenizer(folder)
     pooling = read_pooling(folder)
     kind = adapter_for(dense).head_kind
-    labelled = None if kind == "mlm" else labelled_text_task(task or "tweets")
-    corpus = corpus_text_task() if kind == "mlm" else None
+    labelled, corpus = hf_texts(task or "mlm", kind)  # the run's rule: one home for which text scores a kind
     evaluator = HFEvaluator(dense, tokenizer, task=labelled, corpus=corpus, pooling=pooling, seed=seed)
     source = labelled or corpus
     assert source is not None

@@ -173,6 +173,7 @@ def load_hf_tokenizer(path: str | Path) -> Any:
         raise not_a_folder(str(path))
     try:
         refuse_remote_code(folder)
+        side_files(folder)  # what transformers reads next, checked first: a bad file is one line naming it
     except UnsafeFileError as exc:
         raise HFModelError(str(exc)) from None
     _check_tokenizer(folder)

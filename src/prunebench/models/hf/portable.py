@@ -30,7 +30,8 @@ LAYERS_KEY = "prunebench_layers"
 #: Keys that only a prunebench model type has in ``config.json`` (dropped when prunebench reads it back).
 PORTABLE_KEYS = ("auto_map", "model_type", LAYERS_KEY)
 #: transformers' Auto class for each kind of model prunebench handles.
-AUTO_CLASSES = {"base": "AutoModel", "mlm": "AutoModelForMaskedLM", "classifier": "AutoModelForSequenceClassification"}
+#: The transformers Auto class of each head kind (the vocabulary of ``ArchAdapter.head_kind``).
+AUTO_CLASSES = {"base": "AutoModel", "mlm": "AutoModelForMaskedLM", "cls": "AutoModelForSequenceClassification"}
 #: Tokenizer class of each family's built-in model type: a folder whose model type is prunebench's must name it in
 #: ``tokenizer_config.json``, else ``AutoTokenizer`` would look the model type up and need the folder's code.
 TOKENIZER_CLASSES = {"bert": "BertTokenizer", "roberta": "RobertaTokenizer", "xlm-roberta": "XLMRobertaTokenizer",

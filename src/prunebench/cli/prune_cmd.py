@@ -36,7 +36,15 @@ from prunebench.pruning.spec import GRADUAL_METHOD, ITERATIVE_BASES
 from prunebench.runner.budgets import Budgets
 from prunebench.runner.validate import check_task_spec as check_task_spec_for
 from prunebench.runner.variants import REFIT_RIDGE
-from prunebench.sources import FIDELITY_WARNING, HF_BUILTIN_TASK, HFSource, ModelSource, PresetSource, fidelity_to_dense
+from prunebench.sources import (
+    FIDELITY_WARNING,
+    HF_BUILTIN_TASK,
+    HFSource,
+    ModelSource,
+    PresetSource,
+    fidelity_to_dense,
+    source_class,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +106,14 @@ def _spec(args: argparse.Namespace) -> PruneSpec:
     method, base = args.method, args.base_method
     if args.steps > 1 and method in ITERATIVE_BASES:
         method, base = GRADUAL_METHOD, args.method  # "--method structured --steps 4" = gradual structured
+    criterion = args.criterion
+    if criterion is None and method == "structured" and args.granularity != "layers":  # activation: groups only
+        # the criterion `prunebench run` ranks this kind of model's heads and neurons by (activation for a
+        # pretrained encoder): one structured method whichever command prunes it
+        criterion = source_class(args.model).structured_criterion or None
     return PruneSpec(
         method=method, sparsity=args.sparsity, scope=args.scope, granularity=args.granularity,
-        criterion=args.criterion, schedule=args.schedule, steps=args.steps, base_method=base, n=args.n, m=args.m,
+        criterion=criterion, schedule=args.schedule, steps=args.steps, base_method=base, n=args.n, m=args.m,
         round_to=args.round_to, allow_empty_layers=args.allow_empty_layers, seed=args.seed,
     )
 
@@ -205,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         console(stderr=True).print(
             f"warning: the pruned model's outputs have cosine {fidelity['cosine']:.2f} to dense on held-out text "
             f"(below {FIDELITY_WARNING}): it no longer computes what the dense model did; try a lower sparsity, "
-            "--refit, or another granularity", markup=False)
+            + ("" if args.refit else "--refit, ") + "or another granularity", markup=False)
     return 0
 
 

@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 import torch
 
-from prunebench.backends import BACKENDS, FP32, INT8, BackendUnavailable, PrepareOptions, check_fidelity
+from prunebench.backends import BACKENDS, FP32, BackendUnavailable, PrepareOptions, check_fidelity
 from prunebench.backends import openvino as ov_backend
 from prunebench.models import EncoderConfig, build_encoder
 from tests.conftest import random_batch
@@ -56,7 +56,7 @@ def test_openvino_int8_needs_task_text_and_quantizes_when_given_it(model):
     with pytest.raises(BackendUnavailable, match="calibrates its int8 scales on task text.*--backends openvino-int8"):
         backend.prepare(model, OPTS)
     runnable = backend.prepare(model, PrepareOptions(threads=1, shapes=((3, 10),), calibration=_calibration()))
-    assert runnable.tolerance == INT8 and backend.changes_numerics
+    assert runnable.tolerance == ov_backend.STATIC_INT8 and backend.changes_numerics
     result = check_fidelity(runnable, model, random_batch(97, seed=42))
     assert result.ok, result.message
     assert result.max_abs > 1e-3  # really quantized: an fp32 model would match to 1e-5

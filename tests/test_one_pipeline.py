@@ -11,6 +11,7 @@ is about (1, 1.13] here), so the search target is 1.05; what is tested is that t
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sqlite3
 import subprocess
@@ -34,13 +35,17 @@ ARGS = ["--quick", "--methods", METHODS, "--sparsity", "0.5", "--backends", BACK
 VARIANTS = {"dense", "magnitude@0.5", "structured@0.5", "iterative@0.5", "wanda@0.5", "nm2:4", "search@1.05x"}
 
 
-def _run(model: str, out: Path, cache: Path, *args: str) -> set[tuple[str, str, int]]:
-    """Run the CLI; the stored cell keys, after checking every variant is stored ok and evaluated."""
+def _start(model: str, out: Path, cache: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PRUNEBENCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    proc = subprocess.run([sys.executable, "-m", "prunebench", "run", "--model", model, *args, "--out", str(out)],
-                          capture_output=True, text=True, env=env, check=False, timeout=900)
-    assert (out / "results.sqlite").exists(), proc.stderr[-3000:]
+    return subprocess.Popen([sys.executable, "-m", "prunebench", "run", "--model", model, *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _stored(out: Path, proc: subprocess.Popen, wanted: set[str]) -> set[tuple[str, str, int]]:
+    """The stored cell keys of a finished run, after checking every variant is stored ok and evaluated."""
+    _, err = proc.communicate(timeout=900)
+    assert (out / "results.sqlite").exists(), err[-3000:]
     con = sqlite3.connect(out / "results.sqlite")
     try:
         cells = {(v, b, bs) for v, b, bs in con.execute("SELECT variant, backend, batch_size FROM cells")}
@@ -48,29 +53,35 @@ def _run(model: str, out: Path, cache: Path, *args: str) -> set[tuple[str, str, 
         evaluated = {v for (v,) in con.execute("SELECT variant FROM evaluations")}
     finally:
         con.close()
-    wanted = VARIANTS if "--targets" in args else VARIANTS - {"search@1.05x"}
-    assert variants.keys() == wanted, (variants, proc.stderr[-3000:])
-    assert all(status == "ok" for status in variants.values()), (variants, proc.stderr[-3000:])
+    assert variants.keys() == wanted, (variants, err[-3000:])
+    assert all(status == "ok" for status in variants.values()), (variants, err[-3000:])
     assert evaluated == wanted
     return cells
 
 
 @pytest.fixture(scope="module")
-def hf_folder(tmp_path_factory) -> Path:
-    return fx.base_model_folder(tmp_path_factory.mktemp("hf"))
+def runs(tmp_path_factory) -> dict:
+    """The three runs, started together (each on one thread; nothing here is a timing claim: --allow-busy), so
+    the suite waits for the longest, not for their sum."""
+    root = tmp_path_factory.mktemp("one-pipeline")
+    hf = fx.base_model_folder(root)
+    ray_args = [a for a in ARGS if a not in (BACKENDS, "--targets", "1.05")]
+    ray_args[ray_args.index("--backends") + 1:ray_args.index("--backends") + 1] = ["eager,int8-legacy"]
+    started = {"small": _start("small", root / "small", root / "cache-small", *ARGS),
+               "hf": _start(str(hf), root / "hf", root / "cache-hf", *ARGS)}
+    if importlib.util.find_spec("ray") is not None:
+        started["ray"] = _start(str(hf), root / "ray", root / "cache-ray", *ray_args, "--executor", "ray")
+    stored: dict = {name: _stored(root / name, proc, VARIANTS if name != "ray" else VARIANTS - {"search@1.05x"})
+                    for name, proc in started.items()}
+    return {**stored, "root": root}
 
 
-def test_built_in_and_pretrained_models_store_the_same_cells(tmp_path: Path, hf_folder: Path) -> None:
-    cache = tmp_path / "cache"
-    ours = _run("small", tmp_path / "small", cache, *ARGS)
-    theirs = _run(str(hf_folder), tmp_path / "hf", cache, *ARGS)
+def test_built_in_and_pretrained_models_store_the_same_cells(runs) -> None:
     expected = {(v, b, 1) for v in VARIANTS for b in BACKENDS.split(",")}
-    assert ours == theirs == expected
+    assert runs["small"] == runs["hf"] == expected
 
 
-def test_a_pretrained_model_runs_on_the_ray_executor(tmp_path: Path, hf_folder: Path) -> None:
-    pytest.importorskip("ray")
-    args = [a for a in ARGS if a not in (BACKENDS, "--targets", "1.05")]
-    args[args.index("--backends") + 1:args.index("--backends") + 1] = ["eager,int8-legacy"]
-    cells = _run(str(hf_folder), tmp_path / "ray", tmp_path / "cache", *args, "--executor", "ray")
-    assert cells == {(v, b, 1) for v in VARIANTS - {"search@1.05x"} for b in ("eager", "int8-legacy")}
+def test_a_pretrained_model_runs_on_the_ray_executor(runs) -> None:
+    if "ray" not in runs:
+        pytest.skip("ray is not installed: pip install 'prunebench[ray]'")
+    assert runs["ray"] == {(v, b, 1) for v in VARIANTS - {"search@1.05x"} for b in ("eager", "int8-legacy")}

@@ -68,15 +68,18 @@ def test_no_command_runs_a_folders_code_even_with_yes_on_stdin(tmp_path):
         ["search", "--model", str(folder), "--targets", "1.5", "--out", str(work / "s")],
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    for argv in commands:
-        before = _tree(tmp_path)
-        proc = subprocess.run([sys.executable, "-m", "prunebench", *argv], input="y\n" * 50, text=True,
-                              capture_output=True, cwd=work, env=env, timeout=300, check=False)
-        assert proc.returncode == 2, (argv[0], proc.stderr[-2000:])
-        errors = [line for line in proc.stderr.splitlines() if "error:" in line]
-        assert len(errors) == 1 and "Python code of its own" in errors[0] and "Traceback" not in proc.stderr, argv
-        assert not marker.exists(), f"{argv[0]} ran the folder's code"
-        assert _tree(tmp_path) == before, f"{argv[0]} changed the file tree"
+    before = _tree(tmp_path)
+    # All five at once (each waits on its imports, not on the others): "y" waits on every stdin.
+    procs = [(argv, subprocess.Popen([sys.executable, "-m", "prunebench", *argv], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work, env=env))
+             for argv in commands]
+    for argv, proc in procs:
+        _, err = proc.communicate(input="y\n" * 50, timeout=300)
+        assert proc.returncode == 2, (argv[0], err[-2000:])
+        errors = [line for line in err.splitlines() if "error:" in line]
+        assert len(errors) == 1 and "Python code of its own" in errors[0] and "Traceback" not in err, argv
+    assert not marker.exists(), "a command ran the folder's code"
+    assert _tree(tmp_path) == before, "a refused command changed the file tree"
 
 
 def test_a_tokenizer_naming_its_own_code_is_refused_in_process(tmp_path):

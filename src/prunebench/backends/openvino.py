@@ -36,7 +36,6 @@ from torch import nn
 
 from prunebench.backends.base import (
     FP32,
-    INT8,
     BackendUnavailable,
     PrepareOptions,
     Runnable,
@@ -60,6 +59,11 @@ logger = logging.getLogger(__name__)
 BF16 = Tolerance(max_abs=None, min_cosine=0.99, note="bf16 inference: rounding error, checked by cosine >= 0.99")
 #: The compiled-model properties read back into every runnable's ``info``.
 SETTINGS = ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS", "ENABLE_CPU_PINNING")
+#: Static int8 (NNCF): activation scales fixed at calibration, not measured per call as dynamic int8 does, so the
+#: rounding error is larger. Measured: cosine 0.997 on ``medium``, 0.986 on a ``--quick``-trained ``small``
+#: after a structured shrink and refit; 0.98 leaves that room while a broken quantization lands far below it.
+STATIC_INT8 = Tolerance(max_abs=None, min_cosine=0.98,
+                        note="static int8 (NNCF): calibrated activation scales, checked by cosine >= 0.98")
 #: How many calibration batches NNCF's statistics see at most (its default subset is 300 samples).
 CALIBRATION_BATCHES = 64
 
@@ -143,7 +147,7 @@ class OpenVinoBackend:
         return empty_block_reason(model)
 
     def _tolerance(self) -> Tolerance:
-        return INT8 if self.quantize else BF16 if self.precision == "bf16" else FP32
+        return STATIC_INT8 if self.quantize else BF16 if self.precision == "bf16" else FP32
 
     def _compile(self, model: nn.Module, with_mask: bool, threads: int, calibration: tuple[Batch, ...]) -> Any:
         ov = _openvino()

@@ -53,19 +53,19 @@ def test_transformers_missing_is_one_line_exit_2(hf_dir, capsys, monkeypatch):
 
 
 def test_prune_prints_fidelity_on_held_out_text_and_warns_when_it_is_low(hf_dir, tmp_path, capsys, monkeypatch):
-    from prunebench.cli import prune_cmd
+    from prunebench.sources import HFSource
 
     out = tmp_path / "layers"
     assert main(["prune", "--model", str(hf_dir), "--method", "structured", "--granularity", "layers",
                  "--sparsity", "0.5", "--out", str(out)]) == 0
     printed = capsys.readouterr()
     assert "fidelity to dense (held out)" in printed.out and "corpus test text" in printed.out  # an MLM: the corpus
-    real = prune_cmd.fidelity_to_dense
+    real = HFSource.fidelity
 
     def low(source, model, dense):
         return {**real(source, model, dense), "cosine": 0.3}
 
-    monkeypatch.setattr(prune_cmd, "fidelity_to_dense", low)
+    monkeypatch.setattr(HFSource, "fidelity", low)
     assert main(["prune", "--model", str(hf_dir), "--method", "structured", "--granularity", "layers",
                  "--sparsity", "0.5", "--out", str(tmp_path / "low")]) == 0
     err = capsys.readouterr().err

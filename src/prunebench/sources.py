@@ -49,6 +49,11 @@ Tick = Callable[..., None]
 #: The built-in labelled task a pretrained base or classifier encoder is scored on (the run's ``mlm`` default
 #: means it there: a pretrained encoder is not retrained on our MLM corpus).
 HF_BUILTIN_TASK = "tweets"
+#: Texts (or task sequences) the fidelity check of ``prunebench prune`` reads from the test split.
+FIDELITY_TEXTS = 256
+#: Below this mean cosine to dense, ``prunebench prune`` warns: the pruned model no longer computes what the
+#: dense one did on real text (layer removal on MiniLM gave 0.16-0.35, and nothing said so).
+FIDELITY_WARNING = 0.8
 #: Tokens per text a pretrained encoder reads (at most: its position embeddings may cover fewer).
 TEXT_TOKENS = 128
 #: ``--quick`` distils for a token second at most after each shrink (the refit does most of the work).
@@ -125,6 +130,12 @@ class ModelSource(ABC):
     def loss_fn(self, reference: nn.Module) -> LossFn | None:
         """The task loss of models without one of their own (a base encoder's frozen probe), else None."""
         return None
+
+    @abstractmethod
+    def fidelity(self, model: nn.Module, dense: nn.Module) -> dict[str, Any]:
+        """How close ``model`` stays to ``dense`` on :data:`FIDELITY_TEXTS` held-out test texts: the mean cosine
+        of the embeddings (a pretrained encoder: pooled as its folder says; ours: the hidden states) and the
+        agreement of predictions where there is a head; ``{"cosine", "agreement" (or None), "on", "n"}``."""
 
     @abstractmethod
     def evaluate_backend(self, model: nn.Module, runnable: Any, reference: nn.Module) -> EvalResult | str:
@@ -216,6 +227,14 @@ class PresetSource(ModelSource):
 
         return self.evaluate(backend_encoder(model, runnable), reference)
 
+    def fidelity(self, model: nn.Module, dense: nn.Module) -> dict[str, Any]:
+        from prunebench.tasks import evaluate
+
+        result = evaluate(model, self.task, reference=dense, max_batches=max(1, FIDELITY_TEXTS // 32),
+                          seed=self.config.seed)
+        return {"cosine": result.hidden_cosine, "agreement": result.agreement,
+                "on": f"{self.task.name} test sequences", "n": result.n_sequences}
+
     def step_recovery(self, teacher: nn.Module) -> OnStep | None:
         from prunebench.tasks import RecoveryCallback
 
@@ -257,6 +276,7 @@ class HFSource(ModelSource):
         self.corpus: Any = None
         self.texts: Any = None
         self._evaluator: Any = None
+        self._held_out_batch: Batch | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -272,12 +292,23 @@ class HFSource(ModelSource):
         return int(self.tokenizer.pad_token_id or 0)
 
     def load_dense(self, tick: Tick) -> tuple[nn.Module, dict[str, Any]]:
-        from prunebench.models.hf import hf_adapter_for, load_hf_model
-        from prunebench.tasks.hf_text import TokenizedTexts
+        from prunebench.models.hf import load_hf_model
 
         config = self.config
         tick("data", f"model, tokenizer and task ({config.model})", 0)
         dense = load_hf_model(config.model).eval()
+        self.attach(dense)
+        tick("data", f"{self.head_kind} model, task ready")  # the evaluator is built on first use
+        tick("train", "pretrained: nothing to train")
+        return dense, {"model": str(config.model), "kind": self.head_kind}
+
+    def attach(self, dense: nn.Module) -> None:
+        """Read the task's texts for ``dense`` (already loaded from ``config.model``): its head kind decides
+        which text scores it, its position embeddings how long a text may be."""
+        from prunebench.models.hf import hf_adapter_for
+        from prunebench.tasks.hf_text import TokenizedTexts
+
+        config = self.config
         adapter = hf_adapter_for(dense)
         self.head_kind = adapter.head_kind
         # Texts are cut to what the position embeddings cover (a small model may cover fewer than 128 tokens).
@@ -286,9 +317,6 @@ class HFSource(ModelSource):
         text_source = self.task or self.corpus
         self.texts = TokenizedTexts.of(text_source, self.tokenizer, mlm=self.head_kind == "mlm",
                                        max_length=self.max_length)
-        tick("data", f"{self.head_kind} model, task ready")  # the evaluator is built on first use
-        tick("train", "pretrained: nothing to train")
-        return dense, {"model": str(config.model), "kind": self.head_kind}
 
     def _build_evaluator(self, dense: nn.Module) -> Any:
         from prunebench.tasks.hf_suite import HFEvaluator
@@ -321,6 +349,17 @@ class HFSource(ModelSource):
             return f"accuracy on a backend is measured for base encoders; this is a {self.head_kind} model"
         return self.evaluate(BackendHidden(runnable), reference)
 
+    def fidelity(self, model: nn.Module, dense: nn.Module) -> dict[str, Any]:
+        from prunebench.tasks.hf_eval import embed
+
+        text_task = self.task or self.corpus
+        texts = text_task.texts["test"][:FIDELITY_TEXTS]
+        mine = embed(model, self.tokenizer, texts, self.pooling, max_length=self.max_length)  # [N, D]
+        ref = embed(dense, self.tokenizer, texts, self.pooling, max_length=self.max_length)  # [N, D]
+        cosine = float(torch.nn.functional.cosine_similarity(mine.double(), ref.double(), dim=-1).mean())
+        agreement = self.evaluate(model, dense).agreement if self.head_kind == "cls" else None
+        return {"cosine": cosine, "agreement": agreement, "on": f"{text_task.name} test text", "n": len(texts)}
+
     def loss_fn(self, reference: nn.Module) -> LossFn | None:
         from prunebench.tasks.hf_suite import probe_loss
 
@@ -328,8 +367,11 @@ class HFSource(ModelSource):
         return probe_loss(probe, self.pooling) if probe is not None else None
 
     def _held_out(self) -> Batch:
-        """Unseen text that decides whether distillation helped (else its weights are put back)."""
-        return calibration_batches(self.texts, 64, batch_size=64, split="val", seed=self.config.seed + 2)[0]
+        """Unseen text that decides whether distillation helped (else its weights are put back); built once."""
+        if self._held_out_batch is None:
+            self._held_out_batch = calibration_batches(self.texts, 64, batch_size=64, split="val",
+                                                       seed=self.config.seed + 2)[0]
+        return self._held_out_batch
 
     def _distill(self, model: nn.Module, teacher: nn.Module, seconds: float, seed: int, checks: int) -> Any:
         from prunebench.tasks.hf_distill import distill_
@@ -412,39 +454,3 @@ def source_for(config: RunConfig, budgets: Budgets, *, cache_dir: Path,
                corpus_root: Path | None = None) -> ModelSource:
     """The source of ``config.model`` (see :func:`source_class`)."""
     return source_class(config.model)(config, budgets, cache_dir=cache_dir, corpus_root=corpus_root)
-
-
-#: Texts (or task sequences) the fidelity check of ``prunebench prune`` reads from the test split.
-FIDELITY_TEXTS = 256
-#: Below this mean cosine to dense, ``prunebench prune`` warns: the pruned model no longer computes what the
-#: dense one did on real text (layer removal on MiniLM gave 0.16-0.35, and nothing said so).
-FIDELITY_WARNING = 0.8
-
-
-def fidelity_to_dense(source: ModelSource, model: nn.Module, dense: nn.Module) -> dict[str, Any]:
-    """How close ``model`` stays to ``dense`` on held-out task text (the test split, never calibration text):
-    the mean cosine of the embeddings (a pretrained encoder: pooled as its folder says; ours: the hidden
-    states), plus the agreement of the predictions where the model has a classifier head.
-
-    Returns:
-        ``{"cosine", "agreement" (or None), "on", "n"}``.
-    """
-    if isinstance(source, HFSource):
-        from prunebench.tasks.hf_eval import embed
-
-        texts = (source.task or source.corpus).texts["test"][:FIDELITY_TEXTS]
-        mine = embed(model, source.tokenizer, texts, source.pooling, max_length=source.max_length)  # [N, D]
-        ref = embed(dense, source.tokenizer, texts, source.pooling, max_length=source.max_length)  # [N, D]
-        cosine = float(torch.nn.functional.cosine_similarity(mine.double(), ref.double(), dim=-1).mean())
-        agreement = None
-        if source.head_kind == "cls":
-            result = source.evaluate(model, dense)
-            agreement = result.agreement
-        name = (source.task or source.corpus).name
-        return {"cosine": cosine, "agreement": agreement, "on": f"{name} test text", "n": len(texts)}
-    from prunebench.tasks import evaluate
-
-    result = evaluate(model, source.task, reference=dense, max_batches=max(1, FIDELITY_TEXTS // 32),
-                      seed=source.config.seed)
-    return {"cosine": result.hidden_cosine, "agreement": result.agreement,
-            "on": f"{source.task.name} test sequences", "n": result.n_sequences}

@@ -42,7 +42,6 @@ from prunebench.sources import (
     HFSource,
     ModelSource,
     PresetSource,
-    fidelity_to_dense,
     source_class,
 )
 
@@ -151,8 +150,8 @@ def _source(args: argparse.Namespace, model: nn.Module, needed: bool) -> ModelSo
         seq_len = min(128, adapter.max_seq_len or 128)
         config = RunConfig(model=str(args.model), task=args.task or "mlm", seed=args.seed, seq_len=seq_len,
                            calib_sequences=args.calib_sequences)
-        source: ModelSource = HFSource(config, Budgets.of(config), cache_dir=cache_dir_from_args(args.cache_dir))
-        source.load_dense(lambda *a, **k: None)
+        source = HFSource(config, Budgets.of(config), cache_dir=cache_dir_from_args(args.cache_dir))
+        source.attach(model)  # the model loaded once, by _load
         return source
     from prunebench.tasks import build_task
 
@@ -198,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
         names = refit_outputs_(model, dense, fit, ridge=REFIT_RIDGE, prior="zero")
         refit = f"{len(names)} projections on {sum(int(b['input_ids'].shape[0]) for b in fit)} sequences"
     model.eval()
-    fidelity = fidelity_to_dense(source, model, dense) if source is not None else None
+    fidelity = source.fidelity(model, dense) if source is not None else None
     if args.force and out.is_dir():
         clear_model_files(out)
     save_pruned(model, out, the_plan, report,

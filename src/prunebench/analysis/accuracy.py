@@ -18,8 +18,16 @@ import numpy as np
 from prunebench.analysis.bootstrap import NO_CHANGE, paired_delta_ci
 from prunebench.results.correctness import unpack_correct
 
+#: Fewer scored predictions than this and an evaluation measures nothing: the verdict says so instead. (A
+#: masked-LM read through a tokenizer that knows none of the text's words scored 27 masked tokens, and its
+#: "no measurable change" hid a variant at 0% against dense 11%.)
+MIN_PREDICTIONS = 200
+#: The verdict of an evaluation below :data:`MIN_PREDICTIONS`.
+TOO_FEW = "too few predictions"
+#: The verdict when dense scores below the trivial baseline: the task does not fit the model.
+UNFIT = "task does not fit the model"
 #: Accuracy verdicts of a variant against dense.
-ACCURACY_VERDICTS = ("more accurate", "less accurate", NO_CHANGE, "n/a")
+ACCURACY_VERDICTS = ("more accurate", "less accurate", NO_CHANGE, TOO_FEW, UNFIT, "n/a")
 
 
 def correctness(evaluation: Mapping[str, Any] | None
@@ -92,14 +100,34 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return (centre - half, centre + half)
 
 
+def n_predictions(evaluation: Mapping[str, Any] | None) -> int | None:
+    """How many predictions a stored evaluation scored (None: it does not say)."""
+    n = ((evaluation or {}).get("details") or {}).get("n_predictions") or (evaluation or {}).get("n_predictions")
+    return None if n is None else int(n)
+
+
+def too_few_predictions(evaluation: Mapping[str, Any] | None, floor: int = MIN_PREDICTIONS) -> bool:
+    """Whether an evaluation scored fewer than ``floor`` predictions (one that does not say is not judged)."""
+    n = n_predictions(evaluation)
+    return n is not None and n < floor
+
+
+def below_trivial(evaluation: Mapping[str, Any] | None) -> bool:
+    """Whether an evaluation's accuracy is below its trivial baseline (always the most frequent answer): for
+    the dense model, the task does not fit it (a pretrained model read through text its tokenizer or head was
+    not made for), so no variant's accuracy on it means anything."""
+    acc, trivial = (evaluation or {}).get("accuracy"), (evaluation or {}).get("trivial_accuracy")
+    return acc is not None and trivial is not None and float(acc) < float(trivial)
+
+
 def accuracy_ci(evaluation: Mapping[str, Any] | None) -> tuple[float, float] | None:
     """The 95% Wilson interval of a stored evaluation's accuracy over its ``n_predictions``, or None."""
     if not evaluation or evaluation.get("accuracy") is None:
         return None
-    n = ((evaluation.get("details") or {}).get("n_predictions")) or evaluation.get("n_predictions")
+    n = n_predictions(evaluation)
     if not n:
         return None
-    return wilson(float(evaluation["accuracy"]), int(n))
+    return wilson(float(evaluation["accuracy"]), n)
 
 
 def indistinct_from_trivial(evaluation: Mapping[str, Any] | None) -> bool:

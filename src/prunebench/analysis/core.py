@@ -8,11 +8,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from prunebench.analysis.accuracy import (
+    TOO_FEW,
+    UNFIT,
     accuracy_ci,
     accuracy_verdict,
+    below_trivial,
     delta_ci,
     indistinct_from_trivial,
     measurably_better,
+    n_predictions,
+    too_few_predictions,
 )
 from prunebench.analysis.records import Analysis, CellAnalysis, Crossover, ParetoPoint, VariantAnalysis
 from prunebench.results.cell import DEFAULT_BACKEND, CellRecord, flop_ideal, normalize_cell_row
@@ -83,14 +88,15 @@ def analyze_variants(
     """Per-variant figures with ratios and accuracy deltas against the ``dense`` variant (None where absent)."""
     evals = {e["variant"]: e for e in evaluations}
     dense = next((v for v in variants if v["name"] == BASELINE), {})
-    dense_acc = evals.get(BASELINE, {}).get("accuracy")
+    dense_eval = evals.get(BASELINE)
+    dense_acc = (dense_eval or {}).get("accuracy")
     out = []
     for v in variants:
         ev = evals.get(v["name"], {})
         fidelity = v.get("fidelity") or {}
         acc = ev.get("accuracy")
         ok = fidelity.get("ok")
-        ci = delta_ci(ev, evals.get(BASELINE)) if v["name"] != BASELINE and acc is not None else None
+        ci = delta_ci(ev, dense_eval) if v["name"] != BASELINE and acc is not None else None
         out.append(
             VariantAnalysis(
                 name=v["name"],
@@ -121,10 +127,32 @@ def analyze_variants(
                 fidelity_ok=None if ok is None else bool(ok),
                 accuracy_delta_ci_low=ci[0] if ci else None,
                 accuracy_delta_ci_high=ci[1] if ci else None,
-                accuracy_verdict=accuracy_verdict(*ci) if ci else "n/a",
+                accuracy_verdict=_verdict(ci, ev, dense_eval) if v["name"] != BASELINE and acc is not None else "n/a",
+                n_predictions=n_predictions(ev),
+                step_problems=_step_problems(v, evaluated=bool(ev)),
             )
         )
     return out
+
+
+def _step_problems(variant: Mapping[str, Any], *, evaluated: bool) -> tuple[str, ...]:
+    """What went wrong in a stored variant's steps (recovery, refit, calibration) and, while it has no stored
+    evaluation, why its evaluation failed."""
+    details = variant.get("details") or {}
+    out = [str(p) for p in details.get("step_problems") or ()]
+    if details.get("evaluation_error") and not evaluated:
+        out.append(f"evaluation failed: {details['evaluation_error']}")
+    return tuple(out)
+
+
+def _verdict(ci: tuple[float, float] | None, evaluation: Mapping[str, Any], dense: Mapping[str, Any] | None) -> str:
+    """A variant's accuracy verdict: none where the evaluation measures nothing (too few predictions, or a dense
+    model below its trivial baseline), else what the paired CI says."""
+    if too_few_predictions(evaluation) or too_few_predictions(dense):
+        return TOO_FEW
+    if below_trivial(dense):
+        return UNFIT
+    return accuracy_verdict(*ci) if ci else "n/a"
 
 
 #: Figures a failed cell must not carry, whatever its producer left in it.
@@ -288,4 +316,6 @@ def analyze(snapshot: Mapping[str, Any]) -> Analysis:
         pareto=pareto,
         dense_accuracy_ci=accuracy_ci(evals.get(BASELINE)),
         accuracy_uninformative=indistinct_from_trivial(evals.get(BASELINE)),
+        dense_predictions=n_predictions(evals.get(BASELINE)),
+        task_unfit=below_trivial(evals.get(BASELINE)),
     )

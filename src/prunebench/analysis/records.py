@@ -60,8 +60,14 @@ class VariantAnalysis:
     #: paired-bootstrap 95% CI of ``accuracy_delta`` over the evaluated predictions (None without them).
     accuracy_delta_ci_low: float | None = None
     accuracy_delta_ci_high: float | None = None
-    #: ``more accurate`` / ``less accurate`` / ``no measurable change`` (the CI holds 0) / ``n/a``.
+    #: ``more accurate`` / ``less accurate`` / ``no measurable change`` (the CI holds 0) / ``n/a``, or, where
+    #: the evaluation measures nothing, ``too few predictions`` / ``task does not fit the model``
+    #: (:data:`~prunebench.analysis.accuracy.ACCURACY_VERDICTS`).
     accuracy_verdict: str = "n/a"
+    #: predictions the variant's evaluation scored (None: not evaluated, or not said).
+    n_predictions: int | None = None
+    #: recovery, refit or calibration steps that went wrong, one line each (``details.step_problems``).
+    step_problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,10 @@ class Analysis:
     #: (then no accuracy difference can show a loss).
     dense_accuracy_ci: tuple[float, float] | None = None
     accuracy_uninformative: bool = False
+    #: predictions the dense evaluation scored, and whether its accuracy is below its trivial baseline (the
+    #: task does not fit the model).
+    dense_predictions: int | None = None
+    task_unfit: bool = False
 
     def cell(self, variant: str, batch_size: int, seq_len: int | None = None,
              backend: str = DEFAULT_BACKEND) -> CellAnalysis | None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from prunebench.analysis import Analysis, CellAnalysis, busy_cells, mostly_busy
+from prunebench.analysis.accuracy import MIN_PREDICTIONS
 from prunebench.analysis.bootstrap import NO_CHANGE
 from prunebench.report import fmt
 
@@ -71,12 +72,22 @@ def busy_opening(analysis: Analysis) -> str | None:
 
 
 def accuracy_floor_note(analysis: Analysis, pruned: Sequence[Any]) -> list[str]:
-    """The sentence saying the accuracy column cannot show a loss, when the dense model's accuracy CI reaches the
-    trivial baseline (it has learned next to nothing, as ``--quick`` trains it)."""
-    if not analysis.accuracy_uninformative or analysis.dense_accuracy_ci is None:
-        return []
+    """The sentence saying the accuracy column measures nothing: too few predictions were scored
+    (:data:`~prunebench.analysis.accuracy.MIN_PREDICTIONS`), dense is below the trivial baseline (the task
+    does not fit the model), or its accuracy CI reaches that baseline (it has learned next to nothing, as
+    ``--quick`` trains it)."""
     dense = next((v for v in analysis.variants if v.name == "dense"), None)
     trivial = dense.trivial_accuracy if dense is not None else None
+    scored = [v.n_predictions for v in analysis.variants if v.n_predictions is not None]
+    if scored and min(scored) < MIN_PREDICTIONS:
+        return [f"The accuracy evaluation scored only {min(scored)} predictions (fewer than {MIN_PREDICTIONS}): "
+                "too few to measure anything, so no accuracy verdict is given."]
+    if analysis.task_unfit:
+        return [f"Dense accuracy {fmt.pct(dense.accuracy if dense else None, 2)} is below the trivial baseline "
+                f"({fmt.pct(trivial, 2)}, always the most frequent answer): the task does not fit the model (its "
+                "tokenizer or head was not made for this text), so the accuracy column measures nothing."]
+    if not analysis.accuracy_uninformative or analysis.dense_accuracy_ci is None:
+        return []
     low, high = analysis.dense_accuracy_ci
     return [f"Dense accuracy {fmt.pct(dense.accuracy if dense else None, 2)} [{fmt.pct(low, 2)}–{fmt.pct(high, 2)}] "
             f"does not clear the trivial baseline ({fmt.pct(trivial, 2)}, always the most frequent answer): the "

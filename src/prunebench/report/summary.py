@@ -12,7 +12,8 @@ from typing import Any
 
 from rich.table import Table
 
-from prunebench.analysis import BASELINE, Analysis, CellAnalysis, analyze, busy_cells
+from prunebench.analysis import BASELINE, Analysis, CellAnalysis, VariantAnalysis, analyze, busy_cells
+from prunebench.analysis.accuracy import TOO_FEW, UNFIT
 from prunebench.analysis.bootstrap import NO_CHANGE
 from prunebench.report import fmt
 from prunebench.report.notes import accuracy_floor_note, accuracy_notes, busy_opening
@@ -56,6 +57,10 @@ class SummaryRow:
     skipped_cells: int = 0
     #: how many of the variant's cells the busy machine left unmeasured (not a failure; no speedup shown).
     unmeasured_cells: int = 0
+    #: recovery, refit or calibration steps that went wrong (e.g. ``recovery failed: loss NaN, reverted``).
+    step_problems: tuple[str, ...] = ()
+    #: predictions its evaluation scored (shown when below the floor).
+    n_predictions: int | None = None
 
 
 def _as_analysis(source: Any) -> Analysis:
@@ -68,13 +73,14 @@ def _as_analysis(source: Any) -> Analysis:
     raise ValueError(f"summary_rows takes a ResultStore, a store snapshot dict or an Analysis, not {type(source)}")
 
 
-def _variant_problems(analysis: Analysis, name: str, status: str | None, error: str | None, ok: bool | None):
+def _variant_problems(analysis: Analysis, v: VariantAnalysis) -> tuple[str, ...]:
     out = []
-    if status == "failed":
-        out.append(f"pruning failed: {error or 'no error message'}")
-    if ok is False:
+    if v.status == "failed":
+        out.append(f"pruning failed: {v.error or 'no error message'}")
+    if v.fidelity_ok is False:
         out.append("fidelity check FAILED")
-    bad = [c for c in analysis.cells if c.variant == name and c.failed]
+    out += v.step_problems  # recovery, refit or calibration that went wrong (the variant itself is stored)
+    bad = [c for c in analysis.cells if c.variant == v.name and c.failed]
     for c in bad:
         out.append(f"cell B={c.batch_size} seq={c.seq_len} failed: {c.error or 'no error message'}")
     return tuple(out)
@@ -108,12 +114,14 @@ def summary_rows(source: Any) -> list[SummaryRow]:
                 fidelity_ok=v.fidelity_ok,
                 failed_cells=sum(1 for c in a.cells if c.variant == v.name and c.failed),
                 skipped_cells=sum(1 for c in a.cells if c.variant == v.name and c.skipped),
-                problems=_variant_problems(a, v.name, v.status, v.error, v.fidelity_ok),
+                problems=_variant_problems(a, v),
+                step_problems=v.step_problems,
                 accuracy_delta_ci_low=v.accuracy_delta_ci_low,
                 accuracy_delta_ci_high=v.accuracy_delta_ci_high,
                 accuracy_verdict=v.accuracy_verdict,
                 contended_cells=sum(1 for c in a.cells if c.variant == v.name and c.ok and c.contended),
                 unmeasured_cells=sum(1 for c in a.cells if c.variant == v.name and c.unmeasured),
+                n_predictions=v.n_predictions,
             )
         )
     return rows
@@ -154,6 +162,8 @@ def _accuracy(row: SummaryRow) -> str:
         return f"{fmt.pct(row.accuracy)} ({delta})"
     if row.accuracy_verdict == NO_CHANGE:
         return f"{fmt.pct(row.accuracy)} (no measurable change)"
+    if row.accuracy_verdict in (TOO_FEW, UNFIT):  # the evaluation measures nothing: no difference is shown
+        return f"{fmt.pct(row.accuracy)} ({row.accuracy_verdict})"
     ci = f"[{100 * row.accuracy_delta_ci_low:+.1f}, {100 * row.accuracy_delta_ci_high:+.1f}]"
     return f"{fmt.pct(row.accuracy)} ({delta} {ci})"
 
@@ -184,6 +194,7 @@ def status_tag(row: SummaryRow) -> str:
         tags.append("PRUNING FAILED")
     if row.fidelity_ok is False:
         tags.append("FIDELITY FAILED")
+    tags += row.step_problems
     if row.failed_cells:
         tags.append(f"{row.failed_cells} CELL{'S' if row.failed_cells > 1 else ''} FAILED")
     if row.skipped_cells:
@@ -278,6 +289,8 @@ def _headline(analysis: Analysis) -> list[str]:
             f"against a FLOP-ideal {fmt.times(best.flop_ideal_speedup)}, "
             + (f"with no measurable accuracy change ({fmt.delta_pp(v.accuracy_delta)})."
                if v is not None and v.accuracy_verdict == NO_CHANGE
+               else f"with its accuracy unmeasured ({v.accuracy_verdict})."
+               if v is not None and v.accuracy_verdict in (TOO_FEW, UNFIT)
                else f"at an accuracy change of {fmt.delta_pp(v.accuracy_delta if v else None)}.")
         )
     elif cells:

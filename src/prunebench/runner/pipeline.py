@@ -180,6 +180,8 @@ class _Stages:
                 store.put_evaluation(res["evaluation"])
                 tick("eval", f"{name}: accuracy {res['evaluation']['accuracy']:.3f}")
             else:
+                if res["eval_error"]:
+                    _note_eval_error(store, name, res["eval_error"])
                 tick("eval", f"{name}: " + (f"FAILED ({res['eval_error']})" if res["eval_error"] else "done earlier"))
 
         self.executor.run(prepare_unit, units, {"source": self.source, "dense": dense_src}, commit)
@@ -287,7 +289,19 @@ def _evaluate(
         result = source.evaluate(model, dense)
     except RECOVERABLE as exc:
         logger.exception("evaluating %s failed", name)
+        _note_eval_error(store, name, f"{type(exc).__name__}: {exc}")
         tick("eval", f"{name}: FAILED ({exc})")
         return
     store.put_evaluation(result.record(name))
     tick("eval", f"{name}: accuracy {result.accuracy:.3f}")
+
+
+def _note_eval_error(store: ResultStore, name: str, error: str) -> None:
+    """Keep why ``name``'s evaluation failed on its variant record (``details.evaluation_error``), so the summary
+    says so instead of an empty accuracy cell; the analysis ignores it once an evaluation is stored (a resume)."""
+    row = next((v for v in store.variants() if v["name"] == name), None)
+    if row is None:
+        return
+    details = dict(row.get("details") or {})
+    details["evaluation_error"] = " ".join(error.split())[:300]
+    store.put_variant({**row, "details": details})

@@ -84,6 +84,9 @@ class Ticker:
                 self.load_max = max(reading, self.load_max or 0.0)
         self._stage, self._since, self._cpu_since = stage, now, cpu
         self.done += advance
+        # Every unit of work and every stage start goes to the run's log (run.log), not only to the progress
+        # bar: a log that begins at the first distillation cannot say what the run did before it.
+        logger.info("[%s] %s", stage, detail)
         if self.progress is not None:
             self.progress(stage, detail, self.done, self.total)
 
@@ -110,6 +113,9 @@ def run_stages(config: RunConfig, run_dir: RunDir, tick: Ticker, outcome: RunOut
     env = environment(config.device, torch.get_num_threads())
     env.setdefault("fingerprint_hash", fingerprint_hash(env))
     outcome.load = {"start": load_1m()}
+    logger.info("run started in %s: model %s, %d variants, batch sizes %s, seq len %d, %d threads", run_dir.root,
+                config.model, len(config.variants()), list(config.batch_sizes), config.seq_len,
+                torch.get_num_threads())
     with ResultStore(run_dir.store) as store:
         start_run_record(store, config, env)
         try:

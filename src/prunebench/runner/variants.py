@@ -79,6 +79,7 @@ def make_variant(
         ValueError / RuntimeError / PrunebenchError: from pruning; the caller records the failure.
     """
     model = copy.deepcopy(dense)
+    calibration = calibration_record(calib, needs_labels=spec.needs_labels) if calib is not None else None
     start = time.perf_counter()
     report, plan = prune_with_plan_(with_loss(model, loss_fn), spec, calib=calib, on_step=on_step)
     seconds = time.perf_counter() - start
@@ -93,19 +94,24 @@ def make_variant(
     fidelity = {**check_fidelity(reference, model, check_batch), "reference": how}
     del reference
     details: dict[str, Any] = {"spec": spec.to_dict(), "prune_report": report.to_dict()}
+    if calibration is not None:
+        details["calibration"] = calibration
+    histories = getattr(on_step, "histories", None)
+    if histories:  # recovery between the steps of a gradual method, whichever kind it was
+        details["recovery"] = [h if isinstance(h, dict) else h.to_dict() for h in histories]
     one_shot_shrunk = METHODS.get(spec.method).structured and not spec.gradual
     if one_shot_shrunk and refit_calib:
         # After the check: the refit moves kept weights on purpose, the check is of the shrink itself.
-        started = time.perf_counter()
-        refitted = refit_outputs_(model, dense, refit_calib, ridge=REFIT_RIDGE, prior="zero")
-        details["refit"] = {"projections": len(refitted), "seconds": time.perf_counter() - started,
-                            "sequences": sum(int(b["input_ids"].shape[0]) for b in refit_calib)}
+        details["refit"] = _refit(model, dense, refit_calib)
         fidelity["reference"] = how + " (before the refit)"
     if one_shot_shrunk and recover is not None:
         recovery = recover(model)
         if recovery is not None:
             details["recovery"] = recovery
             fidelity["reference"] = how + " (before the refit and recovery)"
+    details["step_problems"] = step_problems(details)
+    for problem in details["step_problems"]:
+        logger.warning("%s: %s", name, problem)
     model.eval()
     check_finite(model, name)
 
@@ -125,6 +131,54 @@ def make_variant(
         prune_seconds=seconds, fidelity=fidelity, details=details,
     )
     return model, record
+
+
+def calibration_record(calib: Sequence[Batch], *, needs_labels: bool) -> dict[str, Any]:
+    """What the criterion's calibration held (batches, real tokens, labelled positions) and, under ``problem``,
+    why it could not inform a criterion: no real token, or no label where the criterion's loss needs one (a
+    masked-LM's text read as special tokens only gives no masked position, and a loss over none is NaN)."""
+    tokens = sum(int(b["attention_mask"].sum()) for b in calib)
+    labels = sum(int((b["labels"] != -100).sum()) for b in calib if "labels" in b)
+    out: dict[str, Any] = {"batches": len(calib), "tokens": tokens, "labelled": labels}
+    if tokens == 0:
+        out["problem"] = f"calibration failed: no real token in {len(calib)} batch(es)"
+    elif needs_labels and labels == 0:
+        out["problem"] = f"calibration failed: no labelled position in {len(calib)} batch(es)"
+    return out
+
+
+def _refit(model: nn.Module, dense: nn.Module, calib: Sequence[Batch]) -> dict[str, Any]:
+    """The least-squares refit of ``model``'s shrunk output projections, in place, and what it did. A refit that
+    fails (a singular system: calibration without a real token) or leaves a weight non-finite is undone, the
+    shrunk weights kept, and says so under ``problem``: the variant is still the shrink, measured as such."""
+    started = time.perf_counter()
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    out: dict[str, Any] = {"sequences": sum(int(b["input_ids"].shape[0]) for b in calib)}
+    try:
+        refitted = refit_outputs_(model, dense, calib, ridge=REFIT_RIDGE, prior="zero")
+        bad = nonfinite_tensor(model)
+        out["projections"] = len(refitted)
+        if bad is not None:
+            out["problem"] = f"refit failed: non-finite weights in {bad}, reverted"
+    except (RuntimeError, ValueError) as exc:  # torch's LinAlgError is a RuntimeError
+        out["projections"] = 0
+        out["problem"] = f"refit failed: {' '.join(str(exc).split())[:200]}, reverted"
+    if "problem" in out:
+        model.load_state_dict(before)
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+def step_problems(details: dict[str, Any]) -> list[str]:
+    """One line per recovery, refit or calibration step of a variant that went wrong (a non-finite loss, no
+    step, its work undone), from what each step recorded under ``problem`` in ``details``; the summary's status
+    column and the report show them."""
+    steps: list[Any] = []
+    for key in ("calibration", "refit", "recovery"):
+        value = details.get(key)
+        steps += value if isinstance(value, list) else [value]
+    found = [str(step["problem"]) for step in steps if isinstance(step, dict) and step.get("problem")]
+    return list(dict.fromkeys(found))  # an iterative run's steps often fail alike: each text once
 
 
 def check_finite(model: nn.Module, name: str) -> None:

@@ -10,6 +10,11 @@ states on unlabelled task text. The loss per batch is
     kl       KL(teacher || student) of the output distributions: MLM logits at the masked positions (the
              text is masked as in MLM training), or a classifier's logits
 
+A training batch of a masked-LM student with no masked position (text its tokenizer reads as special tokens
+only) is skipped, not trained on: a KL over zero tokens is NaN, and one NaN step ruins every weight. A step
+whose loss is not finite anyway stops the distillation before it is applied. What went wrong is
+:meth:`DistillHistory.problem`, which the run records on the variant and shows in its summary.
+
 Dropout stays off (the model is in eval mode while its weights train): the aim is to match the teacher on
 this text, not to regularize. The batches come from :class:`~prunebench.tasks.hf_text.TokenizedTexts`
 (its ``train_stream``), calibration batches from :func:`prunebench.tasks.calibration_batches` of the same.
@@ -18,6 +23,7 @@ this text, not to regularize. The batches come from :class:`~prunebench.tasks.hf
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,6 +54,25 @@ class DistillHistory:
     #: The step whose weights were kept (the best held-out loss seen; 0: the start), with ``held_out``.
     kept_step: int | None = None
     held_out_checks: list[tuple[int, float]] = field(default_factory=list)
+    #: Training batches skipped because a masked-LM student had no masked position in them.
+    skipped_batches: int = 0
+    #: The first non-finite training loss (as text: ``nan``, ``inf``) and its step; the loop stopped there.
+    nonfinite_loss: str | None = None
+    nonfinite_step: int | None = None
+
+    def problem(self) -> str | None:
+        """One line saying what went wrong (None: nothing): a non-finite loss, no step at all, or the weights
+        put back to the start because no held-out check beat it. The run shows it in the summary's status."""
+        skipped = (f" ({self.skipped_batches} batch{'es' if self.skipped_batches != 1 else ''} without a masked "
+                   "token skipped)") if self.skipped_batches else ""
+        if self.nonfinite_loss is not None:
+            kept = ", reverted" if self.reverted or self.steps == 0 else ""
+            return f"recovery failed: loss {self.nonfinite_loss} at step {self.nonfinite_step}{kept}{skipped}"
+        if self.steps == 0:
+            return f"recovery did no step{skipped}"
+        if self.reverted:
+            return f"recovery reverted: no held-out check beat the start{skipped}"
+        return None
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready summary (first / last loss, not every step)."""
@@ -56,7 +81,22 @@ class DistillHistory:
         return {"steps": self.steps, "seconds": round(self.seconds, 2), "precision": self.precision,
                 "first_loss": first, "last_loss_mean10": last, "held_out_before": self.held_out_before,
                 "held_out_after": self.held_out_after, "reverted": self.reverted, "kept_step": self.kept_step,
-                "held_out_checks": [[step, round(loss, 5)] for step, loss in self.held_out_checks]}
+                "held_out_checks": [[step, round(loss, 5)] for step, loss in self.held_out_checks],
+                "skipped_batches": self.skipped_batches, "nonfinite_loss": self.nonfinite_loss,
+                "problem": self.problem()}
+
+
+#: Consecutive training batches without a masked position after which distillation gives up (else a step
+#: bound with text that never masks anything would loop forever).
+EMPTY_BATCH_LIMIT = 32
+
+
+def masked_positions(student: nn.Module, batch: Batch) -> int | None:
+    """Masked positions of ``batch`` a masked-LM student's KL term is computed over (None: not a masked-LM
+    student, or a batch without labels, whose KL runs over every real token)."""
+    if adapter_for(student).head_kind != "mlm" or "labels" not in batch:
+        return None
+    return int((batch["labels"] != -100).sum())
 
 
 def distill_loss(student: nn.Module, teacher: nn.Module, batch: Batch, pooling: Pooling) -> torch.Tensor:
@@ -85,8 +125,9 @@ def distill_loss(student: nn.Module, teacher: nn.Module, batch: Batch, pooling: 
         if kind == "mlm":
             where = batch["labels"] != -100 if "labels" in batch else batch["attention_mask"].bool()  # [B, S]
             t_logits, s_logits = t_logits[where], s_logits[where]  # [N, V]
-        loss = loss + F.kl_div(F.log_softmax(s_logits, -1), F.log_softmax(t_logits, -1), log_target=True,
-                               reduction="batchmean")
+        if t_logits.shape[0]:  # a KL over no masked token is 0/0: the term is left out, never NaN
+            loss = loss + F.kl_div(F.log_softmax(s_logits, -1), F.log_softmax(t_logits, -1), log_target=True,
+                                   reduction="batchmean")
     return loss
 
 
@@ -102,6 +143,11 @@ def distill_(student: nn.Module, teacher: nn.Module, batches: Iterator[Batch], *
     that batch is measured at the start, at ``checks`` evenly spaced points of the budget and at the end, and
     the student keeps the weights of the best of them (``history.kept_step``; ``history.reverted`` when that
     is the start): recovery never leaves a model further from its teacher on unseen text than it found it.
+    A held-out loss that is not finite never counts as the best.
+
+    A masked-LM student's batch without a masked position is skipped (``history.skipped_batches``; after
+    :data:`EMPTY_BATCH_LIMIT` in a row the loop stops), and a non-finite training loss stops the loop before its
+    step is applied (``history.nonfinite_loss``): see :meth:`DistillHistory.problem`.
 
     Raises:
         ValueError: neither a time nor a step bound, or an unknown precision.
@@ -125,14 +171,19 @@ def distill_(student: nn.Module, teacher: nn.Module, batches: Iterator[Batch], *
         with torch.no_grad():
             loss = float(distill_loss(student, teacher, held_out, pooling))  # type: ignore[arg-type]
         history.held_out_checks.append((history.steps, loss))
-        if best is None or loss < best[0]:
+        if math.isfinite(loss) and (best is None or loss < best[0]):
             best = (loss, history.steps, {k: v.detach().clone() for k, v in student.state_dict().items()})
         return loss
 
     if held_out is not None:
         history.held_out_before = check()
+    # The start's weights are in ``best`` unless its held-out loss was not finite; then they are kept here.
+    start_state = None
+    if held_out is not None and best is None:
+        start_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
     start = time.perf_counter()
     next_check = 1
+    empty_in_row = 0
     try:
         while max_steps is None or history.steps < max_steps:
             elapsed = time.perf_counter() - start
@@ -148,20 +199,40 @@ def distill_(student: nn.Module, teacher: nn.Module, batches: Iterator[Batch], *
             for group in opt.param_groups:
                 group["lr"] = lr * warm * max(0.0, 1.0 - frac)
             batch = next(batches)
+            if masked_positions(student, batch) == 0:
+                history.skipped_batches += 1
+                empty_in_row += 1
+                if empty_in_row >= EMPTY_BATCH_LIMIT:
+                    logger.warning("distillation stopped: %d batches in a row had no masked token", empty_in_row)
+                    break
+                continue
+            empty_in_row = 0
             with torch.enable_grad(), step_context(resolved, device):
                 loss = distill_loss(student, teacher, batch, pooling)
+            if not bool(torch.isfinite(loss.detach())):
+                # Stop before the step: Adam would spread the NaN into every weight it touches.
+                value = float(loss.detach())
+                history.nonfinite_loss = "NaN" if math.isnan(value) else str(value)
+                history.nonfinite_step = history.steps
+                logger.warning("distillation stopped: loss %s at step %d", history.nonfinite_loss, history.steps)
+                break
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             history.steps += 1
             history.losses.append(float(loss.detach()))
-        if held_out is not None and best is not None:
+        if held_out is not None:
             if not history.held_out_checks or history.held_out_checks[-1][0] != history.steps:
                 check()
-            loss, step, state = best
-            if step != history.steps:
-                student.load_state_dict(state)
-            history.held_out_after, history.kept_step, history.reverted = loss, step, step == 0
+            if best is None:  # no finite held-out loss at all: nothing says training helped, so it is undone
+                assert start_state is not None
+                student.load_state_dict(start_state)
+                history.kept_step, history.reverted = 0, True
+            else:
+                loss, step, state = best
+                if step != history.steps:
+                    student.load_state_dict(state)
+                history.held_out_after, history.kept_step, history.reverted = loss, step, step == 0
     finally:
         student.train(was[0])
         teacher.train(was[1])

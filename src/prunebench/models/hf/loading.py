@@ -123,11 +123,24 @@ def load_hf_model(
         if (folder / MANIFEST_FILE).is_file():
             model = load_saved_hf(folder, attn_implementation)
         else:
-            model = cls.from_pretrained(str(folder), use_safetensors=True, trust_remote_code=False,
-                                        local_files_only=True, **_attn_kwargs(attn_implementation))
+            model, info = cls.from_pretrained(str(folder), use_safetensors=True, trust_remote_code=False,
+                                              local_files_only=True, output_loading_info=True,
+                                              **_attn_kwargs(attn_implementation))
+            missing = missing_modules(info.get("missing_keys") or ())
+            if missing:
+                log.warning("%s: its weights have nothing for %s; transformers initialised %s at random and "
+                            "prunebench counts %s in params", folder, ", ".join(missing),
+                            "it" if len(missing) == 1 else "them", "it" if len(missing) == 1 else "them")
     else:
         raise not_a_folder(str(path))
     return model.eval().to(device)
+
+
+def missing_modules(keys: Any) -> list[str]:
+    """The modules whose tensors ``keys`` (transformers' ``missing_keys``) name, sorted: ``pooler.dense`` for
+    ``pooler.dense.weight`` and ``pooler.dense.bias``. A converted folder often lacks the pooler, which
+    transformers then builds with random weights and says so in a table that is easy to miss."""
+    return sorted({str(key).rsplit(".", 1)[0] for key in keys})
 
 
 def _attn_kwargs(attn_implementation: str | None) -> dict[str, Any]:

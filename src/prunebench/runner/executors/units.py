@@ -114,9 +114,6 @@ def prepare_unit(payload: Mapping[str, Any], emit: Emit, *, source: ModelSource,
                 loss_fn=source.loss_fn(dense_model),
                 refit_calib=source.refit_batches(p["seed"]) if shrunk and p.get("refit") else None,
                 recover=(lambda m: source.recover(m, dense_model)) if shrunk else None)
-            histories = getattr(on_step, "histories", None)
-            if histories:  # recovery between the steps of a gradual method, whichever kind it was
-                record["details"]["recovery"] = [h if isinstance(h, dict) else h.to_dict() for h in histories]
             if scratch:
                 out["files"] = folder_files(save_dir)  # type: ignore[arg-type]
         except RECOVERABLE as exc:

@@ -12,15 +12,15 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from prunebench.cli.main import main  # noqa: E402
-from prunebench.config import RunConfig  # noqa: E402
-from prunebench.models.hf import load_hf_model  # noqa: E402
-from prunebench.runner.budgets import Budgets  # noqa: E402
-from prunebench.search import SearchOptions, search_family  # noqa: E402
-from prunebench.sources import SEARCH_CALIB_BATCH, HFSource, ModelSource, PresetSource  # noqa: E402
-from prunebench.tasks.evaluation import EvalResult  # noqa: E402
-from tests import hf_text_fixtures as fx  # noqa: E402
-from tests.test_search_hf import FAST, _synthetic_table  # noqa: E402
+from prunebench.cli.main import main
+from prunebench.config import RunConfig
+from prunebench.models.hf import load_hf_model
+from prunebench.runner.budgets import Budgets
+from prunebench.search import SearchOptions, search_family
+from prunebench.sources import SEARCH_CALIB_BATCH, HFSource, ModelSource, PresetSource
+from prunebench.tasks.evaluation import EvalResult
+from tests import hf_text_fixtures as fx
+from tests.test_search_hf import FAST, _synthetic_table
 
 
 @pytest.fixture
@@ -128,10 +128,9 @@ def test_options_a_command_cannot_honour_are_one_line_exit_2_before_any_folder(h
     _refused(capsys, ["run", "--model", "small", "--methods", "magnitude,wanda", "--refit", "--out", str(out)], out,
              "none of the methods (magnitude, wanda) removes any")
     # Preset-only options given with a pretrained folder.
-    _refused(capsys, ["run", "--model", str(hf_folder), "--seq-len", "32", "--train-budget", "20", "--out", str(out)], out,
-             "--train-budget does not apply to a pretrained Hugging Face model")
-    _refused(capsys, ["run", "--model", str(hf_folder), "--seq-len", "32", "--set", "finetune_steps=5", "--out", str(out)], out,
-             "--set finetune_steps does not apply")
+    run = ["run", "--model", str(hf_folder), "--seq-len", "32", "--out", str(out)]
+    _refused(capsys, [*run, "--train-budget", "20"], out, "--train-budget does not apply to a pretrained Hugging Face")
+    _refused(capsys, [*run, "--set", "finetune_steps=5"], out, "--set finetune_steps does not apply")
     _refused(capsys, ["search", "--model", str(hf_folder), "--targets", "1.5", "--eval-batches", "4",
                       "--out", str(out)], out, "--eval-batches does not apply")
     _refused(capsys, ["eval", str(hf_folder), "--split", "val"], out, "--split does not apply")

@@ -360,11 +360,12 @@ def test_run_search_records_and_saves_each_target(tmp_path, tiny_model, monkeypa
 
     real = searched.search_family
 
-    def search(d, c, o, loss_fn=None):
+    def search(d, c, o, loss_fn=None, recover=None):
         # The run checks its latency model as `prunebench search` does (the hand-made table would fail it).
         assert o.check_configs == searched.RUN_CHECK_CONFIGS[False] and not o.allow_busy
         return real(d, c, SearchOptions(**{**o.__dict__, "table_timing": FAST, "verify_timing": FAST,
-                                           "check_configs": 0}), table=_table(), loss_fn=loss_fn)
+                                           "check_configs": 0}), table=_table(), loss_fn=loss_fn,
+                    recover=recover)
 
     monkeypatch.setattr(searched, "search_family", search)
     config = RunConfig(methods=("structured",), targets=(1.05,), batch_sizes=(1,), seq_len=8)
@@ -442,7 +443,10 @@ def test_an_untrusted_latency_model_stops_the_search_before_any_pruning(tmp_path
         search_family(tiny_model, _calib(97), options, table=_table())
     # The CLI: one line, exit 3, no traceback.
     monkeypatch.setattr(family, "CpuMeter", lambda: _Meter(True))
-    monkeypatch.setattr(search_cmd, "_inputs", lambda args: (tiny_model, _calib(97), None, None))
+    from types import SimpleNamespace
+
+    source = SimpleNamespace(search_calibration=lambda n, seed: _calib(97), loss_fn=lambda dense: None)
+    monkeypatch.setattr(search_cmd, "_source", lambda args: (tiny_model, source))
     monkeypatch.setattr(family, "measure_latency_table", lambda *a, **k: _table())
     code = main(["search", "--model", "small", "--targets", "1.6", "--seq-len", "8", "--out", str(tmp_path / "o")])
     err_text = capsys.readouterr().err.strip().splitlines()

@@ -39,8 +39,7 @@ HF_SPARSITIES = (0.3, 0.5, 0.7)
 #: distilled: the recovered variants, and the ones that get faster) and Wanda (one-shot, calibrated) at
 #: :data:`HF_SPARSITIES`, timed at batch sizes 1 and 16 for at most 4 s per cell. ``--methods``,
 #: ``--batch-sizes`` and ``--set max_time=10`` bring back the rest.
-HF_DEFAULTS: dict[str, Any] = {"methods": ("structured", "wanda"), "batch_sizes": (1, 16), "max_time": 4.0,
-                               "calib_sequences": 256}
+HF_DEFAULTS: dict[str, Any] = {"methods": ("structured", "wanda"), "batch_sizes": (1, 16), "max_time": 4.0}
 DEVICES = ("cpu", "cuda")
 #: Seeds are stored as SQLite integers and fed to torch and numpy generators: 0 .. 2^63 - 1.
 MAX_SEED = 2**63 - 1
@@ -84,14 +83,15 @@ class RunConfig:
         task: ``mlm`` (built-in, Python stdlib source) or ``csv:PATH`` / ``jsonl:PATH``.
         train_budget: dense training budget (``"600"`` steps or ``"90s"``); empty = the task's default.
         finetune_steps: recovery fine-tuning steps after each iterative pruning step.
-        recovery_seconds: Hugging Face runs: seconds of distillation from dense after each structured shrink
-            and refit (``--quick``: at most 1).
+        recovery_seconds: seconds of recovery after each one-shot structured shrink and refit, and after each
+            search target's (``--quick``: at most 1): fine-tuning on the task for our own encoder, distillation
+            from dense for a Hugging Face model (which also distils between iterative steps).
         train_precision: precision of dense training and recovery fine-tuning: ``auto`` (bf16 mixed precision
             where the hardware has native bf16, else fp32), ``fp32`` or ``bf16``.
         iterative_steps: pruning steps of the iterative method.
         schedule: sparsity schedule of the iterative method (``one_shot``, ``linear``, ``cubic``).
         calib_sequences: calibration sequences of task text for criteria that need data (Wanda, Taylor,
-            activation); a Hugging Face run's default is 256 (:data:`HF_DEFAULTS`).
+            activation), the same default for every kind of model.
         eval_batches: test batches evaluated per variant (0 = the task's default).
         min_time: minimum seconds of paired timing per benchmark cell (0 = 0.5 s, or the quick preset's).
         max_time: maximum seconds of paired timing per benchmark cell, which wins over the minimums (0 = the
@@ -125,7 +125,7 @@ class RunConfig:
     train_precision: str = "auto"
     iterative_steps: int = 4
     schedule: str = "cubic"
-    calib_sequences: int = 32
+    calib_sequences: int = 256
     eval_batches: int = 0
     min_time: float = 0.0
     max_time: float = 0.0

@@ -12,7 +12,8 @@ calibration              task sequences (labelled)                task texts (la
 evaluation               ``tasks.evaluate``                       ``tasks.hf_suite.HFEvaluator``
 structured criterion     the method's default                     ``activation``
 recovery between steps   fine-tuning on the task                  distillation from dense
-recovery after a shrink  none                                     distillation from dense (``recovery_seconds``)
+recovery after a shrink  fine-tuning (``recovery_seconds``)       distillation from dense (``recovery_seconds``)
+options it cannot honour none                                     :attr:`HFSource.unsupported`
 =======================  =======================================  =============================================
 
 Both produce the same :class:`~prunebench.tasks.evaluation.EvalResult`, the same calibration batch format and
@@ -61,6 +62,9 @@ QUICK_RECOVERY_SECONDS = 1.0
 #: Sequences the least-squares refit of shrunk output projections fits on: a refit is a regression that needs
 #: more tokens than kept widths (a criterion needs far fewer: ``calib_sequences``).
 REFIT_SEQUENCES = 256
+#: Sequences per calibration batch of the latency-budget search. Fisher importance sums one squared gradient per
+#: batch, so small batches give it more samples (256 texts: 32; batches of 32 would give 8, a noisy estimate).
+SEARCH_CALIB_BATCH = 8
 
 
 class ModelSource(ABC):
@@ -108,6 +112,11 @@ class ModelSource(ABC):
     def calibration(self, n_sequences: int, seed: int, batch_size: int | None = None) -> list[Batch]:
         """``n_sequences`` labelled sequences of real task text (criteria, Wanda, the refit, int8 scales), in
         batches of ``batch_size`` (None: the source's own; Fisher wants small ones, a refit large ones)."""
+
+    def search_calibration(self, n_sequences: int, seed: int) -> list[Batch]:
+        """The calibration of the latency-budget search (``prunebench search`` and a run's targets): batches of
+        :data:`SEARCH_CALIB_BATCH` sequences, since its Fisher importance wants many small ones."""
+        return self.calibration(n_sequences, seed, batch_size=SEARCH_CALIB_BATCH)
 
     def refit_batches(self, seed: int) -> list[Batch]:
         """The calibration the least-squares refit fits on (:data:`REFIT_SEQUENCES` of task text)."""
@@ -158,6 +167,25 @@ class ModelSource(ABC):
 
     #: The criterion of structured pruning ('' = the method's default); recorded in each spec.
     structured_criterion: ClassVar[str] = ""
+    #: Options (:class:`RunConfig` field names; ``eval_split`` and ``task_seq_len`` of ``prunebench eval``) this
+    #: kind of model cannot honour, with why: given explicitly they are refused before anything is written
+    #: (:meth:`refuse_unsupported`), never ignored.
+    unsupported: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def refuse_unsupported(cls, given: dict[str, str]) -> None:
+        """Raise for the first option of ``given`` (field name -> how the user wrote it, e.g. ``--train-budget``)
+        that this kind cannot honour.
+
+        Raises:
+            ValueError: one line naming the option, the kind of model and what applies instead.
+        """
+        for name, shown in given.items():
+            if name in cls.unsupported:
+                raise ValueError(f"{shown} does not apply to {cls.kind_label}: {cls.unsupported[name]}")
+
+    #: How messages name this kind of model.
+    kind_label: ClassVar[str] = "this model"
 
     @classmethod
     def check(cls, config: RunConfig) -> None:
@@ -175,6 +203,7 @@ class PresetSource(ModelSource):
     """prunebench's own encoder (``small``, ``medium``, ``large``): trained on the task, or the cached one."""
 
     kind: ClassVar[str] = "preset"
+    kind_label: ClassVar[str] = "prunebench's own encoder"
 
     def __init__(self, config: RunConfig, budgets: Budgets, *, cache_dir: Path,
                  corpus_root: Path | None = None, task: Any = None) -> None:
@@ -194,12 +223,13 @@ class PresetSource(ModelSource):
         from prunebench.tasks.baseline import load_or_train_baseline
 
         config = self.config
-        tick("data", f"tokenizer and corpus ({config.task})", 0)
-        extra = {"max_files": self.budgets.max_files} if self.budgets.max_files and config.task == "mlm" else {}
-        # The task keeps its own row length (MLM trains faster on short rows); --seq-len is the timed shape.
-        self.task = build_task(config.task, vocab_size=self._vocab, seed=config.seed, cache_dir=self.cache_dir,
-                               corpus_root=self.corpus_root, **extra)
-        tick("data", "ready")
+        if self.task is None:  # a task given to the source (built with a file's own columns) is kept
+            tick("data", f"tokenizer and corpus ({config.task})", 0)
+            extra = {"max_files": self.budgets.max_files} if self.budgets.max_files and config.task == "mlm" else {}
+            # The task keeps its own row length (MLM trains faster on short rows); --seq-len is the timed shape.
+            self.task = build_task(config.task, vocab_size=self._vocab, seed=config.seed, cache_dir=self.cache_dir,
+                                   corpus_root=self.corpus_root, **extra)
+            tick("data", "ready")
 
         def train_progress(fraction: float, steps: int, loss: float) -> None:
             tick("train", f"dense {config.model}: {fraction:.0%} (step {steps}, loss {loss:.2f})", 0)
@@ -243,12 +273,37 @@ class PresetSource(ModelSource):
             return None
         return RecoveryCallback(self.task, steps, seed=self.config.seed, precision=self.config.train_precision)
 
+    def recover(self, model: nn.Module, teacher: nn.Module) -> dict[str, Any] | None:
+        """Fine-tune a shrunk model on the task for :meth:`recovery_seconds` (our encoder has the task's head, so
+        it recovers on the task's own labels; ``teacher`` is not needed)."""
+        from prunebench.tasks.budget import Budget, BudgetKind
+        from prunebench.tasks.training import finetune
+
+        seconds = self.recovery_seconds()
+        if seconds <= 0:
+            return None
+        history = finetune(model, self.task, Budget(BudgetKind.SECONDS, seconds), seed=self.config.seed,
+                           precision=self.config.train_precision)
+        model.eval()
+        losses = history.losses  # a summary, as distillation records (not every step's loss)
+        return {"kind": "fine-tuning", "steps": history.steps, "seconds": round(history.seconds, 2),
+                "precision": history.precision, "first_loss": losses[0] if losses else None,
+                "last_loss_mean10": sum(losses[-10:]) / len(losses[-10:]) if losses else None}
+
 
 class HFSource(ModelSource):
     """A pretrained Hugging Face encoder folder: loaded offline, scored through its own tokenizer."""
 
     kind: ClassVar[str] = "hf"
+    kind_label: ClassVar[str] = "a pretrained Hugging Face model"
     structured_criterion: ClassVar[str] = "activation"
+    unsupported: ClassVar[dict[str, str]] = {
+        "train_budget": "it is loaded as pretrained, never trained",
+        "finetune_steps": "it recovers by distillation from dense, in seconds (--recovery-seconds)",
+        "eval_batches": "it is scored on every test example of the task (the paired comparison needs them all)",
+        "eval_split": "it is scored on the test split (its frozen probe is fitted on the train split)",
+        "task_seq_len": "its texts are cut to what its position embeddings cover (at most 128 tokens)",
+    }
 
     @classmethod
     def check(cls, config: RunConfig) -> None:
@@ -263,7 +318,7 @@ class HFSource(ModelSource):
         check_hf_folder(config.model)
 
     def __init__(self, config: RunConfig, budgets: Budgets, *, cache_dir: Path,
-                 corpus_root: Path | None = None) -> None:
+                 corpus_root: Path | None = None, task: Any = None) -> None:
         from prunebench.models.hf import load_hf_tokenizer
         from prunebench.tasks.hf_eval import read_pooling
 
@@ -273,6 +328,9 @@ class HFSource(ModelSource):
         self.head_kind = ""
         self.max_length = TEXT_TOKENS
         self.task: Any = None
+        #: A labelled task built by the caller (a user file with its own column names), used in place of the
+        #: config's task; None: the config's task (:func:`hf_texts`).
+        self.given_task: Any = task
         self.corpus: Any = None
         self.texts: Any = None
         self._evaluator: Any = None
@@ -313,7 +371,13 @@ class HFSource(ModelSource):
         self.head_kind = adapter.head_kind
         # Texts are cut to what the position embeddings cover (a small model may cover fewer than 128 tokens).
         self.max_length = min(TEXT_TOKENS, adapter.max_seq_len or TEXT_TOKENS)
-        self.task, self.corpus = hf_texts(config.task, self.head_kind, self.corpus_root)
+        if self.given_task is None:
+            self.task, self.corpus = hf_texts(config.task, self.head_kind, self.corpus_root)
+        else:  # a labelled task named explicitly scores every kind; a masked LM keeps its corpus (as hf_texts)
+            from prunebench.tasks.hf_text import corpus_text_task
+
+            mlm = self.head_kind == "mlm"
+            self.task, self.corpus = self.given_task, corpus_text_task(corpus_root=self.corpus_root) if mlm else None
         text_source = self.task or self.corpus
         self.texts = TokenizedTexts.of(text_source, self.tokenizer, mlm=self.head_kind == "mlm",
                                        max_length=self.max_length)
@@ -378,7 +442,7 @@ class HFSource(ModelSource):
 
         stream = self.texts.train_stream(16, seed=seed)
         return distill_(model, teacher, stream, held_out=self._held_out(), seconds=seconds, pooling=self.pooling,
-                        checks=checks)
+                        checks=checks, precision=self.config.train_precision)
 
     def step_recovery(self, teacher: nn.Module) -> OnStep | None:
         seconds = self.recovery_seconds() / max(self.budgets.iterative_steps, 1)
@@ -392,7 +456,21 @@ class HFSource(ModelSource):
         # One held-out check mid-way (each costs about a training step; the budget is short).
         history = self._distill(model, teacher, self.recovery_seconds(), self.config.seed, checks=1)
         model.eval()
-        return history.to_dict()
+        return {"kind": "distillation", **history.to_dict()}
+
+    @classmethod
+    def of_model(cls, folder: str | Path, dense: nn.Module, *, cache_dir: Path, given_task: Any = None,
+                 **options: Any) -> HFSource:
+        """The source of an HF model already loaded from ``folder`` (the one-model commands: prune, search, eval):
+        a run config of ``options`` (``task``, ``seed``, ``calib_sequences``, ``recovery_seconds``, ...), its
+        text length capped to what the position embeddings cover, and the task's texts read for ``dense``."""
+        from prunebench.models.adapters import adapter_for
+
+        seq_len = min(TEXT_TOKENS, adapter_for(dense).max_seq_len or TEXT_TOKENS)
+        config = RunConfig(model=str(folder), seq_len=seq_len, **options)
+        source = cls(config, Budgets.of(config), cache_dir=cache_dir, task=given_task)
+        source.attach(dense)
+        return source
 
 
 class BackendHidden(nn.Module):

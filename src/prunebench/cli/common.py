@@ -30,6 +30,22 @@ def add_busy_args(parser: argparse.ArgumentParser, *, strict: bool = True, help:
                             help=f"exit {EXIT_UNTRUSTED} when most timed cells were contended or unmeasured")
 
 
+def add_pipeline_args(parser: argparse.ArgumentParser, *, refit: str, recovery: str, calib: str,
+                      defaults: tuple[bool | None, float | None, int | None] = (None, None, None)) -> None:
+    """``--refit/--no-refit``, ``--recovery-seconds`` and ``--calib-sequences``: the same three flags on ``run``,
+    ``prune`` and ``search``, honoured alike for our own encoder and a pretrained Hugging Face model (the model
+    source does each). ``refit``, ``recovery`` and ``calib`` say each command's defaults in its help; ``defaults``
+    are the parsed values when a flag is absent (None: the command resolves it, e.g. from the run config)."""
+    parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=defaults[0],
+                        help="after a structured shrink, refit the shrunk output projections by least squares to "
+                        f"the dense model's outputs on task text; every kind of model ({refit})")
+    parser.add_argument("--recovery-seconds", type=seconds, default=defaults[1], metavar="S",
+                        help="recovery after each structured shrink and its refit: fine-tuning on the task for "
+                        f"prunebench's own encoder, distillation from dense for a pretrained model ({recovery})")
+    parser.add_argument("--calib-sequences", type=positive_int, default=defaults[2], metavar="N",
+                        help=f"task sequences the data-driven criteria see ({calib}; every kind of model)")
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are a single line on stderr and exit code 2."""
 

@@ -10,7 +10,14 @@ from pathlib import Path
 from rich.table import Table
 from torch import nn
 
-from prunebench.cli.common import console, load_hf_arg, load_hf_folder_arg, positive_int, seed_value
+from prunebench.cli.common import (
+    add_pipeline_args,
+    console,
+    load_hf_arg,
+    load_hf_folder_arg,
+    positive_int,
+    seed_value,
+)
 from prunebench.cli.train_cmd import cache_dir_from_args
 from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
@@ -76,11 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the text calibration, the refit and the fidelity check read: tweets | csv:PATH | jsonl:PATH "
                    "| mlm (default: tweets for a pretrained base or classifier encoder, mlm, the stdlib corpus, "
                    "for a masked LM and for our own encoder); never random tokens")
-    p.add_argument("--calib-sequences", type=positive_int, default=32,
-                   help="task sequences the data-driven criteria see (wanda, taylor, fisher, activation; default 32)")
-    p.add_argument("--refit", action="store_true",
-                   help="after a structured shrink, refit the shrunk output projections by least squares to the "
-                   "dense model's outputs on task text (256 sequences)")
+    add_pipeline_args(p, refit="256 sequences; default: off, so the saved model is exactly its plan replayed; "
+                      "structured methods only", recovery="default: 0, none; structured methods only, after the refit",
+                      calib="wanda, taylor, fisher, activation; default 32", defaults=(None, 0.0, 32))
     p.add_argument("--cache-dir", default=None,
                    help="cache of the built-in task's tokenizer (default $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
     p.add_argument("--seed", type=seed_value, default=0, help="seed of preset weights, calibration data and 'random'")
@@ -145,14 +150,11 @@ def _source(args: argparse.Namespace, model: nn.Module, needed: bool) -> ModelSo
     our encoder, the folder's own for a pretrained one); None for our encoder when nothing ``needed`` task text
     and no ``--task`` was given, or no task fits its vocabulary (then the fidelity check is skipped, and the
     table says so)."""
-    if isinstance(load_hf_folder_arg(args.model), Path):
-        adapter = adapter_for(model)
-        seq_len = min(128, adapter.max_seq_len or 128)
-        config = RunConfig(model=str(args.model), task=args.task or "mlm", seed=args.seed, seq_len=seq_len,
-                           calib_sequences=args.calib_sequences)
-        source = HFSource(config, Budgets.of(config), cache_dir=cache_dir_from_args(args.cache_dir))
-        source.attach(model)  # the model loaded once, by _load
-        return source
+    options = {"seed": args.seed, "calib_sequences": args.calib_sequences, "recovery_seconds": args.recovery_seconds}
+    folder = load_hf_folder_arg(args.model)
+    if folder is not None:  # the model loaded once, by _load
+        return HFSource.of_model(folder, model, cache_dir=cache_dir_from_args(args.cache_dir),
+                                 task=args.task or "mlm", **options)
     from prunebench.tasks import build_task
 
     if not needed and args.task is None:
@@ -166,7 +168,7 @@ def _source(args: argparse.Namespace, model: nn.Module, needed: bool) -> ModelSo
         raise PrunebenchError(f"no usable task text for {args.model} ({exc}); this method needs calibration "
                               "text: pass --task csv:PATH or jsonl:PATH (prunebench never calibrates on random "
                               "tokens)") from None
-    config = RunConfig(model="small", seed=args.seed, calib_sequences=args.calib_sequences)
+    config = RunConfig(model="small", **options)  # our encoder (the preset name only fills the model field)
     return PresetSource(config, Budgets.of(config), cache_dir=cache_dir_from_args(args.cache_dir), task=task)
 
 
@@ -174,14 +176,18 @@ def run(args: argparse.Namespace) -> int:
     """Prune (on real task text where the criterion needs data), optionally refit, check fidelity to dense on
     held-out text, save, print the summary table."""
     spec = _spec(args)
-    if args.refit and not METHODS.get(spec.method).structured:
-        raise ValueError(f"--refit refits output projections that lost heads or neurons; --method {spec.method} "
-                         "removes none (use --method structured)")
+    shrinks = METHODS.get(spec.method).structured  # one-shot structured: heads / neurons / layers removed
+    for asked, flag, what in ((args.refit, "--refit", "refits output projections that lost heads or neurons"),
+                              (args.recovery_seconds > 0, "--recovery-seconds", "recovers a model that lost heads, "
+                               "neurons or layers")):
+        if asked and not shrinks:
+            raise ValueError(f"{flag} {what}; --method {spec.method} removes none (use --method structured)")
     if args.task is not None and not (args.task == HF_BUILTIN_TASK and load_hf_folder_arg(args.model)):
         check_task_spec_for(args.task)  # a pretrained encoder also takes the built-in labelled task
     out: Path = check_model_out(args.out, force=args.force)
     model = _load(args.model, args.seed)
-    source = _source(args, model, needed=spec.needs_calib or args.refit)
+    recovering = args.recovery_seconds > 0
+    source = _source(args, model, needed=spec.needs_calib or bool(args.refit) or recovering)
     dense = copy.deepcopy(model)
     calib, note = None, "none"
     if spec.needs_calib and source is not None:
@@ -196,15 +202,18 @@ def run(args: argparse.Namespace) -> int:
         fit = source.refit_batches(args.seed)
         names = refit_outputs_(model, dense, fit, ridge=REFIT_RIDGE, prior="zero")
         refit = f"{len(names)} projections on {sum(int(b['input_ids'].shape[0]) for b in fit)} sequences"
+    recovery = source.recover(model, dense) if recovering and source is not None else None
     model.eval()
     fidelity = source.fidelity(model, dense) if source is not None else None
     if args.force and out.is_dir():
         clear_model_files(out)
     save_pruned(model, out, the_plan, report,
-                metadata={"pruning": {"spec": spec.to_dict(), "source": str(args.model), "refit": args.refit,
-                                      "task": _task_name(source) if source else None, "fidelity": fidelity}})
+                metadata={"pruning": {"spec": spec.to_dict(), "source": str(args.model), "refit": bool(args.refit),
+                                      "recovery": recovery, "task": _task_name(source) if source else None,
+                                      "fidelity": fidelity}})
     table = _table(report, out, note)
     table.add_row("least-squares refit", refit)
+    table.add_row("recovery", "no" if recovery is None else f"{recovery['kind']}, {recovery['steps']} steps")
     if fidelity is None:
         table.add_row("fidelity to dense (held out)", "not measured: pass --task (text this model's vocabulary "
                       "fits) to check it on held-out text")

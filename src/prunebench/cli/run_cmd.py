@@ -17,6 +17,7 @@ from prunebench.backends import BACKENDS, parse_backends
 from prunebench.cli.common import (
     EXIT_UNTRUSTED,
     add_busy_args,
+    add_pipeline_args,
     console,
     float_list,
     int_list,
@@ -34,7 +35,7 @@ from prunebench.results import load_snapshot
 from prunebench.runner import default_out, execute_run
 from prunebench.runner.executors import EXECUTORS, check_executor, make_executor
 from prunebench.runner.rundir import RunDir, check_target, claim, inspect_folder
-from prunebench.runner.validate import check_run_inputs
+from prunebench.runner.validate import check_explicit_options, check_run_inputs
 from prunebench.tasks.baseline import resolve_cache_dir
 
 #: CLI option -> RunConfig field, for options that map one to one.
@@ -99,16 +100,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=DEVICES, help="cpu | cuda (default: cpu)")
     p.add_argument("--task", help="mlm (built-in, Python stdlib source) | tweets (built-in sentiment) | csv:PATH | "
                    "jsonl:PATH (default: mlm; a pretrained base or classifier model: tweets)")
-    p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
-                   help="after a one-shot structured shrink, refit the shrunk output projections by least squares "
-                   "to the dense model's outputs on task text (default: on, for every kind of model)")
-    p.add_argument("--recovery-seconds", type=float, metavar="S",
-                   help="recovery after each structured shrink and between iterative steps: distillation from "
-                   "dense for a pretrained model (default: 20; --quick: at most 1); our own encoder recovers "
-                   "between iterative steps by --set finetune_steps")
-    p.add_argument("--calib-sequences", type=positive_int, metavar="N",
-                   help="task sequences the data-driven criteria see (Wanda, Taylor, activation; "
-                   "default: 32, a pretrained model: 256)")
+    add_pipeline_args(p, refit="256 sequences; default: on; one-shot structured variants and search targets",
+                      recovery="default: 20, --quick: at most 1; also after each search target's refit, and for "
+                      "a pretrained model between iterative steps; our own encoder recovers between iterative "
+                      "steps by --set finetune_steps", calib="Wanda, Taylor, activation; default 256")
     p.add_argument("--train-budget", help="dense training budget: steps (600) or seconds (90s)")
     p.add_argument("--backends", type=_backends, metavar="B,B",
                    help="execution backends to time every variant on, e.g. eager,int8,onnxruntime-int8,sparse "
@@ -139,6 +134,12 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, frozenset[str]]:
     data.update(dict(args.settings))
     data.update({field: getattr(args, opt) for opt, field in FIELDS.items() if getattr(args, opt) is not None})
     return RunConfig.from_dict(data), frozenset(data)
+
+
+def _shown(field: str) -> str:
+    """How a run option is written on the command line (its flag, else ``--set NAME``)."""
+    flags = {f: opt for opt, f in FIELDS.items()}
+    return f"--{flags[field].replace('_', '-')}" if field in flags else f"--set {field}"
 
 
 def stage_line(seconds: dict[str, float], load: dict[str, float | None], cpu: dict[str, float] | None = None) -> str:
@@ -173,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
     # Every check that can fail on bad input runs before the folder, its lock or a store is created, so a
     # refused command leaves the folder as it found it.
     check_run_inputs(config)
+    check_explicit_options(config, {name: _shown(name) for name in explicit})
     check_target(out, resume=resume)
     cache_dir = resolve_cache_dir(args.cache_dir, os.environ)
     check_writable_dir(cache_dir, "--cache-dir")

@@ -7,12 +7,24 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from torch import nn
 
-from prunebench.cli.common import EXIT_UNTRUSTED, add_busy_args, console, float_list, positive_int
+from prunebench.cli.common import (
+    EXIT_UNTRUSTED,
+    add_busy_args,
+    add_pipeline_args,
+    console,
+    float_list,
+    load_hf_arg,
+    load_hf_folder_arg,
+    positive_int,
+)
 from prunebench.cli.train_cmd import apply_threads, build_task_from, cache_dir_from_args
-from prunebench.models.io import is_hf_folder, load_model, read_config
+from prunebench.config import RunConfig
+from prunebench.models.io import load_model, read_config
 from prunebench.models.presets import model_names, preset_config
 from prunebench.pruning.criteria import loss_change_criteria
+from prunebench.runner.budgets import Budgets
 from prunebench.search import (
     KEEP_CHOICES,
     SEARCH_BACKENDS,
@@ -21,14 +33,22 @@ from prunebench.search import (
     check_targets,
     search_family,
 )
-from prunebench.tasks import TASK_SPECS, calibration_batches, evaluate, load_or_train_baseline
+from prunebench.sources import HFSource, ModelSource, PresetSource
+from prunebench.tasks import TASK_SPECS
+from prunebench.tasks.hf_text import labelled_text_task
 from prunebench.tasks.tokenizer import TOKENIZER_FILE
+
+#: Sequences of task text the search scores importance on (and refits on) by default.
+CALIB_SEQUENCES = 256
+#: Test batches of 32 our encoder is evaluated on by default.
+EVAL_BATCHES = 16
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``search`` subcommand."""
     p = sub.add_parser(
-        "search", help="prune to measured speedup targets (latency-budget search, no retraining)",
+        "search", help="prune to measured speedup targets (latency-budget search; no retraining unless "
+        "--recovery-seconds)",
         description="Measure a latency model of MODEL on this machine, score every head and FFN neuron on "
         "calibration data, and for each target search per-layer widths that keep the most importance; "
         "every result is verified by paired timing and compared with uniform pruning at the same measured speed.",
@@ -47,17 +67,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"calibration/eval task: {' | '.join(TASK_SPECS)} (HF folders: tweets | csv:PATH | jsonl:PATH)")
     p.add_argument("--text-col", default="text", help="text column of a csv/jsonl task")
     p.add_argument("--label-col", default="label", help="label column of a csv/jsonl task")
-    p.add_argument("--calib-sequences", type=int, default=256, help="training sequences scored (default 256)")
+    add_pipeline_args(p, refit="default: on; kept only where it lowers held-out loss, for the searched and the "
+                      "uniform model alike", recovery="default: 0, none; after the refit, for the searched and the "
+                      "uniform model alike", calib="default 256, in batches of 8",
+                      defaults=(True, 0.0, CALIB_SEQUENCES))
     p.add_argument("--criterion", default="fisher", help=f"importance: {', '.join(loss_change_criteria())}")
     p.add_argument("--neuron-step", type=positive_int, default=None,
                    help="kept FFN widths: 1 and multiples of this, each measured (default d_ff / 16)")
-    p.add_argument("--no-rescale", action="store_true", help="skip the least-squares refit of output projections")
+    p.add_argument("--no-rescale", dest="refit", action="store_false", help=argparse.SUPPRESS)  # old --no-refit
     p.add_argument("--keep", choices=KEEP_CHOICES, default=None,
-                   help="which groups stay at a width: obs (greedy OBS, assumes the refit; default with rescaling) "
-                        "or score (top importance; default with --no-rescale)")
+                   help="which groups stay at a width: obs (greedy OBS, assumes the refit; default with --refit) "
+                        "or score (top importance; default with --no-refit)")
     p.add_argument("--check-configs", type=int, default=20, help="random widths to check the latency model on")
     p.add_argument("--no-uniform", action="store_true", help="skip the uniform-pruning comparison")
-    p.add_argument("--eval-batches", type=positive_int, default=16, help="test batches of 32 evaluated")
+    p.add_argument("--eval-batches", type=positive_int, default=None,
+                   help=f"test batches of 32 evaluated (default {EVAL_BATCHES}; prunebench's own encoder only: a "
+                   "pretrained model is scored on every test example)")
     p.add_argument("--cache-dir", default=None, help="cache folder (default $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default torch's)")
     p.add_argument("--seed", type=int, default=0, help="seed of calibration sample, inputs and checks")
@@ -71,17 +96,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def _inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
-    """(dense model, calibration batches or None, evaluate(model, dense), loss_fn or None) of ``--model``."""
-    path = Path(args.model)
-    if path.is_dir() and is_hf_folder(path):
-        from prunebench.runner.hf_search import hf_search_inputs
-
-        hf = hf_search_inputs(path, args.task, calib_texts=max(0, args.calib_sequences), seed=args.seed)
-        return hf.dense, hf.calib or None, hf.evaluate, hf.loss_fn
+def _source(args: argparse.Namespace) -> tuple[nn.Module, ModelSource]:
+    """The dense model of ``--model`` and its model source (as ``prunebench run`` builds them): calibration,
+    evaluation, the loss of a base encoder, recovery. A saved prunebench folder is our encoder with its own
+    tokenizer over the task's text."""
     cache = cache_dir_from_args(args.cache_dir)
-    options = {"spec": args.task or "mlm", "seq_len": None, "text_col": args.text_col, "label_col": args.label_col,
+    spec = args.task or "mlm"
+    options = {"spec": spec, "seq_len": None, "text_col": args.text_col, "label_col": args.label_col,
                "split_col": None}
+    run_options = {"seed": args.seed, "calib_sequences": args.calib_sequences, "refit": args.refit,
+                   "recovery_seconds": args.recovery_seconds}
+    hf_folder = load_hf_folder_arg(args.model)
+    if hf_folder is not None:
+        HFSource.refuse_unsupported({"eval_batches": "--eval-batches"} if args.eval_batches is not None else {})
+        dense = load_hf_arg(args.model).eval()  # type: ignore[union-attr]
+        # A user file with its own column names: the labelled task is read here with them (the source reads a
+        # task spec with the default columns).
+        columns = (args.text_col, args.label_col) != ("text", "label") and ":" in spec
+        given = labelled_text_task(spec, text_col=args.text_col, label_col=args.label_col) if columns else None
+        return dense, HFSource.of_model(hf_folder, dense, cache_dir=cache, given_task=given, task=spec,
+                                        **run_options)
+    run_options["eval_batches"] = args.eval_batches or EVAL_BATCHES
+    path = Path(args.model)
     if path.is_dir():
         config, _ = read_config(path)
         if not (path / TOKENIZER_FILE).is_file():
@@ -89,19 +125,17 @@ def _inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
                              "cannot be tokenized as it was trained; save the model with its tokenizer "
                              "(prunebench train does) and pass --task")
         task = build_task_from(options, config.vocab_size, cache, path / TOKENIZER_FILE)
-        dense = load_model(path).eval()
-    elif args.model not in model_names():
+        # Our encoder, loaded from its folder (the preset name only fills the run config's model field).
+        run = RunConfig(model="small", **run_options)
+        return load_model(path).eval(), PresetSource(run, Budgets.of(run), cache_dir=cache, task=task)
+    if args.model not in model_names():
         presets = ", ".join(model_names()[:-1])
         raise ValueError(f"--model {args.model!r} is neither a folder nor a preset; presets: {presets}")
-    else:
-        task = build_task_from(options, preset_config(args.model).vocab_size, cache)
-        dense = load_or_train_baseline(args.model, task, cache_dir=cache, seed=args.seed)[0].eval()
-    calib = calibration_batches(task, args.calib_sequences, seed=args.seed) if args.calib_sequences > 0 else None
-
-    def score(model: Any, reference: Any) -> dict[str, Any]:
-        return evaluate(model, task, reference=reference, max_batches=args.eval_batches, seed=args.seed).to_dict()
-
-    return dense, calib, score, None
+    task = build_task_from(options, preset_config(args.model).vocab_size, cache)
+    run = RunConfig(model=args.model, seq_len=args.seq_len, **run_options)
+    source = PresetSource(run, Budgets.of(run), cache_dir=cache, task=task)
+    dense, _ = source.load_dense(lambda *a, **k: None)  # the cached trained baseline (trained once if missing)
+    return dense, source
 
 
 def _ci(d: dict[str, Any] | None, key: str = "accuracy") -> str:
@@ -120,11 +154,14 @@ def run(args: argparse.Namespace) -> int:
     check_search_backend(args.backend)
     options = SearchOptions(targets=args.targets, batch_size=args.batch_size, seq_len=args.seq_len,
                             backend=args.backend, criterion=args.criterion, neuron_step=args.neuron_step,
-                            rescale=not args.no_rescale, keep=args.keep, check_configs=max(0, args.check_configs),
+                            rescale=args.refit, keep=args.keep, check_configs=max(0, args.check_configs),
                             compare_uniform=not args.no_uniform, seed=args.seed, allow_busy=bool(args.allow_busy))
-    dense, calib, score, loss_fn = _inputs(args)
+    dense, source = _source(args)
+    calib = source.search_calibration(args.calib_sequences, args.seed)
     err = console(stderr=True)
-    report = search_family(dense, calib, options, evaluate=score, out_dir=args.out, loss_fn=loss_fn,
+    report = search_family(dense, calib, options, evaluate=lambda m, d: source.evaluate(m, d).to_dict(),
+                           out_dir=args.out, loss_fn=source.loss_fn(dense),
+                           recover=lambda model: source.recover(model, dense),
                            progress=lambda line: err.print(f"[dim]search:[/dim] {line}")).report
     t = Table(title=f"prunebench search {args.model} at B={args.batch_size}, S={args.seq_len} -> {args.out}")
     for col in ("target", "met", "tries", "heads / neurons per layer", "measured [CI]", "accuracy [95% CI]",

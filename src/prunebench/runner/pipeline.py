@@ -199,9 +199,9 @@ class _Stages:
         if len(done) < len(names):
             tick("prune", "latency-budget search", 0)
             try:
-                # Fisher sums one squared gradient per batch: small batches give it more samples.
-                calib = self.source.calibration(max(self.budgets.calib_sequences, 64), config.seed, batch_size=8)
-                searched = run_search(dense, calib, config, folders, loss_fn=self.source.loss_fn(dense))
+                calib = self.source.search_calibration(max(self.budgets.calib_sequences, 64), config.seed)
+                searched = run_search(dense, calib, config, folders, loss_fn=self.source.loss_fn(dense),
+                                      recover=lambda model: self.source.recover(model, dense))
                 for name, (model, record) in searched.items():
                     store.put_variant(record)
                     done[name] = model

@@ -19,7 +19,7 @@ from prunebench.models.adapters import adapter_for
 from prunebench.models.batch import Batch, LossFn
 from prunebench.runner.variants import describe
 from prunebench.search import SearchOptions, search_family
-from prunebench.search.family import save_member
+from prunebench.search.family import Recover, save_member
 
 #: Method name of searched variants in the store and the report.
 SEARCH_METHOD = "search"
@@ -40,6 +40,7 @@ def search_name(target: float) -> str:
 def run_search(
     dense: nn.Module, calib: Sequence[Batch], config: RunConfig, folders: dict[str, Path | None],
     loss_fn: LossFn | None = None,
+    recover: Recover | None = None,
 ) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
     """Search every target of ``config``; returns ``name -> (model, variant record)``.
 
@@ -49,13 +50,15 @@ def run_search(
         config: the run (targets, first batch size, seq_len, seed).
         folders: where each variant is saved, by name (None or missing: not saved).
         loss_fn: the task loss of a model without one (a pretrained base encoder's frozen probe).
+        recover: the source's recovery of each searched model after its refit (None: none), as the run's
+            one-shot structured variants get it.
     """
     # The held-out check guards the run's search as it guards `prunebench search` (fewer configurations: the
     # run's budget); a latency model it cannot trust stops the search before any pruning.
     options = SearchOptions(targets=config.targets, batch_size=config.batch_sizes[0], seq_len=config.seq_len,
                             check_configs=RUN_CHECK_CONFIGS[config.quick], compare_uniform=False, seed=config.seed,
-                            allow_busy=config.allow_busy)
-    family = search_family(dense, calib, options, loss_fn=loss_fn)
+                            allow_busy=config.allow_busy, rescale=config.refit)
+    family = search_family(dense, calib, options, loss_fn=loss_fn, recover=recover)
     dense_encoder = _encoder_params(dense)
     out = {}
     for entry in family.report["targets"]:

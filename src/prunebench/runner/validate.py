@@ -74,3 +74,22 @@ def check_run_inputs(config: RunConfig) -> None:
         read_labelled_texts(task_file, config.task.partition(":")[0])  # what the run reads, refused now
     if config.device == "cuda" and not torch.cuda.is_available():
         raise PrunebenchError("--device cuda was asked for, but torch sees no CUDA device here")
+
+
+def check_explicit_options(config: RunConfig, explicit: dict[str, str]) -> None:
+    """Refuse options given explicitly (``explicit``: run option name -> how it was written, e.g. ``--refit``)
+    that this run cannot honour, so none is silently ignored: an option the model's kind cannot honour
+    (:attr:`prunebench.sources.ModelSource.unsupported`), or ``refit`` asked for when no variant loses a head,
+    neuron or layer (no one-shot structured method and no search target).
+
+    Raises:
+        ValueError: one line naming the option and why.
+    """
+    from prunebench.pruning.spec import METHODS
+    from prunebench.sources import source_class
+
+    source_class(config.model).refuse_unsupported(explicit)
+    shrinks = config.targets or any(METHODS.get(m).structured for m in config.methods)
+    if "refit" in explicit and config.refit and not shrinks:
+        raise ValueError(f"{explicit['refit']} refits output projections that lost heads or neurons; none of the "
+                         f"methods ({', '.join(config.methods)}) removes any: add structured or --targets")

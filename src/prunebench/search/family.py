@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.json"
 #: Evaluates ``model`` against ``reference``: a mapping with ``accuracy``, ``n_predictions`` and fidelity keys.
 Evaluate = Callable[[nn.Module, nn.Module], Mapping[str, Any]]
+#: Recovers a shrunk model in place after its refit (the model source's fine-tuning or distillation from dense);
+#: returns what it did, or None when it did nothing.
+Recover = Callable[[nn.Module], Mapping[str, Any] | None]
 
 
 def split_calibration(batches: Sequence[Batch]) -> tuple[Sequence[Batch], Sequence[Batch]]:
@@ -124,16 +127,24 @@ def _widths_rows(alloc: Allocation) -> list[dict[str, int]]:
 
 
 def _rescaled_accuracy(model: nn.Module, dense: nn.Module, evaluate: Evaluate | None, *, rescale: bool,
-                       fit: Sequence[Batch], held: Sequence[Batch], loss_fn: LossFn | None) -> dict[str, Any]:
-    """Accuracy of ``model``, and with ``rescale`` its refit (in place) and the accuracy before it.
+                       fit: Sequence[Batch], held: Sequence[Batch], loss_fn: LossFn | None,
+                       recover: Recover | None = None) -> dict[str, Any]:
+    """Accuracy of ``model``, and with ``rescale`` its refit (in place) and the accuracy before it; then
+    ``recover(model)`` (in place; None or a None record: no recovery) and the accuracy before that.
 
     The searched and the uniform model get the same treatment, so their comparison is of the widths alone.
     """
-    if not rescale:
-        return {"accuracy": _accuracy(evaluate, model, dense)}
-    out: dict[str, Any] = {"accuracy_before_rescale": _accuracy(evaluate, model, dense)}
-    out["rescale"] = rescale_(model, dense, fit, held, loss_fn=loss_fn)
-    out["accuracy"] = _accuracy(evaluate, model, dense) if out["rescale"]["applied"] else out["accuracy_before_rescale"]
+    out: dict[str, Any] = {"accuracy": _accuracy(evaluate, model, dense)}
+    if rescale:
+        out["accuracy_before_rescale"] = out["accuracy"]
+        out["rescale"] = rescale_(model, dense, fit, held, loss_fn=loss_fn)
+        if out["rescale"]["applied"]:
+            out["accuracy"] = _accuracy(evaluate, model, dense)
+    recovery = recover(model) if recover is not None else None
+    if recovery is not None:
+        model.eval()
+        out["recovery"], out["accuracy_before_recovery"] = recovery, out["accuracy"]
+        out["accuracy"] = _accuracy(evaluate, model, dense)
     return out
 
 
@@ -147,6 +158,7 @@ def search_family(
     progress: Callable[[str], None] | None = None,
     table: LatencyTable | None = None,
     loss_fn: LossFn | None = None,
+    recover: Recover | None = None,
 ) -> FamilyResult:
     """Search, verify and save one model per target.
 
@@ -159,6 +171,8 @@ def search_family(
         progress: called with one line per stage.
         table: a latency table measured earlier for this model and shape (None: measure it now).
         loss_fn: the task loss of a model without one (an HF base encoder's frozen probe); None: the adapter's.
+        recover: recovery of each verified model (searched and uniform alike) after its refit, before it is
+            evaluated and saved (``ModelSource.recover``: fine-tuning, or distillation from dense); None: none.
 
     Returns:
         The models and the report written to ``search.json``: table, latency-model check, and per target the
@@ -256,7 +270,7 @@ def search_family(
         entry: dict[str, Any] = {"target": target, "met": met, "machine_busy": busy, "tries": tries,
                                  "widths": _widths_rows(alloc), "chosen": chosen,
                                  "measured": got.to_dict(), "fidelity": fidelity}
-        finish = {"rescale": options.rescale, "fit": fit, "held": held, "loss_fn": loss_fn}
+        finish = {"rescale": options.rescale, "fit": fit, "held": held, "loss_fn": loss_fn, "recover": recover}
         entry.update(_rescaled_accuracy(model, dense, evaluate, **finish))
         if options.compare_uniform:
             u_model, u_widths, fraction, u_got, attempts = uniform_at_measured(

@@ -232,7 +232,7 @@ def train(
 def finetune(
     model: TransformerEncoder,
     task: Task,
-    steps: int,
+    steps: int | Budget,
     *,
     keep_masks: bool = True,
     lr: float = DEFAULT_FINETUNE_LR,
@@ -249,8 +249,10 @@ def finetune(
     gradients of zero entries are masked and the masks are re-applied after every optimizer step, so the
     sparsity after fine-tuning equals the sparsity before. A physically shrunk model needs nothing
     special: its smaller Linears are simply trained.
+
+    ``steps`` is a step count, or a :class:`Budget` (a time budget: the recovery ``--recovery-seconds`` gives).
     """
-    if not isinstance(steps, int) or steps <= 0:
+    if not isinstance(steps, Budget) and (not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0):
         raise ValueError(f"finetune steps must be a positive integer, got {steps!r}")
     masks: dict[str, tuple[nn.Parameter, torch.Tensor]] = {}
     if keep_masks:

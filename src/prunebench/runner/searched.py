@@ -7,7 +7,7 @@ joins the run's table like every other variant (evaluated, benchmarked at every 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ def search_name(target: float) -> str:
 
 def run_search(
     dense: nn.Module, calib: Sequence[Batch], config: RunConfig, folders: dict[str, Path | None],
-    loss_fn: LossFn | None = None,
+    loss_fn: LossFn | None = None, progress: Callable[[str], None] | None = None,
 ) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
     """Search every target of ``config``; returns ``name -> (model, variant record)``.
 
@@ -49,13 +49,14 @@ def run_search(
         config: the run (targets, first batch size, seq_len, seed).
         folders: where each variant is saved, by name (None or missing: not saved).
         loss_fn: the task loss of a model without one (a pretrained base encoder's frozen probe).
+        progress: called with one line per stage of the search (its latency table, importance, each try).
     """
     # The held-out check guards the run's search as it guards `prunebench search` (fewer configurations: the
     # run's budget); a latency model it cannot trust stops the search before any pruning.
     options = SearchOptions(targets=config.targets, batch_size=config.batch_sizes[0], seq_len=config.seq_len,
                             check_configs=RUN_CHECK_CONFIGS[config.quick], compare_uniform=False, seed=config.seed,
                             allow_busy=config.allow_busy)
-    family = search_family(dense, calib, options, loss_fn=loss_fn)
+    family = search_family(dense, calib, options, loss_fn=loss_fn, progress=progress)
     dense_encoder = _encoder_params(dense)
     out = {}
     for entry in family.report["targets"]:

@@ -136,3 +136,24 @@ def test_ticker_reports_progress_within_a_unit() -> None:
         tick("train", f"{fraction:.0%}", 0, within=fraction)
     tick("train", "trained")
     assert seen[0] == 1 and seen[1:4] == [1.25, 1.5, pytest.approx(1.999)] and seen[4] == 2
+
+
+def test_missing_backend_package_is_refused_before_the_folder(tmp_path: Path, monkeypatch, capsys) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name))
+    out = tmp_path / "run"
+    assert main(["run", "--model", "small", "--quick", "--backends", "eager,onnxruntime", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install -e ".[onnx]"' in err and "onnxruntime" in err
+    assert not out.exists()
+
+
+def test_ray_executor_without_ray_is_refused_before_the_folder(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    out = tmp_path / "run"
+    assert main(["run", "--model", "small", "--quick", "--executor", "ray", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install -e ".[ray]"' in err
+    assert not out.exists()

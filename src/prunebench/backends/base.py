@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
-from prunebench.errors import PrunebenchError
+from prunebench.errors import PrunebenchError, install_hint
 from prunebench.models.batch import Batch
 
 
@@ -50,15 +50,25 @@ class FidelityError(PrunebenchError):
     """A runnable's outputs do not match the eager model, or it is not in eval mode: it must not be timed."""
 
 
+#: What :func:`missing` says of a package that is not installed (:func:`names_missing_package` looks for it).
+NOT_INSTALLED = "is not installed; install it with:"
+
+
 def missing(module: str, extra: str) -> str | None:
     """None when ``module`` is installed (without importing it), else the one-line install instruction."""
     if importlib.util.find_spec(module) is None:
-        return f"{module} is not installed; install it with: pip install 'prunebench[{extra}]'"
+        return f"{module} {NOT_INSTALLED} {install_hint(extra)}"
     return None
 
 
+def names_missing_package(reason: str | None) -> bool:
+    """Whether an availability reason is a missing package (an extra to install), not a missing device: a run
+    refuses the first before it starts and records the second as a skip."""
+    return reason is not None and NOT_INSTALLED in reason
+
+
 def require(module: str, extra: str) -> Any:
-    """Import ``module`` or raise :class:`BackendUnavailable` naming ``pip install 'prunebench[extra]'``."""
+    """Import ``module`` or raise :class:`BackendUnavailable` naming the extra's install command."""
     reason = missing(module, extra)
     if reason is not None:
         raise BackendUnavailable(reason)

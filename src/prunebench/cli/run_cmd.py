@@ -126,7 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "removed; a folder holding files a run did not write where a run writes is refused)")
     p.add_argument("--executor", choices=EXECUTORS.names(), default="local",
                    help="where prepare and timing units run: local (this process, default) | ray (Ray tasks; "
-                   "every node class times every cell; needs pip install 'prunebench[ray]')")
+                   "every node class times every cell; needs pip install -e \".[ray]\")")
     p.add_argument("--ray-address", metavar="auto|HOST:PORT",
                    help="the Ray cluster to use with --executor ray (default: start a one-node Ray here); "
                    "HOST:PORT must accept a connection within 5 s")

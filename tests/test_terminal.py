@@ -157,3 +157,23 @@ def test_ray_executor_without_ray_is_refused_before_the_folder(tmp_path: Path, m
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and 'pip install -e ".[ray]"' in err
     assert not out.exists()
+
+
+def test_save_model_refuses_a_foreign_non_empty_folder(tmp_path: Path) -> None:
+    from prunebench import create_model, load_model, save_model
+    from prunebench.errors import CheckpointError
+
+    model = create_model("small", seed=0)
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "cat.jpg").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="holds other files and no prunebench model"):
+        save_model(model, foreign)
+    assert sorted(p.name for p in foreign.iterdir()) == ["cat.jpg"]  # nothing written
+    save_model(model, foreign, overwrite=True)  # asked for: written beside the other file
+    assert (foreign / "config.json").is_file()
+    ours = save_model(model, tmp_path / "m")
+    save_model(model, ours)  # a prunebench folder is saved again in place
+    assert load_model(ours) is not None
+    with pytest.raises(CheckpointError, match="is a file"):
+        save_model(model, foreign / "cat.jpg")

@@ -177,3 +177,12 @@ def test_save_model_refuses_a_foreign_non_empty_folder(tmp_path: Path) -> None:
     assert load_model(ours) is not None
     with pytest.raises(CheckpointError, match="is a file"):
         save_model(model, foreign / "cat.jpg")
+
+
+def test_importing_the_hf_models_keeps_the_terminal_clean() -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("torchao")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, "-c", "import prunebench.models.hf.io, transformers, torchao"],
+                          capture_output=True, text=True, env=env, check=True)
+    assert "torchao" not in done.stderr and "register_constant" not in done.stderr, done.stderr[-500:]

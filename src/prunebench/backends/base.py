@@ -11,11 +11,9 @@ The comparison is always on the encoder's last hidden states ``[B, S, D]`` (what
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -23,6 +21,7 @@ import torch
 from torch import nn
 
 from prunebench.errors import PrunebenchError, install_hint
+from prunebench.logs import quiet_loggers
 from prunebench.models.batch import Batch
 
 
@@ -74,23 +73,6 @@ def require(module: str, extra: str) -> Any:
         raise BackendUnavailable(reason)
     with quiet_loggers(module, "torch.utils._pytree"):
         return importlib.import_module(module)
-
-
-@contextlib.contextmanager
-def quiet_loggers(*names: str) -> Iterator[None]:
-    """Raise the given loggers to ERROR for the block (import-time notices of optional packages), then restore.
-
-    torchao, for one, warns about every optional CUDA kernel library it cannot load on a CPU machine.
-    """
-    loggers = [logging.getLogger(n) for n in names]
-    before = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, before, strict=True):
-            lg.setLevel(level)
 
 
 @dataclass(frozen=True)

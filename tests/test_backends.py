@@ -66,7 +66,7 @@ def test_registry_names_and_unknown_backend_lists_valid_ones():
 
 def test_missing_package_is_one_line_with_install_command():
     reason = missing("no_such_package_xyz", "onnx")
-    assert reason == "no_such_package_xyz is not installed; install it with: pip install 'prunebench[onnx]'"
+    assert reason == "no_such_package_xyz is not installed; install it with: pip install -e \".[onnx]\""
 
 
 @pytest.mark.parametrize("name", ["eager", "int8", "int8-legacy", "sparse"])

@@ -71,7 +71,7 @@ def test_missing_onnxruntime_is_one_line_with_the_extra(model, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name))
     backend = BACKENDS.get("onnxruntime-int8")
-    expected = "onnxruntime is not installed; install it with: pip install 'prunebench[onnx]'"
+    expected = "onnxruntime is not installed; install it with: pip install -e \".[onnx]\""
     assert backend.availability() == expected
     with pytest.raises(BackendUnavailable) as info:
         backend.prepare(model, OPTS)

@@ -85,8 +85,8 @@ def test_missing_openvino_is_one_line_with_the_extra(model, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name))
     for name in ("openvino", "openvino-int8", "openvino-bf16"):
         assert BACKENDS.get(name).availability() == (
-            "openvino is not installed; install it with: pip install 'prunebench[openvino]'")
-        with pytest.raises(BackendUnavailable, match=r"prunebench\[openvino\]"):
+            'openvino is not installed; install it with: pip install -e ".[openvino]"')
+        with pytest.raises(BackendUnavailable, match=r'pip install -e "\.\[openvino\]"'):
             BACKENDS.get(name).prepare(model, OPTS)
 
 

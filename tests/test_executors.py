@@ -114,7 +114,7 @@ def test_cli_refuses_a_ray_address_without_the_ray_executor(tmp_path, capsys) ->
 
 def test_missing_ray_is_one_line_naming_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
-    with pytest.raises(PrunebenchError, match=r"pip install 'prunebench\[ray\]'"):
+    with pytest.raises(PrunebenchError, match=r"pip install -e \"\.\[ray\]\""):
         import_ray()
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers", reason="the hf extra is not installed: pip install 'prunebench[hf]'")
+transformers = pytest.importorskip("transformers", reason="the hf extra is not installed: pip install -e \".[hf]\"")
 
 from prunebench.cli.main import main  # noqa: E402
 from prunebench.export import EXPORT_FILE, FORMATS, export_model  # noqa: E402
@@ -187,7 +187,7 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path, capsys, monk
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
     rc, _, err = _export(capsys, str(encoder), "--format", "onnx", "--out", str(tmp_path / "out"))
-    assert rc == 2 and "\n" not in err and "pip install 'prunebench[onnx]'" in err and not (tmp_path / "out").exists()
+    assert rc == 2 and "\n" not in err and "pip install -e \".[onnx]\"" in err and not (tmp_path / "out").exists()
     monkeypatch.undo()
     taken = tmp_path / "taken"
     taken.mkdir()

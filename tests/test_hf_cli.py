@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-transformers = pytest.importorskip("transformers", reason="the hf extra is not installed: pip install 'prunebench[hf]'")
+transformers = pytest.importorskip("transformers", reason="the hf extra is not installed: pip install -e \".[hf]\"")
 
 from prunebench.cli.main import main  # noqa: E402
 from prunebench.models.hf import MANIFEST_FILE, load_hf_model  # noqa: E402
@@ -49,7 +49,7 @@ def test_transformers_missing_is_one_line_exit_2(hf_dir, capsys, monkeypatch):
     capsys.readouterr()
     assert main(["bench", str(hf_dir), "--batch-sizes", "1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "pip install 'prunebench[hf]'" in err
+    assert err.count("\n") == 0 and "pip install -e \".[hf]\"" in err
 
 
 def test_prune_prints_fidelity_on_held_out_text_and_warns_when_it_is_low(hf_dir, tmp_path, capsys, monkeypatch):

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers", reason="the hf extra is not installed: pip install 'prunebench[hf]'")
+transformers = pytest.importorskip("transformers", reason="the hf extra is not installed: pip install -e \".[hf]\"")
 
 from prunebench.cli.main import main  # noqa: E402
 from prunebench.errors import CheckpointError  # noqa: E402
@@ -159,7 +159,7 @@ def test_missing_tokenizer_transformers_and_network(tmp_path, monkeypatch):
     with pytest.raises(HFModelError, match="has no tokenizer"):
         load_hf_tokenizer(tmp_path)
     monkeypatch.setattr(hf_deps.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(HFModelError, match=r"pip install 'prunebench\[hf\]'"):
+    with pytest.raises(HFModelError, match=r"pip install -e \"\.\[hf\]\""):
         hf_deps.require_transformers()
     monkeypatch.undo()
 
@@ -243,4 +243,4 @@ def test_run_refuses_each_bad_hf_input_before_its_folder_exists(tmp_path, capsys
     real = hf_deps.importlib.util.find_spec
     monkeypatch.setattr(hf_deps.importlib.util, "find_spec",
                         lambda name, *a: None if name == "transformers" else real(name, *a))
-    assert "pip install 'prunebench[hf]'" in _run_error(capsys, good, tmp_path)
+    assert "pip install -e \".[hf]\"" in _run_error(capsys, good, tmp_path)

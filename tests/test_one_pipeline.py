@@ -85,5 +85,5 @@ def test_built_in_and_pretrained_models_store_the_same_cells(runs) -> None:
 
 def test_a_pretrained_model_runs_on_the_ray_executor(runs) -> None:
     if "ray" not in runs:
-        pytest.skip("ray is not installed: pip install 'prunebench[ray]'")
+        pytest.skip("ray is not installed: pip install -e \".[ray]\"")
     assert runs["ray"] == {(v, b, 1) for v in VARIANTS - {"search@1.05x"} for b in ("eager", "int8-legacy")}

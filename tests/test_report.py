@@ -162,9 +162,17 @@ def test_cli_report_and_errors(built: tuple[Path, dict[str, Path]], tmp_path: Pa
 
 _PROBE = (
     '<script>window.addEventListener("load", function () {'
-    ' var widths = []; document.querySelectorAll("img").forEach(function (im) {'
-    " widths.push(im.complete ? im.naturalWidth : -1); });"
-    ' var pre = document.createElement("pre"); pre.id = "probe"; pre.textContent = JSON.stringify(widths);'
+    ' function preLines() { var n = 0; document.querySelectorAll("pre").forEach(function (p) {'
+    " if (p.getClientRects().length) { n += p.textContent.split(String.fromCharCode(10)).length; } }); return n; }"
+    ' var out = {widths: [], viewport: window.innerWidth, scroll: document.documentElement.scrollWidth,'
+    ' pre: preLines(), details: document.querySelectorAll("details").length,'
+    ' closed: document.querySelectorAll("details:not([open])").length};'
+    ' document.querySelectorAll("img").forEach(function (im) {'
+    " out.widths.push(im.complete ? im.naturalWidth : -1); });"
+    # Every collapsed section opened: the widest the page gets.
+    ' document.querySelectorAll("details").forEach(function (d) { d.open = true; });'
+    " out.scrollOpen = document.documentElement.scrollWidth; out.preOpen = preLines();"
+    ' var pre = document.createElement("pre"); pre.id = "probe"; pre.textContent = JSON.stringify(out);'
     " document.body.appendChild(pre); });</script>"
 )
 
@@ -195,6 +203,7 @@ def test_report_renders_in_headless_chromium(built: tuple[Path, dict[str, Path]]
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        "--window-size=1400,1000",
         f"--user-data-dir={tmp_path / 'profile'}",
         # Virtual time lets the page settle (load event, probe) before the DOM is dumped, without real waiting.
         "--virtual-time-budget=10000",
@@ -206,6 +215,31 @@ def test_report_renders_in_headless_chromium(built: tuple[Path, dict[str, Path]]
     dom = done.stdout
     probe = re.search(r'<pre id="probe">([^<]*)</pre>', dom)
     assert probe, "the probe did not run: " + dom[-500:]
-    widths = json.loads(probe.group(1))
+    seen = json.loads(probe.group(1))
+    widths = seen["widths"]
     assert len(widths) == 4 and all(w > 0 for w in widths), widths
+    # Layout at a 1400-px viewport: no sideways scrolling, closed or with every section opened; no text dumps.
+    assert seen["viewport"] == 1400, seen
+    assert seen["scroll"] <= 1400 and seen["scrollOpen"] <= 1400, seen
+    assert seen["pre"] <= 5 and seen["preOpen"] <= 20, seen
+    # Per-variant details (one section each) and the cells start collapsed.
+    assert seen["closed"] == seen["details"] and seen["details"] >= len(make_snapshot()["variants"]) + 1, seen
+    # Read top-down: verdict, summary table, figures, then the details.
+    order = [dom.index(m) for m in ('class="verdict"', '<table class="summary">', "<img ", "<details")]
+    assert order == sorted(order), order
     assert '<table class="summary">' in dom and "structured@0.5" in dom
+
+
+def test_pareto_legend_only_names_a_drawn_front() -> None:
+    from dataclasses import replace
+
+    from prunebench.report.plots import pareto_figure
+
+    a = analyze(make_snapshot())
+    fig = pareto_figure(a)
+    legends = [ax.get_legend() for ax in fig.axes]
+    assert all(lg is not None and [t.get_text() for t in lg.get_texts()] == ["Pareto front"] for lg in legends)
+    # A front of one point per batch size: no line is drawn, so no legend names one.
+    lone = {b: tuple(replace(p, on_front=i == 0) for i, p in enumerate(points)) for b, points in a.pareto.items()}
+    fig = pareto_figure(replace(a, pareto=lone))
+    assert all(ax.get_legend() is None and not ax.get_lines() for ax in fig.axes)

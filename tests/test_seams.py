@@ -99,7 +99,7 @@ def test_unknown_model_lists_supported_architectures() -> None:
 def test_transformers_models_load_the_hf_adapters_lazily_or_name_the_extra(monkeypatch) -> None:
     fake = type("BertModel", (nn.Module,), {"__module__": "transformers.models.bert.modeling_bert"})()
     monkeypatch.setattr(adapters_module, "HF_MODULE", "prunebench.models._no_such_hf_module")
-    with pytest.raises(ValueError, match=r"pip install 'prunebench\[hf\]'"):
+    with pytest.raises(ValueError, match=r"pip install -e \"\.\[hf\]\""):
         adapter_for(fake)
 
 

@@ -232,7 +232,7 @@ class PresetSource(ModelSource):
             tick("data", "ready")
 
         def train_progress(fraction: float, steps: int, loss: float) -> None:
-            tick("train", f"dense {config.model}: {fraction:.0%} (step {steps}, loss {loss:.2f})", 0)
+            tick("train", f"dense {config.model}: {fraction:.0%} (step {steps}, loss {loss:.2f})", 0, within=fraction)
 
         dense, info = load_or_train_baseline(config.model, self.task, self.budgets.train_budget, seed=config.seed,
                                              cache_dir=self.cache_dir, progress=train_progress,

@@ -6,12 +6,12 @@ against the eager model and only then times in a block sweep. Registered, in ord
 
 =====================  =======================================================================================
 ``eager``              the model as it is (default; the reference)
-``int8``               torchao dynamic int8 of the encoder Linears (``pip install 'prunebench[int8]'``)
+``int8``               torchao dynamic int8 of the encoder Linears (``pip install -e ".[int8]"``)
 ``int8-legacy``        ``torch.ao.quantization.quantize_dynamic`` (deprecated, still in torch 2.13)
 ``sparse``             unstructured Linears as CSR/BSR where micro-benchmarks, then the whole model, are faster
-``onnxruntime``        ONNX export + ORT CPU session, fp32 (``pip install 'prunebench[onnx]'``)
+``onnxruntime``        ONNX export + ORT CPU session, fp32 (``pip install -e ".[onnx]"``)
 ``onnxruntime-int8``   the export with ORT dynamic int8 quantization
-``openvino``           OpenVINO CPU runtime, fp32 pinned (``pip install 'prunebench[openvino]'``)
+``openvino``           OpenVINO CPU runtime, fp32 pinned (``pip install -e ".[openvino]"``)
 ``openvino-bf16``      OpenVINO with bf16 inference precision (CPUs with native bf16 only)
 ``openvino-int8``      OpenVINO after NNCF post-training int8 quantization, calibrated on task text
 ``compile``            ``torch.compile`` (inductor); skipped where no C++ compiler is found

@@ -11,18 +11,17 @@ The comparison is always on the encoder's last hidden states ``[B, S, D]`` (what
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
-from prunebench.errors import PrunebenchError
+from prunebench.errors import PrunebenchError, install_hint
+from prunebench.logs import quiet_loggers
 from prunebench.models.batch import Batch
 
 
@@ -50,37 +49,30 @@ class FidelityError(PrunebenchError):
     """A runnable's outputs do not match the eager model, or it is not in eval mode: it must not be timed."""
 
 
+#: What :func:`missing` says of a package that is not installed (:func:`names_missing_package` looks for it).
+NOT_INSTALLED = "is not installed; install it with:"
+
+
 def missing(module: str, extra: str) -> str | None:
     """None when ``module`` is installed (without importing it), else the one-line install instruction."""
     if importlib.util.find_spec(module) is None:
-        return f"{module} is not installed; install it with: pip install 'prunebench[{extra}]'"
+        return f"{module} {NOT_INSTALLED} {install_hint(extra)}"
     return None
 
 
+def names_missing_package(reason: str | None) -> bool:
+    """Whether an availability reason is a missing package (an extra to install), not a missing device: a run
+    refuses the first before it starts and records the second as a skip."""
+    return reason is not None and NOT_INSTALLED in reason
+
+
 def require(module: str, extra: str) -> Any:
-    """Import ``module`` or raise :class:`BackendUnavailable` naming ``pip install 'prunebench[extra]'``."""
+    """Import ``module`` or raise :class:`BackendUnavailable` naming the extra's install command."""
     reason = missing(module, extra)
     if reason is not None:
         raise BackendUnavailable(reason)
     with quiet_loggers(module, "torch.utils._pytree"):
         return importlib.import_module(module)
-
-
-@contextlib.contextmanager
-def quiet_loggers(*names: str) -> Iterator[None]:
-    """Raise the given loggers to ERROR for the block (import-time notices of optional packages), then restore.
-
-    torchao, for one, warns about every optional CUDA kernel library it cannot load on a CPU machine.
-    """
-    loggers = [logging.getLogger(n) for n in names]
-    before = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, before, strict=True):
-            lg.setLevel(level)
 
 
 @dataclass(frozen=True)

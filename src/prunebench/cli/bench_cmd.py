@@ -27,6 +27,7 @@ from prunebench.cli.common import (
     int_list,
     load_hf_arg,
     positive_int,
+    print_json,
     seconds,
     seed_value,
     warn_threads,
@@ -37,6 +38,9 @@ from prunebench.models.io import load_model, nonfinite_tensor
 from prunebench.models.presets import PRESETS, create_model
 from prunebench.outdir import check_writable_dir
 from prunebench.results.cell import CellRecord
+
+#: ``--json`` without a file: the records go to stdout.
+STDOUT = Path("-")
 
 
 def _fraction(value: str) -> float:
@@ -75,7 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-head", action="store_true", help="time the task head too (default: encoder only)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--seed", type=seed_value, default=0, help="seed of the inputs, the bootstrap and preset weights")
-    p.add_argument("--json", metavar="OUT", type=Path, help="write all records to this JSON file")
+    p.add_argument("--json", metavar="OUT", type=Path, nargs="?", const=STDOUT,
+                   help="all records as JSON: --json alone prints them on stdout (the tables then go to stderr), "
+                   "--json OUT writes the file OUT")
     p.add_argument("--backend", default=DEFAULT_BACKEND, metavar="B",
                    help=f"run MODEL on this backend ({', '.join(BACKENDS.names())}); timed against the baseline "
                    "(default: MODEL itself) on eager, after its outputs matched eager")
@@ -152,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if settings.max_time < settings.min_time:
         raise ValueError(f"--max-time ({settings.max_time}) must be >= --min-time ({settings.min_time})")
-    if args.json is not None:
+    if args.json is not None and args.json != STDOUT:
         if args.json.is_dir():
             raise PrunebenchError(f"--json {args.json} is a folder; give a file name")
         check_writable_dir(args.json.parent, "--json")
@@ -183,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
         limit = None if adapter is None else adapter.max_seq_len
         if limit is not None and args.seq_len > limit:
             raise ValueError(f"--seq-len {args.seq_len} exceeds {label}'s max_positions {limit}")
-    out = console()
+    to_stdout = args.json == STDOUT
+    out = console(stderr=to_stdout)  # stdout carries only the JSON then, for a pipe
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console(stderr=True), transient=True) as bar:
         per_shape = len(models) if args.backend == DEFAULT_BACKEND else 1  # a backend sweep has no baseline cell
@@ -216,8 +223,11 @@ def run(args: argparse.Namespace) -> int:
             models={k: {"source": str(f) if f else k, "memory": memory[k]} for k, (_, f) in models.items()},
             cells=cells,
         )
-        _write_json(args.json, report.to_dict())
-        out.print(f"wrote {args.json}")
+        if to_stdout:
+            print_json(report.to_dict())
+        else:
+            _write_json(args.json, report.to_dict())
+            out.print(f"wrote {args.json}")
     if any(c.failed for c in cells):  # a skip (the backend cannot express it) is no failure, nor an unmeasured cell
         return 1
     if args.strict and mostly_busy(cells):

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 from rich.console import Console
+from rich.table import Table
 from torch import nn
 
 from prunebench.models.io import is_hf_folder
 from prunebench.models.presets import model_names
+from prunebench.results.export import json_safe
 
 #: Exit code of a command whose timings cannot be trusted (a busy machine): ``--strict`` and ``UntrustedTiming``.
 EXIT_UNTRUSTED = 3
@@ -83,10 +86,37 @@ def load_hf_folder_arg(name: str) -> Path | None:
 
 
 def console(stderr: bool = False) -> Console:
-    """A rich console; user-facing output goes through these and nowhere else."""
+    """A rich console; user-facing output goes through these and nowhere else.
+
+    Markup is off: messages and table cells carry user text, paths and install hints such as
+    ``pip install -e ".[onnx]"``, whose brackets rich would take for markup and drop. Styles are given as
+    ``style=`` arguments instead.
+    """
     # Off a terminal rich would wrap at 80 columns and cut table cells; logs and CI want whole rows.
     stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 160)
+    return Console(stderr=stderr, highlight=False, markup=False, width=None if stream.isatty() else 160)
+
+
+def add_json_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--json``: print ``what`` as JSON on stdout instead of the tables (which then go to stderr)."""
+    parser.add_argument("--json", action="store_true",
+                        help=f"print {what} as JSON on stdout (tables and progress go to stderr)")
+
+
+def print_json(doc: Any) -> None:
+    """Write ``doc`` to stdout as strict JSON (NaN and infinities are not JSON: None), one document per call.
+
+    Plain ``sys.stdout``, not rich: a pipe into ``jq`` wants the bytes as they are, without wrapping or colour.
+    """
+    sys.stdout.write(json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def table_dicts(table: Table) -> list[dict[str, str]]:
+    """The rows of a rich table as ``{column header: cell text}`` (what ``--json`` prints of a listing)."""
+    headers = [str(c.header) for c in table.columns]
+    columns = [[str(cell) for cell in c.cells] for c in table.columns]
+    return [dict(zip(headers, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def model_name(value: str) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from rich.table import Table
 
 from prunebench.backends import BACKENDS
-from prunebench.cli.common import console
+from prunebench.cli.common import add_json_arg, console, print_json, table_dicts
 from prunebench.cli.prune_cmd import methods_table
 from prunebench.models.config import count_parameters
 from prunebench.models.presets import PRESETS, preset_config
@@ -84,10 +84,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``list`` subcommand."""
     p = sub.add_parser("list", help="list models, methods, criteria, schedules, tasks or backends")
     p.add_argument("what", choices=sorted(LISTINGS), help="what to list")
+    add_json_arg(p, "the listing (one object per row, keyed by column)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the requested listing."""
-    console().print(LISTINGS[args.what]())
+    """Print the requested listing (a table, or ``--json``: its rows)."""
+    table = LISTINGS[args.what]()
+    if args.json:
+        print_json(table_dicts(table))
+    else:
+        console().print(table)
     return 0

@@ -4,43 +4,49 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
 from prunebench._version import __version__
-from prunebench.cli import (
-    bench_cmd,
-    compare_cmd,
-    eval_cmd,
-    export_cmd,
-    list_cmd,
-    prune_cmd,
-    report_cmd,
-    run_cmd,
-    search_cmd,
-    train_cmd,
-)
-from prunebench.cli.common import EXIT_UNTRUSTED, OneLineParser
 from prunebench.errors import PrunebenchError, UntrustedTiming
 
-#: Subcommand modules; each exposes ``register(subparsers)`` and sets ``handler`` on its parser.
-COMMANDS = (run_cmd, list_cmd, report_cmd, compare_cmd, bench_cmd, prune_cmd, search_cmd, train_cmd, eval_cmd,
-            export_cmd)
+#: Subcommand modules (under ``prunebench.cli``); each exposes ``register(subparsers)`` and sets ``handler`` on
+#: its parser. Imported by :func:`build_parser`, not here: they import torch, which ``--version`` must not wait for.
+COMMANDS = ("run_cmd", "list_cmd", "report_cmd", "compare_cmd", "bench_cmd", "prune_cmd", "search_cmd",
+            "train_cmd", "eval_cmd", "export_cmd")
+
+VERBOSE_HELP = "more log output, tracebacks on errors"
+
+
+def _asks_version(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` asks for ``--version`` before any subcommand (where argparse would honour it)."""
+    for arg in argv:
+        if arg == "--version":
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for tests and docs)."""
+    from prunebench.cli.common import OneLineParser
+
     parser = OneLineParser(
         prog="prunebench",
         description="Prune a transformer encoder, then measure honestly how much faster, smaller and "
         "less accurate it got.",
     )
     parser.add_argument("--version", action="version", version=f"prunebench {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="more log output, tracebacks on errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
-    for module in COMMANDS:
-        module.register(sub)
+    for name in COMMANDS:
+        importlib.import_module(f"prunebench.cli.{name}").register(sub)
+    for command in sub.choices.values():
+        # -v also after the subcommand (`prunebench run -v`); SUPPRESS keeps a -v given before it.
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
@@ -60,7 +66,13 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _asks_version(argv):
+        sys.stdout.write(f"prunebench {__version__}\n")
+        return 0
     parser = build_parser()
+    from prunebench.cli.common import EXIT_UNTRUSTED
+
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
         parser.print_help()

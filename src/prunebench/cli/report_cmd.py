@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
                                  "rebuilt by `prunebench report` on that run")
     paths = build_report(args.run_dir, args.out)
     out = console()
-    out.print(summary_table(summary_rows(main_snapshot(snapshot))))
+    out.print(summary_table(summary_rows(main_snapshot(snapshot)), width=out.width))
     out.print(f"report: {paths['report.html']}")
     out.print(f"summary: {paths['summary.md']}  data: {paths['results.json']}, {paths['results.csv']}")
     return 0

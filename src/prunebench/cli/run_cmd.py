@@ -18,10 +18,12 @@ from prunebench.cli.common import (
     EXIT_UNTRUSTED,
     add_busy_args,
     add_pipeline_args,
+    add_json_arg,
     console,
     float_list,
     int_list,
     positive_int,
+    print_json,
     seed_value,
     warn_threads,
 )
@@ -31,6 +33,7 @@ from prunebench.report import summary_rows, summary_table
 from prunebench.report.deploy import eager_only, snapshot_rows
 from prunebench.report.hardware import main_snapshot
 from prunebench.report.notes import contention_line
+from prunebench.report.summary import summary_dicts
 from prunebench.results import load_snapshot
 from prunebench.runner import default_out, execute_run
 from prunebench.runner.executors import EXECUTORS, check_executor, make_executor
@@ -118,13 +121,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "removed; a folder holding files a run did not write where a run writes is refused)")
     p.add_argument("--executor", choices=EXECUTORS.names(), default="local",
                    help="where prepare and timing units run: local (this process, default) | ray (Ray tasks; "
-                   "every node class times every cell; needs pip install 'prunebench[ray]')")
+                   "every node class times every cell; needs pip install -e \".[ray]\")")
     p.add_argument("--ray-address", metavar="auto|HOST:PORT",
                    help="the Ray cluster to use with --executor ray (default: start a one-node Ray here); "
                    "HOST:PORT must accept a connection within 5 s")
     p.add_argument("--cache-dir", type=Path, help="cache of tokenizers and trained dense models "
                    "(default: $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
     add_busy_args(p)
+    add_json_arg(p, "the run summary (one object per variant)")
     p.set_defaults(handler=run)
 
 
@@ -183,20 +187,24 @@ def run(args: argparse.Namespace) -> int:
         check_run_inputs(plan.config)  # the stored config, which the run actually uses
         warn_threads(plan.config.threads)
     with claim(out, config, resume=resume, force=args.force, explicit=explicit) as (run_dir, config):
-        return _execute(config, run_dir, cache_dir, args.executor, args.ray_address, strict=args.strict)
+        return _execute(config, run_dir, cache_dir, args.executor, args.ray_address, strict=args.strict,
+                        as_json=args.json)
 
 
 def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path, executor_name: str, address: str | None,
-             strict: bool = False) -> int:
+             strict: bool = False, as_json: bool = False) -> int:
     """The run itself, in a prepared and locked folder, its units run by the named executor; ``strict``: exit
-    3 when most timed cells were contended or unmeasured."""
+    3 when most timed cells were contended or unmeasured; ``as_json``: the summary as JSON on stdout, the rest
+    on stderr."""
     handler = _attach_log(run_dir.log)
-    con = console()
-    con.print(f"[bold]prunebench run[/] -> {run_dir.root}  (model {config.model}, "
+    con = console(stderr=as_json)
+    con.print(f"prunebench run -> {run_dir.root}  (model {config.model}, "
               f"{len(config.variants())} variants, batch sizes {list(config.batch_sizes)}, seq {config.seq_len})")
     start = time.perf_counter()
-    columns = (TextColumn("[bold]{task.fields[stage]:<6}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"))
+    # markup=False: the details carry variant names and error messages (brackets included).
+    columns = (TextColumn("{task.fields[stage]:<6}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+               TextColumn("{task.description}", markup=False))
     try:
         with Progress(*columns, console=con, transient=False) as bar:
             task_id = bar.add_task("starting", total=1, stage="")
@@ -213,10 +221,14 @@ def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path, executor_name:
     snapshot = load_snapshot(run_dir.root)
     # The table is about eager cells, as summary.md's; other backends' skips are listed, not counted as failures.
     analysis = analyze(main_snapshot(eager_only(snapshot)))
-    con.print(summary_table(summary_rows(analysis)))
+    rows = summary_rows(analysis)
+    con.print(summary_table(rows, width=con.width))
+    if as_json:
+        print_json({"run_dir": str(run_dir.root), "report": str(run_dir.root / "report.html"),
+                    "variants": summary_dicts(rows)})
     busy = contention_line(analysis)
     if busy:
-        con.print(f"[bold yellow]{busy}[/] (the report lists the cells)")
+        con.print(f"{busy} (the report lists the cells)", style="bold yellow")
     skips = snapshot_rows(snapshot)[1]
     if skips:
         con.print(f"skipped (variant / backend): {'; '.join(f'{k}: {v}' for k, v in skips.items())}")
@@ -228,9 +240,9 @@ def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path, executor_name:
     if outcome.failed_cells:
         problems.append(f"{outcome.failed_cells} benchmark cell(s)")
     if problems:
-        con.print(f"[bold red]finished with failures: {', '.join(problems)} (see the report and run.log)[/]")
+        con.print(f"finished with failures: {', '.join(problems)} (see the report and run.log)", style="bold red")
         return 1
     if strict and mostly_busy(analysis.cells):
-        con.print(f"[bold red]--strict: most timed cells were contended or unmeasured (exit {EXIT_UNTRUSTED})[/]")
+        con.print(f"--strict: most timed cells were contended or unmeasured (exit {EXIT_UNTRUSTED})", style="bold red")
         return EXIT_UNTRUSTED
     return 0

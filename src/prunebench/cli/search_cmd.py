@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     report = search_family(dense, calib, options, evaluate=lambda m, d: source.evaluate(m, d).to_dict(),
                            out_dir=args.out, loss_fn=source.loss_fn(dense),
                            recover=lambda model: source.recover(model, dense),
-                           progress=lambda line: err.print(f"[dim]search:[/dim] {line}")).report
+                           progress=lambda line: err.print(f"search: {line}", style="dim")).report
     t = Table(title=f"prunebench search {args.model} at B={args.batch_size}, S={args.seq_len} -> {args.out}")
     for col in ("target", "met", "tries", "heads / neurons per layer", "measured [CI]", "accuracy [95% CI]",
                 "agreement / cosine", "uniform: measured", "uniform: accuracy"):
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
                         f"{check['max_abs_error']:.1%} over {len(check['configs'])} random configurations; "
                         f"search (table + check + importance) {report['search_seconds']:.0f}s")
     if report.get("stopped"):
-        console().print(f"[bold]--allow-busy[/]: {report['stopped']}")
+        console().print(f"--allow-busy: {report['stopped']}")
     if any(e.get("machine_busy") for e in report["targets"]):
         console().print("BUSY: other processes held the cores during every verifying measurement of that target; "
                         "it was not judged (rerun on a quiet machine, or --allow-busy)")

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunebench.errors import install_hint
 from prunebench.models.adapter import EncoderAdapter
 from prunebench.models.arch import ArchAdapter
 from prunebench.models.batch import Batch, LossFn
@@ -31,7 +32,7 @@ ADAPTERS.add(EncoderAdapter.name, EncoderAdapter)
 
 #: Module whose import registers the Hugging Face adapters, and the extra that provides its dependencies.
 HF_MODULE = "prunebench.models.hf"
-HF_HINT = "pip install 'prunebench[hf]'"
+HF_HINT = install_hint("hf")
 
 
 def _load_hf_adapters() -> None:

@@ -29,6 +29,8 @@ FORMAT = "prunebench-model"
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+#: The manifest prunebench writes next to a Hugging Face model it saved (see ``models.hf.io``).
+HF_MANIFEST_FILE = "prunebench_hf.json"
 MEMINFO = Path("/proc/meminfo")
 #: Bytes per parameter of a loaded model (float32).
 PARAM_BYTES = 4
@@ -75,8 +77,12 @@ def nonfinite_tensor(model: torch.nn.Module) -> str | None:
 
 
 
-def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | None = None,
+               overwrite: bool = False) -> Path:
     """Write ``model`` to ``directory`` (created if needed).
+
+    A folder that holds other files is refused unless it is a prunebench model folder (saved again in place)
+    or ``overwrite`` is given: the model's files would mix with files it knows nothing of.
 
     A Hugging Face model is saved by :func:`prunebench.models.hf.save_hf_model` (HF config + shape manifest).
 
@@ -84,10 +90,15 @@ def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any]
         model: any model an adapter understands; its current (possibly shrunk) architecture is recorded.
         directory: target folder.
         metadata: optional JSON-ready extras stored under ``"metadata"`` (provenance, pruning report, ...).
+        overwrite: write into a non-empty folder that is no prunebench model folder (its other files stay).
 
     Returns:
         The folder path.
+
+    Raises:
+        CheckpointError: ``directory`` is a file, or a non-empty folder that is no prunebench model folder.
     """
+    check_save_target(Path(directory), overwrite)
     if is_hf_model(model):
         from prunebench.models.hf import save_hf_model
 
@@ -113,6 +124,30 @@ def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any]
     tmp_weights.replace(out / WEIGHTS_FILE)
     tmp_config.replace(out / CONFIG_FILE)
     return out
+
+
+def is_prunebench_folder(directory: Path) -> bool:
+    """Whether ``directory`` holds a model prunebench saved (our config, or the manifest of an HF save)."""
+    if (directory / HF_MANIFEST_FILE).is_file():
+        return True
+    try:
+        doc = read_json(directory / CONFIG_FILE)
+    except (UnsafeFileError, OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == FORMAT
+
+
+def check_save_target(directory: Path, overwrite: bool = False) -> None:
+    """Refuse to save into a file, or into a non-empty folder that is no prunebench model folder (unless
+    ``overwrite``); see :func:`save_model`."""
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise CheckpointError(f"cannot save a model to {directory}: it is a file, not a folder")
+    if overwrite or not any(directory.iterdir()) or is_prunebench_folder(directory):
+        return
+    raise CheckpointError(f"cannot save a model to {directory}: the folder holds other files and no prunebench "
+                          "model; choose an empty or new folder (or pass overwrite=True)")
 
 
 def read_document(directory: str | Path) -> dict[str, Any]:

@@ -48,9 +48,8 @@ def write_report(snapshot: Mapping[str, Any], out_dir: str | Path) -> dict[str, 
         for ext, path in files.items():
             paths[f"{FIGURE_DIR}/{name}.{ext}"] = path
     embedded = {name: (files["png"], FIGURES[name][1]) for name, files in figures.items()}
-    page = render_report(snapshot, a, embedded, hardware_html(eager_only(full)))
-    if deploy:
-        page = page.replace("</body></html>", deploy_html(deploy) + "</body></html>", 1)
+    page = render_report(snapshot, a, embedded, hardware_html(eager_only(full)),
+                         recommendation=deploy_html(deploy) if deploy else "")
     paths["report.html"] = write_bytes_atomic(out / "report.html", page.encode())
     pngs = [f"{FIGURE_DIR}/{name}.png" for name in figures]
     summary = render_summary_md(snapshot, a, pngs, hardware_md(eager_only(full))) + ("\n" + deploy if deploy else "")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,9 @@ tr.bad td{background:#fde8e8;color:#9b1111;font-weight:600}
 .contended h2{border:none;color:#8d6e00;margin-top:.3em}.contended summary{cursor:pointer}
 figure{margin:1.5em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.85em}
-.muted{color:#666;font-size:.85em}
+.muted{color:#666;font-size:.85em}td.l{overflow-wrap:anywhere;max-width:40em}
+details.more{margin:.4em 0}details.more>summary{cursor:pointer;font-weight:600;padding:.2em 0}
+.variant-details{display:flex;flex-wrap:wrap;gap:0 1.5em;align-items:flex-start}
 """
 
 
@@ -77,11 +78,33 @@ def table(
     )
 
 
-def key_values(data: Mapping[str, Any] | None) -> str:
-    """A two-column table of a flat or nested mapping (nested values as compact JSON), sorted by key."""
-    items = sorted((data or {}).items())
-    rows = [(k, json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else fmt.plain(v)) for k, v in items]
-    return table(("key", "value"), rows, left=2) if rows else '<p class="muted">(none recorded)</p>'
+def _flat(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """``(dotted key, text)`` pairs of a nested mapping; a list of plain values is one comma-separated text,
+    a list of mappings is summarised by its length (the JSON keeps it whole)."""
+    out: list[tuple[str, str]] = []
+    for key, value in sorted(data.items()):
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out += _flat(value, f"{name}.") if value else [(name, fmt.MISSING)]
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in value):
+            out.append((name, f"{len(value)} entries (in results.json)"))
+        elif isinstance(value, (list, tuple)):
+            text = ", ".join(fmt.plain(v) for v in value)
+            out.append((name, text if len(value) <= 16 else f"{len(value)} values (in results.json)"))
+        else:
+            out.append((name, fmt.plain(value)))
+    return out
+
+
+def key_values(data: Mapping[str, Any] | None, headers: tuple[str, str] = ("key", "value")) -> str:
+    """A two-column table of a flat or nested mapping (nested keys dotted, long lists counted), sorted by key."""
+    rows = _flat(data or {})
+    return table(headers, rows, left=2) if rows else '<p class="muted">(none recorded)</p>'
+
+
+def collapsed(summary: str, body: str, open_: bool = False) -> str:
+    """A collapsed ``<details>`` section (``summary`` is escaped, ``body`` is our HTML)."""
+    return f'<details class="more"{" open" if open_ else ""}><summary>{esc(summary)}</summary>{body}</details>'
 
 
 def figure(png: Path, caption: str, alt: str) -> str:
@@ -104,51 +127,28 @@ def page(title: str, body: str) -> str:
     )
 
 
-CELL_HEADERS = (
-    "variant",
-    "B",
-    "seq",
-    "status",
-    "latency",
-    "p90",
-    "dense latency",
-    "speedup [CI]",
-    "verdict",
-    "FLOP-ideal",
-    "realized/ideal",
-    "samples/s",
-    "tokens/s",
-    "peak mem",
-    "peak mem vs dense",
-    "pairs",
-    "blocks",
-    "other processes (cores)",
-    "error",
-)
+#: The benchmark cells, as two tables that each fit the page: the timing, then resources and the machine.
+CELL_TIMING_HEADERS = ("variant", "B", "seq", "status", "latency", "p90", "dense latency", "speedup [CI]", "verdict",
+                       "FLOP-ideal", "realized/ideal")
+CELL_RESOURCE_HEADERS = ("variant", "B", "samples/s", "tokens/s", "peak mem", "peak mem vs dense", "pairs", "blocks",
+                         "other processes (cores)", "error")
 
 
-def cell_row(c: CellAnalysis) -> list[str]:
-    """One benchmark cell as display strings, in :data:`CELL_HEADERS` order."""
+def cell_timing_row(c: CellAnalysis) -> list[str]:
+    """One benchmark cell's timing, in :data:`CELL_TIMING_HEADERS` order."""
     return [
-        c.variant,
-        str(c.batch_size),
-        str(c.seq_len),
-        c.status,
-        fmt.ms(c.latency_ms),
-        fmt.ms(c.latency_p90_ms),
-        fmt.ms(c.baseline_latency_ms),
-        fmt.speedup_ci(c.speedup, c.speedup_ci_low, c.speedup_ci_high),
-        c.verdict,
-        fmt.times(c.flop_ideal_speedup),
-        fmt.pct(c.realized_over_ideal, 0),
-        fmt.num(c.throughput_samples_s),
-        fmt.num(c.throughput_tokens_s),
-        fmt.nbytes(c.peak_memory_bytes),
-        fmt.times(c.peak_memory_ratio),
-        fmt.plain(c.n_pairs),
-        fmt.plain(c.n_blocks),
-        _load(c),
-        c.error or "",
+        c.variant, str(c.batch_size), str(c.seq_len), c.status, fmt.ms(c.latency_ms), fmt.ms(c.latency_p90_ms),
+        fmt.ms(c.baseline_latency_ms), fmt.speedup_ci(c.speedup, c.speedup_ci_low, c.speedup_ci_high), c.verdict,
+        fmt.times(c.flop_ideal_speedup), fmt.pct(c.realized_over_ideal, 0),
+    ]
+
+
+def cell_resource_row(c: CellAnalysis) -> list[str]:
+    """One benchmark cell's throughput, memory and load, in :data:`CELL_RESOURCE_HEADERS` order."""
+    return [
+        c.variant, str(c.batch_size), fmt.num(c.throughput_samples_s), fmt.num(c.throughput_tokens_s),
+        fmt.nbytes(c.peak_memory_bytes), fmt.times(c.peak_memory_ratio), fmt.plain(c.n_pairs),
+        fmt.plain(c.n_blocks), _load(c), c.error or "",
     ]
 
 
@@ -200,11 +200,14 @@ def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tu
         "difference from dense in percentage points with a paired-bootstrap 95% CI over the evaluated "
         "predictions; a CI that holds 0 reads 'no measurable change'.</p>"
     )
-    out.append("<h2>Benchmark cells</h2>")
-    out.append(
-        table(CELL_HEADERS, [cell_row(c) for c in a.cells], [c.failed for c in a.cells], left={0, 3, 8, 17, 18})
-    )
-    out.append("<h2>Crossover batch sizes</h2>")
+    out.append("<h2>Figures</h2>")
+    out += [figure(png, caption, name) for name, (png, caption) in figures.items()]
+    out.append("<h2>Details</h2>")
+    failed = [c.failed for c in a.cells]
+    out.append(collapsed(f"Benchmark cells ({len(a.cells)})",
+                         table(CELL_TIMING_HEADERS, [cell_timing_row(c) for c in a.cells], failed, left={0, 3, 8})
+                         + table(CELL_RESOURCE_HEADERS, [cell_resource_row(c) for c in a.cells], failed,
+                                 left={0, 8, 9})))
     if a.crossovers:
         cross = [
             (
@@ -216,35 +219,25 @@ def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tu
             )
             for c in a.crossovers
         ]
-        out.append(table(("variant", "seq", "batch sizes", "change", "verdict"), cross))
+        out.append(collapsed(f"Crossover batch sizes ({len(cross)})",
+                             table(("variant", "seq", "batch sizes", "change", "verdict"), cross)))
     else:
         out.append("<p>No variant changed between faster and not-faster than dense across the batch sizes.</p>")
-    out.append("<h2>Accuracy-vs-latency Pareto front</h2>")
-    for b, points in sorted(a.pareto.items()):
-        out.append(f"<h3>Batch size {b}</h3>")
-        out.append(
-            table(
-                ("variant", "latency", "accuracy", "on front"),
-                [(p.variant, fmt.ms(p.latency_ms), fmt.pct(p.accuracy), "yes" if p.on_front else "no") for p in points],
-            )
-        )
-    out.append("<h2>Figures</h2>")
-    out += [figure(png, caption, name) for name, (png, caption) in figures.items()]
-    out.append("<h2>Per-variant details</h2>")
+    pareto = "".join(
+        f"<h3>Batch size {b}</h3>" + table(
+            ("variant", "latency", "accuracy", "on front"),
+            [(p.variant, fmt.ms(p.latency_ms), fmt.pct(p.accuracy), "yes" if p.on_front else "no") for p in points])
+        for b, points in sorted(a.pareto.items()))
+    if pareto:
+        out.append(collapsed("Accuracy-vs-latency Pareto front", pareto))
+    out.append("<h3>Per variant</h3>")
     raw = {v["name"]: v for v in snapshot.get("variants", [])}
     evals = {e["variant"]: e for e in snapshot.get("evaluations", [])}
     for v in a.variants:
         flagged = v.status == "failed" or v.fidelity_ok is False
         figures_ = {k: val for k, val in dataclasses.asdict(v).items() if k != "name"}
-        out.append(f'<h3 id="v-{esc(v.name)}">{esc(v.name)}{" — FAILED CHECK" if flagged else ""}</h3>')
-        out.append(
-            table(
-                ("figure", "value"),
-                [(k, fmt.plain(val)) for k, val in figures_.items()],
-                [k in ("status", "fidelity_ok", "error") and flagged for k in figures_],
-                left=2,
-            )
-        )
+        parts = [table(("figure", "value"), [(k, fmt.plain(val)) for k, val in figures_.items()],
+                       [k in ("status", "fidelity_ok", "error") and flagged for k in figures_], left=2)]
         for label, data in (
             ("fidelity check", raw.get(v.name, {}).get("fidelity")),
             ("prune details", raw.get(v.name, {}).get("details")),
@@ -253,23 +246,23 @@ def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tu
                                     if k != "correct"}),
         ):
             if data:
-                out.append(f"<p>{esc(label)}:</p><pre>{esc(json.dumps(data, sort_keys=True, indent=2))}</pre>")
+                parts.append(key_values(data, (label, "value")))
+        body = f'<div class="variant-details" id="v-{esc(v.name)}">{"".join(parts)}</div>'
+        out.append(collapsed(f"{v.name}{' — FAILED CHECK' if flagged else ''}", body))
     out.append("<h2>Environment</h2>")
-    out.append(key_values(run.get("environment")))
-    out.append("<h2>Configuration</h2>")
-    out.append(key_values(run.get("config")))
+    out.append(collapsed("Machine and software", key_values(run.get("environment"))))
+    out.append(collapsed("Configuration", key_values(run.get("config"))))
     if run.get("corpus"):
-        out.append("<h2>Corpus</h2>")
-        out.append(key_values(run.get("corpus")))
-    out.append("<h2>Run</h2>")
-    out.append(key_values({k: run.get(k) for k in ("run_id", "created", "status")}))
+        out.append(collapsed("Corpus", key_values(run.get("corpus"))))
+    out.append(collapsed("Run", key_values({k: run.get(k) for k in ("run_id", "created", "status")})))
     return out
 
 
 def render_report(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tuple[Path, str]],
-                  extra: str = "") -> str:
+                  extra: str = "", recommendation: str = "") -> str:
     """The full ``report.html`` of one run; ``figures`` maps name -> (PNG path, caption); ``extra`` is HTML
-    placed after the summary (the per-hardware-class tables of a run timed on several classes)."""
+    placed after the summary (the per-hardware-class tables of a run timed on several classes);
+    ``recommendation`` is HTML placed first, above the verdict (what to deploy, over the backends)."""
     run = snapshot.get("run") or {}
     title = f"prunebench report: {run.get('run_id', '?')}"
     head = (
@@ -278,5 +271,7 @@ def render_report(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str
     )
     sections = _sections(snapshot, a, figures)
     if extra:
-        sections.insert(sections.index("<h2>Benchmark cells</h2>"), extra)
+        sections.insert(sections.index("<h2>Figures</h2>"), extra)
+    if recommendation:
+        sections.insert(0, recommendation)
     return page(title, "\n".join([head, *sections]))

@@ -225,7 +225,7 @@ def pareto_figure(a: Analysis) -> Figure:
                     fontsize=8,
                 )
             front = [p for p in points if p.on_front]
-            if front:
+            if len(front) > 1:  # one point draws no line: the ring says it is on the front, a legend would lie
                 ax.step(
                     [p.latency_ms for p in front],
                     [100 * p.accuracy for p in front],

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from prunebench.analysis import BASELINE, Analysis, CellAnalysis, VariantAnalysis, analyze, busy_cells
@@ -206,19 +208,60 @@ def status_tag(row: SummaryRow) -> str:
     return ", ".join(tags) or "ok"
 
 
-def summary_table(rows: Sequence[SummaryRow], title: str | None = None) -> Table:
-    """A rich Table of the summary rows; variants with problems are shown in red."""
-    table = Table(title=title or "prunebench summary (speedup: paired median ratio vs dense [CI])")
+def _narrow(text: str) -> str:
+    """A cell or header of the narrow layout: the same text, broken before each bracket or parenthesis (a CI,
+    a ratio) and after a hyphen, so that figures stack instead of being cut or folded mid-number."""
+    text = text.replace(" [", "\n[").replace(" (", "\n(").replace(" measurable ", "\nmeasurable\n")
+    return text.replace(", ", ",\n").replace("-ideal", "-\nideal")
+
+
+def summary_table(rows: Sequence[SummaryRow], title: str | None = None, width: int | None = None) -> Table:
+    """A rich Table of the summary rows; variants with problems are shown in red.
+
+    ``width``: the columns it will be printed in. When the one-line-per-row layout needs more, the table takes
+    a narrow layout that keeps every column: the same texts with each CI, ratio and the accuracy change on a line of
+    its own, headers over several lines, one space between columns, each status tag on a line of its own
+    ("3 contended": cells); it fits 100 columns.
+    """
+    if width is not None:
+        wide = summary_table(rows, title)
+        if Console(width=10_000).measure(wide).maximum <= width:
+            return wide
+    narrow = width is not None
+    table = Table(title=title or "prunebench summary (speedup: paired median ratio vs dense [CI])",
+                  box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD, padding=(0, 0) if narrow else (0, 1),
+                  show_lines=narrow)
     headers = summary_headers(rows)
     for i, header in enumerate(headers):
-        # Figures never wrap (a CI split over two lines is hard to read); only the status text may.
+        # Figures never wrap (a CI split mid-number is hard to read); only the status text may.
         last = i == len(headers) - 1
         table.add_column(
-            header, justify="left" if i in SUMMARY_TEXT_COLUMNS else "right", no_wrap=not last, overflow="fold"
+            _narrow(header).replace(" ", "\n").replace("sparsity", "spar-\nsity") if narrow else header,
+            justify="left" if i in SUMMARY_TEXT_COLUMNS else "right", no_wrap=not last, overflow="fold",
+            min_width=12 if last else None,
         )
     for row in rows:
-        table.add_row(*summary_cells(row), style="bold red" if row.problems else None)
+        cells = summary_cells(row)
+        if narrow:  # the status: one tag a line, counts of cells without the word "cells"
+            status = "\n".join(tag.replace(" cells ", " ").replace(" cell ", " ") for tag in cells[-1].split(", "))
+            cells = [_narrow(c) for c in cells[:-1]] + [status]
+        table.add_row(*cells, style="bold red" if row.problems else None)
     return table
+
+
+def summary_dicts(rows: Sequence[SummaryRow]) -> list[dict[str, Any]]:
+    """The summary rows as plain data (what ``prunebench run --json`` prints): each column's text under its
+    header, and the figures behind them."""
+    out = []
+    for row in rows:
+        figures = {k: v for k, v in row.__dict__.items() if k not in ("small", "large")}
+        for key, cell in (("small", row.small), ("large", row.large)):
+            figures[key] = None if cell is None else {
+                f: getattr(cell, f) for f in ("batch_size", "seq_len", "status", "speedup", "speedup_ci_low",
+                                              "speedup_ci_high", "verdict", "latency_ms", "contended")}
+        figures["problems"] = list(row.problems)
+        out.append({"columns": dict(zip(summary_headers(rows), summary_cells(row), strict=True)), **figures})
+    return out
 
 
 def problems(analysis: Analysis) -> list[str]:

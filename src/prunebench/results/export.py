@@ -58,20 +58,20 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return target
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Replace non-finite floats by None, recursively: strict JSON has no NaN/Infinity."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def export_json(snapshot: Mapping[str, Any], path: str | Path) -> Path:
     """Write the whole snapshot (run, variants, evaluations, cells incl. raw samples) as strict JSON."""
-    text = json.dumps(_finite(dict(snapshot)), sort_keys=True, indent=2, allow_nan=False) + "\n"
+    text = json.dumps(json_safe(dict(snapshot)), sort_keys=True, indent=2, allow_nan=False) + "\n"
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 

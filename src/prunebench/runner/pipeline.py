@@ -12,7 +12,9 @@ recorded and the run goes on, so nothing already computed is lost because a late
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +191,13 @@ class _Stages:
             models.update({n: model_files(m) if ship else m for n, m in self._searched(store, dense).items()})
         return models
 
+    def _search_progress(self) -> Callable[[str], None]:
+        """The search's progress lines as ticks within its unit. How many lines a search says is not known
+        ahead (tries per target vary), so each line moves the bar half the rest of the way: it moves, and the
+        time estimate forms, without ever claiming the search done before it is."""
+        said = itertools.count(1)
+        return lambda line: self.tick("prune", f"search: {line}", 0, within=1.0 - 0.5 ** next(said))
+
     def _searched(self, store: ResultStore, dense: nn.Module) -> dict[str, nn.Module]:
         """The ``search@<t>x`` variants (reloaded when an earlier attempt finished them), evaluated."""
         config, tick = self.config, self.tick
@@ -201,7 +210,8 @@ class _Stages:
             try:
                 calib = self.source.search_calibration(max(self.budgets.calib_sequences, 64), config.seed)
                 searched = run_search(dense, calib, config, folders, loss_fn=self.source.loss_fn(dense),
-                                      recover=lambda model: self.source.recover(model, dense))
+                                      recover=lambda model: self.source.recover(model, dense),
+                                      progress=self._search_progress())
                 for name, (model, record) in searched.items():
                     store.put_variant(record)
                     done[name] = model

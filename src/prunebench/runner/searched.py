@@ -7,7 +7,7 @@ joins the run's table like every other variant (evaluated, benchmarked at every 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ def run_search(
     dense: nn.Module, calib: Sequence[Batch], config: RunConfig, folders: dict[str, Path | None],
     loss_fn: LossFn | None = None,
     recover: Recover | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
     """Search every target of ``config``; returns ``name -> (model, variant record)``.
 
@@ -52,13 +53,14 @@ def run_search(
         loss_fn: the task loss of a model without one (a pretrained base encoder's frozen probe).
         recover: the source's recovery of each searched model after its refit (None: none), as the run's
             one-shot structured variants get it.
+        progress: called with one line per stage of the search (its latency table, importance, each try).
     """
     # The held-out check guards the run's search as it guards `prunebench search` (fewer configurations: the
     # run's budget); a latency model it cannot trust stops the search before any pruning.
     options = SearchOptions(targets=config.targets, batch_size=config.batch_sizes[0], seq_len=config.seq_len,
                             check_configs=RUN_CHECK_CONFIGS[config.quick], compare_uniform=False, seed=config.seed,
                             allow_busy=config.allow_busy, rescale=config.refit)
-    family = search_family(dense, calib, options, loss_fn=loss_fn, recover=recover)
+    family = search_family(dense, calib, options, loss_fn=loss_fn, recover=recover, progress=progress)
     dense_encoder = _encoder_params(dense)
     out = {}
     for entry in family.report["targets"]:

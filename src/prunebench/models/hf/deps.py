@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 
-from prunebench.errors import PrunebenchError
+from prunebench.errors import PrunebenchError, install_hint
 
 #: What the user runs to get Hugging Face support.
-INSTALL_HINT = "pip install 'prunebench[hf]'"
+INSTALL_HINT = install_hint("hf")
 
 
 class HFModelError(PrunebenchError):

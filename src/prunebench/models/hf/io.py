@@ -39,10 +39,10 @@ from prunebench.models.hf.portable import (
     name_tokenizer_class,
     portable_config,
 )
+from prunebench.models.io import HF_MANIFEST_FILE as MANIFEST_FILE  # named once, in models.io
 from prunebench.models.side_files import copy_side_files, side_files
 from prunebench.user_files import UnsafeFileError, read_json
 
-MANIFEST_FILE = "prunebench_hf.json"
 FORMAT = "prunebench-hf-model"
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from prunebench.errors import PrunebenchError
+from prunebench.errors import PrunebenchError, install_hint
 from prunebench.results import LOCAL_NODE_CLASS
 from prunebench.runner.executors.base import OnResult, Unit, UnitFn
 
@@ -50,7 +50,7 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise PrunebenchError("the ray executor needs Ray: pip install 'prunebench[ray]'") from None
+        raise PrunebenchError(f"the ray executor needs Ray: {install_hint('ray')}") from None
     return ray
 
 

@@ -17,8 +17,8 @@ from prunebench.backends import BACKENDS, parse_backends
 from prunebench.cli.common import (
     EXIT_UNTRUSTED,
     add_busy_args,
-    add_pipeline_args,
     add_json_arg,
+    add_pipeline_args,
     console,
     float_list,
     int_list,

@@ -34,19 +34,18 @@ from prunebench.pruning.criteria import CRITERIA
 from prunebench.pruning.refit import refit_outputs_
 from prunebench.pruning.spec import GRADUAL_METHOD, ITERATIVE_BASES
 from prunebench.runner.budgets import Budgets
-from prunebench.runner.validate import check_task_spec as check_task_spec_for
+from prunebench.runner.validate import check_tasks
 from prunebench.runner.variants import REFIT_RIDGE
 from prunebench.sources import (
     FIDELITY_WARNING,
-    HF_BUILTIN_TASK,
     HFSource,
     ModelSource,
     PresetSource,
     source_class,
 )
+from prunebench.tasks.factory import TASK_SPECS
 
 log = logging.getLogger(__name__)
-
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,9 +72,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-empty-layers", action="store_true", help="structured: a layer may lose every head")
     p.add_argument("--materialize", default="default", help=f"one of: {', '.join(MATERIALIZATIONS)}")
     p.add_argument("--task", default=None, metavar="SPEC",
-                   help="the text calibration, the refit and the fidelity check read: tweets | csv:PATH | jsonl:PATH "
-                   "| mlm (default: tweets for a pretrained base or classifier encoder, mlm, the stdlib corpus, "
-                   "for a masked LM and for our own encoder); never random tokens")
+                   help=f"the task whose held-out test text the fidelity check reads, and the default calibration: "
+                   f"{' | '.join(TASK_SPECS)} (default: tweets for a pretrained base or classifier encoder, mlm, "
+                   "the stdlib corpus, for a masked LM and for our own encoder; text:PATH, your own corpus, one "
+                   "text a line: a masked LM; prunebench list tasks); never random tokens")
+    p.add_argument("--calib-task", dest="calib_tasks", action="append", default=None, metavar="SPEC[,SPEC]",
+                   help="a pretrained model: calibrate, and refit, on a mix of these tasks' text in equal shares "
+                   "(repeatable or comma-separated, e.g. tweets,text:notes.txt; default: --task)")
     p.add_argument("--calib-sequences", type=positive_int, default=32,
                    help="task sequences the data-driven criteria see (wanda, taylor, fisher, activation; default 32)")
     p.add_argument("--refit", action="store_true",
@@ -149,7 +152,7 @@ def _source(args: argparse.Namespace, model: nn.Module, needed: bool) -> ModelSo
         adapter = adapter_for(model)
         seq_len = min(128, adapter.max_seq_len or 128)
         config = RunConfig(model=str(args.model), task=args.task or "mlm", seed=args.seed, seq_len=seq_len,
-                           calib_sequences=args.calib_sequences)
+                           calib_sequences=args.calib_sequences, calib_tasks=args.calib_tasks)
         source = HFSource(config, Budgets.of(config), cache_dir=cache_dir_from_args(args.cache_dir))
         source.attach(model)  # the model loaded once, by _load
         return source
@@ -166,19 +169,30 @@ def _source(args: argparse.Namespace, model: nn.Module, needed: bool) -> ModelSo
         raise PrunebenchError(f"no usable task text for {args.model} ({exc}); this method needs calibration "
                               "text: pass --task csv:PATH or jsonl:PATH (prunebench never calibrates on random "
                               "tokens)") from None
-    config = RunConfig(model="small", seed=args.seed, calib_sequences=args.calib_sequences)
+    config = RunConfig(model="small", task=args.task or "mlm", seed=args.seed, calib_sequences=args.calib_sequences)
     return PresetSource(config, Budgets.of(config), cache_dir=cache_dir_from_args(args.cache_dir), task=task)
+
+
+def _check_tasks(args: argparse.Namespace, spec: PruneSpec) -> tuple[str, ...]:
+    """Refuse, before ``--out`` is touched, a ``--task`` or ``--calib-task`` this model cannot use or whose file is
+    unusable (one line each); returns the calibration mix (empty: the task's text alone)."""
+    calib = RunConfig(calib_tasks=tuple(args.calib_tasks or ())).calib_tasks  # parsed and checked as a run's
+    folder = load_hf_folder_arg(args.model)
+    model_kind = "preset" if folder is None else HFSource.check(str(folder))
+    labelled = spec.needs_calib and CRITERIA.get(spec.criterion).needs_labels
+    if args.task is not None or calib or folder is not None:
+        check_tasks(args.task or "mlm", calib, model_kind, args.calib_sequences, labelled_calibration=labelled)
+    return calib
 
 
 def run(args: argparse.Namespace) -> int:
     """Prune (on real task text where the criterion needs data), optionally refit, check fidelity to dense on
-    held-out text, save, print the summary table."""
+    held-out text (and, for a sentence encoder, on prose of another domain), save, print the summary table."""
     spec = _spec(args)
     if args.refit and not METHODS.get(spec.method).structured:
         raise ValueError(f"--refit refits output projections that lost heads or neurons; --method {spec.method} "
                          "removes none (use --method structured)")
-    if args.task is not None and not (args.task == HF_BUILTIN_TASK and load_hf_folder_arg(args.model)):
-        check_task_spec_for(args.task)  # a pretrained encoder also takes the built-in labelled task
+    args.calib_tasks = _check_tasks(args, spec)
     out: Path = check_model_out(args.out, force=args.force)
     model = _load(args.model, args.seed)
     source = _source(args, model, needed=spec.needs_calib or args.refit)
@@ -186,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     calib, note = None, "none"
     if spec.needs_calib and source is not None:
         calib = source.calibration(args.calib_sequences, args.seed)
-        note = f"{sum(int(b['input_ids'].shape[0]) for b in calib)} sequences of {_task_name(source)} (train split)"
+        note = f"{sum(int(b['input_ids'].shape[0]) for b in calib)} sequences of {_calib_name(source)} (train split)"
     # A gradient criterion on a model without a loss of its own (a base encoder) scores through the task's.
     needs_loss = source is not None and spec.needs_calib and CRITERIA.get(spec.criterion).needs_labels
     report, the_plan = prune_with_plan_(with_loss(model, source.loss_fn(dense) if needs_loss else None), spec,
@@ -202,7 +216,9 @@ def run(args: argparse.Namespace) -> int:
         clear_model_files(out)
     save_pruned(model, out, the_plan, report,
                 metadata={"pruning": {"spec": spec.to_dict(), "source": str(args.model), "refit": args.refit,
-                                      "task": _task_name(source) if source else None, "fidelity": fidelity}})
+                                      "task": _task_name(source) if source else None,
+                                      "calibrated_on": source.calibrated_on() if source else None,
+                                      "fidelity": fidelity}})
     table = _table(report, out, note)
     table.add_row("least-squares refit", refit)
     if fidelity is None:
@@ -212,18 +228,33 @@ def run(args: argparse.Namespace) -> int:
         shown = f"cosine {fidelity['cosine']:.3f}" + (f", agreement {fidelity['agreement']:.3f}"
                                                      if fidelity["agreement"] is not None else "")
         table.add_row("fidelity to dense (held out)", f"{shown} on {fidelity['n']} {fidelity['on']}")
+        other = fidelity.get("other_domain")
+        if other is not None:
+            table.add_row("fidelity to dense (another domain)", f"cosine {other['cosine']:.3f} on {other['n']} "
+                          f"paragraphs of {other['on']}")
     console().print(table)
-    if fidelity is not None and fidelity["cosine"] is not None and fidelity["cosine"] < FIDELITY_WARNING:
-        console(stderr=True).print(
-            f"warning: the pruned model's outputs have cosine {fidelity['cosine']:.2f} to dense on held-out text "
-            f"(below {FIDELITY_WARNING}): it no longer computes what the dense model did; try a lower sparsity, "
-            + ("" if args.refit else "--refit, ") + "or another granularity", markup=False)
+    if fidelity is not None:
+        for cosine, where in ((fidelity["cosine"], "held-out text"),
+                              ((fidelity.get("other_domain") or {}).get("cosine"), "text of another domain")):
+            if cosine is not None and cosine < FIDELITY_WARNING:
+                console(stderr=True).print(
+                    f"warning: the pruned model's outputs have cosine {cosine:.2f} to dense on {where} "
+                    f"(below {FIDELITY_WARNING}): it no longer computes what the dense model did; try a lower "
+                    "sparsity, " + ("" if args.refit else "--refit, ") + "or another granularity"
+                    + (", or --calib-task with text of more domains" if where != "held-out text" else ""),
+                    markup=False)
     return 0
 
 
 def _task_name(source: ModelSource) -> str:
     task = getattr(source, "task", None) or getattr(source, "corpus", None)
     return str(getattr(task, "name", "task"))
+
+
+def _calib_name(source: ModelSource) -> str:
+    """What the calibration was drawn from: the task, or the ``--calib-task`` mix in equal shares."""
+    specs = source.calibrated_on()
+    return _task_name(source) if len(specs) == 1 else f"{' + '.join(specs)} (equal shares)"
 
 
 def methods_table() -> Table:

@@ -35,7 +35,9 @@ from prunebench.runner import default_out, execute_run
 from prunebench.runner.executors import EXECUTORS, check_executor, make_executor
 from prunebench.runner.rundir import RunDir, check_target, claim, inspect_folder
 from prunebench.runner.validate import check_run_inputs
+from prunebench.sources import FIDELITY_WARNING
 from prunebench.tasks.baseline import resolve_cache_dir
+from prunebench.tasks.factory import TASK_SPECS
 
 #: CLI option -> RunConfig field, for options that map one to one.
 FIELDS = {
@@ -43,7 +45,7 @@ FIELDS = {
     "seq_len": "seq_len", "threads": "threads", "seed": "seed", "device": "device", "quick": "quick",
     "task": "task", "train_budget": "train_budget", "targets": "targets", "backends": "backends",
     "refit": "refit", "recovery_seconds": "recovery_seconds", "calib_sequences": "calib_sequences",
-    "allow_busy": "allow_busy",
+    "allow_busy": "allow_busy", "calib_tasks": "calib_tasks",
 }
 
 
@@ -97,8 +99,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, help="torch threads, pinned for the run (default: torch's)")
     p.add_argument("--seed", type=seed_value, help="seed of init, data, masking and inputs (default: 0)")
     p.add_argument("--device", choices=DEVICES, help="cpu | cuda (default: cpu)")
-    p.add_argument("--task", help="mlm (built-in, Python stdlib source) | tweets (built-in sentiment) | csv:PATH | "
-                   "jsonl:PATH (default: mlm; a pretrained base or classifier model: tweets)")
+    p.add_argument("--task", help=f"the task that scores every variant: {' | '.join(TASK_SPECS)} (default: mlm, the "
+                   "Python stdlib source; a pretrained base or classifier model: tweets; text:PATH, your own corpus "
+                   "one text a line, scores a masked LM; prunebench list tasks says which model each task fits)")
+    p.add_argument("--calib-task", dest="calib_tasks", action="append", metavar="SPEC[,SPEC]",
+                   help="a pretrained model: calibrate, refit and distil on a mix of these tasks' text in equal "
+                   "shares (repeatable or comma-separated, e.g. tweets,text:notes.txt; default: --task); stored with "
+                   "each variant")
     p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
                    help="after a one-shot structured shrink, refit the shrunk output projections by least squares "
                    "to the dense model's outputs on task text (default: on, for every kind of model)")
@@ -150,6 +157,29 @@ def stage_line(seconds: dict[str, float], load: dict[str, float | None], cpu: di
     shown = {k: f"{v:.1f}" for k, v in load.items() if v is not None}
     loads = ", ".join(f"{k} {v}" for k, v in shown.items()) or "unknown"
     return f"stages: {stages}; 1-minute load average: {loads} (on {os.cpu_count()} cores)"
+
+
+def fidelity_lines(snapshot: dict[str, Any]) -> list[str]:
+    """The variants' embedding cosine to dense on the task's test text and, for a sentence encoder, on prose of
+    another domain (where calibration text may have specialised the model), with a warning under
+    :data:`~prunebench.sources.FIDELITY_WARNING`; and what text calibrated them. Empty where nothing was stored."""
+    rows, calibrated, low = [], set(), []
+    for ev in snapshot.get("evaluations", []):
+        extra = (ev.get("details") or {}).get("extra") or {}
+        other = extra.get("fidelity_other_domain")
+        calibrated.add(", ".join(extra.get("calibrated_on") or []))
+        if other is None or ev["variant"] == "dense" or ev.get("cosine") is None:
+            continue
+        rows.append(f"{ev['variant']} {ev['cosine']:.3f} / {other['cosine']:.3f}")
+        low += [ev["variant"]] if min(ev["cosine"], other["cosine"]) < FIDELITY_WARNING else []
+        where = f"{(ev.get('details') or {}).get('task')} test text / {other['n']} paragraphs of {other['on']}"
+    out = [f"calibrated on: {' | '.join(sorted(c for c in calibrated if c))}"] if any(calibrated) else []
+    if rows:
+        out.append(f"embedding cosine to dense ({where}): {'; '.join(rows)}")
+    if low:
+        out.append(f"warning: {', '.join(low)} below cosine {FIDELITY_WARNING} to dense on one of them: "
+                   "it no longer computes what the dense model did there")
+    return out
 
 
 def _attach_log(path: Path) -> logging.Handler:
@@ -212,6 +242,8 @@ def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path, executor_name:
     # The table is about eager cells, as summary.md's; other backends' skips are listed, not counted as failures.
     analysis = analyze(main_snapshot(eager_only(snapshot)))
     con.print(summary_table(summary_rows(analysis)))
+    for line in fidelity_lines(snapshot):
+        con.print(line, markup=False)
     busy = contention_line(analysis)
     if busy:
         con.print(f"[bold yellow]{busy}[/] (the report lists the cells)")

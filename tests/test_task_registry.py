@@ -149,7 +149,8 @@ def _bad_text(tmp: Path, case: str) -> Path:
     if case == "missing":
         return path
     data = {"empty": b"", "binary": b"a text\x00 with a NUL\n" * 50,
-            "latin1": "caf\xe9 au lait\n".encode("latin-1") * 50, "tiny": b"one text\n" * 5, "small": b"".join(b"text number %d\n" % i for i in range(30))}[case]
+            "latin1": "caf\xe9 au lait\n".encode("latin-1") * 50, "tiny": b"one text\n" * 5,
+            "small": b"".join(b"text number %d\n" % i for i in range(30))}[case]
     path.write_bytes(data)
     return path
 

@@ -43,7 +43,7 @@ from prunebench.sources import (
     PresetSource,
     source_class,
 )
-from prunebench.tasks.factory import TASK_SPECS
+from prunebench.tasks.factory import task_forms
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--materialize", default="default", help=f"one of: {', '.join(MATERIALIZATIONS)}")
     p.add_argument("--task", default=None, metavar="SPEC",
                    help=f"the task whose held-out test text the fidelity check reads, and the default calibration: "
-                   f"{' | '.join(TASK_SPECS)} (default: tweets for a pretrained base or classifier encoder, mlm, "
+                   f"{' | '.join(task_forms())} (default: tweets for a pretrained base or classifier encoder, mlm, "
                    "the stdlib corpus, for a masked LM and for our own encoder; text:PATH, your own corpus, one "
                    "text a line: a masked LM; prunebench list tasks); never random tokens")
     p.add_argument("--calib-task", dest="calib_tasks", action="append", default=None, metavar="SPEC[,SPEC]",

@@ -37,7 +37,7 @@ from prunebench.runner.rundir import RunDir, check_target, claim, inspect_folder
 from prunebench.runner.validate import check_run_inputs
 from prunebench.sources import FIDELITY_WARNING
 from prunebench.tasks.baseline import resolve_cache_dir
-from prunebench.tasks.factory import TASK_SPECS
+from prunebench.tasks.factory import task_forms
 
 #: CLI option -> RunConfig field, for options that map one to one.
 FIELDS = {
@@ -99,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, help="torch threads, pinned for the run (default: torch's)")
     p.add_argument("--seed", type=seed_value, help="seed of init, data, masking and inputs (default: 0)")
     p.add_argument("--device", choices=DEVICES, help="cpu | cuda (default: cpu)")
-    p.add_argument("--task", help=f"the task that scores every variant: {' | '.join(TASK_SPECS)} (default: mlm, the "
+    p.add_argument("--task", help=f"the task that scores every variant: {' | '.join(task_forms())} (default: mlm, the "
                    "Python stdlib source; a pretrained base or classifier model: tweets; text:PATH, your own corpus "
                    "one text a line, scores a masked LM; prunebench list tasks says which model each task fits)")
     p.add_argument("--calib-task", dest="calib_tasks", action="append", metavar="SPEC[,SPEC]",

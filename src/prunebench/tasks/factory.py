@@ -132,8 +132,15 @@ TASKS.add("text", TaskKind(
                "masked LM"},
     texts=lambda path, root: plain_text_task(str(path))))
 
-#: Accepted task spec forms, for error messages and --help.
-TASK_SPECS = tuple(kind.form for _, kind in TASKS)
+
+
+def task_forms(model_kind: str | None = None) -> tuple[str, ...]:
+    """The spec forms of every task, or of those a ``model_kind`` model can use (to score or calibrate)."""
+    return tuple(kind.form for _, kind in TASKS if model_kind is None or model_kind in kind.uses)
+
+
+#: The forms our encoder trains on (``train``, ``eval`` and ``search`` name them in --help).
+TASK_SPECS = task_forms("preset")
 
 
 def parse_task(spec: str) -> tuple[TaskKind, str | None]:
@@ -145,7 +152,7 @@ def parse_task(spec: str) -> tuple[TaskKind, str | None]:
     key, sep, path = spec.partition(":")
     kind = TASKS.get(key) if key in TASKS else None
     if kind is None or kind.takes_path != bool(sep and path):
-        raise ValueError(f"unknown task {spec!r}; choose from: {', '.join(TASK_SPECS)}")
+        raise ValueError(f"unknown task {spec!r}; choose from: {', '.join(task_forms())}")
     return kind, (path if sep else None)
 
 

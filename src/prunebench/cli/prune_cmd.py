@@ -166,9 +166,9 @@ def _source(args: argparse.Namespace, model: nn.Module, needed: bool) -> ModelSo
     except (ValueError, PrunebenchError) as exc:
         if not needed:
             return None  # nothing reads task text: prune without, and say the fidelity was not measured
+        files = " or ".join(form for form in task_forms("preset") if ":" in form)
         raise PrunebenchError(f"no usable task text for {args.model} ({exc}); this method needs calibration "
-                              "text: pass --task csv:PATH or jsonl:PATH (prunebench never calibrates on random "
-                              "tokens)") from None
+                              f"text: pass --task {files} (prunebench never calibrates on random tokens)") from None
     config = RunConfig(model="small", task=args.task or "mlm", seed=args.seed, calib_sequences=args.calib_sequences)
     return PresetSource(config, Budgets.of(config), cache_dir=cache_dir_from_args(args.cache_dir), task=task)
 

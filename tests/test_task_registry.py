@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from prunebench.cli.main import main
-from prunebench.cli.run_cmd import fidelity_lines
 from prunebench.config import RunConfig
+from prunebench.report.notes import fidelity_lines
 from prunebench.runner.budgets import Budgets
 from prunebench.sources import HFSource
 from prunebench.tasks import mixed_stream

@@ -38,6 +38,7 @@ from torch import nn
 from prunebench.bench import make_inputs
 from prunebench.config import RunConfig
 from prunebench.models.batch import Batch, LossFn
+from prunebench.report.notes import FIDELITY_WARNING as _FIDELITY_WARNING
 from prunebench.runner.budgets import Budgets
 from prunebench.tasks import calibration_batches, mixed_stream
 from prunebench.tasks.evaluation import EvalResult
@@ -50,9 +51,9 @@ OnStep = Callable[[int, float, nn.Module], None]
 Tick = Callable[..., None]
 #: Texts (or task sequences) the fidelity check of ``prunebench prune`` reads from the test split.
 FIDELITY_TEXTS = 256
-#: Below this mean cosine to dense, ``prunebench prune`` warns: the pruned model no longer computes what the
-#: dense one did on real text (layer removal on MiniLM gave 0.16-0.35, and nothing said so).
-FIDELITY_WARNING = 0.8
+#: Below this mean cosine to dense, ``prunebench prune`` and the run's summary warn: the pruned model no longer
+#: computes what the dense one did on real text (layer removal on MiniLM gave 0.16-0.35, and nothing said so).
+FIDELITY_WARNING = _FIDELITY_WARNING
 #: Tokens per text a pretrained encoder reads (at most: its position embeddings may cover fewer).
 TEXT_TOKENS = 128
 #: ``--quick`` distils for a token second at most after each shrink (the refit does most of the work).

@@ -29,13 +29,12 @@ from prunebench.outdir import check_writable_dir
 from prunebench.report import summary_rows, summary_table
 from prunebench.report.deploy import eager_only, snapshot_rows
 from prunebench.report.hardware import main_snapshot
-from prunebench.report.notes import contention_line
+from prunebench.report.notes import contention_line, fidelity_lines
 from prunebench.results import load_snapshot
 from prunebench.runner import default_out, execute_run
 from prunebench.runner.executors import EXECUTORS, check_executor, make_executor
 from prunebench.runner.rundir import RunDir, check_target, claim, inspect_folder
 from prunebench.runner.validate import check_run_inputs
-from prunebench.sources import FIDELITY_WARNING
 from prunebench.tasks.baseline import resolve_cache_dir
 from prunebench.tasks.factory import task_forms
 
@@ -157,29 +156,6 @@ def stage_line(seconds: dict[str, float], load: dict[str, float | None], cpu: di
     shown = {k: f"{v:.1f}" for k, v in load.items() if v is not None}
     loads = ", ".join(f"{k} {v}" for k, v in shown.items()) or "unknown"
     return f"stages: {stages}; 1-minute load average: {loads} (on {os.cpu_count()} cores)"
-
-
-def fidelity_lines(snapshot: dict[str, Any]) -> list[str]:
-    """The variants' embedding cosine to dense on the task's test text and, for a sentence encoder, on prose of
-    another domain (where calibration text may have specialised the model), with a warning under
-    :data:`~prunebench.sources.FIDELITY_WARNING`; and what text calibrated them. Empty where nothing was stored."""
-    rows, calibrated, low = [], set(), []
-    for ev in snapshot.get("evaluations", []):
-        extra = (ev.get("details") or {}).get("extra") or {}
-        other = extra.get("fidelity_other_domain")
-        calibrated.add(", ".join(extra.get("calibrated_on") or []))
-        if other is None or ev["variant"] == "dense" or ev.get("cosine") is None:
-            continue
-        rows.append(f"{ev['variant']} {ev['cosine']:.3f} / {other['cosine']:.3f}")
-        low += [ev["variant"]] if min(ev["cosine"], other["cosine"]) < FIDELITY_WARNING else []
-        where = f"{(ev.get('details') or {}).get('task')} test text / {other['n']} paragraphs of {other['on']}"
-    out = [f"calibrated on: {' | '.join(sorted(c for c in calibrated if c))}"] if any(calibrated) else []
-    if rows:
-        out.append(f"embedding cosine to dense ({where}): {'; '.join(rows)}")
-    if low:
-        out.append(f"warning: {', '.join(low)} below cosine {FIDELITY_WARNING} to dense on one of them: "
-                   "it no longer computes what the dense model did there")
-    return out
 
 
 def _attach_log(path: Path) -> logging.Handler:

@@ -13,7 +13,7 @@ from prunebench.cli.main import main
 from prunebench.config import RunConfig
 from prunebench.report.notes import fidelity_lines
 from prunebench.runner.budgets import Budgets
-from prunebench.sources import HFSource
+from prunebench.sources import OTHER_DOMAIN_TEXTS, HFSource
 from prunebench.tasks import mixed_stream
 from prunebench.tasks.classification import hash_split
 from prunebench.tasks.factory import TASKS
@@ -116,7 +116,7 @@ def test_second_domain_fidelity_is_stored_per_variant_and_printed(tmp_path: Path
     csv = fx.sentiment_csv(tmp_path / "reviews.csv", n=200)
     source, dense = _source(fx.st_folder(tmp_path), tmp_path, task=f"csv:{csv}")
     same = source.evaluate(dense, dense).extra["fidelity_other_domain"]
-    assert same["on"] == PROSE_SOURCE and same["n"] == 256 and same["cosine"] == pytest.approx(1.0)
+    assert same["on"] == PROSE_SOURCE and same["n"] == OTHER_DOMAIN_TEXTS and same["cosine"] == pytest.approx(1.0)
     worse = source.evaluate(_damaged(dense), dense)
     other = worse.extra["fidelity_other_domain"]
     assert other["cosine"] < 0.999
@@ -131,11 +131,15 @@ def test_prune_prints_fidelity_on_another_domain_and_warns_under_0_8(tmp_path: P
     folder = fx.st_folder(tmp_path)
     args = ["prune", "--model", str(folder), "--method", "structured", "--sparsity", "0.5", "--task", f"csv:{csv}",
             "--calib-sequences", "8"]
-    assert main([*args, "--out", str(tmp_path / "p1")]) == 0
+    code = _lines(tmp_path / "code.txt", "def return class import", 200)
+    assert main([*args, "--calib-task", f"csv:{csv},text:{code}", "--out", str(tmp_path / "p1")]) == 0
     out = capsys.readouterr().out
     assert "fidelity to dense (another domain)" in out and "pydoc_data.topics" in out
+    assert "(equal shares)" in out
+    stored = "".join(f.read_text(errors="ignore") for f in (tmp_path / "p1").glob("*.json"))
+    assert '"calibrated_on"' in stored and "code.txt" in stored and "other_domain" in stored
     monkeypatch.setattr(HFSource, "other_domain_fidelity", lambda self, model, dense: {
-        "cosine": 0.4, "on": PROSE_SOURCE, "n": 256})
+        "cosine": 0.4, "on": PROSE_SOURCE, "n": OTHER_DOMAIN_TEXTS})
     assert main([*args, "--out", str(tmp_path / "p2")]) == 0
     err = capsys.readouterr().err
     assert "cosine 0.40 to dense on text of another domain (below 0.8)" in err

@@ -187,8 +187,10 @@ def test_budget_fraction() -> None:
 
 
 def test_unknown_task_spec_lists_choices() -> None:
-    with pytest.raises(ValueError, match="choose from: mlm, csv:PATH, jsonl:PATH"):
+    with pytest.raises(ValueError, match="choose from: mlm, tweets, csv:PATH, jsonl:PATH, text:PATH"):
         build_task("glue", vocab_size=VOCAB)
+    with pytest.raises(ValueError, match="does not apply to a prunebench encoder preset"):
+        build_task("text:notes.txt", vocab_size=VOCAB)  # a registered task our encoder cannot train on
 
 
 def test_tokenizer_rejects_unknown_pre_tokenizer_and_tiny_vocab() -> None:

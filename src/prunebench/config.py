@@ -80,7 +80,11 @@ class RunConfig:
         seed: seed of model init, data order, masking and benchmark inputs.
         device: ``cpu`` or ``cuda``.
         quick: a smaller everything (training budget, eval batches, timing budget) for a first look.
-        task: ``mlm`` (built-in, Python stdlib source) or ``csv:PATH`` / ``jsonl:PATH``.
+        task: the task that scores the models, a spec of the task registry (``prunebench list tasks``): ``mlm``
+            (built-in, Python stdlib source; a pretrained base or classifier model: ``tweets``), ``tweets``,
+            ``csv:PATH``, ``jsonl:PATH``, ``text:PATH`` (a masked LM's own plain-text corpus).
+        calib_tasks: the tasks whose text calibrates, refits and distils every variant, in equal shares
+            (deterministic by ``seed``); empty = ``task`` alone. Stored with each variant's evaluation.
         train_budget: dense training budget (``"600"`` steps or ``"90s"``); empty = the task's default.
         finetune_steps: recovery fine-tuning steps after each iterative pruning step.
         recovery_seconds: seconds of recovery after each one-shot structured shrink and refit, and after each
@@ -119,6 +123,7 @@ class RunConfig:
     device: str = "cpu"
     quick: bool = False
     task: str = "mlm"
+    calib_tasks: tuple[str, ...] = ()
     train_budget: str = ""
     finetune_steps: int = 10
     recovery_seconds: float = 20.0
@@ -144,6 +149,7 @@ class RunConfig:
         object.__setattr__(self, "sparsities", tuple(float(s) for s in self.sparsities))
         object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
         object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "calib_tasks", _calib_tasks(self.calib_tasks))
         for t in self.targets:
             if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 1.0:
                 raise ValueError(f"speedup target {t!r} must be a number above 1 (a speedup over the dense model)")
@@ -233,6 +239,31 @@ class RunConfig:
     def merged(self, overrides: dict[str, Any]) -> RunConfig:
         """A copy with ``overrides`` (already-typed values, None = keep) applied."""
         return replace(self, **_coerce({k: v for k, v in overrides.items() if v is not None}))
+
+
+def _calib_tasks(specs: Any) -> tuple[str, ...]:
+    """``calib_tasks`` as a tuple of registered task specs (each item may be a comma list), each once.
+
+    Raises:
+        ValueError: not text, an empty item, an unknown spec (naming the valid forms), or a spec given twice.
+    """
+    from prunebench.tasks.factory import parse_task  # lazy: the task readers import tokenizers
+
+    items: list[str] = []
+    for spec in specs:
+        if not isinstance(spec, str):
+            raise ValueError(f"calib_tasks must be task specs (text), got {spec!r}")
+        for item in spec.split(","):
+            if not item.strip():
+                raise ValueError(f"--calib-task has an empty item in {spec!r}")
+            try:
+                parse_task(item.strip())
+            except ValueError as exc:
+                raise ValueError(f"--calib-task: {exc}") from None
+            items.append(item.strip())
+    if len(set(items)) != len(items):
+        raise ValueError(f"--calib-task names a task twice: {', '.join(items)}")
+    return tuple(items)
 
 
 def _is_int(value: Any) -> bool:

@@ -8,8 +8,9 @@ both executors, resume) over a :class:`ModelSource`. A source gives the run what
 =======================  =======================================  =============================================
 dense model              trained on the task, or the cached one   loaded offline from the folder
 tokenizer and task       the task's own (``mlm``, ``csv:``...)    the model's tokenizer over the task's texts
-calibration              task sequences (labelled)                task texts (labelled, or masked for an MLM)
-evaluation               ``tasks.evaluate``                       ``tasks.hf_suite.HFEvaluator``
+calibration              task sequences (labelled)                the ``--calib-task`` mix (default: the task)
+evaluation               ``tasks.evaluate``                       ``tasks.hf_suite.HFEvaluator``; a base
+                                                                  encoder's fidelity also on Python docs prose
 structured criterion     the method's default                     ``activation``
 recovery between steps   fine-tuning on the task                  distillation from dense
 recovery after a shrink  fine-tuning (``recovery_seconds``)       distillation from dense (``recovery_seconds``)
@@ -28,6 +29,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,8 +39,9 @@ from torch import nn
 from prunebench.bench import make_inputs
 from prunebench.config import RunConfig
 from prunebench.models.batch import Batch, LossFn
+from prunebench.report.notes import FIDELITY_WARNING as _FIDELITY_WARNING
 from prunebench.runner.budgets import Budgets
-from prunebench.tasks import calibration_batches
+from prunebench.tasks import calibration_batches, mixed_stream
 from prunebench.tasks.evaluation import EvalResult
 
 logger = logging.getLogger(__name__)
@@ -47,14 +50,14 @@ logger = logging.getLogger(__name__)
 OnStep = Callable[[int, float, nn.Module], None]
 #: ``tick(stage, detail, advance)``: the run's progress counter.
 Tick = Callable[..., None]
-#: The built-in labelled task a pretrained base or classifier encoder is scored on (the run's ``mlm`` default
-#: means it there: a pretrained encoder is not retrained on our MLM corpus).
-HF_BUILTIN_TASK = "tweets"
 #: Texts (or task sequences) the fidelity check of ``prunebench prune`` reads from the test split.
 FIDELITY_TEXTS = 256
-#: Below this mean cosine to dense, ``prunebench prune`` warns: the pruned model no longer computes what the
-#: dense one did on real text (layer removal on MiniLM gave 0.16-0.35, and nothing said so).
-FIDELITY_WARNING = 0.8
+#: Paragraphs of Python docs prose the second-domain fidelity reads: about as many tokens as :data:`FIDELITY_TEXTS`
+#: tweets (a paragraph is cut at 128 tokens, a tweet has ~30), so each variant of a MiniLM run pays seconds for it.
+OTHER_DOMAIN_TEXTS = 64
+#: Below this mean cosine to dense, ``prunebench prune`` and the run's summary warn: the pruned model no longer
+#: computes what the dense one did on real text (layer removal on MiniLM gave 0.16-0.35, and nothing said so).
+FIDELITY_WARNING = _FIDELITY_WARNING
 #: Tokens per text a pretrained encoder reads (at most: its position embeddings may cover fewer).
 TEXT_TOKENS = 128
 #: ``--quick`` distils for a token second at most after each shrink (the refit does most of the work).
@@ -188,15 +191,20 @@ class ModelSource(ABC):
     kind_label: ClassVar[str] = "this model"
 
     @classmethod
-    def check(cls, config: RunConfig) -> None:
-        """Everything about ``config.model`` that can be refused before a run folder exists (no weights loaded).
+    def check(cls, model: str) -> str:
+        """Everything about ``model`` (a run's ``--model``) that can be refused before a run folder exists (no
+        weights loaded);
+        returns the kind of model (:data:`~prunebench.tasks.factory.MODEL_KINDS`), which decides what tasks
+        may score and calibrate it (``runner.validate.check_tasks``).
 
         Raises:
-            PrunebenchError, ValueError: one line (an unusable folder, a missing extra, an unknown task).
+            PrunebenchError: one line (an unusable folder, a missing extra).
         """
-        from prunebench.runner.validate import check_task_spec
+        return "preset"
 
-        check_task_spec(config.task)  # our encoder trains on a registered task
+    def calibrated_on(self) -> list[str]:
+        """The task specs whose text calibrates, refits and distils every variant (stored with each evaluation)."""
+        return list(self.config.calib_tasks) or [self.config.task]
 
 
 class PresetSource(ModelSource):
@@ -250,7 +258,8 @@ class PresetSource(ModelSource):
     def evaluate(self, model: nn.Module, reference: nn.Module) -> EvalResult:
         from prunebench.tasks import evaluate
 
-        return evaluate(model, self.task, reference=reference, **self.eval_kwargs)
+        result = evaluate(model, self.task, reference=reference, **self.eval_kwargs)
+        return replace(result, extra={**result.extra, "calibrated_on": self.calibrated_on()})
 
     def evaluate_backend(self, model: nn.Module, runnable: Any, reference: nn.Module) -> EvalResult | str:
         from prunebench.backends.evaluation import backend_encoder
@@ -306,16 +315,13 @@ class HFSource(ModelSource):
     }
 
     @classmethod
-    def check(cls, config: RunConfig) -> None:
+    def check(cls, model: str) -> str:
         from prunebench.models.hf.deps import require_transformers
 
         require_transformers()  # before the package import, which needs it
         from prunebench.models.hf import check_hf_folder
-        from prunebench.runner.validate import check_task_spec
 
-        if config.task != HF_BUILTIN_TASK:  # the built-in labelled task of pretrained encoders
-            check_task_spec(config.task)
-        check_hf_folder(config.model)
+        return check_hf_folder(model)  # its head kind
 
     def __init__(self, config: RunConfig, budgets: Budgets, *, cache_dir: Path,
                  corpus_root: Path | None = None, task: Any = None) -> None:
@@ -333,12 +339,17 @@ class HFSource(ModelSource):
         self.given_task: Any = task
         self.corpus: Any = None
         self.texts: Any = None
+        #: The calibration mix (``config.calib_tasks``), each through the model's tokenizer.
+        self.calib_sources: list[Any] = []
         self._evaluator: Any = None
+        #: The dense model's embeddings of the second-domain prose (:meth:`other_domain_fidelity`), once.
+        self._prose_dense: torch.Tensor | None = None
         self._held_out_batch: Batch | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_evaluator"] = None  # holds the dense model: rebuilt from the reference where it is needed
+        state["_prose_dense"] = None
         return state
 
     @property
@@ -364,11 +375,13 @@ class HFSource(ModelSource):
         """Read the task's texts for ``dense`` (already loaded from ``config.model``): its head kind decides
         which text scores it, its position embeddings how long a text may be."""
         from prunebench.models.hf import hf_adapter_for
-        from prunebench.tasks.hf_text import TokenizedTexts
+        from prunebench.tasks.factory import scoring_task, task_texts
+        from prunebench.tasks.hf_text import TokenizedTexts, unlabelled
 
         config = self.config
         adapter = hf_adapter_for(dense)
         self.head_kind = adapter.head_kind
+        mlm = self.head_kind == "mlm"
         # Texts are cut to what the position embeddings cover (a small model may cover fewer than 128 tokens).
         self.max_length = min(TEXT_TOKENS, adapter.max_seq_len or TEXT_TOKENS)
         if self.given_task is None:
@@ -379,8 +392,18 @@ class HFSource(ModelSource):
             mlm = self.head_kind == "mlm"
             self.task, self.corpus = self.given_task, corpus_text_task(corpus_root=self.corpus_root) if mlm else None
         text_source = self.task or self.corpus
-        self.texts = TokenizedTexts.of(text_source, self.tokenizer, mlm=self.head_kind == "mlm",
-                                       max_length=self.max_length)
+        self.texts = TokenizedTexts.of(text_source, self.tokenizer, mlm=mlm, max_length=self.max_length)
+        scoring = scoring_task(config.task, self.head_kind)
+        # Another task's labels are not this model's classes (nor its probe's): a mix calibrates on their text.
+        self.calib_sources = [
+            self.texts if spec == scoring else TokenizedTexts.of(unlabelled(task_texts(spec, self.corpus_root)),
+                                                                 self.tokenizer, mlm=mlm, max_length=self.max_length)
+            for spec in self.calibrated_on()]
+
+    def calibrated_on(self) -> list[str]:
+        from prunebench.tasks.factory import scoring_task
+
+        return list(self.config.calib_tasks) or [scoring_task(self.config.task, self.head_kind)]
 
     def _build_evaluator(self, dense: nn.Module) -> Any:
         from prunebench.tasks.hf_suite import HFEvaluator
@@ -400,18 +423,40 @@ class HFSource(ModelSource):
                 "pooling": self.pooling.__dict__}
 
     def calibration(self, n_sequences: int, seed: int, batch_size: int | None = None) -> list[Batch]:
-        return calibration_batches(self.texts, n_sequences, batch_size=batch_size or 32, seed=seed)
+        return calibration_batches(self.calib_sources, n_sequences, batch_size=batch_size or 32, seed=seed)
 
-    def evaluate(self, model: nn.Module, reference: nn.Module) -> EvalResult:
+    def evaluate(self, model: nn.Module, reference: nn.Module, *, other_domain: bool = True) -> EvalResult:
+        """See :meth:`ModelSource.evaluate`; a base encoder's record adds its fidelity on another domain (unless
+        ``other_domain`` is False: a backend's evaluation checks numerics, which the task's text shows)."""
         evaluator = self.evaluator(reference)
-        return evaluator.result(evaluator.score(model))
+        result = evaluator.result(evaluator.score(model))
+        extra = {**result.extra, "calibrated_on": self.calibrated_on()}
+        if self.head_kind == "base" and other_domain:
+            extra["fidelity_other_domain"] = self.other_domain_fidelity(model, reference)
+        return replace(result, extra=extra)
+
+    def other_domain_fidelity(self, model: nn.Module, dense: nn.Module) -> dict[str, Any]:
+        """Mean embedding cosine of ``model`` to ``dense`` on :data:`OTHER_DOMAIN_TEXTS` paragraphs of English prose
+        from Python's documentation (:func:`~prunebench.tasks.hf_text.prose_texts`, read offline): a domain no
+        task is drawn from, where a refit or distillation that specialised the model to its calibration text
+        shows (``{"cosine", "on", "n"}``)."""
+        from prunebench.tasks.hf_eval import embed
+        from prunebench.tasks.hf_text import PROSE_SOURCE, prose_texts
+
+        texts = prose_texts(OTHER_DOMAIN_TEXTS)
+        if self._prose_dense is None:
+            self._prose_dense = embed(dense, self.tokenizer, texts, self.pooling, max_length=self.max_length)  # [N, D]
+        mine = self._prose_dense if model is dense else embed(model, self.tokenizer, texts, self.pooling,
+                                                              max_length=self.max_length)  # [N, D]
+        cosine = float(torch.nn.functional.cosine_similarity(mine.double(), self._prose_dense.double(), dim=-1).mean())
+        return {"cosine": cosine, "on": PROSE_SOURCE, "n": len(texts)}
 
     def evaluate_backend(self, model: nn.Module, runnable: Any, reference: nn.Module) -> EvalResult | str:
         if self.head_kind != "base":
             # The runnable computes the encoder's hidden states; an MLM or classifier head on top of them would
             # have to be run eagerly through each family's own head modules, which is not built yet.
             return f"accuracy on a backend is measured for base encoders; this is a {self.head_kind} model"
-        return self.evaluate(BackendHidden(runnable), reference)
+        return self.evaluate(BackendHidden(runnable), reference, other_domain=False)
 
     def fidelity(self, model: nn.Module, dense: nn.Module) -> dict[str, Any]:
         from prunebench.tasks.hf_eval import embed
@@ -422,7 +467,10 @@ class HFSource(ModelSource):
         ref = embed(dense, self.tokenizer, texts, self.pooling, max_length=self.max_length)  # [N, D]
         cosine = float(torch.nn.functional.cosine_similarity(mine.double(), ref.double(), dim=-1).mean())
         agreement = self.evaluate(model, dense).agreement if self.head_kind == "cls" else None
-        return {"cosine": cosine, "agreement": agreement, "on": f"{text_task.name} test text", "n": len(texts)}
+        out = {"cosine": cosine, "agreement": agreement, "on": f"{text_task.name} test text", "n": len(texts)}
+        if self.head_kind == "base":  # a sentence encoder: also on another domain than any calibration text
+            out["other_domain"] = self.other_domain_fidelity(model, dense)
+        return out
 
     def loss_fn(self, reference: nn.Module) -> LossFn | None:
         from prunebench.tasks.hf_suite import probe_loss
@@ -431,7 +479,8 @@ class HFSource(ModelSource):
         return probe_loss(probe, self.pooling) if probe is not None else None
 
     def _held_out(self) -> Batch:
-        """Unseen text that decides whether distillation helped (else its weights are put back); built once."""
+        """Unseen text that decides whether distillation helped (else its weights are put back); built once. It is
+        the scoring task's (what the model is judged on), whatever the calibration mix."""
         if self._held_out_batch is None:
             self._held_out_batch = calibration_batches(self.texts, 64, batch_size=64, split="val",
                                                        seed=self.config.seed + 2)[0]
@@ -440,7 +489,7 @@ class HFSource(ModelSource):
     def _distill(self, model: nn.Module, teacher: nn.Module, seconds: float, seed: int, checks: int) -> Any:
         from prunebench.tasks.hf_distill import distill_
 
-        stream = self.texts.train_stream(16, seed=seed)
+        stream = mixed_stream(self.calib_sources, 16, seed=seed)  # the calibration mix, in turns
         return distill_(model, teacher, stream, held_out=self._held_out(), seconds=seconds, pooling=self.pooling,
                         checks=checks, precision=self.config.train_precision)
 
@@ -509,16 +558,19 @@ class DistillSteps:
 
 
 def hf_texts(task: str, head_kind: str, corpus_root: Path | None = None) -> tuple[Any, Any]:
-    """(labelled task, corpus) a pretrained encoder is scored on: ``task`` for base and classifier models
-    (the built-in ``mlm`` default means the built-in ``tweets`` task there), the stdlib corpus for masked-LM
-    models (plus the labelled task when one is named explicitly)."""
-    from prunebench.tasks.hf_text import corpus_text_task, labelled_text_task
+    """(labelled task, text) a pretrained encoder is scored on, as the task registry says: the labelled task for
+    base and classifier models (the run's ``mlm`` default means ``tweets`` there), and for a masked LM the text
+    of its task, unlabelled: the stdlib corpus for ``mlm``, the user's file for ``text:PATH``, and a labelled
+    task's texts (named ``<task> text``, since that is what its masked-token accuracy measures)."""
+    from prunebench.tasks.factory import SCORE, check_task_use, scoring_task, task_texts
+    from prunebench.tasks.hf_text import unlabelled
 
-    spec = HF_BUILTIN_TASK if task == "mlm" else task
+    spec = scoring_task(task, head_kind)
+    check_task_use(spec, head_kind, SCORE)
+    texts = task_texts(spec, corpus_root)
     if head_kind == "mlm":
-        labelled = None if task == "mlm" else labelled_text_task(spec)
-        return labelled, corpus_text_task(corpus_root=corpus_root)
-    return labelled_text_task(spec), None
+        return None, texts if texts.labels is None else unlabelled(texts, f"{texts.name} text")
+    return texts, None
 
 
 def source_class(model: str) -> type[ModelSource]:

@@ -14,7 +14,7 @@ from prunebench.models.config import count_parameters
 from prunebench.models.presets import PRESETS, preset_config
 from prunebench.pruning.criteria import CRITERIA
 from prunebench.pruning.schedule import SCHEDULE_REGISTRY
-from prunebench.tasks.factory import TASKS
+from prunebench.tasks.factory import CALIB, MODEL_KINDS, SCORE, TASKS
 
 
 def _list_models() -> Table:
@@ -51,11 +51,13 @@ def _list_schedules() -> Table:
 
 
 def _list_tasks() -> Table:
-    table = Table(title="Tasks (--task SPEC)")
-    for col in ("spec", "description"):
+    table = Table(title="Tasks (--task SPEC scores; --calib-task SPEC calibrates): what each does for each kind of "
+                  "model (" + "; ".join(f"{k}: {v}" for k, v in MODEL_KINDS.items()) + ")")
+    for col in ("spec", *MODEL_KINDS, "description"):
         table.add_column(col)
+    shown = {SCORE: "scores", CALIB: "calibrates"}
     for _, kind in TASKS:
-        table.add_row(kind.form, kind.description)
+        table.add_row(kind.form, *(shown.get(kind.uses.get(m, ""), "-") for m in MODEL_KINDS), kind.description)
     return table
 
 

@@ -41,19 +41,18 @@ from prunebench.pruning.criteria import CRITERIA
 from prunebench.pruning.refit import refit_outputs_
 from prunebench.pruning.spec import GRADUAL_METHOD, ITERATIVE_BASES
 from prunebench.runner.budgets import Budgets
-from prunebench.runner.validate import check_task_spec as check_task_spec_for
+from prunebench.runner.validate import check_tasks
 from prunebench.runner.variants import REFIT_RIDGE
 from prunebench.sources import (
     FIDELITY_WARNING,
-    HF_BUILTIN_TASK,
     HFSource,
     ModelSource,
     PresetSource,
     source_class,
 )
+from prunebench.tasks.factory import task_forms
 
 log = logging.getLogger(__name__)
-
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,9 +79,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-empty-layers", action="store_true", help="structured: a layer may lose every head")
     p.add_argument("--materialize", default="default", help=f"one of: {', '.join(MATERIALIZATIONS)}")
     p.add_argument("--task", default=None, metavar="SPEC",
-                   help="the text calibration, the refit and the fidelity check read: tweets | csv:PATH | jsonl:PATH "
-                   "| mlm (default: tweets for a pretrained base or classifier encoder, mlm, the stdlib corpus, "
-                   "for a masked LM and for our own encoder); never random tokens")
+                   help=f"the task whose held-out test text the fidelity check reads, and the default calibration: "
+                   f"{' | '.join(task_forms())} (default: tweets for a pretrained base or classifier encoder, mlm, "
+                   "the stdlib corpus, for a masked LM and for our own encoder; text:PATH, your own corpus, one "
+                   "text a line: a masked LM; prunebench list tasks); never random tokens")
+    p.add_argument("--calib-task", dest="calib_tasks", action="append", default=None, metavar="SPEC[,SPEC]",
+                   help="a pretrained model: calibrate, and refit, on a mix of these tasks' text in equal shares "
+                   "(repeatable or comma-separated, e.g. tweets,text:notes.txt; default: --task)")
     add_pipeline_args(p, refit="256 sequences; default: off, so the saved model is exactly its plan replayed; "
                       "structured methods only", recovery="default: 0, none; structured methods only, after the refit",
                       calib="wanda, taylor, fisher, activation; default 32", defaults=(None, 0.0, 32))
@@ -150,7 +153,8 @@ def _source(args: argparse.Namespace, model: nn.Module, needed: bool) -> ModelSo
     our encoder, the folder's own for a pretrained one); None for our encoder when nothing ``needed`` task text
     and no ``--task`` was given, or no task fits its vocabulary (then the fidelity check is skipped, and the
     table says so)."""
-    options = {"seed": args.seed, "calib_sequences": args.calib_sequences, "recovery_seconds": args.recovery_seconds}
+    options = {"seed": args.seed, "calib_sequences": args.calib_sequences, "recovery_seconds": args.recovery_seconds,
+               "calib_tasks": tuple(args.calib_tasks or ())}
     folder = load_hf_folder_arg(args.model)
     if folder is not None:  # the model loaded once, by _load
         return HFSource.of_model(folder, model, cache_dir=cache_dir_from_args(args.cache_dir),
@@ -165,16 +169,29 @@ def _source(args: argparse.Namespace, model: nn.Module, needed: bool) -> ModelSo
     except (ValueError, PrunebenchError) as exc:
         if not needed:
             return None  # nothing reads task text: prune without, and say the fidelity was not measured
+        files = " or ".join(form for form in task_forms("preset") if ":" in form)
         raise PrunebenchError(f"no usable task text for {args.model} ({exc}); this method needs calibration "
-                              "text: pass --task csv:PATH or jsonl:PATH (prunebench never calibrates on random "
-                              "tokens)") from None
-    config = RunConfig(model="small", **options)  # our encoder (the preset name only fills the model field)
+                              f"text: pass --task {files} (prunebench never calibrates on random tokens)") from None
+    config = RunConfig(model="small", task=args.task or "mlm", **options)  # our encoder (the preset name only
+    # fills the model field)
     return PresetSource(config, Budgets.of(config), cache_dir=cache_dir_from_args(args.cache_dir), task=task)
+
+
+def _check_tasks(args: argparse.Namespace, spec: PruneSpec) -> tuple[str, ...]:
+    """Refuse, before ``--out`` is touched, a ``--task`` or ``--calib-task`` this model cannot use or whose file is
+    unusable (one line each); returns the calibration mix (empty: the task's text alone)."""
+    calib = RunConfig(calib_tasks=tuple(args.calib_tasks or ())).calib_tasks  # parsed and checked as a run's
+    folder = load_hf_folder_arg(args.model)
+    model_kind = "preset" if folder is None else HFSource.check(str(folder))
+    labelled = spec.needs_calib and CRITERIA.get(spec.criterion).needs_labels
+    if args.task is not None or calib or folder is not None:
+        check_tasks(args.task or "mlm", calib, model_kind, args.calib_sequences, labelled_calibration=labelled)
+    return calib
 
 
 def run(args: argparse.Namespace) -> int:
     """Prune (on real task text where the criterion needs data), optionally refit, check fidelity to dense on
-    held-out text, save, print the summary table."""
+    held-out text (and, for a sentence encoder, on prose of another domain), save, print the summary table."""
     spec = _spec(args)
     shrinks = METHODS.get(spec.method).structured  # one-shot structured: heads / neurons / layers removed
     for asked, flag, what in ((args.refit, "--refit", "refits output projections that lost heads or neurons"),
@@ -182,8 +199,7 @@ def run(args: argparse.Namespace) -> int:
                                "neurons or layers")):
         if asked and not shrinks:
             raise ValueError(f"{flag} {what}; --method {spec.method} removes none (use --method structured)")
-    if args.task is not None and not (args.task == HF_BUILTIN_TASK and load_hf_folder_arg(args.model)):
-        check_task_spec_for(args.task)  # a pretrained encoder also takes the built-in labelled task
+    args.calib_tasks = _check_tasks(args, spec)
     out: Path = check_model_out(args.out, force=args.force)
     model = _load(args.model, args.seed)
     recovering = args.recovery_seconds > 0
@@ -192,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     calib, note = None, "none"
     if spec.needs_calib and source is not None:
         calib = source.calibration(args.calib_sequences, args.seed)
-        note = f"{sum(int(b['input_ids'].shape[0]) for b in calib)} sequences of {_task_name(source)} (train split)"
+        note = f"{sum(int(b['input_ids'].shape[0]) for b in calib)} sequences of {_calib_name(source)} (train split)"
     # A gradient criterion on a model without a loss of its own (a base encoder) scores through the task's.
     needs_loss = source is not None and spec.needs_calib and CRITERIA.get(spec.criterion).needs_labels
     report, the_plan = prune_with_plan_(with_loss(model, source.loss_fn(dense) if needs_loss else None), spec,
@@ -210,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
     save_pruned(model, out, the_plan, report,
                 metadata={"pruning": {"spec": spec.to_dict(), "source": str(args.model), "refit": bool(args.refit),
                                       "recovery": recovery, "task": _task_name(source) if source else None,
+                                      "calibrated_on": source.calibrated_on() if source else None,
                                       "fidelity": fidelity}})
     table = _table(report, out, note)
     table.add_row("least-squares refit", refit)
@@ -221,18 +238,33 @@ def run(args: argparse.Namespace) -> int:
         shown = f"cosine {fidelity['cosine']:.3f}" + (f", agreement {fidelity['agreement']:.3f}"
                                                      if fidelity["agreement"] is not None else "")
         table.add_row("fidelity to dense (held out)", f"{shown} on {fidelity['n']} {fidelity['on']}")
+        other = fidelity.get("other_domain")
+        if other is not None:
+            table.add_row("fidelity to dense (another domain)", f"cosine {other['cosine']:.3f} on {other['n']} "
+                          f"paragraphs of {other['on']}")
     console().print(table)
-    if fidelity is not None and fidelity["cosine"] is not None and fidelity["cosine"] < FIDELITY_WARNING:
-        console(stderr=True).print(
-            f"warning: the pruned model's outputs have cosine {fidelity['cosine']:.2f} to dense on held-out text "
-            f"(below {FIDELITY_WARNING}): it no longer computes what the dense model did; try a lower sparsity, "
-            + ("" if args.refit else "--refit, ") + "or another granularity", markup=False)
+    if fidelity is not None:
+        for cosine, where in ((fidelity["cosine"], "held-out text"),
+                              ((fidelity.get("other_domain") or {}).get("cosine"), "text of another domain")):
+            if cosine is not None and cosine < FIDELITY_WARNING:
+                console(stderr=True).print(
+                    f"warning: the pruned model's outputs have cosine {cosine:.2f} to dense on {where} "
+                    f"(below {FIDELITY_WARNING}): it no longer computes what the dense model did; try a lower "
+                    "sparsity, " + ("" if args.refit else "--refit, ") + "or another granularity"
+                    + (", or --calib-task with text of more domains" if where != "held-out text" else ""),
+                    markup=False)
     return 0
 
 
 def _task_name(source: ModelSource) -> str:
     task = getattr(source, "task", None) or getattr(source, "corpus", None)
     return str(getattr(task, "name", "task"))
+
+
+def _calib_name(source: ModelSource) -> str:
+    """What the calibration was drawn from: the task, or the ``--calib-task`` mix in equal shares."""
+    specs = source.calibrated_on()
+    return _task_name(source) if len(specs) == 1 else f"{' + '.join(specs)} (equal shares)"
 
 
 def methods_table() -> Table:

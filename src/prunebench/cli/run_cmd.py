@@ -32,7 +32,7 @@ from prunebench.outdir import check_writable_dir
 from prunebench.report import summary_rows, summary_table
 from prunebench.report.deploy import eager_only, snapshot_rows
 from prunebench.report.hardware import main_snapshot
-from prunebench.report.notes import contention_line
+from prunebench.report.notes import contention_line, fidelity_lines
 from prunebench.report.summary import summary_dicts
 from prunebench.results import load_snapshot
 from prunebench.runner import default_out, execute_run
@@ -40,6 +40,7 @@ from prunebench.runner.executors import EXECUTORS, check_executor, make_executor
 from prunebench.runner.rundir import RunDir, check_target, claim, inspect_folder
 from prunebench.runner.validate import check_explicit_options, check_run_inputs
 from prunebench.tasks.baseline import resolve_cache_dir
+from prunebench.tasks.factory import task_forms
 
 #: CLI option -> RunConfig field, for options that map one to one.
 FIELDS = {
@@ -47,7 +48,7 @@ FIELDS = {
     "seq_len": "seq_len", "threads": "threads", "seed": "seed", "device": "device", "quick": "quick",
     "task": "task", "train_budget": "train_budget", "targets": "targets", "backends": "backends",
     "refit": "refit", "recovery_seconds": "recovery_seconds", "calib_sequences": "calib_sequences",
-    "allow_busy": "allow_busy",
+    "allow_busy": "allow_busy", "calib_tasks": "calib_tasks",
 }
 
 
@@ -101,8 +102,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, help="torch threads, pinned for the run (default: torch's)")
     p.add_argument("--seed", type=seed_value, help="seed of init, data, masking and inputs (default: 0)")
     p.add_argument("--device", choices=DEVICES, help="cpu | cuda (default: cpu)")
-    p.add_argument("--task", help="mlm (built-in, Python stdlib source) | tweets (built-in sentiment) | csv:PATH | "
-                   "jsonl:PATH (default: mlm; a pretrained base or classifier model: tweets)")
+    p.add_argument("--task", help=f"the task that scores every variant: {' | '.join(task_forms())} (default: mlm, the "
+                   "Python stdlib source; a pretrained base or classifier model: tweets; text:PATH, your own corpus "
+                   "one text a line, scores a masked LM; prunebench list tasks says which model each task fits)")
+    p.add_argument("--calib-task", dest="calib_tasks", action="append", metavar="SPEC[,SPEC]",
+                   help="a pretrained model: calibrate, refit and distil on a mix of these tasks' text in equal "
+                   "shares (repeatable or comma-separated, e.g. tweets,text:notes.txt; default: --task); stored with "
+                   "each variant")
     add_pipeline_args(p, refit="256 sequences; default: on; one-shot structured variants and search targets",
                       recovery="default: 20, --quick: at most 1; also after each search target's refit, and for "
                       "a pretrained model between iterative steps; our own encoder recovers between iterative "
@@ -223,6 +229,8 @@ def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path, executor_name:
     analysis = analyze(main_snapshot(eager_only(snapshot)))
     rows = summary_rows(analysis)
     con.print(summary_table(rows, width=con.width))
+    for line in fidelity_lines(snapshot):
+        con.print(line, markup=False)
     if as_json:
         print_json({"run_dir": str(run_dir.root), "report": str(run_dir.root / "report.html"),
                     "variants": summary_dicts(rows)})

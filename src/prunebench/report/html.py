@@ -15,7 +15,7 @@ from typing import Any
 from prunebench._version import __version__
 from prunebench.analysis import Analysis, CellAnalysis
 from prunebench.report import fmt
-from prunebench.report.notes import contention_items, contention_line
+from prunebench.report.notes import contention_items, contention_line, fidelity_lines
 from prunebench.report.summary import (
     SUMMARY_TEXT_COLUMNS,
     problems,
@@ -192,6 +192,9 @@ def _sections(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str, tu
             cls="summary",
         )
     )
+    fidelity = fidelity_lines(snapshot)
+    if fidelity:
+        out.append("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in fidelity) + "</ul>")
     out.append(
         '<p class="muted">Speedup: median of paired per-iteration ratios dense/variant, timed interleaved in blocks '
         "spread over the run, with a block-bootstrap CI; a variant counts as faster (slower) only when the whole "

@@ -6,7 +6,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from prunebench.analysis import Analysis
-from prunebench.report.notes import contention_items, contention_line
+from prunebench.report.notes import contention_items, contention_line, fidelity_lines
 from prunebench.report.summary import (
     SUMMARY_TEXT_COLUMNS,
     problems,
@@ -59,6 +59,9 @@ def render_summary_md(snapshot: Mapping[str, Any], a: Analysis, figure_paths: Se
         "FLOP-ideal: dense MACs / non-zero MACs. Accuracy: a difference whose paired 95% CI holds 0 reads "
         "'no measurable change'."
     )
+    fidelity = fidelity_lines(snapshot)
+    if fidelity:
+        parts += ["", *(f"- {md_escape(line)}" for line in fidelity)]
     if extra:
         parts += ["", extra]
     if figure_paths:

@@ -1,5 +1,6 @@
 """Sentences and lists the summary adds about noise: accuracy differences with their CI, accuracy that cannot
-show a loss, and the cells a busy machine touched (one line, and a list the report shows collapsed)."""
+show a loss, and the cells a busy machine touched (one line, and a list the report shows collapsed); and about
+fidelity: what text calibrated the variants, and a sentence encoder's cosine to dense on two domains."""
 
 from __future__ import annotations
 
@@ -10,6 +11,33 @@ from prunebench.analysis import Analysis, CellAnalysis, busy_cells, mostly_busy
 from prunebench.analysis.accuracy import MIN_PREDICTIONS
 from prunebench.analysis.bootstrap import NO_CHANGE
 from prunebench.report import fmt
+
+#: Below this embedding cosine to dense a pretrained encoder's variant is flagged: it no longer computes what dense
+#: did there (``prunebench prune`` warns at the same level; ``sources`` imports it from here).
+FIDELITY_WARNING = 0.8
+
+
+def fidelity_lines(snapshot: dict[str, Any]) -> list[str]:
+    """The variants' embedding cosine to dense on the task's test text and, for a sentence encoder, on prose of
+    another domain (where calibration text may have specialised the model), with a warning under
+    :data:`FIDELITY_WARNING`; and what text calibrated them. Empty where nothing was stored."""
+    rows, calibrated, low = [], set(), []
+    for ev in snapshot.get("evaluations", []):
+        extra = (ev.get("details") or {}).get("extra") or {}
+        other = extra.get("fidelity_other_domain")
+        calibrated.add(", ".join(extra.get("calibrated_on") or []))
+        if other is None or ev["variant"] == "dense" or ev.get("cosine") is None:
+            continue
+        rows.append(f"{ev['variant']} {ev['cosine']:.3f} / {other['cosine']:.3f}")
+        low += [ev["variant"]] if min(ev["cosine"], other["cosine"]) < FIDELITY_WARNING else []
+        where = f"{(ev.get('details') or {}).get('task')} test text / {other['n']} paragraphs of {other['on']}"
+    out = [f"calibrated on: {' | '.join(sorted(c for c in calibrated if c))}"] if any(calibrated) else []
+    if rows:
+        out.append(f"embedding cosine to dense ({where}): {'; '.join(rows)}")
+    if low:
+        out.append(f"warning: {', '.join(low)} below cosine {FIDELITY_WARNING} to dense on one of them: "
+                   "it no longer computes what the dense model did there")
+    return out
 
 
 def _busy(analysis: Analysis) -> list[CellAnalysis]:

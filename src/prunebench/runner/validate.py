@@ -1,8 +1,9 @@
 """Checks of a run's inputs against this machine, made before its folder or store is created.
 
 :class:`~prunebench.config.RunConfig` checks everything that needs no look at the machine (values, ranges,
-forms); this module adds what does: the task's data file is readable and usable (read and split as the run
-will read it: columns, classes, splits), a CUDA device exists if asked for, and
+forms); this module adds what does: the tasks apply to this kind of model (the task registry says how), their
+data files are readable and usable (read and split as the run will read them: columns, classes, splits; a text
+file not empty, not binary, large enough to calibrate), a CUDA device exists if asked for, and
 a Hugging Face model folder can be used (transformers installed, a supported architecture whose hidden size
 the head count divides, safetensors weights, a tokenizer), and every requested backend's package is installed.
 A failed check leaves nothing behind, so the corrected command simply runs.
@@ -18,22 +19,11 @@ import torch
 from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
 from prunebench.tasks.classification import read_labelled_texts
-from prunebench.tasks.factory import TASKS
+from prunebench.tasks.factory import CALIB, SCORE, check_task_use, parse_task, scoring_task
+from prunebench.tasks.hf_text import BUILTIN_TASK, builtin_task_path, check_calibration_texts, plain_text_task
 
 #: Task kinds whose spec names a data file (``KIND:PATH``).
 FILE_TASKS = ("csv", "jsonl")
-
-
-def check_task_spec(spec: str) -> None:
-    """Raise unless ``spec`` names a registered task kind in its form (``mlm``, ``csv:PATH``, ...).
-
-    Raises:
-        ValueError: listing the valid forms.
-    """
-    key, sep, path = spec.partition(":")
-    kind = TASKS.get(key) if key in TASKS else None
-    if kind is None or kind.takes_path != bool(sep and path):
-        raise ValueError(f"unknown task {spec!r}; choose from: {', '.join(k.form for _, k in TASKS)}")
 
 
 def check_task_file(spec: str) -> Path | None:
@@ -56,22 +46,80 @@ def check_task_file(spec: str) -> Path | None:
     return path
 
 
+def check_tasks(task: str, calib_tasks: tuple[str, ...], model_kind: str, calib_sequences: int, *,
+                labelled_calibration: bool = False) -> None:
+    """Raise unless ``task`` can score a ``model_kind`` model and every ``calib_tasks`` entry can calibrate it,
+    reading every file they name as the run will (so a bad file is refused before any folder exists).
+
+    Args:
+        task: the scoring task (``mlm`` means the built-in labelled task for a pretrained base or classifier).
+        calib_tasks: the ``--calib-task`` mix (empty: the scoring task).
+        model_kind: ``preset`` or a pretrained encoder's head kind (:data:`~prunebench.tasks.factory.MODEL_KINDS`).
+        calib_sequences: sequences calibration reads; a ``text:PATH`` it calibrates on must hold that many
+            training texts.
+        labelled_calibration: something reads the calibration batches' labels (a gradient criterion, the search's
+            probe loss): a pretrained base or classifier encoder's labels exist only for its scoring task.
+
+    Raises:
+        ValueError: an unknown task or one this kind of model cannot use so (one line, naming what to do);
+        PrunebenchError: an unusable file (missing, empty, binary, too small to calibrate, bad columns).
+    """
+    scoring = scoring_task(task, model_kind)
+    check_task_use(scoring, model_kind, SCORE)
+    calib = tuple(calib_tasks) or (scoring,)
+    for spec in calib:
+        try:
+            check_task_use(spec, model_kind, CALIB)
+        except ValueError as exc:
+            raise ValueError(f"--calib-task: {exc}") from None
+    others = sorted(set(calib) - {scoring})
+    if others and model_kind == "preset":
+        raise ValueError(f"--calib-task {','.join(others)}: our encoder calibrates on the task it was trained on "
+                         f"({scoring}), whose tokenizer it has; a mix of tasks is for pretrained models")
+    if others and labelled_calibration and model_kind in ("base", "cls"):
+        raise ValueError(f"--calib-task {','.join(others)}: this run reads calibration labels (a gradient criterion "
+                         f"or --targets), which only the scoring task {scoring} has for this model; calibrate on it "
+                         "alone or use another criterion")
+    for spec in dict.fromkeys((scoring, *calib)):  # each file once, in order
+        check_task_data(spec, calib_sequences if spec in calib else 0)
+
+
+def check_task_data(spec: str, calib_sequences: int = 0) -> None:
+    """Read the data ``spec`` names as a run will (a user file, the built-in task's package); nothing for ``mlm``.
+
+    Raises:
+        PrunebenchError: one line (see :func:`check_tasks`).
+    """
+    _, path = parse_task(spec)
+    key = spec.partition(":")[0]
+    if key in FILE_TASKS:
+        task_file = check_task_file(spec)
+        assert task_file is not None
+        read_labelled_texts(task_file, key)  # what the run reads, refused now
+    elif key == "text":
+        texts = plain_text_task(str(path))
+        if calib_sequences:
+            check_calibration_texts(texts, calib_sequences)
+    elif key == BUILTIN_TASK:
+        builtin_task_path()
+
+
 def check_run_inputs(config: RunConfig) -> None:
     """Everything about ``config`` that depends on this machine; see the module docstring.
 
     Raises:
-        ValueError: an unknown task kind.
+        ValueError: an unknown task kind, or one this kind of model cannot use (see :func:`check_tasks`).
         PrunebenchError: an unreadable or unusable task file (DataError: no data rows, a missing column, one
-            class, an empty split; a run reads its file with the default ``text`` / ``label`` columns),
+            class, an empty split; a run reads its file with the default ``text`` / ``label`` columns; a text file
+            that is empty, binary or too small to calibrate),
             ``device="cuda"`` without a CUDA device, or an HF model folder that cannot be used
             (HFModelError / CheckpointError, one line each), or a backend whose package is missing.
     """
     from prunebench.sources import source_class
 
-    source_class(config.model).check(config)  # the task forms this kind takes, an HF folder's files
-    task_file = check_task_file(config.task)
-    if task_file is not None:
-        read_labelled_texts(task_file, config.task.partition(":")[0])  # what the run reads, refused now
+    model_kind = source_class(config.model).check(config.model)  # an HF folder's files, and its head kind
+    check_tasks(config.task, config.calib_tasks, model_kind, config.calib_sequences,
+                labelled_calibration=bool(config.targets))
     if config.device == "cuda" and not torch.cuda.is_available():
         raise PrunebenchError("--device cuda was asked for, but torch sees no CUDA device here")
     check_backend_packages(config.backends)

@@ -1,6 +1,6 @@
 """Real-data accuracy tasks: tokenizer, datasets, training, recovery fine-tuning and evaluation."""
 
-from prunebench.tasks.base import BatchSource, DataError, SplitData, Task, calibration_batches
+from prunebench.tasks.base import BatchSource, DataError, SplitData, Task, calibration_batches, mixed_stream
 from prunebench.tasks.baseline import (
     CACHE_ENV,
     DEFAULT_BUDGETS,
@@ -45,6 +45,7 @@ __all__ = [
     "evaluate",
     "finetune",
     "load_or_train_baseline",
+    "mixed_stream",
     "prunable_weights",
     "resolve_cache_dir",
     "train",

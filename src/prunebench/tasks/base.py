@@ -8,11 +8,12 @@ same batches, which is what makes training data order and evaluation reproducibl
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +135,8 @@ class BatchSource(ABC):
 
 
 def calibration_batches(
-    source: BatchSource, n_sequences: int, batch_size: int = 8, split: str = "train", seed: int = 0
+    source: BatchSource | Sequence[BatchSource], n_sequences: int, batch_size: int = 8, split: str = "train",
+    seed: int = 0,
 ) -> list[Batch]:
     """``n_sequences`` labelled sequences of ``split`` (a seeded sample) for activation- or gradient-based
     pruning criteria, the refit and held-out checks; the one way every run makes them.
@@ -144,11 +146,22 @@ def calibration_batches(
     first ``n_sequences`` of the seeded permutation :meth:`BatchSource.train_stream` starts with (all rows
     when the split holds fewer).
 
+    A list of sources is a calibration mix (``--calib-task``): each gives an equal share of ``n_sequences``
+    (the first ones one more when it does not divide), drawn with its own seed (``seed + i``), and their
+    batches alternate, so no source's text is only at the end. A batch never mixes sources (their rows
+    differ in labels and padding).
+
     Raises:
         ValueError: ``n_sequences`` or ``batch_size`` is not positive, or the split is empty.
     """
     if n_sequences <= 0 or batch_size <= 0:
         raise ValueError(f"n_sequences and batch_size must be positive, got {n_sequences} and {batch_size}")
+    if not isinstance(source, BatchSource):
+        sources = list(source)
+        shares = [n_sequences // len(sources) + (i < n_sequences % len(sources)) for i in range(len(sources))]
+        parts = [calibration_batches(src, share, batch_size, split, seed + i)
+                 for i, (src, share) in enumerate(zip(sources, shares, strict=True)) if share]
+        return [b for group in itertools.zip_longest(*parts) for b in group if b is not None]
     n = source.num_sequences(split)
     if n == 0:
         raise ValueError(f"the {split!r} split of task {source.name!r} is empty")
@@ -158,6 +171,16 @@ def calibration_batches(
         source.batch(split, order[s : s + batch_size], generator, evaluation=False)
         for s in range(0, len(order), batch_size)
     ]
+
+
+def mixed_stream(sources: Sequence[BatchSource], batch_size: int, seed: int = 0,
+                 split: str = "train") -> Iterator[Batch]:
+    """Endless training batches taking turns over ``sources`` (each its own :meth:`BatchSource.train_stream`,
+    seeded ``seed + i``): equal shares of a calibration mix for recovery training."""
+    streams = [src.train_stream(batch_size, seed + i, split) for i, src in enumerate(sources)]
+    while True:
+        for stream in streams:
+            yield next(stream)
 
 
 class Task(BatchSource):

@@ -129,7 +129,7 @@ def _sort_labels(values: set[str]) -> list[str]:
         return sorted(values)
 
 
-def _hash_split(texts: list[str]) -> list[str]:
+def hash_split(texts: list[str]) -> list[str]:
     """80/10/10 by rank of each text's hash: deterministic, order-free, and every split non-empty."""
     keyed = sorted(range(len(texts)), key=lambda i: (hashlib.sha256(texts[i].encode("utf-8")).digest(), i))
     n_test = max(1, round(0.1 * len(texts)))
@@ -229,7 +229,7 @@ def read_labelled_texts(
     else:
         if len(rows) < 3:
             raise DataError(f"{path} has {len(rows)} rows; at least 3 are needed to split train/val/test")
-        splits_of = _hash_split(texts)
+        splits_of = hash_split(texts)
     label_ids = {name: i for i, name in enumerate(label_names)}
     by_split = {s: [i for i, sp in enumerate(splits_of) if sp == s] for s in SPLIT_NAMES}
     for s in SPLIT_NAMES:

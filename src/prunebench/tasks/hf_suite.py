@@ -124,7 +124,10 @@ class HFEvaluator:
             self.test_texts: list[str] = []
         else:
             if task is None or task.labels is None:
-                raise ValueError(f"a {self.kind} model is scored on a labelled task (tweets, csv:PATH or jsonl:PATH)")
+                from prunebench.tasks.factory import SCORE, task_forms
+
+                raise ValueError(f"a {self.kind} model is scored on a labelled task: "
+                                 f"{', '.join(task_forms(self.kind, SCORE))}")
             self.test_texts = task.texts["test"]
             self.test_labels = task.label_tensor("test").numpy()
             if self.kind == "cls":

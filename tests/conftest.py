@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -48,3 +50,15 @@ def random_batch(vocab_size: int, batch: int = 3, seq: int = 10, seed: int = 0) 
     mask = torch.ones(batch, seq, dtype=torch.long)
     mask[-1, seq // 2 :] = 0
     return {"input_ids": ids, "attention_mask": mask}
+
+
+#: The training budget every end-to-end run of ``small --quick`` passes, so that they share one trained baseline.
+QUICK_TRAIN_BUDGET = "20"
+
+
+@pytest.fixture(scope="session")
+def quick_cache(tmp_path_factory) -> Path:
+    """One ``PRUNEBENCH_CACHE`` for the end-to-end runs of ``small --quick --train-budget 20``: the tokenizer, the
+    corpus and the dense baseline are built by the first run and loaded by the others (the cache's entry lock
+    makes concurrent runs train it once), which keeps the suite within its time budget."""
+    return tmp_path_factory.mktemp("quick-cache")

@@ -62,14 +62,14 @@ def _stored(out: Path, proc: subprocess.Popen, wanted: set[str]) -> set[tuple[st
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
+def runs(tmp_path_factory, quick_cache) -> dict:
     """The three runs, started together (each on one thread; nothing here is a timing claim: --allow-busy), so
     the suite waits for the longest, not for their sum."""
     root = tmp_path_factory.mktemp("one-pipeline")
     hf = fx.base_model_folder(root)
     ray_args = [a for a in HF_ARGS if a not in (BACKENDS, "--targets", "1.05")]
     ray_args[ray_args.index("--backends") + 1:ray_args.index("--backends") + 1] = ["eager,int8-legacy"]
-    started = {"small": _start("small", root / "small", root / "cache-small", *ARGS),
+    started = {"small": _start("small", root / "small", quick_cache, *ARGS),
                "hf": _start(str(hf), root / "hf", root / "cache-hf", *HF_ARGS)}
     if importlib.util.find_spec("ray") is not None:
         started["ray"] = _start(str(hf), root / "ray", root / "cache-ray", *ray_args, "--executor", "ray")

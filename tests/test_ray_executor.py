@@ -48,8 +48,8 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
+def cache(quick_cache) -> Path:
+    return quick_cache
 
 
 def _env(cache: Path) -> dict[str, str]:

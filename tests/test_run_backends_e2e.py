@@ -15,14 +15,14 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ARGS = ["--model", "small", "--quick", "--methods", "magnitude,structured", "--sparsity", "0.75", "--batch-sizes",
-        "1,2", "--seq-len", "32", "--threads", "1", "--backends",
-        "eager,int8-legacy,sparse,onnxruntime-int8,openvino-int8", "--allow-busy"]
+        "1", "--seq-len", "32", "--threads", "1", "--backends",
+        "eager,int8-legacy,sparse,onnxruntime-int8,openvino-int8", "--allow-busy", "--train-budget", "20"]
 
 
-def test_run_with_backends(tmp_path: Path) -> None:
+def test_run_with_backends(tmp_path: Path, quick_cache: Path) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("openvino")
-    env = {**os.environ, "PRUNEBENCH_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PRUNEBENCH_CACHE": str(quick_cache), "PYTHONUNBUFFERED": "1"}
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "prunebench", "run", *ARGS, "--out", str(out)], capture_output=True,
                           text=True, env=env, check=False, timeout=900)
@@ -35,7 +35,7 @@ def test_run_with_backends(tmp_path: Path) -> None:
     cells = {(v, b, bs): (st, sp, json.loads(ex)) for v, b, bs, st, sp, ex in rows}
     variants = ("dense", "magnitude@0.75", "structured@0.75")
     for v in variants:
-        for bs in (1, 2):
+        for bs in (1,):
             assert cells[v, "eager", bs][0] == "ok"
             for backend in ("int8-legacy", "onnxruntime-int8", "openvino-int8"):
                 status, speedup, extra = cells[v, backend, bs]

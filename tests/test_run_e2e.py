@@ -19,7 +19,8 @@ from tests.store_probe import kill_when, rows
 pytestmark = pytest.mark.slow
 
 # --allow-busy: a busy shared machine must not leave these cells unmeasured (test_contention.py tests that).
-QUICK = ["--model", "small", "--quick", "--batch-sizes", "1,2", "--seq-len", "32", "--threads", "1", "--allow-busy"]
+QUICK = ["--model", "small", "--quick", "--batch-sizes", "1,2", "--seq-len", "32", "--threads", "1", "--allow-busy",
+         "--train-budget", "20"]
 
 
 def _run(args: list[str], cache: Path, **kwargs) -> subprocess.CompletedProcess:
@@ -29,8 +30,8 @@ def _run(args: list[str], cache: Path, **kwargs) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
+def cache(quick_cache) -> Path:
+    return quick_cache
 
 
 @pytest.fixture(scope="module")

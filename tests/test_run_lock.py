@@ -24,7 +24,8 @@ from prunebench.outdir import RUN_LOCK_FILE
 from prunebench.runner.rundir import RunFolderError, claim
 
 SRC = str(Path(__file__).parents[1] / "src")
-QUICK = ["--model", "small", "--quick", "--batch-sizes", "1", "--seq-len", "32", "--threads", "1", "--allow-busy"]
+QUICK = ["--model", "small", "--quick", "--batch-sizes", "1", "--seq-len", "32", "--threads", "1", "--allow-busy",
+         "--train-budget", "20"]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -111,8 +112,8 @@ def _has_run_row(store: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_two_runs_on_one_out_and_two_resumes_of_one_folder_exactly_one_runs(tmp_path: Path) -> None:
-    out, cache = tmp_path / "run", tmp_path / "cache"
+def test_two_runs_on_one_out_and_two_resumes_of_one_folder_exactly_one_runs(tmp_path: Path, quick_cache: Path) -> None:
+    out, cache = tmp_path / "run", quick_cache
     procs = [_run_proc([*QUICK, "--out", str(out)], cache) for _ in range(2)]
     try:
         loser = _first_to_exit(procs)

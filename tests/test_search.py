@@ -484,3 +484,19 @@ def test_a_busy_verifying_measurement_is_taken_again_after_a_back_off(tiny_model
     allowed = BenchSettings(**{**FAST.to_dict(), "allow_busy": True})
     got = measure_speedup(tiny_model, copy_, _table(), allowed, meter=_Meter(True), sleep=sleeps.append)
     assert got.tries == 1 and got.busy
+
+
+def test_a_quick_run_searches_with_smaller_timing_budgets_and_a_full_run_with_the_searchs_own() -> None:
+    from prunebench.config import RunConfig
+    from prunebench.runner import searched
+    from prunebench.search.measure import CONFIG_TIMING, TABLE_TIMING
+    from prunebench.search.verify import VERIFY_TIMING
+
+    assert searched._search_timing(RunConfig(targets=(1.5,))) == {}  # the search's defaults
+    quick = searched._search_timing(RunConfig(targets=(1.5,), quick=True))
+    for name, full in (("table_timing", TABLE_TIMING), ("config_timing", CONFIG_TIMING),
+                       ("verify_timing", VERIFY_TIMING)):
+        assert quick[name].max_time < full.max_time and quick[name].min_time < full.min_time
+        assert quick[name].warmup == full.warmup and quick[name].measure_memory == full.measure_memory
+    options = SearchOptions(targets=(1.5,), **quick)  # what run_search passes: accepted as search options
+    assert options.verify_timing.max_time == searched.QUICK_SEARCH_TIMING["verify_timing"][1]

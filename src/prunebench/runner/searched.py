@@ -8,6 +8,7 @@ joins the run's table like every other variant (evaluated, benchmarked at every 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,28 @@ from prunebench.models.batch import Batch, LossFn
 from prunebench.runner.variants import describe
 from prunebench.search import SearchOptions, search_family
 from prunebench.search.family import Recover, save_member
+from prunebench.search.measure import CONFIG_TIMING, TABLE_TIMING
+from prunebench.search.verify import VERIFY_TIMING
 
 #: Method name of searched variants in the store and the report.
 SEARCH_METHOD = "search"
 #: Random configurations the run's latency model is checked on (by ``quick``): a median over 6-10 is enough to
 #: tell a 1-3% model from a 30% one, at 3-30 s.
 RUN_CHECK_CONFIGS = {False: 10, True: 6}
+#: ``--quick`` timing budgets of the search's table, check and verifying measurements (seconds at least / at
+#: most, CI half-width): a first look needs the search's path, not a 1.5% latency table, and the default budgets
+#: spend most of a quick run there (41 s of a 127-s quick run of ``small`` on the 2-core AMD EPYC).
+QUICK_SEARCH_TIMING = {"table_timing": (0.2, 1.0, 0.03), "config_timing": (0.2, 1.0, 0.03),
+                       "verify_timing": (0.5, 3.0, 0.02)}
+
+
+def _search_timing(config: RunConfig) -> dict[str, Any]:
+    """The search's timing settings for ``config`` (its defaults; smaller budgets with ``quick``)."""
+    if not config.quick:
+        return {}
+    defaults = {"table_timing": TABLE_TIMING, "config_timing": CONFIG_TIMING, "verify_timing": VERIFY_TIMING}
+    return {name: replace(defaults[name], min_time=lo, max_time=hi, target_ci=ci)
+            for name, (lo, hi, ci) in QUICK_SEARCH_TIMING.items()}
 
 
 def _encoder_params(model: nn.Module) -> int:
@@ -59,7 +76,7 @@ def run_search(
     # run's budget); a latency model it cannot trust stops the search before any pruning.
     options = SearchOptions(targets=config.targets, batch_size=config.batch_sizes[0], seq_len=config.seq_len,
                             check_configs=RUN_CHECK_CONFIGS[config.quick], compare_uniform=False, seed=config.seed,
-                            allow_busy=config.allow_busy, rescale=config.refit)
+                            allow_busy=config.allow_busy, rescale=config.refit, **_search_timing(config))
     family = search_family(dense, calib, options, loss_fn=loss_fn, recover=recover, progress=progress)
     dense_encoder = _encoder_params(dense)
     out = {}

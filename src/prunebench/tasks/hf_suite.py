@@ -190,6 +190,8 @@ class HFEvaluator:
         deltas: dict[str, DeltaCI] = {}
         if self.kind == "mlm":
             name = "masked_token_accuracy"
+            if int(out["counts"].sum()) == 0:  # a tokenizer that masks nothing in this text: no prediction at all
+                raise ValueError("no masked token to score: the test text has no token this tokenizer can mask")
             metrics[name] = float(out["hits"].sum() / out["counts"].sum())
             sizes: list[int] | None = out["counts"].tolist()
             deltas[name] = paired_delta_ci(ref["tokens"], out["tokens"], sizes, seed=self.seed)

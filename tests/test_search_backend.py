@@ -39,12 +39,35 @@ def _options(**kw) -> SearchOptions:
     return SearchOptions(**{**base, **kw})
 
 
+def _backend_clock(monkeypatch, factor: float = 2.0) -> list:
+    """The backend's clock made deterministic: every model prepared on it (for real: quantized, checked against
+    eager) measures ``factor`` times the hand-made table's eager prediction for its widths. Timings of a model this
+    small are all overhead and noise; what these tests claim is the path, not the speed."""
+    from prunebench.search._arch import adapter_of, full_widths
+    from prunebench.search.verify import Measured
+
+    prepared, real_prepare, table = [], sb.BackendTimer.prepare, _table()
+
+    def prepare(self, model):
+        prepared.append(full_widths(adapter_of(model)))
+        return real_prepare(self, model)
+
+    def clock(dense_call, cand_call, timing, **kw):
+        dense_call(), cand_call()  # both sides run: dense eager and the prepared model
+        s = factor * table.speedup(prepared[-1])
+        return Measured(s, s * 0.99, s * 1.01, 10)
+
+    monkeypatch.setattr(sb.BackendTimer, "prepare", prepare)
+    monkeypatch.setattr(sb, "measure_calls", clock)
+    return prepared
+
+
 def _score(model, reference):
     return {"accuracy": 0.5, "n_predictions": 100, "agreement": 0.9}
 
 
-def test_a_search_on_int8_legacy_verifies_on_it_against_dense_eager(tmp_path, tiny_model):
-    on_backend = []
+def test_a_search_on_int8_legacy_verifies_on_it_against_dense_eager(tmp_path, tiny_model, monkeypatch):
+    on_backend, prepared = [], _backend_clock(monkeypatch)
 
     def score_backend(model, runnable, reference):
         on_backend.append(runnable.backend)
@@ -59,7 +82,13 @@ def test_a_search_on_int8_legacy_verifies_on_it_against_dense_eager(tmp_path, ti
     entry = report["targets"][0]
     measured = entry["measured"]
     assert measured["backend"] == "int8-legacy" and measured["baseline"] == "dense eager"
-    assert measured["speedup"] > 0 and measured["fidelity"]["ok"] and measured["fidelity"]["backend"] == "int8-legacy"
+    assert measured["fidelity"]["ok"] and measured["fidelity"]["backend"] == "int8-legacy"
+    assert entry["met"] and measured["ci"][0] >= 1.05  # judged on the backend's figure
+    assert report["backend"]["dense_speedup"] == pytest.approx(2.0)  # dense on the backend, against dense eager
+    # The correction learnt the backend's factor, so the held-out check is exact and the knapsack aimed lower.
+    assert report["backend_check"]["median_abs_error"] < 1e-6
+    assert entry["tries"][0]["eager_aim"] == pytest.approx(1.001)  # dense on it already meets 1.05x
+    assert prepared[0] == ((4, 32), (4, 32))  # dense on the backend first
     assert all(t["measured"]["backend"] == "int8-legacy" for t in entry["tries"])
     assert entry["uniform"]["measured"]["backend"] == "int8-legacy"  # uniform at the same speed on the backend
     correction = report["backend"]["correction"]
@@ -120,3 +149,74 @@ def test_a_backend_that_cannot_run_here_is_refused_in_one_line_before_any_folder
     assert "onnxruntime-int8" in capsys.readouterr().err  # an unknown name lists the registry's backends
     with pytest.raises(ValueError, match="cannot run this model"):
         sb.refuse_model("sparse", nn.Sequential(nn.Linear(4, 4)))  # nothing sparse to run
+
+
+def test_run_targets_name_a_backend_or_take_the_fastest_listed_one():
+    from prunebench.config import RunConfig
+
+    config = RunConfig(methods=("structured",), targets=(1.5, "3@int8-legacy"))
+    assert config.targets == (1.5, "3@int8-legacy") and config.backends == ("eager", "int8-legacy")  # timed too
+    assert config.target_specs() == ((1.5, None), (3.0, "int8-legacy"))
+    assert [v[0] for v in config.variants()][1:] == ["search@1.5x", "search@3x@int8-legacy"]
+    assert RunConfig.from_dict({"targets": ["2@onnxruntime-int8", 2]}).targets == ("2@onnxruntime-int8", 2.0)
+    for bad, message in (("3@nope", "choose from: eager"), ("0.5@int8", "above 1"), ("x@int8", "not a number"),
+                         ("3@", "names no backend")):
+        with pytest.raises(ValueError, match=message):
+            RunConfig(targets=(bad,))
+    with pytest.raises(ValueError, match="twice"):
+        RunConfig(targets=("2@int8", "2.0@int8"))
+
+
+def test_run_cli_refuses_a_target_on_an_unknown_backend_in_one_line(capsys, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--model", "small", "--targets", "1.5,3@nope", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and not out.exists()
+    assert "unknown backend 'nope'" in err and "onnxruntime-int8" in err
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "3@onnxruntime-int8" in help_text and "fastest of --backends" in help_text
+
+
+def test_the_fastest_backend_is_the_measured_one_and_a_backend_missing_eager_is_left_out(tiny_model):
+    with BACKENDS.registered("shifted", _Shifted()), BACKENDS.registered("absent", _Absent()):
+        best, seen = sb.fastest_backend(tiny_model, ("eager", "int8-legacy", "shifted", "absent"), 1, 8, FAST)
+    assert "does not match eager" in seen["shifted"]["skipped"] and "lacks" in seen["absent"]["skipped"]
+    speeds = {n: r["speedup"] for n, r in seen.items() if "speedup" in r}
+    assert set(speeds) == {"eager", "int8-legacy"} and best == max(speeds, key=speeds.get)
+    assert seen["int8-legacy"]["baseline"] == "dense eager" and seen["int8-legacy"]["fidelity"]["ok"]
+
+
+def test_run_search_records_the_backend_each_target_was_searched_on(tmp_path, tiny_model, monkeypatch):
+    from prunebench.config import RunConfig
+    from prunebench.runner import searched
+
+    real, calls = searched.search_family, []
+
+    def search(d, c, o, table=None, **kw):
+        calls.append((o.backend, o.targets, table is None, o.check_configs))
+        # A hand-made table (the tiny model's timings are noise): allow_busy lets its checks through, marked.
+        fast = {"table_timing": FAST, "verify_timing": FAST, "config_timing": FAST, "check_configs": 0,
+                "allow_busy": True, "backend_check_configs": 2, "backend_configs": 0}
+        return real(d, c, SearchOptions(**{**o.__dict__, **fast}), table=table or _table(), **kw)
+
+    monkeypatch.setattr(searched, "search_family", search)
+    _backend_clock(monkeypatch)
+    monkeypatch.setattr(searched, "fastest_backend", lambda *a, **k: ("int8-legacy", {"int8-legacy": {"speedup": 2}}))
+    config = RunConfig(methods=("structured",), targets=(1.05, "1.1@int8-legacy"), batch_sizes=(1,), seq_len=8)
+    out = searched.run_search(tiny_model, _calib(97), config, {})
+    # The plain target: the fastest of the run's backends (a target's backend is one of them); the named one
+    # in a family of its own. One eager check and one latency table for the run.
+    assert calls == [("int8-legacy", (1.05,), True, 10), ("int8-legacy", (1.1,), False, 0)]
+    plain, named = out["search@1.05x"][1]["details"]["search"], out["search@1.1x@int8-legacy"][1]["details"]["search"]
+    assert plain["backend"] == "int8-legacy" and not plain["backend_named"]
+    assert plain["backend_choice"]["among"] == ["eager", "int8-legacy"]
+    assert named["backend"] == "int8-legacy" and named["backend_named"] and named["backend_choice"] is None
+    assert named["measured"]["backend"] == "int8-legacy" and named["measured"]["baseline"] == "dense eager"
+    assert named["latency_check_on_backend"]["backend"] == "int8-legacy"
+    calls.clear()
+    alone = RunConfig(methods=("structured",), targets=(1.05,), batch_sizes=(1,), seq_len=8)
+    entry = searched.run_search(tiny_model, _calib(97), alone, {})["search@1.05x"][1]["details"]["search"]
+    assert calls[0][0] == "eager" and entry["backend"] == "eager" and entry["measured"]["backend"] == "eager"

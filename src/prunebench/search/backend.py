@@ -63,7 +63,7 @@ def check_search_backend(name: str) -> str:
     backend = BACKENDS.get(name)
     reason = backend.availability()
     if reason is not None:
-        raise ValueError(f"--backend {name} cannot run here: {reason}")
+        raise ValueError(f"backend {name} cannot run here: {reason}")
     return name
 
 

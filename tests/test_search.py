@@ -360,12 +360,12 @@ def test_run_search_records_and_saves_each_target(tmp_path, tiny_model, monkeypa
 
     real = searched.search_family
 
-    def search(d, c, o, loss_fn=None, recover=None, progress=None):
+    def search(d, c, o, loss_fn=None, recover=None, progress=None, table=None, **kw):
         # The run checks its latency model as `prunebench search` does (the hand-made table would fail it).
-        assert o.check_configs == searched.RUN_CHECK_CONFIGS[False] and not o.allow_busy
+        assert o.check_configs == searched.RUN_CHECK_CONFIGS[False] and not o.allow_busy and o.backend == "eager"
         return real(d, c, SearchOptions(**{**o.__dict__, "table_timing": FAST, "verify_timing": FAST,
-                                           "check_configs": 0}), table=_table(), loss_fn=loss_fn,
-                    recover=recover, progress=progress)
+                                           "check_configs": 0}), table=table or _table(), loss_fn=loss_fn,
+                    recover=recover, progress=progress, **kw)
 
     monkeypatch.setattr(searched, "search_family", search)
     config = RunConfig(methods=("structured",), targets=(1.05,), batch_sizes=(1,), seq_len=8)

@@ -75,12 +75,3 @@ def test_search_cli_runs_end_to_end_on_an_hf_base_encoder(hf_folder: Path, tmp_p
     assert [(ad.group_count("heads", i), ad.group_count("neurons", i)) for i in range(ad.n_layers)] == [
         (w["heads"], w["neurons"]) for w in entry["widths"]]
     assert len(report["latency_check"]["configs"]) == 2
-
-
-def test_search_backend_other_than_eager_is_a_one_line_error(capsys, tmp_path: Path):
-    assert main(["search", "--model", "medium", "--targets", "2", "--backend", "onnxruntime",
-                 "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "supports: eager" in err
-    assert main(["search", "--model", "medium", "--targets", "2", "--backend", "nope", "--out", str(tmp_path)]) == 2
-    assert "onnxruntime" in capsys.readouterr().err  # an unknown name lists the registry's backends

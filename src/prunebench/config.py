@@ -58,6 +58,41 @@ def _hf_max_positions(folder: str) -> int:
         return 512  # the folder check that follows names what is wrong with the file
 
 
+#: Separates a speedup target from the backend it is to be met on (``3@onnxruntime-int8``).
+TARGET_BACKEND_SEP = "@"
+
+
+def parse_target(item: object) -> tuple[float, str | None]:
+    """A speedup target of ``run --targets``: a number (searched on the fastest of the run's backends) or
+    ``T@BACKEND`` (searched on that backend); ``(target, backend or None)``.
+
+    Raises:
+        ValueError: not a number above 1, or an unknown backend (the message lists the registered ones).
+    """
+    backend = None
+    value: object = item
+    if isinstance(item, str):
+        text, sep, name = item.strip().partition(TARGET_BACKEND_SEP)
+        if sep:
+            from prunebench.backends import BACKENDS  # lazy: backends import bench, which is heavier
+
+            backend = BACKENDS.get(name.strip()).name if name.strip() else ""
+            if not backend:
+                raise ValueError(f"speedup target {item!r} names no backend after {TARGET_BACKEND_SEP!r}")
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"speedup target {item!r} is not a number (or NUMBER@BACKEND)") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 1.0:
+        raise ValueError(f"speedup target {item!r} must be a number above 1 (a speedup over the dense model)")
+    return float(value), backend
+
+
+def target_name(target: float, backend: str | None) -> str:
+    """Variant name of a searched target: ``search@3x``, or ``search@3x@onnxruntime-int8`` for a named backend."""
+    return f"search@{target:g}x" + (f"{TARGET_BACKEND_SEP}{backend}" if backend else "")
+
+
 def check_seed(seed: object, what: str = "seed") -> int:
     """Return ``seed`` if it is an integer in [0, 2^63 - 1], else raise a one-line ValueError."""
     if not _is_int(seed) or not 0 <= seed <= MAX_SEED:  # type: ignore[operator]
@@ -103,7 +138,10 @@ class RunConfig:
         pad_fraction: fraction of each benchmark sequence that is padding.
         save_models: keep every pruned model in the run folder (needed to resume without re-pruning).
         targets: speedups (> 1) for the latency-budget search; each adds a ``search@<t>x`` variant, searched
-            at the first batch size and ``seq_len`` and verified by paired timing (``prunebench.search``).
+            at the first batch size and ``seq_len`` and verified by paired timing (``prunebench.search``). A
+            number is searched on the fastest of ``backends`` (dense timed on each against dense eager); a
+            string ``"T@BACKEND"`` on that backend (variant ``search@<t>x@BACKEND``), which is then also added
+            to ``backends``. Speedups on any backend are against dense eager.
         backends: execution backends every variant is timed on (``eager`` first: the main sweep; others are
             timed against dense eager after a fidelity check, see :mod:`prunebench.backends`).
         refit: after a one-shot structured shrink, refit the shrunk output projections by least squares to the
@@ -136,7 +174,7 @@ class RunConfig:
     max_time: float = 0.0
     pad_fraction: float = 0.0
     save_models: bool = True
-    targets: tuple[float, ...] = ()
+    targets: tuple[float | str, ...] = ()
     backends: tuple[str, ...] = ("eager",)
     refit: bool = True
     allow_busy: bool = False
@@ -148,11 +186,14 @@ class RunConfig:
         object.__setattr__(self, "methods", tuple(self.methods))
         object.__setattr__(self, "sparsities", tuple(float(s) for s in self.sparsities))
         object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
-        object.__setattr__(self, "targets", tuple(self.targets))
+        specs = [parse_target(t) for t in self.targets]
+        # Canonical: a plain target as a float, a named backend's as "T@BACKEND".
+        object.__setattr__(self, "targets", tuple(t if b is None else f"{t:g}{TARGET_BACKEND_SEP}{b}"
+                                                  for t, b in specs))
+        names = [target_name(t, b) for t, b in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"targets lists a target twice: {', '.join(map(str, self.targets))}")
         object.__setattr__(self, "calib_tasks", _calib_tasks(self.calib_tasks))
-        for t in self.targets:
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 1.0:
-                raise ValueError(f"speedup target {t!r} must be a number above 1 (a speedup over the dense model)")
         if not self.methods:
             raise ValueError(f"methods is empty; choose from: {', '.join(RUN_METHODS)}")
         for method in self.methods:
@@ -197,7 +238,12 @@ class RunConfig:
 
         # eager is always timed (every speedup is against dense eager); unknown names list the valid ones.
         names = parse_backends(self.backends)
-        object.__setattr__(self, "backends", ("eager", *(b for b in names if b != "eager")))
+        named = tuple(b for _, b in self.target_specs() if b is not None)  # a target's backend is timed too
+        object.__setattr__(self, "backends", tuple(dict.fromkeys(("eager", *names, *named))))
+
+    def target_specs(self) -> tuple[tuple[float, str | None], ...]:
+        """``(target, backend)`` per target; backend None: the fastest of :attr:`backends`."""
+        return tuple(parse_target(t) for t in self.targets)
 
     @property
     def is_hf(self) -> bool:
@@ -215,7 +261,7 @@ class RunConfig:
             for s in self.sparsities or (HF_SPARSITIES if self.is_hf else (DEFAULT_SPARSITY[method],)):
                 out.append((f"{method}@{s:g}", method, s))
         # Searched variants: the third field is the speedup target, not a sparsity (see runner/searched.py).
-        out.extend((f"search@{float(t):g}x", "search", float(t)) for t in self.targets)
+        out.extend((target_name(t, b), "search", t) for t, b in self.target_specs())
         return out
 
     def to_dict(self) -> dict[str, Any]:

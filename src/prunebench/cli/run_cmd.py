@@ -27,7 +27,7 @@ from prunebench.cli.common import (
     seed_value,
     warn_threads,
 )
-from prunebench.config import DEVICES, RUN_METHODS, RunConfig, load_toml
+from prunebench.config import DEVICES, RUN_METHODS, RunConfig, load_toml, parse_target
 from prunebench.outdir import check_writable_dir
 from prunebench.report import summary_rows, summary_table
 from prunebench.report.deploy import eager_only, snapshot_rows
@@ -69,6 +69,17 @@ def _backends(value: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _targets(value: str) -> tuple[float | str, ...]:
+    """``1.5,3@onnxruntime-int8``: each a number or NUMBER@BACKEND (checked by :func:`parse_target`)."""
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not items:
+        raise argparse.ArgumentTypeError("expected speedup targets, e.g. 1.5,3@onnxruntime-int8")
+    try:
+        return tuple(t if b is None else item for item, (t, b) in ((i, parse_target(i)) for i in items))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _setting(value: str) -> tuple[str, Any]:
     key, sep, raw = value.partition("=")
     if not sep or not key.strip():
@@ -94,8 +105,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sparsity", type=float_list, help="one sparsity or a list (e.g. 0.3,0.5,0.7,0.9): the sweep "
                    "that draws degradation curves (default: magnitude/structured/wanda 0.5, iterative 0.8; "
                    "a Hugging Face model: 0.3,0.5,0.7)")
-    p.add_argument("--targets", type=float_list,
-                   help="speedup targets for the latency-budget search, e.g. 1.5,2: adds search@<t>x variants")
+    p.add_argument("--targets", type=_targets, metavar="T[@BACKEND],...",
+                   help="speedup targets against dense eager for the latency-budget search, e.g. 1.5,2: adds "
+                   "search@<t>x variants. A plain number is searched on the fastest of --backends (targets' own "
+                   "included; dense timed on each, the choice recorded; eager alone by default); "
+                   "3@onnxruntime-int8 searches on that backend (variant search@3x@onnxruntime-int8), which is then "
+                   "timed for every variant too")
     p.add_argument("--batch-sizes", type=int_list, help="benchmark batch sizes (default: 1,2,4,8,16; "
                    "a Hugging Face model: 1,16)")
     p.add_argument("--seq-len", type=positive_int, help="sequence length (default: 128)")

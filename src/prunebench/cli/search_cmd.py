@@ -9,6 +9,7 @@ from typing import Any
 from rich.table import Table
 from torch import nn
 
+from prunebench.backends import BACKENDS
 from prunebench.cli.common import (
     EXIT_UNTRUSTED,
     add_busy_args,
@@ -24,10 +25,10 @@ from prunebench.config import RunConfig
 from prunebench.models.io import load_model, read_config
 from prunebench.models.presets import model_names, preset_config
 from prunebench.pruning.criteria import loss_change_criteria
+from prunebench.runner.backend_stage import CALIBRATION_SEQUENCES
 from prunebench.runner.budgets import Budgets
 from prunebench.search import (
     KEEP_CHOICES,
-    SEARCH_BACKENDS,
     SearchOptions,
     check_search_backend,
     check_targets,
@@ -61,8 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=1, help="timed batch size (default 1)")
     p.add_argument("--seq-len", type=positive_int, default=128, help="timed sequence length (default 128)")
     p.add_argument("--backend", default="eager",
-                   help=f"execution backend timed: {', '.join(SEARCH_BACKENDS)} (the latency table times one "
-                        "layer alone, which the other backends cannot)")
+                   help=f"the runtime the targets are met on: {', '.join(BACKENDS.names())} (default eager; one "
+                        "that cannot run here is refused). Speedups are against dense eager; the eager latency table "
+                        "is corrected by whole-model timings on the backend and checked on held-out ones; every "
+                        "model is checked against eager on the backend before it is timed, and its accuracy is "
+                        "also measured there where the backend changes the numerics")
     p.add_argument("--task", default=None, metavar="SPEC",
                    help=f"calibration/eval task: {' | '.join(TASK_SPECS)} (HF folders: tweets | csv:PATH | jsonl:PATH)")
     p.add_argument("--text-col", default="text", help="text column of a csv/jsonl task")
@@ -138,6 +142,16 @@ def _source(args: argparse.Namespace) -> tuple[nn.Module, ModelSource]:
     return dense, source
 
 
+def _evaluate_backend(source: ModelSource) -> Any:
+    """The source's evaluation on a backend's hidden states, as the search records it (a mapping, or the
+    one-line reason this source cannot evaluate there)."""
+    def evaluate(model: nn.Module, runnable: Any, reference: nn.Module) -> dict[str, Any] | str:
+        result = source.evaluate_backend(model, runnable, reference)
+        return result if isinstance(result, str) else result.to_dict()
+
+    return evaluate
+
+
 def _ci(d: dict[str, Any] | None, key: str = "accuracy") -> str:
     if not d:
         return "-"
@@ -159,24 +173,41 @@ def run(args: argparse.Namespace) -> int:
     dense, source = _source(args)
     calib = source.search_calibration(args.calib_sequences, args.seed)
     err = console(stderr=True)
+    on_backend = args.backend != "eager"
     report = search_family(dense, calib, options, evaluate=lambda m, d: source.evaluate(m, d).to_dict(),
                            out_dir=args.out, loss_fn=source.loss_fn(dense),
                            recover=lambda model: source.recover(model, dense),
-                           progress=lambda line: err.print(f"search: {line}", style="dim")).report
-    t = Table(title=f"prunebench search {args.model} at B={args.batch_size}, S={args.seq_len} -> {args.out}")
+                           progress=lambda line: err.print(f"search: {line}", style="dim"),
+                           evaluate_backend=_evaluate_backend(source) if on_backend else None,
+                           backend_calibration=source.calibration(CALIBRATION_SEQUENCES, args.seed)
+                           if getattr(BACKENDS.get(args.backend), "needs_calibration", False) else ()).report
+    # On a backend that changes the numerics, accuracy is the backend's (the eager one stays in search.json).
+    def acc(d: dict[str, Any]) -> dict[str, Any] | None:
+        return d.get("backend_accuracy") or d.get("accuracy")
+
+    where = "" if not on_backend else f" on {args.backend} (speedups against dense eager)"
+    t = Table(title=f"prunebench search {args.model} at B={args.batch_size}, S={args.seq_len}{where} -> {args.out}")
     for col in ("target", "met", "tries", "heads / neurons per layer", "measured [CI]", "accuracy [95% CI]",
                 "agreement / cosine", "uniform: measured", "uniform: accuracy"):
         t.add_column(col)
-    t.add_row("dense", "", "", "", "1.00x", _ci(report["dense"]["accuracy"]), "", "", "")
+    dense_speedup = report.get("backend", {}).get("dense_speedup", 1.0)
+    t.add_row("dense", "", "", "", f"{dense_speedup:.2f}x", _ci(acc(report["dense"])), "", "", "")
     for e in report["targets"]:
         m, u = e["measured"], e.get("uniform")
         t.add_row(f"{e['target']:g}x", "yes" if e["met"] else "BUSY" if e.get("machine_busy") else "NO",
                   str(len(e["tries"])),
                   " ".join(f"{w['heads']}/{w['neurons']}" for w in e["widths"]),
-                  f"{m['speedup']:.2f}x [{m['ci'][0]:.2f}-{m['ci'][1]:.2f}]", _ci(e["accuracy"]),
-                  _ci(e["accuracy"], "agreement"),
-                  f"{u['measured']['speedup']:.2f}x" if u else "-", _ci(u["accuracy"]) if u else "-")
+                  f"{m['speedup']:.2f}x [{m['ci'][0]:.2f}-{m['ci'][1]:.2f}]", _ci(acc(e)),
+                  _ci(acc(e), "agreement"),
+                  f"{u['measured']['speedup']:.2f}x" if u else "-", _ci(acc(u)) if u else "-")
     console().print(t)
+    for e in report["targets"]:
+        if e.get("backend_accuracy_note"):
+            console().print(f"{e['target']:g}x: accuracy on {args.backend} not measured: {e['backend_accuracy_note']}")
+    bcheck = report.get("backend_check")
+    if bcheck:
+        console().print(f"latency model on {args.backend}: median |error| {bcheck['median_abs_error']:.1%}, max "
+                        f"{bcheck['max_abs_error']:.1%} over {len(bcheck['configs'])} random configurations")
     check = report.get("latency_check")
     if check:
         console().print(f"latency model: median |error| {check['median_abs_error']:.1%}, max "

@@ -21,13 +21,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunebench.backends import BACKENDS
 from prunebench.bench import disk_bytes
 from prunebench.bench.timing import pinned_threads
 from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
 from prunebench.models import save_model
 from prunebench.results import CellRecord, ResultStore
-from prunebench.runner.backend_stage import store_backend_stage
+from prunebench.runner.backend_stage import CALIBRATION_SEQUENCES, store_backend_stage
 from prunebench.runner.budgets import Budgets, bench_settings_for
 from prunebench.runner.executors import Executor, LocalExecutor, Unit
 from prunebench.runner.executors.units import (
@@ -209,9 +210,12 @@ class _Stages:
             tick("prune", "latency-budget search", 0)
             try:
                 calib = self.source.search_calibration(max(self.budgets.calib_sequences, 64), config.seed)
+                calibrates = any(getattr(BACKENDS.get(b), "needs_calibration", False) for b in config.backends)
                 searched = run_search(dense, calib, config, folders, loss_fn=self.source.loss_fn(dense),
                                       recover=lambda model: self.source.recover(model, dense),
-                                      progress=self._search_progress())
+                                      progress=self._search_progress(),
+                                      backend_calibration=self.source.calibration(CALIBRATION_SEQUENCES, config.seed)
+                                      if calibrates else ())
                 for name, (model, record) in searched.items():
                     store.put_variant(record)
                     done[name] = model

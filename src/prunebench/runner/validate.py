@@ -123,6 +123,24 @@ def check_run_inputs(config: RunConfig) -> None:
     if config.device == "cuda" and not torch.cuda.is_available():
         raise PrunebenchError("--device cuda was asked for, but torch sees no CUDA device here")
     check_backend_packages(config.backends)
+    check_target_backends(config)
+
+
+def check_target_backends(config: RunConfig) -> None:
+    """Refuse a target named on a backend that cannot run here (``--targets 3@semi-structured`` without a GPU):
+    a search needs its backend, where a timed cell records the skip instead.
+
+    Raises:
+        PrunebenchError: one line naming the target and why.
+    """
+    from prunebench.search.backend import check_search_backend
+
+    for target, backend in config.target_specs():
+        if backend is not None:
+            try:
+                check_search_backend(backend)
+            except ValueError as exc:
+                raise PrunebenchError(f"--targets {target:g}@{backend}: {exc}") from None
 
 
 def check_explicit_options(config: RunConfig, explicit: dict[str, str]) -> None:

@@ -7,22 +7,24 @@ Stages (each its own module): :mod:`~prunebench.search.latency` and :mod:`~prune
 :mod:`~prunebench.search.allocate` (per-layer widths under the predicted latency),
 :mod:`~prunebench.search.rescale` (least-squares refit of output projections), :mod:`~prunebench.search.verify`
 (build, fidelity, paired verification, uniform pruning at equal measured speed) and
+:mod:`~prunebench.search.backend` (the deploy runtime: eager model corrected by whole-model timings on it) and
 :mod:`~prunebench.search.family` (one run: a model per target, saved with plan and manifest; its settings are
 :class:`~prunebench.search.options.SearchOptions`)."""
 
 from prunebench.search.allocate import Allocation, check_targets, reachable_speedup, search_widths, uniform_widths
+from prunebench.search.backend import BackendCorrection, check_search_backend
 from prunebench.search.family import MANIFEST_FILE, FamilyResult, search_family
 from prunebench.search.importance import Importance, group_importance, search_criterion
 from prunebench.search.latency import LatencyTable, LayerTable, fit_in_model
 from prunebench.search.measure import check_latency_model, measure_latency_table
-from prunebench.search.options import KEEP_CHOICES, SEARCH_BACKENDS, SearchOptions, check_search_backend
+from prunebench.search.options import KEEP_CHOICES, SearchOptions
 from prunebench.search.rescale import rescale_
 
 __all__ = [
     "KEEP_CHOICES",
     "MANIFEST_FILE",
-    "SEARCH_BACKENDS",
     "Allocation",
+    "BackendCorrection",
     "FamilyResult",
     "Importance",
     "LatencyTable",

@@ -50,12 +50,15 @@ def reachable_speedup(table: LatencyTable) -> float:
     return table.speedup(minimal_widths(table.full))
 
 
-def check_targets(targets: Sequence[float], table: LatencyTable | None = None) -> tuple[float, ...]:
-    """Targets as floats; a one-line ValueError for one <= 1 or (with a table) beyond the reachable speedup."""
+def check_targets(targets: Sequence[float], table: LatencyTable | None = None, *,
+                  top: float | None = None) -> tuple[float, ...]:
+    """Targets as floats; a one-line ValueError for one <= 1 or (with a table) beyond the reachable speedup
+    (``top``: the reachable speedup on the search's backend, where it is not the table's own)."""
     if not targets:
         raise ValueError("give at least one speedup target, e.g. --targets 1.5,2")
     out = []
-    top = reachable_speedup(table) if table is not None else math.inf
+    if top is None:
+        top = reachable_speedup(table) if table is not None else math.inf
     for t in targets:
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 1.0 or t > top:
             if table is None:

@@ -24,6 +24,7 @@ from torch import nn
 
 from prunebench.analysis.accuracy import wilson
 from prunebench.analysis.bootstrap import paired_delta_ci
+from prunebench.backends import Runnable
 from prunebench.bench.load import Contention, CpuMeter
 from prunebench.errors import UntrustedTiming
 from prunebench.models.batch import Batch, LossFn
@@ -32,6 +33,14 @@ from prunebench.pruning import PLAN_FILE
 from prunebench.results.correctness import unpack_correct
 from prunebench.search._arch import adapter_of, full_widths
 from prunebench.search.allocate import Allocation, check_targets, reachable_speedup, search_widths
+from prunebench.search.backend import (
+    BASELINE,
+    MIN_EAGER_AIM,
+    BackendTimer,
+    check_backend_model,
+    measure_correction,
+    refuse_model,
+)
 from prunebench.search.importance import check_search_calib, group_importance
 from prunebench.search.latency import LatencyTable
 from prunebench.search.measure import check_latency_model, measure_latency_table
@@ -49,6 +58,9 @@ Evaluate = Callable[[nn.Module, nn.Module], Mapping[str, Any]]
 #: Recovers a shrunk model in place after its refit (the model source's fine-tuning or distillation from dense);
 #: returns what it did, or None when it did nothing.
 Recover = Callable[[nn.Module], Mapping[str, Any] | None]
+#: Evaluates ``model`` with its hidden states computed by a backend's ``runnable`` against ``reference`` (eager
+#: dense): the mapping :data:`Evaluate` returns, or the one-line reason it cannot (``ModelSource.evaluate_backend``).
+EvaluateBackend = Callable[[nn.Module, Runnable, nn.Module], Mapping[str, Any] | str]
 
 
 def split_calibration(batches: Sequence[Batch]) -> tuple[Sequence[Batch], Sequence[Batch]]:
@@ -60,7 +72,12 @@ def split_calibration(batches: Sequence[Batch]) -> tuple[Sequence[Batch], Sequen
 def _accuracy(evaluate: Evaluate | None, model: nn.Module, dense: nn.Module) -> dict[str, Any] | None:
     if evaluate is None:
         return None
-    res = dict(evaluate(model, dense))
+    return _with_ci(evaluate(model, dense))
+
+
+def _with_ci(result: Mapping[str, Any]) -> dict[str, Any]:
+    """An evaluation with Wilson intervals of its accuracy (and agreement) over its predictions."""
+    res = dict(result)
     n = int(res["n_predictions"])
     res["accuracy_ci"] = list(wilson(float(res["accuracy"]), n))
     if res.get("agreement") is not None:
@@ -110,11 +127,13 @@ class FamilyResult:
 
 def untrusted_model(check: Mapping[str, Any], seen: Contention, limit: float) -> str | None:
     """The one line that stops a search whose latency model missed its held-out check by more than ``limit``
-    (median relative error), saying how busy the machine was and what to do; None when the model is trusted."""
+    (median relative error), saying how busy the machine was and what to do; None when the model is trusted.
+    A check of the backend-corrected model (``check["backend"]``) names the backend."""
     error = float(check["median_abs_error"])
     if error <= limit:
         return None
-    what = (f"latency model not trusted: held-out median error {error:.0%} (max {check['max_abs_error']:.0%}) over "
+    on = f" on {check['backend']}" if check.get("backend") else ""
+    what = (f"latency model{on} not trusted: held-out median error {error:.0%} (max {check['max_abs_error']:.0%}) over "
             f"{len(check['configs'])} configurations, above {limit:.0%}; while it was measured {seen.describe()}")
     if seen.other_cores is not None and seen.other_cores > seen.level / 2:
         return f"{what}: rerun on a quiet machine (or pass --allow-busy to search on this model anyway)"
@@ -159,6 +178,8 @@ def search_family(
     table: LatencyTable | None = None,
     loss_fn: LossFn | None = None,
     recover: Recover | None = None,
+    evaluate_backend: EvaluateBackend | None = None,
+    backend_calibration: Sequence[Batch] = (),
 ) -> FamilyResult:
     """Search, verify and save one model per target.
 
@@ -173,6 +194,10 @@ def search_family(
         loss_fn: the task loss of a model without one (an HF base encoder's frozen probe); None: the adapter's.
         recover: recovery of each verified model (searched and uniform alike) after its refit, before it is
             evaluated and saved (``ModelSource.recover``: fine-tuning, or distillation from dense); None: none.
+        evaluate_backend: accuracy with the hidden states computed on ``options.backend`` (where it changes the
+            numerics), of dense and of each final model (``backend_accuracy``, with ``vs_dense``: the paired CI
+            against dense eager); None: eager accuracy only.
+        backend_calibration: task text for a backend that calibrates (``openvino-int8``'s static scales).
 
     Returns:
         The models and the report written to ``search.json``: table, latency-model check, and per target the
@@ -186,6 +211,7 @@ def search_family(
     say = progress or (lambda line: log.info("%s", line))
     batches = check_search_calib(calib)  # before any timing: fail fast
     dense.eval()
+    refuse_model(options.backend, dense)
     start = time.perf_counter()
     meter = CpuMeter()
     measuring = meter.read()
@@ -193,7 +219,7 @@ def search_family(
         say(f"latency table at B={options.batch_size}, S={options.seq_len}")
         table = measure_latency_table(dense, options.batch_size, options.seq_len, neuron_step=options.neuron_step,
                                       calibration_configs=options.calibration_configs, timing=options.table_timing,
-                                      config_timing=options.config_timing, backend=options.backend,
+                                      config_timing=options.config_timing, backend="eager",
                                       seed=options.seed)
     elif (table.batch_size, table.seq_len, table.full) != (options.batch_size, options.seq_len,
                                                            full_widths(adapter_of(dense))):
@@ -215,16 +241,35 @@ def search_family(
         say(f"latency model: median |error| {check['median_abs_error']:.1%} over "
             f"{options.check_configs} random configurations; {seen.describe()}")
         stages["latency_check"] = time.perf_counter() - start - stages["latency_table"]
-        stop = untrusted_model(check, seen, options.max_model_error)
-        if stop is not None:
-            report["stopped"] = stop
-            if not options.allow_busy:
-                _write_report(out, report)
-                raise UntrustedTiming(stop)
-            report["latency_model_untrusted"] = True
-            say(f"WARNING (--allow-busy): {stop}")
+        _gate(check, seen, options, report, out, say)
+    top_eager, timer, correction = top, None, None
+    if options.backend != "eager":
+        t0 = time.perf_counter()
+        timer = BackendTimer(options.backend, dense, options.batch_size, options.seq_len, seed=options.seed,
+                             threads=options.config_timing.threads, calibration=backend_calibration)
+        say(f"whole-model timings on {options.backend} against {BASELINE}")
+        correction = measure_correction(timer, dense, table, options.config_timing,
+                                        random_configs=options.backend_configs, seed=options.seed)
+        top = correction.speedup(top_eager)
+        report["backend"] = {"name": options.backend, "baseline": BASELINE, "correction": correction.to_dict(),
+                             "dense_speedup": correction.calibration[0]["measured"]}
+        report["reachable"] = [1.0, top]
+        say(f"{options.backend}: dense {correction.calibration[0]['measured']:.2f}x against {BASELINE}; latency "
+            f"= {correction.scale:.2f} x eager model + {correction.offset:.2f}; reachable up to {top:.2f}x")
+        if options.backend_check_configs:
+            measuring = meter.read()
+            bcheck = report["backend_check"] = check_backend_model(
+                timer, dense, table, correction, options.config_timing, n_configs=options.backend_check_configs,
+                seed=options.seed)
+            seen = meter.judge(measuring, threads=options.config_timing.threads or torch.get_num_threads(),
+                               busy_share=options.config_timing.busy_share)
+            bcheck["contention"] = seen.to_dict()
+            say(f"latency model on {options.backend}: median |error| {bcheck['median_abs_error']:.1%} over "
+                f"{options.backend_check_configs} random configurations; {seen.describe()}")
+            _gate(bcheck, seen, options, report, out, say)
+        stages["backend"] = time.perf_counter() - t0
     # After the check: a table a busy machine distorted is refused as such, not as a target out of its reach.
-    check_targets(options.targets, table)
+    check_targets(options.targets, table, top=top)
     fit, held = split_calibration(batches)
     t0 = time.perf_counter()
     importance = group_importance(dense, batches, options.criterion, loss_fn)
@@ -239,30 +284,49 @@ def search_family(
         (out / "latency_table.json").write_text(json.dumps(table.to_dict(), indent=2) + "\n")
     dense_acc = _accuracy(evaluate, dense, dense)
     report["dense"] = {"accuracy": dense_acc}
+    on_backend = timer is not None and timer.backend.changes_numerics and evaluate_backend is not None
+    if on_backend:
+        assert timer is not None and evaluate_backend is not None
+        report["dense"].update(_backend_accuracy(timer, dense, dense, evaluate_backend, dense_acc))
+
+    def to_eager(aim: float) -> float:
+        """The eager latency model's speedup whose widths reach ``aim`` on the target backend."""
+        if correction is None:
+            return aim
+        return min(max(correction.eager_aim(aim), MIN_EAGER_AIM), top_eager * 0.999)
+
+    def measure(model: nn.Module) -> Any:
+        if timer is not None:
+            return timer.measure(model, options.verify_timing, meter=meter)
+        return measure_speedup(dense, model, table, options.verify_timing, options.seed, meter=meter)
+
+    def predicted(alloc: Allocation) -> float:
+        return alloc.predicted_speedup if correction is None else correction.speedup(alloc.predicted_speedup)
     results, models, plans = [], {}, {}
     for target in options.targets:
         tries, aim = [], target
         for attempt in range(1, options.max_tries + 1):
             t0 = time.perf_counter()
             if options.select:
-                choice = choose_allocation(importance, table, aim,
+                choice = choose_allocation(importance, table, to_eager(aim),
                                            lambda a: build(dense, a, options.seq_len, options.seed), dense,
                                            fit=fit, held=held, rescale=options.rescale, loss_fn=loss_fn)
                 alloc, chosen, candidates = choice.allocation, choice.name, choice.record
                 model, plan, fidelity = choice.built
             else:
-                alloc, chosen, candidates = search_widths(importance, table, aim), "importance", []
+                alloc, chosen, candidates = search_widths(importance, table, to_eager(aim)), "importance", []
                 model, plan, fidelity = build(dense, alloc, options.seq_len, options.seed)
-            got = measure_speedup(dense, model, table, options.verify_timing, options.seed, meter=meter)
+            got = measure(model)
             busy = got.busy and not options.allow_busy  # no verdict on a measurement the machine distorted
             met = got.ci_low >= target and not busy
-            tries.append({"attempt": attempt, "aimed_at": aim, "predicted": alloc.predicted_speedup,
+            tries.append({"attempt": attempt, "aimed_at": aim, "eager_aim": to_eager(aim),
+                          "predicted": predicted(alloc),
                           "widths": _widths_rows(alloc), "retained_importance": alloc.retained,
                           "chosen": chosen, "candidates": candidates,
                           "measured": got.to_dict(), "met": met, "machine_busy": busy,
                           "seconds": time.perf_counter() - t0})
             verdict = "machine busy, not judged" if busy else "met" if met else "not met"
-            say(f"{target:g}x try {attempt}: {chosen} allocation, predicted {alloc.predicted_speedup:.2f}x, "
+            say(f"{target:g}x try {attempt}: {chosen} allocation, predicted {predicted(alloc):.2f}x, "
                 f"measured {got.speedup:.2f}x [{got.ci_low:.2f}-{got.ci_high:.2f}] -> {verdict}")
             if met or busy or aim >= top * 0.999:
                 break
@@ -272,12 +336,19 @@ def search_family(
                                  "measured": got.to_dict(), "fidelity": fidelity}
         finish = {"rescale": options.rescale, "fit": fit, "held": held, "loss_fn": loss_fn, "recover": recover}
         entry.update(_rescaled_accuracy(model, dense, evaluate, **finish))
+        if on_backend:  # after the refit and recovery: the model that is saved, on the runtime it was searched for
+            assert timer is not None and evaluate_backend is not None
+            entry.update(_backend_accuracy(timer, model, dense, evaluate_backend, dense_acc))
         if options.compare_uniform:
             u_model, u_widths, fraction, u_got, attempts = uniform_at_measured(
-                dense, importance, table, got.speedup, options.verify_timing, seed=options.seed)
+                dense, importance, table, got.speedup, options.verify_timing, seed=options.seed,
+                measure=measure, eager_aim=to_eager)
             entry["uniform"] = {"fraction": fraction, "widths": [list(w) for w in u_widths],
                                 "measured": u_got.to_dict(), "attempts": attempts,
                                 **_rescaled_accuracy(u_model, dense, evaluate, **finish)}
+            if on_backend:
+                assert timer is not None and evaluate_backend is not None
+                entry["uniform"].update(_backend_accuracy(timer, u_model, dense, evaluate_backend, dense_acc))
             entry["vs_uniform"] = paired_vs(entry.get("accuracy"), entry["uniform"].get("accuracy"))
         if out is not None:
             folder = out / f"search-{target:g}x"
@@ -291,6 +362,34 @@ def search_family(
     report["total_seconds"] = time.perf_counter() - start
     _write_report(out, report)
     return FamilyResult(report, models, plans)
+
+
+def _gate(check: dict[str, Any], seen: Contention, options: SearchOptions, report: dict[str, Any],
+          out: Path | None, say: Callable[[str], None]) -> None:
+    """Stop (:class:`UntrustedTiming`, ``search.json`` written) when ``check`` misses the limit; with
+    ``allow_busy`` go on, marked."""
+    check["contention"] = seen.to_dict()
+    stop = untrusted_model(check, seen, options.max_model_error)
+    if stop is None:
+        return
+    report["stopped"] = stop
+    if not options.allow_busy:
+        _write_report(out, report)
+        raise UntrustedTiming(stop)
+    report["latency_model_untrusted"] = True
+    say(f"WARNING (--allow-busy): {stop}")
+
+
+def _backend_accuracy(timer: BackendTimer, model: nn.Module, dense: nn.Module, evaluate: EvaluateBackend,
+                      dense_eager: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``model`` prepared on the timer's backend (checked against eager first) and evaluated there; with
+    ``vs_dense``, the paired CI of its accuracy against dense eager's (what switching model and runtime costs)."""
+    runnable, fidelity = timer.prepare(model)
+    result = evaluate(model, runnable, dense)
+    if isinstance(result, str):  # the source cannot evaluate on a backend: say so, never borrow eager's
+        return {"backend_accuracy_note": result, "backend_fidelity": fidelity}
+    accuracy = _with_ci(result)
+    return {"backend_accuracy": accuracy, "backend_fidelity": fidelity, "vs_dense": paired_vs(accuracy, dense_eager)}
 
 
 def _write_report(out: Path | None, report: dict[str, Any]) -> None:

@@ -8,24 +8,10 @@ from typing import Any
 
 from prunebench.bench.settings import BenchSettings
 from prunebench.search.allocate import check_targets
+from prunebench.search.backend import BACKEND_CALIBRATION_CONFIGS, BACKEND_CHECK_CONFIGS, check_search_backend
 from prunebench.search.importance import search_criterion
 from prunebench.search.measure import CONFIG_TIMING, TABLE_TIMING
 from prunebench.search.verify import VERIFY_TIMING
-
-#: Execution backends (of :data:`prunebench.backends.BACKENDS`) the search can time: its tables time one
-#: layer alone, which only the eager model can do (the others prepare and run whole models).
-SEARCH_BACKENDS = ("eager",)
-
-
-def check_search_backend(name: str) -> str:
-    """``name`` if the search can time it; else a one-line ValueError naming what is supported."""
-    if name in SEARCH_BACKENDS:
-        return name  # without importing the backends (and their optional dependencies)
-    from prunebench.backends import BACKENDS
-
-    BACKENDS.get(name)  # unknown names: the registry's own message, listing every backend
-    raise ValueError(f"backend {name!r} runs whole prepared models, and the search's latency table times "
-                     f"one layer alone; the search supports: {', '.join(SEARCH_BACKENDS)}")
 
 #: How the groups kept at a width are chosen (:attr:`SearchOptions.keep`).
 KEEP_CHOICES = ("obs", "score")
@@ -39,7 +25,11 @@ class SearchOptions:
     Attributes:
         targets: speedups to reach (> 1), measured against the dense model at the shape below.
         batch_size, seq_len: the timed shape.
-        backend: how models are run when timed (``eager``).
+        backend: the runtime the targets are met on (a registered backend that can run here): its speedups are
+            against dense eager, every model is checked against eager on it before timing, and the eager latency
+            model is corrected by whole-model measurements on it (:mod:`prunebench.search.backend`).
+        backend_configs: random configurations the backend correction is fitted on (besides dense and the three
+            axis configurations); ``backend_check_configs`` the held-out ones it is checked on (0: no check).
         criterion: importance (``fisher`` or ``taylor``).
         neuron_step: kept FFN widths are 1 or multiples of this, each measured in the table (None: d_ff / 16).
         calibration_configs: random whole-model configurations the table's in-model factors are fitted to
@@ -65,6 +55,8 @@ class SearchOptions:
     batch_size: int = 1
     seq_len: int = 128
     backend: str = "eager"
+    backend_configs: int = BACKEND_CALIBRATION_CONFIGS
+    backend_check_configs: int = BACKEND_CHECK_CONFIGS
     criterion: str = "fisher"
     neuron_step: int | None = None
     calibration_configs: int = 10
@@ -94,6 +86,10 @@ class SearchOptions:
             raise ValueError(f"max_model_error must be positive, got {self.max_model_error!r}")
         for name in ("table_timing", "verify_timing", "config_timing"):
             object.__setattr__(self, name, replace(getattr(self, name), allow_busy=self.allow_busy))
+        for name in ("backend_configs", "backend_check_configs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         for name in ("batch_size", "seq_len", "neuron_step", "max_tries"):
             value = getattr(self, name)
             if name == "neuron_step" and value is None:

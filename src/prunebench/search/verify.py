@@ -52,11 +52,15 @@ class Measured:
     busy: bool = False
     contention: dict[str, Any] | None = None
     tries: int = 1
+    backend: str = "eager"
+    baseline: str = "dense eager"
+    fidelity: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {"speedup": self.speedup, "ci": [self.ci_low, self.ci_high], "pairs": self.pairs, "busy": self.busy,
-                "contention": self.contention, "tries": self.tries}
+                "contention": self.contention, "tries": self.tries, "backend": self.backend,
+                "baseline": self.baseline, "fidelity": self.fidelity}
 
 
 def plan_of(model: nn.Module, alloc: Allocation) -> PrunePlan:
@@ -90,15 +94,12 @@ def build(model: nn.Module, alloc: Allocation, seq_len: int, seed: int = 0) -> t
     return pruned, plan, fidelity
 
 
-def measure_speedup(dense: nn.Module, candidate: nn.Module, table: LatencyTable, timing: BenchSettings,
-                    seed: int = 0, *, meter: CpuMeter | None = None,
-                    sleep: Callable[[float], None] = time.sleep) -> Measured:
-    """Paired (ABBA) speedup of ``candidate`` over ``dense`` at the table's shape, measured again (up to
-    :data:`BUSY_RETRIES` times, :data:`BUSY_BACKOFF_S` apart) while other processes held the cores, unless
-    ``timing.allow_busy``; the result says whether its last try was still busy."""
+def measure_calls(dense_call: Callable[[], Any], cand_call: Callable[[], Any], timing: BenchSettings, *,
+                  meter: CpuMeter | None = None, sleep: Callable[[float], None] = time.sleep) -> Measured:
+    """Paired (ABBA) speedup of ``cand_call`` over ``dense_call``, measured again (up to :data:`BUSY_RETRIES`
+    times, :data:`BUSY_BACKOFF_S` apart) while other processes held the cores, unless ``timing.allow_busy``;
+    the result says whether its last try was still busy."""
     meter = meter or CpuMeter()
-    dense_call = model_call(dense, table.batch_size, table.seq_len, seed)
-    cand_call = model_call(candidate, table.batch_size, table.seq_len, seed)
     for attempt in range(1, BUSY_RETRIES + 2):
         start = meter.read()
         with torch.inference_mode():
@@ -111,12 +112,25 @@ def measure_speedup(dense: nn.Module, candidate: nn.Module, table: LatencyTable,
                     contention=seen.to_dict(), tries=attempt)
 
 
+def measure_speedup(dense: nn.Module, candidate: nn.Module, table: LatencyTable, timing: BenchSettings,
+                    seed: int = 0, *, meter: CpuMeter | None = None,
+                    sleep: Callable[[float], None] = time.sleep) -> Measured:
+    """:func:`measure_calls` of ``candidate`` against ``dense``, both eager, at the table's shape."""
+    return measure_calls(model_call(dense, table.batch_size, table.seq_len, seed),
+                         model_call(candidate, table.batch_size, table.seq_len, seed), timing, meter=meter, sleep=sleep)
+
+
 def uniform_at_measured(
     dense: nn.Module, importance: Importance, table: LatencyTable, speedup: float, timing: BenchSettings,
     *, tries: int = 4, tolerance: float = 0.02, seed: int = 0,
+    measure: Callable[[nn.Module], Measured] | None = None, eager_aim: Callable[[float], float] | None = None,
 ) -> tuple[nn.Module, Widths, float, Measured, list[dict[str, Any]]]:
     """Uniform structured pruning (same fraction of heads and neurons everywhere, top ones by ``importance``)
     tuned until its *measured* speedup is within ``tolerance`` of ``speedup``.
+
+    ``measure`` times a model (default: eager against eager dense, :func:`measure_speedup`) and ``eager_aim``
+    turns a speedup of that measure into the eager latency model's (default: the same), so a search on
+    another backend compares with uniform pruning at the same speed on that backend.
 
     Returns:
         ``(model, widths, fraction, measured, attempts)``: the attempt closest to ``speedup``.
@@ -125,10 +139,10 @@ def uniform_at_measured(
     best: tuple[float, nn.Module, Widths, float, Measured] | None = None
     attempts = []
     for _ in range(tries):
-        fraction = uniform_fraction_for(table, aim)
+        fraction = uniform_fraction_for(table, eager_aim(aim) if eager_aim is not None else aim)
         widths = uniform_widths(table.full, fraction)
         model, _, _ = build(dense, allocation_of(importance, table, widths, aim), table.seq_len, seed)
-        got = measure_speedup(dense, model, table, timing, seed)
+        got = measure(model) if measure is not None else measure_speedup(dense, model, table, timing, seed)
         attempts.append({"fraction": fraction, "widths": [list(w) for w in widths], "predicted": table.speedup(widths),
                          "measured": got.to_dict()})
         gap = abs(got.speedup - speedup) / speedup

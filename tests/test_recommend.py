@@ -266,3 +266,18 @@ def test_the_terminal_summary_opens_with_the_recommendation(tmp_path: Path, monk
     assert sentence in out and "within the 2 pp accuracy budget" in out
     assert "B=16, seq 64: nothing faster than dense eager meets the 2 pp accuracy budget" in out
     assert out.index(sentence) < out.index("prunebench summary")  # before the summary table
+
+
+def test_run_json_carries_the_recommendation(tmp_path: Path, monkeypatch, capsys) -> None:
+    from prunebench.cli import run_cmd
+
+    def fake_run(config, run_dir, *, cache_dir, progress=None, executor=None, **kw):
+        fill_store(run_dir.root, snapshot(budget=config.max_accuracy_drop))
+        return RunOutcome(run_dir=run_dir.root)
+
+    monkeypatch.setattr(run_cmd, "execute_run", fake_run)
+    assert main(["run", "--model", "small", "--quick", "--set", "max_accuracy_drop=0.1", "--json",
+                 "--out", str(tmp_path / "a"), "--cache-dir", str(tmp_path / "c")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(r["outcome"], r["variant"], r["max_accuracy_drop"]) for r in doc["recommendation"]] == [
+        (CLOSEST, "structured@0.5", 0.1), (CLOSEST, "structured@0.7", 0.1)]

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from prunebench.analysis.deploy import DEFAULT_MAX_ACCURACY_DROP
 from prunebench.models.io import is_hf_folder
 from prunebench.models.presets import model_names, preset_config
 from prunebench.pruning.schedule import SCHEDULE_REGISTRY
@@ -149,6 +150,9 @@ class RunConfig:
         allow_busy: keep timing blocks during which other processes held the cores (flagged ``contended``)
             instead of discarding and retiming them (:mod:`prunebench.bench.load`); the search then also goes on
             with a latency model that missed its held-out check and judges targets on busy measurements.
+        max_accuracy_drop: the accuracy budget of the recommendation the report and the terminal open with
+            (:func:`prunebench.analysis.deploy.recommend`): percentage points of accuracy a deployed
+            (variant, backend) may lose against dense eager. It changes no measurement, only that choice.
     """
 
     model: str = "medium"
@@ -178,6 +182,7 @@ class RunConfig:
     backends: tuple[str, ...] = ("eager",)
     refit: bool = True
     allow_busy: bool = False
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
 
     def __post_init__(self) -> None:
         if (self.model not in model_names() or self.model == "custom") and not self.is_hf:
@@ -232,6 +237,10 @@ class RunConfig:
         for name in ("min_time", "max_time"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be a finite number of seconds >= 0, got {getattr(self, name)}")
+        drop = self.max_accuracy_drop
+        if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not (math.isfinite(drop)
+                                                                                and 0 <= drop <= 100):
+            raise ValueError(f"max_accuracy_drop must be a number of percentage points in [0, 100], got {drop!r}")
         if self.train_budget:
             Budget.parse(self.train_budget)  # a bad budget is an error now, not after the store exists
         from prunebench.backends import parse_backends  # lazy: backends import bench, which is heavier

@@ -58,6 +58,18 @@ def beyond_ideal(ci_low: float | None, ideal: float | None, margin: float = 0.0)
     return ci_low > ideal * (1.0 + margin)
 
 
+def trusted_faster(cell: CellAnalysis) -> bool:
+    """Whether a cell may be named as faster than dense for a decision (what to deploy): measured (status
+    ``ok``), its whole CI above the noise floor (``verdict == "faster"``), timed on a quiet machine (not
+    ``contended``; an ``unmeasured`` cell is not ``ok``) and, on eager, not beyond its FLOP-ideal.
+
+    The FLOP-ideal bounds eager only: another runtime changes the cost of each FLOP (fused kernels, int8, no
+    Python per call), so a dense ONNX Runtime cell above 1x is a real gain, not a timing fault.
+    """
+    return (cell.ok and cell.verdict == "faster" and not cell.contended
+            and not (cell.backend == DEFAULT_BACKEND and cell.beyond_ideal))
+
+
 def busy_cells(cells: Iterable[CellRecord]) -> tuple[int, int]:
     """(cells contended or unmeasured, cells timed): what the busy machine touched, of all it timed."""
     timed = [c for c in cells if c.ok or c.unmeasured]

@@ -13,6 +13,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from prunebench.analysis import analyze, mostly_busy
+from prunebench.analysis.deploy import recommend
 from prunebench.backends import BACKENDS, parse_backends
 from prunebench.cli.common import (
     EXIT_UNTRUSTED,
@@ -30,7 +31,7 @@ from prunebench.cli.common import (
 from prunebench.config import DEVICES, RUN_METHODS, RunConfig, load_toml, parse_target
 from prunebench.outdir import check_writable_dir
 from prunebench.report import summary_rows, summary_table
-from prunebench.report.deploy import eager_only, snapshot_rows
+from prunebench.report.deploy import eager_only, recommendation_lines, snapshot_rows
 from prunebench.report.hardware import main_snapshot
 from prunebench.report.notes import contention_line, fidelity_lines
 from prunebench.report.summary import summary_dicts
@@ -48,7 +49,7 @@ FIELDS = {
     "seq_len": "seq_len", "threads": "threads", "seed": "seed", "device": "device", "quick": "quick",
     "task": "task", "train_budget": "train_budget", "targets": "targets", "backends": "backends",
     "refit": "refit", "recovery_seconds": "recovery_seconds", "calib_sequences": "calib_sequences",
-    "allow_busy": "allow_busy", "calib_tasks": "calib_tasks",
+    "allow_busy": "allow_busy", "calib_tasks": "calib_tasks", "max_accuracy_drop": "max_accuracy_drop",
 }
 
 
@@ -78,6 +79,14 @@ def _targets(value: str) -> tuple[float | str, ...]:
         return tuple(t if b is None else item for item, (t, b) in ((i, parse_target(i)) for i in items))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _points(value: str) -> float:
+    """argparse type: a number (of percentage points); its range is RunConfig's to check, as for ``--set``."""
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of percentage points") from None
 
 
 def _setting(value: str) -> tuple[str, Any]:
@@ -132,6 +141,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backends", type=_backends, metavar="B,B",
                    help="execution backends to time every variant on, e.g. eager,int8,onnxruntime-int8,sparse "
                    f"(default: eager; choose from: {', '.join(BACKENDS.names())})")
+    p.add_argument("--max-accuracy-drop", type=_points, metavar="PP",
+                   help="accuracy budget of the recommendation the report and this summary open with: the "
+                   "percentage points a (variant, backend) may lose against dense eager to be named for "
+                   "deployment at a batch size (default: 1; 0 to 100)")
     p.add_argument("--quick", action="store_true", default=None, help="small budgets everywhere, for a first look")
     p.add_argument("--config", type=Path, help="TOML file with any of these options (the command line wins)")
     p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="KEY=VALUE",
@@ -243,12 +256,16 @@ def _execute(config: RunConfig, run_dir: RunDir, cache_dir: Path, executor_name:
     # The table is about eager cells, as summary.md's; other backends' skips are listed, not counted as failures.
     analysis = analyze(main_snapshot(eager_only(snapshot)))
     rows = summary_rows(analysis)
+    # The summary opens with what to deploy at each batch size, over every backend (as the reports do).
+    recommendations = recommend(main_snapshot(snapshot))
+    for line in recommendation_lines(recommendations):
+        con.print(line, markup=False, style="bold")
     con.print(summary_table(rows, width=con.width))
     for line in fidelity_lines(snapshot):
         con.print(line, markup=False)
     if as_json:
         print_json({"run_dir": str(run_dir.root), "report": str(run_dir.root / "report.html"),
-                    "variants": summary_dicts(rows)})
+                    "recommendation": [r.to_dict() for r in recommendations], "variants": summary_dicts(rows)})
     busy = contention_line(analysis)
     if busy:
         con.print(f"{busy} (the report lists the cells)", style="bold yellow")

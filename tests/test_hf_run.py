@@ -52,8 +52,14 @@ def test_hf_run_prunes_checks_evaluates_and_times(model_dir: Path, tmp_path: Pat
     config = RunConfig(model=str(model_dir), methods=("structured", "magnitude"), sparsities=(0.5,),
                        batch_sizes=(1,), seq_len=16, threads=1, quick=True, task=f"csv:{csv}", allow_busy=True)
     run_dir, config = prepare(tmp_path / "run", config, resume=False, force=False)
-    outcome = execute_run(config, run_dir, cache_dir=tmp_path / "cache")
+    seen: list[tuple[str, str, float]] = []
+    outcome = execute_run(config, run_dir, cache_dir=tmp_path / "cache",
+                          progress=lambda stage, detail, done, total: seen.append((stage, detail, done)))
     assert outcome.failed_variants == [] and outcome.failed_cells == 0
+    # The bar moves while the structured variant's distillation runs, not only when its unit ends.
+    recovery = [(d, done) for stage, d, done in seen if stage == "prune" and d.startswith("structured@0.5: recovery")]
+    assert recovery and all(done != int(done) for _, done in recovery)
+    assert [done for _, done in recovery] == sorted(done for _, done in recovery)
     with ResultStore(run_dir.store) as store:
         snap = store.snapshot()
     variants = {v["name"]: v for v in snap["variants"]}

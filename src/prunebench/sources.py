@@ -31,7 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -43,6 +43,9 @@ from prunebench.report.notes import FIDELITY_WARNING as _FIDELITY_WARNING
 from prunebench.runner.budgets import Budgets
 from prunebench.tasks import calibration_batches, mixed_stream
 from prunebench.tasks.evaluation import EvalResult
+
+if TYPE_CHECKING:
+    from prunebench.tasks.training import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +167,10 @@ class ModelSource(ABC):
         seconds = self.config.recovery_seconds
         return min(seconds, QUICK_RECOVERY_SECONDS) if self.config.quick else seconds
 
-    def recover(self, model: nn.Module, teacher: nn.Module) -> dict[str, Any] | None:
-        """Recovery of a one-shot shrunk model, in place; what it did (None: this kind has none)."""
+    def recover(self, model: nn.Module, teacher: nn.Module,
+                progress: Progress | None = None) -> dict[str, Any] | None:
+        """Recovery of a one-shot shrunk model, in place; what it did (None: this kind has none). ``progress``
+        hears of every step, as training's does (fraction of the recovery budget spent, steps, loss)."""
         return None
 
     #: The criterion of structured pruning ('' = the method's default); recorded in each spec.
@@ -282,7 +287,8 @@ class PresetSource(ModelSource):
             return None
         return RecoveryCallback(self.task, steps, seed=self.config.seed, precision=self.config.train_precision)
 
-    def recover(self, model: nn.Module, teacher: nn.Module) -> dict[str, Any] | None:
+    def recover(self, model: nn.Module, teacher: nn.Module,
+                progress: Progress | None = None) -> dict[str, Any] | None:
         """Fine-tune a shrunk model on the task for :meth:`recovery_seconds` (our encoder has the task's head, so
         it recovers on the task's own labels; ``teacher`` is not needed)."""
         from prunebench.tasks.budget import Budget, BudgetKind
@@ -292,7 +298,7 @@ class PresetSource(ModelSource):
         if seconds <= 0:
             return None
         history = finetune(model, self.task, Budget(BudgetKind.SECONDS, seconds), seed=self.config.seed,
-                           precision=self.config.train_precision)
+                           precision=self.config.train_precision, progress=progress)
         model.eval()
         losses = history.losses  # a summary, as distillation records (not every step's loss)
         return {"kind": "fine-tuning", "steps": history.steps, "seconds": round(history.seconds, 2),
@@ -486,12 +492,13 @@ class HFSource(ModelSource):
                                                        seed=self.config.seed + 2)[0]
         return self._held_out_batch
 
-    def _distill(self, model: nn.Module, teacher: nn.Module, seconds: float, seed: int, checks: int) -> Any:
+    def _distill(self, model: nn.Module, teacher: nn.Module, seconds: float, seed: int, checks: int,
+                 progress: Progress | None = None) -> Any:
         from prunebench.tasks.hf_distill import distill_
 
         stream = mixed_stream(self.calib_sources, 16, seed=seed)  # the calibration mix, in turns
         return distill_(model, teacher, stream, held_out=self._held_out(), seconds=seconds, pooling=self.pooling,
-                        checks=checks, precision=self.config.train_precision)
+                        checks=checks, precision=self.config.train_precision, progress=progress)
 
     def step_recovery(self, teacher: nn.Module) -> OnStep | None:
         seconds = self.recovery_seconds() / max(self.budgets.iterative_steps, 1)
@@ -499,11 +506,13 @@ class HFSource(ModelSource):
             return None
         return DistillSteps(self, teacher, seconds)
 
-    def recover(self, model: nn.Module, teacher: nn.Module) -> dict[str, Any] | None:
+    def recover(self, model: nn.Module, teacher: nn.Module,
+                progress: Progress | None = None) -> dict[str, Any] | None:
         if self.recovery_seconds() <= 0:
             return None
         # One held-out check mid-way (each costs about a training step; the budget is short).
-        history = self._distill(model, teacher, self.recovery_seconds(), self.config.seed, checks=1)
+        history = self._distill(model, teacher, self.recovery_seconds(), self.config.seed, checks=1,
+                                progress=progress)
         model.eval()
         return {"kind": "distillation", **history.to_dict()}
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -66,6 +67,30 @@ def read_bounded(path: Path, limit: int) -> bytes:
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise UnsafeFileError(f"{path} is more than the {limit / 2**20:.0f} MiB a file of this kind can be")
+    return data
+
+
+def read_bounded_gzip(path: Path, limit: int, unpacked_limit: int) -> bytes:
+    """The decompressed bytes of a gzip file of at most ``limit`` bytes that unpacks to at most ``unpacked_limit``.
+
+    The output is capped while it is produced, so a small file that unpacks to gigabytes (a gzip bomb) is
+    refused after ``unpacked_limit + 1`` bytes, never held whole in memory.
+
+    Raises:
+        UnsafeFileError: what :func:`read_bounded` refuses, a file that is not gzip data (or is cut short), or
+            one that unpacks to more than ``unpacked_limit`` bytes.
+    """
+    packed = read_bounded(path, limit)
+    inflater = zlib.decompressobj(wbits=31)  # 31: gzip header and trailer (CRC-32, length) checked
+    try:
+        data = inflater.decompress(packed, unpacked_limit + 1)
+    except zlib.error as exc:
+        raise UnsafeFileError(f"{path} is not gzip data ({exc})") from None
+    if len(data) > unpacked_limit:
+        raise UnsafeFileError(f"{path} unpacks to more than the {unpacked_limit / 2**20:.0f} MiB a file of this "
+                              "kind can be")
+    if not inflater.eof:
+        raise UnsafeFileError(f"{path} is cut short: its gzip data ends before the end of its stream")
     return data
 
 

@@ -157,13 +157,17 @@ class _Stages:
                 tick("eval", f"{name}: done earlier")
                 continue
             payload = {**self.unit_base, "name": name, "method": method, "sparsity": sparsity,
-                       "evaluate": not store.has_evaluation(name), "ship": ship,
+                       "evaluate": not store.has_evaluation(name), "ship": ship, "progress": not ship,
                        "save_dir": str(folder) if folder is not None and not ship else None}
             if done:
                 payload["reuse"] = folder_files(folder) if ship else str(folder)
             units.append(Unit(f"prepare:{name}", "prepare", payload))
         def commit(unit: Unit, res: dict[str, Any]) -> None:
             name, folder = res["name"], folders[res["name"]]
+            if "progress" in res:  # a recovery under way in the unit (units.recovery_progress): the bar moves
+                tick("prune", f"{name}: recovery {res['progress']:.0%} (step {res['steps']}, loss {res['loss']:.3f})",
+                     0, within=res["progress"])
+                return
             if res["failed"]:
                 logger.error("pruning %s failed: %s", name, res["error"])
                 store.put_variant({"name": name, "method": unit.payload["method"], "status": "failed",

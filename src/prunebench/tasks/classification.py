@@ -73,11 +73,14 @@ class ClassificationTask(Task):
                 "labels": rows.labels[index]}
 
 
-def _decode(path: Path, encoding: str = "utf-8-sig") -> str:
+def _file_bytes(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _decode(path: Path, raw: bytes, encoding: str = "utf-8-sig") -> str:
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -86,8 +89,8 @@ def _decode(path: Path, encoding: str = "utf-8-sig") -> str:
         ) from None
 
 
-def _read_rows(path: Path, kind: str, encoding: str = "utf-8-sig") -> list[dict[str, Any]]:
-    text = _decode(path, encoding)
+def _read_rows(path: Path, raw: bytes, kind: str, encoding: str = "utf-8-sig") -> list[dict[str, Any]]:
+    text = _decode(path, raw, encoding)
     if kind == "csv":
         try:
             reader = csv.DictReader(io.StringIO(text, newline=""))
@@ -193,19 +196,24 @@ def read_labelled_texts(
     label_col: str = "label",
     split_col: str | None = None,
     encoding: str = "utf-8-sig",
+    raw: bytes | None = None,
 ) -> LabelledTexts:
     """Read ``path`` (``kind`` ``"csv"`` or ``"jsonl"``) and split it (the split column, else by text hash).
 
     Shared by this module's own-tokenizer task and the Hugging Face tasks, so a user's file is read,
-    validated and split identically whichever model is evaluated on it.
+    validated and split identically whichever model is evaluated on it. ``raw``: the file's bytes when the
+    caller has read them already (the built-in task's CSV, unpacked from the gzip copy in the package);
+    ``path`` then only names the file in messages, and the hash is of these bytes.
 
     Raises:
         DataError: unreadable, undecodable, empty, missing columns, a row without text/label, one class
             only, an unknown split value, or an empty split.
     """
-    if not path.is_file():
-        raise DataError(f"no data file at {path}")
-    header, *rows = _read_rows(path, kind, encoding)
+    if raw is None:
+        if not path.is_file():
+            raise DataError(f"no data file at {path}")
+        raw = _file_bytes(path)
+    header, *rows = _read_rows(path, raw, kind, encoding)
     if not rows:
         raise DataError(f"{path} is empty: it has no data rows")
     columns = header["__columns__"]
@@ -240,7 +248,7 @@ def read_labelled_texts(
         labels={s: [label_ids[raw_labels[i]] for i in by_split[s]] for s in SPLIT_NAMES},
         label_names=label_names,
         raw_counts=dict(Counter(raw_labels)),
-        file_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        file_sha256=hashlib.sha256(raw).hexdigest(),
     )
 
 

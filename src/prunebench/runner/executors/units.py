@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -31,10 +31,31 @@ from prunebench.runner.variants import load_variant, make_variant, prune_spec
 from prunebench.sources import ModelSource
 from prunebench.user_files import contained
 
+if TYPE_CHECKING:
+    from prunebench.tasks.training import Progress
+
 #: A model as a live module or as its saved folder's files (relative POSIX path -> bytes).
 ShippedModel = nn.Module | Mapping[str, bytes]
 #: Where a unit hands each result (see :mod:`prunebench.runner.executors.base`).
 Emit = Callable[[Any], None]
+#: A recovery reports its progress at most once per this share of its budget (20 items for a whole recovery).
+RECOVERY_PROGRESS_STEP = 0.05
+
+
+def recovery_progress(emit: Emit, name: str, every: float = RECOVERY_PROGRESS_STEP) -> Progress:
+    """A recovery's progress callback (:data:`prunebench.tasks.training.Progress`) that emits
+    ``{"name", "progress", "steps", "loss"}`` items, at most one per ``every`` of the budget, so the driver
+    (the prepare units' commit in :mod:`prunebench.runner.pipeline`) moves its bar within the unit through a
+    recovery that would otherwise hold it still for a minute."""
+    last = -1.0
+
+    def report(fraction: float, steps: int, loss: float) -> None:
+        nonlocal last
+        if fraction - last >= every:
+            last = fraction
+            emit({"name": name, "progress": fraction, "steps": steps, "loss": loss})
+
+    return report
 
 
 def folder_files(folder: str | Path) -> dict[str, bytes]:
@@ -86,10 +107,12 @@ def prepare_unit(payload: Mapping[str, Any], emit: Emit, *, source: ModelSource,
     Payload keys: ``name, method, sparsity, seed, seq_len, threads, iterative_steps, schedule, calib_sequences,
     refit``; ``save_dir`` (the run folder's model folder, local executor) or ``ship`` (save to a scratch folder
     and return its files); ``reuse`` (a model of a variant committed earlier: only evaluate it); ``evaluate``
-    (whether an evaluation is wanted). Calibration, recovery and evaluation come from ``source``.
+    (whether an evaluation is wanted); ``progress`` (emit a one-shot recovery's progress: worth it only where
+    items reach the driver at once, the local executor). Calibration, recovery and evaluation come from ``source``.
 
     Emits one ``{"name", "record" (variant record or None), "model" (live, local) or "files" (shipped),
-    "evaluation" (record or None), "eval_error", "failed"}``; failures are emitted, never raised.
+    "evaluation" (record or None), "eval_error", "failed"}``; failures are emitted, never raised. Before it,
+    with ``progress``, the recovery's :func:`recovery_progress` items.
     """
     p = payload
     torch.set_num_threads(int(p["threads"]))  # the driver's count: same numerics as an in-process run
@@ -107,13 +130,14 @@ def prepare_unit(payload: Mapping[str, Any], emit: Emit, *, source: ModelSource,
             # the spec says what its criterion needs (calibration batches) and whether it is gradual
             calib = source.calibration(p["calib_sequences"], p["seed"]) if spec.needs_calib else None
             on_step = source.step_recovery(dense_model) if spec.gradual else None
+            progress = recovery_progress(emit, p["name"]) if p.get("progress") else None
             shrunk = METHODS.get(spec.method).structured and not spec.gradual
             model, record = make_variant(
                 dense_model, p["name"], spec, seq_len=p["seq_len"], calib=calib, on_step=on_step,
                 check_batch=source.check_batch(p["seq_len"], p["seed"]), save_dir=save_dir,
                 loss_fn=source.loss_fn(dense_model),
                 refit_calib=source.refit_batches(p["seed"]) if shrunk and p.get("refit") else None,
-                recover=(lambda m: source.recover(m, dense_model)) if shrunk else None)
+                recover=(lambda m: source.recover(m, dense_model, progress=progress)) if shrunk else None)
             if scratch:
                 out["files"] = folder_files(save_dir)  # type: ignore[arg-type]
         except RECOVERABLE as exc:

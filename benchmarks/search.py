@@ -69,9 +69,9 @@ def _medium(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, dict[str, Any
 
 
 def _hf(path: str, args: argparse.Namespace) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
-    from prunebench.runner.hf_search import hf_search_inputs
+    from _common import hf_search_inputs
 
-    hf = hf_search_inputs(path, args.task, calib_texts=args.calib_sequences)
+    hf = hf_search_inputs(path, args.task, args.calib_sequences)
     return hf.dense, hf.calib, hf.evaluate, hf.loss_fn, {"hf": hf.info}
 
 

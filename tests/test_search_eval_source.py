@@ -140,3 +140,14 @@ def test_options_a_command_cannot_honour_are_one_line_exit_2_before_any_folder(h
     check_explicit_options(RunConfig(model=str(hf_folder), seq_len=32, methods=("wanda",), targets=(1.5,)),
                            {"refit": "--refit", "recovery_seconds": "--recovery-seconds"})
     check_explicit_options(RunConfig(model="small", methods=("structured",)), {"refit": "--refit"})
+
+
+def test_the_model_sources_import_first_without_a_cycle() -> None:
+    """Benchmarks and users import ``prunebench.sources`` before anything else of the runner; that import once
+    failed with a circular import (sources -> runner package -> pipeline -> sources)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import prunebench.sources"], capture_output=True, text=True,
+                          check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -40,11 +40,12 @@ from prunebench.bench import make_inputs
 from prunebench.config import RunConfig
 from prunebench.models.batch import Batch, LossFn
 from prunebench.report.notes import FIDELITY_WARNING as _FIDELITY_WARNING
-from prunebench.runner.budgets import Budgets
 from prunebench.tasks import calibration_batches, mixed_stream
 from prunebench.tasks.evaluation import EvalResult
 
 if TYPE_CHECKING:
+    # prunebench.runner's package imports its pipeline, which imports this module: Budgets is read lazily.
+    from prunebench.runner.budgets import Budgets
     from prunebench.tasks.training import Progress
 
 logger = logging.getLogger(__name__)
@@ -526,6 +527,8 @@ class HFSource(ModelSource):
 
         seq_len = min(TEXT_TOKENS, adapter_for(dense).max_seq_len or TEXT_TOKENS)
         config = RunConfig(model=str(folder), seq_len=seq_len, **options)
+        from prunebench.runner.budgets import Budgets
+
         source = cls(config, Budgets.of(config), cache_dir=cache_dir, task=given_task)
         source.attach(dense)
         return source

@@ -39,6 +39,7 @@ from prunebench.runner import default_out, execute_run
 from prunebench.runner.executors import EXECUTORS, check_executor, make_executor
 from prunebench.runner.rundir import RunDir, check_target, claim, inspect_folder
 from prunebench.runner.validate import check_explicit_options, check_run_inputs
+from prunebench.serde import comma_items, reject_duplicates
 from prunebench.tasks.baseline import resolve_cache_dir
 from prunebench.tasks.factory import task_forms
 
@@ -53,12 +54,14 @@ FIELDS = {
 
 
 def _methods(value: str) -> tuple[str, ...]:
-    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    try:
+        items = tuple(comma_items(value, f"methods ({', '.join(RUN_METHODS)})"))
+        reject_duplicates(items, value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     for item in items:
         if item not in RUN_METHODS:
             raise argparse.ArgumentTypeError(f"unknown method {item!r}; choose from: {', '.join(RUN_METHODS)}")
-    if not items:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of: {', '.join(RUN_METHODS)}")
     return items
 
 
@@ -77,6 +80,8 @@ def _setting(value: str) -> tuple[str, Any]:
         parsed = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = raw  # a bare word such as small: treat it as a string
+    except RecursionError:  # raised inside argparse, it would escape the CLI's one-line handler
+        raise argparse.ArgumentTypeError(f"the value of {key.strip()!r} is nested too deeply") from None
     return key.strip(), parsed
 
 

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from prunebench.cli.common import console, model_name, positive_int, precision_name, seed_value, warn_threads
 from prunebench.errors import PrunebenchError
-from prunebench.models.io import save_model
+from prunebench.models.io import check_batch_fits_memory, save_model
 from prunebench.outdir import check_model_out, check_writable_dir, clear_model_files
 from prunebench.runner.validate import check_task_file
 from prunebench.tasks import (
@@ -130,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
     options = task_options(args)
     check_task_file(options["spec"])
     budget = Budget.parse(args.budget) if args.budget else None  # None: the preset's default for the precision
+    if args.batch_size is not None:
+        # Before the cache or the task exist: the task's shortest default sequence gives a lower bound.
+        check_batch_fits_memory(preset_config(args.model), args.batch_size, options["seq_len"] or 64,
+                                f"--batch-size {args.batch_size}")
     cache = cache_dir_from_args(args.cache_dir)
     check_writable_dir(cache, "--cache-dir")
     apply_threads(args)

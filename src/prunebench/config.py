@@ -326,7 +326,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         # Bounded, regular files only: /dev/zero or /dev/urandom would fill memory, a FIFO would block for ever.
         text = read_bounded(file, CONFIG_MAX_BYTES).decode("utf-8")
     except UnsafeFileError as exc:
-        raise ValueError(f"config file: {exc}") from None
+        raise ValueError(f"cannot read config file: {exc}") from None
     except OSError as exc:
         raise ValueError(f"cannot read config file {file}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:

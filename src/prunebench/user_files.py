@@ -77,7 +77,9 @@ def read_json(path: Path, limit: int = METADATA_MAX_BYTES) -> Any:
     data = read_bounded(path, limit)
     try:
         return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise UnsafeFileError(f"{path} is nested too deeply to be read") from None
+    except (UnicodeDecodeError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UnsafeFileError(f"{path} is not valid JSON ({reason})") from None
 
@@ -114,20 +116,20 @@ def safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     """
     size = regular_file_size(path, 2**62)
     if size < 8:
-        raise UnsafeFileError(f"{path} is not a safetensors file ({size} bytes, truncated)")
+        raise UnsafeFileError(f"{path} is corrupted or truncated ({size} bytes, no safetensors header)")
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
         if length > min(SAFETENSORS_HEADER_MAX_BYTES, size - 8):
-            raise UnsafeFileError(f"{path} is truncated or not a safetensors file (its header claims "
+            raise UnsafeFileError(f"{path} is corrupted or truncated (its header claims "
                                   f"{length:,} bytes of a {size:,}-byte file)")
         raw = handle.read(length)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise UnsafeFileError(f"{path} is not a safetensors file (its header is not JSON)") from None
+        raise UnsafeFileError(f"{path} is corrupted or truncated (its header is not JSON)") from None
     if not isinstance(header, dict):
-        raise UnsafeFileError(f"{path} is not a safetensors file (its header is not a JSON object)")
+        raise UnsafeFileError(f"{path} is corrupted or truncated (its header is not a JSON object)")
     data_bytes = size - 8 - length
     tensors: dict[str, tuple[str, tuple[int, ...]]] = {}
     for name, entry in header.items():
@@ -140,9 +142,9 @@ def safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
         except (TypeError, KeyError, ValueError):
             ok = False
         if not ok:
-            raise UnsafeFileError(f"{path} is not a safetensors file (a bad entry for tensor {str(name)[:60]!r})")
+            raise UnsafeFileError(f"{path} is corrupted or truncated (a bad entry for tensor {str(name)[:60]!r})")
         if end > data_bytes:
-            raise UnsafeFileError(f"{path} is truncated: tensor {str(name)[:60]!r} ends at byte {end:,} of "
+            raise UnsafeFileError(f"{path} is corrupted or truncated: tensor {str(name)[:60]!r} ends at byte {end:,} of "
                                   f"{data_bytes:,} data bytes")
         tensors[str(name)] = (dtype, tuple(shape))
     return tensors

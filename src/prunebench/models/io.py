@@ -113,8 +113,8 @@ def check_finite(model: torch.nn.Module, where: str | Path) -> None:
     """
     bad = nonfinite_tensor(model)
     if bad is not None:
-        raise CheckpointError(f"{where}: tensor {bad!r} holds NaN or Inf values; refusing a model whose "
-                              "outputs mean nothing")
+        raise CheckpointError(f"{where} has NaN/Inf weights (tensor {bad!r}); refusing a model whose outputs "
+                              "mean nothing")
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:

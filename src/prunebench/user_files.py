@@ -144,7 +144,7 @@ def safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
         if not ok:
             raise UnsafeFileError(f"{path} is corrupted or truncated (a bad entry for tensor {str(name)[:60]!r})")
         if end > data_bytes:
-            raise UnsafeFileError(f"{path} is corrupted or truncated: tensor {str(name)[:60]!r} ends at byte {end:,} of "
-                                  f"{data_bytes:,} data bytes")
+            raise UnsafeFileError(f"{path} is corrupted or truncated: tensor {str(name)[:60]!r} ends at byte "
+                                  f"{end:,} of {data_bytes:,} data bytes")
         tensors[str(name)] = (dtype, tuple(shape))
     return tensors

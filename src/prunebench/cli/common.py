@@ -202,6 +202,14 @@ def seed_value(value: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def folder_path(value: str) -> Path:
+    """argparse type of every ``--out`` (and run folder) option: a path, never the empty string, which
+    ``Path("")`` turns into the current folder (``run --out ''`` ran into it)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("the folder is empty; give a path (e.g. runs/mine)")
+    return Path(value)
+
+
 def seconds(value: str) -> float:
     """argparse type: a finite number of seconds >= 0 (``inf``, ``nan`` and negatives are refused)."""
     try:

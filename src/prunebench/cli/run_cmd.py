@@ -21,6 +21,7 @@ from prunebench.cli.common import (
     add_pipeline_args,
     console,
     float_list,
+    folder_path,
     int_list,
     positive_int,
     print_json,
@@ -126,7 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="TOML file with any of these options (the command line wins)")
     p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="KEY=VALUE",
                    help="any run option by name, e.g. --set finetune_steps=50 (repeatable)")
-    p.add_argument("--out", type=Path, help="run folder (default: runs/<timestamp>-<model>)")
+    p.add_argument("--out", type=folder_path, help="run folder (default: runs/<timestamp>-<model>)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="finish the run stored in DIR (only what is missing)")
     p.add_argument("--force", action="store_true", help="replace the run stored in --out (only its own files are "
                    "removed; a folder holding files a run did not write where a run writes is refused)")
@@ -180,6 +181,8 @@ def _attach_log(path: Path) -> logging.Handler:
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything cheap first, then lock the run folder and run; print progress and the summary."""
+    if args.resume is not None and args.out is not None:
+        raise ValueError(f"--out cannot be given with --resume: the run resumes in its own folder {args.resume}")
     config, explicit = build_config(args)
     check_executor(args.executor, args.ray_address)
     out = Path(args.resume or args.out or default_out(config.model))

@@ -15,6 +15,7 @@ from prunebench.cli.common import (
     add_pipeline_args,
     console,
     float_list,
+    folder_path,
     load_hf_arg,
     load_hf_folder_arg,
     positive_int,
@@ -86,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", default=None, help="cache folder (default $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default torch's)")
     p.add_argument("--seed", type=int, default=0, help="seed of calibration sample, inputs and checks")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--out", required=True, type=folder_path, help="output folder")
     add_busy_args(p, strict=False, help="search on with a latency model that missed its held-out check, and "
                   "judge targets on measurements taken while other processes held the cores (marked)")
     p.epilog = (f"The search stops before any pruning (exit {EXIT_UNTRUSTED}, one line) when the latency model's "

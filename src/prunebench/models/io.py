@@ -130,9 +130,10 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: di
         path.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno is not None:
             raise
-        if "No space left" in str(exc) or "os error 28" in str(exc):
+        text = str(exc.args[0]) if exc.args else str(exc)
+        if "No space left" in text or "os error 28" in text:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
-        raise CheckpointError(f"cannot write {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+        raise CheckpointError(f"cannot write {path}: {text.splitlines()[0] if text else type(exc).__name__}") from None
 
 
 def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | None = None,

@@ -183,7 +183,8 @@ def _weights(data: bytes | None = None, keep: int | None = None):
 
 
 HF_CASES = {
-    "hidden size a string": (_config_edit(hidden_size="32"), "field 'hidden_size' must be a positive integer, got '32'"),
+    "hidden size a string": (_config_edit(hidden_size="32"),
+                             "field 'hidden_size' must be a positive integer, got '32'"),
     "hidden size negative": (_config_edit(hidden_size=-32), "field 'hidden_size' must be a positive integer, got -32"),
     "heads a bool": (_config_edit(num_attention_heads=True), "field 'num_attention_heads' must be a positive integer"),
     "hidden size disagrees": (_config_edit(hidden_size=64), "hidden_size is 64, the weights have 32"),

@@ -123,7 +123,7 @@ def test_resume_refusals_leave_no_lock_or_log(capsys, tmp_path: Path) -> None:
     _unchanged(capsys, tmp_path, ["run", "--resume", str(tmp_path / "foreign")], "not a prunebench results store")
     _unchanged(capsys, tmp_path, ["run", "--resume", str(newer)], "schema version 9")
     _unchanged(capsys, tmp_path, ["run", "--resume", str(ok), "--out", str(tmp_path / "other")],
-               "--out cannot be given with --resume")
+               "cannot be given with --resume")
     assert not list(tmp_path.rglob("run.lock")) and not list(tmp_path.rglob("run.log"))
 
 
@@ -311,7 +311,7 @@ def test_train_batch_that_cannot_fit(capsys, tmp_path: Path) -> None:
 def test_batch_memory_estimate_is_a_lower_bound() -> None:
     config = preset_config("small")
     check_batch_fits_memory(config, 32, 64, "x", available=2**30)  # the default batch fits in a GiB
-    with pytest.raises(CheckpointError, match="use a smaller --batch-size"):
+    with pytest.raises(CheckpointError, match="use a smaller batch size"):
         check_batch_fits_memory(config, 100_000, 64, "x", available=64 * 2**30)
 
 
@@ -380,3 +380,25 @@ def test_toml_lists_follow_the_same_rule(capsys, tmp_path: Path) -> None:
     config = tmp_path / "run.toml"
     config.write_text("batch_sizes = [2, 2]\n")
     _unchanged(capsys, tmp_path, ["run", "--config", str(config), "--out", str(tmp_path / "r")], "listed twice")
+
+
+# -- values that cannot work: refused before any folder exists ------------------------------------------------
+
+CANNOT_WORK = [
+    (["run", "--model", "small", "--quick", "--batch-sizes", "100000000"], "--batch-sizes 100000000: a batch of"),
+    (["run", "--model", "small", "--quick", "--targets", "1e9"], "at most 100"),
+    (["run", "--model", "small", "--quick", "--train-budget", "100000000000000000000s"], "7 days"),
+    (["train", "--budget", "100000000000000000000s"], "7 days"),
+    (["prune", "--model", "small", "--method", "nm", "--n", "4", "--m", "4"], "removes nothing"),
+    (["search", "--model", "small", "--targets", "1e9"], "at most 100"),
+    (["search", "--model", "small", "--targets", "1.5", "--check-configs", "-1"], "check_configs must be"),
+    (["search", "--model", "small", "--targets", "1.5", "--seed", "-1"], "seed must be an integer in [0, 2^63 - 1]"),
+    (["search", "--model", "small", "--targets", "1.5", "--seed", "18446744073709551616"],
+     "seed must be an integer in [0, 2^63 - 1]"),
+]
+
+
+@pytest.mark.parametrize("argv, message", CANNOT_WORK, ids=[" ".join(a[:1] + a[-2:]) for a, _ in CANNOT_WORK])
+def test_values_that_cannot_work(capsys, tmp_path: Path, argv: list[str], message: str) -> None:
+    _unchanged(capsys, tmp_path, [*argv, "--out", str(tmp_path / "out")] + (
+        ["--cache-dir", str(tmp_path / "cache")] if argv[0] in ("run", "train") else []), message)

@@ -181,8 +181,9 @@ def _attach_log(path: Path) -> logging.Handler:
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything cheap first, then lock the run folder and run; print progress and the summary."""
-    if args.resume is not None and args.out is not None:
-        raise ValueError(f"--out cannot be given with --resume: the run resumes in its own folder {args.resume}")
+    if args.resume is not None and args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise ValueError(f"--out {args.out} cannot be given with --resume: the run resumes in its own folder "
+                         f"{args.resume}")
     config, explicit = build_config(args)
     check_executor(args.executor, args.ray_address)
     out = Path(args.resume or args.out or default_out(config.model))

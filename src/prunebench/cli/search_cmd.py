@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     check_search_backend(args.backend)
     options = SearchOptions(targets=args.targets, batch_size=args.batch_size, seq_len=args.seq_len,
                             backend=args.backend, criterion=args.criterion, neuron_step=args.neuron_step,
-                            rescale=args.refit, keep=args.keep, check_configs=max(0, args.check_configs),
+                            rescale=args.refit, keep=args.keep, check_configs=args.check_configs,
                             compare_uniform=not args.no_uniform, seed=args.seed, allow_busy=bool(args.allow_busy))
     dense, source = _source(args)
     calib = source.search_calibration(args.calib_sequences, args.seed)

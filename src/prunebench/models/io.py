@@ -70,13 +70,15 @@ def check_fits_memory(config: EncoderConfig, where: str, available: int | None =
 
 
 def check_batch_fits_memory(config: EncoderConfig, batch_size: int, seq_len: int, where: str,
-                            available: int | None = None) -> None:
-    """Refuse a training batch whose activations cannot fit the available memory, before allocating anything.
+                            available: int | None = None, *, training: bool = True) -> None:
+    """Refuse a batch whose activations cannot fit the available memory, before allocating anything.
 
-    The estimate is a lower bound, so it never refuses a batch that fits: the float32 output logits over the
-    vocabulary and their gradient (``2 * B * S * V``), plus per layer the residual stream, the FFN activation
-    and one attention score matrix per head, each kept once for the backward pass. A ``--batch-size 100000``
-    then fails here with one line instead of an allocator traceback minutes into training.
+    The estimate is a lower bound, so it never refuses a batch that fits. Training: the float32 output logits
+    over the vocabulary and their gradient (``2 * B * S * V``), plus per layer the residual stream, the FFN
+    activation and one attention score matrix per head, each kept once for the backward pass. A forward pass
+    (``training=False``, what a timing cell runs): the residual stream in and out, and the largest layer's
+    q/k/v, FFN activation and scores, which must exist at once. A ``--batch-size 100000`` then fails here with
+    one line instead of an allocator traceback minutes into the work.
 
     Raises:
         CheckpointError: the estimate exceeds ``available`` (None: read :func:`available_memory_bytes`;
@@ -84,14 +86,18 @@ def check_batch_fits_memory(config: EncoderConfig, batch_size: int, seq_len: int
     """
     available = available_memory_bytes() if available is None else available
     tokens = batch_size * seq_len
-    per_token = 2 * config.vocab_size + sum(
-        4 * config.d_model + layer.d_ff + layer.n_heads * seq_len for layer in config.layers)
+    if training:
+        per_token = 2 * config.vocab_size + sum(
+            4 * config.d_model + layer.d_ff + layer.n_heads * seq_len for layer in config.layers)
+    else:
+        per_token = 2 * config.d_model + max(
+            (3 * layer.attn_dim + layer.d_ff + layer.n_heads * seq_len for layer in config.layers), default=0)
     need = tokens * per_token * PARAM_BYTES
     if available is not None and need > available:
         raise CheckpointError(
             f"{where}: a batch of {batch_size:,} sequences of {seq_len} tokens needs at least {need / 2**30:,.1f} GiB "
             f"of activations, more than the {available / 2**30:,.1f} GiB of memory available; use a smaller "
-            "--batch-size")
+            "batch size")
 
 
 def nonfinite_tensor(model: torch.nn.Module) -> str | None:

@@ -402,3 +402,21 @@ CANNOT_WORK = [
 def test_values_that_cannot_work(capsys, tmp_path: Path, argv: list[str], message: str) -> None:
     _unchanged(capsys, tmp_path, [*argv, "--out", str(tmp_path / "out")] + (
         ["--cache-dir", str(tmp_path / "cache")] if argv[0] in ("run", "train") else []), message)
+
+
+# -- a task file without a text column: the columns found, cut short, never a whole line ------------------------
+
+
+def test_csv_without_text_column_names_columns_truncated(capsys, tmp_path: Path) -> None:
+    secret = "root:$6$" + "x" * 90 + ":19000:0:99999:7:::"
+    data = tmp_path / "shadow.csv"
+    data.write_text(secret + "\n" + "\n".join(f"line{i}" for i in range(30)) + "\n")
+    err = _unchanged(capsys, tmp_path, ["run", "--model", "small", "--quick", "--task", f"csv:{data}",
+                                        "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")],
+                     "has no column 'text'; its columns are: 'root:$6$xxxxxxxxxxxxx...'")
+    assert secret not in err and "x" * 30 not in err
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(f"c{i}" for i in range(20)) + "\n" + ",".join("v" * 20) + "\n")
+    _unchanged(capsys, tmp_path, ["run", "--model", "small", "--quick", "--task", f"csv:{wide}",
+                                  "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")],
+               "'c7' and 12 more")

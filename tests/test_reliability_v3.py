@@ -395,6 +395,7 @@ CANNOT_WORK = [
     (["search", "--model", "small", "--targets", "1.5", "--seed", "-1"], "seed must be an integer in [0, 2^63 - 1]"),
     (["search", "--model", "small", "--targets", "1.5", "--seed", "18446744073709551616"],
      "seed must be an integer in [0, 2^63 - 1]"),
+    (["search", "--model", "small", "--targets", "1.5", "--calib-sequences", "-5"], "must be a positive integer"),
 ]
 
 
@@ -420,3 +421,11 @@ def test_csv_without_text_column_names_columns_truncated(capsys, tmp_path: Path)
     _unchanged(capsys, tmp_path, ["run", "--model", "small", "--quick", "--task", f"csv:{wide}",
                                   "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")],
                "'c7' and 12 more")
+
+
+def test_search_out_checked_before_measuring(capsys, tmp_path: Path) -> None:
+    """``--out`` that cannot be written is refused at once (it came after minutes of latency table)."""
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for out, message in ((a_file / "sub", "which is a file"), (Path("/proc/prunebench-x/s"), "is not writable")):
+        _unchanged(capsys, tmp_path, ["search", "--model", "small", "--targets", "1.5", "--out", str(out)], message)

@@ -24,6 +24,7 @@ from prunebench.cli.train_cmd import apply_threads, build_task_from, cache_dir_f
 from prunebench.config import RunConfig
 from prunebench.models.io import load_model, read_config
 from prunebench.models.presets import model_names, preset_config
+from prunebench.outdir import check_writable_dir
 from prunebench.pruning.criteria import loss_change_criteria
 from prunebench.runner.budgets import Budgets
 from prunebench.search import (
@@ -153,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args)
     check_targets(args.targets)  # before loading or training anything
     check_search_backend(args.backend)
+    check_writable_dir(args.out)  # before minutes of measuring, not when search.json is written
     options = SearchOptions(targets=args.targets, batch_size=args.batch_size, seq_len=args.seq_len,
                             backend=args.backend, criterion=args.criterion, neuron_step=args.neuron_step,
                             rescale=args.refit, keep=args.keep, check_configs=args.check_configs,

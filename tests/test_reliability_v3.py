@@ -396,6 +396,8 @@ CANNOT_WORK = [
     (["search", "--model", "small", "--targets", "1.5", "--seed", "18446744073709551616"],
      "seed must be an integer in [0, 2^63 - 1]"),
     (["search", "--model", "small", "--targets", "1.5", "--calib-sequences", "-5"], "must be a positive integer"),
+    (["search", "--model", "small", "--targets", "1.5", "--seq-len", "100000"], "max_positions"),
+    (["search", "--model", "small", "--targets", "1.5", "--neuron-step", "100000"], "wider than the model's widest"),
 ]
 
 

@@ -22,6 +22,7 @@ from prunebench.cli.common import (
 )
 from prunebench.cli.train_cmd import apply_threads, build_task_from, cache_dir_from_args
 from prunebench.config import RunConfig
+from prunebench.models.adapters import adapter_for
 from prunebench.models.io import load_model, read_config
 from prunebench.models.presets import model_names, preset_config
 from prunebench.outdir import check_writable_dir
@@ -149,6 +150,18 @@ def _ci(d: dict[str, Any] | None, key: str = "accuracy") -> str:
     return f"{d[key]:.2%} [{lo:.2%}-{hi:.2%}]"
 
 
+def _check_shape(dense: nn.Module, seq_len: int, neuron_step: int | None) -> None:
+    """Refuse a timed shape the model cannot take before any table is measured (``--seq-len 100000`` was
+    measured until it failed; a ``--neuron-step`` wider than every FFN leaves no width to choose)."""
+    adapter = adapter_for(dense)
+    limit = adapter.max_seq_len
+    if limit is not None and seq_len > limit:
+        raise ValueError(f"--seq-len {seq_len} exceeds the model's max_positions {limit}")
+    widest = max((adapter.group_count("neurons", layer) for layer in range(adapter.n_layers)), default=0)
+    if neuron_step is not None and neuron_step > widest:
+        raise ValueError(f"--neuron-step {neuron_step} is wider than the model's widest FFN ({widest} neurons)")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the search and print one row per target."""
     apply_threads(args)
@@ -160,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
                             rescale=args.refit, keep=args.keep, check_configs=args.check_configs,
                             compare_uniform=not args.no_uniform, seed=args.seed, allow_busy=bool(args.allow_busy))
     dense, source = _source(args)
+    _check_shape(dense, args.seq_len, args.neuron_step)
     calib = source.search_calibration(args.calib_sequences, args.seed)
     err = console(stderr=True)
     report = search_family(dense, calib, options, evaluate=lambda m, d: source.evaluate(m, d).to_dict(),

@@ -431,3 +431,14 @@ def test_search_out_checked_before_measuring(capsys, tmp_path: Path) -> None:
     a_file.write_text("x")
     for out, message in ((a_file / "sub", "which is a file"), (Path("/proc/prunebench-x/s"), "is not writable")):
         _unchanged(capsys, tmp_path, ["search", "--model", "small", "--targets", "1.5", "--out", str(out)], message)
+
+
+def test_hf_folder_without_tokenizer_refused(capsys, tmp_path: Path, hf_base: Path) -> None:
+    """No tokenizer files: refused (prune once calibrated such a model on random tokens)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(hf_base / name, folder / name)
+    for method in ("magnitude", "wanda"):
+        _unchanged(capsys, tmp_path, ["prune", "--model", str(folder), "--method", method, "--sparsity", "0.5",
+                                      "--out", str(tmp_path / "p")], "has no tokenizer")

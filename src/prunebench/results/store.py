@@ -252,7 +252,7 @@ class ResultStore:
         """The one-line error of a read that SQLite refused (a corrupt page, a table dropped while open)."""
         if disk_full(exc):
             return disk_full_error(self.path)
-        return PrunebenchError(f"{self.path} is a damaged results store ({_shown(str(exc))})")
+        return PrunebenchError(f"{self.path} is a damaged results store ({str(exc)[:120]})")
 
     # -- the run ----------------------------------------------------------------------------------------------
     def start_run(self, run: Mapping[str, Any]) -> dict[str, Any]:

@@ -57,10 +57,14 @@ def test_registry_names_and_unknown_backend_lists_valid_ones():
     for name in ("int8", "sparse", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8",
                  "compile", "semi-structured"):
         assert name in BACKENDS
-    assert parse_backends("eager, int8,eager") == ("eager", "int8")
+    assert parse_backends("eager, int8") == ("eager", "int8")
+    with pytest.raises(ValueError, match="'eager' is listed twice"):  # the one list rule: no duplicates
+        parse_backends("eager, int8,eager")
+    with pytest.raises(ValueError, match="empty item"):
+        parse_backends("eager,,int8")
     with pytest.raises(ValueError, match="unknown backend 'tensorrt'; choose from: eager, int8"):
         parse_backends("eager,tensorrt")
-    with pytest.raises(ValueError, match="no backend given"):
+    with pytest.raises(ValueError, match="expected comma-separated backends"):
         parse_backends(" , ")
 
 

@@ -82,7 +82,7 @@ def _one_line(exc: pytest.ExceptionInfo) -> str:
 @pytest.mark.parametrize(
     ("content", "kwargs", "expected"),
     [
-        ("sentence,label\na,x\nb,y\nc,x\n", {}, "no column 'text'; its columns are: sentence, label"),
+        ("sentence,label\na,x\nb,y\nc,x\n", {}, "no column 'text'; its columns are: 'sentence', 'label'"),
         ("text,category\na,x\nb,y\nc,x\n", {}, "no column 'label'"),
         ("", {}, "empty"),
         ("text,label\n", {}, "no data rows"),

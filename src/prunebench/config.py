@@ -20,7 +20,7 @@ from prunebench.models.io import is_hf_folder
 from prunebench.models.presets import model_names, preset_config
 from prunebench.pruning.schedule import SCHEDULE_REGISTRY
 from prunebench.pruning.spec import METHODS, PruneSpec
-from prunebench.serde import reject_unknown
+from prunebench.serde import reject_duplicates, reject_unknown
 from prunebench.tasks.budget import Budget
 from prunebench.tasks.precision import PRECISIONS, resolve_precision
 
@@ -199,6 +199,10 @@ class RunConfig:
         if len(set(names)) != len(names):
             raise ValueError(f"targets lists a target twice: {', '.join(map(str, self.targets))}")
         object.__setattr__(self, "calib_tasks", _calib_tasks(self.calib_tasks))
+        if specs:
+            from prunebench.search.allocate import check_targets  # lazy, as parse_backends below
+
+            check_targets([t for t, _ in specs])  # the search's own rule: above 1, at most MAX_TARGET
         if not self.methods:
             raise ValueError(f"methods is empty; choose from: {', '.join(RUN_METHODS)}")
         for method in self.methods:
@@ -206,6 +210,9 @@ class RunConfig:
                 raise ValueError(f"unknown method {method!r}; choose from: {', '.join(RUN_METHODS)}")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods lists a method twice: {', '.join(self.methods)}")
+        for name in ("sparsities", "batch_sizes", "targets"):  # the one list rule, for TOML lists too
+            values = getattr(self, name)
+            reject_duplicates(values, f"{name} = {list(values)}")
         for s in self.sparsities:
             if not (math.isfinite(s) and 0.0 <= s < 1.0):
                 raise ValueError(f"sparsity {s:g} is outside [0, 1)")
@@ -361,15 +368,24 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: Size limit of a run's TOML config file (a real one is a few hundred bytes).
+CONFIG_MAX_BYTES = 2**20
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read run options from a TOML file (keys at top level or under ``[run]``).
 
     Raises:
         ValueError: the file is missing or unreadable, or malformed (the message gives line and column).
     """
+    from prunebench.user_files import UnsafeFileError, read_bounded
+
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        # Bounded, regular files only: /dev/zero or /dev/urandom would fill memory, a FIFO would block for ever.
+        text = read_bounded(file, CONFIG_MAX_BYTES).decode("utf-8")
+    except UnsafeFileError as exc:
+        raise ValueError(f"cannot read config file: {exc}") from None
     except OSError as exc:
         raise ValueError(f"cannot read config file {file}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:

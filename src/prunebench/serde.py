@@ -36,3 +36,31 @@ def check_schema_version(version: object, supported: int, what: str) -> None:
     """
     if not isinstance(version, int) or isinstance(version, bool) or version > supported:
         raise ValueError(f"{what} has schema_version {version!r}; this prunebench reads up to {supported}")
+
+
+def comma_items(text: str, what: str) -> list[str]:
+    """The items of a comma list typed by a user (``--sparsity``, ``--batch-sizes``, ``--targets``, ``--methods``,
+    ``--backends``): one rule for every list, so none drops what another refuses.
+
+    Raises:
+        ValueError: nothing given, or an empty item (``1,,2``, a trailing comma).
+    """
+    items = [v.strip() for v in text.split(",")]
+    if not any(items):
+        raise ValueError(f"expected comma-separated {what}, got {text!r}")
+    if not all(items):
+        raise ValueError(f"empty item in {text!r}; expected comma-separated {what}")
+    return items
+
+
+def reject_duplicates(values: Iterable[object], text: str) -> None:
+    """Refuse a list that names a value twice (``0.5,0.5`` ran every variant twice under one name).
+
+    Raises:
+        ValueError: naming the first repeated value and the list as given.
+    """
+    seen: set[object] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{value!r} is listed twice in {text!r}; give each value once")
+        seen.add(value)

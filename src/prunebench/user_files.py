@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import struct
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -28,6 +29,8 @@ from prunebench.errors import PrunebenchError
 METADATA_MAX_BYTES = 16 * 2**20
 #: Size limit of a tokenizer's data files (tokenizer.json of the largest multilingual vocabularies is ~17 MB).
 TOKENIZER_MAX_BYTES = 256 * 2**20
+#: Size limit of a safetensors header (the JSON index of the tensors; a BERT-large header is ~40 KB).
+SAFETENSORS_HEADER_MAX_BYTES = 64 * 2**20
 
 
 class UnsafeFileError(PrunebenchError):
@@ -99,7 +102,9 @@ def read_json(path: Path, limit: int = METADATA_MAX_BYTES) -> Any:
     data = read_bounded(path, limit)
     try:
         return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise UnsafeFileError(f"{path} is nested too deeply to be read") from None
+    except (UnicodeDecodeError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UnsafeFileError(f"{path} is not valid JSON ({reason})") from None
 
@@ -120,3 +125,51 @@ def contained(root: Path, relative: str) -> Path:
         shown = relative if len(relative) <= 80 else relative[:77] + "..."
         raise UnsafeFileError(f"{root}: its metadata names {shown!r}, a path outside the folder")
     return root.joinpath(*pure.parts)
+
+
+def safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{tensor name: (dtype, shape)}`` of a safetensors file, from its header alone (no tensor is read).
+
+    A model folder's weights are checked with this before anything is built from them: a truncated download
+    or a file of garbage is one line naming the file, and a config whose sizes disagree with the weights can
+    be refused before transformers builds the model (it would raise, or with ``ignore_mismatched_sizes``
+    re-initialise the tensors at random).
+
+    Raises:
+        UnsafeFileError: not a regular file, or not a complete safetensors file (header length beyond the
+            file, header not a JSON object, a tensor whose bytes lie beyond the end of the file).
+    """
+    size = regular_file_size(path, 2**62)
+    if size < 8:
+        raise UnsafeFileError(f"{path} is corrupted or truncated ({size} bytes, no safetensors header)")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        if length > min(SAFETENSORS_HEADER_MAX_BYTES, size - 8):
+            raise UnsafeFileError(f"{path} is corrupted or truncated (its header claims "
+                                  f"{length:,} bytes of a {size:,}-byte file)")
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise UnsafeFileError(f"{path} is corrupted or truncated (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise UnsafeFileError(f"{path} is corrupted or truncated (its header is not a JSON object)")
+    data_bytes = size - 8 - length
+    tensors: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (start, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            ok = (isinstance(dtype, str) and all(isinstance(d, int) and d >= 0 for d in shape)
+                  and isinstance(start, int) and isinstance(end, int) and 0 <= start <= end)
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise UnsafeFileError(f"{path} is corrupted or truncated (a bad entry for tensor {str(name)[:60]!r})")
+        if end > data_bytes:
+            raise UnsafeFileError(f"{path} is corrupted or truncated: tensor {str(name)[:60]!r} ends at byte "
+                                  f"{end:,} of {data_bytes:,} data bytes")
+        tensors[str(name)] = (dtype, tuple(shape))
+    return tensors

@@ -38,6 +38,7 @@ from prunebench.backends.semistructured import SemiStructuredBackend
 from prunebench.backends.sparse import SparseBackend
 from prunebench.backends.torch_backends import CompileBackend, EagerBackend, Int8Backend, Int8LegacyBackend
 from prunebench.registry import Registry
+from prunebench.serde import comma_items, reject_duplicates
 
 #: Backend name -> backend (default settings). ``eager`` is the default and the reference.
 BACKENDS: Registry[Backend] = Registry("backend")
@@ -51,18 +52,20 @@ DEFAULT_BACKEND = "eager"
 
 
 def parse_backends(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """``"eager,int8"`` (or a list) -> validated names, order kept, duplicates dropped.
+    """``"eager,int8"`` (or a list) -> validated names, order kept.
 
     Raises:
-        ValueError: an empty list or an unknown name (the message lists the valid ones).
+        ValueError: an empty list or item, a name given twice, or an unknown name (the message lists the valid
+            ones).
     """
-    items = text.split(",") if isinstance(text, str) else list(text)
-    names = [n.strip() for n in items if n.strip()]
-    if not names:
-        raise ValueError(f"no backend given; choose from: {', '.join(BACKENDS.names())}")
+    what = f"backends ({', '.join(BACKENDS.names())})"
+    names = comma_items(text, what) if isinstance(text, str) else [str(n).strip() for n in text]
+    if not names or not all(names):
+        raise ValueError(f"no backend or an empty one given; choose from: {', '.join(BACKENDS.names())}")
+    reject_duplicates(names, text if isinstance(text, str) else ",".join(names))
     for name in names:
         BACKENDS.get(name)
-    return tuple(dict.fromkeys(names))
+    return tuple(names)
 
 
 __all__ = [

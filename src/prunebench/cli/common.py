@@ -18,6 +18,7 @@ from torch import nn
 from prunebench.models.io import is_hf_folder
 from prunebench.models.presets import model_names
 from prunebench.results.export import json_safe
+from prunebench.serde import comma_items, reject_duplicates
 
 #: Exit code of a command whose timings cannot be trusted (a busy machine): ``--strict`` and ``UntrustedTiming``.
 EXIT_UNTRUSTED = 3
@@ -137,16 +138,23 @@ def precision_name(value: str) -> str:
 
 def _items(value: str, what: str) -> list[str]:
     """The comma-separated items of ``value``; an empty item (``1,,2``, a trailing comma) is an error."""
-    items = [v.strip() for v in value.split(",")]
-    if not any(items):
-        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {value!r}")
-    if not all(items):
-        raise argparse.ArgumentTypeError(f"empty item in {value!r}; expected comma-separated {what}")
-    return items
+    try:
+        return comma_items(value, what)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _unique(values: tuple[Any, ...], text: str) -> tuple[Any, ...]:
+    """``values`` if none repeats (the one list rule, :func:`prunebench.serde.reject_duplicates`)."""
+    try:
+        reject_duplicates(values, text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return values
 
 
 def int_list(value: str) -> tuple[int, ...]:
-    """argparse type: comma-separated positive integers, e.g. ``1,2,4``."""
+    """argparse type: comma-separated positive integers, e.g. ``1,2,4`` (each once)."""
     items = _items(value, "positive integers")
     out = []
     for item in items:
@@ -157,7 +165,7 @@ def int_list(value: str) -> tuple[int, ...]:
         if number <= 0:
             raise argparse.ArgumentTypeError(f"{number} must be a positive integer (in {value!r})")
         out.append(number)
-    return tuple(out)
+    return _unique(tuple(out), value)
 
 
 def positive_int(value: str) -> int:
@@ -170,14 +178,14 @@ def _too_many(value: str) -> int:
 
 
 def float_list(value: str) -> tuple[float, ...]:
-    """argparse type: comma-separated floats, e.g. ``0.5,0.9``."""
+    """argparse type: comma-separated floats, e.g. ``0.5,0.9`` (each once)."""
     out = []
     for item in _items(value, "numbers"):
         try:
             out.append(float(item))
         except ValueError:
             raise argparse.ArgumentTypeError(f"{item!r} is not a number (in {value!r})") from None
-    return tuple(out)
+    return _unique(tuple(out), value)
 
 
 def seed_value(value: str) -> int:
@@ -192,6 +200,14 @@ def seed_value(value: str) -> int:
         return check_seed(number)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def folder_path(value: str) -> Path:
+    """argparse type of every ``--out`` (and run folder) option: a path, never the empty string, which
+    ``Path("")`` turns into the current folder (``run --out ''`` ran into it)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("the folder is empty; give a path (e.g. runs/mine)")
+    return Path(value)
 
 
 def seconds(value: str) -> float:

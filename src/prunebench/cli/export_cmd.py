@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from prunebench.cli.common import console
+from prunebench.cli.common import console, folder_path
 
 
 def _format_names() -> list[str]:
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a saved model folder (prunebench's or a transformers one)")
     p.add_argument("--format", required=True, dest="format_name", type=_format_arg, metavar="|".join(_format_names()),
                    help=f"one of: {', '.join(_format_names())}")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR",
+    p.add_argument("--out", required=True, type=folder_path, metavar="DIR",
                    help="output folder (new or empty; never inside a run folder)")
     p.add_argument("--force", action="store_true", help="write into a non-empty --out, replacing an earlier export")
     p.set_defaults(handler=run)

@@ -13,6 +13,7 @@ from torch import nn
 from prunebench.cli.common import (
     add_pipeline_args,
     console,
+    folder_path,
     load_hf_arg,
     load_hf_folder_arg,
     positive_int,
@@ -92,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", default=None,
                    help="cache of the built-in task's tokenizer (default $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
     p.add_argument("--seed", type=seed_value, default=0, help="seed of preset weights, calibration data and 'random'")
-    p.add_argument("--out", required=True, type=Path, help="output folder (new or empty; never inside a run folder)")
+    p.add_argument("--out", required=True, type=folder_path,
+                   help="output folder (new or empty; never inside a run folder)")
     p.add_argument("--force", action="store_true", help="replace the model in a non-empty --out")
     p.set_defaults(handler=run)
 

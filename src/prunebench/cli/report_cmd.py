@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from prunebench.cli.common import console
+from prunebench.cli.common import console, folder_path
 from prunebench.outdir import OutDirError, check_writable_dir, find_run_folder
 from prunebench.runner.rundir import RunFolderError
 
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Rebuild the report of a finished (or interrupted) run from RUN_DIR/results.sqlite alone.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run folder (holds results.sqlite)")
-    p.add_argument("--out", type=Path, default=None, help="write the report here instead of RUN_DIR")
+    p.add_argument("--out", type=folder_path, default=None, help="write the report here instead of RUN_DIR")
     p.set_defaults(handler=run)
 
 

@@ -22,6 +22,7 @@ from prunebench.cli.common import (
     add_pipeline_args,
     console,
     float_list,
+    folder_path,
     int_list,
     positive_int,
     print_json,
@@ -40,6 +41,7 @@ from prunebench.runner import default_out, execute_run
 from prunebench.runner.executors import EXECUTORS, check_executor, make_executor
 from prunebench.runner.rundir import RunDir, check_target, claim, inspect_folder
 from prunebench.runner.validate import check_explicit_options, check_run_inputs
+from prunebench.serde import comma_items, reject_duplicates
 from prunebench.tasks.baseline import resolve_cache_dir
 from prunebench.tasks.factory import task_forms
 
@@ -54,12 +56,14 @@ FIELDS = {
 
 
 def _methods(value: str) -> tuple[str, ...]:
-    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    try:
+        items = tuple(comma_items(value, f"methods ({', '.join(RUN_METHODS)})"))
+        reject_duplicates(items, value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     for item in items:
         if item not in RUN_METHODS:
             raise argparse.ArgumentTypeError(f"unknown method {item!r}; choose from: {', '.join(RUN_METHODS)}")
-    if not items:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of: {', '.join(RUN_METHODS)}")
     return items
 
 
@@ -97,6 +101,8 @@ def _setting(value: str) -> tuple[str, Any]:
         parsed = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = raw  # a bare word such as small: treat it as a string
+    except RecursionError:  # raised inside argparse, it would escape the CLI's one-line handler
+        raise argparse.ArgumentTypeError(f"the value of {key.strip()!r} is nested too deeply") from None
     return key.strip(), parsed
 
 
@@ -149,7 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="TOML file with any of these options (the command line wins)")
     p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="KEY=VALUE",
                    help="any run option by name, e.g. --set finetune_steps=50 (repeatable)")
-    p.add_argument("--out", type=Path, help="run folder (default: runs/<timestamp>-<model>)")
+    p.add_argument("--out", type=folder_path, help="run folder (default: runs/<timestamp>-<model>)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="finish the run stored in DIR (only what is missing)")
     p.add_argument("--force", action="store_true", help="replace the run stored in --out (only its own files are "
                    "removed; a folder holding files a run did not write where a run writes is refused)")
@@ -203,6 +209,9 @@ def _attach_log(path: Path) -> logging.Handler:
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything cheap first, then lock the run folder and run; print progress and the summary."""
+    if args.resume is not None and args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise ValueError(f"--out {args.out} cannot be given with --resume: the run resumes in its own folder "
+                         f"{args.resume}")
     config, explicit = build_config(args)
     check_executor(args.executor, args.ray_address)
     out = Path(args.resume or args.out or default_out(config.model))

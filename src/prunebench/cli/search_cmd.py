@@ -16,14 +16,17 @@ from prunebench.cli.common import (
     add_pipeline_args,
     console,
     float_list,
+    folder_path,
     load_hf_arg,
     load_hf_folder_arg,
     positive_int,
 )
 from prunebench.cli.train_cmd import apply_threads, build_task_from, cache_dir_from_args
 from prunebench.config import RunConfig
+from prunebench.models.adapters import adapter_for
 from prunebench.models.io import load_model, read_config
 from prunebench.models.presets import model_names, preset_config
+from prunebench.outdir import check_writable_dir
 from prunebench.pruning.criteria import loss_change_criteria
 from prunebench.runner.backend_stage import CALIBRATION_SEQUENCES
 from prunebench.runner.budgets import Budgets
@@ -90,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", default=None, help="cache folder (default $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default torch's)")
     p.add_argument("--seed", type=int, default=0, help="seed of calibration sample, inputs and checks")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--out", required=True, type=folder_path, help="output folder")
     add_busy_args(p, strict=False, help="search on with a latency model that missed its held-out check, and "
                   "judge targets on measurements taken while other processes held the cores (marked)")
     p.epilog = (f"The search stops before any pruning (exit {EXIT_UNTRUSTED}, one line) when the latency model's "
@@ -161,16 +164,30 @@ def _ci(d: dict[str, Any] | None, key: str = "accuracy") -> str:
     return f"{d[key]:.2%} [{lo:.2%}-{hi:.2%}]"
 
 
+def _check_shape(dense: nn.Module, seq_len: int, neuron_step: int | None) -> None:
+    """Refuse a timed shape the model cannot take before any table is measured (``--seq-len 100000`` was
+    measured until it failed; a ``--neuron-step`` wider than every FFN leaves no width to choose)."""
+    adapter = adapter_for(dense)
+    limit = adapter.max_seq_len
+    if limit is not None and seq_len > limit:
+        raise ValueError(f"--seq-len {seq_len} exceeds the model's max_positions {limit}")
+    widest = max((adapter.group_count("neurons", layer) for layer in range(adapter.n_layers)), default=0)
+    if neuron_step is not None and neuron_step > widest:
+        raise ValueError(f"--neuron-step {neuron_step} is wider than the model's widest FFN ({widest} neurons)")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the search and print one row per target."""
     apply_threads(args)
     check_targets(args.targets)  # before loading or training anything
     check_search_backend(args.backend)
+    check_writable_dir(args.out)  # before minutes of measuring, not when search.json is written
     options = SearchOptions(targets=args.targets, batch_size=args.batch_size, seq_len=args.seq_len,
                             backend=args.backend, criterion=args.criterion, neuron_step=args.neuron_step,
-                            rescale=args.refit, keep=args.keep, check_configs=max(0, args.check_configs),
+                            rescale=args.refit, keep=args.keep, check_configs=args.check_configs,
                             compare_uniform=not args.no_uniform, seed=args.seed, allow_busy=bool(args.allow_busy))
     dense, source = _source(args)
+    _check_shape(dense, args.seq_len, args.neuron_step)
     calib = source.search_calibration(args.calib_sequences, args.seed)
     err = console(stderr=True)
     on_backend = args.backend != "eager"

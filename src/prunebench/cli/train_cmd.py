@@ -12,9 +12,17 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from prunebench.cli.common import console, model_name, positive_int, precision_name, seed_value, warn_threads
+from prunebench.cli.common import (
+    console,
+    folder_path,
+    model_name,
+    positive_int,
+    precision_name,
+    seed_value,
+    warn_threads,
+)
 from prunebench.errors import PrunebenchError
-from prunebench.models.io import save_model
+from prunebench.models.io import check_batch_fits_memory, save_model
 from prunebench.outdir import check_model_out, check_writable_dir, clear_model_files
 from prunebench.runner.validate import check_task_file
 from prunebench.tasks import (
@@ -108,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", type=precision_name, default="auto",
                    help="training precision: auto (bf16 mixed precision where the CPU/GPU has native bf16, "
                         "else fp32) | fp32 | bf16 (default auto)")
-    p.add_argument("--out", required=True, type=Path,
+    p.add_argument("--out", required=True, type=folder_path,
                    help="folder to save the trained model in (new or empty; never inside a run folder)")
     p.add_argument("--force", action="store_true", help="replace the model in a non-empty --out")
     p.set_defaults(handler=run)
@@ -130,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
     options = task_options(args)
     check_task_file(options["spec"])
     budget = Budget.parse(args.budget) if args.budget else None  # None: the preset's default for the precision
+    if args.batch_size is not None:
+        # Before the cache or the task exist: the task's shortest default sequence gives a lower bound.
+        check_batch_fits_memory(preset_config(args.model), args.batch_size, options["seq_len"] or 64,
+                                f"--batch-size {args.batch_size}")
     cache = cache_dir_from_args(args.cache_dir)
     check_writable_dir(cache, "--cache-dir")
     apply_threads(args)

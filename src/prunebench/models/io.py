@@ -9,7 +9,9 @@ the adapter seam (no ``adapter`` key) are prunebench encoders whose config holds
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,37 @@ def check_fits_memory(config: EncoderConfig, where: str, available: int | None =
         )
 
 
+def check_batch_fits_memory(config: EncoderConfig, batch_size: int, seq_len: int, where: str,
+                            available: int | None = None, *, training: bool = True) -> None:
+    """Refuse a batch whose activations cannot fit the available memory, before allocating anything.
+
+    The estimate is a lower bound, so it never refuses a batch that fits. Training: the float32 output logits
+    over the vocabulary and their gradient (``2 * B * S * V``), plus per layer the residual stream, the FFN
+    activation and one attention score matrix per head, each kept once for the backward pass. A forward pass
+    (``training=False``, what a timing cell runs): the residual stream in and out, and the largest layer's
+    q/k/v, FFN activation and scores, which must exist at once. A ``--batch-size 100000`` then fails here with
+    one line instead of an allocator traceback minutes into the work.
+
+    Raises:
+        CheckpointError: the estimate exceeds ``available`` (None: read :func:`available_memory_bytes`;
+            unknown = no check).
+    """
+    available = available_memory_bytes() if available is None else available
+    tokens = batch_size * seq_len
+    if training:
+        per_token = 2 * config.vocab_size + sum(
+            4 * config.d_model + layer.d_ff + layer.n_heads * seq_len for layer in config.layers)
+    else:
+        per_token = 2 * config.d_model + max(
+            (3 * layer.attn_dim + layer.d_ff + layer.n_heads * seq_len for layer in config.layers), default=0)
+    need = tokens * per_token * PARAM_BYTES
+    if available is not None and need > available:
+        raise CheckpointError(
+            f"{where}: a batch of {batch_size:,} sequences of {seq_len} tokens needs at least {need / 2**30:,.1f} GiB "
+            f"of activations, more than the {available / 2**30:,.1f} GiB of memory available; use a smaller "
+            "batch size")
+
+
 def nonfinite_tensor(model: torch.nn.Module) -> str | None:
     """The name of the first parameter or buffer holding NaN or Inf, or None if every value is finite."""
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
@@ -75,6 +108,38 @@ def nonfinite_tensor(model: torch.nn.Module) -> str | None:
     return None
 
 
+
+
+def check_finite(model: torch.nn.Module, where: str | Path) -> None:
+    """Refuse a loaded model with a NaN or Inf weight: every command that loads a model checks this, since
+    pruning, timing or scoring such a model gives numbers that mean nothing (and prune would save it on).
+
+    Raises:
+        CheckpointError: naming the file and the first tensor that is not finite.
+    """
+    bad = nonfinite_tensor(model)
+    if bad is not None:
+        raise CheckpointError(f"{where} has NaN/Inf weights (tensor {bad!r}); refusing a model whose outputs "
+                              "mean nothing")
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """``safetensors.save_file`` whose failures are one line: a full disk is an ``ENOSPC`` OSError naming the
+    file (the CLI says "disk full"), anything else a CheckpointError; the partly written file is removed.
+
+    safetensors raises its own ``SafetensorError`` with the OS error only in its text, which reached users as
+    a traceback.
+    """
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except (SafetensorError, OSError) as exc:
+        path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        text = str(exc.args[0]) if exc.args else str(exc)
+        if "No space left" in text or "os error 28" in text:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+        raise CheckpointError(f"cannot write {path}: {text.splitlines()[0] if text else type(exc).__name__}") from None
 
 
 def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | None = None,
@@ -109,7 +174,7 @@ def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any]
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     # Write to temporary names and rename, so a crash never leaves a half-written checkpoint behind.
     tmp_weights = out / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(tmp_weights), metadata={"format": FORMAT})
+    write_safetensors(tensors, tmp_weights, {"format": FORMAT})
     doc = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -163,15 +228,15 @@ def read_document(directory: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{folder} is not a prunebench model: {CONFIG_FILE} is missing")
     try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise CheckpointError(f"{path} is nested too deeply to be a model config") from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+        doc = read_json(path)  # bounded: a FIFO, a device or a huge file named config.json is one line
+    except UnsafeFileError as exc:
+        raise CheckpointError(str(exc)) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a prunebench model config (format is not {FORMAT!r})")
+    if not isinstance(doc.get("metadata", {}), (dict, type(None))):
+        # Checked on every load, not only by read_config: prune would otherwise save such a folder's
+        # metadata on into its output.
+        raise CheckpointError(f"{path}: field 'metadata' must be a JSON object")
     version = doc.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise CheckpointError(
@@ -308,5 +373,6 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> nn.
         if found.dtype != ref.dtype:
             raise CheckpointError(f"{weights_path}: tensor {name!r} has dtype {found.dtype}, expected {ref.dtype}")
     model.load_state_dict(tensors, strict=True)
+    check_finite(model, weights_path)
     model.eval()
     return model.to(device)

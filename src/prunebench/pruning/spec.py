@@ -134,6 +134,8 @@ class PruneSpec:
                                  f"got {value!r}")
         if self.n > self.m:
             raise ValueError(f"N:M needs n <= m, got {self.n}:{self.m}")
+        if info.nm_pattern and self.n == self.m:
+            raise ValueError(f"N:M {self.n}:{self.m} keeps every weight and removes nothing; give n < m, e.g. 2:4")
         if info.nm_pattern:
             fixed = 1.0 - self.n / self.m
             if self.sparsity is not None and not math.isclose(float(self.sparsity), fixed, abs_tol=1e-9):

@@ -53,11 +53,34 @@ def to_db(table: Table, field: str, kind: str, value: Any) -> Any:
 
 
 def from_db(kind: str, value: Any) -> Any:
-    """Convert one stored value back (JSON text to data, 0/1 to bool)."""
+    """Convert one stored value back (JSON text to data, 0/1 to bool).
+
+    Raises:
+        ValueError: the value is not of the column's kind (a store edited by hand, or damaged): a text where a
+            number goes, JSON that does not parse. SQLite's column affinity does not refuse such values.
+    """
     if value is None:
         return None
     if kind == "json":
-        return json.loads(value)
+        if not isinstance(value, str):
+            raise ValueError(f"expected JSON text, found {type(value).__name__}")
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError):
+            raise ValueError("not valid JSON") from None
     if kind == "bool":
+        if not isinstance(value, int):
+            raise ValueError(f"expected 0 or 1, found {_kind_of(value)}")
         return bool(value)
+    if kind == "int" and not isinstance(value, int):
+        raise ValueError(f"expected an integer, found {_kind_of(value)}")
+    if kind == "real" and not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, found {_kind_of(value)}")
+    if kind == "text" and not isinstance(value, str):
+        raise ValueError(f"expected text, found {_kind_of(value)}")
     return value
+
+
+def _kind_of(value: Any) -> str:
+    """What a stored value is, for a message (never the value itself: it may be long or binary)."""
+    return {str: "text", bytes: "binary data", float: "a number", int: "an integer"}.get(type(value), "a value")

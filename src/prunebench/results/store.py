@@ -11,7 +11,6 @@ measurement, so one fsync per row is free by comparison and we take the stronger
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import sqlite3
@@ -70,6 +69,12 @@ def disk_full(exc: sqlite3.Error) -> bool:
 def disk_full_error(path: Path) -> OSError:
     """The error a full disk raises: an ``ENOSPC`` OSError naming the file (the CLI says "disk full")."""
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``value`` for a message about a damaged store: repr'd, on one line, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _companions(path: Path) -> tuple[Path, ...]:
@@ -143,11 +148,28 @@ class ResultStore:
                 + [("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))]
             )
         row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        version = int(row[0]) if row else None
+        try:
+            version: int | None = int(row[0]) if row else None
+        except (TypeError, ValueError):
+            raise PrunebenchError(f"{self.path} is a damaged results store: its schema version is "
+                                  f"{_shown(row[0])}, not a number") from None
         if version != SCHEMA_VERSION:
             raise PrunebenchError(
                 f"{self.path} has results schema version {version}; this prunebench reads version {SCHEMA_VERSION}"
             )
+        self._check_tables()
+
+    def _check_tables(self) -> None:
+        """Refuse a store that lacks a table or a column (dropped by hand, a truncated copy) at open, with one
+        line naming what is missing, instead of a ``no such table`` traceback in whatever reads it first."""
+        for table in TABLES:
+            columns = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table.name})").fetchall()}
+            if not columns:
+                raise PrunebenchError(f"{self.path} is a damaged results store: table {table.name!r} is missing")
+            missing = [c for c in (*table.field_names, "extra") if c not in columns]
+            if missing:
+                raise PrunebenchError(f"{self.path} is a damaged results store: table {table.name!r} lacks "
+                                      f"column(s) {', '.join(missing[:5])}")
 
     # -- plumbing ---------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -195,16 +217,42 @@ class ResultStore:
 
     def _rows(self, table: Table, where: str = "", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         cols = [*table.field_names, "extra"]
-        cur = self._conn.execute(f"SELECT {', '.join(cols)} FROM {table.name} {where} ORDER BY seq", params)
+        try:
+            rows = self._conn.execute(f"SELECT {', '.join(cols)} FROM {table.name} {where} ORDER BY seq",
+                                      params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._damaged(exc) from None
         out = []
-        for row in cur.fetchall():
-            record = {f: from_db(kind, v) for (f, kind), v in zip(table.fields, row[:-1], strict=True)}
-            record.update(json.loads(row[-1]))
+        for number, row in enumerate(rows, 1):
+            # Every value is checked against its column's kind: a store edited by hand (a text where a number
+            # goes) is one line naming the file, table, row and field, never a TypeError deep in the analysis.
+            record = {}
+            for (field, kind), value in zip((*table.fields, ("extra", "json")), row, strict=True):
+                try:
+                    record[field] = from_db(kind, value)
+                except ValueError as exc:
+                    raise PrunebenchError(f"{self.path} is a damaged results store: {table.name} row {number}, "
+                                          f"field {field}: {exc}") from None
+            extra = record.pop("extra")
+            if not isinstance(extra, dict):
+                raise PrunebenchError(f"{self.path} is a damaged results store: {table.name} row {number}, "
+                                      "field extra: not a JSON object")
+            record.update(extra)
             out.append(record)
         return out
 
     def _exists(self, table: Table, where: str, params: tuple[Any, ...]) -> bool:
-        return self._conn.execute(f"SELECT 1 FROM {table.name} WHERE {where} LIMIT 1", params).fetchone() is not None
+        try:
+            return self._conn.execute(f"SELECT 1 FROM {table.name} WHERE {where} LIMIT 1",
+                                      params).fetchone() is not None
+        except sqlite3.Error as exc:
+            raise self._damaged(exc) from None
+
+    def _damaged(self, exc: sqlite3.Error) -> Exception:
+        """The one-line error of a read that SQLite refused (a corrupt page, a table dropped while open)."""
+        if disk_full(exc):
+            return disk_full_error(self.path)
+        return PrunebenchError(f"{self.path} is a damaged results store ({str(exc)[:120]})")
 
     # -- the run ----------------------------------------------------------------------------------------------
     def start_run(self, run: Mapping[str, Any]) -> dict[str, Any]:

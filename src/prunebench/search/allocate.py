@@ -50,19 +50,26 @@ def reachable_speedup(table: LatencyTable) -> float:
     return table.speedup(minimal_widths(table.full))
 
 
+#: The largest speedup target accepted before the latency table says what is reachable (an encoder cut to one
+#: head and one neuron per layer is far below it; 1e9 was accepted and the search ran before refusing it).
+MAX_TARGET = 100.0
+
+
 def check_targets(targets: Sequence[float], table: LatencyTable | None = None, *,
                   top: float | None = None) -> tuple[float, ...]:
     """Targets as floats; a one-line ValueError for one <= 1 or (with a table) beyond the reachable speedup
-    (``top``: the reachable speedup on the search's backend, where it is not the table's own)."""
+    (``top``: the reachable speedup on the search's backend, where it is not the table's own; without either,
+    :data:`MAX_TARGET`)."""
     if not targets:
         raise ValueError("give at least one speedup target, e.g. --targets 1.5,2")
     out = []
     if top is None:
-        top = reachable_speedup(table) if table is not None else math.inf
+        top = reachable_speedup(table) if table is not None else MAX_TARGET
     for t in targets:
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 1.0 or t > top:
-            if table is None:
-                raise ValueError(f"speedup target {t!r} must be a number above 1 (a speedup over the dense model)")
+            if table is None and top == MAX_TARGET:
+                raise ValueError(f"speedup target {t!r} must be a number above 1 and at most {MAX_TARGET:g} "
+                                 "(a speedup over the dense model)")
             raise ValueError(f"speedup target {t!r} is outside the reachable range (1, {top:.2f}] at this shape "
                              "(every layer down to one head and one neuron)")
         out.append(float(t))

@@ -86,6 +86,8 @@ class SearchOptions:
             raise ValueError(f"max_model_error must be positive, got {self.max_model_error!r}")
         for name in ("table_timing", "verify_timing", "config_timing"):
             object.__setattr__(self, name, replace(getattr(self, name), allow_busy=self.allow_busy))
+        if not isinstance(self.check_configs, int) or isinstance(self.check_configs, bool) or self.check_configs < 0:
+            raise ValueError(f"check_configs must be an integer >= 0 (0 skips the check), got {self.check_configs!r}")
         for name in ("backend_configs", "backend_check_configs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

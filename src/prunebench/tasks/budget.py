@@ -17,6 +17,11 @@ class BudgetKind(str, Enum):  # noqa: UP042 (StrEnum needs Python 3.11; we suppo
     SECONDS = "seconds"
 
 
+#: The longest training budgets accepted: a week of seconds, a billion steps.
+MAX_BUDGET_SECONDS = 7 * 24 * 3600
+MAX_BUDGET_STEPS = 10**9
+
+
 @dataclass(frozen=True)
 class Budget:
     """How long to train.
@@ -36,6 +41,11 @@ class Budget:
         object.__setattr__(self, "kind", BudgetKind(self.kind))
         if not self.value > 0:
             raise ValueError(f"a training budget must be positive, got {self.value}")
+        # A budget that cannot end is a typo, not a plan: 10^20 s was accepted and ran until killed.
+        limit = MAX_BUDGET_STEPS if self.kind is BudgetKind.STEPS else MAX_BUDGET_SECONDS
+        if self.value > limit:
+            unit = "steps" if self.kind is BudgetKind.STEPS else "seconds (7 days)"
+            raise ValueError(f"a training budget of {self.value:g} is more than the {limit:,} {unit} allowed")
         if self.kind is BudgetKind.STEPS:
             if int(self.value) != self.value:
                 raise ValueError(f"a steps budget must be a whole number, got {self.value}")

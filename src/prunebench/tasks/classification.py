@@ -188,6 +188,20 @@ class LabelledTexts:
     file_sha256: str
 
 
+def shown_columns(columns: list[Any], most: int = 8, width: int = 24) -> str:
+    """The column names of a file for a message: at most ``most``, each cut to ``width`` characters, repr'd.
+
+    A file that is no table has its whole first line as one "column" (``--task csv:/etc/shadow`` printed a
+    password hash): a message names what was found without ever echoing whole lines of an arbitrary file.
+    """
+    def cut(name: Any) -> str:
+        text = str(name)
+        return repr(text if len(text) <= width else text[: width - 3] + "...")
+
+    shown = ", ".join(cut(c) for c in columns[:most])
+    return shown + (f" and {len(columns) - most} more" if len(columns) > most else "") if columns else "none"
+
+
 def read_labelled_texts(
     path: Path,
     kind: str,
@@ -219,7 +233,7 @@ def read_labelled_texts(
     columns = header["__columns__"]
     for col in (text_col, label_col, *([split_col] if split_col else [])):
         if col not in columns:
-            raise DataError(f"{path} has no column {col!r}; its columns are: {', '.join(map(str, columns))}")
+            raise DataError(f"{path} has no column {col!r}; its columns are: {shown_columns(columns)}")
     texts = [_cell(path, r, text_col, i) for i, r in enumerate(rows, start=1)]
     raw_labels = [_cell(path, r, label_col, i) for i, r in enumerate(rows, start=1)]
     label_names = _sort_labels(set(raw_labels))

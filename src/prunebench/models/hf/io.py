@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers import PretrainedConfig
 
@@ -40,6 +40,7 @@ from prunebench.models.hf.portable import (
     portable_config,
 )
 from prunebench.models.io import HF_MANIFEST_FILE as MANIFEST_FILE  # named once, in models.io
+from prunebench.models.io import write_safetensors
 from prunebench.models.side_files import copy_side_files, side_files
 from prunebench.user_files import UnsafeFileError, read_json
 
@@ -86,7 +87,7 @@ def save_hf_model(
             raise CheckpointError(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (WEIGHTS_FILE + ".tmp")
-    save_file(_unique_tensors(model), str(tmp), metadata={"format": "pt"})  # "pt": what transformers expects
+    write_safetensors(_unique_tensors(model), tmp, {"format": "pt"})  # "pt": what transformers expects
     plain = adapter.plain_loadable()
     model.config.architectures = [type(model).__name__]
     (out / MODELLING_FILE).unlink(missing_ok=True)  # a stale one from an earlier save of another shape

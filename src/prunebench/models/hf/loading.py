@@ -17,19 +17,22 @@ here. Hub ids are not resolved: nothing is downloaded, and a name with a "/" tha
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
 from prunebench.errors import CheckpointError
 from prunebench.models.hf.deps import HFModelError
 from prunebench.models.hf.families import HF_ADAPTERS, class_for_architecture, supported_architectures
-from prunebench.models.hf.io import MANIFEST_FILE, load_saved_hf, refuse_remote_code, saved_config
+from prunebench.models.hf.io import MANIFEST_FILE, WEIGHTS_FILE, load_saved_hf, refuse_remote_code, saved_config
+from prunebench.models.io import check_finite
 from prunebench.models.side_files import TOKENIZER_FILES, side_files
-from prunebench.user_files import UnsafeFileError
+from prunebench.user_files import UnsafeFileError, read_json, safetensors_header
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +76,80 @@ def _folder_class(folder: Path) -> type:
         refuse_remote_code(folder)  # before transformers reads anything of the folder
     except UnsafeFileError as exc:
         raise CheckpointError(str(exc)) from None
+    try:
+        header = safetensors_header(folder / WEIGHTS_FILE) if (folder / WEIGHTS_FILE).is_file() else None
+        _check_size_fields(folder / "config.json")
+    except UnsafeFileError as exc:
+        raise CheckpointError(str(exc)) from None
     if (folder / MANIFEST_FILE).is_file():
         _, config, _ = saved_config(folder)  # prunebench's own folder: its manifest names the class
         return _check_config(config, str(folder))
     try:
         config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False, local_files_only=True)
-    except (OSError, ValueError, KeyError, RecursionError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, StrictDataclassError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{folder}/config.json is not a usable transformers config ({reason})") from None
-    return _check_config(config, str(folder))
+    cls = _check_config(config, str(folder))
+    if header is not None:
+        _check_against_weights(folder, config, cls, header)
+    return cls
+
+
+#: Size fields of the supported families' configs: each must be a positive integer when present (transformers
+#: checks some types only when it builds the config, and none of the signs: -16 reached torch.empty).
+SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
+               "max_position_embeddings", "dim", "n_layers", "n_heads", "hidden_dim", "type_vocab_size")
+
+
+def _check_size_fields(path: Path) -> None:
+    """One line naming the file and field for a size that is not a positive integer (bounded read)."""
+    doc = read_json(path)
+    if not isinstance(doc, dict):
+        raise UnsafeFileError(f"{path} is not a JSON object")
+    for field in SIZE_FIELDS:
+        value = doc.get(field)
+        if field in doc and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise UnsafeFileError(f"{path}: field {field!r} must be a positive integer, got {shown}")
+
+
+def _check_against_weights(folder: Path, config: PretrainedConfig, cls: type,
+                           header: dict[str, tuple[str, tuple[int, ...]]]) -> None:
+    """Refuse a config whose sizes disagree with the tensors of ``model.safetensors`` (read from its header).
+
+    transformers would raise on such a folder with a hint to pass ``ignore_mismatched_sizes=True``, which
+    re-initialises the mismatched tensors at random; a layer count larger than the weights' (10^6) would be
+    built, then filled at random. Checked on the header only, before any tensor is allocated.
+    """
+    layout = next(a.layout for a in HF_ADAPTERS if cls in a.model_classes)
+    where = f"{folder}/config.json"
+    hidden = int(getattr(config, layout.config_hidden))
+    checks = {"embeddings.word_embeddings.weight": ("vocab_size", int(config.vocab_size)),
+              "embeddings.position_embeddings.weight": ("max_position_embeddings",
+                                                        int(config.max_position_embeddings))}
+    for suffix, (field, value) in checks.items():
+        shape = next((s for name, (_, s) in header.items() if name.endswith(suffix)), None)
+        if shape is None or len(shape) != 2:
+            continue
+        if shape[0] != value:
+            raise CheckpointError(f"{where}: {field} is {value}, the weights have {shape[0]} "
+                                  f"({WEIGHTS_FILE}: {suffix} is {list(shape)})")
+        if shape[1] != hidden:
+            raise CheckpointError(f"{where}: {layout.config_hidden} is {hidden}, the weights have {shape[1]} "
+                                  f"({WEIGHTS_FILE}: {suffix} is {list(shape)})")
+    pattern = re.compile(rf"(?:^|\.){re.escape(layout.layers)}\.(\d+)\.")
+    indices = {int(m.group(1)) for name in header if (m := pattern.search(name))}
+    layers = int(getattr(config, layout.config_layers))
+    if indices and layers != max(indices) + 1:
+        raise CheckpointError(f"{where}: {layout.config_layers} is {layers}, the weights have {max(indices) + 1} "
+                              "layers")
+    ffn = next((s for name, (_, s) in header.items() if name.endswith(f"{layout.layers}.0.{layout.ffn_in}.weight")),
+               None)
+    if ffn is not None and len(ffn) == 2 and ffn != (int(getattr(config, layout.config_ffn)), hidden):
+        raise CheckpointError(f"{where}: {layout.config_ffn} {getattr(config, layout.config_ffn)} and "
+                              f"{layout.config_hidden} {hidden} disagree with the weights ({layout.ffn_in} of layer 0 "
+                              f"is {list(ffn)})")
+
 
 
 def check_hf_folder(path: str | Path) -> str:
@@ -135,6 +203,7 @@ def load_hf_model(
                             "it" if len(missing) == 1 else "them", "it" if len(missing) == 1 else "them")
     else:
         raise not_a_folder(str(path))
+    check_finite(model, folder / WEIGHTS_FILE)
     return model.eval().to(device)
 
 

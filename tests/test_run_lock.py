@@ -144,3 +144,24 @@ def test_two_runs_on_one_out_and_two_resumes_of_one_folder_exactly_one_runs(tmp_
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=30)
+
+
+def test_live_holder_reads_a_lock_without_touching_it(tmp_path: Path) -> None:
+    from prunebench.locking import live_holder
+
+    lock = tmp_path / "run.lock"
+    assert live_holder(lock) is None and not lock.exists()  # missing: nothing created
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        lock.write_text(f"{other.pid}\n")
+        before = lock.stat()
+        assert live_holder(lock) == other.pid
+        assert (lock.stat().st_mtime_ns, lock.read_text()) == (before.st_mtime_ns, f"{other.pid}\n")
+    finally:
+        other.kill()
+        other.wait(timeout=30)
+    assert live_holder(lock) is None  # a dead holder's pid
+    lock.write_text(f"{os.getpid()}\n")
+    assert live_holder(lock) is None  # this process's own lock
+    lock.write_text("")
+    assert live_holder(lock) is None  # a clean release

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,6 +58,24 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def live_holder(path: str | Path) -> int | None:
+    """The pid a lock file names when that process is alive (and is not this one), without creating, locking or
+    changing anything: a read-only look for messages before any work (the lock itself decides who runs). A clean
+    release clears the pid, and a dead holder's pid names no live process, so both read as None.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        pid = _read_pid(fd)
+    finally:
+        os.close(fd)
+    return pid if pid is not None and pid != os.getpid() and pid_alive(pid) else None
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
-from prunebench.locking import LockBusy, exclusive_lock, pid_alive
+from prunebench.locking import LockBusy, exclusive_lock, live_holder, pid_alive
 from prunebench.outdir import RUN_LOCK_FILE, check_writable_dir, find_run_folder
 from prunebench.results import STORE_FILENAME, ResultStore
 
@@ -340,6 +340,7 @@ def claim(
             :func:`inspect_folder`.
     """
     check_target(out, resume=resume)
+    _refuse_live_holder(out)  # a run in progress there: say so, not what its half-made store looks like
     inspect_folder(out, config, resume=resume, force=force, explicit=explicit)
     made = _missing_folders(out)
     lock, log = out / RUN_LOCK_FILE, RunDir(out).log
@@ -365,9 +366,7 @@ def claim(
         try:
             previous = stack.enter_context(exclusive_lock(lock, wait=False))
         except LockBusy as busy:
-            who = f"pid {busy.holder}" if busy.holder else "another process"
-            raise RunFolderError(f"{out} is in use by another prunebench run ({who}); wait for it to finish "
-                                 "or stop it, then --resume") from None
+            raise _in_use(out, busy.holder) from None
         if previous is not None:
             gone = "" if pid_alive(previous) else ", which is no longer running"
             logger.warning("%s: took over the run folder from pid %d%s", out, previous, gone)
@@ -383,3 +382,17 @@ def claim(
             if not _exists(plan.run_dir.store):  # nothing was recorded: as if this run never started
                 undo()
             raise
+
+
+def _in_use(out: Path, holder: int | None) -> RunFolderError:
+    who = f"pid {holder}" if holder else "another process"
+    return RunFolderError(f"{out} is in use by another prunebench run ({who}); wait for it to finish or stop it, "
+                          "then --resume")
+
+
+def _refuse_live_holder(out: Path) -> None:
+    """Refuse a folder whose run lock names a live process, before looking at its files (a second run started
+    beside a running one was told "already holds a run; use --resume", which would then meet the lock)."""
+    holder = live_holder(out / RUN_LOCK_FILE)
+    if holder is not None:
+        raise _in_use(out, holder)

@@ -178,12 +178,23 @@ class BackendTimer:
 
 def _measure_configs(timer: BackendTimer, dense: nn.Module, table: LatencyTable, configs: Sequence[Widths],
                      timing: BenchSettings) -> list[dict[str, Any]]:
+    """Each configuration measured on the backend; one whose backend outputs miss its eager self is left out of
+    the timing (recorded with why): a latency figure needs no accurate model, but nothing unchecked is timed, and
+    one borderline configuration (a random tiny model under dynamic int8) must not stop the search."""
     rows = []
     for widths in configs:
-        got = timer.measure(first_k_copy(dense, widths), timing)
-        rows.append({"widths": [list(w) for w in widths], "eager_predicted": table.speedup(widths),
-                     "measured": got.speedup, "ci": [got.ci_low, got.ci_high], "fidelity": got.fidelity})
+        row: dict[str, Any] = {"widths": [list(w) for w in widths], "eager_predicted": table.speedup(widths)}
+        try:
+            got = timer.measure(first_k_copy(dense, widths), timing)
+        except RuntimeError as exc:  # the fidelity check refused it: never timed
+            rows.append({**row, "measured": None, "skipped": str(exc)})
+            continue
+        rows.append({**row, "measured": got.speedup, "ci": [got.ci_low, got.ci_high], "fidelity": got.fidelity})
     return rows
+
+
+def _timed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r["measured"] is not None]
 
 
 @torch.inference_mode()
@@ -193,7 +204,10 @@ def measure_correction(timer: BackendTimer, dense: nn.Module, table: LatencyTabl
     ones (the calibration seed, so the check stays held out), each measured on the backend against dense eager."""
     gen = torch.Generator().manual_seed(seed + CALIBRATION_SEED_OFFSET + 1)
     configs = [table.full, *axis_configs(table), *(random_widths(table, gen) for _ in range(random_configs))]
-    rows = _measure_configs(timer, dense, table, configs, timing)
+    measured = _measure_configs(timer, dense, table, configs, timing)
+    rows = _timed(measured)
+    if len(rows) < 2:  # nothing to fit a correction on: every refusal says why
+        raise RuntimeError("; ".join(r["skipped"] for r in measured if r["measured"] is None)[:300])
     return fit_correction(timer.name, [r["eager_predicted"] for r in rows], [r["measured"] for r in rows], rows)
 
 
@@ -204,14 +218,19 @@ def check_backend_model(timer: BackendTimer, dense: nn.Module, table: LatencyTab
     """Predicted (eager model, corrected) vs measured speedup on the backend of ``n_configs`` random widths
     (the eager check's seed): the same record as :func:`prunebench.search.measure.check_latency_model`."""
     gen = torch.Generator().manual_seed(seed)
-    rows = _measure_configs(timer, dense, table, [random_widths(table, gen) for _ in range(n_configs)], timing)
+    measured = _measure_configs(timer, dense, table, [random_widths(table, gen) for _ in range(n_configs)], timing)
+    rows = _timed(measured)
+    if not rows:
+        raise RuntimeError(f"no held-out configuration could be timed on {timer.name}: "
+                           + "; ".join(r["skipped"] for r in measured)[:300])
     for r in rows:
         r["predicted"] = correction.speedup(r["eager_predicted"])
         r["error"] = (r["predicted"] - r["measured"]) / r["measured"]
     errors = np.array([r["error"] for r in rows])
     return {"backend": timer.name, "median_abs_error": float(np.median(np.abs(errors))),
             "max_abs_error": float(np.abs(errors).max()), "mean_error": float(errors.mean()),
-            "over_predicted": int((errors > 0).sum()), "configs": rows}
+            "over_predicted": int((errors > 0).sum()), "configs": rows,
+            "not_timed": [r for r in measured if r["measured"] is None]}
 
 
 def fastest_backend(dense: nn.Module, names: Sequence[str], batch_size: int, seq_len: int, timing: BenchSettings,

@@ -109,6 +109,12 @@ def test_every_backend_is_checked_before_timing_and_scored_where_it_changes_the_
         assert cells[v, "eager"][0] == "ok"
         for backend in quantized:
             status, speedup, extra = cells[v, backend]
+            if v != "dense" and status != "ok":
+                # A variant whose int8 outputs miss eager (dynamic int8 of the random tiny BERT's 2:4 model once
+                # read cosine 0.989 < 0.99) is refused, never timed, and says why.
+                assert extra["backend_status"] == "fidelity" and speedup is None, (name, v, backend, status, extra)
+                assert "does not match eager" in extra["backend_message"], extra
+                continue
             assert status == "ok" and speedup > 0 and extra["fidelity"]["ok"], (name, v, backend, extra)
             assert extra["backend_accuracy"] is not None and extra["backend_changes_numerics"], (name, v, backend)
     # sparse: a 50%-zeros model is prepared (and checked); the dense and the shrunk ones are recorded skips

@@ -76,11 +76,11 @@ def _backends(value: str) -> tuple[str, ...]:
 
 def _targets(value: str) -> tuple[float | str, ...]:
     """``1.5,3@onnxruntime-int8``: each a number or NUMBER@BACKEND (checked by :func:`parse_target`)."""
-    items = tuple(v.strip() for v in value.split(",") if v.strip())
-    if not items:
-        raise argparse.ArgumentTypeError("expected speedup targets, e.g. 1.5,3@onnxruntime-int8")
     try:
-        return tuple(t if b is None else item for item, (t, b) in ((i, parse_target(i)) for i in items))
+        items = comma_items(value, "speedup targets, e.g. 1.5,3@onnxruntime-int8")
+        parsed = [(item, parse_target(item)) for item in items]
+        reject_duplicates([t if b is None else f"{t:g}@{b}" for _, (t, b) in parsed], value)  # the one list rule
+        return tuple(t if b is None else item for item, (t, b) in parsed)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

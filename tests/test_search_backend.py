@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from prunebench.backends import BACKENDS, FP32, PrepareOptions, Runnable
-from prunebench.backends.torch_backends import torch_runnable
+from prunebench.backends.torch_backends import EagerBackend, torch_runnable
 from prunebench.cli.main import main
 from prunebench.search import SearchOptions, search_family
 from prunebench.search import backend as sb
@@ -103,17 +103,10 @@ def test_a_search_on_int8_legacy_verifies_on_it_against_dense_eager(tmp_path, ti
     assert manifest["backend"] == "int8-legacy" and manifest["measured"]["backend"] == "int8-legacy"
 
 
-class _Shifted:
+class _Shifted(EagerBackend):
     """A backend whose outputs are eager's plus 0.5: it must never be timed."""
 
     name: ClassVar[str] = "shifted"
-    changes_numerics: ClassVar[bool] = False
-
-    def availability(self) -> str | None:
-        return None
-
-    def skip_reason(self, model: nn.Module) -> str | None:
-        return None
 
     def prepare(self, model: nn.Module, options: PrepareOptions) -> Runnable:
         runnable = torch_runnable(self.name, model, FP32)

@@ -200,3 +200,18 @@ def test_bad_task_input_is_one_line_before_any_folder(tmp_path: Path, capsys, co
              (base, ["--task", f"text:{good}"], "use it with --calib-task")]
     for model, extra, message in cases:
         _refused(capsys, [*_commands(model, tmp_path)[command], *extra, "--out", str(out)], message, out, cache)
+
+
+def test_a_task_read_by_the_caller_scores_a_masked_lm_on_its_own_text_as_a_named_one_does() -> None:
+    """``prunebench search`` reads a user file with its own column names and hands it to the source: a masked LM
+    is then scored on that file's text (labelled as such), never on the stdlib corpus, as with ``--task``."""
+    from prunebench.sources import hf_texts
+    from prunebench.tasks.hf_text import TextTask
+
+    given = TextTask("cls:reviews", {s: [f"{s} text {i}" for i in range(3)] for s in ("train", "val", "test")},
+                     {s: [0, 1, 0] for s in ("train", "val", "test")}, ["neg", "pos"])
+    labelled, text = hf_texts("csv:reviews.csv", "mlm", texts=given)
+    assert labelled is None and text.labels is None and text.name == "cls:reviews text"
+    assert text.texts["test"] == given.texts["test"]
+    labelled, text = hf_texts("csv:reviews.csv", "base", texts=given)
+    assert labelled is given and text is None

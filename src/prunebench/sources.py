@@ -39,7 +39,6 @@ from torch import nn
 from prunebench.bench import make_inputs
 from prunebench.config import RunConfig
 from prunebench.models.batch import Batch, LossFn
-from prunebench.report.notes import FIDELITY_WARNING as _FIDELITY_WARNING
 from prunebench.tasks import calibration_batches, mixed_stream
 from prunebench.tasks.evaluation import EvalResult
 
@@ -59,9 +58,6 @@ FIDELITY_TEXTS = 256
 #: Paragraphs of Python docs prose the second-domain fidelity reads: about as many tokens as :data:`FIDELITY_TEXTS`
 #: tweets (a paragraph is cut at 128 tokens, a tweet has ~30), so each variant of a MiniLM run pays seconds for it.
 OTHER_DOMAIN_TEXTS = 64
-#: Below this mean cosine to dense, ``prunebench prune`` and the run's summary warn: the pruned model no longer
-#: computes what the dense one did on real text (layer removal on MiniLM gave 0.16-0.35, and nothing said so).
-FIDELITY_WARNING = _FIDELITY_WARNING
 #: Tokens per text a pretrained encoder reads (at most: its position embeddings may cover fewer).
 TEXT_TOKENS = 128
 #: ``--quick`` distils for a token second at most after each shrink (the refit does most of the work).
@@ -391,13 +387,7 @@ class HFSource(ModelSource):
         mlm = self.head_kind == "mlm"
         # Texts are cut to what the position embeddings cover (a small model may cover fewer than 128 tokens).
         self.max_length = min(TEXT_TOKENS, adapter.max_seq_len or TEXT_TOKENS)
-        if self.given_task is None:
-            self.task, self.corpus = hf_texts(config.task, self.head_kind, self.corpus_root)
-        else:  # a labelled task named explicitly scores every kind; a masked LM keeps its corpus (as hf_texts)
-            from prunebench.tasks.hf_text import corpus_text_task
-
-            mlm = self.head_kind == "mlm"
-            self.task, self.corpus = self.given_task, corpus_text_task(corpus_root=self.corpus_root) if mlm else None
+        self.task, self.corpus = hf_texts(config.task, self.head_kind, self.corpus_root, texts=self.given_task)
         text_source = self.task or self.corpus
         self.texts = TokenizedTexts.of(text_source, self.tokenizer, mlm=mlm, max_length=self.max_length)
         scoring = scoring_task(config.task, self.head_kind)
@@ -524,11 +514,10 @@ class HFSource(ModelSource):
         a run config of ``options`` (``task``, ``seed``, ``calib_sequences``, ``recovery_seconds``, ...), its
         text length capped to what the position embeddings cover, and the task's texts read for ``dense``."""
         from prunebench.models.adapters import adapter_for
+        from prunebench.runner.budgets import Budgets
 
         seq_len = min(TEXT_TOKENS, adapter_for(dense).max_seq_len or TEXT_TOKENS)
         config = RunConfig(model=str(folder), seq_len=seq_len, **options)
-        from prunebench.runner.budgets import Budgets
-
         source = cls(config, Budgets.of(config), cache_dir=cache_dir, task=given_task)
         source.attach(dense)
         return source
@@ -569,17 +558,18 @@ class DistillSteps:
         logger.info("distillation after pruning step %d (sparsity %.3f): %s", step, sparsity, history.to_dict())
 
 
-def hf_texts(task: str, head_kind: str, corpus_root: Path | None = None) -> tuple[Any, Any]:
+def hf_texts(task: str, head_kind: str, corpus_root: Path | None = None, *, texts: Any = None) -> tuple[Any, Any]:
     """(labelled task, text) a pretrained encoder is scored on, as the task registry says: the labelled task for
     base and classifier models (the run's ``mlm`` default means ``tweets`` there), and for a masked LM the text
     of its task, unlabelled: the stdlib corpus for ``mlm``, the user's file for ``text:PATH``, and a labelled
-    task's texts (named ``<task> text``, since that is what its masked-token accuracy measures)."""
+    task's texts (named ``<task> text``, since that is what its masked-token accuracy measures). ``texts``: the
+    task's texts already read by the caller (a user file with its own column names), else read here."""
     from prunebench.tasks.factory import SCORE, check_task_use, scoring_task, task_texts
     from prunebench.tasks.hf_text import unlabelled
 
     spec = scoring_task(task, head_kind)
     check_task_use(spec, head_kind, SCORE)
-    texts = task_texts(spec, corpus_root)
+    texts = texts if texts is not None else task_texts(spec, corpus_root)
     if head_kind == "mlm":
         return None, texts if texts.labels is None else unlabelled(texts, f"{texts.name} text")
     return texts, None

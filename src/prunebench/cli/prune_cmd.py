@@ -41,16 +41,11 @@ from prunebench.pruning import (
 from prunebench.pruning.criteria import CRITERIA
 from prunebench.pruning.refit import refit_outputs_
 from prunebench.pruning.spec import GRADUAL_METHOD, ITERATIVE_BASES
+from prunebench.report.notes import FIDELITY_WARNING
 from prunebench.runner.budgets import Budgets
 from prunebench.runner.validate import check_tasks
 from prunebench.runner.variants import REFIT_RIDGE
-from prunebench.sources import (
-    FIDELITY_WARNING,
-    HFSource,
-    ModelSource,
-    PresetSource,
-    source_class,
-)
+from prunebench.sources import HFSource, ModelSource, PresetSource, source_class
 from prunebench.tasks.factory import task_forms
 
 log = logging.getLogger(__name__)

@@ -237,7 +237,6 @@ def search_family(
                                                               seed=options.seed, timing=options.config_timing)
         seen = meter.judge(measuring, threads=options.config_timing.threads or torch.get_num_threads(),
                            busy_share=options.config_timing.busy_share)
-        check["contention"] = seen.to_dict()
         say(f"latency model: median |error| {check['median_abs_error']:.1%} over "
             f"{options.check_configs} random configurations; {seen.describe()}")
         stages["latency_check"] = time.perf_counter() - start - stages["latency_table"]
@@ -263,7 +262,6 @@ def search_family(
                 seed=options.seed)
             seen = meter.judge(measuring, threads=options.config_timing.threads or torch.get_num_threads(),
                                busy_share=options.config_timing.busy_share)
-            bcheck["contention"] = seen.to_dict()
             say(f"latency model on {options.backend}: median |error| {bcheck['median_abs_error']:.1%} over "
                 f"{options.backend_check_configs} random configurations; {seen.describe()}")
             _gate(bcheck, seen, options, report, out, say)
@@ -366,8 +364,9 @@ def search_family(
 
 def _gate(check: dict[str, Any], seen: Contention, options: SearchOptions, report: dict[str, Any],
           out: Path | None, say: Callable[[str], None]) -> None:
-    """Stop (:class:`UntrustedTiming`, ``search.json`` written) when ``check`` misses the limit; with
-    ``allow_busy`` go on, marked."""
+    """Record how busy the machine was during ``check`` (``check["contention"]``), then stop
+    (:class:`UntrustedTiming`, ``search.json`` written) when ``check`` misses the limit; with ``allow_busy`` go on,
+    marked."""
     check["contention"] = seen.to_dict()
     stop = untrusted_model(check, seen, options.max_model_error)
     if stop is None:

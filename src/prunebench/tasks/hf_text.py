@@ -177,7 +177,7 @@ def labelled_text_task(
     label_col: str = "label",
     split_col: str | None = None,
     max_train: int | None = 4000,
-    max_eval: int | None = 2000,
+    max_eval: int | None = 4000,
 ) -> TextTask:
     """The built-in task (``"tweets"``) or a user file (``"csv:PATH"`` / ``"jsonl:PATH"``) as texts + labels.
 
@@ -185,7 +185,9 @@ def labelled_text_task(
         spec: ``"tweets"``, ``"csv:PATH"`` or ``"jsonl:PATH"`` (the registry's labelled kinds).
         text_col, label_col, split_col: column names of a user file (the built-in task knows its own).
         max_train, max_eval: caps on train and on each of val/test (a fixed hash-chosen sample; None: all).
-            The defaults give a probe enough examples and a ~1 pp paired CI at evaluation costs of seconds.
+            The defaults give a probe enough examples at evaluation costs of seconds; the eval cap takes the
+            built-in task's whole test split (3,777 tweets), because at 2,000 the paired CI of an accuracy
+            change was about +-1.9 pp, wider than the 1 pp drops users ask about (about +-1.35 pp now).
 
     Raises:
         ValueError: an unknown spec (listing the valid ones); DataError for an unusable file.

@@ -308,6 +308,31 @@ def test_train_batch_that_cannot_fit(capsys, tmp_path: Path) -> None:
                                   "--cache-dir", str(tmp_path / "cache")], "--batch-size 100000: a batch of 100,000")
 
 
+def test_batches_that_cannot_fit_bench_or_an_hf_run(capsys, tmp_path: Path, hf_base: Path) -> None:
+    """``bench`` (any model) and an HF ``run`` size their batches with the same estimate as a preset run."""
+    message = "--batch-sizes 100000000: a batch of 100,000,000 sequences of 8 tokens needs at least"
+    for argv in (["bench", "small", "--batch-sizes", "1,100000000", "--seq-len", "8"],
+                 ["bench", str(hf_base), "--batch-sizes", "100000000", "--seq-len", "8"],
+                 ["run", "--model", str(hf_base), "--quick", "--batch-sizes", "100000000", "--seq-len", "8",
+                  "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]):
+        _unchanged(capsys, tmp_path, argv, message)
+
+
+def test_hf_skeleton_has_the_saved_widths(capsys, tmp_path: Path, hf_base: Path) -> None:
+    """A run sizes an HF folder from its model built on the meta device: a pruned, prunebench-saved folder
+    describes itself at its pruned widths, exactly as the loaded model does."""
+    from prunebench.models.hf.loading import hf_skeleton, load_hf_model
+    from prunebench.models.io import shape_config
+
+    pruned = tmp_path / "pruned"
+    assert main(["prune", "--model", str(hf_base), "--method", "structured", "--sparsity", "0.5",
+                 "--out", str(pruned)]) == 0
+    capsys.readouterr()
+    shapes = shape_config(hf_skeleton(pruned))
+    assert shapes == shape_config(load_hf_model(pruned))
+    assert shapes != shape_config(hf_skeleton(hf_base)) == shape_config(load_hf_model(hf_base))
+
+
 def test_batch_memory_estimate_is_a_lower_bound() -> None:
     config = preset_config("small")
     check_batch_fits_memory(config, 32, 64, "x", available=2**30)  # the default batch fits in a GiB

@@ -31,6 +31,8 @@ def test_sparsity_sweep_expands_every_method_but_nm():
         ({"batch_sizes": (1, 0)}, "batch_sizes must be positive integers"),
         ({"device": "tpu"}, "unknown device 'tpu'; choose from: cpu, cuda"),
         ({"seq_len": 0}, "seq_len must be an integer >= 1"),
+        ({"iterative_steps": 101}, r"iterative_steps must be an integer in \[1, 100\], got 101"),
+        ({"calib_sequences": 4097}, r"calib_sequences must be an integer in \[1, 4096\], got 4097"),
         ({"threads": 0}, r"threads must be an integer in \[1, 4096\], got 0"),
         ({"threads": 10**20}, r"threads must be an integer in \[1, 4096\]"),
         ({"schedule": "cosine"}, "unknown schedule 'cosine'"),

@@ -28,6 +28,7 @@ def test_registry_has_every_method() -> None:
         ({"method": "structured", "criterion": "wanda"}, "choose from: l1, l2, taylor, random"),
         ({"schedule": "exp"}, "choose from: one_shot, linear, cubic"),
         ({"steps": 0}, "steps must be a positive integer"),
+        ({"steps": 101}, r"steps must be an integer in \[1, 100\], got 101"),
         ({"method": "iterative", "base_method": "nm"}, "choose from: magnitude, structured, wanda"),
         ({"method": "nm", "n": 5, "m": 4}, "n <= m"),
         ({"method": "nm", "sparsity": 0.7}, "nm with 2:4 has sparsity 0.5"),

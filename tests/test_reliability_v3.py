@@ -308,6 +308,31 @@ def test_train_batch_that_cannot_fit(capsys, tmp_path: Path) -> None:
                                   "--cache-dir", str(tmp_path / "cache")], "--batch-size 100000: a batch of 100,000")
 
 
+def test_batches_that_cannot_fit_bench_or_an_hf_run(capsys, tmp_path: Path, hf_base: Path) -> None:
+    """``bench`` (any model) and an HF ``run`` size their batches with the same estimate as a preset run."""
+    message = "--batch-sizes 100000000: a batch of 100,000,000 sequences of 8 tokens needs at least"
+    for argv in (["bench", "small", "--batch-sizes", "1,100000000", "--seq-len", "8"],
+                 ["bench", str(hf_base), "--batch-sizes", "100000000", "--seq-len", "8"],
+                 ["run", "--model", str(hf_base), "--quick", "--batch-sizes", "100000000", "--seq-len", "8",
+                  "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]):
+        _unchanged(capsys, tmp_path, argv, message)
+
+
+def test_hf_skeleton_has_the_saved_widths(capsys, tmp_path: Path, hf_base: Path) -> None:
+    """A run sizes an HF folder from its model built on the meta device: a pruned, prunebench-saved folder
+    describes itself at its pruned widths, exactly as the loaded model does."""
+    from prunebench.models.hf.loading import hf_skeleton, load_hf_model
+    from prunebench.models.io import shape_config
+
+    pruned = tmp_path / "pruned"
+    assert main(["prune", "--model", str(hf_base), "--method", "structured", "--sparsity", "0.5",
+                 "--out", str(pruned)]) == 0
+    capsys.readouterr()
+    shapes = shape_config(hf_skeleton(pruned))
+    assert shapes == shape_config(load_hf_model(pruned))
+    assert shapes != shape_config(hf_skeleton(hf_base)) == shape_config(load_hf_model(hf_base))
+
+
 def test_batch_memory_estimate_is_a_lower_bound() -> None:
     config = preset_config("small")
     check_batch_fits_memory(config, 32, 64, "x", available=2**30)  # the default batch fits in a GiB
@@ -390,6 +415,15 @@ CANNOT_WORK = [
     (["run", "--model", "small", "--quick", "--train-budget", "100000000000000000000s"], "7 days"),
     (["train", "--budget", "100000000000000000000s"], "7 days"),
     (["prune", "--model", "small", "--method", "nm", "--n", "4", "--m", "4"], "removes nothing"),
+    (["prune", "--model", "small", "--steps", "100000"], "steps must be an integer in [1, 100], got 100000"),
+    (["prune", "--model", "small", "--method", "wanda", "--calib-sequences", "100000"],
+     "calib_sequences must be an integer in [1, 4096], got 100000"),
+    (["prune", "--model", "small", "--calib-batches", "100000"], "unrecognized arguments: --calib-batches"),
+    (["run", "--model", "small", "--quick", "--set", "iterative_steps=100000"],
+     "iterative_steps must be an integer in [1, 100]"),
+    (["run", "--model", "small", "--quick", "--calib-sequences", "100000"], "calib_sequences must be an integer in"),
+    (["search", "--model", "small", "--targets", "1.5", "--calib-sequences", "100000"],
+     "calib_sequences must be an integer in [1, 4096]"),
     (["search", "--model", "small", "--targets", "1e9"], "at most 100"),
     (["search", "--model", "small", "--targets", "1.5", "--check-configs", "-1"], "check_configs must be"),
     (["search", "--model", "small", "--targets", "1.5", "--seed", "-1"], "seed must be an integer in [0, 2^63 - 1]"),

@@ -19,7 +19,7 @@ from prunebench.analysis.deploy import DEFAULT_MAX_ACCURACY_DROP
 from prunebench.models.io import is_hf_folder
 from prunebench.models.presets import model_names, preset_config
 from prunebench.pruning.schedule import SCHEDULE_REGISTRY
-from prunebench.pruning.spec import METHODS, PruneSpec
+from prunebench.pruning.spec import MAX_STEPS, METHODS, PruneSpec
 from prunebench.serde import reject_duplicates, reject_unknown
 from prunebench.tasks.budget import Budget
 from prunebench.tasks.precision import PRECISIONS, resolve_precision
@@ -47,6 +47,16 @@ MAX_SEED = 2**63 - 1
 #: The most torch threads a run may pin: above any machine's core count, below what overflows torch's
 #: ``set_num_threads`` (a C int), so a typo such as ``--set threads=1e20`` is refused before the run folder exists.
 MAX_THREADS = 4096
+#: The most calibration sequences a criterion, refit or search may read. Importance estimates settle within a few
+#: hundred sequences (Wanda and SparseGPT use 128; a run reads 256), while every sequence costs a forward (and
+#: for gradient criteria a backward) pass and the batches are all held in memory, so ``--calib-sequences
+#: 100000`` would only spend the time of many runs for the same plan.
+MAX_CALIB_SEQUENCES = 4096
+#: Integer run options with their valid range (None: no upper bound), checked by :func:`check_int_option`.
+INT_RANGES: dict[str, tuple[int, int | None]] = {
+    "seq_len": (1, None), "finetune_steps": (0, None), "iterative_steps": (1, MAX_STEPS),
+    "calib_sequences": (1, MAX_CALIB_SEQUENCES), "eval_batches": (0, None),
+}
 
 
 def _hf_max_positions(folder: str) -> int:
@@ -100,6 +110,17 @@ def check_seed(seed: object, what: str = "seed") -> int:
         shown = seed if _is_int(seed) and abs(seed) < 10**30 else f"{str(seed)[:24]}..."  # type: ignore[arg-type]
         raise ValueError(f"{what} must be an integer in [0, 2^63 - 1], got {shown}")
     return seed  # type: ignore[return-value]
+
+
+def check_int_option(name: str, value: object) -> int:
+    """Return ``value`` if it is an integer in the range :data:`INT_RANGES` gives ``name``, else raise a one-line
+    ValueError naming that range (the run config's check, and the CLI flags of the same option on other
+    commands)."""
+    low, high = INT_RANGES[name]
+    if not _is_int(value) or value < low or (high is not None and value > high):  # type: ignore[operator]
+        valid = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {valid}, got {value!r}")
+    return value  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -219,11 +240,8 @@ class RunConfig:
         if not self.batch_sizes or any(not _is_int(b) or b <= 0 for b in self.batch_sizes):
             raise ValueError(f"batch_sizes must be positive integers, got {list(self.batch_sizes)}")
         check_seed(self.seed)
-        for name in ("seq_len", "finetune_steps", "iterative_steps", "calib_sequences", "eval_batches"):
-            value = getattr(self, name)
-            low = 1 if name in ("seq_len", "iterative_steps", "calib_sequences") else 0
-            if not _is_int(value) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in INT_RANGES:
+            check_int_option(name, getattr(self, name))
         limit = _hf_max_positions(self.model) if self.is_hf else preset_config(self.model).max_positions
         if self.seq_len > limit:
             raise ValueError(f"seq_len {self.seq_len} exceeds the {self.model} model's max_positions {limit}")

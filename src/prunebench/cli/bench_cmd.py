@@ -34,7 +34,7 @@ from prunebench.cli.common import (
 )
 from prunebench.errors import PrunebenchError
 from prunebench.models.adapters import find_adapter
-from prunebench.models.io import load_model, nonfinite_tensor
+from prunebench.models.io import check_batch_fits_memory, load_model, nonfinite_tensor, shape_config
 from prunebench.models.presets import PRESETS, create_model
 from prunebench.outdir import check_writable_dir
 from prunebench.results.cell import CellRecord
@@ -189,6 +189,10 @@ def run(args: argparse.Namespace) -> int:
         limit = None if adapter is None else adapter.max_seq_len
         if limit is not None and args.seq_len > limit:
             raise ValueError(f"--seq-len {args.seq_len} exceeds {label}'s max_positions {limit}")
+        if adapter is not None:  # a batch that cannot fit is refused before any input is allocated
+            largest = max(args.batch_sizes)
+            check_batch_fits_memory(shape_config(m), largest, args.seq_len, f"--batch-sizes {largest}",
+                                    training=False)
     to_stdout = args.json == STDOUT
     out = console(stderr=to_stdout)  # stdout carries only the JSON then, for a pipe
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

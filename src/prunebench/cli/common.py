@@ -40,14 +40,17 @@ def add_pipeline_args(parser: argparse.ArgumentParser, *, refit: str, recovery: 
     ``prune`` and ``search``, honoured alike for our own encoder and a pretrained Hugging Face model (the model
     source does each). ``refit``, ``recovery`` and ``calib`` say each command's defaults in its help; ``defaults``
     are the parsed values when a flag is absent (None: the command resolves it, e.g. from the run config)."""
+    from prunebench.config import MAX_CALIB_SEQUENCES
+
     parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=defaults[0],
                         help="after a structured shrink, refit the shrunk output projections by least squares to "
                         f"the dense model's outputs on task text; every kind of model ({refit})")
     parser.add_argument("--recovery-seconds", type=seconds, default=defaults[1], metavar="S",
                         help="recovery after each structured shrink and its refit: fine-tuning on the task for "
                         f"prunebench's own encoder, distillation from dense for a pretrained model ({recovery})")
-    parser.add_argument("--calib-sequences", type=positive_int, default=defaults[2], metavar="N",
-                        help=f"task sequences the data-driven criteria see ({calib}; every kind of model)")
+    parser.add_argument("--calib-sequences", type=calib_sequences, default=defaults[2], metavar="N",
+                        help=f"task sequences the data-driven criteria see ({calib}; at most "
+                        f"{MAX_CALIB_SEQUENCES}; every kind of model)")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -198,6 +201,17 @@ def seed_value(value: str) -> int:
         raise argparse.ArgumentTypeError(f"seed {value!r} is not an integer; valid: 0 .. 2^63 - 1") from None
     try:
         return check_seed(number)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def calib_sequences(value: str) -> int:
+    """argparse type of ``--calib-sequences``: a positive integer within the run option's range
+    (:data:`prunebench.config.MAX_CALIB_SEQUENCES`), the same check whichever command takes it."""
+    from prunebench.config import check_int_option
+
+    try:
+        return check_int_option("calib_sequences", positive_int(value))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -40,7 +40,7 @@ from prunebench.pruning import (
 )
 from prunebench.pruning.criteria import CRITERIA
 from prunebench.pruning.refit import refit_outputs_
-from prunebench.pruning.spec import GRADUAL_METHOD, ITERATIVE_BASES
+from prunebench.pruning.spec import GRADUAL_METHOD, ITERATIVE_BASES, MAX_STEPS
 from prunebench.report.notes import FIDELITY_WARNING
 from prunebench.runner.budgets import Budgets
 from prunebench.runner.validate import check_tasks
@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scope", default="layer", help=f"one of: {', '.join(SCOPES)}")
     p.add_argument("--granularity", default="both", help=f"structured: one of {', '.join(GRANULARITIES)}")
     p.add_argument("--criterion", default=None, help=f"{', '.join(CRITERIA.names())} (default: the method's own)")
-    p.add_argument("--steps", type=positive_int, default=1, help="pruning steps (> 1: gradual)")
+    p.add_argument("--steps", type=positive_int, default=1, help=f"pruning steps (> 1: gradual; at most {MAX_STEPS})")
     p.add_argument("--schedule", default="one_shot", help=f"one of: {', '.join(SCHEDULES)}")
     p.add_argument("--base-method", default="magnitude",
                    help=f"for --method {GRADUAL_METHOD}: {', '.join(ITERATIVE_BASES)}")

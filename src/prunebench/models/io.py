@@ -24,7 +24,7 @@ from prunebench._version import __version__
 from prunebench.errors import CheckpointError
 from prunebench.models.adapter import EncoderAdapter
 from prunebench.models.adapters import adapter_class, adapter_for
-from prunebench.models.config import EncoderConfig, count_parameters
+from prunebench.models.config import EncoderConfig, LayerConfig, count_parameters
 from prunebench.user_files import UnsafeFileError, read_json
 
 FORMAT = "prunebench-model"
@@ -98,6 +98,20 @@ def check_batch_fits_memory(config: EncoderConfig, batch_size: int, seq_len: int
             f"{where}: a batch of {batch_size:,} sequences of {seq_len} tokens needs at least {need / 2**30:,.1f} GiB "
             f"of activations, more than the {available / 2**30:,.1f} GiB of memory available; use a smaller "
             "batch size")
+
+
+def shape_config(model: nn.Module) -> EncoderConfig:
+    """The widths of any model an adapter understands (ours, a Hugging Face encoder, a pruned one), as the
+    :class:`EncoderConfig` :func:`check_batch_fits_memory` reads: per layer its heads, the attention width
+    (the input columns of the attention output projection) and FFN neurons, the residual width, the vocabulary.
+    Only module attributes are read, so a model built on the meta device (no weights) describes itself too."""
+    adapter = adapter_for(model)
+    layers, d_model = [], 1
+    for i in range(adapter.n_layers):
+        heads, out = adapter.group_count("heads", i), adapter.output_linear("heads", i)
+        d_model = out.out_features
+        layers.append(LayerConfig(heads, out.in_features // heads if heads else 1, adapter.group_count("neurons", i)))
+    return EncoderConfig(vocab_size=adapter.vocab_size, d_model=d_model, layers=tuple(layers))
 
 
 def nonfinite_tensor(model: torch.nn.Module) -> str | None:

@@ -13,6 +13,10 @@ from prunebench.serde import reject_unknown
 
 SCOPES = ("layer", "global")
 GRANULARITIES = ("heads", "neurons", "both", "layers")
+#: The most pruning steps a gradual (iterative) run may take. At 100 steps each step already raises the sparsity
+#: by under one point, finer than any schedule (Zhu & Gupta 2017 use tens); every further step only re-scores
+#: every weight and recovers once more, so ``--steps 100000`` would run for days while pruning no better.
+MAX_STEPS = 100
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class PruneSpec:
         granularity: structured groups: ``heads``, ``neurons``, ``both`` or ``layers``.
         criterion: importance score (higher = keep); ``None`` picks the method's default.
         schedule: iterative schedule: ``one_shot``, ``linear`` or ``cubic`` (Zhu & Gupta 2017).
-        steps: iterative pruning steps (>= 1).
+        steps: iterative pruning steps, 1 .. :data:`MAX_STEPS`.
         base_method: what each iterative step runs (``magnitude``, ``structured`` or ``wanda``).
         n: kept weights per group for ``nm``.
         m: group size for ``nm``.
@@ -132,6 +136,8 @@ class PruneSpec:
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
                 raise ValueError(f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} integer, "
                                  f"got {value!r}")
+        if self.steps > MAX_STEPS:
+            raise ValueError(f"steps must be an integer in [1, {MAX_STEPS}], got {self.steps}")
         if self.n > self.m:
             raise ValueError(f"N:M needs n <= m, got {self.n}:{self.m}")
         if info.nm_pattern and self.n == self.m:

@@ -18,7 +18,7 @@ import torch
 
 from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
-from prunebench.models.io import check_batch_fits_memory
+from prunebench.models.io import check_batch_fits_memory, shape_config
 from prunebench.models.presets import preset_config
 from prunebench.tasks.classification import read_labelled_texts
 from prunebench.tasks.factory import CALIB, SCORE, check_task_use, parse_task, scoring_task
@@ -120,10 +120,16 @@ def check_run_inputs(config: RunConfig) -> None:
     from prunebench.sources import source_class
 
     model_kind = source_class(config.model).check(config.model)  # an HF folder's files, and its head kind
-    if not config.is_hf:  # a batch size that cannot fit is refused now, not when its cell is timed
-        largest = max(config.batch_sizes)
-        check_batch_fits_memory(preset_config(config.model), largest, config.seq_len, f"--batch-sizes {largest}",
-                                training=False)
+    # A batch size that cannot fit is refused now, not when its cell is timed (an HF folder is sized from its
+    # model built on the meta device: no weights read).
+    if config.is_hf:
+        from prunebench.models.hf.loading import hf_skeleton
+
+        shapes = shape_config(hf_skeleton(config.model))
+    else:
+        shapes = preset_config(config.model)
+    largest = max(config.batch_sizes)
+    check_batch_fits_memory(shapes, largest, config.seq_len, f"--batch-sizes {largest}", training=False)
     check_tasks(config.task, config.calib_tasks, model_kind, config.calib_sequences,
                 labelled_calibration=bool(config.targets))
     if config.device == "cuda" and not torch.cuda.is_available():

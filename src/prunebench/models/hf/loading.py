@@ -170,6 +170,20 @@ def check_hf_folder(path: str | Path) -> str:
     return next(kind for a in HF_ADAPTERS for c, kind in a.model_classes.items() if c is cls)
 
 
+def hf_skeleton(path: str | Path) -> nn.Module:
+    """The model of a checked folder (:func:`check_hf_folder`) built on the meta device: every module at its
+    saved widths (a prunebench-saved folder cut to its manifest), no weights read and no memory allocated, so a
+    run can size its batches against the model before its folder exists."""
+    folder = Path(path)
+    with torch.device("meta"):
+        if (folder / MANIFEST_FILE).is_file():
+            model_cls, config, manifest = saved_config(folder)
+            adapter_cls = next(a for a in HF_ADAPTERS if model_cls in a.model_classes)
+            return adapter_cls.build_shaped(model_cls, config, manifest)
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False, local_files_only=True)
+        return _folder_class(folder)._from_config(config)
+
+
 def load_hf_model(
     path: str | Path, *, attn_implementation: str | None = None, device: str | torch.device = "cpu",
 ) -> nn.Module:

@@ -415,6 +415,7 @@ CANNOT_WORK = [
     (["run", "--model", "small", "--quick", "--train-budget", "100000000000000000000s"], "7 days"),
     (["train", "--budget", "100000000000000000000s"], "7 days"),
     (["prune", "--model", "small", "--method", "nm", "--n", "4", "--m", "4"], "removes nothing"),
+    (["prune", "--model", "small", "--method", "nm", "--n", "1", "--m", "100000"], "wider than every prunable"),
     (["prune", "--model", "small", "--steps", "100000"], "steps must be an integer in [1, 100], got 100000"),
     (["prune", "--model", "small", "--method", "wanda", "--calib-sequences", "100000"],
      "calib_sequences must be an integer in [1, 4096], got 100000"),

@@ -60,7 +60,8 @@ def test_search_cli_runs_end_to_end_on_an_hf_base_encoder(hf_folder: Path, tmp_p
     out = tmp_path / "out"
     code = main(["search", "--model", str(hf_folder), "--targets", "1.3", "--task", f"csv:{csv}", "--seq-len", "16",
                  "--check-configs", "2", "--calib-sequences", "64", "--threads", "1", "--out", str(out),
-                 "--recovery-seconds", "0", "--allow-busy"])  # a synthetic latency table fails its held-out check: go on, marked
+                 "--recovery-seconds", "0",
+                 "--allow-busy"])  # a synthetic latency table fails its held-out check: go on, marked
     assert code in (0, 1)  # 1: the target was not met on this noisy timing of a tiny model
     report = json.loads((out / "search.json").read_text())
     entry = report["targets"][0]

@@ -72,7 +72,15 @@ def nm_masks(scores: dict[str, torch.Tensor], n: int, m: int) -> dict[str, torch
 
     A trailing partial group (``in_features % m`` columns) is left dense: it is not an N:M group, and
     the report's measured sparsity shows the difference.
+
+    Raises:
+        ValueError: ``m`` is wider than every layer's input, so no group exists and nothing would be pruned
+            (``--n 1 --m 100000`` was saved as "99.999% sparse" with every weight kept).
     """
+    widest = max((s.shape[1] for s in scores.values()), default=0)
+    if scores and m > widest:
+        raise ValueError(f"N:M group size m={m} is wider than every prunable layer's input (widest {widest}): it "
+                         f"would prune nothing; give m <= {widest}, e.g. 2:4")
     out = {}
     for name, s in scores.items():
         rows, cols = s.shape

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from prunebench.backends import BACKENDS, PrepareOptions, Runnable, check_fidelity
+from prunebench.backends.base import FidelityError
 from prunebench.backends.cells import prepare_variant
 from prunebench.bench.inputs import make_inputs
 from prunebench.bench.load import CpuMeter
@@ -206,8 +207,14 @@ def measure_correction(timer: BackendTimer, dense: nn.Module, table: LatencyTabl
     configs = [table.full, *axis_configs(table), *(random_widths(table, gen) for _ in range(random_configs))]
     measured = _measure_configs(timer, dense, table, configs, timing)
     rows = _timed(measured)
-    if len(rows) < 2:  # nothing to fit a correction on: every refusal says why
-        raise RuntimeError("; ".join(r["skipped"] for r in measured if r["measured"] is None)[:300])
+    if len(rows) < 2:  # nothing to fit a correction on: one line with the first refusal (all are in -v's log)
+        refused = [r["skipped"] for r in measured if r["measured"] is None]
+        log.info("%s refusals: %s", timer.name, "; ".join(refused))
+        first = refused[0].removeprefix("not timed: ") if refused else "too few configurations"
+        raise FidelityError(
+            f"--backend {timer.name} cannot be searched for this model: on {len(refused)} of {len(measured)} "
+            f"whole-model configurations its outputs missed the eager model's ({first}), and nothing unchecked is "
+            "timed; search on a backend that computes what eager does (eager, openvino)")
     return fit_correction(timer.name, [r["eager_predicted"] for r in rows], [r["measured"] for r in rows], rows)
 
 

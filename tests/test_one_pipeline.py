@@ -126,3 +126,18 @@ def test_every_backend_is_checked_before_timing_and_scored_where_it_changes_the_
     assert "## What to deploy" in summary and "| onnxruntime-int8 |" in summary
     assert "- dense / sparse: no Linear is at least 50% zeros" in summary
     assert '<section id="deploy">' in (out / "report.html").read_text()
+
+
+def test_a_quick_run_of_a_pretrained_model_scores_a_capped_test_sample(runs) -> None:
+    """``--quick`` scores the labelled task on :data:`QUICK_TEST_TEXTS` test texts, every variant the same ones
+    (a full run scores the whole split; the paired CIs need the same texts on both sides)."""
+    import json
+
+    from prunebench.sources import QUICK_TEST_TEXTS
+
+    con = sqlite3.connect(runs["root"] / "hf" / "results.sqlite")
+    try:
+        details = [json.loads(d) for (d,) in con.execute("SELECT details FROM evaluations")]
+    finally:
+        con.close()
+    assert details and {d["n_predictions"] for d in details} == {QUICK_TEST_TEXTS}

@@ -60,6 +60,9 @@ FIDELITY_TEXTS = 256
 OTHER_DOMAIN_TEXTS = 64
 #: Tokens per text a pretrained encoder reads (at most: its position embeddings may cover fewer).
 TEXT_TOKENS = 128
+#: ``--quick`` scores a labelled task on this many test texts (a smoke run; the full split is 3,777 tweets, whose
+#: evaluation on every backend of every variant is most of a quick HF run's time).
+QUICK_TEST_TEXTS = 1000
 #: ``--quick`` distils for a token second at most after each shrink (the refit does most of the work).
 QUICK_RECOVERY_SECONDS = 1.0
 #: Sequences the least-squares refit of shrunk output projections fits on: a refit is a regression that needs
@@ -406,7 +409,8 @@ class HFSource(ModelSource):
         from prunebench.tasks.hf_suite import HFEvaluator
 
         return HFEvaluator(dense, self.tokenizer, task=self.task, corpus=self.corpus, pooling=self.pooling,
-                           seed=self.config.seed, max_length=self.max_length, mlm_seq_len=self.max_length)
+                           seed=self.config.seed, max_length=self.max_length, mlm_seq_len=self.max_length,
+                           max_test=QUICK_TEST_TEXTS if self.config.quick else None)
 
     def evaluator(self, reference: nn.Module) -> Any:
         """The evaluator of ``reference`` (the dense model): built once per process."""

@@ -98,6 +98,7 @@ class HFEvaluator:
         max_length: tokens per labelled text (truncation).
         mlm_seq_len, mlm_rows: MLM test rows and their length.
         seed: MLM masking and bootstrap seed.
+        max_test: score at most this many labelled test texts (``--quick``); None: the whole test split.
 
     Raises:
         ValueError: a task the model kind cannot be scored on (no labels, a class count that does not match
@@ -106,7 +107,7 @@ class HFEvaluator:
 
     def __init__(self, dense: nn.Module, tokenizer: Any, *, task: TextTask | None = None,
                  corpus: TextTask | None = None, pooling: Pooling | None = None, max_length: int = 128,
-                 mlm_seq_len: int = 128, mlm_rows: int = 256, seed: int = 0) -> None:
+                 mlm_seq_len: int = 128, mlm_rows: int = 256, seed: int = 0, max_test: int | None = None) -> None:
         self.kind = adapter_for(dense).head_kind
         self.tokenizer = tokenizer
         self.pooling = pooling or Pooling()
@@ -128,8 +129,8 @@ class HFEvaluator:
 
                 raise ValueError(f"a {self.kind} model is scored on a labelled task: "
                                  f"{', '.join(task_forms(self.kind, SCORE))}")
-            self.test_texts = task.texts["test"]
-            self.test_labels = task.label_tensor("test").numpy()
+            self.test_texts = task.texts["test"][:max_test]
+            self.test_labels = task.label_tensor("test").numpy()[:max_test]
             if self.kind == "cls":
                 n = int(getattr(dense.config, "num_labels", 0))
                 if n != task.num_labels:

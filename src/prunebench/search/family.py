@@ -25,6 +25,7 @@ from torch import nn
 from prunebench.analysis.accuracy import wilson
 from prunebench.analysis.bootstrap import paired_delta_ci
 from prunebench.backends import Runnable
+from prunebench.backends.base import FidelityError
 from prunebench.bench.load import Contention, CpuMeter
 from prunebench.errors import UntrustedTiming
 from prunebench.models.batch import Batch, LossFn
@@ -213,6 +214,17 @@ def search_family(
     dense.eval()
     refuse_model(options.backend, dense)
     start = time.perf_counter()
+    timer = None
+    if options.backend != "eager":  # dense checked on the backend before minutes of tables: fail fast
+        timer = BackendTimer(options.backend, dense, options.batch_size, options.seq_len, seed=options.seed,
+                             threads=options.config_timing.threads, calibration=backend_calibration)
+        try:
+            timer.prepare(dense)
+        except RuntimeError as exc:  # e.g. dynamic int8 of all-MiniLM-L6-v2: hidden cosine 0.92 to eager
+            raise FidelityError(
+                f"--backend {options.backend} cannot be searched for this model: its outputs for the dense model "
+                f"miss eager's ({str(exc).removeprefix('not timed: ')}); nothing was measured; search on a backend "
+                "that computes what eager does (eager, openvino)") from None
     meter = CpuMeter()
     measuring = meter.read()
     if table is None:
@@ -241,11 +253,9 @@ def search_family(
             f"{options.check_configs} random configurations; {seen.describe()}")
         stages["latency_check"] = time.perf_counter() - start - stages["latency_table"]
         _gate(check, seen, options, report, out, say)
-    top_eager, timer, correction = top, None, None
-    if options.backend != "eager":
+    top_eager, correction = top, None
+    if timer is not None:
         t0 = time.perf_counter()
-        timer = BackendTimer(options.backend, dense, options.batch_size, options.seq_len, seed=options.seed,
-                             threads=options.config_timing.threads, calibration=backend_calibration)
         say(f"whole-model timings on {options.backend} against {BASELINE}")
         correction = measure_correction(timer, dense, table, options.config_timing,
                                         random_configs=options.backend_configs, seed=options.seed)

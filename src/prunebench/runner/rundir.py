@@ -341,7 +341,13 @@ def claim(
     """
     check_target(out, resume=resume)
     _refuse_live_holder(out)  # a run in progress there: say so, not what its half-made store looks like
-    inspect_folder(out, config, resume=resume, force=force, explicit=explicit)
+    try:
+        inspect_folder(out, config, resume=resume, force=force, explicit=explicit)
+    except RunFolderError:
+        # Another run may have taken the folder between the look at its lock and this look at its files (two
+        # runs started together on 2 busy cores): then "in use" is the truth, not "already holds a run".
+        _refuse_live_holder(out)
+        raise
     made = _missing_folders(out)
     lock, log = out / RUN_LOCK_FILE, RunDir(out).log
     new_lock, new_log = not _exists(lock), not _exists(log)

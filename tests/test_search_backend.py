@@ -241,5 +241,5 @@ def test_a_configuration_the_backend_misses_is_left_out_of_the_correction_not_th
     # Every configuration refused (all-MiniLM-L6-v2 on onnxruntime-int8 here): one line, the CLI's exit 2, not a
     # traceback; it names the backend, the count and the first refusal.
     with pytest.raises(FidelityError, match=r"--backend fake cannot be searched for this model: on \d+ of \d+ "
-                       r"whole-model configurations its outputs missed the eager model's \(fake does not match"):
+                       r"whole-model configurations its outputs miss the eager model's \(fake does not match"):
         sb.measure_correction(Timer(set(range(1, 20))), tiny_model, table, FAST, random_configs=1)

@@ -177,6 +177,14 @@ class BackendTimer:
                         tries=got.tries, backend=self.name, baseline=BASELINE, fidelity=fidelity)
 
 
+def unsearchable(backend: str, where: str, why: str) -> FidelityError:
+    """The one-line refusal of a search on a backend whose outputs miss eager's (``where``: for which models;
+    ``why``: the fidelity check's message): nothing unchecked is ever timed."""
+    return FidelityError(f"--backend {backend} cannot be searched for this model: {where} its outputs miss the eager "
+                         f"model's ({why.removeprefix('not timed: ')}); search on a backend that computes what eager "
+                         "does (eager, openvino)")
+
+
 def _measure_configs(timer: BackendTimer, dense: nn.Module, table: LatencyTable, configs: Sequence[Widths],
                      timing: BenchSettings) -> list[dict[str, Any]]:
     """Each configuration measured on the backend; one whose backend outputs miss its eager self is left out of
@@ -210,11 +218,8 @@ def measure_correction(timer: BackendTimer, dense: nn.Module, table: LatencyTabl
     if len(rows) < 2:  # nothing to fit a correction on: one line with the first refusal (all are in -v's log)
         refused = [r["skipped"] for r in measured if r["measured"] is None]
         log.info("%s refusals: %s", timer.name, "; ".join(refused))
-        first = refused[0].removeprefix("not timed: ") if refused else "too few configurations"
-        raise FidelityError(
-            f"--backend {timer.name} cannot be searched for this model: on {len(refused)} of {len(measured)} "
-            f"whole-model configurations its outputs missed the eager model's ({first}), and nothing unchecked is "
-            "timed; search on a backend that computes what eager does (eager, openvino)")
+        first = refused[0] if refused else "too few configurations"
+        raise unsearchable(timer.name, f"on {len(refused)} of {len(measured)} whole-model configurations", first)
     return fit_correction(timer.name, [r["eager_predicted"] for r in rows], [r["measured"] for r in rows], rows)
 
 

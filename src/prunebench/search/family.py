@@ -25,7 +25,6 @@ from torch import nn
 from prunebench.analysis.accuracy import wilson
 from prunebench.analysis.bootstrap import paired_delta_ci
 from prunebench.backends import Runnable
-from prunebench.backends.base import FidelityError
 from prunebench.bench.load import Contention, CpuMeter
 from prunebench.errors import UntrustedTiming
 from prunebench.models.batch import Batch, LossFn
@@ -41,6 +40,7 @@ from prunebench.search.backend import (
     check_backend_model,
     measure_correction,
     refuse_model,
+    unsearchable,
 )
 from prunebench.search.importance import check_search_calib, group_importance
 from prunebench.search.latency import LatencyTable
@@ -221,10 +221,7 @@ def search_family(
         try:
             timer.prepare(dense)
         except RuntimeError as exc:  # e.g. dynamic int8 of all-MiniLM-L6-v2: hidden cosine 0.92 to eager
-            raise FidelityError(
-                f"--backend {options.backend} cannot be searched for this model: its outputs for the dense model "
-                f"miss eager's ({str(exc).removeprefix('not timed: ')}); nothing was measured; search on a backend "
-                "that computes what eager does (eager, openvino)") from None
+            raise unsearchable(options.backend, "for the dense model", str(exc)) from None
     meter = CpuMeter()
     measuring = meter.read()
     if table is None:

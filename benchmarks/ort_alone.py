@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from prunebench.backends.onnx import export_encoder
+from prunebench.backends.onnx import export_encoder, quantize_int8
 from prunebench.bench import environment, make_inputs
 from prunebench.models.presets import create_model
 
@@ -47,7 +47,6 @@ def main() -> None:
     args = ap.parse_args()
     import onnx
     import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers.optimizer import optimize_model
 
     torch.set_num_threads(args.threads)
@@ -62,8 +61,7 @@ def main() -> None:
     opt.save_model_to_file(str(tmp / "optimized.onnx"))
     float_default = {"DefaultTensorType": onnx.TensorProto.FLOAT}  # the optimizer's fused ops lack shape info
     for name in ("plain", "optimized"):
-        quantize_dynamic(str(tmp / f"{name}.onnx"), str(tmp / f"{name}.int8.onnx"), weight_type=QuantType.QInt8,
-                         extra_options=float_default)
+        quantize_int8(tmp / f"{name}.onnx", tmp / f"{name}.int8.onnx", extra_options=float_default)
 
     from prunebench.backends import BACKENDS, PrepareOptions
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from prunebench.backends import (
     BackendUnavailable,
     FidelityError,
     PrepareOptions,
+    Runnable,
     check_fidelity,
     compare,
     parse_backends,
@@ -26,6 +28,7 @@ from prunebench.backends.sparse import SparseBackend, SparseLinear, block_densit
 from prunebench.backends.torch_backends import CompileBackend, EagerBackend, torch_runnable
 from prunebench.bench.records import PairedResult
 from prunebench.models import EncoderConfig, build_encoder
+from prunebench.results.cell import CellRecord
 from tests.conftest import random_batch
 
 OPTS = PrepareOptions(threads=1, shapes=((3, 10),))
@@ -229,3 +232,48 @@ def test_int8_legacy_is_a_skip_with_its_reason_once_torch_drops_it(model, monkey
         backend.prepare(model, OPTS)
     prepared = prepare_variant(backend, "dense", model, OPTS)  # what a run's backend stage records
     assert prepared.runnable is None and prepared.skip == reason
+
+
+def _breaks_on_padding(model: nn.Module) -> Runnable:
+    """Eager's outputs on unpadded rows, garbage where a row is padded: what a runtime that reproduces random
+    unpadded ids but not real (padded, varied) text looks like to the check."""
+    eager = EagerBackend().prepare(model, PrepareOptions(threads=1))
+
+    def outputs(batch):
+        got = eager.outputs(batch)
+        mask = batch.get("attention_mask")
+        if mask is not None and bool((mask == 0).any()):
+            return torch.randn_like(got)
+        return got
+
+    return replace(eager, backend="flaky", outputs=outputs, tolerance=INT8)
+
+
+def test_fidelity_is_also_checked_on_held_out_task_text(model):
+    timed = random_batch(97)
+    timed = {**timed, "attention_mask": torch.ones_like(timed["input_ids"])}  # unpadded, as a timed batch is
+    text = random_batch(97)  # its last row half padding: real text is padded to the longest row
+    flaky = _breaks_on_padding(model)
+    alone = check_fidelity(flaky, model, timed)
+    assert alone.ok and alone.text is None  # the timed batch alone cannot see it
+    both = check_fidelity(flaky, model, timed, text=text)
+    assert not both.ok and "does not match eager on held-out task text" in both.message
+    assert both.text is not None and not both.text["ok"] and both.text["rows"] == text["input_ids"].shape[0]
+    good = EagerBackend().prepare(model, PrepareOptions(threads=1))
+    fine = check_fidelity(good, model, timed, text=text)
+    assert fine.ok and fine.text == {"max_abs": 0.0, "cosine": pytest.approx(1.0), "ok": True, "rows": 3}
+    assert fine.to_dict()["text"]["ok"]
+
+
+def test_a_backend_cell_that_breaks_on_task_text_is_never_timed(model):
+    from prunebench.backends.cells import Prepared, _checked
+    from prunebench.bench.settings import BenchSettings
+
+    timed = {**random_batch(97), "attention_mask": torch.ones(3, 10, dtype=torch.long)}
+    base = Prepared("dense", "eager", model, runnable=EagerBackend().prepare(model, PrepareOptions(threads=1)))
+    cand = Prepared("dense", "flaky", model, runnable=_breaks_on_padding(model))
+    settings = BenchSettings(threads=1)
+    assert not isinstance(_checked(base, cand, timed, settings), CellRecord)  # timed batch only: it would be timed
+    cell = _checked(base, cand, timed, settings, random_batch(97))
+    assert isinstance(cell, CellRecord) and cell.status == "error" and cell.speedup is None
+    assert cell.extra["backend_status"] == "fidelity" and "held-out task text" in cell.extra["backend_message"]

@@ -23,6 +23,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("onnxruntime")
 
+from prunebench.sources import CHECK_TEXTS
 from tests import hf_text_fixtures as fx
 
 pytestmark = pytest.mark.slow
@@ -116,6 +117,8 @@ def test_every_backend_is_checked_before_timing_and_scored_where_it_changes_the_
                 assert "does not match eager" in extra["backend_message"], extra
                 continue
             assert status == "ok" and speedup > 0 and extra["fidelity"]["ok"], (name, v, backend, extra)
+            # Checked on the timed ids and on held-out rows of the run's task text, before the first block.
+            assert extra["fidelity"]["text"]["ok"] and extra["fidelity"]["text"]["rows"] == CHECK_TEXTS, extra
             assert extra["backend_accuracy"] is not None and extra["backend_changes_numerics"], (name, v, backend)
     # sparse: a 50%-zeros model is prepared (and checked); the dense and the shrunk ones are recorded skips
     assert cells["magnitude@0.5", "sparse"][2]["backend_status"] == "ok"

@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 
@@ -151,3 +152,28 @@ def test_the_model_sources_import_first_without_a_cycle() -> None:
     proc = subprocess.run([sys.executable, "-c", "import prunebench.sources"], capture_output=True, text=True,
                           check=False, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_backends_are_checked_on_held_out_task_text_of_each_source(hf_folder, tmp_path):
+    """``check_text``: CHECK_TEXTS rows of the scoring task's validation split, padded as real text is, the same
+    rows for one seed, none of them a row the backend's calibration (train split) drew."""
+    from prunebench.sources import CHECK_TEXTS
+    from tests.tiny_mlm import mlm_task
+
+    csv = fx.sentiment_csv(tmp_path / "reviews.csv", n=200)
+    dense = load_hf_model(hf_folder).eval()
+    source = HFSource.of_model(hf_folder, dense, cache_dir=tmp_path / "c", task=f"csv:{csv}")
+    text = source.check_text(0)
+    ids, mask = text["input_ids"], text["attention_mask"]
+    assert ids.shape[0] == CHECK_TEXTS and bool((mask == 0).any())  # lengths vary: padded like real batches
+    assert torch.equal(ids, source.check_text(0)["input_ids"]) and not torch.equal(ids, source.check_text(1)["input_ids"])
+    from prunebench.tasks.hf_text import encode_texts
+
+    val = {tuple(r) for r in encode_texts(source.tokenizer, source.texts.texts["val"], source.max_length)}
+    rows = {tuple(r[m.bool()].tolist()) for r, m in zip(ids, mask, strict=True)}
+    train = {tuple(r[m.bool()].tolist()) for b in source.calibration(64, 0) for r, m in
+             zip(b["input_ids"], b["attention_mask"], strict=True)}
+    assert rows <= val and not rows & train
+    config = RunConfig(model="small", seq_len=8)
+    ours = PresetSource(config, Budgets.of(config), cache_dir=tmp_path, task=mlm_task())
+    assert ours.check_text(0)["input_ids"].shape[0] == CHECK_TEXTS

@@ -68,6 +68,11 @@ QUICK_RECOVERY_SECONDS = 1.0
 #: Sequences the least-squares refit of shrunk output projections fits on: a refit is a regression that needs
 #: more tokens than kept widths (a criterion needs far fewer: ``calib_sequences``).
 REFIT_SEQUENCES = 256
+#: Held-out rows of task text (validation split) every backend's outputs are compared with eager's on before it
+#: is timed, besides the timed batch of random ids (:meth:`ModelSource.check_text`).
+CHECK_TEXTS = 16
+#: Seed offset of those rows, away from the calibration's and the distillation check's draws.
+CHECK_TEXT_SEED_OFFSET = 3
 #: Sequences per calibration batch of the latency-budget search. Fisher importance sums one squared gradient per
 #: batch, so small batches give it more samples (256 texts: 32; batches of 32 would give 8, a noisy estimate).
 SEARCH_CALIB_BATCH = 8
@@ -131,6 +136,18 @@ class ModelSource(ABC):
     def check_batch(self, seq_len: int, seed: int) -> Batch:
         """Two rows (one padded) that fidelity and reload checks compare outputs on."""
         return make_inputs(self.vocab_size, 2, seq_len, seed=seed + 1, pad_fraction=0.25, pad_token_id=self.pad_id)
+
+    def check_text(self, seed: int) -> Batch:
+        """:data:`CHECK_TEXTS` held-out rows of the scoring task's text (validation split, padded to the longest):
+        where a backend's outputs must match eager too before it is timed, since a runtime can reproduce the
+        eager model on the timed batch's random ids and still break on real text (static int8 scales,
+        activation outliers)."""
+        return calibration_batches(self._text_source(), CHECK_TEXTS, batch_size=CHECK_TEXTS, split="val",
+                                   seed=seed + CHECK_TEXT_SEED_OFFSET)[0]
+
+    @abstractmethod
+    def _text_source(self) -> Any:
+        """The scoring task's batches (a :class:`~prunebench.tasks.base.BatchSource`)."""
 
     def timing_inputs(self, batch_size: int, seq_len: int, device: torch.device) -> Batch:
         """The inputs a timing cell feeds every model (seeded, padded as ``pad_fraction`` says)."""
@@ -259,6 +276,9 @@ class PresetSource(ModelSource):
 
     def calibration(self, n_sequences: int, seed: int, batch_size: int | None = None) -> list[Batch]:
         return calibration_batches(self.task, n_sequences, batch_size=batch_size or 8, seed=seed)
+
+    def _text_source(self) -> Any:
+        return self.task
 
     def evaluate(self, model: nn.Module, reference: nn.Module) -> EvalResult:
         from prunebench.tasks import evaluate
@@ -425,6 +445,9 @@ class HFSource(ModelSource):
 
     def calibration(self, n_sequences: int, seed: int, batch_size: int | None = None) -> list[Batch]:
         return calibration_batches(self.calib_sources, n_sequences, batch_size=batch_size or 32, seed=seed)
+
+    def _text_source(self) -> Any:
+        return self.texts
 
     def evaluate(self, model: nn.Module, reference: nn.Module, *, other_domain: bool = True) -> EvalResult:
         """See :meth:`ModelSource.evaluate`; a base encoder's record adds its fidelity on another domain (unless

@@ -146,12 +146,15 @@ def _subject(prepared: Prepared, runnable: Runnable, settings: BenchSettings, ex
                    check=_eval_check(runnable), memory=memory, extra=extra)
 
 
-def _checked(base: Prepared, cand: Prepared, batch: Batch, settings: BenchSettings) -> Subject | CellRecord:
-    """``cand`` as a subject once both sides matched their eager models on ``batch``, else its untimed cell."""
+def _checked(base: Prepared, cand: Prepared, batch: Batch, settings: BenchSettings,
+             text: Batch | None = None) -> Subject | CellRecord:
+    """``cand`` as a subject once both sides matched their eager models on ``batch`` (and on the held-out task
+    text ``text``, where there is one), else its untimed cell."""
     if cand.runnable is None or base.runnable is None:
         return _failed(base, cand, batch, settings, SKIPPED, cand.skip or base.skip)
     try:
-        checks = [check_fidelity(r, p.reference, batch) for p, r in ((base, base.runnable), (cand, cand.runnable))]
+        checks = [check_fidelity(r, p.reference, batch, text=text)
+                  for p, r in ((base, base.runnable), (cand, cand.runnable))]
     except FidelityError as exc:
         logger.warning("cell %s/%s not timed: %s", cand.variant, cand.backend, exc)
         return _failed(base, cand, batch, settings, FIDELITY, str(exc))
@@ -171,7 +174,8 @@ _BASE = "baseline"
 
 
 def _sweep_batch(base: Prepared, prepared: Sequence[Prepared], batch: Batch, settings: BenchSettings,
-                 on_cell: Callable[[CellRecord], None] | None, **timing: Any) -> list[CellRecord]:
+                 on_cell: Callable[[CellRecord], None] | None, text: Batch | None = None,
+                 **timing: Any) -> list[CellRecord]:
     """One block sweep at ``batch``'s shape of every prepared runnable against ``base``; cells in input order.
 
     Each runnable's fidelity check runs once, here, before the sweep's first block; a skip or a failed check
@@ -183,7 +187,7 @@ def _sweep_batch(base: Prepared, prepared: Sequence[Prepared], batch: Batch, set
     subjects: dict[str, Subject] = {}
     with pinned_threads(settings.threads):
         for i, cand in enumerate(prepared):
-            got = _checked(base, cand, batch, settings)
+            got = _checked(base, cand, batch, settings, text)
             if isinstance(got, CellRecord):
                 out.append(got)
                 if on_cell is not None:
@@ -226,6 +230,7 @@ def bench_backends(
     vocab_size: int,
     on_cell: Callable[[CellRecord], None] | None = None,
     done: Callable[[str, str, int, int], bool] | None = None,
+    check_text: Batch | None = None,
     **timing: Any,
 ) -> list[CellRecord]:
     """Every prepared (variant, backend) against ``baseline`` (dense eager): one block sweep per batch size.
@@ -238,12 +243,15 @@ def bench_backends(
         vocab_size: inputs are drawn below it.
         on_cell: called with each finished cell.
         done: ``done(variant, backend, batch_size, seq_len)``: cells already measured are not timed again.
+        check_text: held-out task text every runnable must also match eager on before it is timed
+            (:func:`~prunebench.backends.fidelity.check_fidelity`); None: the timed inputs only.
         **timing: ``timer`` / ``clock`` / ``meter`` / ``sleep`` of :func:`sweep` (tests inject fakes).
 
     Returns:
         The cells, by batch size and then in the order of ``prepared``.
     """
     settings = _backend_settings(settings)
+    text = None if check_text is None else {k: v.to(settings.device) for k, v in check_text.items()}
     cells = []
     for batch_size in batch_sizes:
         todo = [p for p in prepared if done is None or not done(p.variant, p.backend, batch_size, seq_len)]
@@ -251,7 +259,7 @@ def bench_backends(
             continue
         batch = make_inputs(vocab_size, batch_size, seq_len, seed=settings.seed, pad_fraction=settings.pad_fraction,
                             device=settings.device)
-        cells += _sweep_batch(baseline, todo, batch, settings, on_cell, **timing)
+        cells += _sweep_batch(baseline, todo, batch, settings, on_cell, text, **timing)
     return cells
 
 

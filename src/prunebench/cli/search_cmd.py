@@ -201,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
                            progress=lambda line: err.print(f"search: {line}", style="dim"),
                            evaluate_backend=_evaluate_backend(source) if on_backend else None,
                            backend_calibration=source.calibration(CALIBRATION_SEQUENCES, args.seed)
-                           if getattr(BACKENDS.get(args.backend), "needs_calibration", False) else ()).report
+                           if getattr(BACKENDS.get(args.backend), "needs_calibration", False) else (),
+                           backend_check_text=source.check_text(args.seed) if on_backend else None).report
     # On a backend that changes the numerics, accuracy is the backend's (the eager one stays in search.json).
     def acc(d: dict[str, Any]) -> dict[str, Any] | None:
         return d.get("backend_accuracy") or d.get("accuracy")

@@ -47,6 +47,7 @@ def run_backend_stage(
     evaluate: Evaluate | None = None,
     progress: Callable[[str], None] | None = None,
     calibration: Sequence[Batch] = (),
+    check_text: Batch | None = None,
 ) -> dict[str, str]:
     """Prepare, check, evaluate and time every (variant, backend) for the non-eager ``backends``.
 
@@ -61,6 +62,7 @@ def run_backend_stage(
         evaluate: called once per (variant, backend) whose backend changes the numerics.
         progress: one-line status updates.
         calibration: batches of the run's task text for backends that calibrate (``openvino-int8``).
+        check_text: held-out task text each runnable must also match eager on before it is timed.
 
     Returns:
         ``"variant / backend" -> reason`` of every skip.
@@ -95,7 +97,8 @@ def run_backend_stage(
                 evaluate(variant, name, model, cand.runnable)
             prepared.append(cand)
         # The variants of one backend are swept together, so drift lands in each of their cells alike.
-        bench_backends(prepared, base, batch_sizes, seq_len, settings, vocab_size=vocab_size, on_cell=emit, done=done)
+        bench_backends(prepared, base, batch_sizes, seq_len, settings, vocab_size=vocab_size, on_cell=emit, done=done,
+                       check_text=check_text)
     return skips
 
 
@@ -141,7 +144,8 @@ def store_backend_stage(store: Any, config: Any, settings: BenchSettings, models
 
     run_backend_stage(config.backends, models, config.batch_sizes, config.seq_len, settings,
                       vocab_size=source.vocab_size, done=done, on_cell=on_cell, evaluate=evaluate,
-                      progress=progress, calibration=source.calibration(CALIBRATION_SEQUENCES, config.seed))
+                      progress=progress, calibration=source.calibration(CALIBRATION_SEQUENCES, config.seed),
+                      check_text=source.check_text(config.seed))
     return failed
 
 

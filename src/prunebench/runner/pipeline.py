@@ -219,7 +219,7 @@ class _Stages:
                                       recover=lambda model: self.source.recover(model, dense),
                                       progress=self._search_progress(),
                                       backend_calibration=self.source.calibration(CALIBRATION_SEQUENCES, config.seed)
-                                      if calibrates else ())
+                                      if calibrates else (), backend_check_text=self.source.check_text(config.seed))
                 for name, (model, record) in searched.items():
                     store.put_variant(record)
                     done[name] = model

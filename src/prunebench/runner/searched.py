@@ -67,6 +67,7 @@ def run_search(
     recover: Recover | None = None,
     progress: Callable[[str], None] | None = None,
     backend_calibration: Sequence[Batch] = (),
+    backend_check_text: Batch | None = None,
 ) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
     """Search every target of ``config``; returns ``name -> (model, variant record)``.
 
@@ -80,6 +81,7 @@ def run_search(
             one-shot structured variants get it.
         progress: called with one line per stage of the search (its latency table, importance, each try).
         backend_calibration: task text for a backend that calibrates (``openvino-int8``).
+        backend_check_text: held-out task text every backend's outputs must also match eager on.
     """
     # The held-out check guards the run's search as it guards `prunebench search` (fewer configurations: the
     # run's budget); a latency model it cannot trust stops the search before any pruning.
@@ -95,7 +97,7 @@ def run_search(
         if named is None and choice is None:
             fastest, seen = ("eager", {}) if len(config.backends) < 2 else fastest_backend(
                 dense, config.backends, base.batch_size, base.seq_len, base.verify_timing, seed=config.seed,
-                threads=config.threads, calibration=backend_calibration)
+                threads=config.threads, calibration=backend_calibration, check_text=backend_check_text)
             choice = {"backend": fastest, "among": list(config.backends), "dense_speedups": seen}
             if progress is not None and len(config.backends) > 1:
                 progress(f"searching on {fastest}, the fastest of {', '.join(config.backends)} for dense")
@@ -107,7 +109,8 @@ def run_search(
         options = replace(base, targets=tuple(t for t, _ in items), backend=backend,
                           check_configs=base.check_configs if table is None else 0)  # one eager check per run
         family = search_family(dense, calib, options, loss_fn=loss_fn, recover=recover, progress=progress,
-                               table=table, backend_calibration=backend_calibration)
+                               table=table, backend_calibration=backend_calibration,
+                               backend_check_text=backend_check_text)
         table = table or LatencyTable.from_dict(family.report["latency_table"])
         for (target, named), entry in zip(items, family.report["targets"], strict=True):
             entry = {**entry, "backend": backend, "backend_named": named is not None,

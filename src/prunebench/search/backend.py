@@ -133,11 +133,13 @@ class BackendTimer:
     """Models prepared on one backend, checked against their eager selves, and timed against dense eager.
 
     One batch (seeded, unpadded, at the search's shape) serves the fidelity check and the timing, as a cell of
-    the run's backend stage does; dense eager is the eager backend's runnable of the dense model.
+    the run's backend stage does, and held-out task text (``check_text``, where the caller has it) is checked
+    too; dense eager is the eager backend's runnable of the dense model.
     """
 
     def __init__(self, name: str, dense: nn.Module, batch_size: int, seq_len: int, *, seed: int = 0,
-                 threads: int | None = None, calibration: Sequence[Batch] = ()) -> None:
+                 threads: int | None = None, calibration: Sequence[Batch] = (),
+                 check_text: Batch | None = None) -> None:
         self.name = name
         self.backend = BACKENDS.get(name)
         self.threads = threads
@@ -145,6 +147,7 @@ class BackendTimer:
                                       seed=seed, calibration=tuple(calibration))
         device = next(dense.parameters()).device
         self.batch: Batch = make_inputs(adapter_of(dense).vocab_size, batch_size, seq_len, seed=seed, device=device)
+        self.check_text = None if check_text is None else {k: v.to(device) for k, v in check_text.items()}
         self.base = self._prepare("eager", dense)
         self.dense = dense
 
@@ -156,14 +159,15 @@ class BackendTimer:
         return got.runnable
 
     def prepare(self, model: nn.Module) -> tuple[Runnable, dict[str, Any]]:
-        """``model`` on the backend, its outputs checked against ``model`` itself (eager) on the timed batch.
+        """``model`` on the backend, its outputs checked against ``model`` itself (eager) on the timed batch and
+        the held-out task text.
 
         Raises:
             RuntimeError: the backend's outputs miss its tolerance (never timed).
         """
         runnable = self._prepare(self.name, model.eval())
         with pinned_threads(self.threads):
-            fidelity = check_fidelity(runnable, model, self.batch)
+            fidelity = check_fidelity(runnable, model, self.batch, text=self.check_text)
         if not fidelity.ok:
             raise RuntimeError(f"not timed: {fidelity.message}")
         return runnable, fidelity.to_dict()
@@ -246,8 +250,8 @@ def check_backend_model(timer: BackendTimer, dense: nn.Module, table: LatencyTab
 
 
 def fastest_backend(dense: nn.Module, names: Sequence[str], batch_size: int, seq_len: int, timing: BenchSettings,
-                    *, seed: int = 0, threads: int | None = None, calibration: Sequence[Batch] = ()
-                    ) -> tuple[str, dict[str, Any]]:
+                    *, seed: int = 0, threads: int | None = None, calibration: Sequence[Batch] = (),
+                    check_text: Batch | None = None) -> tuple[str, dict[str, Any]]:
     """The backend of ``names`` on which dense runs fastest against dense eager (each checked against eager
     first), and per backend its measured speedup or why it was left out. ``eager`` counts as 1.0."""
     seen: dict[str, Any] = {}
@@ -261,7 +265,8 @@ def fastest_backend(dense: nn.Module, names: Sequence[str], batch_size: int, seq
             seen[name] = {"skipped": reason}
             continue
         try:
-            timer = BackendTimer(name, dense, batch_size, seq_len, seed=seed, threads=threads, calibration=calibration)
+            timer = BackendTimer(name, dense, batch_size, seq_len, seed=seed, threads=threads, calibration=calibration,
+                                 check_text=check_text)
             got = timer.measure(dense, timing)
         except (RuntimeError, ValueError) as exc:
             seen[name] = {"skipped": str(exc)}

@@ -181,6 +181,7 @@ def search_family(
     recover: Recover | None = None,
     evaluate_backend: EvaluateBackend | None = None,
     backend_calibration: Sequence[Batch] = (),
+    backend_check_text: Batch | None = None,
 ) -> FamilyResult:
     """Search, verify and save one model per target.
 
@@ -199,6 +200,8 @@ def search_family(
             numerics), of dense and of each final model (``backend_accuracy``, with ``vs_dense``: the paired CI
             against dense eager); None: eager accuracy only.
         backend_calibration: task text for a backend that calibrates (``openvino-int8``'s static scales).
+        backend_check_text: held-out task text the backend's outputs must also match eager on (None: the timed
+            batch only).
 
     Returns:
         The models and the report written to ``search.json``: table, latency-model check, and per target the
@@ -217,7 +220,8 @@ def search_family(
     timer = None
     if options.backend != "eager":  # dense checked on the backend before minutes of tables: fail fast
         timer = BackendTimer(options.backend, dense, options.batch_size, options.seq_len, seed=options.seed,
-                             threads=options.config_timing.threads, calibration=backend_calibration)
+                             threads=options.config_timing.threads, calibration=backend_calibration,
+                             check_text=backend_check_text)
         try:
             timer.prepare(dense)
         except RuntimeError as exc:  # e.g. dynamic int8 of all-MiniLM-L6-v2: hidden cosine 0.92 to eager

@@ -166,7 +166,8 @@ def test_backends_are_checked_on_held_out_task_text_of_each_source(hf_folder, tm
     text = source.check_text(0)
     ids, mask = text["input_ids"], text["attention_mask"]
     assert ids.shape[0] == CHECK_TEXTS and bool((mask == 0).any())  # lengths vary: padded like real batches
-    assert torch.equal(ids, source.check_text(0)["input_ids"]) and not torch.equal(ids, source.check_text(1)["input_ids"])
+    assert torch.equal(ids, source.check_text(0)["input_ids"])
+    assert not torch.equal(ids, source.check_text(1)["input_ids"])
     from prunebench.tasks.hf_text import encode_texts
 
     val = {tuple(r) for r in encode_texts(source.tokenizer, source.texts.texts["val"], source.max_length)}

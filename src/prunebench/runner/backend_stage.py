@@ -17,6 +17,7 @@ from torch import nn
 
 from prunebench.backends import BACKENDS
 from prunebench.backends.cells import bench_backends, default_options, prepare_variant
+from prunebench.backends.fidelity import check_fidelity
 from prunebench.bench.settings import BenchSettings
 from prunebench.bench.timing import pinned_threads
 from prunebench.models.batch import Batch
@@ -94,12 +95,27 @@ def run_backend_stage(
             if cand.skip:
                 skips[f"{variant} / {name}"] = cand.skip
             elif evaluate is not None and backend.changes_numerics and cand.runnable is not None:
-                evaluate(variant, name, model, cand.runnable)
+                missed = _misses_on_text(cand.runnable, model, check_text, settings.threads)
+                if missed:  # its cells will be refused on the same text: minutes of scoring would be thrown away
+                    logger.info("%s on %s not evaluated: %s", variant, name, missed)
+                else:
+                    evaluate(variant, name, model, cand.runnable)
             prepared.append(cand)
         # The variants of one backend are swept together, so drift lands in each of their cells alike.
         bench_backends(prepared, base, batch_sizes, seq_len, settings, vocab_size=vocab_size, on_cell=emit, done=done,
                        check_text=check_text)
     return skips
+
+
+def _misses_on_text(runnable: Any, model: nn.Module, text: Batch | None, threads: int | None) -> str:
+    """Why ``runnable`` misses its eager ``model`` on the held-out task text ("" when it matches, or when there is
+    no text): the check every cell of it must pass before it is timed, made once before it is evaluated."""
+    if text is None:
+        return ""
+    device = next(model.parameters()).device
+    with pinned_threads(threads):
+        got = check_fidelity(runnable, model, {k: v.to(device) for k, v in text.items()})
+    return got.message
 
 
 def store_backend_stage(store: Any, config: Any, settings: BenchSettings, models: dict[str, nn.Module],

@@ -16,6 +16,7 @@ Slow (minutes: full runs on a pretrained model), so it is a script, not a test; 
     python scripts/readme_commands.py                 # run them all in a temporary folder
     python scripts/readme_commands.py --list          # print them, run nothing
     python scripts/readme_commands.py --first 1 --keep /tmp/readme-check
+    python scripts/readme_commands.py --only 3 --keep /tmp/readme-check   # one command again
 """
 
 from __future__ import annotations
@@ -126,16 +127,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="the all-MiniLM-L6-v2 folder (default: the installed wheel's)")
     parser.add_argument("--list", action="store_true", help="print the commands and run nothing")
     parser.add_argument("--first", type=int, help="run only the first N commands")
+    parser.add_argument("--only", type=str, help="run only these commands, by number (1-based, comma list, as --list "
+                        "numbers them); with --keep, a later one reads what an earlier run left there")
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it (default: a temporary one)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one command may take (default 3600)")
     args = parser.parse_args(argv)
     model = args.model or (MODEL_PLACEHOLDER if args.list else installed_model())
     commands = readme_commands(args.readme.read_text(encoding="utf-8"), model)[: args.first]
+    if args.only:
+        picked = [int(n) for n in args.only.split(",")]
+        if not all(1 <= n <= len(commands) for n in picked):
+            parser.error(f"--only: numbers between 1 and {len(commands)}, got {args.only}")
+        commands = [commands[n - 1] for n in picked]
     if not commands:
         print(f"no prunebench commands in {args.readme}")
         return 1
     if args.list:
-        print("\n".join(shlex.join(c) for c in commands))
+        print("\n".join(f"{i}. {shlex.join(c)}" for i, c in enumerate(commands, 1)))
         return 0
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)

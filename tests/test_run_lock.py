@@ -165,3 +165,21 @@ def test_live_holder_reads_a_lock_without_touching_it(tmp_path: Path) -> None:
     assert live_holder(lock) is None  # this process's own lock
     lock.write_text("")
     assert live_holder(lock) is None  # a clean release
+
+
+def test_the_cheap_look_says_in_use_when_a_run_took_the_folder_between_its_two_looks(tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    """The CLI's look before any work met a store the winner had created but not yet filled (a CI flake said
+    "not a prunebench results store"): when the lock names a live run by then, "in use" is the answer."""
+    from prunebench.runner import rundir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.sqlite").write_bytes(b"")  # sqlite has created the file, not yet its tables
+    looks = iter([None, os.getppid()])  # free at the first look, held by a live process at the second
+    monkeypatch.setattr(rundir, "live_holder", lambda path: next(looks))
+    with pytest.raises(RunFolderError, match=f"in use by another prunebench run \\(pid {os.getppid()}\\)"):
+        rundir.inspect_unlocked(out, RunConfig(model="small"), resume=False, force=False)
+    monkeypatch.setattr(rundir, "live_holder", lambda path: None)  # nobody holds it: the store is the answer
+    with pytest.raises(RunFolderError, match="not a prunebench results store"):
+        rundir.inspect_unlocked(out, RunConfig(model="small"), resume=False, force=False)

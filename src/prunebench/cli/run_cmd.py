@@ -39,7 +39,7 @@ from prunebench.report.summary import summary_dicts
 from prunebench.results import load_snapshot
 from prunebench.runner import default_out, execute_run
 from prunebench.runner.executors import EXECUTORS, check_executor, make_executor
-from prunebench.runner.rundir import RunDir, check_target, claim, inspect_folder
+from prunebench.runner.rundir import RunDir, check_target, claim, inspect_unlocked
 from prunebench.runner.validate import check_explicit_options, check_run_inputs
 from prunebench.serde import comma_items, reject_duplicates
 from prunebench.tasks.baseline import resolve_cache_dir
@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     check_target(out, resume=resume)
     cache_dir = resolve_cache_dir(args.cache_dir, os.environ)
     check_writable_dir(cache_dir, "--cache-dir")
-    plan = inspect_folder(out, config, resume=resume, force=args.force, explicit=explicit)
+    plan = inspect_unlocked(out, config, resume=resume, force=args.force, explicit=explicit)
     if resume:
         check_run_inputs(plan.config)  # the stored config, which the run actually uses
         warn_threads(plan.config.threads)

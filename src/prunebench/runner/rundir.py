@@ -320,6 +320,26 @@ def _missing_folders(out: Path) -> list[Path]:
     return missing
 
 
+def inspect_unlocked(
+    out: Path, config: RunConfig, *, resume: bool, force: bool, explicit: frozenset[str] = frozenset()
+) -> FolderPlan:
+    """:func:`inspect_folder` without holding the lock (the cheap look before any work), which says "in use"
+    when another run holds the folder, not what its half-made store looks like.
+
+    Raises:
+        RunFolderError: another live process holds the folder, or as :func:`inspect_folder`.
+    """
+    _refuse_live_holder(out)
+    try:
+        return inspect_folder(out, config, resume=resume, force=force, explicit=explicit)
+    except RunFolderError:
+        # Another run may have taken the folder between the look at its lock and this look at its files (two
+        # runs started together on 2 busy cores: it had created its store but not yet its tables): then "in
+        # use" is the truth, not "not a prunebench results store".
+        _refuse_live_holder(out)
+        raise
+
+
 @contextmanager
 def claim(
     out: Path, config: RunConfig, *, resume: bool, force: bool, explicit: frozenset[str] = frozenset()
@@ -340,14 +360,7 @@ def claim(
             :func:`inspect_folder`.
     """
     check_target(out, resume=resume)
-    _refuse_live_holder(out)  # a run in progress there: say so, not what its half-made store looks like
-    try:
-        inspect_folder(out, config, resume=resume, force=force, explicit=explicit)
-    except RunFolderError:
-        # Another run may have taken the folder between the look at its lock and this look at its files (two
-        # runs started together on 2 busy cores): then "in use" is the truth, not "already holds a run".
-        _refuse_live_holder(out)
-        raise
+    inspect_unlocked(out, config, resume=resume, force=force, explicit=explicit)
     made = _missing_folders(out)
     lock, log = out / RUN_LOCK_FILE, RunDir(out).log
     new_lock, new_log = not _exists(lock), not _exists(log)

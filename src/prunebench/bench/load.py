@@ -8,7 +8,9 @@ The 1-minute load average cannot see this: it lags by a minute and cannot say wh
 So a :class:`CpuMeter` reads, before and after each timed block, how much CPU time *other* processes used:
 the busy time of the cores this process may run on (from ``/proc/stat``: everything that is not idle or
 iowait, which includes time the hypervisor stole; the machine's total line unless ``taskset`` or a cpuset
-narrowed the affinity) minus this process's own CPU time (all its threads), per second of wall time, in
+narrowed the affinity) minus this process's own CPU time (all its threads, and its children that have ended:
+OpenVINO's model conversion forks short-lived helpers that used about one core for 1-2 s and were read as
+"other processes held 0.58 cores" by a search whose only other work was its own), per second of wall time, in
 cores. ``/proc/stat`` counts in clock ticks (10 ms), so a block shorter than
 :data:`MIN_WINDOW_S` is judged over a window reaching back to earlier readings of the same meter (the
 previous blocks of the sweep): two ticks of rounding over a quarter second is 0.08 cores. A block is
@@ -39,6 +41,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+try:
+    import resource  # POSIX only: the children's CPU time
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
+
 #: Default share of the timing's cores that other processes may hold during a block before it is busy.
 BUSY_SHARE = 0.25
 #: A cell is flagged contended when its kept blocks' mean reaches this fraction of the busy level.
@@ -55,6 +62,16 @@ def load_1m() -> float | None:
         return float(os.getloadavg()[0])
     except (OSError, AttributeError):
         return None
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process (all threads) plus those of its children that have ended and been waited
+    for: work this process started is not a competitor. A child still running is not seen until it ends."""
+    seconds = time.process_time()
+    if resource is None:
+        return seconds
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return seconds + children.ru_utime + children.ru_stime
 
 
 def _clock_ticks() -> int:
@@ -116,7 +133,7 @@ class CpuReading:
 
     Attributes:
         wall: wall-clock seconds (monotonic).
-        own_cpu: this process's CPU seconds (all threads).
+        own_cpu: this process's CPU seconds (all threads, and its ended children: :func:`own_cpu_seconds`).
         idle: the machine's idle + iowait seconds over all cores (None: ``/proc/stat`` unreadable).
         cores: the cores ``idle`` covers (those this process may run on).
         load: the 1-minute load average (read only when ``idle`` is None).
@@ -139,13 +156,13 @@ class CpuMeter:
 
     Args:
         stat: reads (idle + iowait seconds, cores, ``/proc/stat`` lines summed), or None where it cannot.
-        cpu_clock: this process's CPU seconds; wall_clock: monotonic wall seconds.
+        cpu_clock: this process's CPU seconds (:func:`own_cpu_seconds`); wall_clock: monotonic wall seconds.
         load: the 1-minute load average (the fallback).
         min_window: the shortest stretch judged, in seconds.
     """
 
     stat: Callable[[], tuple[float, int, int] | None] = proc_stat_idle
-    cpu_clock: Callable[[], float] = time.process_time
+    cpu_clock: Callable[[], float] = own_cpu_seconds
     wall_clock: Callable[[], float] = time.perf_counter
     load: Callable[[], float | None] = load_1m
     min_window: float = MIN_WINDOW_S

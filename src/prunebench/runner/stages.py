@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from prunebench.bench import environment, fingerprint_hash
-from prunebench.bench.load import load_1m
+from prunebench.bench.load import load_1m, own_cpu_seconds
 from prunebench.config import RunConfig
 from prunebench.errors import PrunebenchError
 from prunebench.report import build_report
@@ -68,7 +68,7 @@ class Ticker:
 
     def __init__(self, total: int, progress: Progress | None, clock: Callable[[], float] = time.perf_counter,
                  load: Callable[[], float | None] = load_1m,
-                 cpu_clock: Callable[[], float] = time.process_time) -> None:
+                 cpu_clock: Callable[[], float] = own_cpu_seconds) -> None:
         self.total, self.done, self.progress, self.clock, self.load = total, 0, progress, clock, load
         self.cpu_clock = cpu_clock
         self.stage_seconds: dict[str, float] = {}

@@ -399,6 +399,35 @@ def test_a_missed_target_is_searched_again_tighter_until_the_measured_ci_reaches
     assert tries[1]["aimed_at"] == pytest.approx(1.3 * 1.3 / tries[0]["measured"]["ci"][0] * 1.01)
 
 
+def test_an_overshot_target_is_searched_again_lower_and_the_least_pruned_met_model_kept(tiny_model, monkeypatch):
+    """A try measured far above its target pruned more than it needed (MiniLM on openvino-bf16: aimed at 4x,
+    measured 7.68x, probe -7.5 pp): the search backs off, brackets, and keeps the least-pruned model that met."""
+    from prunebench.search import family
+    from prunebench.search._arch import adapter_of, full_widths
+    from prunebench.search.verify import Measured
+
+    def fast_small_models(dense, model, table, timing, seed=0, **kw):  # the smaller, the faster than predicted
+        s = table.speedup(full_widths(adapter_of(model))) ** 2
+        return Measured(s, s - 0.01, s + 0.01, 10)
+
+    monkeypatch.setattr(family, "measure_speedup", fast_small_models)
+    options = SearchOptions(targets=(1.3,), seq_len=8, check_configs=0, neuron_step=8, table_timing=FAST,
+                            verify_timing=FAST, config_timing=FAST, max_tries=4, rescale=False,
+                            compare_uniform=False, select=False)
+    entry = search_family(tiny_model, _calib(97), options, table=_table()).report["targets"][0]
+    tries = entry["tries"]
+    assert tries[0]["met"] and tries[0]["measured"]["ci"][0] > 1.3 * (1 + family.OVERSHOOT)
+    assert len(tries) >= 2 and tries[1]["aimed_at"] < tries[0]["aimed_at"]  # backed off
+    met = [t for t in tries if t["met"]]
+    kept = min(met, key=lambda t: t["measured"]["speedup"])
+    assert entry["met"] and entry["measured"]["speedup"] == kept["measured"]["speedup"]
+    assert kept["measured"]["speedup"] < tries[0]["measured"]["speedup"] and entry["widths"] == kept["widths"]
+    for i, t in enumerate(tries[1:], start=1):  # each aim lies between the aims that missed and overshot before it
+        below = [u["aimed_at"] for u in tries[:i] if not u["met"]]
+        above = [u["aimed_at"] for u in tries[:i] if u["met"]]
+        assert max(below, default=0.0) < t["aimed_at"] < min(above, default=float("inf"))
+
+
 class _Meter:
     """Stands in for a CpuMeter: each judgement is the next of ``busy`` (other processes at 1.4 of 2 cores)."""
 

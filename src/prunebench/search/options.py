@@ -42,7 +42,8 @@ class SearchOptions:
             uniform fractions; :mod:`prunebench.search.select`) and keep the one with the lowest held-out
             calibration loss; False: the raw-importance knapsack alone.
         check_configs: random widths the latency model is checked on (0: skip the check).
-        max_tries: searches per target (each later one aims higher by the measured shortfall of the CI's low end).
+        max_tries: searches per target (a later one aims higher by the measured shortfall of the CI's low end, or
+            lower after an overshoot; see :data:`prunebench.search.family.OVERSHOOT`).
         compare_uniform: also build and time uniform pruning at the searched model's measured speed.
         seed: input and check seed.
         max_model_error: the search stops before any pruning when the latency model's held-out median error
@@ -64,7 +65,7 @@ class SearchOptions:
     keep: str | None = None
     select: bool = True
     check_configs: int = 20
-    max_tries: int = 3
+    max_tries: int = 4
     compare_uniform: bool = True
     seed: int = 0
     max_model_error: float = MAX_MODEL_ERROR

@@ -126,6 +126,22 @@ def test_a_model_left_in_training_mode_is_caught_and_not_timed(model):
     assert calls == []
 
 
+def test_the_fp32_tolerance_scales_with_the_outputs_largest_magnitude():
+    """fp32 rounding grows with the outputs' scale: a refitted structured-70% MiniLM (outputs up to 6.6) differs
+    from its own fp64 forward by 3.3e-4 in eager, and OpenVINO / ONNX Runtime were refused at 4e-4 by an absolute
+    1e-4. Unit-scale outputs keep the absolute 1e-4."""
+    want = torch.zeros(2, 5, 8)
+    want[0, 0, 0] = 6.6  # [B, S, D]
+    assert FP32.abs_limit(want) == pytest.approx(6.6e-4)
+    assert compare("x", want + 4e-4, want, FP32).ok
+    assert not compare("x", want + 7e-4, want, FP32).ok
+    unit = torch.full((2, 5, 8), 0.5)
+    assert FP32.abs_limit(unit) == pytest.approx(1e-4)
+    assert not compare("x", unit + 2e-4, unit, FP32).ok
+    bad = compare("x", want + 7e-4, want, FP32)
+    assert "max |diff| 0.0007 > 0.00066" in bad.message
+
+
 def test_wrong_outputs_are_caught_and_not_timed(model):
     batch = random_batch(97)
     broken = copy.deepcopy(model)

@@ -83,19 +83,32 @@ class Tolerance:
         max_abs: largest allowed absolute difference of any element (None: not checked).
         min_cosine: smallest allowed cosine similarity of the flattened outputs (None: not checked).
         note: why these numbers (recorded with the check).
+        relative: ``max_abs`` is per unit of the reference's largest magnitude (at least 1): fp32 rounding grows
+            with the outputs' scale.
     """
 
     max_abs: float | None = 1e-4
     min_cosine: float | None = None
     note: str = "fp32: same math, only summation order may differ"
+    relative: bool = False
+
+    def abs_limit(self, want: torch.Tensor) -> float | None:
+        """The largest allowed absolute difference against the reference outputs ``want``."""
+        if self.max_abs is None or not self.relative or not want.numel():
+            return self.max_abs
+        return self.max_abs * max(1.0, float(want.abs().max()))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return asdict(self)
 
 
-#: fp32 backends: the same function computed by other kernels.
-FP32 = Tolerance()
+#: fp32 backends: the same function computed by other kernels, within 1e-4 per unit of the outputs' largest
+#: magnitude. *Learned*: a structured-70% all-MiniLM-L6-v2 after its refit (outputs up to 6.6) differs from its
+#: own fp64 forward by 3.3e-4 in eager PyTorch and by 1.7e-4 on OpenVINO; an absolute 1e-4 refused OpenVINO and
+#: ONNX Runtime (4e-4 from eager) although both were closer to the exact result than eager itself.
+FP32 = Tolerance(relative=True, note="fp32: same math, only summation order may differ (1e-4 x the outputs' "
+                 "largest magnitude, at least 1)")
 #: Dynamic int8 backends. Measured on random and trained ``medium`` encoders: cosine 0.9994-0.9999 and max
 #: diff 0.1-0.25 on LayerNorm'd outputs of unit scale; 0.99 leaves room for other models while a broken
 #: quantization (a wrong scale, a dropped bias, dropout on) lands far below it.

@@ -80,8 +80,9 @@ def compare(backend: str, got: torch.Tensor, want: torch.Tensor, tolerance: Tole
     problems = []
     if not math.isfinite(max_abs):
         problems.append("non-finite outputs")
-    if tolerance.max_abs is not None and not max_abs <= tolerance.max_abs:
-        problems.append(f"max |diff| {max_abs:.3g} > {tolerance.max_abs:g}")
+    limit = tolerance.abs_limit(want)
+    if limit is not None and not max_abs <= limit:
+        problems.append(f"max |diff| {max_abs:.3g} > {limit:.3g}")
     if tolerance.min_cosine is not None and not cosine >= tolerance.min_cosine:
         problems.append(f"cosine {cosine:.6f} < {tolerance.min_cosine:g}")
     message = f"{backend} does not match eager: {'; '.join(problems)}" if problems else ""

@@ -59,7 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "model unless --recovery-seconds 0)",
         description="Measure a latency model of MODEL on this machine, score every head and FFN neuron on "
         "calibration data, and for each target search per-layer widths that keep the most importance; "
-        "every result is verified by paired timing and compared with uniform pruning at the same measured speed.",
+        "every result is verified by paired timing (up to 4 tries per target: a miss aims higher, a result more "
+        "than 10% above its target aims lower, and the least-pruned model that met is kept) and compared with "
+        "uniform pruning at the same measured speed.",
     )
     p.add_argument("--model", required=True, metavar="PRESET|DIR",
                    help=f"a preset ({', '.join(model_names()[:-1])}: its trained baseline, cached) or a saved "

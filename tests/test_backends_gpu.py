@@ -5,6 +5,8 @@ Skipped where there is no GPU of compute capability >= 8.0 (the CPU-only machine
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -32,3 +34,24 @@ def test_semi_structured_runs_two_four_linears_and_matches_eager():
     ids = torch.randint(1, 97, (8, 64), device="cuda")
     result = check_fidelity(runnable, model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
     assert result.ok, result.message
+
+
+@pytest.mark.skipif(not _capable(), reason="needs a CUDA GPU with compute capability >= 8.0")
+def test_models_on_the_gpu_are_evaluated_on_cpu_built_batches_eagerly_and_on_semi_structured():
+    # A run with --device cuda evaluates models that live on the GPU; the task's batches are built on the CPU.
+    from prunebench.backends.evaluation import evaluate_on_backend
+    from prunebench.tasks import evaluate
+    from tests.tiny_mlm import SEQ, mlm_task, trained_mlm
+
+    task = mlm_task()
+    cpu_model = trained_mlm(task)
+    kw = {"max_batches": 2, "batch_size": 8, "seed": 3}
+    on_cpu = evaluate(cpu_model, task, **kw)
+    gpu_model = copy.deepcopy(cpu_model).cuda()
+    on_gpu = evaluate(gpu_model, task, reference=gpu_model, **kw)
+    assert on_gpu.n_predictions == on_cpu.n_predictions
+    assert abs(on_gpu.accuracy - on_cpu.accuracy) <= 2 / on_cpu.n_predictions  # fp32 kernels may flip a tie
+    assert on_gpu.agreement == 1.0
+    runnable = BACKENDS.get("semi-structured").prepare(gpu_model, PrepareOptions(device="cuda", shapes=((8, SEQ),)))
+    on_fp16 = evaluate_on_backend(gpu_model, runnable, task, reference=gpu_model, **kw)
+    assert on_fp16.n_predictions == on_cpu.n_predictions and on_fp16.agreement > 0.9

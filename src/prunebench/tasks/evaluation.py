@@ -99,7 +99,22 @@ class EvalResult:
 
 def _outputs(model: TransformerEncoder, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(logits [N, K], targets [N], pooled hidden [B, D]) for the predictions the task scores; an MLM row's
-    predictions are consecutive (row-major order of its masked positions)."""
+    predictions are consecutive (row-major order of its masked positions).
+
+    The batch is moved to the model's device (a run with ``--device cuda`` evaluates models that live on the
+    GPU on batches built on the CPU); what is returned is on the CPU, where the scores are summed.
+    """
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    if device.type == "cpu":
+        return _forward(model, batch)
+    on_device = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    logits, target, pooled = _forward(model, on_device)
+    return logits.cpu(), target.cpu(), pooled.cpu()
+
+
+def _forward(model: TransformerEncoder, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_outputs` on a batch already on the model's device."""
     mask = batch["attention_mask"]
     hidden = model.encode(batch["input_ids"], mask)  # [B, S, D]
     pooled = model.pool(hidden, mask)  # [B, D]

@@ -28,6 +28,7 @@ from prunebench.backends.sparse import SparseBackend, SparseLinear, block_densit
 from prunebench.backends.torch_backends import CompileBackend, EagerBackend, torch_runnable
 from prunebench.bench.records import PairedResult
 from prunebench.models import EncoderConfig, build_encoder
+from prunebench.pruning import PruneSpec, prune_
 from prunebench.results.cell import CellRecord
 from tests.conftest import random_batch
 
@@ -222,7 +223,23 @@ def test_semi_structured_skips_cleanly_without_a_capable_gpu(model):
     assert "CUDA" in backend.availability()
     with pytest.raises(BackendUnavailable, match="CUDA"):
         backend.prepare(model, OPTS)
-    assert "2:4" in backend.skip_reason(model)
+
+
+def test_semi_structured_swaps_only_tiling_two_four_linears_and_runs_dense_as_fp16_baseline():
+    # Every variant runs on the backend (dense there is the fp16 baseline a 2:4 gain is read against); only
+    # Linears with a 2:4 pattern and both dimensions multiples of 64 become semi-structured tensors.
+    backend = BACKENDS.get("semi-structured")
+    cfg = EncoderConfig.uniform(vocab_size=97, d_model=128, n_heads=2, n_layers=2, d_ff=256, max_positions=64)
+    dense = build_encoder(cfg, seed=0).eval()
+    assert backend.skip_reason(dense) is None and backend.eligible(dense) == []
+    two_four = copy.deepcopy(dense)
+    prune_(two_four, PruneSpec(method="nm", sparsity=0.5))
+    swapped = backend.eligible(two_four)
+    assert len(swapped) == 2 * 4  # per layer: attention in/out projections and both FFN Linears
+    with torch.no_grad():  # one weight off the pattern (3 non-zeros in a group of 4) is no longer swapped
+        w = two_four.get_submodule(swapped[0]).weight
+        w[0, :4] = 1.0
+    assert swapped[0] not in backend.eligible(two_four)
 
 
 @pytest.mark.parametrize("gone", ["module", "function", "broken"])

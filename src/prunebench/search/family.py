@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -75,6 +75,18 @@ Recover = Callable[[nn.Module], Mapping[str, Any] | None]
 #: Evaluates ``model`` with its hidden states computed by a backend's ``runnable`` against ``reference`` (eager
 #: dense): the mapping :data:`Evaluate` returns, or the one-line reason it cannot (``ModelSource.evaluate_backend``).
 EvaluateBackend = Callable[[nn.Module, Runnable, nn.Module], Mapping[str, Any] | str]
+
+
+class _Try(NamedTuple):
+    """One verified try of a target: what the result of the target is made from."""
+
+    alloc: Allocation
+    chosen: str
+    model: nn.Module
+    plan: Any
+    fidelity: Any
+    got: Any
+    busy: bool
 
 
 def split_calibration(batches: Sequence[Batch]) -> tuple[Sequence[Batch], Sequence[Batch]]:
@@ -328,7 +340,8 @@ def search_family(
     for target in options.targets:
         tries: list[dict[str, Any]] = []
         aim, missed, overshot = target, None, None  # aims known to miss / to overshoot the target
-        best = last = None  # the least-pruned quiet try that met the target; the latest try
+        best: _Try | None = None  # the least-pruned quiet try that met the target
+        last: _Try | None = None  # the latest try
         for attempt in range(1, options.max_tries + 1):
             t0 = time.perf_counter()
             if options.select:
@@ -349,8 +362,8 @@ def search_family(
                           "chosen": chosen, "candidates": candidates,
                           "measured": got.to_dict(), "met": met, "machine_busy": busy,
                           "seconds": time.perf_counter() - t0})
-            last = (alloc, chosen, model, plan, fidelity, got, busy)
-            if met and (best is None or got.speedup < best[5].speedup):
+            last = _Try(alloc, chosen, model, plan, fidelity, got, busy)
+            if met and (best is None or got.speedup < best.got.speedup):
                 best = last
             overshoots = met and got.ci_low > target * (1.0 + OVERSHOOT)
             verdict = ("machine busy, not judged" if busy else

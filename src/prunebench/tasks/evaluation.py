@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from prunebench.models.batch import IGNORE_INDEX, Batch
 from prunebench.models.config import TaskHead
 from prunebench.models.encoder import TransformerEncoder
+from prunebench.pruning.calibration import model_device, to_device
 from prunebench.results.correctness import pack_correct
 from prunebench.serde import check_schema_version, reject_unknown
 from prunebench.tasks.base import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_EVAL_BATCHES, Task
@@ -104,12 +105,10 @@ def _outputs(model: TransformerEncoder, batch: Batch) -> tuple[torch.Tensor, tor
     The batch is moved to the model's device (a run with ``--device cuda`` evaluates models that live on the
     GPU on batches built on the CPU); what is returned is on the CPU, where the scores are summed.
     """
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
+    device = model_device(model)
     if device.type == "cpu":
         return _forward(model, batch)
-    on_device = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    logits, target, pooled = _forward(model, on_device)
+    logits, target, pooled = _forward(model, to_device(batch, device))
     return logits.cpu(), target.cpu(), pooled.cpu()
 
 
